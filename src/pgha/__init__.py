@@ -1,0 +1,3 @@
+"""pgha: high-availability agent for PostgreSQL."""
+
+__version__ = "0.1.0"

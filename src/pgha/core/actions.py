@@ -1,0 +1,150 @@
+"""Actions returned by the decision core, executed in order by the agent's executor.
+
+Execution contract (``pgha.agent`` implements it):
+
+* Actions run in list order, one at a time, each under a timeout.
+* The first action that fails (returns False or raises) aborts the rest of the list; the next
+  decision cycle re-evaluates from fresh observations. So ``[AcquireLeader(), Promote()]`` never
+  promotes without the lock.
+* Actions that stop writes come before anything slower: a demotion is its own first action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class StopMode(StrEnum):
+    FAST = "fast"  # clients disconnected, shutdown checkpoint written, WAL shipped to replicas
+    IMMEDIATE = "immediate"  # no checkpoint: stops writes at once (crash recovery on next start)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A member to stream from or clone from."""
+
+    name: str
+    conn_url: str
+
+
+@dataclass(frozen=True)
+class BootstrapCluster:
+    """Claim ``initialize`` atomically (create-if-absent with an empty value); if won, run initdb,
+    write the managed configuration, start as primary, create the roles, store the dynamic
+    configuration, take the leader lock, then write the system identifier into ``initialize``.
+    On any failure after the claim: stop PostgreSQL, wipe the data directory and delete the
+    still-empty ``initialize`` key so another member may try."""
+
+
+@dataclass(frozen=True)
+class WriteInitialize:
+    """Create ``initialize`` with an existing cluster's system identifier (adopt local data)."""
+
+    sysid: str
+
+
+@dataclass(frozen=True)
+class CloneReplica:
+    """pg_basebackup from ``source`` into the (empty) data directory, then write the replica
+    configuration (standby.signal, primary_conninfo, slot). Does not start PostgreSQL."""
+
+    source: Upstream
+
+
+@dataclass(frozen=True)
+class StartPostgres:
+    """Write the managed configuration for ``role`` and start PostgreSQL; return once it
+    accepts connections (or fail). A replica streams from ``upstream`` (None: no upstream,
+    read-only recovery of local WAL)."""
+
+    role: str  # "primary" | "replica"
+    upstream: Upstream | None = None
+
+
+@dataclass(frozen=True)
+class Follow:
+    """Point a running replica at ``upstream`` (primary_conninfo + slot) and reload."""
+
+    upstream: Upstream
+
+
+@dataclass(frozen=True)
+class Rejoin:
+    """Bring a stopped former primary (or a replica that may have diverged) back as a replica of
+    ``leader``: crash-recover in single-user mode if it was not shut down cleanly, compare the
+    local timeline and position with the leader's timeline history, and if they diverged run
+    pg_rewind (``use_pg_rewind``) or else wipe and re-clone. Never starts diverged data as is.
+    Ends by starting PostgreSQL as a replica of ``leader``."""
+
+    leader: Upstream
+    use_pg_rewind: bool
+
+
+@dataclass(frozen=True)
+class AcquireLeader:
+    """Create the leader key bound to our session (atomic create-if-absent). Fails if taken."""
+
+
+@dataclass(frozen=True)
+class Promote:
+    """Promote the running replica, wait until it accepts writes, append a ``history`` entry for
+    the timeline just ended, and run a CHECKPOINT so a rewinding former primary sees the new
+    timeline in pg_control."""
+
+
+@dataclass(frozen=True)
+class Demote:
+    """Stop a primary that must not be writable. Stops PostgreSQL with ``mode`` first; then,
+    if ``release_lock``, deletes the leader key (compare-and-delete on our name). The data is
+    later brought back by ``Rejoin`` once a leader exists."""
+
+    mode: StopMode = StopMode.IMMEDIATE
+    release_lock: bool = False
+
+
+@dataclass(frozen=True)
+class ReleaseLeader:
+    """Delete the leader key if it still names us."""
+
+
+@dataclass(frozen=True)
+class StopPostgres:
+    mode: StopMode = StopMode.FAST
+
+
+@dataclass(frozen=True)
+class SyncSlots:
+    """On the primary: make the set of physical replication slots named after members equal to
+    ``keep`` (create missing ones, drop member-like slots not in ``keep``)."""
+
+    keep: frozenset[str]
+
+
+@dataclass(frozen=True)
+class PublishStatus:
+    """Leader only: write the ``status`` key (optime = our WAL position)."""
+
+
+Action = (
+    BootstrapCluster
+    | WriteInitialize
+    | CloneReplica
+    | StartPostgres
+    | Follow
+    | Rejoin
+    | AcquireLeader
+    | Promote
+    | Demote
+    | ReleaseLeader
+    | StopPostgres
+    | SyncSlots
+    | PublishStatus
+)
+
+
+def slot_name(member: str) -> str:
+    """Physical slot name for a member: lowercase, every non ``[a-z0-9_]`` char becomes ``_``."""
+    out = "".join(c if (c.isascii() and (c.isalnum() or c == "_")) else "_"
+                  for c in member.lower())
+    return out[:63]

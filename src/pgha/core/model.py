@@ -1,0 +1,281 @@
+"""Immutable inputs of the decision core.
+
+Everything here is a frozen dataclass built by the IO layers (``pgha.dcs``, ``pgha.pg``,
+``pgha.agent``) and handed to :func:`pgha.core.decide.decide`. Nothing in this module reads a
+clock, a file or the network; time is passed in as ``now`` (seconds on a monotonic clock).
+
+LSNs are plain integers (bytes since the start of WAL), as in Patroni's DCS values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class DataState(StrEnum):
+    """What the local data directory holds, as far as the agent could tell."""
+
+    EMPTY = "empty"  # missing or empty directory: needs bootstrap or a clone
+    VALID = "valid"  # a PostgreSQL cluster whose pg_control could be read
+    INVALID = "invalid"  # non-empty but not a readable cluster; needs an operator
+
+
+class PgRole(StrEnum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+
+
+class ControlState(StrEnum):
+    """``Database cluster state`` from pg_controldata, for a stopped cluster."""
+
+    SHUT_DOWN = "shut down"  # clean stop of a primary
+    SHUT_DOWN_IN_RECOVERY = "shut down in recovery"  # clean stop of a replica
+    IN_PRODUCTION = "in production"  # a primary that crashed (or is running)
+    IN_ARCHIVE_RECOVERY = "in archive recovery"  # a replica that crashed (or is running)
+    IN_CRASH_RECOVERY = "in crash recovery"
+    STARTING_UP = "starting up"
+    SHUTTING_DOWN = "shutting down"
+    UNKNOWN = "unknown"
+
+    @property
+    def was_primary(self) -> bool:
+        """True when the data was last used read-write (a former primary)."""
+        return self in (ControlState.SHUT_DOWN, ControlState.IN_PRODUCTION)
+
+
+@dataclass(frozen=True)
+class Tags:
+    """Member tags (``tags:`` in the YAML). ``custom`` holds every other key."""
+
+    nofailover: bool = False
+    failover_priority: int = 1
+    noloadbalance: bool = False
+    clonefrom: bool = False
+    replicatefrom: str | None = None
+    nosync: bool = False
+    custom: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def can_be_leader(self) -> bool:
+        return not self.nofailover and self.failover_priority > 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.custom)
+        if self.nofailover:
+            out["nofailover"] = True
+        if self.failover_priority != 1:
+            out["failover_priority"] = self.failover_priority
+        if self.noloadbalance:
+            out["noloadbalance"] = True
+        if self.clonefrom:
+            out["clonefrom"] = True
+        if self.replicatefrom:
+            out["replicatefrom"] = self.replicatefrom
+        if self.nosync:
+            out["nosync"] = True
+        return out
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Tags:
+        """Parse tags from a member key or the YAML; raises ValueError on wrong types."""
+        known = {"nofailover", "failover_priority", "noloadbalance", "clonefrom",
+                 "replicatefrom", "nosync"}
+        priority = data.get("failover_priority", 1)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError("failover_priority must be an integer")
+        replicatefrom = data.get("replicatefrom")
+        if replicatefrom is not None and not isinstance(replicatefrom, str):
+            raise ValueError("replicatefrom must be a member name")
+        return Tags(
+            nofailover=bool(data.get("nofailover", False)),
+            failover_priority=priority,
+            noloadbalance=bool(data.get("noloadbalance", False)),
+            clonefrom=bool(data.get("clonefrom", False)),
+            replicatefrom=replicatefrom,
+            nosync=bool(data.get("nosync", False)),
+            custom={k: v for k, v in data.items() if k not in known},
+        )
+
+
+@dataclass(frozen=True)
+class Member:
+    """One ``members/<name>`` key as published by that member's agent."""
+
+    name: str
+    conn_url: str = ""
+    api_url: str = ""
+    role: str = "uninitialized"  # primary | replica | demoted | uninitialized
+    state: str = "stopped"  # running | starting | stopped | crashed | ...
+    xlog_location: int | None = None
+    timeline: int | None = None
+    replication_state: str | None = None
+    version: str = ""
+    pending_restart: bool = False
+    tags: Tags = field(default_factory=Tags)
+
+    @property
+    def is_running_primary(self) -> bool:
+        return self.role == "primary" and self.state == "running"
+
+
+@dataclass(frozen=True)
+class Leader:
+    """The ``leader`` key: who holds the lock, and the store's revision of that key."""
+
+    name: str
+    revision: int = 0
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One element of the ``history`` key: timeline ``timeline`` ended at ``lsn``."""
+
+    timeline: int
+    lsn: int
+    reason: str = ""
+    timestamp: str = ""
+    new_leader: str | None = None
+
+
+@dataclass(frozen=True)
+class HaSettings:
+    """The dynamic configuration values the core needs (DCS ``config``, with defaults)."""
+
+    ttl: float = 30.0
+    loop_wait: float = 10.0
+    retry_timeout: float = 10.0
+    maximum_lag_on_failover: int = 1048576
+    primary_start_timeout: float = 300.0
+    use_pg_rewind: bool = False
+    use_slots: bool = True
+    member_slots_ttl: float = 1800.0
+    check_timeline: bool = False
+    pause: bool = False
+
+    @staticmethod
+    def from_config(raw: Mapping[str, Any]) -> HaSettings:
+        """Lenient parse of the DCS ``config`` JSON: a missing or ill-typed value keeps its
+        default (the store logs garbage; the core never fails on it)."""
+        default = HaSettings()
+        pg = raw.get("postgresql")
+        pg = pg if isinstance(pg, Mapping) else {}
+
+        def num(key: str, src: Mapping[str, Any] = raw, alias: str | None = None) -> float:
+            value = src.get(key, src.get(alias) if alias else None)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return float(getattr(default, key))
+            return float(value)
+
+        def flag(key: str, src: Mapping[str, Any] = raw) -> bool:
+            value = src.get(key)
+            return value if isinstance(value, bool) else bool(getattr(default, key))
+
+        return HaSettings(
+            ttl=num("ttl"),
+            loop_wait=num("loop_wait"),
+            retry_timeout=num("retry_timeout"),
+            maximum_lag_on_failover=int(num("maximum_lag_on_failover")),
+            primary_start_timeout=num("primary_start_timeout", alias="master_start_timeout"),
+            use_pg_rewind=flag("use_pg_rewind", pg),
+            use_slots=flag("use_slots", pg),
+            member_slots_ttl=num("member_slots_ttl"),
+            check_timeline=flag("check_timeline"),
+            pause=flag("pause"),
+        )
+
+    @property
+    def safety_margin(self) -> float:
+        """Seconds before lease expiry at which an unconfirmed primary demotes itself."""
+        return max(0.5, min(5.0, self.ttl / 4))
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """An immutable snapshot of the cluster's DCS keys.
+
+    ``initialize`` is None when the key is absent, ``""`` while a member bootstraps, and the
+    database system identifier afterwards. Keys whose value could not be parsed are absent here
+    (the store logged them).
+    """
+
+    initialize: str | None = None
+    settings: HaSettings = field(default_factory=HaSettings)
+    config: Mapping[str, Any] | None = None  # raw ``config`` JSON; None when absent
+    leader: Leader | None = None
+    members: Mapping[str, Member] = field(default_factory=dict)
+    optime: int | None = None  # leader's last published WAL position (``status``)
+    history: tuple[HistoryEntry, ...] = ()
+    failover: Mapping[str, Any] | None = None
+    revision: int = 0
+
+    @property
+    def leader_member(self) -> Member | None:
+        if self.leader is None:
+            return None
+        return self.members.get(self.leader.name)
+
+
+@dataclass(frozen=True)
+class PgState:
+    """What the agent observed about its own PostgreSQL.
+
+    ``wal_position``: on a running primary the current flush LSN; on a running replica the
+    larger of received and replayed LSN; on a stopped cluster the end of the latest checkpoint
+    record from pg_controldata (None when unknown).
+    ``down_since`` is the monotonic time the postmaster was seen to die or stop, None while it
+    runs. ``upstream`` names the member a running replica streams from (its primary_conninfo).
+    """
+
+    data: DataState = DataState.EMPTY
+    running: bool = False
+    accepting: bool = False  # running and answering queries
+    role: PgRole | None = None
+    sysid: str | None = None
+    timeline: int | None = None
+    wal_position: int | None = None
+    control_state: ControlState = ControlState.UNKNOWN
+    upstream: str | None = None
+    down_since: float | None = None
+    stopped_by_agent: bool = False
+    busy: str | None = None  # a long action is in flight (e.g. "creating replica")
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    """A peer's ``GET /patroni`` answer, reduced to what the leader race needs."""
+
+    name: str
+    role: str
+    state: str
+    wal_position: int | None
+    timeline: int | None
+    tags: Tags = field(default_factory=Tags)
+
+    @property
+    def is_running_primary(self) -> bool:
+        return self.role == "primary" and self.state == "running"
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """This member's own observations, assembled by the agent each cycle.
+
+    ``lease_deadline`` is the monotonic instant until which this agent may act as leader: the
+    send time of the last successful keep-alive plus ``ttl - safety_margin``. None when the agent
+    holds no confirmed lease. ``dcs_ok`` is False when the last DCS read failed; the ``view`` is
+    then the last one that succeeded (or None). ``peers`` maps member name to its status, or None
+    when the peer did not answer; it is only filled when a leader race is possible.
+    ``member_seen`` maps member name to the monotonic time it was last seen in the DCS.
+    """
+
+    name: str
+    tags: Tags = field(default_factory=Tags)
+    pg: PgState = field(default_factory=PgState)
+    dcs_ok: bool = True
+    lease_deadline: float | None = None
+    peers: Mapping[str, PeerStatus | None] = field(default_factory=dict)
+    member_seen: Mapping[str, float] = field(default_factory=dict)
+    shutting_down: bool = False

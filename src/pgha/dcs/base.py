@@ -1,0 +1,158 @@
+"""The small key-value protocol every DCS backend implements.
+
+The domain operations (leader lock, members, config, history, ...) are written once in
+``pgha.dcs.store`` on top of this protocol; a backend only maps these few calls onto its store.
+
+Keys are absolute strings such as ``/service/demo/leader``. Values are bytes.
+
+Sessions: each client owns at most one *session* (etcd lease, Consul session, ZooKeeper session)
+with a TTL. Keys written with ``ephemeral=True`` are bound to it and vanish when it expires or is
+closed. ``keepalive()`` renews it; the caller measures time from the moment it *sent* the request.
+
+Failure behaviour: every call raises :class:`DCSError` when the store cannot be reached or
+answers with an error (after the backend's own endpoint failover, bounded by its timeout).
+A lost compare-and-set is not an error: the call returns False.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+
+class DCSError(Exception):
+    """The store could not be reached or refused the request."""
+
+
+class SessionExpired(DCSError):
+    """Our session no longer exists in the store: every ephemeral key of ours is gone."""
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """One key as stored. ``revision`` is the store's modification index for the key, the value
+    to pass as ``if_revision`` for a compare-and-set. ``ephemeral`` is True when the key is bound
+    to some session (ours or another client's)."""
+
+    key: str
+    value: bytes
+    revision: int
+    ephemeral: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent read of every key under a prefix at store revision ``revision``."""
+
+    revision: int
+    items: Mapping[str, KeyValue]
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """Something changed under the watched prefix. ``key`` is None when the backend cannot tell
+    which key (e.g. after a reconnect): callers must then re-read everything."""
+
+    revision: int
+    key: str | None = None
+    deleted: bool = False
+
+
+class KVStore(abc.ABC):
+    """Async client of one DCS. Use as ``async with``: entering connects, leaving closes the
+    session (so its ephemeral keys disappear at once) and the connection."""
+
+    def __init__(self, ttl: float, timeout: float) -> None:
+        self.ttl = ttl
+        self.timeout = timeout
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the connection. Does not create a session."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Revoke our session (best effort) and close the connection. Never raises."""
+
+    @abc.abstractmethod
+    async def get_prefix(self, prefix: str) -> Snapshot:
+        """Every key under ``prefix`` in one consistent read."""
+
+    @abc.abstractmethod
+    async def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> bool:
+        """Create ``key`` only if it does not exist. True if created. ``ephemeral`` binds it to
+        our session (opened on demand)."""
+
+    @abc.abstractmethod
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ephemeral: bool = False,
+        if_revision: int | None = None,
+    ) -> bool:
+        """Write ``key``. With ``if_revision`` the write happens only if the key's current
+        revision equals it (compare-and-set); returns False when it does not."""
+
+    @abc.abstractmethod
+    async def delete(
+        self,
+        key: str,
+        *,
+        if_value: bytes | None = None,
+        if_revision: int | None = None,
+    ) -> bool:
+        """Delete ``key``, optionally only if its value/revision matches. True if it was
+        deleted (a missing key gives False)."""
+
+    @abc.abstractmethod
+    async def keepalive(self) -> None:
+        """Renew our session, opening one if there is none. Raises :class:`SessionExpired` if
+        the store no longer knows our session (a new one is opened on the next call)."""
+
+    @abc.abstractmethod
+    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+        """Events for changes under ``prefix`` after ``start_revision``. The iterator survives
+        reconnects (resuming from the last revision seen; a ``WatchEvent(key=None)`` tells the
+        caller to re-read). It ends only when cancelled or the store is closed."""
+
+    @property
+    @abc.abstractmethod
+    def session_id(self) -> str | None:
+        """Identifier of our current session, None when there is none."""
+
+
+def scope_prefix(namespace: str, scope: str) -> str:
+    """``/service/`` + ``demo`` -> ``/service/demo/``."""
+    ns = "/" + namespace.strip("/")
+    if ns == "/":
+        return f"/{scope}/"
+    return f"{ns}/{scope}/"
+
+
+KNOWN_KEYS: Mapping[str, str] = {
+    "initialize": "system identifier",
+    "config": "dynamic configuration JSON",
+    "leader": "leader member name (ephemeral)",
+    "status": "leader optime and slots JSON",
+    "history": "timeline history JSON list",
+    "failover": "manual failover request JSON",
+    "sync": "synchronous standby state JSON",
+    "failsafe": "failsafe member map JSON",
+}
