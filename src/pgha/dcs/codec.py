@@ -1,0 +1,128 @@
+"""JSON encodings of DCS values (Patroni-compatible layout, see DESIGN.md section 1).
+
+Decoders are strict: they raise ValueError for wrong types, and the caller
+(:mod:`pgha.dcs.store`) logs and ignores the value. Missing fields take their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pgha.core.model import HistoryEntry, Member, Tags
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in DCS JSON")
+
+
+def loads(raw: bytes) -> Any:
+    """Parse JSON (UTF-8). NaN/Infinity are rejected. Raises ValueError."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON, UTF-8."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _int(data: Mapping[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} must be an integer, not {value!r}")
+    return value
+
+
+def _str(data: Mapping[str, Any], key: str, default: str) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, not {value!r}")
+    return value
+
+
+def member_to_json(member: Member) -> dict[str, Any]:
+    """The ``members/<name>`` JSON of ``member``; optional fields are omitted when unset."""
+    out: dict[str, Any] = {
+        "conn_url": member.conn_url,
+        "api_url": member.api_url,
+        "state": member.state,
+        "role": member.role,
+        "version": member.version,
+    }
+    if member.xlog_location is not None:
+        out["xlog_location"] = member.xlog_location
+    if member.timeline is not None:
+        out["timeline"] = member.timeline
+    if member.replication_state is not None:
+        out["replication_state"] = member.replication_state
+    tags = member.tags.to_json()
+    if tags:
+        out["tags"] = tags
+    if member.pending_restart:
+        out["pending_restart"] = True
+    return out
+
+
+def member_from_json(name: str, data: Any) -> Member:
+    """Decode a ``members/<name>`` value. Raises ValueError on wrong types. The role
+    ``master`` written by older Patroni versions reads as ``primary``."""
+    if not isinstance(data, Mapping):
+        raise ValueError("member value must be a JSON object")
+    tags = data.get("tags")
+    if tags is None:
+        tags = {}
+    if not isinstance(tags, Mapping):
+        raise ValueError("tags must be a JSON object")
+    replication_state = data.get("replication_state")
+    if replication_state is not None and not isinstance(replication_state, str):
+        raise ValueError("replication_state must be a string")
+    pending_restart = data.get("pending_restart", False)
+    if not isinstance(pending_restart, bool):
+        raise ValueError("pending_restart must be a boolean")
+    role = _str(data, "role", "uninitialized")
+    return Member(
+        name=name,
+        conn_url=_str(data, "conn_url", ""),
+        api_url=_str(data, "api_url", ""),
+        role="primary" if role == "master" else role,
+        state=_str(data, "state", "stopped"),
+        xlog_location=_int(data, "xlog_location"),
+        timeline=_int(data, "timeline"),
+        replication_state=replication_state,
+        version=_str(data, "version", ""),
+        pending_restart=pending_restart,
+        tags=Tags.from_json(tags),
+    )
+
+
+def history_entry_to_json(entry: HistoryEntry) -> list[Any]:
+    """``[timeline, lsn, reason, timestamp]`` plus ``new_leader`` when known."""
+    out: list[Any] = [entry.timeline, entry.lsn, entry.reason, entry.timestamp]
+    if entry.new_leader is not None:
+        out.append(entry.new_leader)
+    return out
+
+
+def history_entry_from_json(item: Any) -> HistoryEntry:
+    """Decode one ``history`` element ``[tl, lsn, reason?, timestamp?, new_leader?]``.
+    Raises ValueError on wrong types."""
+    if not isinstance(item, list) or len(item) < 2:
+        raise ValueError(f"history entry must be a list [timeline, lsn, ...], not {item!r}")
+    timeline, lsn = item[0], item[1]
+    for value in (timeline, lsn):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"history timeline and lsn must be integers: {item!r}")
+    reason = item[2] if len(item) > 2 and item[2] is not None else ""
+    timestamp = item[3] if len(item) > 3 and item[3] is not None else ""
+    new_leader = item[4] if len(item) > 4 else None
+    if not isinstance(reason, str) or not isinstance(timestamp, str):
+        raise ValueError(f"history reason and timestamp must be strings: {item!r}")
+    if new_leader is not None and not isinstance(new_leader, str):
+        raise ValueError(f"history new_leader must be a string: {item!r}")
+    return HistoryEntry(timeline, lsn, reason, timestamp, new_leader)

@@ -1,0 +1,415 @@
+"""etcd v3 backend of :class:`~pgha.dcs.base.KVStore`, over gRPC with aetcd.
+
+Mapping onto etcd:
+
+* session = one etcd lease of ``ceil(ttl)`` seconds, granted on demand (first ephemeral write or
+  first ``keepalive()``); ``keepalive()`` is one LeaseKeepAlive round trip;
+* create-if-absent = transaction comparing ``create_revision == 0``;
+  compare-and-set = transaction comparing ``mod_revision`` (and/or the value);
+* ``get_prefix`` = one linearizable range request; the snapshot revision is the header revision;
+* ``watch`` = an etcd watch from ``start_revision + 1`` on a connection of its own.
+
+Failure behaviour: every call runs under ``asyncio.timeout(self.timeout)``; timeouts, gRPC and
+connection errors become :class:`DCSError`. After a connection-level error the client of the
+current endpoint is dropped and the *next* call goes to the next endpoint (round robin); a
+request-level refusal (bad argument, failed precondition) keeps the endpoint. A write that names
+a lease etcd no longer knows raises :class:`SessionExpired` and forgets the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import aetcd
+import grpc  # type: ignore[import-untyped]
+from aetcd import rpc
+
+from pgha.dcs.base import DCSError, KeyValue, KVStore, SessionExpired, Snapshot, WatchEvent
+
+log = logging.getLogger("pgha.dcs")
+
+_T = TypeVar("_T")
+
+# gRPC channel options: detect dead connections of idle watch streams, and reconnect quickly
+# (gRPC's default reconnect backoff grows to two minutes).
+_CHANNEL_OPTIONS: dict[str, Any] = {
+    "grpc.keepalive_time_ms": 10_000,
+    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.http2.max_pings_without_data": 0,
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.min_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 2_000,
+}
+
+_REQUIRE_LEADER = ("hasleader", "true")
+
+# Refusals that say nothing about the endpoint's health: keep using it.
+_REQUEST_ERRORS: tuple[type[Exception], ...] = (
+    aetcd.InvalidArgumentError,
+    aetcd.PreconditionFailedError,
+    aetcd.DuplicateLeaseError,
+)
+# Everything aetcd / grpc raise for a failed RPC.
+_CLIENT_ERRORS: tuple[type[Exception], ...] = (aetcd.ClientError, rpc.RpcError, rpc.BaseError)
+_WATCH_ERRORS: tuple[type[Exception], ...] = (TimeoutError, OSError, *_CLIENT_ERRORS)
+
+
+class _TlsClient(aetcd.Client):  # type: ignore[misc]
+    """aetcd client over a TLS channel (aetcd itself only opens plaintext channels)."""
+
+    def __init__(self, *args: Any, credentials: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pgha_credentials = credentials
+        self._pgha_connect_lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        async with self._pgha_connect_lock:
+            if self._connected.is_set():
+                return
+            target = f"{self._host}:{self._port}"
+            channel = rpc.secure_channel(
+                target, self._pgha_credentials, options=list(self._options.items())
+            )
+            self.channel = channel
+            if self._username is not None and self._password is not None:
+                self.auth_stub = rpc.AuthStub(channel)
+                request = rpc.AuthenticateRequest(name=self._username, password=self._password)
+                resp = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.metadata = (("token", resp.token),)
+            self.kvstub = rpc.KVStub(channel)
+            self.clusterstub = rpc.ClusterStub(channel)
+            self.leasestub = rpc.LeaseStub(channel)
+            self.maintenancestub = rpc.MaintenanceStub(channel)
+            self._watcher = aetcd.Watcher(
+                rpc.WatchStub(channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+
+
+def _read_file(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise DCSError(f"cannot read etcd TLS file {path}: {exc}") from exc
+
+
+async def _connect(client: Any) -> None:
+    """Connect ``client`` (no-op when connected) and make every request carry etcd's
+    ``hasleader`` requirement: a member cut off from the raft leader then refuses requests and
+    cancels watch streams at once (instead of serving stale silence), so we move on to the
+    next endpoint."""
+    await client.connect()
+    metadata = tuple(client.metadata or ())
+    if _REQUIRE_LEADER not in metadata:
+        client.metadata = (*metadata, _REQUIRE_LEADER)
+        if client._watcher is not None:
+            client._watcher._metadata = client.metadata
+
+
+async def _close_quietly(client: Any) -> None:
+    """Close an aetcd client; never raises, never blocks for long."""
+    try:
+        async with asyncio.timeout(2.0):
+            await client.close()
+    except Exception as exc:  # best effort
+        log.debug("closing etcd client failed: %r", exc)
+
+
+class EtcdStore(KVStore):
+    """KVStore on an etcd v3 cluster reachable at ``endpoints`` (``[(host, port), ...]``).
+
+    TLS is used when ``ca_cert`` is given (``cert_cert``/``cert_key``: client certificate and
+    key, PEM files, read once here: DCSError if unreadable). ``username``/``password`` enable
+    etcd authentication.
+    """
+
+    def __init__(
+        self,
+        endpoints: list[tuple[str, int]],
+        ttl: float,
+        timeout: float,
+        username: str | None = None,
+        password: str | None = None,
+        ca_cert: str | None = None,
+        cert_key: str | None = None,
+        cert_cert: str | None = None,
+    ) -> None:
+        super().__init__(ttl, timeout)
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is needed")
+        if (username is None) != (password is None):
+            raise ValueError("etcd username and password must be given together")
+        self.endpoints = list(endpoints)
+        self._username = username
+        self._password = password
+        self._credentials: Any = None
+        if ca_cert is not None:
+            self._credentials = grpc.ssl_channel_credentials(
+                _read_file(ca_cert), _read_file(cert_key), _read_file(cert_cert)
+            )
+        self._index = 0
+        self._client: Any = None
+        self._lease_id: int | None = None
+        self._lease_lock = asyncio.Lock()
+        self._closed = False
+        self._closed_event = asyncio.Event()
+        self._watch_clients: set[Any] = set()
+
+    # -- connection management -------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """The endpoint the next call goes to."""
+        return self.endpoints[self._index]
+
+    @property
+    def session_id(self) -> str | None:
+        return None if self._lease_id is None else f"{self._lease_id:x}"
+
+    def _new_client(self, index: int) -> Any:
+        host, port = self.endpoints[index]
+        kwargs: dict[str, Any] = {
+            "username": self._username,
+            "password": self._password,
+            "timeout": self.timeout,
+            "options": _CHANNEL_OPTIONS,
+        }
+        if self._credentials is not None:
+            return _TlsClient(host, port, credentials=self._credentials, **kwargs)
+        return aetcd.Client(host, port, **kwargs)
+
+    async def _drop(self, client: Any) -> None:
+        """Forget ``client`` after a connection-level failure; the next call uses the next
+        endpoint. A no-op when another task already replaced it."""
+        if self._client is not client:
+            return
+        self._client = None
+        self._index = (self._index + 1) % len(self.endpoints)
+        await _close_quietly(client)
+
+    async def _call(
+        self, what: str, fn: Callable[[Any], Awaitable[_T]], lease: int | None = None
+    ) -> _T:
+        """Run ``fn(client)`` under the timeout and translate every failure to DCSError.
+        ``lease`` is the lease the request names, forgotten when etcd reports it unknown."""
+        if self._closed:
+            raise DCSError("etcd store is closed")
+        if self._client is None:
+            self._client = self._new_client(self._index)
+        client = self._client
+        host, port = self.endpoints[self._index]
+        where = f"{host}:{port}"
+        try:
+            async with asyncio.timeout(self.timeout):
+                await _connect(client)
+                return await fn(client)
+        except TimeoutError as exc:
+            await self._drop(client)
+            raise DCSError(f"etcd {where}: {what} timed out after {self.timeout}s") from exc
+        except _CLIENT_ERRORS as exc:
+            text = str(exc) or exc.__class__.__name__
+            if "lease not found" in text:
+                if lease is not None and self._lease_id == lease:
+                    self._lease_id = None
+                raise SessionExpired(f"etcd {where}: {what}: lease {lease or 0:x} is gone") from exc
+            if not isinstance(exc, _REQUEST_ERRORS):
+                await self._drop(client)
+            raise DCSError(f"etcd {where}: {what} failed: {text}") from exc
+        except OSError as exc:
+            await self._drop(client)
+            raise DCSError(f"etcd {where}: {what} failed: {exc}") from exc
+
+    async def connect(self) -> None:
+        """Prepare the client. No network traffic: the connection is opened by the first call
+        (aetcd connects lazily), so an unreachable etcd shows up as DCSError there."""
+        self._closed = False
+        self._closed_event = asyncio.Event()
+        if self._client is None:
+            self._client = self._new_client(self._index)
+
+    async def close(self) -> None:
+        """Revoke the lease (best effort, at most two endpoints tried), close every connection
+        and end running watches. Never raises."""
+        lease, self._lease_id = self._lease_id, None
+        attempts = min(2, len(self.endpoints))
+        while lease is not None and not self._closed and attempts > 0:
+            attempts -= 1
+            try:
+                await self._call("revoke lease", lambda c: c.revoke_lease(lease))
+                break
+            except DCSError as exc:
+                log.debug("revoking lease %x failed: %s", lease, exc)
+        self._closed = True
+        self._closed_event.set()
+        client, self._client = self._client, None
+        for other in [client, *self._watch_clients]:
+            if other is not None:
+                await _close_quietly(other)
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def _ensure_lease(self) -> int:
+        async with self._lease_lock:
+            if self._lease_id is None:
+                ttl = max(1, math.ceil(self.ttl))
+                lease = await self._call("lease grant", lambda c: c.lease(ttl))
+                self._lease_id = int(lease.id)
+                log.debug("granted etcd lease %x (ttl %ss)", self._lease_id, lease.ttl)
+            return self._lease_id
+
+    async def keepalive(self) -> None:
+        """One LeaseKeepAlive round trip (or a grant when there is no lease). An answer with
+        TTL <= 0 means etcd dropped the lease: it is forgotten and SessionExpired raised."""
+        lease = self._lease_id
+        if lease is None:
+            await self._ensure_lease()
+            return
+        reply = await self._call("keepalive", lambda c: c.refresh_lease(lease), lease)
+        if reply is None or int(reply.TTL) <= 0:
+            if self._lease_id == lease:
+                self._lease_id = None
+            raise SessionExpired(f"etcd lease {lease:x} expired")
+
+    # -- key/value ---------------------------------------------------------------------------
+
+    async def get_prefix(self, prefix: str) -> Snapshot:
+        result = await self._call("get", lambda c: c.get_prefix(prefix.encode()))
+        items: dict[str, KeyValue] = {}
+        for kv in result.kvs:
+            key = bytes(kv.key).decode("utf-8", "replace")
+            items[key] = KeyValue(key, bytes(kv.value), int(kv.mod_revision), kv.lease != 0)
+        return Snapshot(int(result.header.revision), items)
+
+    async def _txn(self, what: str, compare: Callable[[Any], list[Any]],
+                   success: Callable[[Any], list[Any]], lease: int | None = None
+                   ) -> tuple[bool, list[Any]]:
+        async def run(c: Any) -> tuple[bool, list[Any]]:
+            ok, responses = await c.transaction(
+                compare=compare(c.transactions), success=success(c.transactions), failure=[]
+            )
+            return bool(ok), list(responses)
+
+        return await self._call(what, run, lease)
+
+    async def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> bool:
+        lease = await self._ensure_lease() if ephemeral else None
+        k = key.encode()
+        ok, _ = await self._txn(
+            f"create {key}",
+            lambda t: [t.create(k) == 0],
+            lambda t: [t.put(k, value, lease=lease)],
+            lease,
+        )
+        return ok
+
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ephemeral: bool = False,
+        if_revision: int | None = None,
+    ) -> bool:
+        lease = await self._ensure_lease() if ephemeral else None
+        k = key.encode()
+        if if_revision is None:
+            await self._call(f"put {key}", lambda c: c.put(k, value, lease=lease), lease)
+            return True
+        ok, _ = await self._txn(
+            f"put {key}",
+            lambda t: [t.mod(k) == if_revision],
+            lambda t: [t.put(k, value, lease=lease)],
+            lease,
+        )
+        return ok
+
+    async def delete(
+        self,
+        key: str,
+        *,
+        if_value: bytes | None = None,
+        if_revision: int | None = None,
+    ) -> bool:
+        k = key.encode()
+        if if_value is None and if_revision is None:
+            result = await self._call(f"delete {key}", lambda c: c.delete(k))
+            return result is not None and int(result.deleted) > 0
+
+        def compare(t: Any) -> list[Any]:
+            checks = []
+            if if_value is not None:
+                checks.append(t.value(k) == if_value)
+            if if_revision is not None:
+                checks.append(t.mod(k) == if_revision)
+            return checks
+
+        ok, responses = await self._txn(f"delete {key}", compare, lambda t: [t.delete(k)])
+        return ok and bool(responses) and int(responses[0].response_delete_range.deleted) > 0
+
+    # -- watch -------------------------------------------------------------------------------
+
+    async def _sleep_unless_closed(self, delay: float) -> None:
+        try:
+            async with asyncio.timeout(delay):
+                await self._closed_event.wait()
+        except TimeoutError:
+            pass
+
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+        """Changes under ``prefix`` after ``start_revision``, in revision order, on a connection
+        of its own. On a stream error or disconnect it reconnects (next endpoint, backoff 0.1 s
+        doubling to 2 s) and resumes after the last revision seen, first yielding
+        ``WatchEvent(last, key=None)``. If that revision was compacted it yields
+        ``WatchEvent(current, key=None)`` and resumes from the current revision. Ends when the
+        store is closed or the consumer stops iterating."""
+        key = prefix.encode()
+        last = start_revision
+        index = self._index
+        backoff = 0.1
+        resync = compacted = False
+        while not self._closed:
+            client = self._new_client(index)
+            self._watch_clients.add(client)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await _connect(client)
+                    if compacted:
+                        current = await client.get_prefix(key, keys_only=True)
+                        log.warning("etcd watch of %s: revision %d compacted, resuming at %d",
+                                    prefix, last + 1, current.header.revision)
+                        last, compacted, resync = int(current.header.revision), False, True
+                    stream = await client.watch_prefix(key, start_revision=last + 1)
+                backoff = 0.1
+                if resync:
+                    resync = False
+                    yield WatchEvent(last, None)
+                async for event in stream:
+                    rev = int(event.kv.mod_revision)
+                    last = max(last, rev)
+                    name = bytes(event.kv.key).decode("utf-8", "replace")
+                    yield WatchEvent(rev, name, deleted=event.kind == "DELETE")
+                log.debug("etcd watch of %s ended, reconnecting", prefix)
+            except aetcd.RevisionCompactedError:
+                compacted = True
+            except _WATCH_ERRORS as exc:
+                if not self._closed:  # the first failure of a series at INFO, then DEBUG
+                    log.log(logging.INFO if backoff == 0.1 else logging.DEBUG,
+                            "etcd watch of %s on %s:%d failed: %s", prefix,
+                            *self.endpoints[index], str(exc) or exc.__class__.__name__)
+            finally:
+                self._watch_clients.discard(client)
+                await _close_quietly(client)
+            if self._closed:
+                return
+            resync = True
+            if not compacted:
+                index = (index + 1) % len(self.endpoints)
+                await self._sleep_unless_closed(backoff)
+                backoff = min(2.0, backoff * 2)

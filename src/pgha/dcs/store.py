@@ -1,0 +1,290 @@
+"""Domain operations on the DCS, written once on top of :class:`~pgha.dcs.base.KVStore`.
+
+Key layout (Patroni-compatible) under ``<namespace>/<scope>/``: ``initialize``, ``config``,
+``leader``, ``members/<name>``, ``status``, ``history``, ``failover`` (DESIGN.md section 1).
+
+Failure behaviour: every method lets :class:`~pgha.dcs.base.DCSError` (and its subclass
+``SessionExpired``) propagate; a lost compare-and-set or create race returns False. Values
+written by someone else that cannot be parsed never raise: :func:`parse_snapshot` logs them at
+WARNING on the ``pgha.dcs`` logger, naming the key, and leaves them out of the view.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from pgha.core.model import ClusterView, HaSettings, HistoryEntry, Leader, Member
+from pgha.dcs.base import KeyValue, KVStore, Snapshot, WatchEvent, scope_prefix
+from pgha.dcs.codec import (
+    dumps,
+    history_entry_from_json,
+    history_entry_to_json,
+    loads,
+    member_from_json,
+)
+
+log = logging.getLogger("pgha.dcs")
+
+_CAS_ATTEMPTS = 5
+
+
+def _json_value(kv: KeyValue) -> Any:
+    """Parsed JSON of ``kv``, or None (with a warning) when it is not valid JSON."""
+    try:
+        return loads(kv.value)
+    except ValueError as exc:
+        log.warning("ignoring DCS key %s: not valid JSON (%s)", kv.key, exc)
+        return None
+
+
+def _json_object(kv: KeyValue) -> dict[str, Any] | None:
+    data = _json_value(kv)
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        log.warning("ignoring DCS key %s: expected a JSON object, got %s",
+                    kv.key, type(data).__name__)
+        return None
+    return data
+
+
+def _text(kv: KeyValue) -> str | None:
+    try:
+        return kv.value.decode("utf-8")
+    except UnicodeDecodeError:
+        log.warning("ignoring DCS key %s: value is not UTF-8 text", kv.key)
+        return None
+
+
+def _history(kv: KeyValue) -> tuple[HistoryEntry, ...]:
+    data = _json_value(kv)
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        log.warning("ignoring DCS key %s: expected a JSON list, got %s",
+                    kv.key, type(data).__name__)
+        return ()
+    entries: list[HistoryEntry] = []
+    for item in data:
+        try:
+            entries.append(history_entry_from_json(item))
+        except ValueError as exc:
+            log.warning("ignoring an entry of DCS key %s: %s", kv.key, exc)
+    return tuple(entries)
+
+
+def parse_snapshot(prefix: str, snapshot: Snapshot) -> ClusterView:
+    """Build the :class:`ClusterView` of the keys under ``prefix``. Garbage values are logged
+    and left out; unknown keys are ignored silently. Never raises for bad data."""
+    initialize: str | None = None
+    config: dict[str, Any] | None = None
+    settings = HaSettings()
+    leader: Leader | None = None
+    members: dict[str, Member] = {}
+    optime: int | None = None
+    legacy_optime: int | None = None
+    history: tuple[HistoryEntry, ...] = ()
+    failover: dict[str, Any] | None = None
+
+    for key, kv in snapshot.items.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if name == "initialize":
+            initialize = _text(kv)
+        elif name == "config":
+            config = _json_object(kv)
+            if config is not None:
+                try:
+                    settings = HaSettings.from_config(config)
+                except (ValueError, TypeError, OverflowError) as exc:
+                    log.warning("DCS key %s: unusable settings, using defaults (%s)", key, exc)
+        elif name == "leader":
+            text = _text(kv)
+            if text:
+                leader = Leader(text, kv.revision)
+            elif text is not None:
+                log.warning("ignoring DCS key %s: empty leader name", key)
+        elif name.startswith("members/"):
+            member_name = name[len("members/"):]
+            if not member_name or "/" in member_name:
+                continue
+            data = _json_value(kv)
+            if data is None:
+                continue
+            try:
+                members[member_name] = member_from_json(member_name, data)
+            except ValueError as exc:
+                log.warning("ignoring DCS key %s: %s", key, exc)
+        elif name == "status":
+            status = _json_object(kv)
+            if status is not None:
+                value = status.get("optime")
+                if isinstance(value, int) and not isinstance(value, bool):
+                    optime = value
+                elif value is not None:
+                    log.warning("ignoring DCS key %s: optime must be an integer", key)
+        elif name == "optime/leader":  # written by old Patroni versions
+            text = _text(kv)
+            if text is not None and text.strip().isdigit():
+                legacy_optime = int(text.strip())
+        elif name == "history":
+            history = _history(kv)
+        elif name == "failover":
+            if kv.value.strip():
+                failover = _json_object(kv)
+
+    return ClusterView(
+        initialize=initialize,
+        settings=settings,
+        config=config,
+        leader=leader,
+        members=members,
+        optime=optime if optime is not None else legacy_optime,
+        history=history,
+        failover=failover,
+        revision=snapshot.revision,
+    )
+
+
+class ClusterStore:
+    """The cluster's DCS state, as seen and changed by member ``name``.
+
+    The leader lock and the member key are ephemeral: bound to the KVStore session, renewed by
+    :meth:`keepalive`, gone when it expires or the KVStore is closed.
+    """
+
+    def __init__(self, kv: KVStore, namespace: str, scope: str, name: str) -> None:
+        self.kv = kv
+        self.namespace = namespace
+        self.scope = scope
+        self.name = name
+        self.prefix = scope_prefix(namespace, scope)
+
+    def key(self, name: str) -> str:
+        """Absolute key of ``name`` (e.g. ``leader``, ``members/pg1``)."""
+        return self.prefix + name
+
+    async def _get(self, name: str) -> KeyValue | None:
+        key = self.key(name)
+        snapshot = await self.kv.get_prefix(key)
+        return snapshot.items.get(key)
+
+    async def load(self) -> ClusterView:
+        """One consistent read of every key of the cluster."""
+        return parse_snapshot(self.prefix, await self.kv.get_prefix(self.prefix))
+
+    async def keepalive(self) -> None:
+        """Renew the session holding our leader and member keys (SessionExpired if it is gone:
+        those keys are gone too)."""
+        await self.kv.keepalive()
+
+    def watch(self, start_revision: int) -> AsyncIterator[WatchEvent]:
+        """Changes to the cluster's keys after ``start_revision`` (see KVStore.watch)."""
+        return self.kv.watch(self.prefix, start_revision)
+
+    # -- leader and members -------------------------------------------------------------------
+
+    async def acquire_leader(self) -> bool:
+        """Atomically create the leader key holding our name, bound to our session. False when
+        the key exists (held by anyone, including us)."""
+        return await self.kv.create(self.key("leader"), self.name.encode(), ephemeral=True)
+
+    async def release_leader(self) -> bool:
+        """Delete the leader key only if it holds our name. True if deleted."""
+        return await self.kv.delete(self.key("leader"), if_value=self.name.encode())
+
+    async def touch_member(self, data: Mapping[str, Any]) -> None:
+        """Write our ``members/<name>`` JSON, bound to our session."""
+        await self.kv.put(self.key(f"members/{self.name}"), dumps(dict(data)), ephemeral=True)
+
+    async def delete_member(self, name: str) -> bool:
+        return await self.kv.delete(self.key(f"members/{name}"))
+
+    # -- initialize ---------------------------------------------------------------------------
+
+    async def claim_initialize(self) -> bool:
+        """Create ``initialize`` = "" (persistent). True: we won the right to bootstrap."""
+        return await self.kv.create(self.key("initialize"), b"")
+
+    async def set_initialize(self, sysid: str) -> bool:
+        """Record the system identifier: allowed when the key is absent or holds "" (CAS on its
+        revision); True as well when it already holds ``sysid``; False when it holds another
+        one (or the races were lost every time)."""
+        value = sysid.encode()
+        for _ in range(_CAS_ATTEMPTS):
+            kv = await self._get("initialize")
+            if kv is None:
+                if await self.kv.create(self.key("initialize"), value):
+                    return True
+                continue
+            if kv.value == value:
+                return True
+            if kv.value != b"":
+                return False
+            if await self.kv.put(self.key("initialize"), value, if_revision=kv.revision):
+                return True
+        return False
+
+    async def cancel_initialize(self) -> bool:
+        """Delete ``initialize`` only while it holds "" (a bootstrap that failed)."""
+        return await self.kv.delete(self.key("initialize"), if_value=b"")
+
+    # -- config, status, failover ---------------------------------------------------------------
+
+    async def write_config(
+        self, config: Mapping[str, Any], if_revision: int | None = None
+    ) -> bool:
+        """Write the dynamic configuration; with ``if_revision`` only if unchanged since."""
+        return await self.kv.put(self.key("config"), dumps(dict(config)), if_revision=if_revision)
+
+    async def create_config(self, config: Mapping[str, Any]) -> bool:
+        """Write the configuration only if there is none."""
+        return await self.kv.create(self.key("config"), dumps(dict(config)))
+
+    async def write_status(self, optime: int, slots: Mapping[str, int] | None = None) -> None:
+        """Publish the leader's WAL position: ``{"optime": ..., "slots": {...}}``."""
+        await self.kv.put(self.key("status"), dumps({"optime": optime, "slots": dict(slots or {})}))
+
+    async def delete_failover(self) -> bool:
+        return await self.kv.delete(self.key("failover"))
+
+    # -- history ------------------------------------------------------------------------------
+
+    async def read_history(self) -> tuple[HistoryEntry, ...]:
+        kv = await self._get("history")
+        return () if kv is None else _history(kv)
+
+    async def append_history(self, entry: HistoryEntry, max_entries: int = 0) -> bool:
+        """Append ``entry`` to the history list (read, modify, compare-and-set; retried on a
+        lost race). Idempotent per timeline: if an entry for ``entry.timeline`` exists nothing
+        is written and True returned. Entries are kept in timeline order; unparseable ones are
+        dropped. With ``max_entries > 0`` only the ``max_entries`` highest timelines are kept.
+        False when every attempt lost its race."""
+        for _ in range(_CAS_ATTEMPTS):
+            kv = await self._get("history")
+            entries = list(_history(kv)) if kv is not None else []
+            if any(e.timeline == entry.timeline for e in entries):
+                return True
+            entries.append(entry)
+            entries.sort(key=lambda e: e.timeline)
+            if max_entries > 0:
+                entries = entries[-max_entries:]
+            value = dumps([history_entry_to_json(e) for e in entries])
+            if kv is None:
+                ok = await self.kv.create(self.key("history"), value)
+            else:
+                ok = await self.kv.put(self.key("history"), value, if_revision=kv.revision)
+            if ok:
+                return True
+        return False
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    async def remove_cluster(self) -> None:
+        """Delete every key under the cluster prefix (one by one; not atomic)."""
+        snapshot = await self.kv.get_prefix(self.prefix)
+        for key in snapshot.items:
+            await self.kv.delete(key)
