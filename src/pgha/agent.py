@@ -1,0 +1,366 @@
+"""The agent process: one asyncio TaskGroup running
+
+* the decision loop (observe -> ``decide`` -> execute -> publish), the only writer of agent state;
+* the lease keep-alive, on its own schedule (every ``ttl / 4``), gated on the loop's heartbeat;
+* the DCS watch, which wakes the decision loop on any change under the scope;
+* the postmaster watch (pidfd), which wakes the loop the moment PostgreSQL dies;
+* the REST API server.
+
+Shutdown (SIGTERM/SIGINT): the loop runs one last decision with ``shutting_down`` set (stop
+PostgreSQL, then release the lock), deletes the member key, closes the session and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+
+from pgha.config import Config
+from pgha.core.decide import Decision, Reason, decide, needs_peer_statuses
+from pgha.core.model import ClusterView, HaSettings, LocalState, PgState, Tags
+from pgha.dcs.base import DCSError, SessionExpired
+from pgha.dcs.factory import open_kv
+from pgha.dcs.store import ClusterStore
+from pgha.executor import Executor
+from pgha.peers import fetch_peer_statuses
+from pgha.pg.postgres import Postgres
+from pgha.status import AgentStatus
+from pgha.wiring import pg_settings
+
+log = logging.getLogger("pgha.agent")
+
+
+class DuplicateMemberError(RuntimeError):
+    """Another live agent already publishes a member key with our name."""
+
+
+class Agent:
+    """One pgha agent. Create, then ``await run()``; ``request_stop()`` ends it cleanly."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.name = config.name
+        dyn = config.bootstrap.dcs.adjusted()
+        self.settings = HaSettings.from_config(dyn.model_dump(mode="json", by_alias=False))
+        self.tags = Tags.from_json(config.tags.model_dump(exclude_none=True))
+        self.pg = Postgres(pg_settings(config, dyn))
+        self.kv = open_kv(config, ttl=self.settings.ttl, timeout=self.settings.retry_timeout)
+        self.store = ClusterStore(self.kv, config.namespace, config.scope, config.name)
+        self.api_url = config.restapi.api_url
+        self.status = AgentStatus(self.name, config.scope, self.tags, self.pg.conn_url(),
+                                  self.api_url)
+        self.view: ClusterView | None = None
+        self.dcs_ok = False
+        self.dcs_last_seen: float | None = None
+        self.lease_deadline: float | None = None
+        self.heartbeat = time.monotonic()
+        self.busy_until = 0.0
+        self.down_since: float | None = time.monotonic()
+        self.stopped_by_agent = False
+        self.member_seen: dict[str, float] = {}
+        # our own writes that must not wake our own loop (they would make it spin)
+        self._quiet_keys = {self.store.key(f"members/{self.name}"), self.store.key("status")}
+        self._last_member_json: dict[str, Any] | None = None
+        self._last_member_write = 0.0
+        self.wake = asyncio.Event()
+        self.pg_started = asyncio.Event()
+        self.first_view = asyncio.Event()
+        self.stopping = False
+        self.finished = asyncio.Event()
+        self.last_decision: Decision | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.executor = Executor(
+            self.pg, self.store,
+            bootstrap_config=dyn.model_dump(mode="json", exclude_none=True),
+            post_bootstrap=config.bootstrap.post_bootstrap,
+            confirm_lease=self.confirm_lease,
+            on_busy=self._mark_busy,
+            pg_ctl_timeout=config.postgresql.pg_ctl_timeout,
+            dcs_timeout=self.settings.retry_timeout,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def request_stop(self) -> None:
+        """Begin a clean stop (idempotent)."""
+        if not self.stopping:
+            log.info("stop requested")
+        self.stopping = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        from pgha.api.server import ApiServer
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: reload requested"))
+        async with (
+            self.kv,
+            aiohttp.ClientSession() as self.http,
+            ApiServer(self, self.config) as _api,
+        ):
+            await self._refuse_duplicate_name()
+            await self.confirm_lease()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._decision_loop(), name="decision-loop")
+                    tg.create_task(self._keepalive_loop(), name="keepalive")
+                    tg.create_task(self._watch_loop(), name="dcs-watch")
+                    tg.create_task(self._postmaster_watch(), name="postmaster-watch")
+                    tg.create_task(self._stop_when_finished(), name="stopper")
+            except* _Finished:
+                pass
+            finally:
+                await self.pg.close()
+        log.info("agent stopped")
+
+    async def _stop_when_finished(self) -> None:
+        await self.finished.wait()
+        raise _Finished
+
+    async def _refuse_duplicate_name(self) -> None:
+        """Refuse to start when a live agent already answers for our member name."""
+        try:
+            async with asyncio.timeout(self.settings.retry_timeout):
+                view = await self.store.load()
+        except (DCSError, TimeoutError):
+            return  # DCS down: nothing to compare with yet
+        other = view.members.get(self.name)
+        if other is None or not other.api_url or self.http is None:
+            return
+        if other.api_url == self.api_url:
+            return  # our own previous incarnation; its API port is ours now
+        alive = await fetch_peer_statuses(self.http, ClusterView(members={"x": other}), "",
+                                          timeout=1.0)
+        if alive.get("x") is not None:
+            raise DuplicateMemberError(
+                f"a member named {self.name!r} is already running ({other.api_url})")
+
+    # ------------------------------------------------------------------ lease
+    def _mark_busy(self, seconds: float) -> None:
+        self.busy_until = max(self.busy_until, time.monotonic() + seconds)
+
+    def _loop_is_alive(self) -> bool:
+        now = time.monotonic()
+        return now - self.heartbeat < self.settings.ttl / 2 or now < self.busy_until
+
+    async def confirm_lease(self) -> bool:
+        """One keep-alive round trip; on success the lease deadline is counted from the moment
+        the request was sent (the store may have renewed it earlier than its answer shows)."""
+        sent = time.monotonic()
+        try:
+            async with asyncio.timeout(self.settings.retry_timeout):
+                await self.store.keepalive()
+        except SessionExpired:
+            log.warning("DCS session expired: our lock and member key are gone")
+            self.lease_deadline = None
+            self._last_member_json = None
+            self.wake.set()
+            return False
+        except (DCSError, TimeoutError) as exc:
+            log.warning("lease keep-alive failed: %s", exc)
+            return False
+        self.lease_deadline = sent + self.settings.ttl - self.settings.safety_margin
+        return True
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            interval = max(0.25, self.settings.ttl / 4)
+            if self._loop_is_alive():
+                await self.confirm_lease()
+            else:
+                log.error("decision loop stalled: not renewing the lease")
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------ watches
+    async def _watch_loop(self) -> None:
+        await self.first_view.wait()
+        revision = self.view.revision if self.view is not None else 0
+        while True:
+            try:
+                async for event in self.store.watch(revision):
+                    revision = max(revision, event.revision)
+                    if event.key not in self._quiet_keys:
+                        self.wake.set()
+            except DCSError as exc:
+                log.warning("DCS watch failed: %s", exc)
+            await asyncio.sleep(0.5)
+
+    async def _postmaster_watch(self) -> None:
+        while True:
+            if self.pg.is_running():
+                await self.pg.wait_postmaster_exit()
+                log.warning("postmaster exited")
+                self.down_since = time.monotonic()
+                self.wake.set()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self.pg_started.wait()
+                self.pg_started.clear()
+
+    # ------------------------------------------------------------------ decision loop
+    async def _observe_view(self) -> ClusterView | None:
+        try:
+            async with asyncio.timeout(self.settings.retry_timeout):
+                view = await self.store.load()
+        except (DCSError, TimeoutError) as exc:
+            if self.dcs_ok:
+                log.warning("DCS read failed: %s", exc)
+            self.dcs_ok = False
+            return self.view
+        self.dcs_ok = True
+        self.dcs_last_seen = time.time()
+        now = time.monotonic()
+        for member in view.members:
+            self.member_seen[member] = now
+        self.view = view
+        self.first_view.set()
+        if view.config:
+            self.settings = view.settings
+        return view
+
+    async def _observe_pg(self) -> tuple[PgState, dict[str, Any]]:
+        try:
+            async with asyncio.timeout(self.settings.retry_timeout):
+                state = await self.pg.observe()
+                details = await self.pg.status() if state.accepting else {}
+        except (OSError, TimeoutError) as exc:
+            log.warning("PostgreSQL probe failed: %s", exc)
+            state, details = PgState(data=self.pg.data_state(), running=self.pg.is_running()), {}
+        now = time.monotonic()
+        if state.accepting:
+            self.down_since = None
+            self.stopped_by_agent = False
+        elif self.down_since is None:
+            self.down_since = now
+        if state.running:
+            self.pg_started.set()
+        state = replace(state, down_since=self.down_since, stopped_by_agent=self.stopped_by_agent)
+        return state, details
+
+    async def _cycle(self) -> bool:
+        """One observe-decide-execute-publish round. Returns whether the actions all worked."""
+        self.heartbeat = time.monotonic()
+        view = await self._observe_view()
+        pg_state, details = await self._observe_pg()
+        local = LocalState(
+            name=self.name, tags=self.tags, pg=pg_state, dcs_ok=self.dcs_ok,
+            lease_deadline=self.lease_deadline, member_seen=dict(self.member_seen),
+            shutting_down=self.stopping,
+        )
+        if needs_peer_statuses(view, local) and view is not None and self.http is not None:
+            peers = await fetch_peer_statuses(self.http, view, self.name,
+                                              timeout=min(2.0, self.settings.ttl / 4))
+            local = replace(local, peers=peers)
+        decision = decide(view if self.dcs_ok else None, local, time.monotonic())
+        self._log_decision(decision)
+        self.executor.last_wal_position = pg_state.wal_position
+        if any(type(a).__name__ in ("StopPostgres", "Demote") for a in decision.actions):
+            self.stopped_by_agent = True
+        ok = await self.executor.run(decision.actions)
+        if decision.actions:
+            pg_state, details = await self._observe_pg()
+            view = self.view
+        self._publish(pg_state, details, decision)
+        await self._touch_member()
+        self.heartbeat = time.monotonic()
+        return ok
+
+    def _log_decision(self, decision: Decision) -> None:
+        actions = ", ".join(type(a).__name__ for a in decision.actions) or "none"
+        prev = self.last_decision
+        level = logging.INFO
+        if prev is not None and prev.reason == decision.reason and not decision.actions:
+            level = logging.DEBUG
+        if decision.reason in (Reason.LEADER_HEALTHY, Reason.REPLICA_HEALTHY) and prev \
+                and prev.reason == decision.reason:
+            level = logging.DEBUG
+        log.log(level, "decision %s: %s [actions: %s]", decision.reason.value, decision.message,
+                actions)
+        self.last_decision = decision
+
+    def _publish(self, pg_state: PgState, details: dict[str, Any], decision: Decision) -> None:
+        view = self.view
+        holds = bool(view and view.leader and view.leader.name == self.name and self.dcs_ok)
+        self.status = AgentStatus(
+            name=self.name, scope=self.config.scope, tags=self.tags,
+            conn_url=self.pg.conn_url(), api_url=self.api_url, pg=pg_state,
+            pg_details=details, view=view, dcs_last_seen=self.dcs_last_seen,
+            holds_lock=holds, heartbeat=time.monotonic(), reason=decision.reason.value,
+            message=decision.message,
+        )
+
+    async def _touch_member(self) -> None:
+        """Publish our member key when something other than the WAL position changed, or
+        when the position changed and ``loop_wait`` has passed since the last write: every
+        write wakes the other members, so a busy primary must not publish on every cycle."""
+        if not self.dcs_ok or self.stopping:
+            return
+        data = self.status.to_member_json()
+        last = self._last_member_json
+        now = time.monotonic()
+        if last is not None:
+            same = {k: v for k, v in data.items() if k != "xlog_location"} == {
+                k: v for k, v in last.items() if k != "xlog_location"}
+            due = now - self._last_member_write >= self.settings.loop_wait
+            if same and (data == last or not due):
+                return
+        try:
+            async with asyncio.timeout(self.settings.retry_timeout):
+                await self.store.touch_member(data)
+        except SessionExpired:
+            self._last_member_json = None
+            self.wake.set()
+        except (DCSError, TimeoutError) as exc:
+            log.warning("could not publish our member key: %s", exc)
+            self._last_member_json = None
+        else:
+            self._last_member_json = data
+            self._last_member_write = now
+
+    async def _decision_loop(self) -> None:
+        while True:
+            ok = await self._cycle()
+            if self.stopping and self.last_decision is not None and \
+                    self.last_decision.reason in (Reason.SHUTDOWN, Reason.SHUTDOWN_PAUSED):
+                if not ok:
+                    log.error("clean stop incomplete: see the action errors above")
+                await self._leave_cluster()
+                self.finished.set()
+                return
+            await self._sleep(ok)
+
+    async def _sleep(self, ok: bool) -> None:
+        timeout = self.settings.loop_wait
+        if not ok:
+            timeout = min(timeout, 0.5)
+        elif (self.last_decision is not None and self.last_decision.actions
+              and self.last_decision.reason is not Reason.LEADER_HEALTHY):
+            timeout = min(timeout, 0.2)  # re-observe soon after changing something
+        st = self.status.pg
+        if self.lease_deadline is not None and st.running and st.role is not None \
+                and st.role.value == "primary":
+            timeout = min(timeout, max(0.05, self.lease_deadline - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
+        self.wake.clear()
+
+    async def _leave_cluster(self) -> None:
+        try:
+            async with asyncio.timeout(self.settings.retry_timeout):
+                await self.store.delete_member(self.name)
+        except (DCSError, TimeoutError) as exc:
+            log.warning("could not delete our member key: %s", exc)
+
+
+class _Finished(Exception):
+    """Raised inside the TaskGroup to cancel the sibling tasks after a clean stop."""

@@ -1,0 +1,241 @@
+"""Carries out the core's actions against PostgreSQL and the DCS.
+
+Contract (see ``pgha.core.actions``): actions run in order; the first one that fails (returns
+False, raises, or exceeds its timeout) aborts the rest and ``run`` returns False. Each action is
+logged with its outcome. ``asyncio.CancelledError`` is never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from pgha.core.actions import (
+    AcquireLeader,
+    Action,
+    BootstrapCluster,
+    CloneReplica,
+    Demote,
+    Follow,
+    Promote,
+    PublishStatus,
+    Rejoin,
+    ReleaseLeader,
+    StartPostgres,
+    StopMode,
+    StopPostgres,
+    SyncSlots,
+    WriteInitialize,
+)
+from pgha.core.model import HistoryEntry
+from pgha.dcs.base import DCSError
+from pgha.dcs.store import ClusterStore
+from pgha.pg.postgres import Postgres
+
+log = logging.getLogger("pgha.executor")
+
+
+class Executor:
+    """Runs action lists. ``confirm_lease`` renews our DCS session and records the lease
+    deadline (used right before taking the lock); ``on_busy(seconds)`` tells the agent a long
+    action is in progress for up to that long, so its keep-alive gate does not mistake it for a
+    stuck loop."""
+
+    def __init__(
+        self,
+        pg: Postgres,
+        store: ClusterStore,
+        *,
+        bootstrap_config: Mapping[str, Any],
+        post_bootstrap: str | None,
+        confirm_lease: Callable[[], Awaitable[bool]],
+        on_busy: Callable[[float], None],
+        pg_ctl_timeout: float,
+        dcs_timeout: float,
+    ) -> None:
+        self.pg = pg
+        self.store = store
+        self.bootstrap_config = bootstrap_config
+        self.post_bootstrap = post_bootstrap
+        self.confirm_lease = confirm_lease
+        self.on_busy = on_busy
+        self.pg_ctl_timeout = pg_ctl_timeout
+        self.dcs_timeout = dcs_timeout
+        self.last_wal_position: int | None = None  # set by the agent before each run
+
+    async def run(self, actions: Sequence[Action]) -> bool:
+        for action in actions:
+            name = type(action).__name__
+            started = time.monotonic()
+            try:
+                ok = await self._apply(action)
+            except (DCSError, OSError, TimeoutError) as exc:
+                log.error("action %s failed: %s", name, exc)
+                ok = False
+            elapsed = time.monotonic() - started
+            if not ok:
+                log.warning("action %s did not succeed (%.2fs); skipping the rest", name, elapsed)
+                return False
+            quiet = isinstance(action, SyncSlots | PublishStatus)
+            log.log(logging.DEBUG if quiet else logging.INFO, "action %s done in %.2fs", name,
+                    elapsed)
+        return True
+
+    def _long(self, seconds: float) -> float:
+        self.on_busy(seconds)
+        return seconds
+
+    async def _apply(self, action: Action) -> bool:
+        pg, store = self.pg, self.store
+        match action:
+            case BootstrapCluster():
+                return await self._bootstrap()
+            case WriteInitialize(sysid=sysid):
+                async with asyncio.timeout(self.dcs_timeout):
+                    return await store.set_initialize(sysid)
+            case CloneReplica(source=source):
+                async with asyncio.timeout(self._long(3600)):
+                    return await pg.clone(source)
+            case StartPostgres(role=role, upstream=upstream):
+                async with asyncio.timeout(self._long(self.pg_ctl_timeout + 5)):
+                    return await pg.start(role, upstream)
+            case Follow(upstream=upstream):
+                async with asyncio.timeout(self.pg_ctl_timeout):
+                    return await pg.follow(upstream)
+            case Rejoin(leader=leader, use_pg_rewind=use_rewind):
+                async with asyncio.timeout(self._long(3600)):
+                    return await pg.rejoin(leader, use_rewind)
+            case AcquireLeader():
+                if not await self.confirm_lease():
+                    return False
+                async with asyncio.timeout(self.dcs_timeout):
+                    won = await store.acquire_leader()
+                if not won:
+                    log.info("leader lock is taken: lost the race")
+                return won
+            case Promote():
+                return await self._promote()
+            case Demote(mode=mode, release_lock=release):
+                async with asyncio.timeout(self.pg_ctl_timeout + 5):
+                    stopped = await pg.stop(mode)
+                if release:
+                    async with asyncio.timeout(self.dcs_timeout):
+                        await store.release_leader()
+                return stopped
+            case ReleaseLeader():
+                async with asyncio.timeout(self.dcs_timeout):
+                    await store.release_leader()
+                return True
+            case StopPostgres(mode=mode):
+                async with asyncio.timeout(self.pg_ctl_timeout + 5):
+                    return await pg.stop(mode)
+            case SyncSlots(keep=keep):
+                async with asyncio.timeout(self.pg_ctl_timeout):
+                    await pg.sync_slots(keep)
+                return True
+            case PublishStatus():
+                if self.last_wal_position is None:
+                    return True
+                async with asyncio.timeout(self.dcs_timeout):
+                    await store.write_status(self.last_wal_position)
+                return True
+        raise AssertionError(f"unhandled action {action!r}")
+
+    async def _promote(self) -> bool:
+        before = await self.pg.observe()
+        async with asyncio.timeout(self.pg_ctl_timeout + 5):
+            if not await self.pg.promote():
+                return False
+        if before.timeline is not None and before.wal_position is not None and before.role \
+                and before.role.value == "replica":
+            entry = HistoryEntry(
+                timeline=before.timeline,
+                lsn=before.wal_position,
+                reason="no recovery target specified",
+                timestamp=datetime.now(UTC).isoformat(),
+                new_leader=self.pg.settings.name,
+            )
+            try:
+                async with asyncio.timeout(self.dcs_timeout):
+                    await self.store.append_history(entry)
+            except DCSError as exc:
+                log.warning("could not record the promotion in history: %s", exc)
+        # A CHECKPOINT puts the new timeline into pg_control, which pg_rewind reads on a former
+        # primary rejoining us. It runs after promotion: writes are already accepted.
+        try:
+            async with asyncio.timeout(self.pg_ctl_timeout):
+                await self.pg.checkpoint()
+        except (OSError, TimeoutError) as exc:
+            log.warning("post-promote checkpoint failed: %s", exc)
+        return True
+
+    async def _bootstrap(self) -> bool:
+        pg, store = self.pg, self.store
+        async with asyncio.timeout(self.dcs_timeout):
+            if not await store.claim_initialize():
+                log.info("another member claimed initialize first")
+                return False
+        log.info("won the initialize race: bootstrapping a new cluster")
+        try:
+            async with asyncio.timeout(self._long(self.pg_ctl_timeout * 4 + 60)):
+                if not await pg.initdb():
+                    raise RuntimeError("initdb failed")
+                if not await pg.start("primary", None):
+                    raise RuntimeError("PostgreSQL did not start after initdb")
+                await pg.create_roles()
+                if self.post_bootstrap:
+                    await self._run_post_bootstrap(self.post_bootstrap)
+            async with asyncio.timeout(self.dcs_timeout):
+                await store.create_config(self.bootstrap_config)
+            if not await self.confirm_lease():
+                raise RuntimeError("could not open a DCS session")
+            async with asyncio.timeout(self.dcs_timeout):
+                if not await store.acquire_leader():
+                    raise RuntimeError("leader lock taken during bootstrap")
+            state = await pg.observe()
+            if not state.sysid:
+                raise RuntimeError("no system identifier after initdb")
+            async with asyncio.timeout(self.dcs_timeout):
+                await store.set_initialize(state.sysid)
+        except (RuntimeError, DCSError, OSError, TimeoutError) as exc:
+            log.error("bootstrap failed: %s; cleaning up", exc)
+            await self._undo_bootstrap()
+            return False
+        log.info("bootstrapped cluster %s", state.sysid)
+        return True
+
+    async def _undo_bootstrap(self) -> None:
+        try:
+            await self.pg.stop(StopMode.IMMEDIATE)
+            await self.pg.wipe()
+        except OSError as exc:
+            log.error("cleanup after failed bootstrap: %s", exc)
+        try:
+            async with asyncio.timeout(self.dcs_timeout):
+                await self.store.release_leader()
+                await self.store.cancel_initialize()
+        except (DCSError, TimeoutError) as exc:
+            log.error("could not release initialize after failed bootstrap: %s", exc)
+
+    async def _run_post_bootstrap(self, command: str) -> None:
+        st = self.pg.settings
+        url = (f"postgresql://{quote(st.superuser.username)}@/postgres"
+               f"?host={quote(str(st.socket_dir))}&port={st.port}")
+        proc = await asyncio.create_subprocess_shell(
+            f"{command} {shlex.quote(url)}",
+            env={**os.environ, "PGPASSFILE": str(st.pgpass)},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        for line in out.decode(errors="replace").splitlines():
+            log.info("post_bootstrap: %s", line)
+        if proc.returncode != 0:
+            raise RuntimeError(f"post_bootstrap exited with {proc.returncode}")

@@ -1,0 +1,69 @@
+"""Fetching peers' ``GET /patroni`` statuses before a leader race (DESIGN.md safety rule 3).
+
+All peers are asked in parallel, each under a short timeout, with no retries. A peer that does
+not answer, or answers with something that is not a status, maps to None ("unreachable"); the
+core then ignores it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from pgha.core.model import ClusterView, PeerStatus, Tags
+
+log = logging.getLogger("pgha.peers")
+
+
+def parse_peer_status(name: str, data: Any) -> PeerStatus | None:
+    """Reduce a ``/patroni`` JSON body to a PeerStatus; None when it is not one."""
+    if not isinstance(data, Mapping):
+        return None
+    xlog = data.get("xlog")
+    position: int | None = None
+    if isinstance(xlog, Mapping):
+        values = [xlog.get(k) for k in ("location", "received_location", "replayed_location")]
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        position = max(ints) if ints else None
+    timeline = data.get("timeline")
+    raw_tags = data.get("tags")
+    try:
+        tags = Tags.from_json(raw_tags) if isinstance(raw_tags, Mapping) else Tags()
+    except ValueError:
+        tags = Tags()
+    return PeerStatus(
+        name=name,
+        role=str(data.get("role", "")),
+        state=str(data.get("state", "")),
+        wal_position=position,
+        timeline=timeline if isinstance(timeline, int) else None,
+        tags=tags,
+    )
+
+
+async def _fetch_one(session: aiohttp.ClientSession, name: str, url: str,
+                     timeout: float) -> PeerStatus | None:
+    try:
+        async with asyncio.timeout(timeout), session.get(url) as resp:
+            data = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        log.debug("peer %s (%s) unreachable: %s", name, url, exc)
+        return None
+    return parse_peer_status(name, data)
+
+
+async def fetch_peer_statuses(
+    session: aiohttp.ClientSession, view: ClusterView, me: str, timeout: float = 2.0
+) -> dict[str, PeerStatus | None]:
+    """Statuses of every member in ``view`` except ``me`` that publishes an ``api_url``."""
+    targets = {n: m.api_url for n, m in view.members.items() if n != me and m.api_url}
+    if not targets:
+        return {}
+    results = await asyncio.gather(
+        *(_fetch_one(session, n, url, timeout) for n, url in targets.items())
+    )
+    return dict(zip(targets, results, strict=True))

@@ -1,0 +1,193 @@
+"""Creating data: initdb, the cluster's roles, pg_basebackup clones, wiping a data directory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pgha.core.actions import Upstream
+from pgha.pg.cmd import clean_env, run
+from pgha.pg.conf import conninfo, write_pgpass
+from pgha.pg.errors import PgError
+from pgha.pg.probe import Connection, local_connection
+from pgha.pg.settings import PgSettings, PgUser, parse_conn_url
+
+log = logging.getLogger("pgha.pg")
+
+INITDB_TIMEOUT = 300.0
+CLONE_TIMEOUT = 24 * 3600.0
+ROLES_TIMEOUT = 30.0
+
+_OPTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
+_RESERVED_INITDB = frozenset({"pgdata", "D", "username", "U", "pwfile", "pwprompt", "W"})
+_AUTH_OPTIONS = frozenset({"auth", "A", "auth-local", "auth-host"})
+_ROLE_OPTION = re.compile(r"^(?:[A-Za-z]+|connection limit -?[0-9]+)$", re.IGNORECASE)
+
+REWIND_FUNCTIONS = (
+    "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+    "pg_catalog.pg_stat_file(text, boolean)",
+    "pg_catalog.pg_read_binary_file(text)",
+    "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+)
+
+
+def initdb_options(options: tuple[str | Mapping[str, Any], ...]) -> list[str]:
+    """Patroni-style initdb options -> argv: ``"data-checksums"`` -> ``--data-checksums``,
+    ``{"encoding": "UTF8"}`` -> ``--encoding=UTF8``. Raises ValueError for malformed or
+    reserved options (data directory, user and password are pgha's)."""
+    out: list[str] = []
+    pairs: list[tuple[str, Any]] = []
+    for option in options:
+        if isinstance(option, str):
+            pairs.append((option.lstrip("-"), None))
+        else:
+            pairs.extend((str(k).lstrip("-"), v) for k, v in option.items())
+    for name, value in pairs:
+        if not _OPTION_NAME.match(name) or name in _RESERVED_INITDB:
+            raise ValueError(f"initdb option not allowed: {name!r}")
+        out.append(f"--{name}" if value is None else f"--{name}={value}")
+    return out
+
+
+def _has_auth(options: list[str]) -> bool:
+    return any(opt[2:].split("=", 1)[0] in _AUTH_OPTIONS for opt in options)
+
+
+async def initdb(settings: PgSettings) -> bool:
+    """Run initdb into the (missing or empty) data directory. True on success.
+
+    Without an auth option: ``--auth-local=trust`` and, for TCP, ``scram-sha-256`` when the
+    superuser has a password (``reject`` otherwise); pg_hba.conf is regenerated at start anyway.
+    initdb removes its partial output itself on failure.
+    """
+    try:
+        argv = [settings.binary("initdb"), "-D", str(settings.data_dir),
+                "-U", settings.superuser.username, *initdb_options(settings.initdb_options)]
+    except ValueError as exc:
+        log.error("initdb not run: %s", exc)
+        return False
+    password = settings.superuser.password
+    if not _has_auth(argv):
+        argv += ["--auth-local=trust",
+                 "--auth-host=" + ("scram-sha-256" if password else "reject")]
+    settings.data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pgha-initdb-") as tmp:
+        if password:
+            pwfile = Path(tmp) / "pw"
+            pwfile.write_text(password + "\n")
+            os.chmod(pwfile, 0o600)
+            argv.append(f"--pwfile={pwfile}")
+        log.info("running initdb in %s", settings.data_dir)
+        result = await run(argv, timeout=INITDB_TIMEOUT, env=clean_env())
+    if not result.ok:
+        log.error("initdb failed: %s", result.describe())
+        return False
+    return True
+
+
+def _validate_role_options(user: PgUser) -> list[str]:
+    for option in user.options:
+        if not _ROLE_OPTION.match(option.strip()):
+            raise PgError(f"role option not allowed for {user.username}: {option!r}")
+    return [option.strip().upper() for option in user.options]
+
+
+async def _ensure_role(conn: Connection, user: PgUser, attributes: list[str]) -> None:
+    """CREATE the role, or ALTER it when it exists; the password only when one is set."""
+    exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user.username,
+                                 timeout=ROLES_TIMEOUT)
+    ident = await conn.fetchval("SELECT quote_ident($1)", user.username, timeout=ROLES_TIMEOUT)
+    parts = [("ALTER" if exists else "CREATE") + f" ROLE {ident}"]
+    if attributes:
+        parts.append("WITH " + " ".join(attributes))
+    if user.password is not None:
+        literal = await conn.fetchval("SELECT quote_literal($1)", user.password,
+                                      timeout=ROLES_TIMEOUT)
+        parts.append(("" if attributes else "WITH ") + f"PASSWORD {literal}")
+    if len(parts) > 1 or not exists:
+        await conn.execute(" ".join(parts), timeout=ROLES_TIMEOUT)
+
+
+async def create_roles(settings: PgSettings) -> None:
+    """Set the superuser's password and create (or update) the replication, rewind and
+    bootstrap roles, in one transaction on the local primary. Idempotent. Raises PgError.
+
+    Statements carrying passwords are kept out of the server log (log_statement = none).
+    """
+    users = [settings.superuser, settings.replication, settings.rewind,
+             *settings.bootstrap_users.values()]
+    try:
+        for user in users:
+            _validate_role_options(user)
+        async with local_connection(settings) as conn, conn.transaction():
+            for guc, value in (("log_statement", "none"), ("log_min_duration_statement", "-1"),
+                               ("log_min_error_statement", "panic")):
+                await conn.execute(f"SET LOCAL {guc} = '{value}'", timeout=ROLES_TIMEOUT)
+            su = settings.superuser.username
+            if settings.superuser.password is not None:
+                await _ensure_role(conn, settings.superuser, [])
+            if settings.replication.username != su:
+                await _ensure_role(conn, settings.replication, ["LOGIN", "REPLICATION"])
+            if settings.rewind.username != su:
+                await _ensure_role(conn, settings.rewind, ["LOGIN"])
+                ident = await conn.fetchval("SELECT quote_ident($1)", settings.rewind.username)
+                for function in REWIND_FUNCTIONS:
+                    await conn.execute(f"GRANT EXECUTE ON FUNCTION {function} TO {ident}",
+                                       timeout=ROLES_TIMEOUT)
+            for user in settings.bootstrap_users.values():
+                await _ensure_role(conn, user, ["LOGIN", *_validate_role_options(user)])
+    except PgError:
+        raise
+    except Exception as exc:
+        raise PgError(f"creating roles failed: {exc}") from exc
+    log.info("roles created: %s", ", ".join(sorted({u.username for u in users})))
+
+
+def wipe_data_dir(data_dir: Path) -> None:
+    """Remove everything inside ``data_dir`` (the directory itself stays: it may be a mount
+    point). A symlinked pg_wal loses its link, not the target's files."""
+    if not data_dir.exists():
+        return
+    for child in data_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+async def clone(settings: PgSettings, source: Upstream, timeout: float = CLONE_TIMEOUT) -> bool:
+    """pg_basebackup from ``source`` into the empty data directory (WAL streamed, fast
+    checkpoint, as the replication user with the pgpass file). True on success; on failure or
+    cancellation the partial copy is wiped. Writes no configuration and starts nothing."""
+    try:
+        host, port = parse_conn_url(source.conn_url)
+    except ValueError as exc:
+        log.error("cannot clone from %s: %s", source.name, exc)
+        return False
+    await asyncio.to_thread(write_pgpass, settings)
+    dsn = conninfo({"host": host, "port": port, "user": settings.replication.username,
+                    "application_name": settings.name, "passfile": str(settings.pgpass)})
+    argv = [settings.binary("pg_basebackup"), "-D", str(settings.data_dir), "-X", "stream",
+            "-c", "fast", "-w", "-d", dsn]
+    settings.data_dir.parent.mkdir(parents=True, exist_ok=True)
+    log.info("cloning from %s (%s:%s) with pg_basebackup", source.name, host, port)
+    try:
+        result = await run(argv, timeout=timeout,
+                           env=clean_env({"PGPASSFILE": str(settings.pgpass)}))
+    except BaseException:
+        await asyncio.shield(asyncio.to_thread(wipe_data_dir, settings.data_dir))
+        raise
+    if not result.ok:
+        log.error("pg_basebackup from %s failed: %s", source.name, result.describe())
+        await asyncio.to_thread(wipe_data_dir, settings.data_dir)
+        return False
+    os.chmod(settings.data_dir, 0o700)
+    log.info("cloned from %s", source.name)
+    return True

@@ -1,0 +1,90 @@
+"""Running PostgreSQL programs as asyncio subprocesses, always under a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("pgha.pg")
+
+# Client environment variables that would silently change what a program connects to.
+_DROP_ENV_PREFIX = "PG"
+
+
+@dataclass(frozen=True)
+class CmdResult:
+    """Outcome of one program run. ``returncode`` is None when it could not be started or was
+    killed after its timeout."""
+
+    argv: tuple[str, ...]
+    returncode: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def describe(self) -> str:
+        """One-line summary for logs: program, exit status and the last stderr/stdout lines."""
+        prog = Path(self.argv[0]).name if self.argv else "?"
+        status = "timed out" if self.timed_out else f"exit {self.returncode}"
+        text = (self.stderr.strip() or self.stdout.strip()).splitlines()[-5:]
+        return f"{prog}: {status}" + (": " + " | ".join(text) if text else "")
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The agent's environment without ``PG*`` variables, in the C locale, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_DROP_ENV_PREFIX)}
+    env["LC_ALL"] = "C"
+    env["LANG"] = "C"
+    if extra:
+        env.update(extra)
+    return env
+
+
+async def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
+              stdin_data: bytes | None = None) -> CmdResult:
+    """Run ``argv`` to completion, capturing its output.
+
+    Never raises for the program's own failure: a missing program or a non-zero exit is reported
+    in the result. After ``timeout`` seconds (or when the calling task is cancelled) the program is
+    killed and reaped before returning (or re-raising the cancellation). The program runs in its
+    own session, so signals sent to the agent's process group do not reach it.
+    """
+    args = tuple(argv)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env) if env is not None else clean_env(),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return CmdResult(args, None, "", str(exc))
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate(stdin_data)
+    except TimeoutError:
+        await _kill(proc)
+        return CmdResult(args, None, "", f"killed after {timeout:g}s", timed_out=True)
+    except asyncio.CancelledError:
+        await asyncio.shield(_kill(proc))
+        raise
+    return CmdResult(args, proc.returncode, out.decode(errors="replace"),
+                     err.decode(errors="replace"))
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(Exception):
+        await proc.wait()

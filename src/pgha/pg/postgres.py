@@ -1,0 +1,431 @@
+"""The facade the agent uses to observe and drive its PostgreSQL instance.
+
+Concurrency: the agent's executor runs one action (start, stop, promote, rejoin, ...) at a
+time; :meth:`Postgres.observe` and :meth:`Postgres.status` may run concurrently with an
+action. Failure behaviour: actions return False (and log why) when PostgreSQL refused or a
+program failed; SQL helpers raise :class:`PgError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pgha.core.actions import StopMode, Upstream
+from pgha.core.model import ControlState, DataState, PgRole, PgState
+from pgha.pg import bootstrap, controldata, rewind, slots
+from pgha.pg.conf import STANDBY_SIGNAL, read_managed_state, write_config
+from pgha.pg.errors import PgError
+from pgha.pg.probe import LocalProbe, Snapshot, local_connection
+from pgha.pg.process import (
+    pg_ctl_promote,
+    pg_ctl_reload,
+    pg_ctl_start,
+    pg_ctl_stop,
+    postmaster_pid,
+    remove_stale_lock_files,
+    wait_pid_exit,
+)
+from pgha.pg.settings import PgSettings, format_conn_url
+
+log = logging.getLogger("pgha.pg")
+
+EXECUTE_TIMEOUT = 60.0
+_READY_POLL = 0.2
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a (server log) file, or "" when unreadable."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 8192))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Postgres:
+    """One local PostgreSQL instance. ``settings`` may be replaced by the agent (e.g. after a
+    configuration reload); the next :meth:`reload`, :meth:`start` or :meth:`follow` writes the
+    new configuration."""
+
+    def __init__(self, settings: PgSettings) -> None:
+        self.settings = settings
+        self._probe = LocalProbe()
+        self._sysid: str | None = None
+        self._upstream: Upstream | None = None
+        self._upstream_known = False  # False: read it back from our postgresql.conf header
+
+    # ----------------------------------------------------------------- cheap, synchronous
+    def conn_url(self) -> str:
+        """``postgres://connect_host:port/postgres``, as published in the member key."""
+        return format_conn_url(self.settings.connect_host, self.settings.port)
+
+    def data_state(self) -> DataState:
+        """EMPTY: missing or empty directory; VALID: PG_VERSION and global/pg_control exist;
+        INVALID otherwise."""
+        data = self.settings.data_dir
+        try:
+            if not data.is_dir() or not any(data.iterdir()):
+                return DataState.EMPTY
+        except OSError:
+            return DataState.INVALID
+        if (data / "PG_VERSION").is_file() and (data / "global" / "pg_control").is_file():
+            return DataState.VALID
+        return DataState.INVALID
+
+    def is_running(self) -> bool:
+        """postmaster.pid exists and names a live (non-zombie) postmaster."""
+        return postmaster_pid(self.settings.data_dir) is not None
+
+    def _set_upstream(self, upstream: Upstream | None) -> None:
+        self._upstream, self._upstream_known = upstream, True
+
+    def _current_upstream(self) -> Upstream | None:
+        if not self._upstream_known:
+            state = read_managed_state(self.settings.data_dir)
+            self._set_upstream(state[1] if state and state[0] == "replica" else None)
+        return self._upstream
+
+    # ------------------------------------------------------------------------ observing
+    async def controldata(self) -> dict[str, str]:
+        """pg_controldata output as a dict; ``{}`` when not readable."""
+        data = await controldata.read_controldata(self.settings)
+        if data.get(controldata.SYSID):
+            self._sysid = data[controldata.SYSID]
+        return data
+
+    async def wait_postmaster_exit(self) -> None:
+        """Return when the current postmaster exits (at once when none runs). Uses a pidfd, so
+        it works for a postmaster adopted from postmaster.pid as well."""
+        pid = postmaster_pid(self.settings.data_dir)
+        if pid is not None:
+            await wait_pid_exit(pid)
+
+    async def _snapshot(self) -> Snapshot | None:
+        try:
+            snap = await self._probe.snapshot(self.settings)
+        except PgError as exc:
+            log.debug("probe failed: %s", exc)
+            return None
+        if snap.sysid:
+            self._sysid = snap.sysid
+        return snap
+
+    async def observe(self) -> PgState:
+        """What runs and what the data holds. ``down_since``/``stopped_by_agent`` are left for
+        the agent. Running but not answering: role is guessed from standby.signal, control
+        state read from pg_control, timeline and position unknown (None). Stopped: timeline and
+        position from pg_control (latest checkpoint start, or minRecoveryPoint when later)."""
+        data = self.data_state()
+        if postmaster_pid(self.settings.data_dir) is None:
+            if data != DataState.VALID:
+                return PgState(data=data)
+            cd = await self.controldata()
+            position = controldata.divergence_position(cd)
+            return PgState(data=data, sysid=self._sysid,
+                           timeline=position[0] if position else None,
+                           wal_position=controldata.wal_position(cd),
+                           control_state=controldata.control_state(cd))
+        snap = await self._snapshot()
+        if snap is None:
+            cd = await self.controldata()
+            replica = (self.settings.data_dir / STANDBY_SIGNAL).exists()
+            return PgState(data=data, running=True, sysid=self._sysid,
+                           role=PgRole.REPLICA if replica else PgRole.PRIMARY,
+                           control_state=controldata.control_state(cd))
+        if self._sysid is None:
+            await self.controldata()
+        return PgState(
+            data=data, running=True, accepting=True,
+            role=PgRole.REPLICA if snap.in_recovery else PgRole.PRIMARY,
+            sysid=self._sysid, timeline=snap.timeline, wal_position=snap.wal_position,
+            control_state=(ControlState.IN_ARCHIVE_RECOVERY if snap.in_recovery
+                           else ControlState.IN_PRODUCTION),
+            upstream=(u.name if snap.in_recovery and (u := self._current_upstream()) else None))
+
+    async def status(self) -> dict[str, Any]:
+        """Status fields for ``GET /patroni``. Only ``database_system_identifier`` (when known)
+        while PostgreSQL is not answering."""
+        snap = await self._snapshot() if self.is_running() else None
+        out: dict[str, Any] = {}
+        if snap is None:
+            if self._sysid:
+                out["database_system_identifier"] = self._sysid
+            return out
+        out["postmaster_start_time"] = snap.postmaster_start_time
+        out["server_version"] = snap.server_version
+        out["timeline"] = snap.timeline
+        out["database_system_identifier"] = self._sysid
+        if snap.in_recovery:
+            received = snap.receive_lsn if snap.receive_lsn is not None else snap.replay_lsn
+            out["xlog"] = {"received_location": received, "replayed_location": snap.replay_lsn,
+                           "replayed_timestamp": snap.replay_timestamp,
+                           "paused": bool(snap.paused)}
+            out["replication_state"] = "streaming" if snap.streaming else "in archive recovery"
+        else:
+            out["xlog"] = {"location": snap.flush_lsn}
+        try:
+            out["replication"] = await self._probe.replication(self.settings)
+        except PgError as exc:
+            log.debug("pg_stat_replication unavailable: %s", exc)
+            out["replication"] = []
+        return out
+
+    # ---------------------------------------------------------------------- running it
+    async def _wait_ready(self, replica: bool, deadline: float) -> bool:
+        while True:
+            snap = await self._snapshot()
+            if snap is not None and snap.in_recovery == replica:
+                return True
+            if time.monotonic() >= deadline or not self.is_running():
+                return False
+            await asyncio.sleep(_READY_POLL)
+
+    async def start(self, role: str, upstream: Upstream | None) -> bool:
+        """Write the configuration for ``role`` ("primary" | "replica") and start PostgreSQL;
+        True once it accepts connections in that role.
+
+        Already running in that role: True without restarting (use :meth:`follow` to change
+        the upstream). Running in the other role: False. Starting data last used in recovery
+        as "primary" starts it as a replica without upstream and then promotes it, so it gets
+        a new timeline instead of continuing the old one. On timeout the postmaster is left
+        running (still starting); False.
+        """
+        if role not in ("primary", "replica"):
+            raise ValueError(f"unknown role {role!r}")
+        if self.is_running():
+            snap = await self._snapshot()
+            same = snap is not None and snap.in_recovery == (role == "replica")
+            log.warning("start(%s): PostgreSQL already running (%s)", role,
+                        "same role" if same else "different role or not answering")
+            return same
+        if self.data_state() != DataState.VALID:
+            log.error("start(%s): no valid data directory at %s", role, self.settings.data_dir)
+            return False
+        promote_after = False
+        if role == "primary":
+            state = controldata.control_state(await self.controldata())
+            if state in (ControlState.SHUT_DOWN_IN_RECOVERY, ControlState.IN_ARCHIVE_RECOVERY):
+                log.info("data was last a replica (%s): starting in recovery, then promoting",
+                         state)
+                role, upstream, promote_after = "replica", None, True
+        try:
+            await asyncio.to_thread(remove_stale_lock_files, self.settings)
+            await asyncio.to_thread(write_config, self.settings, role,
+                                    upstream if role == "replica" else None)
+        except (OSError, ValueError) as exc:
+            log.error("start(%s): writing configuration failed: %s", role, exc)
+            return False
+        self._set_upstream(upstream if role == "replica" else None)
+        timeout = self.settings.pg_ctl_timeout
+        deadline = time.monotonic() + timeout
+        log.info("starting PostgreSQL as %s%s", role,
+                 f" streaming from {upstream.name}" if role == "replica" and upstream else "")
+        result = await pg_ctl_start(self.settings, timeout)
+        if not result.ok:
+            log.error("pg_ctl start failed: %s; server log %s ends with:\n%s",
+                      result.describe(), self.settings.log_file,
+                      await asyncio.to_thread(_tail, self.settings.log_file))
+            return False
+        if not await self._wait_ready(role == "replica", deadline):
+            log.error("PostgreSQL started but does not answer as %s", role)
+            return False
+        if promote_after:
+            return await self.promote()
+        return True
+
+    async def stop(self, mode: StopMode, timeout: float | None = None) -> bool:
+        """Stop with ``pg_ctl stop -m mode -w``; True when no postmaster runs afterwards (also
+        when none ran). A fast stop that does not finish within ``timeout`` (default
+        pg_ctl_timeout) is escalated to immediate."""
+        if not self.is_running():
+            return True
+        timeout = self.settings.pg_ctl_timeout if timeout is None else timeout
+        await self._probe.close()
+        log.info("stopping PostgreSQL (%s)", mode)
+        result = await pg_ctl_stop(self.settings, mode, timeout)
+        if not result.ok and self.is_running() and mode == StopMode.FAST:
+            log.warning("fast stop did not finish (%s): stopping immediately", result.describe())
+            result = await pg_ctl_stop(self.settings, StopMode.IMMEDIATE, timeout)
+        if self.is_running():
+            log.error("PostgreSQL still running after stop: %s", result.describe())
+            return False
+        return True
+
+    async def promote(self) -> bool:
+        """``pg_ctl promote -w``, then wait (pg_ctl_timeout) until ``pg_is_in_recovery()`` is
+        false; then rewrite the configuration as primary and reload. True once writable."""
+        snap = await self._snapshot() if self.is_running() else None
+        if snap is None:
+            log.error("promote: PostgreSQL is not running/answering")
+            return False
+        deadline = time.monotonic() + self.settings.pg_ctl_timeout
+        if snap.in_recovery:
+            log.info("promoting PostgreSQL")
+            result = await pg_ctl_promote(self.settings, self.settings.pg_ctl_timeout)
+            if not result.ok:
+                log.warning("pg_ctl promote: %s", result.describe())
+            if not await self._wait_ready(False, deadline):
+                log.error("promote: still in recovery")
+                return False
+        try:
+            await asyncio.to_thread(write_config, self.settings, "primary", None)
+        except (OSError, ValueError) as exc:
+            log.error("promote: rewriting configuration failed: %s", exc)
+        self._set_upstream(None)
+        await pg_ctl_reload(self.settings)
+        return True
+
+    async def follow(self, upstream: Upstream) -> bool:
+        """Point the running replica at ``upstream`` (primary_conninfo, slot) and reload; the
+        WAL receiver reconnects. False when not running, or running as a primary."""
+        snap = await self._snapshot() if self.is_running() else None
+        if snap is None or not snap.in_recovery:
+            log.error("follow(%s): PostgreSQL is not a running replica", upstream.name)
+            return False
+        try:
+            await asyncio.to_thread(write_config, self.settings, "replica", upstream)
+        except (OSError, ValueError) as exc:
+            log.error("follow(%s): writing configuration failed: %s", upstream.name, exc)
+            return False
+        self._set_upstream(upstream)
+        log.info("following %s", upstream.name)
+        return await self.reload()
+
+    async def reload(self) -> bool:
+        """Rewrite the configuration for the current role/upstream and signal a reload.
+        Not running: only the files are rewritten (when the role is known). True on success."""
+        state = read_managed_state(self.settings.data_dir)
+        role = state[0] if state else None
+        if self.is_running():
+            snap = await self._snapshot()
+            if snap is not None:
+                role = "replica" if snap.in_recovery else "primary"
+        if role is not None:
+            try:
+                upstream = self._current_upstream() if role == "replica" else None
+                await asyncio.to_thread(write_config, self.settings, role, upstream)
+            except (OSError, ValueError) as exc:
+                log.error("reload: writing configuration failed: %s", exc)
+                return False
+        if not self.is_running():
+            return True
+        result = await pg_ctl_reload(self.settings)
+        if not result.ok:
+            log.error("reload failed: %s", result.describe())
+        return result.ok
+
+    # ------------------------------------------------------------------- creating data
+    async def initdb(self) -> bool:
+        """initdb into an EMPTY data directory (False otherwise or on failure)."""
+        if self.data_state() != DataState.EMPTY:
+            log.error("initdb refused: data directory %s is not empty", self.settings.data_dir)
+            return False
+        self._sysid = None
+        self._set_upstream(None)
+        return await bootstrap.initdb(self.settings)
+
+    async def create_roles(self) -> None:
+        """Superuser password, replication and rewind roles, bootstrap users; idempotent.
+        Raises PgError."""
+        await bootstrap.create_roles(self.settings)
+
+    async def clone(self, source: Upstream) -> bool:
+        """pg_basebackup from ``source`` into the EMPTY data directory, then write the replica
+        configuration for ``source`` (not started). On failure the partial copy is wiped."""
+        if self.data_state() != DataState.EMPTY:
+            log.error("clone refused: data directory %s is not empty", self.settings.data_dir)
+            return False
+        self._sysid = None
+        if not await bootstrap.clone(self.settings, source):
+            return False
+        try:
+            await asyncio.to_thread(write_config, self.settings, "replica", source)
+        except (OSError, ValueError) as exc:
+            log.error("clone: writing configuration failed: %s", exc)
+            return False
+        self._set_upstream(source)
+        return True
+
+    async def wipe(self) -> None:
+        """Remove the data directory's contents. Raises PgError while a postmaster runs."""
+        if self.is_running():
+            raise PgError("refusing to wipe the data directory of a running PostgreSQL")
+        log.warning("wiping data directory %s", self.settings.data_dir)
+        await self._probe.close()
+        await asyncio.to_thread(bootstrap.wipe_data_dir, self.settings.data_dir)
+        self._sysid = None
+        self._set_upstream(None)
+
+    # ------------------------------------------------------------ rejoin building blocks
+    async def crash_recover(self) -> bool:
+        """Single-user crash recovery of an uncleanly stopped former primary; see
+        :func:`pgha.pg.rewind.crash_recover`."""
+        ok = await rewind.crash_recover(self.settings)
+        if ok:
+            self._set_upstream(None)
+        return ok
+
+    async def timeline_history(self, source: Upstream) -> list[tuple[int, int]]:
+        """``[(timeline, switch_lsn)]`` of ``source``'s current timeline. Raises PgError."""
+        return (await rewind.source_timeline_history(self.settings, source))[1]
+
+    async def ensure_source_checkpointed(self, source: Upstream) -> None:
+        """CHECKPOINT on ``source`` when its pg_control lags its timeline. Raises PgError."""
+        await rewind.ensure_source_checkpointed(self.settings, source)
+
+    async def rewind(self, source: Upstream) -> bool:
+        """pg_rewind from ``source``, then regenerate our configuration as its replica (not
+        started). False when running or on failure."""
+        if self.is_running():
+            log.error("pg_rewind refused: PostgreSQL is running")
+            return False
+        if not await rewind.pg_rewind(self.settings, source):
+            return False
+        try:
+            await asyncio.to_thread(write_config, self.settings, "replica", source)
+        except (OSError, ValueError) as exc:
+            log.error("rewind: writing configuration failed: %s", exc)
+            return False
+        self._set_upstream(source)
+        return True
+
+    async def rejoin(self, leader: Upstream, use_pg_rewind: bool) -> bool:
+        """Bring this (stopped) data back as a replica of ``leader``; see
+        :mod:`pgha.pg.rejoin`. True once it runs as a replica."""
+        from pgha.pg.rejoin import rejoin
+
+        return await rejoin(self, leader, use_pg_rewind)
+
+    # ------------------------------------------------------------------------------ SQL
+    async def sync_slots(self, keep: frozenset[str]) -> None:
+        """Physical slots: create those in ``keep`` (member or slot names, our own excluded),
+        drop inactive physical ones not in it. Raises PgError."""
+        async with local_connection(self.settings) as conn:
+            await slots.sync_slots(conn, slots.wanted_slots(keep, self.settings.name))
+
+    async def checkpoint(self) -> None:
+        """CHECKPOINT on the local server. Raises PgError."""
+        await self.execute("CHECKPOINT")
+
+    async def execute(self, sql: str, *args: Any) -> list[Any]:
+        """Run one statement as superuser over the unix socket; its rows (asyncpg Records).
+        Raises PgError."""
+        try:
+            async with local_connection(self.settings) as conn:
+                return list(await conn.fetch(sql, *args, timeout=EXECUTE_TIMEOUT))
+        except PgError:
+            raise
+        except Exception as exc:
+            raise PgError(f"query failed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the pooled probe connection."""
+        await self._probe.close()

@@ -1,0 +1,237 @@
+"""SQL access to PostgreSQL with asyncpg: the local probe and short-lived connections.
+
+Local connections use the unix socket in ``settings.socket_dir`` as the superuser; remote ones
+(a leader, a clone source) use TCP to the host/port of its ``conn_url``. Every connect and every
+query runs under a timeout; failures raise :class:`PgError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from pgha.pg.errors import PgError
+from pgha.pg.settings import PgSettings, parse_conn_url
+
+log = logging.getLogger("pgha.pg")
+
+CONNECT_TIMEOUT = 5.0
+QUERY_TIMEOUT = 5.0
+APPLICATION_NAME = "pgha"
+
+Connection = Any  # asyncpg.Connection (asyncpg ships no type information)
+
+_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+SNAPSHOT_SQL = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       current_setting('server_version_num')::int AS server_version,
+       pg_postmaster_start_time() AS start_time,
+       (SELECT system_identifier FROM pg_control_system()) AS sysid,
+       CASE WHEN pg_is_in_recovery() THEN NULL
+            ELSE pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint END AS flush_lsn,
+       CASE WHEN pg_is_in_recovery() THEN NULL
+            ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END AS walfile_tli,
+       pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint AS receive_lsn,
+       pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint AS replay_lsn,
+       pg_last_xact_replay_timestamp() AS replay_timestamp,
+       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END AS paused,
+       (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_tli,
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
+       (SELECT received_tli FROM pg_stat_wal_receiver) AS received_tli
+"""
+
+REPLICATION_SQL = """
+SELECT usename, application_name, client_addr::text AS client_addr, state, sync_state,
+       sync_priority
+  FROM pg_stat_replication
+ ORDER BY application_name, pid
+"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent-enough status read of a running server. LSNs are ints."""
+
+    in_recovery: bool
+    server_version: int
+    postmaster_start_time: str | None
+    sysid: str | None
+    flush_lsn: int | None  # primary only
+    walfile_tli: int | None  # primary only: timeline of the current WAL file (exact)
+    receive_lsn: int | None
+    replay_lsn: int | None
+    replay_timestamp: str | None
+    paused: bool | None
+    checkpoint_tli: int | None
+    receiver_status: str | None
+    received_tli: int | None
+
+    @property
+    def timeline(self) -> int | None:
+        """The server's current timeline.
+
+        Primary: from the current WAL file name (pg_control's checkpoint timeline is stale
+        until the first checkpoint after a promotion). Replica: the later of the WAL receiver's
+        timeline and the latest restartpoint's."""
+        if not self.in_recovery:
+            return self.walfile_tli or self.checkpoint_tli
+        known = [t for t in (self.received_tli, self.checkpoint_tli) if t]
+        return max(known) if known else None
+
+    @property
+    def wal_position(self) -> int | None:
+        if not self.in_recovery:
+            return self.flush_lsn
+        known = [p for p in (self.receive_lsn, self.replay_lsn) if p is not None]
+        return max(known) if known else None
+
+    @property
+    def streaming(self) -> bool:
+        return self.receiver_status == "streaming"
+
+
+def _text(value: Any) -> str | None:
+    """Text for the REST API; timestamps as ``2024-01-31 12:00:00.123456+00:00``."""
+    return None if value is None else str(value)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+async def snapshot(conn: Connection, timeout: float = QUERY_TIMEOUT) -> Snapshot:
+    """Read a :class:`Snapshot`; raises PgError."""
+    try:
+        row = await conn.fetchrow(SNAPSHOT_SQL, timeout=timeout)
+    except _DB_ERRORS as exc:
+        raise PgError(f"status query failed: {exc}") from exc
+    walfile_tli = row["walfile_tli"]
+    sysid = _int(row["sysid"])
+    return Snapshot(
+        in_recovery=bool(row["in_recovery"]),
+        server_version=int(row["server_version"]),
+        postmaster_start_time=_text(row["start_time"]),
+        sysid=None if sysid is None else str(sysid % (1 << 64)),
+        flush_lsn=_int(row["flush_lsn"]),
+        walfile_tli=int(walfile_tli, 16) if walfile_tli else None,
+        receive_lsn=_int(row["receive_lsn"]),
+        replay_lsn=_int(row["replay_lsn"]),
+        replay_timestamp=_text(row["replay_timestamp"]),
+        paused=None if row["paused"] is None else bool(row["paused"]),
+        checkpoint_tli=_int(row["checkpoint_tli"]),
+        receiver_status=_text(row["receiver_status"]),
+        received_tli=_int(row["received_tli"]),
+    )
+
+
+async def replication(conn: Connection, timeout: float = QUERY_TIMEOUT) -> list[dict[str, Any]]:
+    """Rows of pg_stat_replication as dicts; raises PgError."""
+    try:
+        rows = await conn.fetch(REPLICATION_SQL, timeout=timeout)
+    except _DB_ERRORS as exc:
+        raise PgError(f"pg_stat_replication query failed: {exc}") from exc
+    return [dict(row) for row in rows]
+
+
+async def _connect(timeout: float, **kwargs: Any) -> Connection:
+    try:
+        async with asyncio.timeout(timeout + 1):
+            return await asyncpg.connect(
+                database="postgres", timeout=timeout,
+                server_settings={"application_name": APPLICATION_NAME}, **kwargs)
+    except _DB_ERRORS as exc:
+        where = kwargs.get("host")
+        raise PgError(f"cannot connect to {where}:{kwargs.get('port')}: {exc}") from exc
+
+
+async def connect_local(settings: PgSettings, timeout: float = CONNECT_TIMEOUT) -> Connection:
+    """Superuser connection over the unix socket; raises PgError."""
+    return await _connect(timeout, host=str(settings.socket_dir), port=settings.port,
+                          user=settings.superuser.username, password=settings.superuser.password)
+
+
+async def connect_remote(settings: PgSettings, conn_url: str,
+                         timeout: float = CONNECT_TIMEOUT) -> Connection:
+    """Superuser connection to another member (host/port of its ``conn_url``); raises PgError."""
+    try:
+        host, port = parse_conn_url(conn_url)
+    except ValueError as exc:
+        raise PgError(str(exc)) from exc
+    return await _connect(timeout, host=host, port=port, user=settings.superuser.username,
+                          password=settings.superuser.password)
+
+
+async def close_quietly(conn: Connection | None) -> None:
+    """Close ``conn`` gracefully within a second, else abort it. Never raises."""
+    if conn is None:
+        return
+    try:
+        await conn.close(timeout=1.0)
+    except Exception:  # closing is best effort
+        with contextlib.suppress(Exception):
+            conn.terminate()
+
+
+@contextlib.asynccontextmanager
+async def local_connection(settings: PgSettings) -> AsyncIterator[Connection]:
+    """A short-lived local superuser connection (closed on exit)."""
+    conn = await connect_local(settings)
+    try:
+        yield conn
+    finally:
+        await close_quietly(conn)
+
+
+@contextlib.asynccontextmanager
+async def remote_connection(settings: PgSettings, conn_url: str) -> AsyncIterator[Connection]:
+    """A short-lived superuser connection to another member (closed on exit)."""
+    conn = await connect_remote(settings, conn_url)
+    try:
+        yield conn
+    finally:
+        await close_quietly(conn)
+
+
+class LocalProbe:
+    """One pooled local connection for frequent status reads, used by one query at a time.
+
+    Any failure closes the connection; the next call reconnects.
+    """
+
+    def __init__(self) -> None:
+        self._conn: Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _run(self, settings: PgSettings, what: str) -> Any:
+        async with self._lock:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await connect_local(settings)
+                if what == "snapshot":
+                    return await snapshot(self._conn)
+                return await replication(self._conn)
+            except BaseException:  # also cancellation: the connection state is unknown
+                conn, self._conn = self._conn, None
+                await close_quietly(conn)
+                raise
+
+    async def snapshot(self, settings: PgSettings) -> Snapshot:
+        """Status of the local server; raises PgError when it does not answer."""
+        result: Snapshot = await self._run(settings, "snapshot")
+        return result
+
+    async def replication(self, settings: PgSettings) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._run(settings, "replication")
+        return result
+
+    async def close(self) -> None:
+        async with self._lock:
+            conn, self._conn = self._conn, None
+        await close_quietly(conn)

@@ -1,0 +1,148 @@
+"""Bringing former primaries back: single-user crash recovery, the leader's timeline history,
+the post-promotion checkpoint on the source, and pg_rewind."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pgha.core.actions import Upstream
+from pgha.core.model import ControlState
+from pgha.pg.cmd import clean_env, run
+from pgha.pg.conf import conninfo, write_config, write_pgpass
+from pgha.pg.controldata import control_state, parse_lsn, read_controldata
+from pgha.pg.errors import PgError
+from pgha.pg.probe import remote_connection, snapshot
+from pgha.pg.process import postmaster_pid, remove_stale_lock_files
+from pgha.pg.settings import PgSettings, parse_conn_url
+
+log = logging.getLogger("pgha.pg")
+
+CRASH_RECOVERY_TIMEOUT = 900.0
+REWIND_TIMEOUT = 6 * 3600.0
+CHECKPOINT_TIMEOUT = 300.0
+HISTORY_TIMEOUT = 10.0
+
+# States a primary leaves behind when it did not shut down cleanly.
+UNCLEAN_PRIMARY = frozenset({ControlState.IN_PRODUCTION, ControlState.IN_CRASH_RECOVERY,
+                             ControlState.SHUTTING_DOWN, ControlState.STARTING_UP})
+
+
+async def crash_recover(settings: PgSettings) -> bool:
+    """Bring an uncleanly stopped former primary to the clean ``shut down`` state by running
+    ``postgres --single`` (crash recovery, then a shutdown checkpoint) with our configuration
+    written for the primary role (signal files removed).
+
+    Skipped (True) when the cluster is not in an unclean primary state, or when a
+    ``backup_label`` exists (a fresh base backup or a rewound directory needs archive recovery,
+    not this). False when it runs, fails, or leaves an unclean state; also False while a
+    postmaster is running.
+    """
+    data = await read_controldata(settings)
+    state = control_state(data)
+    if not data:
+        log.error("crash recovery: pg_controldata unreadable")
+        return False
+    if state not in UNCLEAN_PRIMARY:
+        return True
+    if (settings.data_dir / "backup_label").exists():
+        log.info("crash recovery skipped: backup_label present (state %s)", state)
+        return True
+    if postmaster_pid(settings.data_dir) is not None:
+        log.error("crash recovery refused: a postmaster is running")
+        return False
+    log.info("cluster state is %r: running single-user crash recovery", str(state))
+    await asyncio.to_thread(remove_stale_lock_files, settings)
+    await asyncio.to_thread(write_config, settings, "primary", None)
+    argv = [settings.binary("postgres"), "--single", "-D", str(settings.data_dir),
+            "-c", "archive_mode=off", "postgres"]
+    result = await run(argv, timeout=max(settings.pg_ctl_timeout, CRASH_RECOVERY_TIMEOUT),
+                       env=clean_env(), stdin_data=b"")
+    after = control_state(await read_controldata(settings))
+    if not result.ok or after != ControlState.SHUT_DOWN:
+        log.error("single-user crash recovery failed (state now %r): %s", str(after),
+                  result.describe())
+        return False
+    log.info("crash recovery done: cluster state is %r", str(after))
+    return True
+
+
+def parse_history(text: str) -> list[tuple[int, int]]:
+    """Lines ``parent_tli<TAB>switch_lsn<TAB>reason`` -> ``[(timeline, switch_lsn)]``.
+    Blank and comment lines are skipped; raises ValueError for a malformed line."""
+    out: list[tuple[int, int]] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) < 2:
+            raise ValueError(f"malformed timeline history line: {line!r}")
+        out.append((int(fields[0]), parse_lsn(fields[1])))
+    return out
+
+
+async def source_timeline_history(settings: PgSettings,
+                                  source: Upstream) -> tuple[int, list[tuple[int, int]]]:
+    """``(current timeline, history)`` of ``source``, read as superuser over SQL from its
+    ``pg_wal/<timeline>.history`` (no file for timeline 1). Raises PgError when unreachable or
+    unreadable."""
+    async with remote_connection(settings, source.conn_url) as conn:
+        snap = await snapshot(conn)
+        timeline = snap.timeline
+        if not timeline:
+            raise PgError(f"{source.name}: current timeline unknown")
+        if timeline == 1:
+            return 1, []
+        path = f"pg_wal/{timeline:08X}.history"
+        try:
+            text = await conn.fetchval("SELECT pg_read_file($1)", path, timeout=HISTORY_TIMEOUT)
+            history = parse_history(str(text))
+        except Exception as exc:  # SQL error, timeout or malformed file
+            raise PgError(f"{source.name}: cannot read {path}: {exc}") from exc
+    return timeline, history
+
+
+async def ensure_source_checkpointed(settings: PgSettings, source: Upstream) -> None:
+    """Make the source's pg_control show its current timeline (pg_rewind reads the source's
+    timeline from there; right after a promotion it still names the old one): CHECKPOINT on
+    the source when ``pg_control_checkpoint().timeline_id`` is behind. Raises PgError when the
+    source is unreachable or still behind afterwards."""
+    async with remote_connection(settings, source.conn_url) as conn:
+        snap = await snapshot(conn)
+        if snap.timeline is None or snap.checkpoint_tli is None:
+            raise PgError(f"{source.name}: timeline unknown")
+        if snap.checkpoint_tli >= snap.timeline:
+            return
+        log.info("%s: checkpoint timeline %d < timeline %d: running CHECKPOINT", source.name,
+                 snap.checkpoint_tli, snap.timeline)
+        try:
+            await conn.execute("CHECKPOINT", timeout=CHECKPOINT_TIMEOUT)
+        except Exception as exc:
+            raise PgError(f"{source.name}: CHECKPOINT failed: {exc}") from exc
+        snap = await snapshot(conn)
+        if snap.checkpoint_tli is None or snap.timeline is None or \
+                snap.checkpoint_tli < snap.timeline:
+            raise PgError(f"{source.name}: pg_control still behind after CHECKPOINT")
+
+
+async def pg_rewind(settings: PgSettings, source: Upstream,
+                    timeout: float = REWIND_TIMEOUT) -> bool:
+    """Run pg_rewind against ``source`` as the rewind user (password via the pgpass file).
+    True on success (including "no rewind required"). The target must be stopped cleanly.
+    Configuration files copied from the source must be regenerated by the caller."""
+    try:
+        host, port = parse_conn_url(source.conn_url)
+    except ValueError as exc:
+        log.error("cannot rewind from %s: %s", source.name, exc)
+        return False
+    await asyncio.to_thread(write_pgpass, settings)
+    dsn = conninfo({"host": host, "port": port, "user": settings.rewind.username,
+                    "dbname": "postgres", "passfile": str(settings.pgpass)})
+    argv = [settings.binary("pg_rewind"), "-D", str(settings.data_dir), f"--source-server={dsn}"]
+    log.info("running pg_rewind from %s (%s:%s)", source.name, host, port)
+    result = await run(argv, timeout=timeout, env=clean_env({"PGPASSFILE": str(settings.pgpass)}))
+    if not result.ok:
+        log.error("pg_rewind from %s failed: %s", source.name, result.describe())
+        return False
+    log.info("pg_rewind from %s done: %s", source.name, result.describe())
+    return True

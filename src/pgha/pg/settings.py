@@ -1,0 +1,76 @@
+"""Static settings of the local PostgreSQL instance, built by the agent from its configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class PgUser:
+    """A database role. ``options`` are role attributes such as ``"createrole"``, ``"createdb"``."""
+
+    username: str
+    password: str | None = None
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """Everything the PostgreSQL layer needs to run one instance.
+
+    ``parameters`` are the user's GUCs (local merged over dynamic by the caller); the managed
+    ones (listen/port/socket/cluster_name/replication minimums/recovery) always win, see
+    :mod:`pgha.pg.conf`. ``pg_hba`` lines replace the generated default when non-empty.
+    All local connections use the unix socket in ``socket_dir``.
+    """
+
+    name: str
+    scope: str
+    data_dir: Path
+    bin_dir: Path
+    listen_host: str
+    port: int
+    connect_host: str
+    superuser: PgUser
+    replication: PgUser
+    rewind: PgUser
+    parameters: Mapping[str, Any]
+    pg_hba: tuple[str, ...]
+    initdb_options: tuple[str | Mapping[str, Any], ...]
+    bootstrap_users: Mapping[str, PgUser]
+    pgpass: Path
+    socket_dir: Path
+    pg_ctl_timeout: float = 60
+    use_slots: bool = True
+    remove_data_directory_on_rewind_failure: bool = False
+
+    def binary(self, name: str) -> str:
+        """Absolute path of a PostgreSQL program in ``bin_dir``."""
+        return str(self.bin_dir / name)
+
+    @property
+    def log_file(self) -> Path:
+        """Server log written by ``pg_ctl -l``; outside the data directory so clones stay clean."""
+        return self.data_dir.parent / f"{self.name}-postgresql.log"
+
+
+def format_conn_url(host: str, port: int) -> str:
+    """``postgres://host:port/postgres``; an IPv6 literal gets brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"postgres://{host}:{port}/postgres"
+
+
+def parse_conn_url(conn_url: str) -> tuple[str, int]:
+    """``(host, port)`` of a member's ``conn_url``; raises ValueError when it has no host.
+
+    The port defaults to 5432. IPv6 brackets are removed.
+    """
+    parts = urlsplit(conn_url)
+    if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+        raise ValueError(f"not a postgres:// URL with a host: {conn_url!r}")
+    return parts.hostname, parts.port or 5432

@@ -1,0 +1,122 @@
+"""The agent's published status: the ``GET /patroni`` JSON and the ``members/<name>`` JSON.
+
+Both are built from one immutable :class:`AgentStatus` snapshot that the decision loop replaces
+after every cycle; API handlers only read the latest snapshot (they never touch the DCS or
+PostgreSQL themselves).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgha import __version__
+from pgha.core.model import ClusterView, PgRole, PgState, Tags
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """What the agent knew at the end of its last decision cycle."""
+
+    name: str
+    scope: str
+    tags: Tags
+    conn_url: str
+    api_url: str
+    pg: PgState = field(default_factory=PgState)
+    pg_details: Mapping[str, Any] = field(default_factory=dict)  # from Postgres.status()
+    view: ClusterView | None = None
+    dcs_last_seen: float | None = None  # epoch seconds of the last successful DCS read
+    holds_lock: bool = False
+    heartbeat: float = 0.0  # monotonic time of the last completed cycle
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def pg_state(self) -> str:
+        """Patroni's ``state`` string."""
+        if self.pg.busy:
+            return self.pg.busy
+        if self.pg.running:
+            return "running" if self.pg.accepting else "starting"
+        if self.pg.down_since is not None and not self.pg.stopped_by_agent:
+            return "crashed" if self.pg.data.value == "valid" else "stopped"
+        return "stopped"
+
+    @property
+    def role(self) -> str:
+        if self.pg.running and self.pg.role is PgRole.PRIMARY:
+            return "primary"
+        if self.pg.running and self.pg.role is PgRole.REPLICA:
+            return "replica"
+        if self.pg.data.value == "valid":
+            return "demoted" if self.pg.control_state.was_primary else "replica"
+        return "uninitialized"
+
+    @property
+    def is_primary(self) -> bool:
+        """Holds the leader lock AND PostgreSQL runs as a primary accepting connections."""
+        return (self.holds_lock and self.pg.running and self.pg.accepting
+                and self.pg.role is PgRole.PRIMARY)
+
+    @property
+    def is_running_replica(self) -> bool:
+        return self.pg.running and self.pg.accepting and self.pg.role is PgRole.REPLICA
+
+    def to_patroni_json(self) -> dict[str, Any]:
+        """The ``GET /patroni`` body (field names as in Patroni)."""
+        out: dict[str, Any] = {
+            "state": self.pg_state,
+            "role": self.role,
+        }
+        details = self.pg_details if self.pg.running else {}
+        for key in ("postmaster_start_time", "server_version", "xlog", "replication_state",
+                    "replication"):
+            if key in details:
+                out[key] = details[key]
+        if self.pg.timeline is not None:
+            out["timeline"] = self.pg.timeline
+        if self.view is not None:
+            out["cluster_unlocked"] = self.view.leader is None
+            if self.view.settings.pause:
+                out["pause"] = True
+        if self.dcs_last_seen is not None:
+            out["dcs_last_seen"] = int(self.dcs_last_seen)
+        out["pending_restart"] = False
+        tags = self.tags.to_json()
+        if tags:
+            out["tags"] = tags
+        if self.pg.sysid:
+            out["database_system_identifier"] = self.pg.sysid
+        out["patroni"] = {"version": __version__, "scope": self.scope, "name": self.name}
+        out["pgha"] = {"reason": self.reason, "message": self.message,
+                       "holds_lock": self.holds_lock}
+        return out
+
+    def to_member_json(self) -> dict[str, Any]:
+        """The ``members/<name>`` value."""
+        out: dict[str, Any] = {
+            "conn_url": self.conn_url,
+            "api_url": self.api_url,
+            "state": self.pg_state,
+            "role": self.role,
+            "version": __version__,
+            "pending_restart": False,
+        }
+        if self.pg.wal_position is not None:
+            out["xlog_location"] = self.pg.wal_position
+        if self.pg.timeline is not None:
+            out["timeline"] = self.pg.timeline
+        rstate = self.pg_details.get("replication_state") if self.pg.running else None
+        if rstate:
+            out["replication_state"] = rstate
+        tags = self.tags.to_json()
+        if tags:
+            out["tags"] = tags
+        return out
+
+
+def now_epoch() -> float:
+    return time.time()

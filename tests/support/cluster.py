@@ -1,0 +1,131 @@
+"""Helpers for tests and benchmarks that drive a LocalCluster of real agents."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pgha.localcluster import LocalCluster, MemberProc
+
+T = TypeVar("T")
+SRC = Path(__file__).resolve().parents[2] / "src"
+PG_BIN = Path(os.environ.get("PGHA_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class Timeout(AssertionError):
+    pass
+
+
+def wait_until(fn: Callable[[], T | None], timeout: float, what: str,
+               interval: float = 0.2) -> T:
+    """Poll ``fn`` until it returns a truthy value; raise Timeout naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+        except Exception as exc:
+            last_exc = exc
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise Timeout(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        try:
+            return err.code, json.loads(body or b"null")
+        except ValueError:
+            return err.code, body
+
+
+def status(m: MemberProc) -> dict[str, Any]:
+    code, body = http_get(f"{m.api}/patroni")
+    assert code == 200
+    assert isinstance(body, dict)
+    return body
+
+
+def is_primary(m: MemberProc) -> bool:
+    try:
+        return http_get(f"{m.api}/primary", timeout=1.0)[0] == 200
+    except OSError:
+        return False
+
+
+def is_replica(m: MemberProc) -> bool:
+    try:
+        return http_get(f"{m.api}/replica", timeout=1.0)[0] == 200
+    except OSError:
+        return False
+
+
+def primary_of(cluster: LocalCluster) -> MemberProc | None:
+    found = [m for m in cluster.procs.values() if m.alive and is_primary(m)]
+    return found[0] if len(found) == 1 else None
+
+
+def psql(m: MemberProc, sql: str, timeout: float = 10.0) -> str:
+    """Run SQL as the superuser over the member's unix socket; return the unaligned output."""
+    out = subprocess.run(
+        [str(PG_BIN / "psql"), "-h", str(m.data_dir.parent), "-p", str(m.pg_port),
+         "-U", "postgres", "-d", "postgres", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"psql on {m.name} failed: {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+def new_cluster(base: Path, members: int = 3, **dynamic: Any) -> LocalCluster:
+    """A LocalCluster on free ports whose agents run this checkout's code."""
+    if shutil.which("etcd") is None:
+        raise RuntimeError("etcd is not installed (scripts/setup installs it)")
+    dyn = {"ttl": 5, "loop_wait": 1, "retry_timeout": 1, **dynamic}
+    pythonpath = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
+    return LocalCluster(base, members=members, dynamic=dyn, first_pg_port=None,
+                        first_api_port=None, etcd_port=None,
+                        env={"PYTHONPATH": pythonpath}, bin_dir=str(PG_BIN))
+
+
+def wait_healthy(cluster: LocalCluster, timeout: float = 120.0) -> MemberProc:
+    """Wait for one primary and every other live member a streaming replica; return it."""
+
+    def check() -> MemberProc | None:
+        leader = primary_of(cluster)
+        if leader is None:
+            return None
+        for m in cluster.procs.values():
+            if m is leader or not m.alive:
+                continue
+            st = status(m)
+            if st.get("role") != "replica" or st.get("replication_state") != "streaming":
+                return None
+        return leader
+
+    try:
+        return wait_until(check, timeout, "a primary and streaming replicas")
+    except Timeout:
+        dump_logs(cluster)
+        raise
+
+
+def dump_logs(cluster: LocalCluster, tail: int = 60) -> None:
+    for name, text in cluster.iter_logs():
+        lines = text.splitlines()[-tail:]
+        print(f"----- {name} (last {len(lines)} lines) -----")
+        print("\n".join(lines))
