@@ -1,0 +1,236 @@
+"""Failover benchmark: four faults against a local three-member cluster, with a client writing
+every 50 ms.
+
+For each scenario it prints and records (JSON):
+  * ``unavailable_s``: seconds from the fault to the first acknowledged write on a primary
+    (for a replica's postmaster crash: seconds until the new postmaster exists);
+  * ``lost``: acknowledged writes missing on the primary once the cluster has settled.
+
+Run as an unprivileged user (PostgreSQL refuses root), for example:
+    runuser -u postgres -- /opt/pgha/venv/bin/python benchmarks/failover.py --ttl 20 \
+        --loop-wait 2 --retry-timeout 3 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from pgha.localcluster import LocalCluster, MemberProc  # noqa: E402
+from tests.support.cluster import new_cluster, primary_of, wait_healthy, wait_until  # noqa: E402
+
+SCENARIOS = ("leader_node_death", "leader_postmaster_crash", "leader_clean_stop",
+             "replica_postmaster_crash")
+
+
+@dataclass
+class Write:
+    seq: int
+    started: float
+    acked: float | None = None
+    member: str | None = None
+
+
+@dataclass
+class Writer:
+    """Inserts one row every ``interval`` seconds into whichever member accepts writes, trying
+    the last primary first (as a client with target_session_attrs=read-write would)."""
+
+    members: list[MemberProc]
+    interval: float = 0.05
+    writes: list[Write] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run_in_thread(self) -> threading.Thread:
+        t = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        t.start()
+        return t
+
+    async def _run(self) -> None:
+        conns: dict[str, asyncpg.Connection] = {}
+        primary: str | None = None
+        seq = 0
+        tick = time.monotonic()
+        while not self.stop.is_set():
+            seq += 1
+            w = Write(seq, time.monotonic())
+            order = sorted(self.members, key=lambda m: m.name != primary)
+            for m in order:
+                try:
+                    async with asyncio.timeout(0.5):
+                        conn = conns.get(m.name)
+                        if conn is None or conn.is_closed():
+                            conn = await asyncpg.connect(host=str(m.data_dir.parent),
+                                                         port=m.pg_port, user="postgres",
+                                                         database="postgres")
+                            conns[m.name] = conn
+                        await conn.execute("INSERT INTO bench (seq) VALUES ($1)", seq)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                        TimeoutError):
+                    bad = conns.pop(m.name, None)
+                    if bad is not None:
+                        bad.terminate()
+                    continue
+                w.acked, w.member, primary = time.monotonic(), m.name, m.name
+                break
+            self.writes.append(w)
+            tick += self.interval
+            await asyncio.sleep(max(0.0, tick - time.monotonic()))
+        for conn in conns.values():
+            conn.terminate()
+
+    def unavailable_after(self, t0: float, not_member: str | None = None) -> float | None:
+        """Seconds from ``t0`` to the first acknowledged write that follows the first failed
+        write after ``t0`` (0 when no write failed); ``not_member`` excludes the old leader."""
+        after = [w for w in self.writes if w.started >= t0]
+        first_fail = next((w for w in after if w.acked is None), None)
+        if first_fail is None and not_member is None:
+            return 0.0
+        for w in after:
+            if w.acked is None:
+                continue
+            if first_fail is not None and w.started < first_fail.started:
+                continue
+            if not_member is not None and w.member == not_member:
+                continue
+            return w.acked - t0
+        return None
+
+
+def psql_rows(m: MemberProc) -> set[int]:
+    out = subprocess.run(
+        ["/usr/lib/postgresql/15/bin/psql", "-h", str(m.data_dir.parent), "-p", str(m.pg_port),
+         "-U", "postgres", "-XAtq", "-c", "SELECT seq FROM bench"],
+        capture_output=True, text=True, timeout=30, check=True)
+    return {int(x) for x in out.stdout.split()}
+
+
+def run_scenario(name: str, base: Path, dynamic: dict[str, Any]) -> dict[str, Any]:
+    cluster = new_cluster(base, **dynamic)
+    with cluster:
+        cluster.start_all(stagger=0.3)
+        leader = wait_healthy(cluster, timeout=180)
+        subprocess.run(
+            ["/usr/lib/postgresql/15/bin/psql", "-h", str(leader.data_dir.parent), "-p",
+             str(leader.pg_port), "-U", "postgres", "-XAtq", "-c",
+             "CREATE TABLE bench (seq int PRIMARY KEY, at timestamptz DEFAULT now())"],
+            check=True, capture_output=True, timeout=30)
+        time.sleep(1.0)
+        writer = Writer(list(cluster.procs.values()))
+        thread = writer.run_in_thread()
+        time.sleep(2.0)  # steady state
+        replica = next(m for m in cluster.procs.values() if m is not leader)
+        t0 = time.monotonic()
+        result: dict[str, Any] = {"scenario": name, "old_leader": leader.name}
+        if name == "leader_node_death":
+            cluster.kill_node(leader.name)
+        elif name == "leader_postmaster_crash":
+            cluster.kill_postmaster(leader.name)
+        elif name == "leader_clean_stop":
+            threading.Thread(target=cluster.stop, args=(leader.name,), daemon=True).start()
+        elif name == "replica_postmaster_crash":
+            old_pid = cluster.kill_postmaster(replica.name)
+            wait_until(lambda: replica.postmaster_pid() not in (None, old_pid), 30,
+                       "replica restart", interval=0.005)
+            result["unavailable_s"] = time.monotonic() - t0
+            result["metric"] = "seconds to new postmaster"
+        deadline = t0 + 120
+        while time.monotonic() < deadline and writer.unavailable_after(
+                t0, leader.name if name in ("leader_node_death", "leader_clean_stop")
+                else None) is None:
+            time.sleep(0.1)
+        time.sleep(2.0)
+        writer.stop.set()
+        thread.join(10)
+        if name != "replica_postmaster_crash":
+            excl = leader.name if name in ("leader_node_death", "leader_clean_stop") else None
+            result["unavailable_s"] = writer.unavailable_after(t0, excl)
+            result["metric"] = "seconds to first acknowledged write"
+        new = wait_until(lambda: primary_of(cluster), 60, "a primary")
+        result["new_leader"] = new.name
+        acked = {w.seq for w in writer.writes if w.acked is not None}
+        present = psql_rows(new)
+        result["acked"] = len(acked)
+        result["lost"] = len(acked - present)
+        result["writes_attempted"] = len(writer.writes)
+        return result
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    etcd = subprocess.run(["etcd", "--version"], capture_output=True, text=True,
+                          check=False).stdout.splitlines()[:1]
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version(), "etcd": etcd[0] if etcd else "",
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                / 2**30, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ttl", type=float, default=20)
+    ap.add_argument("--loop-wait", type=float, default=2)
+    ap.add_argument("--retry-timeout", type=float, default=3)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--dcs", default="etcd", choices=["etcd"])
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+    dynamic = {"ttl": args.ttl, "loop_wait": args.loop_wait, "retry_timeout": args.retry_timeout}
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pgha-bench-") as tmp:
+        for scenario in args.scenarios.split(","):
+            for i in range(args.repeat):
+                r = run_scenario(scenario, Path(tmp) / f"{scenario}-{i}", dynamic)
+                print(f"  {scenario} #{i + 1}: {r['unavailable_s']:.2f}s, lost {r['lost']}",
+                      flush=True)
+                runs.append(r)
+    summary = []
+    print(f"\npgha failover benchmark: dcs={args.dcs} ttl={args.ttl:g} "
+          f"loop_wait={args.loop_wait:g} retry_timeout={args.retry_timeout:g}, "
+          f"{args.repeat} runs each, writer every 50 ms")
+    print(f"{'scenario':26} {'metric':36} {'median':>7} {'max':>7} {'lost':>5}")
+    for scenario in args.scenarios.split(","):
+        rs = [r for r in runs if r["scenario"] == scenario]
+        vals = [r["unavailable_s"] for r in rs if r["unavailable_s"] is not None]
+        med = statistics.median(vals) if vals else float("nan")
+        mx = max(vals) if vals else float("nan")
+        lost = sum(r["lost"] for r in rs)
+        summary.append({"scenario": scenario, "median_s": med, "max_s": mx, "lost_total": lost,
+                        "runs": len(rs)})
+        print(f"{scenario:26} {rs[0]['metric']:36} {med:7.2f} {mx:7.2f} {lost:5d}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"failover-{args.dcs}-ttl{args.ttl:g}.json"
+    path.write_text(json.dumps({"settings": {**dynamic, "dcs": args.dcs, "members": 3,
+                                             "writer_interval_s": 0.05},
+                                "machine": machine(), "summary": summary,
+                                "runs": [dict(r) for r in runs]}, indent=2))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
