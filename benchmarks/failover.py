@@ -34,8 +34,9 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from pgha.localcluster import LocalCluster, MemberProc  # noqa: E402
 from tests.support.cluster import new_cluster, primary_of, wait_healthy, wait_until  # noqa: E402
+
+from pgha.localcluster import MemberProc  # noqa: E402
 
 SCENARIOS = ("leader_node_death", "leader_postmaster_crash", "leader_clean_stop",
              "replica_postmaster_crash")

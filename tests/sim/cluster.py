@@ -341,7 +341,7 @@ class Sim:
             if not self.apply(m, action):
                 break
 
-    def apply(self, m: SimMember, a: Action) -> bool:  # noqa: PLR0911, PLR0912
+    def apply(self, m: SimMember, a: Action) -> bool:
         st, pg, now = self.store, m.pg, self.now
         dcs = not m.partitioned
         if isinstance(a, BootstrapCluster):
