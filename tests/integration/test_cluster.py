@@ -88,13 +88,13 @@ def test_leader_node_death_fails_over_and_old_leader_rejoins(cluster: LocalClust
     other = next(cluster.procs[n] for n in _replicas(cluster, old.name) if n != new.name)
     wait_until(lambda: psql(other, "SELECT count(*) FROM t") == "101", 60,
                "the other replica following the new leader")
-    assert status(other)["timeline"] == 2
+    wait_until(lambda: status(other)["timeline"] == 2, 10, "the replica's status on TL 2")
     # the old leader comes back as a replica of the new one
     cluster.start(old.name)
     wait_until(lambda: status(old).get("role") == "replica"
                and status(old).get("state") == "running", 90, "old leader rejoined")
     wait_until(lambda: psql(old, "SELECT count(*) FROM t") == "101", 60, "rejoined data")
-    assert status(old)["timeline"] == 2
+    wait_until(lambda: status(old)["timeline"] == 2, 10, "the old leader's status on TL 2")
     assert not is_primary(old)
     wait_healthy(cluster)
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -36,14 +33,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class EtcdServer:
@@ -107,7 +96,6 @@ class EtcdServer:
             "--initial-cluster-token", self.cluster_token,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        main = threading.current_thread() is threading.main_thread()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 args,
@@ -115,7 +103,8 @@ class EtcdServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                preexec_fn=_die_with_parent if main else None,
+                # no preexec_fn: the parent runs gRPC threads, and code between fork and exec
+                # in a multi-threaded process can deadlock or abort (seen: SIGABRT)
             )
 
     def healthy(self) -> bool:
