@@ -224,7 +224,12 @@ class Agent:
         self.view = view
         self.first_view.set()
         if view.config:
-            self.settings = view.settings
+            settings = view.settings.adjusted()
+            if settings != view.settings and settings != self.settings:
+                log.warning("DCS config breaks loop_wait + 2 * retry_timeout <= ttl: using "
+                            "loop_wait=%g retry_timeout=%g", settings.loop_wait,
+                            settings.retry_timeout)
+            self.settings = settings
         return view
 
     async def _observe_pg(self) -> tuple[PgState, dict[str, Any]]:

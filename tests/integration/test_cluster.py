@@ -133,3 +133,38 @@ def test_clean_stop_of_leader_hands_over(cluster: LocalCluster) -> None:
     # every acknowledged write made it: a clean stop ships all WAL before the lock is released
     assert psql(new, "SELECT count(*) FROM t") == "500"
     psql(new, "INSERT INTO t VALUES (501)")
+
+
+def test_killed_leader_agent_restarts_and_adopts_running_postgres(cluster: LocalCluster) -> None:
+    leader = wait_healthy(cluster)
+    pid = leader.postmaster_pid()
+    cluster.kill_agent(leader.name)  # PostgreSQL keeps running without its agent
+    cluster.start(leader.name)
+    wait_until(lambda: is_primary(leader), 60, "restarted agent back as leader")
+    assert leader.postmaster_pid() == pid  # adopted, not restarted
+    assert status(leader)["timeline"] == 1  # no failover happened
+    psql(leader, "CREATE TABLE t (id int)")
+    wait_healthy(cluster)
+
+
+def test_second_agent_with_a_live_name_refuses_to_start(cluster: LocalCluster,
+                                                        tmp_path: Path) -> None:
+    import yaml
+
+    leader = wait_healthy(cluster)
+    cfg = yaml.safe_load(leader.config_path.read_text())
+    from pgha.localcluster import free_port
+
+    port = free_port()
+    cfg["restapi"]["listen"] = cfg["restapi"]["connect_address"] = f"127.0.0.1:{port}"
+    cfg["postgresql"]["data_dir"] = str(tmp_path / "dup-data")
+    dup = tmp_path / "dup.yml"
+    dup.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "pgha.cli.main", "run", str(dup)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode != 0
+    assert "already running" in out.stderr
+    assert not (tmp_path / "dup-data").exists()

@@ -10,7 +10,7 @@ LSNs are plain integers (bytes since the start of WAL), as in Patroni's DCS valu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -185,6 +185,17 @@ class HaSettings:
             check_timeline=flag("check_timeline"),
             pause=flag("pause"),
         )
+
+    def adjusted(self) -> HaSettings:
+        """A copy obeying ``loop_wait + 2 * retry_timeout <= ttl`` (``ttl`` never changes): the
+        same rule as ``pgha.config.DynamicConfig.adjusted``, applied to values read from the
+        DCS."""
+        if self.loop_wait + 2 * self.retry_timeout <= self.ttl:
+            return self
+        loop_wait, retry = self.loop_wait, (self.ttl - self.loop_wait) / 2
+        if retry < 1:
+            loop_wait = retry = self.ttl / 3
+        return replace(self, loop_wait=loop_wait, retry_timeout=retry)
 
     @property
     def safety_margin(self) -> float:

@@ -137,7 +137,8 @@ async def create_roles(settings: PgSettings) -> None:
                 await _ensure_role(conn, settings.replication, ["LOGIN", "REPLICATION"])
             if settings.rewind.username != su:
                 await _ensure_role(conn, settings.rewind, ["LOGIN"])
-                ident = await conn.fetchval("SELECT quote_ident($1)", settings.rewind.username)
+                ident = await conn.fetchval("SELECT quote_ident($1)", settings.rewind.username,
+                                            timeout=ROLES_TIMEOUT)
                 for function in REWIND_FUNCTIONS:
                     await conn.execute(f"GRANT EXECUTE ON FUNCTION {function} TO {ident}",
                                        timeout=ROLES_TIMEOUT)

@@ -88,3 +88,16 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
         proc.kill()
     with contextlib.suppress(Exception):
         await proc.wait()
+
+
+def tail_file(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a (log) file, or "" when unreadable. Blocking: run it in a
+    thread from async code."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 8192))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

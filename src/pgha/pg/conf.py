@@ -89,6 +89,16 @@ def primary_conninfo(settings: PgSettings, upstream: Upstream) -> str:
     })
 
 
+def _normal(value: Any) -> str:
+    """Comparable spelling of a GUC value (booleans as on/off)."""
+    text = str(value).strip().lower()
+    if value is True or text in ("true", "yes", "1"):
+        return "on"
+    if value is False or text in ("false", "no", "0"):
+        return "off"
+    return text
+
+
 def _user_wal_level(value: Any) -> str:
     return "logical" if str(value).lower() == "logical" else "replica"
 
@@ -123,7 +133,7 @@ def managed_parameters(settings: PgSettings, role: str,
         out["ident_file"] = str(settings.data_dir / IDENT)
     for name, value in user.items():
         if name in out or name in _FORCED:
-            if name in _FORCED and str(value) != str(out.get(name)):
+            if name in _FORCED and _normal(value) != _normal(out.get(name)):
                 log.warning("parameter %s is managed by pgha; the configured value is ignored",
                             name)
             continue

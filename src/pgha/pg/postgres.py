@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 from pgha.core.actions import StopMode, Upstream
 from pgha.core.model import ControlState, DataState, PgRole, PgState
 from pgha.pg import bootstrap, controldata, rewind, slots
+from pgha.pg.cmd import tail_file
 from pgha.pg.conf import STANDBY_SIGNAL, read_managed_state, write_config
 from pgha.pg.errors import PgError
-from pgha.pg.probe import LocalProbe, Snapshot, local_connection
+from pgha.pg.probe import LocalProbe, Snapshot, local_connection, status_fields
 from pgha.pg.process import (
     pg_ctl_promote,
     pg_ctl_reload,
@@ -30,24 +29,13 @@ from pgha.pg.process import (
     remove_stale_lock_files,
     wait_pid_exit,
 )
+from pgha.pg.rejoin import rejoin as rejoin_procedure
 from pgha.pg.settings import PgSettings, format_conn_url
 
 log = logging.getLogger("pgha.pg")
 
 EXECUTE_TIMEOUT = 60.0
 _READY_POLL = 0.2
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    """The last ``lines`` lines of a (server log) file, or "" when unreadable."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 8192))
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class Postgres:
@@ -154,23 +142,9 @@ class Postgres:
         """Status fields for ``GET /patroni``. Only ``database_system_identifier`` (when known)
         while PostgreSQL is not answering."""
         snap = await self._snapshot() if self.is_running() else None
-        out: dict[str, Any] = {}
         if snap is None:
-            if self._sysid:
-                out["database_system_identifier"] = self._sysid
-            return out
-        out["postmaster_start_time"] = snap.postmaster_start_time
-        out["server_version"] = snap.server_version
-        out["timeline"] = snap.timeline
-        out["database_system_identifier"] = self._sysid
-        if snap.in_recovery:
-            received = snap.receive_lsn if snap.receive_lsn is not None else snap.replay_lsn
-            out["xlog"] = {"received_location": received, "replayed_location": snap.replay_lsn,
-                           "replayed_timestamp": snap.replay_timestamp,
-                           "paused": bool(snap.paused)}
-            out["replication_state"] = "streaming" if snap.streaming else "in archive recovery"
-        else:
-            out["xlog"] = {"location": snap.flush_lsn}
+            return {"database_system_identifier": self._sysid} if self._sysid else {}
+        out = status_fields(snap, self._sysid)
         try:
             out["replication"] = await self._probe.replication(self.settings)
         except PgError as exc:
@@ -192,11 +166,13 @@ class Postgres:
         """Write the configuration for ``role`` ("primary" | "replica") and start PostgreSQL;
         True once it accepts connections in that role.
 
-        Already running in that role: True without restarting (use :meth:`follow` to change
-        the upstream). Running in the other role: False. Starting data last used in recovery
-        as "primary" starts it as a replica without upstream and then promotes it, so it gets
-        a new timeline instead of continuing the old one. On timeout the postmaster is left
-        running (still starting); False.
+        Already running in that role: True without restarting (a replica whose upstream
+        differs is pointed at ``upstream`` with :meth:`follow`). Running in the other role:
+        False. Data last used in recovery (or a fresh base backup / rewound directory with a
+        backup_label) started as "primary" is started as a replica without upstream and then
+        promoted, so it gets a new timeline instead of silently continuing the old one. On
+        timeout the postmaster is left running (still starting); False. Former primaries
+        that may have diverged must go through :meth:`rejoin`, not ``start("replica")``.
         """
         if role not in ("primary", "replica"):
             raise ValueError(f"unknown role {role!r}")
@@ -205,6 +181,9 @@ class Postgres:
             same = snap is not None and snap.in_recovery == (role == "replica")
             log.warning("start(%s): PostgreSQL already running (%s)", role,
                         "same role" if same else "different role or not answering")
+            if same and upstream is not None and role == "replica" \
+                    and upstream != self._current_upstream():
+                return await self.follow(upstream)
             return same
         if self.data_state() != DataState.VALID:
             log.error("start(%s): no valid data directory at %s", role, self.settings.data_dir)
@@ -212,8 +191,9 @@ class Postgres:
         promote_after = False
         if role == "primary":
             state = controldata.control_state(await self.controldata())
-            if state in (ControlState.SHUT_DOWN_IN_RECOVERY, ControlState.IN_ARCHIVE_RECOVERY):
-                log.info("data was last a replica (%s): starting in recovery, then promoting",
+            if state in (ControlState.SHUT_DOWN_IN_RECOVERY, ControlState.IN_ARCHIVE_RECOVERY) \
+                    or (self.settings.data_dir / "backup_label").exists():
+                log.info("data was last in recovery (%s): starting in recovery, then promoting",
                          state)
                 role, upstream, promote_after = "replica", None, True
         try:
@@ -232,7 +212,7 @@ class Postgres:
         if not result.ok:
             log.error("pg_ctl start failed: %s; server log %s ends with:\n%s",
                       result.describe(), self.settings.log_file,
-                      await asyncio.to_thread(_tail, self.settings.log_file))
+                      await asyncio.to_thread(tail_file, self.settings.log_file))
             return False
         if not await self._wait_ready(role == "replica", deadline):
             log.error("PostgreSQL started but does not answer as %s", role)
@@ -400,9 +380,7 @@ class Postgres:
     async def rejoin(self, leader: Upstream, use_pg_rewind: bool) -> bool:
         """Bring this (stopped) data back as a replica of ``leader``; see
         :mod:`pgha.pg.rejoin`. True once it runs as a replica."""
-        from pgha.pg.rejoin import rejoin
-
-        return await rejoin(self, leader, use_pg_rewind)
+        return await rejoin_procedure(self, leader, use_pg_rewind)
 
     # ------------------------------------------------------------------------------ SQL
     async def sync_slots(self, keep: frozenset[str]) -> None:

@@ -131,6 +131,24 @@ async def snapshot(conn: Connection, timeout: float = QUERY_TIMEOUT) -> Snapshot
     )
 
 
+def status_fields(snap: Snapshot, sysid: str | None) -> dict[str, Any]:
+    """``GET /patroni`` fields of a snapshot (``replication`` is added by the caller)."""
+    out: dict[str, Any] = {
+        "postmaster_start_time": snap.postmaster_start_time,
+        "server_version": snap.server_version,
+        "timeline": snap.timeline,
+        "database_system_identifier": sysid or snap.sysid,
+    }
+    if snap.in_recovery:
+        received = snap.receive_lsn if snap.receive_lsn is not None else snap.replay_lsn
+        out["xlog"] = {"received_location": received, "replayed_location": snap.replay_lsn,
+                       "replayed_timestamp": snap.replay_timestamp, "paused": bool(snap.paused)}
+        out["replication_state"] = "streaming" if snap.streaming else "in archive recovery"
+    else:
+        out["xlog"] = {"location": snap.flush_lsn}
+    return out
+
+
 async def replication(conn: Connection, timeout: float = QUERY_TIMEOUT) -> list[dict[str, Any]]:
     """Rows of pg_stat_replication as dicts; raises PgError."""
     try:
