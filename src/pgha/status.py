@@ -35,6 +35,11 @@ class AgentStatus:
     message: str = ""
 
     @property
+    def now(self) -> float:
+        """The monotonic clock, for age checks against ``heartbeat``."""
+        return time.monotonic()
+
+    @property
     def pg_state(self) -> str:
         """Patroni's ``state`` string."""
         if self.pg.busy:
@@ -116,7 +121,3 @@ class AgentStatus:
         if tags:
             out["tags"] = tags
         return out
-
-
-def now_epoch() -> float:
-    return time.time()

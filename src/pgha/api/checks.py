@@ -13,7 +13,8 @@ from pgha.status import AgentStatus
 
 Check = Callable[[AgentStatus, web.Request], bool]
 
-_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3,
+          "gb": 1024**3, "t": 1024**4, "tb": 1024**4}
 
 
 def parse_lag(text: str) -> int | None:
@@ -74,6 +75,37 @@ def is_healthy(status: AgentStatus, request: web.Request) -> bool:
     return status.pg.running and status.pg.accepting
 
 
+def is_alive(status: AgentStatus, request: web.Request) -> bool:
+    """The decision loop completed a cycle recently: within ``ttl`` on the leader, ``2 * ttl``
+    elsewhere, or the cluster is paused. Runs no SQL."""
+    if status.view is not None and status.view.settings.pause:
+        return True
+    ttl = status.view.settings.ttl if status.view is not None else 30.0
+    limit = ttl if status.holds_lock else 2 * ttl
+    return status.now - status.heartbeat < limit
+
+
+def is_ready(status: AgentStatus, request: web.Request) -> bool:
+    """Leader, or a running streaming replica within ``?lag=`` (default
+    ``maximum_lag_on_failover``) of the leader."""
+    if status.holds_lock:
+        return status.is_primary
+    if not status.is_running_replica or status.view is None:
+        return False
+    if status.pg_details.get("replication_state") != "streaming":
+        return False
+    limit = parse_lag(request.query.get("lag", "")) if "lag" in request.query else \
+        status.view.settings.maximum_lag_on_failover
+    head = status.view.optime
+    leader = status.view.leader_member
+    if leader is not None and leader.xlog_location is not None:
+        head = max(head or 0, leader.xlog_location)
+    pos = status.pg.wal_position
+    if limit is None or head is None or pos is None:
+        return False
+    return head - pos <= limit
+
+
 HEALTH_CHECKS: Mapping[str, Check] = {
     "/": is_primary,
     "/primary": is_primary,
@@ -83,6 +115,8 @@ HEALTH_CHECKS: Mapping[str, Check] = {
     "/replica": is_replica,
     "/read-only": is_read_only,
     "/health": is_healthy,
+    "/liveness": is_alive,
+    "/readiness": is_ready,
 }
 
 

@@ -48,6 +48,8 @@ def build_app(source: StatusSource) -> web.Application:
         return handler
 
     async def patroni(request: web.Request) -> web.StreamResponse:
+        if request.method in ("HEAD", "OPTIONS"):
+            return web.Response(status=200)
         return web.json_response(source.status.to_patroni_json(), dumps=_dumps)
 
     async def cluster(request: web.Request) -> web.StreamResponse:
@@ -64,9 +66,10 @@ def build_app(source: StatusSource) -> web.Application:
     app = web.Application()
     for path, check in HEALTH_CHECKS.items():
         handler = health(check)
-        app.router.add_route("GET", path, handler)
+        app.router.add_get(path, handler)  # also answers HEAD
         app.router.add_route("OPTIONS", path, handler)
     app.router.add_get("/patroni", patroni)
+    app.router.add_route("OPTIONS", "/patroni", patroni)
     app.router.add_get("/cluster", cluster)
     app.router.add_route("*", "/{tail:.*}", unknown)
     return app

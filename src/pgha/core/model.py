@@ -9,6 +9,7 @@ LSNs are plain integers (bytes since the start of WAL), as in Patroni's DCS valu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -140,6 +141,10 @@ class HistoryEntry:
     new_leader: str | None = None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class HaSettings:
     """The dynamic configuration values the core needs (DCS ``config``, with defaults)."""
@@ -164,10 +169,16 @@ class HaSettings:
         pg = pg if isinstance(pg, Mapping) else {}
 
         def num(key: str, src: Mapping[str, Any] = raw, alias: str | None = None) -> float:
-            value = src.get(key, src.get(alias) if alias else None)
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            value = src.get(key)
+            if alias and not _is_number(value):
+                value = src.get(alias)
+            if not isinstance(value, int | float) or isinstance(value, bool):
                 return float(getattr(default, key))
-            return float(value)
+            try:
+                out = float(value)
+            except OverflowError:
+                return float(getattr(default, key))
+            return out if math.isfinite(out) and out >= 0 else float(getattr(default, key))
 
         def flag(key: str, src: Mapping[str, Any] = raw) -> bool:
             value = src.get(key)
