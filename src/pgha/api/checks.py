@@ -32,14 +32,8 @@ def _replica_lag_ok(status: AgentStatus, request: web.Request) -> bool:
     limit = parse_lag(raw)
     if limit is None or status.view is None:
         return False
-    optime = status.view.optime
-    leader = status.view.leader_member
-    if leader is not None and leader.xlog_location is not None:
-        optime = max(optime or 0, leader.xlog_location)
-    position = status.pg.wal_position
-    if optime is None or position is None:
-        return False
-    return optime - position <= limit
+    lag = status.view.lag_of(status.pg.wal_position)
+    return lag is not None and lag <= limit
 
 
 def _tags_match(status: AgentStatus, request: web.Request) -> bool:
@@ -96,14 +90,8 @@ def is_ready(status: AgentStatus, request: web.Request) -> bool:
         return False
     limit = parse_lag(request.query.get("lag", "")) if "lag" in request.query else \
         status.view.settings.maximum_lag_on_failover
-    head = status.view.optime
-    leader = status.view.leader_member
-    if leader is not None and leader.xlog_location is not None:
-        head = max(head or 0, leader.xlog_location)
-    pos = status.pg.wal_position
-    if limit is None or head is None or pos is None:
-        return False
-    return head - pos <= limit
+    lag = status.view.lag_of(status.pg.wal_position)
+    return limit is not None and lag is not None and lag <= limit
 
 
 HEALTH_CHECKS: Mapping[str, Check] = {
@@ -129,10 +117,6 @@ def _lsn_text(value: int | None) -> str:
 def cluster_json(view: ClusterView, scope: str) -> dict[str, Any]:
     """The ``GET /cluster`` body: members sorted by name, the leader's role ``leader``."""
     leader_name = view.leader.name if view.leader else None
-    leader = view.leader_member
-    head = view.optime
-    if leader is not None and leader.xlog_location is not None:
-        head = max(head or 0, leader.xlog_location)
     members: list[dict[str, Any]] = []
     for name in sorted(view.members):
         m = view.members[name]
@@ -149,11 +133,9 @@ def cluster_json(view: ClusterView, scope: str) -> dict[str, Any]:
             "tags": m.tags.to_json(),
         }
         if name != leader_name:
-            lag: int | str = "unknown"
-            if head is not None and m.xlog_location is not None:
-                lag = max(0, head - m.xlog_location)
+            lag = view.lag_of(m.xlog_location)
             item["lsn"] = _lsn_text(m.xlog_location)
-            item["lag"] = lag
+            item["lag"] = "unknown" if lag is None else lag
         members.append(item)
     out: dict[str, Any] = {"members": members, "scope": scope}
     if view.settings.pause:

@@ -29,10 +29,6 @@ async def read_view(config: Config, timeout: float = 5.0) -> ClusterView:
 def member_rows(view: ClusterView) -> list[dict[str, Any]]:
     """One row per member, leader first: Member, Host, Role, State, TL, Lag in MB."""
     leader = view.leader.name if view.leader else None
-    head = view.optime
-    lm = view.leader_member
-    if lm is not None and lm.xlog_location is not None:
-        head = max(head or 0, lm.xlog_location)
     rows: list[dict[str, Any]] = []
     for name in sorted(view.members, key=lambda n: (n != leader, n)):
         m = view.members[name]
@@ -40,9 +36,8 @@ def member_rows(view: ClusterView) -> list[dict[str, Any]]:
         is_leader = name == leader
         lag: int | str = ""
         if not is_leader:
-            lag = "unknown"
-            if head is not None and m.xlog_location is not None:
-                lag = max(0, head - m.xlog_location) // MB
+            behind = view.lag_of(m.xlog_location)
+            lag = "unknown" if behind is None else behind // MB
         state = m.state
         if not is_leader and m.state == "running" and m.replication_state:
             state = m.replication_state

@@ -239,6 +239,22 @@ class ClusterView:
             return None
         return self.members.get(self.leader.name)
 
+    @property
+    def leader_position(self) -> int | None:
+        """The freshest known leader WAL position: the later of ``status`` optime and the
+        leader's published ``xlog_location``. Replica lag is measured against it."""
+        leader = self.leader_member
+        known = [p for p in (self.optime, leader.xlog_location if leader else None)
+                 if p is not None]
+        return max(known) if known else None
+
+    def lag_of(self, position: int | None) -> int | None:
+        """Bytes ``position`` is behind :attr:`leader_position` (never negative)."""
+        head = self.leader_position
+        if head is None or position is None:
+            return None
+        return max(0, head - position)
+
 
 @dataclass(frozen=True)
 class PgState:
