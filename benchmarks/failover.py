@@ -14,7 +14,6 @@ Run as an unprivileged user (PostgreSQL refuses root), for example:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -25,95 +24,19 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from tests.support.cluster import new_cluster, primary_of, wait_healthy, wait_until  # noqa: E402
+from tests.support.writer import Writer  # noqa: E402
 
 from pgha.localcluster import MemberProc  # noqa: E402
 
 SCENARIOS = ("leader_node_death", "leader_postmaster_crash", "leader_clean_stop",
              "replica_postmaster_crash")
-
-
-@dataclass
-class Write:
-    seq: int
-    started: float
-    acked: float | None = None
-    member: str | None = None
-
-
-@dataclass
-class Writer:
-    """Inserts one row every ``interval`` seconds into whichever member accepts writes, trying
-    the last primary first (as a client with target_session_attrs=read-write would)."""
-
-    members: list[MemberProc]
-    interval: float = 0.05
-    writes: list[Write] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run_in_thread(self) -> threading.Thread:
-        t = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        t.start()
-        return t
-
-    async def _run(self) -> None:
-        conns: dict[str, asyncpg.Connection] = {}
-        primary: str | None = None
-        seq = 0
-        tick = time.monotonic()
-        while not self.stop.is_set():
-            seq += 1
-            w = Write(seq, time.monotonic())
-            order = sorted(self.members, key=lambda m: m.name != primary)
-            for m in order:
-                try:
-                    async with asyncio.timeout(0.5):
-                        conn = conns.get(m.name)
-                        if conn is None or conn.is_closed():
-                            conn = await asyncpg.connect(host=str(m.data_dir.parent),
-                                                         port=m.pg_port, user="postgres",
-                                                         database="postgres")
-                            conns[m.name] = conn
-                        await conn.execute("INSERT INTO bench (seq) VALUES ($1)", seq)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                        TimeoutError):
-                    bad = conns.pop(m.name, None)
-                    if bad is not None:
-                        bad.terminate()
-                    continue
-                w.acked, w.member, primary = time.monotonic(), m.name, m.name
-                break
-            self.writes.append(w)
-            tick += self.interval
-            await asyncio.sleep(max(0.0, tick - time.monotonic()))
-        for conn in conns.values():
-            conn.terminate()
-
-    def unavailable_after(self, t0: float, not_member: str | None = None) -> float | None:
-        """Seconds from ``t0`` to the first acknowledged write that follows the first failed
-        write after ``t0`` (0 when no write failed); ``not_member`` excludes the old leader."""
-        after = [w for w in self.writes if w.started >= t0]
-        first_fail = next((w for w in after if w.acked is None), None)
-        if first_fail is None and not_member is None:
-            return 0.0
-        for w in after:
-            if w.acked is None:
-                continue
-            if first_fail is not None and w.started < first_fail.started:
-                continue
-            if not_member is not None and w.member == not_member:
-                continue
-            return w.acked - t0
-        return None
 
 
 def psql_rows(m: MemberProc) -> set[int]:

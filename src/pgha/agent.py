@@ -82,6 +82,7 @@ class Agent:
             post_bootstrap=config.bootstrap.post_bootstrap,
             confirm_lease=self.confirm_lease,
             on_busy=self._mark_busy,
+            after_pg_change=self._refresh_status,
             pg_ctl_timeout=config.postgresql.pg_ctl_timeout,
             dcs_timeout=self.settings.retry_timeout,
         )
@@ -280,17 +281,17 @@ class Agent:
         return ok
 
     def _log_decision(self, decision: Decision) -> None:
+        """One line per cycle: the reason code, why, and the actions chosen."""
         actions = ", ".join(type(a).__name__ for a in decision.actions) or "none"
-        prev = self.last_decision
-        level = logging.INFO
-        if prev is not None and prev.reason == decision.reason and not decision.actions:
-            level = logging.DEBUG
-        if decision.reason in (Reason.LEADER_HEALTHY, Reason.REPLICA_HEALTHY) and prev \
-                and prev.reason == decision.reason:
-            level = logging.DEBUG
-        log.log(level, "decision %s: %s [actions: %s]", decision.reason.value, decision.message,
-                actions)
+        log.info("decision %s: %s [actions: %s]", decision.reason.value, decision.message,
+                 actions)
         self.last_decision = decision
+
+    async def _refresh_status(self) -> None:
+        """Re-observe PostgreSQL and publish the status at once (between actions)."""
+        pg_state, details = await self._observe_pg()
+        if self.last_decision is not None:
+            self._publish(pg_state, details, self.last_decision)
 
     def _publish(self, pg_state: PgState, details: dict[str, Any], decision: Decision) -> None:
         view = self.view
@@ -345,7 +346,10 @@ class Agent:
 
     async def _sleep(self, ok: bool) -> None:
         timeout = self.settings.loop_wait
-        if not ok:
+        if not ok or (self.last_decision is not None
+                      and self.last_decision.reason is Reason.NOT_HEALTHIEST):
+            # retry soon: a failed action, or a race we sat out because a peer looked better
+            # (that peer may be a primary that is stopping right now)
             timeout = min(timeout, 0.5)
         elif (self.last_decision is not None and self.last_decision.actions
               and self.last_decision.reason is not Reason.LEADER_HEALTHY):

@@ -41,12 +41,17 @@ from pgha.pg.postgres import Postgres
 
 log = logging.getLogger("pgha.executor")
 
+_CHANGES_PG = (CloneReplica, StartPostgres, Follow, Rejoin, Promote, Demote, StopPostgres,
+               BootstrapCluster)
+
 
 class Executor:
     """Runs action lists. ``confirm_lease`` renews our DCS session and records the lease
     deadline (used right before taking the lock); ``on_busy(seconds)`` tells the agent a long
     action is in progress for up to that long, so its keep-alive gate does not mistake it for a
-    stuck loop."""
+    stuck loop. ``after_pg_change()`` is awaited after every action that changes PostgreSQL's
+    state, before the next action: the published status (which peers read during a leader race)
+    must never show a primary that is already stopped."""
 
     def __init__(
         self,
@@ -57,6 +62,7 @@ class Executor:
         post_bootstrap: str | None,
         confirm_lease: Callable[[], Awaitable[bool]],
         on_busy: Callable[[float], None],
+        after_pg_change: Callable[[], Awaitable[None]],
         pg_ctl_timeout: float,
         dcs_timeout: float,
     ) -> None:
@@ -66,6 +72,7 @@ class Executor:
         self.post_bootstrap = post_bootstrap
         self.confirm_lease = confirm_lease
         self.on_busy = on_busy
+        self.after_pg_change = after_pg_change
         self.pg_ctl_timeout = pg_ctl_timeout
         self.dcs_timeout = dcs_timeout
         self.last_wal_position: int | None = None  # set by the agent before each run
@@ -76,6 +83,8 @@ class Executor:
             started = time.monotonic()
             try:
                 ok = await self._apply(action)
+                if isinstance(action, _CHANGES_PG) and not isinstance(action, Demote):
+                    await self.after_pg_change()
             except (DCSError, OSError, TimeoutError) as exc:
                 log.error("action %s failed: %s", name, exc)
                 ok = False
@@ -125,6 +134,7 @@ class Executor:
             case Demote(mode=mode, release_lock=release):
                 async with asyncio.timeout(self.pg_ctl_timeout + 5):
                     stopped = await pg.stop(mode)
+                await self.after_pg_change()
                 if release:
                     async with asyncio.timeout(self.dcs_timeout):
                         await store.release_leader()

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -146,6 +146,9 @@ class LocalCluster:
     python: str = sys.executable
     bin_dir: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    # (member name, etcd endpoint) -> the endpoint written into that member's config; lets a
+    # test put a proxy it can cut between one member and the DCS
+    dcs_endpoint: Callable[[str, str], str] | None = None
     etcd: Etcd | None = None
     procs: dict[str, MemberProc] = field(default_factory=dict)
 
@@ -202,7 +205,8 @@ class LocalCluster:
             "name": m.name,
             "restapi": {"listen": f"127.0.0.1:{m.api_port}",
                         "connect_address": f"127.0.0.1:{m.api_port}"},
-            "etcd3": {"hosts": [self.etcd.endpoint]},
+            "etcd3": {"hosts": [self.dcs_endpoint(m.name, self.etcd.endpoint)
+                                if self.dcs_endpoint else self.etcd.endpoint]},
             "bootstrap": {
                 "dcs": dcs,
                 "initdb": [{"encoding": "UTF8"}, "data-checksums", {"auth-local": "trust"}],
