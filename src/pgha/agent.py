@@ -28,6 +28,7 @@ from pgha.core.model import ClusterView, HaSettings, LocalState, PgState, Tags
 from pgha.dcs.base import DCSError, SessionExpired
 from pgha.dcs.factory import open_kv
 from pgha.dcs.store import ClusterStore
+from pgha.errors import describe
 from pgha.executor import Executor
 from pgha.peers import fetch_peer_statuses
 from pgha.pg.postgres import Postgres
@@ -166,7 +167,7 @@ class Agent:
             self.wake.set()
             return False
         except (DCSError, TimeoutError) as exc:
-            log.warning("lease keep-alive failed: %s", exc)
+            log.warning("lease keep-alive failed: %s", describe(exc))
             return False
         self.lease_deadline = sent + self.settings.ttl - self.settings.safety_margin
         return True
@@ -191,7 +192,7 @@ class Agent:
                     if event.key not in self._quiet_keys:
                         self.wake.set()
             except DCSError as exc:
-                log.warning("DCS watch failed: %s", exc)
+                log.warning("DCS watch failed: %s", describe(exc))
             await asyncio.sleep(0.5)
 
     async def _postmaster_watch(self) -> None:
@@ -214,7 +215,7 @@ class Agent:
                 view = await self.store.load()
         except (DCSError, TimeoutError) as exc:
             if self.dcs_ok:
-                log.warning("DCS read failed: %s", exc)
+                log.warning("DCS read failed: %s", describe(exc))
             self.dcs_ok = False
             return self.view
         self.dcs_ok = True
@@ -239,7 +240,7 @@ class Agent:
                 state = await self.pg.observe()
                 details = await self.pg.status() if state.accepting else {}
         except (OSError, TimeoutError) as exc:
-            log.warning("PostgreSQL probe failed: %s", exc)
+            log.warning("PostgreSQL probe failed: %s", describe(exc))
             state, details = PgState(data=self.pg.data_state(), running=self.pg.is_running()), {}
         now = time.monotonic()
         if state.accepting:
@@ -326,7 +327,7 @@ class Agent:
             self._last_member_json = None
             self.wake.set()
         except (DCSError, TimeoutError) as exc:
-            log.warning("could not publish our member key: %s", exc)
+            log.warning("could not publish our member key: %s", describe(exc))
             self._last_member_json = None
         else:
             self._last_member_json = data
@@ -368,7 +369,7 @@ class Agent:
             async with asyncio.timeout(self.settings.retry_timeout):
                 await self.store.delete_member(self.name)
         except (DCSError, TimeoutError) as exc:
-            log.warning("could not delete our member key: %s", exc)
+            log.warning("could not delete our member key: %s", describe(exc))
 
 
 class _Finished(Exception):

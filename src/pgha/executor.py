@@ -37,6 +37,7 @@ from pgha.core.actions import (
 from pgha.core.model import HistoryEntry
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
+from pgha.errors import describe
 from pgha.pg.postgres import Postgres
 
 log = logging.getLogger("pgha.executor")
@@ -86,7 +87,7 @@ class Executor:
                 if isinstance(action, _CHANGES_PG) and not isinstance(action, Demote):
                     await self.after_pg_change()
             except (DCSError, OSError, TimeoutError) as exc:
-                log.error("action %s failed: %s", name, exc)
+                log.error("action %s failed: %s", name, describe(exc))
                 ok = False
             elapsed = time.monotonic() - started
             if not ok:
@@ -176,14 +177,14 @@ class Executor:
                 async with asyncio.timeout(self.dcs_timeout):
                     await self.store.append_history(entry)
             except DCSError as exc:
-                log.warning("could not record the promotion in history: %s", exc)
+                log.warning("could not record the promotion in history: %s", describe(exc))
         # A CHECKPOINT puts the new timeline into pg_control, which pg_rewind reads on a former
         # primary rejoining us. It runs after promotion: writes are already accepted.
         try:
             async with asyncio.timeout(self.pg_ctl_timeout):
                 await self.pg.checkpoint()
         except (OSError, TimeoutError) as exc:
-            log.warning("post-promote checkpoint failed: %s", exc)
+            log.warning("post-promote checkpoint failed: %s", describe(exc))
         return True
 
     async def _bootstrap(self) -> bool:
@@ -226,13 +227,13 @@ class Executor:
             await self.pg.stop(StopMode.IMMEDIATE)
             await self.pg.wipe()
         except OSError as exc:
-            log.error("cleanup after failed bootstrap: %s", exc)
+            log.error("cleanup after failed bootstrap: %s", describe(exc))
         try:
             async with asyncio.timeout(self.dcs_timeout):
                 await self.store.release_leader()
                 await self.store.cancel_initialize()
         except (DCSError, TimeoutError) as exc:
-            log.error("could not release initialize after failed bootstrap: %s", exc)
+            log.error("could not release initialize after failed bootstrap: %s", describe(exc))
 
     async def _run_post_bootstrap(self, command: str) -> None:
         st = self.pg.settings
