@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +30,9 @@ def cluster_ready(cluster: LocalCluster) -> str | None:
     if view.leader is None or len(view.members) < len(cluster.procs):
         return None
     if any(m.state != "running" for m in view.members.values()):
+        return None
+    if any(m.replication_state != "streaming" for n, m in view.members.items()
+           if n != view.leader.name):
         return None
     return format_list(config, view)
 
@@ -71,8 +76,10 @@ def demo(
                            f"{directory}", err=True)
             raise typer.Exit(1)
         first = next(iter(cluster.procs.values()))
-        typer.echo(table)
-        typer.echo(f"\nTry:  pgha -c {first.config_path} list\n"
+        time.sleep(loop_wait + 0.5)  # let every member publish a fresh WAL position
+        typer.echo(cluster_ready(cluster) or table)
+        pgha = shutil.which("pgha") or str(Path(sys.executable).parent / "pgha")
+        typer.echo(f"\nTry:  {pgha} -c {first.config_path} list\n"
                    f"      curl -s {first.api}/patroni\n"
                    "Press Ctrl-C to stop the cluster.")
         while not stop["flag"]:

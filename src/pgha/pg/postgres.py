@@ -196,6 +196,8 @@ class Postgres:
                 log.info("data was last in recovery (%s): starting in recovery, then promoting",
                          state)
                 role, upstream, promote_after = "replica", None, True
+        if role == "replica" and upstream is not None:
+            await slots.ensure_own_slot(self.settings, upstream)
         try:
             await asyncio.to_thread(remove_stale_lock_files, self.settings)
             await asyncio.to_thread(write_config, self.settings, role,
@@ -270,6 +272,7 @@ class Postgres:
         if snap is None or not snap.in_recovery:
             log.error("follow(%s): PostgreSQL is not a running replica", upstream.name)
             return False
+        await slots.ensure_own_slot(self.settings, upstream)
         try:
             await asyncio.to_thread(write_config, self.settings, "replica", upstream)
         except (OSError, ValueError) as exc:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from pgha.core.actions import slot_name
+from pgha.core.actions import Upstream, slot_name
 from pgha.pg.errors import PgError
-from pgha.pg.probe import Connection
+from pgha.pg.probe import Connection, remote_connection
+from pgha.pg.settings import PgSettings
 
 log = logging.getLogger("pgha.pg")
 
@@ -48,3 +49,21 @@ async def sync_slots(conn: Connection, keep: frozenset[str]) -> None:
             log.warning("could not drop replication slot %s: %s", name, exc)
             continue
         log.info("dropped physical replication slot %s", name)
+
+
+async def ensure_own_slot(settings: PgSettings, upstream: Upstream) -> None:
+    """Create this member's physical slot on ``upstream`` if it is missing, so the replica can
+    stream at once instead of waiting for the leader's next slot sync (the WAL receiver would
+    otherwise retry only every ``wal_retrieve_retry_interval``). Best effort: failures are
+    logged, never raised; the leader's slot sync creates the slot anyway."""
+    if not settings.use_slots:
+        return
+    name = slot_name(settings.name)
+    try:
+        async with remote_connection(settings, upstream.conn_url) as conn:
+            await conn.execute(
+                "SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS "
+                "(SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", name,
+                timeout=SLOT_TIMEOUT)
+    except Exception as exc:
+        log.warning("could not create slot %s on %s: %s", name, upstream.name, exc)
