@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from pgha.localcluster import LocalCluster
 from tests.support.cluster import (
     dump_logs,
     new_cluster,
@@ -25,6 +23,8 @@ from tests.support.cluster import (
 )
 from tests.support.proxy import TcpProxy
 from tests.support.writer import WritableProbe, Writer
+
+from pgha.localcluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 
