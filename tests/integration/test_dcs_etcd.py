@@ -315,14 +315,16 @@ async def test_cluster_member_loss() -> None:
             first = store.kv.endpoint  # type: ignore[attr-defined]
             index = cluster.endpoints.index(first)
             cluster.members[index].kill()
+            # the survivors may first have to elect a new raft leader (etcd refuses requests
+            # without one): keep retrying, as the agent does, for a bounded time
             ok = False
-            for _ in range(len(cluster.endpoints)):
+            deadline = asyncio.get_running_loop().time() + 15
+            while not ok and asyncio.get_running_loop().time() < deadline:
                 try:
                     await store.keepalive()
                     ok = True
-                    break
                 except DCSError:
-                    continue
+                    await asyncio.sleep(0.2)
             assert ok
             assert store.kv.endpoint != first  # type: ignore[attr-defined]
             view = await store.load()
