@@ -18,11 +18,12 @@ import logging
 import signal
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from pgha.config import Config
+from pgha.config import Config, ConfigError, load_config
 from pgha.core.decide import Decision, Reason, decide, needs_peer_statuses
 from pgha.core.model import ClusterView, HaSettings, LocalState, PgState, Tags
 from pgha.dcs.base import DCSError, SessionExpired
@@ -45,8 +46,10 @@ class DuplicateMemberError(RuntimeError):
 class Agent:
     """One pgha agent. Create, then ``await run()``; ``request_stop()`` ends it cleanly."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
+        self.reload_requested = False
         self.name = config.name
         dyn = config.bootstrap.dcs.adjusted()
         self.settings = HaSettings.from_config(dyn.model_dump(mode="json", by_alias=False))
@@ -96,13 +99,42 @@ class Agent:
         self.stopping = True
         self.wake.set()
 
+    def request_reload(self) -> None:
+        """Re-read the YAML at the start of the next cycle (SIGHUP)."""
+        log.info("reload requested")
+        self.reload_requested = True
+        self.wake.set()
+
+    async def _reload_config(self) -> None:
+        """Apply a re-read YAML: tags and PostgreSQL settings; PostgreSQL is reloaded when it
+        runs. A file that fails validation is logged and changes nothing. The member name,
+        scope and DCS section cannot change without a restart."""
+        self.reload_requested = False
+        try:
+            config = await asyncio.to_thread(load_config, self.config_path)
+        except (ConfigError, OSError) as exc:
+            log.error("reload: configuration rejected, keeping the running one: %s", exc)
+            return
+        if (config.name, config.scope, config.namespace) != (
+                self.config.name, self.config.scope, self.config.namespace):
+            log.error("reload: name, scope and namespace need a restart; keeping the running "
+                      "configuration")
+            return
+        self.config = config
+        self.tags = Tags.from_json(config.tags.model_dump(exclude_none=True))
+        self.pg.settings = pg_settings(config, config.bootstrap.dcs.adjusted())
+        if self.pg.is_running() and not await self.pg.reload():
+            log.error("reload: PostgreSQL reload failed")
+        else:
+            log.info("reload: configuration applied")
+
     async def run(self) -> None:
         from pgha.api.server import ApiServer
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: reload requested"))
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         async with (
             self.kv,
             aiohttp.ClientSession() as self.http,
@@ -256,6 +288,8 @@ class Agent:
     async def _cycle(self) -> bool:
         """One observe-decide-execute-publish round. Returns whether the actions all worked."""
         self.heartbeat = time.monotonic()
+        if self.reload_requested:
+            await self._reload_config()
         view = await self._observe_view()
         pg_state, details = await self._observe_pg()
         local = LocalState(

@@ -168,3 +168,24 @@ def test_second_agent_with_a_live_name_refuses_to_start(cluster: LocalCluster,
     assert out.returncode != 0
     assert "already running" in out.stderr
     assert not (tmp_path / "dup-data").exists()
+
+
+def test_sighup_rereads_yaml_and_reloads_postgres(cluster: LocalCluster) -> None:
+    import signal
+
+    import yaml
+
+    leader = wait_healthy(cluster)
+    assert leader.proc is not None
+    original = leader.config_path.read_text()
+    leader.config_path.write_text("scope: [this is not valid\n")
+    leader.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "configuration rejected" in leader.log_path.read_text(), 20,
+               "the broken file rejected")
+    assert leader.alive and is_primary(leader)
+    cfg = yaml.safe_load(original)
+    cfg["postgresql"]["parameters"]["work_mem"] = "7MB"
+    leader.config_path.write_text(yaml.safe_dump(cfg))
+    leader.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: psql(leader, "SHOW work_mem") == "7MB", 20, "work_mem reloaded")
+    assert is_primary(leader)

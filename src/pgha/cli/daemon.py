@@ -58,7 +58,7 @@ def run(
     from pgha.agent import Agent, DuplicateMemberError
 
     try:
-        asyncio.run(Agent(config).run())
+        asyncio.run(Agent(config, config_file).run())
     except DuplicateMemberError as exc:
         log.critical("can't start: %s", exc)
         raise typer.Exit(1) from None
