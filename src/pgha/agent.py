@@ -24,8 +24,16 @@ from typing import Any
 import aiohttp
 
 from pgha.config import Config, ConfigError, load_config
+from pgha.core.actions import Demote, StopPostgres
 from pgha.core.decide import Decision, Reason, decide, needs_peer_statuses
-from pgha.core.model import ClusterView, HaSettings, LocalState, PgState, Tags
+from pgha.core.model import (
+    ClusterView,
+    HaSettings,
+    LocalState,
+    PgState,
+    Tags,
+    safety_margin_for,
+)
 from pgha.dcs.base import DCSError, SessionExpired
 from pgha.dcs.factory import open_kv
 from pgha.dcs.store import ClusterStore
@@ -187,7 +195,9 @@ class Agent:
 
     async def confirm_lease(self) -> bool:
         """One keep-alive round trip; on success the lease deadline is counted from the moment
-        the request was sent (the store may have renewed it earlier than its answer shows)."""
+        the request was sent (the store may have renewed it earlier than its answer shows),
+        using the TTL of the session the store actually holds (``kv.ttl``), not the dynamic
+        configuration's, which may differ until the session is renewed with it."""
         sent = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.retry_timeout):
@@ -201,12 +211,13 @@ class Agent:
         except (DCSError, TimeoutError) as exc:
             log.warning("lease keep-alive failed: %s", describe(exc))
             return False
-        self.lease_deadline = sent + self.settings.ttl - self.settings.safety_margin
+        lease_ttl = self.kv.ttl
+        self.lease_deadline = sent + lease_ttl - safety_margin_for(lease_ttl)
         return True
 
     async def _keepalive_loop(self) -> None:
         while True:
-            interval = max(0.25, self.settings.ttl / 4)
+            interval = max(0.25, self.kv.ttl / 4)
             if self._loop_is_alive():
                 await self.confirm_lease()
             else:
@@ -304,12 +315,11 @@ class Agent:
         decision = decide(view if self.dcs_ok else None, local, time.monotonic())
         self._log_decision(decision)
         self.executor.last_wal_position = pg_state.wal_position
-        if any(type(a).__name__ in ("StopPostgres", "Demote") for a in decision.actions):
+        if any(isinstance(a, StopPostgres | Demote) for a in decision.actions):
             self.stopped_by_agent = True
         ok = await self.executor.run(decision.actions)
         if decision.actions:
             pg_state, details = await self._observe_pg()
-            view = self.view
         self._publish(pg_state, details, decision)
         await self._touch_member()
         self.heartbeat = time.monotonic()

@@ -211,7 +211,13 @@ class HaSettings:
     @property
     def safety_margin(self) -> float:
         """Seconds before lease expiry at which an unconfirmed primary demotes itself."""
-        return max(0.5, min(5.0, self.ttl / 4))
+        return safety_margin_for(self.ttl)
+
+
+def safety_margin_for(ttl: float) -> float:
+    """A quarter of the lease TTL, between 0.5 s and 5 s: enough for an immediate stop of
+    PostgreSQL to finish before the store can let another member take the lock."""
+    return max(0.5, min(5.0, ttl / 4))
 
 
 @dataclass(frozen=True)
