@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from pgha.config import Config, ConfigError, load_config
-from pgha.core.actions import Demote, StopPostgres
+from pgha.core.actions import Demote, StopMode, StopPostgres
 from pgha.core.decide import Decision, Reason, decide, needs_peer_statuses
 from pgha.core.model import (
     ClusterView,
@@ -40,6 +40,7 @@ from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
 from pgha.executor import Executor
 from pgha.peers import fetch_peer_statuses
+from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
 from pgha.status import AgentStatus
 from pgha.wiring import pg_settings
@@ -190,8 +191,13 @@ class Agent:
         self.busy_until = max(self.busy_until, time.monotonic() + seconds)
 
     def _loop_is_alive(self) -> bool:
+        """The decision loop completed a cycle recently enough: within one sleep plus one
+        cycle whose DCS read and PostgreSQL probe both ran into their timeouts (plus the peer
+        fetch), or it is inside a long action that announced itself."""
+        st = self.settings
+        limit = max(st.ttl / 2, st.loop_wait + 2 * st.retry_timeout + 2.0)
         now = time.monotonic()
-        return now - self.heartbeat < self.settings.ttl / 2 or now < self.busy_until
+        return now - self.heartbeat < limit or now < self.busy_until
 
     async def confirm_lease(self) -> bool:
         """One keep-alive round trip; on success the lease deadline is counted from the moment
@@ -282,7 +288,7 @@ class Agent:
             async with asyncio.timeout(self.settings.retry_timeout):
                 state = await self.pg.observe()
                 details = await self.pg.status() if state.accepting else {}
-        except (OSError, TimeoutError) as exc:
+        except (PgError, OSError, TimeoutError) as exc:
             log.warning("PostgreSQL probe failed: %s", describe(exc))
             state, details = PgState(data=self.pg.data_state(), running=self.pg.is_running()), {}
         now = time.monotonic()
@@ -297,8 +303,8 @@ class Agent:
         return state, details
 
     async def _cycle(self) -> bool:
-        """One observe-decide-execute-publish round. Returns whether the actions all worked."""
-        self.heartbeat = time.monotonic()
+        """One observe-decide-execute-publish round. Returns whether the actions all worked.
+        Refreshes the heartbeat (which gates the lease keep-alive) only when it completes."""
         if self.reload_requested:
             await self._reload_config()
         view = await self._observe_view()
@@ -379,7 +385,16 @@ class Agent:
 
     async def _decision_loop(self) -> None:
         while True:
-            ok = await self._cycle()
+            try:
+                ok = await self._cycle()
+            except Exception:
+                # A bug must not kill the agent: log it and try again. Only completed cycles
+                # refresh the heartbeat, so a loop that keeps failing stops renewing the lease,
+                # and the backstop below stops a primary before that lease can expire.
+                log.exception("decision cycle failed")
+                await self._fail_closed_backstop()
+                await asyncio.sleep(min(1.0, safety_margin_for(self.kv.ttl) / 2))
+                continue
             if self.stopping and self.last_decision is not None and \
                     self.last_decision.reason in (Reason.SHUTDOWN, Reason.SHUTDOWN_PAUSED):
                 if not ok:
@@ -388,6 +403,19 @@ class Agent:
                 self.finished.set()
                 return
             await self._sleep(ok)
+
+    async def _fail_closed_backstop(self) -> None:
+        """Safety rule 2 when ``decide`` cannot run: a writable primary whose lease is not
+        confirmed any more is stopped at once (immediate mode)."""
+        deadline = self.lease_deadline
+        if deadline is not None and time.monotonic() < deadline:
+            return
+        st = self.status.pg
+        if self.pg.is_running() and (st.role is None or st.role.value == "primary"):
+            log.critical("decision loop failing and lease unconfirmed: stopping PostgreSQL")
+            with contextlib.suppress(PgError, OSError, TimeoutError):
+                async with asyncio.timeout(10):
+                    await self.pg.stop(StopMode.IMMEDIATE)
 
     async def _sleep(self, ok: bool) -> None:
         timeout = self.settings.loop_wait

@@ -32,12 +32,14 @@ from pgha.core.actions import (
     StopMode,
     StopPostgres,
     SyncSlots,
+    Upstream,
     WriteInitialize,
 )
 from pgha.core.model import HistoryEntry
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
+from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
 
 log = logging.getLogger("pgha.executor")
@@ -86,7 +88,7 @@ class Executor:
                 ok = await self._apply(action)
                 if isinstance(action, _CHANGES_PG) and not isinstance(action, Demote):
                     await self.after_pg_change()
-            except (DCSError, OSError, TimeoutError) as exc:
+            except (DCSError, PgError, OSError, TimeoutError) as exc:
                 log.error("action %s failed: %s", name, describe(exc))
                 ok = False
             elapsed = time.monotonic() - started
@@ -168,7 +170,7 @@ class Executor:
                 and before.role.value == "replica":
             entry = HistoryEntry(
                 timeline=before.timeline,
-                lsn=before.wal_position,
+                lsn=await self._switch_point(before.timeline, before.wal_position),
                 reason="no recovery target specified",
                 timestamp=datetime.now(UTC).isoformat(),
                 new_leader=self.pg.settings.name,
@@ -183,9 +185,21 @@ class Executor:
         try:
             async with asyncio.timeout(self.pg_ctl_timeout):
                 await self.pg.checkpoint()
-        except (OSError, TimeoutError) as exc:
+        except (PgError, OSError, TimeoutError) as exc:
             log.warning("post-promote checkpoint failed: %s", describe(exc))
         return True
+
+    async def _switch_point(self, timeline: int, fallback: int) -> int:
+        """Where ``timeline`` ended, from our own new timeline's history file (exact, a record
+        boundary); ``fallback`` (the WAL position seen before promoting) if it is unreadable."""
+        me = Upstream(self.pg.settings.name, self.pg.conn_url())
+        try:
+            async with asyncio.timeout(self.dcs_timeout):
+                history = await self.pg.timeline_history(me)
+        except (PgError, OSError, TimeoutError) as exc:
+            log.warning("could not read our timeline history: %s", describe(exc))
+            return fallback
+        return next((lsn for tl, lsn in history if tl == timeline), fallback)
 
     async def _bootstrap(self) -> bool:
         pg, store = self.pg, self.store
@@ -215,7 +229,7 @@ class Executor:
                 raise RuntimeError("no system identifier after initdb")
             async with asyncio.timeout(self.dcs_timeout):
                 await store.set_initialize(state.sysid)
-        except (RuntimeError, DCSError, OSError, TimeoutError) as exc:
+        except (RuntimeError, DCSError, PgError, OSError, TimeoutError) as exc:
             log.error("bootstrap failed: %s; cleaning up", exc)
             await self._undo_bootstrap()
             return False
@@ -226,7 +240,7 @@ class Executor:
         try:
             await self.pg.stop(StopMode.IMMEDIATE)
             await self.pg.wipe()
-        except OSError as exc:
+        except (PgError, OSError) as exc:
             log.error("cleanup after failed bootstrap: %s", describe(exc))
         try:
             async with asyncio.timeout(self.dcs_timeout):
