@@ -1,0 +1,93 @@
+"""Patroni-compatible configuration: YAML file(s), environment overrides, validation.
+
+Layers, lowest first: model defaults < YAML (one file, or every ``*.yml``/``*.yaml`` of a directory
+deep-merged in sorted name order) < environment (``PGHA_<KEY>`` over ``PATRONI_<KEY>``; empty values
+are ignored). ``PGHA_CONFIGURATION``/``PATRONI_CONFIGURATION`` hold the whole YAML instead: then no
+file is read and no other environment override applies (as in Patroni).
+
+Validation reports every problem at once as :class:`ConfigError`, each with its dotted key path
+(list items as ``[i]``). Unknown PostgreSQL parameters are dropped with a warning, never an error.
+Unknown keys are kept in most sections (``model_extra``); closed sections (authentication,
+callbacks) reject them. A declared key given as ``null`` takes its default.
+
+This package is the public API: import from ``pgha.config``, not from its modules, which are
+layered without cycles (each imports only those listed before it):
+
+- ``base``: ConfigError, constants, scalar parsers, field types, section base classes;
+- ``dynamic``: DynamicConfig and the bootstrap section;
+- ``models``: the local sections and Config;
+- ``env``: the ``PGHA_``/``PATRONI_`` environment overrides;
+- ``loader``: reading YAML, parse_config, load_config, error key paths and the filtering of
+  unknown PostgreSQL parameters (:mod:`pgha.pgparams`).
+
+Every module logs on the ``pgha.config`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pgha.config.base import (
+    DCS_KINDS,
+    DEFAULT_BIN_DIR,
+    ETCD_DEFAULT_PORT,
+    ConfigError,
+    Duration,
+    Seconds,
+    default_bin_dir,
+    join_host_port,
+    parse_duration,
+    split_host_port,
+)
+from pgha.config.dynamic import BootstrapConfig, DynamicConfig, DynamicPostgresql, UserSpec
+from pgha.config.loader import load_config, parse_config, parse_dynamic_config, read_yaml
+from pgha.config.models import (
+    AuthenticationConfig,
+    CallbacksConfig,
+    Config,
+    EtcdConfig,
+    LogConfig,
+    PostgresqlConfig,
+    RestApiAuth,
+    RestApiConfig,
+    RoleAuth,
+    TagsConfig,
+    WatchdogConfig,
+)
+from pgha.pgparams import filter_pg_parameters
+
+logger = logging.getLogger("pgha.config")
+
+__all__ = [
+    "DCS_KINDS",
+    "DEFAULT_BIN_DIR",
+    "ETCD_DEFAULT_PORT",
+    "AuthenticationConfig",
+    "BootstrapConfig",
+    "CallbacksConfig",
+    "Config",
+    "ConfigError",
+    "Duration",
+    "DynamicConfig",
+    "DynamicPostgresql",
+    "EtcdConfig",
+    "LogConfig",
+    "PostgresqlConfig",
+    "RestApiAuth",
+    "RestApiConfig",
+    "RoleAuth",
+    "Seconds",
+    "TagsConfig",
+    "UserSpec",
+    "WatchdogConfig",
+    "default_bin_dir",
+    "filter_pg_parameters",
+    "join_host_port",
+    "load_config",
+    "logger",
+    "parse_config",
+    "parse_duration",
+    "parse_dynamic_config",
+    "read_yaml",
+    "split_host_port",
+]

@@ -1,0 +1,69 @@
+"""Environment overrides: ``PGHA_<KEY>`` over ``PATRONI_<KEY>`` (empty values are ignored).
+
+Contract: :func:`_apply_env` writes the overrides into a raw (not yet validated) configuration
+mapping in place; it validates nothing. List-valued keys take a comma-separated string or a
+YAML flow list. ``*_CONFIGURATION`` (the whole YAML in one variable) is handled by ``loader``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from pgha.config.base import _ROLE_DEFAULTS, _ROLE_KEYS, _csv
+
+_ENV_PATHS: dict[str, tuple[str, ...]] = {
+    "NAME": ("name",), "SCOPE": ("scope",), "NAMESPACE": ("namespace",),
+    "LOG_LEVEL": ("log", "level"), "LOG_DIR": ("log", "dir"),
+    "RESTAPI_USERNAME": ("restapi", "authentication", "username"),
+    "RESTAPI_PASSWORD": ("restapi", "authentication", "password"),
+    "ZOOKEEPER_HOSTS": ("zookeeper", "hosts"),
+    **{f"RESTAPI_{k.upper()}": ("restapi", k) for k in (
+        "listen", "connect_address", "certfile", "keyfile", "keyfile_password", "cafile",
+        "verify_client", "allowlist")},
+    **{f"POSTGRESQL_{k.upper()}": ("postgresql", k) for k in (
+        "listen", "connect_address", "data_dir", "bin_dir", "config_dir", "pgpass")},
+    **{f"{role.upper()}_{k.upper()}": ("postgresql", "authentication", role, k)
+       for role in _ROLE_DEFAULTS for k in _ROLE_KEYS},
+    **{f"CONSUL_{k.upper()}": ("consul", k) for k in (
+        "host", "url", "port", "token", "scheme", "dc", "verify", "cacert", "cert", "key")},
+}
+_ENV_LISTS = frozenset({"RESTAPI_ALLOWLIST", "ZOOKEEPER_HOSTS", "ETCD_HOSTS", "ETCD3_HOSTS"})
+_ETCD_KEYS = ("hosts", "host", "url", "protocol", "username", "password", "cacert", "cert", "key")
+
+
+def _env_value(env: Mapping[str, str], suffix: str) -> Any:
+    """``PGHA_<suffix>`` else ``PATRONI_<suffix>`` (empty = unset); list-valued keys take a
+    comma-separated string or a YAML flow list."""
+    value = env.get("PGHA_" + suffix) or env.get("PATRONI_" + suffix)
+    if value is None or suffix not in _ENV_LISTS:
+        return value
+    if value.lstrip().startswith("["):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    return _csv(value)
+
+
+def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        if not isinstance(data.get(key), dict):
+            data[key] = {}
+        data = data[key]
+    data[path[-1]] = value
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Apply the environment overrides to ``raw`` in place. ``ETCD_*``/``ETCD3_*`` go to the
+    existing etcd3/etcd section, else create ``etcd`` (ETCD3_ wins over ETCD_)."""
+    for suffix, path in _ENV_PATHS.items():
+        if (value := _env_value(env, suffix)) is not None:
+            _set_path(raw, path, value)
+    section = "etcd3" if "etcd3" in raw else "etcd"
+    for api in ("ETCD", "ETCD3"):
+        for key in _ETCD_KEYS:
+            if (value := _env_value(env, f"{api}_{key.upper()}")) is not None:
+                _set_path(raw, (section, key), value)

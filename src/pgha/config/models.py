@@ -1,0 +1,310 @@
+"""Local (per-node) configuration models and the top-level :class:`Config`.
+
+Contract: one pydantic model per section of the local YAML (``restapi``, ``etcd``,
+``postgresql`` with its ``authentication``/``callbacks``, ``watchdog``, ``tags``, ``log``) and
+:class:`Config`, which combines them with :class:`~pgha.config.dynamic.BootstrapConfig`. Pure
+models: no I/O and no environment; :func:`pgha.config.parse_config` is the way to build a
+:class:`Config` (it picks the DCS section and drops unknown PostgreSQL parameters first).
+Warnings are logged on the ``pgha.config`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from pgha.config.base import (
+    _ROLE_DEFAULTS,
+    _ROLE_KEYS,
+    DCS_KINDS,
+    ETCD_DEFAULT_PORT,
+    ConfigError,
+    Seconds,
+    _Closed,
+    _Csv,
+    _Endpoint,
+    _Lower,
+    _Section,
+    default_bin_dir,
+    split_host_port,
+)
+from pgha.config.dynamic import BootstrapConfig
+
+logger = logging.getLogger("pgha.config")
+
+
+class RestApiAuth(_Closed):
+    username: str
+    password: str
+
+
+class RestApiConfig(_Endpoint):
+    """``restapi`` section; ``allowlist`` also accepts a comma-separated string."""
+
+    listen: str = "127.0.0.1:8008"
+    authentication: RestApiAuth | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    keyfile_password: str | None = None
+    cafile: str | None = None
+    verify_client: Annotated[Literal["none", "optional", "required"] | None, _Lower] = None
+    allowlist: Annotated[list[str], _Csv] = Field(default_factory=list)
+    allowlist_include_members: bool = False
+
+    @property
+    def api_url(self) -> str:
+        """URL for the member key: ``http(s)://<connect host:port>/patroni``."""
+        return f"{'https' if self.certfile else 'http'}://{self.connect_host_port}/patroni"
+
+
+def _etcd_endpoint(item: str) -> tuple[str, int]:
+    if "://" not in item:
+        return split_host_port(item, ETCD_DEFAULT_PORT)
+    parts = urlsplit(item)
+    if not parts.hostname:
+        raise ValueError("expected a URL")
+    return parts.hostname, parts.port or ETCD_DEFAULT_PORT
+
+
+class EtcdConfig(_Section):
+    """``etcd``/``etcd3`` section; ``hosts`` is a list or a comma-separated string."""
+
+    host: str | None = None
+    hosts: Annotated[list[str] | None, _Csv] = None
+    url: str | None = None
+    protocol: Annotated[Literal["http", "https"], _Lower] = "http"
+    username: str | None = None
+    password: str | None = None
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    @field_validator("host", "hosts", "url")
+    @classmethod
+    def _check_hosts(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for item in [value] if isinstance(value, str) else value or []:
+            try:
+                _etcd_endpoint(item)
+            except ValueError:
+                raise ValueError(f"{item!r}: expected host:port or a URL") from None
+        return value
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """(host, port) from ``hosts``, else ``host``, else ``url``; port defaults to 2379;
+        ``[("127.0.0.1", 2379)]`` when none is set."""
+        items = self.hosts or ([self.host] if self.host else [self.url] if self.url else [])
+        return [_etcd_endpoint(i) for i in items] or [("127.0.0.1", ETCD_DEFAULT_PORT)]
+
+
+class RoleAuth(_Section):
+    """One role of ``postgresql.authentication``: username, password and libpq TLS/GSS options
+    (sslmode, sslkey, sslcert, sslrootcert, ... kept as extras); other keys are errors."""
+
+    username: str = Field(min_length=1)
+    password: str | None = None
+    sslmode: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        unknown = [k for k in data if k not in _ROLE_KEYS] if isinstance(data, dict) else []
+        if unknown:
+            raise ValueError(f"unknown keys: {', '.join(map(str, unknown))}")
+        return data
+
+    def libpq_params(self) -> dict[str, str]:
+        """libpq connection keywords that are set (``user``, ``password``, ``sslmode``, ...)."""
+        data = {k: str(v) for k, v in self.model_dump().items() if v is not None}
+        data["user"] = data.pop("username")
+        return data
+
+
+class AuthenticationConfig(_Closed):
+    """Usernames default to postgres / replicator / rewind_user; passwords may be absent."""
+
+    superuser: RoleAuth = Field(default_factory=lambda: RoleAuth(username="postgres"))
+    replication: RoleAuth = Field(default_factory=lambda: RoleAuth(username="replicator"))
+    rewind: RoleAuth = Field(default_factory=lambda: RoleAuth(username="rewind_user"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_usernames(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for role, user in _ROLE_DEFAULTS.items():
+                entry = data.get(role)
+                if entry is None or (isinstance(entry, dict) and entry.get("username") is None):
+                    data[role] = {**(entry or {}), "username": user}
+        return data
+
+
+class CallbacksConfig(_Closed):
+    on_start: str | None = None
+    on_stop: str | None = None
+    on_restart: str | None = None
+    on_reload: str | None = None
+    on_role_change: str | None = None
+
+
+class PostgresqlConfig(_Endpoint):
+    """``postgresql`` section; ``listen`` may name several hosts (``h1,h2:5432``).
+
+    After validation ``config_dir`` is never empty (default: ``data_dir``) and, inside a
+    :class:`Config`, neither is ``pgpass`` (default ``/tmp/pgpass-<name>``).
+    """
+
+    _multi_host: ClassVar[bool] = True
+    listen: str = "127.0.0.1:5432"
+    data_dir: str = Field(min_length=1)
+    bin_dir: str = Field(default_factory=default_bin_dir)
+    config_dir: str = ""
+    pgpass: str = ""
+    authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    pg_hba: list[str] = Field(default_factory=list)
+    pg_ident: list[str] = Field(default_factory=list)
+    callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
+    create_replica_methods: list[str] = Field(default_factory=lambda: ["basebackup"])
+    basebackup: list[Any] | dict[str, Any] | None = None
+    use_pg_rewind: bool = False
+    remove_data_directory_on_rewind_failure: bool = False
+    remove_data_directory_on_diverged_timelines: bool = False
+    use_unix_socket: bool = False
+    pg_ctl_timeout: Seconds = Field(default=60, gt=0)
+    recovery_conf: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("basebackup", mode="before")
+    @classmethod
+    def _check_basebackup(cls, value: Any) -> Any:
+        if not isinstance(value, list | dict):
+            raise ValueError("expected a list of options or a mapping")
+        return value
+
+    @model_validator(mode="after")
+    def _default_config_dir(self) -> PostgresqlConfig:
+        self.config_dir = self.config_dir or self.data_dir
+        return self
+
+    @property
+    def conn_url(self) -> str:
+        """URL for the member key: ``postgres://<connect host:port>/postgres``."""
+        return f"postgres://{self.connect_host_port}/postgres"
+
+
+class WatchdogConfig(_Section):
+    """``watchdog``. Default mode ``off`` (Patroni: automatic) so that no machine watchdog is
+    armed unless asked; YAML ``off`` (False) is accepted. ``safety_margin`` -1 means ttl/2."""
+
+    mode: Literal["off", "automatic", "required"] = "off"
+    device: str = "/dev/watchdog"
+    safety_margin: Seconds = 5
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        text = "off" if value is False else str(value).strip().lower()
+        return {"disable": "off", "disabled": "off", "auto": "automatic",
+                "require": "required"}.get(text, text)
+
+    @field_validator("safety_margin")
+    @classmethod
+    def _margin(cls, value: float) -> float:
+        if value != -1 and value < 0:
+            raise ValueError("must be >= 0, or -1 for ttl/2")
+        return value
+
+
+class TagsConfig(_Section):
+    """``tags``; any other key is a custom tag (:attr:`custom`). A conflicting explicit
+    ``failover_priority``/``sync_priority`` next to ``nofailover``/``nosync`` logs a warning."""
+
+    nofailover: bool = False
+    failover_priority: int = Field(default=1, ge=0)
+    noloadbalance: bool = False
+    clonefrom: bool = False
+    replicatefrom: str | None = None
+    nosync: bool = False
+    sync_priority: int = Field(default=1, ge=0)
+    nostream: bool = False
+
+    @model_validator(mode="after")
+    def _warn_conflicts(self) -> TagsConfig:
+        for flag, prio in (("nofailover", "failover_priority"), ("nosync", "sync_priority")):
+            if getattr(self, flag) and prio in self.model_fields_set and getattr(self, prio) > 0:
+                logger.warning("tags: %s is true and %s is %s; %s wins", flag, prio,
+                               getattr(self, prio), flag)
+        return self
+
+    @property
+    def custom(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def can_failover(self) -> bool:
+        """False when ``nofailover`` is set or ``failover_priority`` is 0."""
+        return not self.nofailover and self.failover_priority > 0
+
+
+class LogConfig(_Section):
+    level: str = "INFO"
+    dir: str | None = None
+    format: str | list[Any] | None = None
+    type: Annotated[Literal["plain", "json"], _Lower] = "plain"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        if str(value).strip().upper() not in logging.getLevelNamesMapping():
+            raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return str(value).strip().upper()
+
+
+class Config(_Section):
+    """The local configuration. After :func:`parse_config` exactly one DCS section is set
+    (``etcd3`` and ``etcd`` are both stored as ``etcd``)."""
+
+    scope: str = Field(min_length=1)
+    namespace: str = "/service/"
+    name: str = Field(min_length=1)
+    restapi: RestApiConfig = Field(default_factory=RestApiConfig)
+    ctl: dict[str, Any] | None = None
+    etcd: EtcdConfig | None = None
+    consul: dict[str, Any] | None = None
+    zookeeper: dict[str, Any] | None = None
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    postgresql: PostgresqlConfig
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    tags: TagsConfig = Field(default_factory=TagsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _default_pgpass(self) -> Config:
+        self.postgresql.pgpass = self.postgresql.pgpass or f"/tmp/pgpass-{self.name}"
+        return self
+
+    def dcs_kind(self) -> str:
+        """``"etcd"``, ``"consul"`` or ``"zookeeper"``; ConfigError unless exactly one is set."""
+        kinds = [k for k in ("etcd", "consul", "zookeeper") if getattr(self, k) is not None]
+        if errors := _dcs_count_errors(kinds):
+            raise ConfigError(errors)
+        return kinds[0]
+
+    def etcd_endpoints(self) -> list[tuple[str, int]]:
+        """See :meth:`EtcdConfig.endpoints`; ConfigError when there is no etcd section."""
+        if self.etcd is None:
+            raise ConfigError([("etcd", "no etcd section")])
+        return self.etcd.endpoints()
+
+
+def _dcs_count_errors(present: list[str], unsupported: Iterable[str] = ()) -> list[tuple[str, str]]:
+    if len(present) > 1:
+        return [("", f"several DCS sections: {', '.join(present)} (exactly one is allowed)")]
+    if present:
+        return []
+    errors = [(k, f"DCS {k} is not supported: use one of {', '.join(DCS_KINDS)}")
+              for k in unsupported]
+    return errors or [("", f"no DCS section: one of {', '.join(DCS_KINDS)} is required")]
