@@ -18,6 +18,8 @@ import contextlib
 import json
 import os
 import platform
+import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,7 +49,8 @@ def psql_rows(m: MemberProc) -> set[int]:
     return {int(x) for x in out.stdout.split()}
 
 
-def run_scenario(name: str, base: Path, dynamic: dict[str, Any]) -> dict[str, Any]:
+def run_scenario(name: str, base: Path, dynamic: dict[str, Any],
+                 phase: float = 0.0) -> dict[str, Any]:
     cluster = new_cluster(base, **dynamic)
     with cluster:
         cluster.start_all(stagger=0.3)
@@ -60,7 +63,9 @@ def run_scenario(name: str, base: Path, dynamic: dict[str, Any]) -> dict[str, An
         time.sleep(1.0)
         writer = Writer(list(cluster.procs.values()))
         thread = writer.run_in_thread()
-        time.sleep(2.0)  # steady state
+        # steady state, then a random phase within the keep-alive period (every ttl/4), so the
+        # node-death figures cover the whole range from best to worst case
+        time.sleep(2.0 + phase)
         replica = next(m for m in cluster.procs.values() if m is not leader)
         t0 = time.monotonic()
         result: dict[str, Any] = {"scenario": name, "old_leader": leader.name}
@@ -123,13 +128,21 @@ def main() -> None:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--dcs", default="etcd", choices=["etcd"])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--seed", type=int, default=1, help="seeds the fault phase")
     args = ap.parse_args()
     dynamic = {"ttl": args.ttl, "loop_wait": args.loop_wait, "retry_timeout": args.retry_timeout}
     runs: list[dict[str, Any]] = []
+    rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="pgha-bench-") as tmp:
         for scenario in args.scenarios.split(","):
             for i in range(args.repeat):
-                r = run_scenario(scenario, Path(tmp) / f"{scenario}-{i}", dynamic)
+                phase = rng.uniform(0, args.ttl / 4)
+                r = run_scenario(scenario, Path(tmp) / f"{scenario}-{i}", dynamic, phase)
+                r["fault_phase_s"] = round(phase, 3)
+                logs = args.out / "logs" / f"{args.dcs}-ttl{args.ttl:g}-{scenario}-{i + 1}"
+                for log in (Path(tmp) / f"{scenario}-{i}").glob("*/*.log"):
+                    logs.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(log, logs / f"{log.parent.name}-{log.name}")
                 print(f"  {scenario} #{i + 1}: {r['unavailable_s']:.2f}s, lost {r['lost']}",
                       flush=True)
                 runs.append(r)

@@ -202,7 +202,7 @@ class Agent:
     async def confirm_lease(self) -> bool:
         """One keep-alive round trip; on success the lease deadline is counted from the moment
         the request was sent (the store may have renewed it earlier than its answer shows),
-        using the TTL of the session the store actually holds (``kv.ttl``), not the dynamic
+        using the TTL of the session the store actually holds (``kv.session_ttl``), not the dynamic
         configuration's, which may differ until the session is renewed with it."""
         sent = time.monotonic()
         try:
@@ -217,13 +217,13 @@ class Agent:
         except (DCSError, TimeoutError) as exc:
             log.warning("lease keep-alive failed: %s", describe(exc))
             return False
-        lease_ttl = self.kv.ttl
+        lease_ttl = self.kv.session_ttl
         self.lease_deadline = sent + lease_ttl - safety_margin_for(lease_ttl)
         return True
 
     async def _keepalive_loop(self) -> None:
         while True:
-            interval = max(0.25, self.kv.ttl / 4)
+            interval = max(0.25, self.kv.session_ttl / 4)
             if self._loop_is_alive():
                 await self.confirm_lease()
             else:
@@ -393,7 +393,7 @@ class Agent:
                 # and the backstop below stops a primary before that lease can expire.
                 log.exception("decision cycle failed")
                 await self._fail_closed_backstop()
-                await asyncio.sleep(min(1.0, safety_margin_for(self.kv.ttl) / 2))
+                await asyncio.sleep(min(1.0, safety_margin_for(self.kv.session_ttl) / 2))
                 continue
             if self.stopping and self.last_decision is not None and \
                     self.last_decision.reason in (Reason.SHUTDOWN, Reason.SHUTDOWN_PAUSED):

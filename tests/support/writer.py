@@ -12,7 +12,8 @@ import asyncpg
 
 from pgha.localcluster import MemberProc
 
-_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+           TimeoutError)
 
 
 async def _connect(m: MemberProc) -> asyncpg.Connection:

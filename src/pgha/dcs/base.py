@@ -69,6 +69,13 @@ class KVStore(abc.ABC):
         self.ttl = ttl
         self.timeout = timeout
 
+    @property
+    def session_ttl(self) -> float:
+        """The TTL our session is granted with. A backend may choose less than ``ttl`` so that
+        our ephemeral keys are gone within ``ttl`` of the last renewal despite the store's own
+        expiry granularity; never more. The agent counts its lease deadline with this value."""
+        return self.ttl
+
     async def __aenter__(self) -> Self:
         await self.connect()
         return self

@@ -2,8 +2,9 @@
 
 Mapping onto etcd:
 
-* session = one etcd lease of ``ceil(ttl)`` seconds, granted on demand (first ephemeral write or
-  first ``keepalive()``); ``keepalive()`` is one LeaseKeepAlive round trip;
+* session = one etcd lease of ``floor(ttl - 0.5)`` seconds (see ``session_ttl``), granted on
+  demand (first ephemeral write or first ``keepalive()``); ``keepalive()`` is one
+  LeaseKeepAlive round trip;
 * create-if-absent = transaction comparing ``create_revision == 0``;
   compare-and-set = transaction comparing ``mod_revision`` (and/or the value);
 * ``get_prefix`` = one linearizable range request; the snapshot revision is the header revision;
@@ -258,11 +259,18 @@ class EtcdStore(KVStore):
     async def _ensure_lease(self) -> int:
         async with self._lease_lock:
             if self._lease_id is None:
-                ttl = max(1, math.ceil(self.ttl))
+                ttl = int(self.session_ttl)
                 lease = await self._call("lease grant", lambda c: c.lease(ttl))
                 self._lease_id = int(lease.id)
                 log.debug("granted etcd lease %x (ttl %ss)", self._lease_id, lease.ttl)
             return self._lease_id
+
+    @property
+    def session_ttl(self) -> float:
+        """Whole seconds (etcd leases are integral), half a second under ``ttl`` at least:
+        etcd revokes expired leases in a loop that runs every 500 ms, so a lease of
+        ``floor(ttl - 0.5)`` is gone within ``ttl`` of its last keep-alive."""
+        return float(max(1, math.floor(self.ttl - 0.5)))
 
     async def keepalive(self) -> None:
         """One LeaseKeepAlive round trip (or a grant when there is no lease). An answer with
