@@ -318,7 +318,7 @@ class Agent:
             peers = await fetch_peer_statuses(self.http, view, self.name,
                                               timeout=min(2.0, self.settings.ttl / 4))
             local = replace(local, peers=peers)
-        decision = decide(view if self.dcs_ok else None, local, time.monotonic())
+        decision = decide(view, local, time.monotonic())
         self._log_decision(decision)
         self.executor.last_wal_position = pg_state.wal_position
         if any(isinstance(a, StopPostgres | Demote) for a in decision.actions):

@@ -149,6 +149,8 @@ class LocalCluster:
     # (member name, etcd endpoint) -> the endpoint written into that member's config; lets a
     # test put a proxy it can cut between one member and the DCS
     dcs_endpoint: Callable[[str, str], str] | None = None
+    # a DCS the caller runs (e.g. {"zookeeper": {"hosts": [...]}}): no etcd is started then
+    dcs_section: Mapping[str, Any] | None = None
     etcd: Etcd | None = None
     procs: dict[str, MemberProc] = field(default_factory=dict)
 
@@ -170,9 +172,10 @@ class LocalCluster:
         self.base_dir.mkdir(parents=True)
         (self.base_dir / MARKER).touch()
         taken: set[int] = set()
-        self.etcd = Etcd(self.base_dir / "etcd", free_port(self.etcd_port, taken),
-                         free_port(self.etcd_port and self.etcd_port + 1, taken))
-        self.etcd.start()
+        if self.dcs_section is None:
+            self.etcd = Etcd(self.base_dir / "etcd", free_port(self.etcd_port, taken),
+                             free_port(self.etcd_port and self.etcd_port + 1, taken))
+            self.etcd.start()
         for i in range(1, self.members + 1):
             name = f"pg{i}"
             pg_port = free_port(self.first_pg_port and self.first_pg_port + i - 1, taken)
@@ -185,8 +188,16 @@ class LocalCluster:
                                                          sort_keys=False))
             self.procs[name] = member
 
-    def member_config(self, m: MemberProc) -> dict[str, Any]:
+    def _dcs_config(self, m: MemberProc) -> dict[str, Any]:
+        if self.dcs_section is not None:
+            return dict(self.dcs_section)
         assert self.etcd is not None
+        endpoint = self.etcd.endpoint
+        if self.dcs_endpoint is not None:
+            endpoint = self.dcs_endpoint(m.name, endpoint)
+        return {"etcd3": {"hosts": [endpoint]}}
+
+    def member_config(self, m: MemberProc) -> dict[str, Any]:
         dcs: dict[str, Any] = {
             "ttl": 20, "loop_wait": 2, "retry_timeout": 3,
             "maximum_lag_on_failover": 1048576,
@@ -205,8 +216,7 @@ class LocalCluster:
             "name": m.name,
             "restapi": {"listen": f"127.0.0.1:{m.api_port}",
                         "connect_address": f"127.0.0.1:{m.api_port}"},
-            "etcd3": {"hosts": [self.dcs_endpoint(m.name, self.etcd.endpoint)
-                                if self.dcs_endpoint else self.etcd.endpoint]},
+            **self._dcs_config(m),
             "bootstrap": {
                 "dcs": dcs,
                 "initdb": [{"encoding": "UTF8"}, "data-checksums", {"auth-local": "trust"}],

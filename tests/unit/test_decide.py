@@ -221,8 +221,22 @@ class TestDcsUnreachable:
         assert d.actions == ()
         assert not needs_peer_statuses(v, loc)
 
-    def test_stopped_member_does_not_start(self) -> None:
+    def test_stopped_replica_starts_read_only_following_last_known_leader(self) -> None:
         d = decide(leader_view(), local(stopped_pg(), dcs_ok=False), NOW)
+        assert d.reason is Reason.DCS_UNREACHABLE_READ_ONLY
+        assert d.actions == (StartPostgres("replica", up("pg2")),)
+
+    def test_stopped_former_primary_starts_read_only_without_upstream(self) -> None:
+        pg = stopped_pg(control_state=ControlState.IN_PRODUCTION)
+        d = decide(leader_view(), local(pg, dcs_ok=False), NOW)
+        assert d.actions == (StartPostgres("replica", None),)  # never streams before a rejoin
+
+    def test_stopped_member_without_any_view_starts_read_only(self) -> None:
+        d = decide(None, local(stopped_pg(), dcs_ok=False), NOW)
+        assert d.actions == (StartPostgres("replica", None),)
+
+    def test_empty_data_does_nothing(self) -> None:
+        d = decide(leader_view(), local(PgState(), dcs_ok=False), NOW)
         assert d.reason is Reason.DCS_UNREACHABLE
         assert d.actions == ()
 

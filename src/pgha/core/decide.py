@@ -54,6 +54,7 @@ class Reason(StrEnum):
     LEASE_UNCONFIRMED = "lease_unconfirmed"
     DCS_UNREACHABLE = "dcs_unreachable"
     DCS_UNREACHABLE_LEASE_VALID = "dcs_unreachable_lease_valid"
+    DCS_UNREACHABLE_READ_ONLY = "dcs_unreachable_read_only"
     PAUSED = "paused"
     BUSY = "busy"
     DATA_INVALID = "data_invalid"
@@ -131,10 +132,7 @@ def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
                   Demote(StopMode.IMMEDIATE))
 
     if view is None or not local.dcs_ok:
-        if is_writable_primary:
-            return _d(Reason.DCS_UNREACHABLE_LEASE_VALID,
-                      "DCS unreachable; lease still valid, staying primary until it runs out")
-        return _d(Reason.DCS_UNREACHABLE, "DCS unreachable: changing nothing")
+        return _dcs_unreachable(view, local)
 
     if pg.busy is not None:
         return _d(Reason.BUSY, f"{pg.busy} in progress")
@@ -172,6 +170,28 @@ def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
     if pg.running:
         return _starting(view, local, holds_lock, now)
     return _stopped(view, local, holds_lock, now)
+
+
+def _dcs_unreachable(view: ClusterView | None, local: LocalState) -> Decision:
+    """No usable DCS: nothing may be promoted. A primary keeps writing only while its lease
+    is confirmed (the fail-closed rule above demotes it); a stopped member is started
+    read-only (as a replica of the last known leader, or of nobody) so reads keep working.
+    ``view`` is the last snapshot read, possibly stale, or None."""
+    pg = local.pg
+    if pg.running and pg.role is PgRole.PRIMARY:
+        return _d(Reason.DCS_UNREACHABLE_LEASE_VALID,
+                  "DCS unreachable; lease still valid, staying primary until it runs out")
+    paused = view is not None and view.settings.pause
+    if pg.running or pg.data is not DataState.VALID or pg.busy is not None or paused:
+        return _d(Reason.DCS_UNREACHABLE, "DCS unreachable: changing nothing")
+    leader = view.leader_member if view is not None else None
+    upstream = None
+    if leader is not None and leader.name != local.name and leader.conn_url \
+            and not pg.control_state.was_primary:
+        upstream = _upstream(leader)
+    return _d(Reason.DCS_UNREACHABLE_READ_ONLY,
+              "DCS unreachable: starting PostgreSQL read-only, no promotion possible",
+              StartPostgres("replica", upstream))
 
 
 def _paused(view: ClusterView, local: LocalState) -> Decision:
