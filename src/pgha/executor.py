@@ -153,11 +153,12 @@ class Executor:
                 async with asyncio.timeout(self.pg_ctl_timeout):
                     await pg.sync_slots(keep)
                 return True
-            case PublishStatus():
-                if self.last_wal_position is None:
-                    return True
+            case PublishStatus(failsafe=failsafe):
                 async with asyncio.timeout(self.dcs_timeout):
-                    await store.write_status(self.last_wal_position)
+                    if self.last_wal_position is not None:
+                        await store.write_status(self.last_wal_position)
+                    if failsafe is not None:
+                        await store.write_failsafe(failsafe)
                 return True
         raise AssertionError(f"unhandled action {action!r}")
 

@@ -67,3 +67,32 @@ async def fetch_peer_statuses(
         *(_fetch_one(session, n, url, timeout) for n, url in targets.items())
     )
     return dict(zip(targets, results, strict=True))
+
+
+def failsafe_url(api_url: str) -> str:
+    """``http://h:8008/patroni`` -> ``http://h:8008/failsafe``."""
+    base = api_url[: -len("/patroni")] if api_url.endswith("/patroni") else api_url.rstrip("/")
+    return f"{base}/failsafe"
+
+
+async def _confirm_one(session: aiohttp.ClientSession, name: str, url: str,
+                       body: Mapping[str, Any], timeout: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout), session.post(url, json=body) as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("failsafe: %s (%s) did not confirm: %s", name, url, exc)
+        return False
+
+
+async def failsafe_round(session: aiohttp.ClientSession, members: Mapping[str, str], me: str,
+                         body: Mapping[str, Any], timeout: float) -> bool:
+    """POST ``/failsafe`` to every member of ``members`` (``{name: api_url}``) except ``me``,
+    in parallel; True only when every one of them answered 200 (each such member promises not
+    to take over for ``ttl``). An empty list confirms nothing."""
+    targets = {n: failsafe_url(u) for n, u in members.items() if n != me and u}
+    if not targets:
+        return False
+    answers = await asyncio.gather(
+        *(_confirm_one(session, n, url, body, timeout) for n, url in targets.items()))
+    return all(answers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -33,6 +33,12 @@ HEAD_POS = 0x5000000  # the leader's published position
 @dataclass
 class Source:
     status: AgentStatus
+    failsafe_answer: tuple[int, str] = (200, "Accepted")
+    failsafe_calls: list[str] = field(default_factory=list)
+
+    def accept_failsafe(self, name: str) -> tuple[int, str]:
+        self.failsafe_calls.append(name)
+        return self.failsafe_answer
 
 
 def cluster_view(leader: str | None = "pg1", optime: int | None = None,
@@ -425,3 +431,38 @@ def test_cluster_json_lag_never_negative() -> None:
     view = cluster_view(leader_xlog=HEAD_POS - 10 * MB)
     lags = {m["name"]: m.get("lag") for m in cluster_json(view, "demo")["members"]}
     assert lags["pg2"] == 0
+
+
+# --------------------------------------------------------------------------- failsafe
+
+
+async def test_failsafe_post_is_handed_to_the_agent() -> None:
+    src = Source(replica_status())
+    async with TestClient(TestServer(build_app(src))) as client:
+        resp = await client.post("/failsafe", json={"name": "pg1", "api_url": "http://x"})
+        assert resp.status == 200
+        assert await resp.text() == "Accepted"
+    assert src.failsafe_calls == ["pg1"]
+
+
+@pytest.mark.parametrize("answer", [(502, "failsafe_mode is off"),
+                                    (500, "this member runs as a primary")])
+async def test_failsafe_post_refusals_keep_their_code(answer: tuple[int, str]) -> None:
+    src = Source(replica_status(), failsafe_answer=answer)
+    async with TestClient(TestServer(build_app(src))) as client:
+        resp = await client.post("/failsafe", json={"name": "pg1"})
+        assert (resp.status, await resp.text()) == answer
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"name": 3}', b"{}"])
+async def test_failsafe_post_with_a_bad_body_is_400_and_changes_nothing(body: bytes) -> None:
+    src = Source(replica_status())
+    async with TestClient(TestServer(build_app(src))) as client:
+        resp = await client.post("/failsafe", data=body,
+                                 headers={"Content-Type": "application/json"})
+        assert resp.status == 400
+    assert src.failsafe_calls == []
+
+
+async def test_failsafe_get_is_502_when_failsafe_mode_is_off() -> None:
+    assert await code(replica_status(), "/failsafe") == 502

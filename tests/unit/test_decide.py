@@ -933,3 +933,63 @@ class TestProperties:
             for a in decide(v, loc, NOW).actions:
                 assert not isinstance(a, AcquireLeader | Promote), (v, loc)
                 assert not (isinstance(a, StartPostgres) and a.role == "primary"), (v, loc)
+
+
+# --------------------------------------------------------------------------- failsafe mode
+
+
+FAILSAFE = HaSettings(failsafe_mode=True)
+
+
+class TestFailsafe:
+    def _leader_view(self) -> ClusterView:
+        return view(member(ME, role="primary"), member("pg2"), member("pg3"), leader=ME,
+                    settings=FAILSAFE)
+
+    def test_confirmed_primary_stays_writable_without_dcs(self) -> None:
+        loc = local(primary_pg(), dcs_ok=False, lease_deadline=NOW - 1,
+                    failsafe_deadline=NOW + 5)
+        d = decide(self._leader_view(), loc, NOW)
+        assert d.reason is Reason.FAILSAFE_ACTIVE
+        assert d.actions == ()
+
+    def test_unconfirmed_primary_demotes(self) -> None:
+        loc = local(primary_pg(), dcs_ok=False, lease_deadline=NOW - 1, failsafe_deadline=None)
+        d = decide(self._leader_view(), loc, NOW)
+        assert d.actions == (Demote(StopMode.IMMEDIATE),)
+
+    def test_expired_confirmation_demotes(self) -> None:
+        loc = local(primary_pg(), dcs_ok=False, lease_deadline=NOW - 2,
+                    failsafe_deadline=NOW - 1)
+        assert decide(self._leader_view(), loc, NOW).actions == (Demote(StopMode.IMMEDIATE),)
+
+    def test_confirmation_ignored_when_failsafe_mode_is_off(self) -> None:
+        v = view(member(ME, role="primary"), member("pg2"), leader=ME)
+        loc = local(primary_pg(), dcs_ok=False, lease_deadline=NOW - 1,
+                    failsafe_deadline=NOW + 5)
+        assert decide(v, loc, NOW).actions == (Demote(StopMode.IMMEDIATE),)
+
+    def test_confirmation_does_not_replace_the_lease_while_the_dcs_answers(self) -> None:
+        loc = local(primary_pg(), dcs_ok=True, lease_deadline=NOW - 1,
+                    failsafe_deadline=NOW + 5)
+        assert decide(self._leader_view(), loc, NOW).actions == (Demote(StopMode.IMMEDIATE),)
+
+    def test_replica_asked_by_a_primary_stays_out_of_the_race(self) -> None:
+        v = view(member(ME), member("pg2"), member("pg3"), leader=None, settings=FAILSAFE)
+        loc = local(replica_pg(), failsafe_primary="pg2")
+        d = decide(v, loc, NOW)
+        assert d.reason is Reason.NOT_HEALTHIEST
+        assert "pg2" in d.message
+        assert all(not isinstance(a, AcquireLeader) for a in d.actions)
+
+    def test_leader_publishes_the_member_list_when_it_changed(self) -> None:
+        d = decide(self._leader_view(), local(primary_pg()), NOW)
+        status = [a for a in d.actions if isinstance(a, PublishStatus)]
+        assert status and status[0].failsafe == {
+            n: f"http://{n}.example:8008/patroni" for n in (ME, "pg2", "pg3")}
+
+    def test_leader_does_not_rewrite_an_unchanged_member_list(self) -> None:
+        v = replace(self._leader_view(), failsafe={
+            n: f"http://{n}.example:8008/patroni" for n in (ME, "pg2", "pg3")})
+        d = decide(v, local(primary_pg()), NOW)
+        assert PublishStatus(None) in d.actions

@@ -29,6 +29,8 @@ log = logging.getLogger("pgha.api")
 class StatusSource(Protocol):
     status: AgentStatus
 
+    def accept_failsafe(self, name: str) -> tuple[int, str]: ...
+
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
@@ -58,6 +60,23 @@ def build_app(source: StatusSource) -> web.Application:
             return web.json_response({"members": [], "scope": status.scope}, status=503)
         return web.json_response(cluster_json(status.view, status.scope), dumps=_dumps)
 
+    async def failsafe_get(request: web.Request) -> web.StreamResponse:
+        view = source.status.view
+        if view is None or not view.settings.failsafe_mode:
+            return web.Response(status=502, text="failsafe_mode is off")
+        return web.json_response(dict(view.failsafe or {}), dumps=_dumps)
+
+    async def failsafe_post(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.Response(status=400, text="body must be JSON")
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name:
+            return web.Response(status=400, text="body must name the primary: {\"name\": ...}")
+        code, text = source.accept_failsafe(name)
+        return web.Response(status=code, text=text)
+
     async def unknown(request: web.Request) -> web.StreamResponse:
         if request.method in ("HEAD", "OPTIONS"):
             return web.Response(status=503)
@@ -71,6 +90,8 @@ def build_app(source: StatusSource) -> web.Application:
     app.router.add_get("/patroni", patroni)
     app.router.add_route("OPTIONS", "/patroni", patroni)
     app.router.add_get("/cluster", cluster)
+    app.router.add_get("/failsafe", failsafe_get)
+    app.router.add_post("/failsafe", failsafe_post)
     app.router.add_route("*", "/{tail:.*}", unknown)
     return app
 

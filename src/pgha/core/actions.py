@@ -11,6 +11,7 @@ Execution contract (``pgha.agent`` implements it):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -123,7 +124,10 @@ class SyncSlots:
 
 @dataclass(frozen=True)
 class PublishStatus:
-    """Leader only: write the ``status`` key (optime = our WAL position)."""
+    """Leader only: write the ``status`` key (optime = our WAL position), and with
+    ``failsafe`` set, the ``failsafe`` key (``{member: api_url}`` of every member)."""
+
+    failsafe: Mapping[str, str] | None = None
 
 
 Action = (

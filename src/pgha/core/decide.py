@@ -55,6 +55,7 @@ class Reason(StrEnum):
     DCS_UNREACHABLE = "dcs_unreachable"
     DCS_UNREACHABLE_LEASE_VALID = "dcs_unreachable_lease_valid"
     DCS_UNREACHABLE_READ_ONLY = "dcs_unreachable_read_only"
+    FAILSAFE_ACTIVE = "failsafe_active"
     PAUSED = "paused"
     BUSY = "busy"
     DATA_INVALID = "data_invalid"
@@ -124,9 +125,8 @@ def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
                       StopPostgres(StopMode.FAST), ReleaseLeader())
         return _d(Reason.SHUTDOWN, "stopping PostgreSQL", StopPostgres(StopMode.FAST))
 
-    if is_writable_primary and not paused and (
-        local.lease_deadline is None or now >= local.lease_deadline
-    ) and (holds_lock or view is None or not local.dcs_ok):
+    if is_writable_primary and not paused and not _lease_confirmed(view, local, now) \
+            and (holds_lock or view is None or not local.dcs_ok):
         return _d(Reason.LEASE_UNCONFIRMED,
                   "leader lease not confirmed in time: demoting before it can expire",
                   Demote(StopMode.IMMEDIATE))
@@ -172,6 +172,17 @@ def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
     return _stopped(view, local, holds_lock, now)
 
 
+def _lease_confirmed(view: ClusterView | None, local: LocalState, now: float) -> bool:
+    """Our lease is confirmed until ``lease_deadline``. With ``failsafe_mode`` and the DCS
+    unreachable, a completed failsafe round (every listed member promised not to take over)
+    confirms it until ``failsafe_deadline`` instead."""
+    if local.lease_deadline is not None and now < local.lease_deadline:
+        return True
+    failsafe_on = view is not None and view.settings.failsafe_mode
+    return (failsafe_on and not local.dcs_ok and local.failsafe_deadline is not None
+            and now < local.failsafe_deadline)
+
+
 def _dcs_unreachable(view: ClusterView | None, local: LocalState) -> Decision:
     """No usable DCS: nothing may be promoted. A primary keeps writing only while its lease
     is confirmed (the fail-closed rule above demotes it); a stopped member is started
@@ -179,6 +190,10 @@ def _dcs_unreachable(view: ClusterView | None, local: LocalState) -> Decision:
     ``view`` is the last snapshot read, possibly stale, or None."""
     pg = local.pg
     if pg.running and pg.role is PgRole.PRIMARY:
+        if local.lease_deadline is None or (local.failsafe_deadline is not None and (
+                local.failsafe_deadline > local.lease_deadline)):
+            return _d(Reason.FAILSAFE_ACTIVE,
+                      "DCS unreachable; every member confirmed us: staying primary (failsafe)")
         return _d(Reason.DCS_UNREACHABLE_LEASE_VALID,
                   "DCS unreachable; lease still valid, staying primary until it runs out")
     paused = view is not None and view.settings.pause
@@ -251,7 +266,12 @@ def _leader_housekeeping(view: ClusterView, local: LocalState, now: float) -> li
     actions: list[Action] = []
     if view.settings.use_slots:
         actions.append(SyncSlots(_slots_to_keep(view, local, now)))
-    actions.append(PublishStatus())
+    failsafe = None
+    if view.settings.failsafe_mode:
+        wanted = {n: m.api_url for n, m in view.members.items() if m.api_url}
+        if wanted != dict(view.failsafe or {}):
+            failsafe = wanted
+    actions.append(PublishStatus(failsafe))
     return actions
 
 
@@ -336,6 +356,8 @@ def _race_verdict(view: ClusterView, local: LocalState) -> str | None:
     pg = local.pg
     if not local.tags.can_be_leader:
         return "tagged nofailover: never taking the lock"
+    if local.failsafe_primary is not None:
+        return f"primary {local.failsafe_primary} confirmed it is alive (failsafe)"
     if pg.wal_position is None:
         return "own WAL position unknown"
     lag_limit = view.settings.maximum_lag_on_failover

@@ -159,6 +159,7 @@ class HaSettings:
     member_slots_ttl: float = 1800.0
     check_timeline: bool = False
     pause: bool = False
+    failsafe_mode: bool = False
 
     @staticmethod
     def from_config(raw: Mapping[str, Any]) -> HaSettings:
@@ -195,6 +196,7 @@ class HaSettings:
             member_slots_ttl=num("member_slots_ttl"),
             check_timeline=flag("check_timeline"),
             pause=flag("pause"),
+            failsafe_mode=flag("failsafe_mode"),
         )
 
     def adjusted(self) -> HaSettings:
@@ -237,6 +239,7 @@ class ClusterView:
     optime: int | None = None  # leader's last published WAL position (``status``)
     history: tuple[HistoryEntry, ...] = ()
     failover: Mapping[str, Any] | None = None
+    failsafe: Mapping[str, str] | None = None  # member name -> api_url, kept by the leader
     revision: int = 0
 
     @property
@@ -313,6 +316,10 @@ class LocalState:
     then the last one that succeeded (or None). ``peers`` maps member name to its status, or None
     when the peer did not answer; it is only filled when a leader race is possible.
     ``member_seen`` maps member name to the monotonic time it was last seen in the DCS.
+    ``failsafe_deadline`` (primary, ``failsafe_mode``): until when every member listed in the
+    ``failsafe`` key has confirmed over the REST API that it will not take over, counted like
+    ``lease_deadline`` from when the confirmation round was sent. ``failsafe_primary`` (replica):
+    the member that sent us such a request within the last ``ttl``; we stay out of any race.
     """
 
     name: str
@@ -323,3 +330,5 @@ class LocalState:
     peers: Mapping[str, PeerStatus | None] = field(default_factory=dict)
     member_seen: Mapping[str, float] = field(default_factory=dict)
     shutting_down: bool = False
+    failsafe_deadline: float | None = None
+    failsafe_primary: str | None = None

@@ -87,6 +87,7 @@ def parse_snapshot(prefix: str, snapshot: Snapshot) -> ClusterView:
     legacy_optime: int | None = None
     history: tuple[HistoryEntry, ...] = ()
     failover: dict[str, Any] | None = None
+    failsafe: dict[str, str] | None = None
 
     for key, kv in snapshot.items.items():
         if not key.startswith(prefix):
@@ -135,6 +136,13 @@ def parse_snapshot(prefix: str, snapshot: Snapshot) -> ClusterView:
         elif name == "failover":
             if kv.value.strip():
                 failover = _json_object(kv)
+        elif name == "failsafe":
+            data = _json_object(kv)
+            if data is not None:
+                if all(isinstance(v, str) for v in data.values()):
+                    failsafe = {str(k): v for k, v in data.items()}
+                else:
+                    log.warning("ignoring DCS key %s: expected {member: api_url}", key)
 
     return ClusterView(
         initialize=initialize,
@@ -145,6 +153,7 @@ def parse_snapshot(prefix: str, snapshot: Snapshot) -> ClusterView:
         optime=optime if optime is not None else legacy_optime,
         history=history,
         failover=failover,
+        failsafe=failsafe,
         revision=snapshot.revision,
     )
 
@@ -247,6 +256,11 @@ class ClusterStore:
     async def write_status(self, optime: int, slots: Mapping[str, int] | None = None) -> None:
         """Publish the leader's WAL position: ``{"optime": ..., "slots": {...}}``."""
         await self.kv.put(self.key("status"), dumps({"optime": optime, "slots": dict(slots or {})}))
+
+    async def write_failsafe(self, members: Mapping[str, str]) -> None:
+        """The leader's list of members that must confirm it while the DCS is unreachable
+        (``failsafe_mode``): ``{name: api_url}``."""
+        await self.kv.put(self.key("failsafe"), dumps(dict(members)))
 
     async def delete_failover(self) -> bool:
         return await self.kv.delete(self.key("failover"))
