@@ -390,13 +390,15 @@ class Agent:
 
     def _publish(self, pg_state: PgState, details: dict[str, Any], decision: Decision) -> None:
         view = self.view
-        holds = bool(view and view.leader and view.leader.name == self.name and self.dcs_ok)
+        failsafe_active = decision.reason is Reason.FAILSAFE_ACTIVE
+        holds = bool(view and view.leader and view.leader.name == self.name and self.dcs_ok) \
+            or failsafe_active
         self.status = AgentStatus(
             name=self.name, scope=self.config.scope, tags=self.tags,
             conn_url=self.pg.conn_url(), api_url=self.api_url, pg=pg_state,
             pg_details=details, view=view, dcs_last_seen=self.dcs_last_seen,
             holds_lock=holds, heartbeat=time.monotonic(), reason=decision.reason.value,
-            message=decision.message,
+            message=decision.message, failsafe_active=failsafe_active,
         )
 
     async def _touch_member(self) -> None:

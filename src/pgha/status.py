@@ -33,6 +33,7 @@ class AgentStatus:
     heartbeat: float = 0.0  # monotonic time of the last completed cycle
     reason: str = ""
     message: str = ""
+    failsafe_active: bool = False  # primary kept writable by failsafe confirmations
 
     @property
     def now(self) -> float:
@@ -87,6 +88,8 @@ class AgentStatus:
             out["cluster_unlocked"] = self.view.leader is None
             if self.view.settings.pause:
                 out["pause"] = True
+        if self.failsafe_active:
+            out["failsafe_mode_is_active"] = True
         if self.dcs_last_seen is not None:
             out["dcs_last_seen"] = int(self.dcs_last_seen)
         out["pending_restart"] = False

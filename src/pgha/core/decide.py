@@ -193,7 +193,7 @@ def _dcs_unreachable(view: ClusterView | None, local: LocalState) -> Decision:
         if local.lease_deadline is None or (local.failsafe_deadline is not None and (
                 local.failsafe_deadline > local.lease_deadline)):
             return _d(Reason.FAILSAFE_ACTIVE,
-                      "DCS unreachable; every member confirmed us: staying primary (failsafe)")
+                      "DCS unreachable; staying primary on the members' failsafe confirmation")
         return _d(Reason.DCS_UNREACHABLE_LEASE_VALID,
                   "DCS unreachable; lease still valid, staying primary until it runs out")
     paused = view is not None and view.settings.pause
