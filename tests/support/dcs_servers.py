@@ -17,7 +17,23 @@ from pgha.dcs.base import KVStore
 
 class DcsServer(Protocol):
     """A running DCS server the tests own. ``stop()``/``start()`` restart it on the same
-    address (and data, where the server keeps any); ``kill()`` is SIGKILL."""
+    address (and data, where the server keeps any); ``kill()`` is SIGKILL.
+
+    Optional members, looked up with ``getattr`` by the DCS contract suite
+    (``tests/integration/test_dcs_contract.py``); an adapter without them gets the default:
+
+    * ``contract_ttl: float`` (default 4.0): the ``ttl`` the suite's clients are made with. Set
+      it when the backend cannot honour 4 s, e.g. Consul (session TTL ``ttl / 2`` must be at
+      least 10 s): 20.
+    * ``abandon(kv) -> None`` (may be ``async``): make the client ``kv`` fall silent like a node
+      that died -- no more traffic that keeps its session alive (ZooKeeper: stop kazoo's
+      background pings, e.g. cut its socket), WITHOUT closing or revoking the session, so the
+      server expires it. The suite calls it right after the client's last ``keepalive()`` and
+      expects the client's ephemeral keys gone within ``kv.ttl`` + 1.5 s (not before
+      ``kv.session_ttl`` - 0.5 s); afterwards it only calls ``kv.close()`` (which must not
+      raise). Default: nothing, the suite just stops calling ``keepalive()`` -- enough for
+      etcd leases and Consul sessions, which only explicit requests renew.
+    """
 
     kind: str  # the config section it answers to: "etcd" | "zookeeper" | "consul"
 
@@ -69,12 +85,61 @@ def _etcd_available() -> str | None:
     return None if shutil.which("etcd") else "etcd is not installed (scripts/setup installs it)"
 
 
+def _zookeeper() -> DcsServer:
+    from tests.support.zookeeper import ZooKeeperServer
+
+    class ZooKeeperDcs:
+        kind = "zookeeper"
+
+        def __init__(self) -> None:
+            self.server = ZooKeeperServer()
+            self.server.start()
+
+        def start(self) -> None:
+            self.server.start()
+
+        def stop(self) -> None:
+            self.server.stop()
+
+        def kill(self) -> None:
+            self.server.kill()
+
+        def close(self) -> None:
+            self.server.close()
+
+        def make_kv(self, ttl: float, timeout: float) -> KVStore:
+            from pgha.dcs.zookeeper import ZooKeeperStore
+
+            return ZooKeeperStore(self.server.hosts, ttl=ttl, timeout=timeout)
+
+        def config_section(self) -> dict[str, Any]:
+            return {"zookeeper": {"hosts": [f"{h}:{p}" for h, p in self.server.hosts]}}
+
+    return ZooKeeperDcs()
+
+
+def _zookeeper_available() -> str | None:
+    from tests.support.zookeeper import zookeeper_unavailable
+
+    return zookeeper_unavailable()
+
+
 # name -> (factory, availability check returning None or the reason it cannot run)
 SERVERS: dict[str, tuple[Callable[[], DcsServer], Callable[[], str | None]]] = {
     "etcd": (_etcd, _etcd_available),
+    "zookeeper": (_zookeeper, _zookeeper_available),
 }
 
 
 def available(name: str) -> str | None:
     """None when the server ``name`` can run here, else why not."""
     return SERVERS[name][1]()
+
+
+def agent_timing(name: str) -> dict[str, float]:
+    """Dynamic-config timing for a test cluster on server ``name``: Consul cannot keep a
+    session shorter than 10 s, so its clusters use ttl 20 (session TTL ttl/2); the others
+    run at ttl 5."""
+    if name.startswith("consul"):
+        return {"ttl": 20, "loop_wait": 2, "retry_timeout": 3}
+    return {"ttl": 5, "loop_wait": 1, "retry_timeout": 1}
