@@ -124,10 +124,34 @@ def _zookeeper_available() -> str | None:
     return zookeeper_unavailable()
 
 
+def _consul_emulator() -> DcsServer:
+    from tests.support.consul_emulator import ConsulEmulatorDcs
+
+    return ConsulEmulatorDcs()
+
+
+def _consul_emulator_available() -> str | None:
+    return None  # pure Python (aiohttp), runs everywhere
+
+
+def _consul_agent() -> DcsServer:
+    from tests.support.consul_agent import ConsulAgentDcs
+
+    return ConsulAgentDcs()
+
+
+def _consul_agent_available() -> str | None:
+    from tests.support.consul_agent import consul_agent_available
+
+    return consul_agent_available()
+
+
 # name -> (factory, availability check returning None or the reason it cannot run)
 SERVERS: dict[str, tuple[Callable[[], DcsServer], Callable[[], str | None]]] = {
     "etcd": (_etcd, _etcd_available),
     "zookeeper": (_zookeeper, _zookeeper_available),
+    "consul-emulator": (_consul_emulator, _consul_emulator_available),
+    "consul": (_consul_agent, _consul_agent_available),
 }
 
 

@@ -1,0 +1,399 @@
+"""ZooKeeper backend of :class:`~pgha.dcs.base.KVStore`, with kazoo bridged into asyncio.
+
+* keys are znode paths (missing parents are created persistent and empty). A znode counts as a
+  key when it holds data or never had children (``cversion == 0``): directories such as
+  ``members`` are not keys, even once empty again. ``KeyValue.revision`` = ``mzxid``;
+  ``Snapshot.revision`` = the largest ``mzxid``/``pzxid`` read, so any later change raises it;
+* create-if-absent = ``create`` (NodeExists: False); compare-and-set = ``mzxid == if_revision``
+  on a fresh stat, then ``set``/``delete`` at that stat's version (BadVersion: False); a put
+  that changes a znode's owner (ephemeral <-> persistent, another session) is one ``multi``;
+* session = the kazoo session, *adopted* by the first keepalive or ephemeral write; once kazoo
+  reports it LOST or runs another one, the next keepalive / ephemeral write raises
+  SessionExpired and the call after adopts the new one (see ``session_ttl``);
+* ``watch`` = data and child watches on the prefix tree (kazoo 2.11 has no persistent recursive
+  watch), re-armed by re-reading the tree at each fire.
+
+Two instance-level hooks on kazoo's connection handler (kazoo 2.11) record the negotiated session
+timeout and suppress kazoo's background pings while the adopted session is current, so only our
+requests renew it: an agent whose keep-alive stops (dead or stuck) loses its ephemeral znodes, as
+with an etcd lease. A request timing out on a connection kazoo thinks alive makes kazoo drop it
+and reconnect (to the next host). Every call runs under ``asyncio.timeout(self.timeout)``
+(waiting for a reconnect included); kazoo's blocking start/stop run in a thread; timeouts,
+connection loss and server errors raise DCSError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from operator import methodcaller as _op
+from typing import Any
+
+import kazoo.exceptions as kx
+from kazoo.client import KazooClient
+from kazoo.protocol.connection import _CONNECTION_DROP
+from kazoo.protocol.states import KazooState
+
+from pgha.dcs.base import DCSError, KeyValue, KVStore, SessionExpired, Snapshot, WatchEvent
+
+log = logging.getLogger("pgha.dcs")
+
+_CAS_MISS = (kx.BadVersionError, kx.NoNodeError, kx.NodeExistsError)
+_RECONNECTED = object()  # queued to every watch when the connection is (re)established
+_Node = tuple[bytes, Any]  # data, ZnodeStat
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] or "/"
+
+
+def _relevant(path: str, prefix: str) -> bool:  # under ``prefix`` or on the way to it
+    return path.startswith(prefix) or prefix.startswith(path.rstrip("/") + "/")
+
+
+def _keys(nodes: dict[str, _Node | None], prefix: str) -> dict[str, _Node]:
+    return {p: n for p, n in sorted(nodes.items()) if n is not None and p.startswith(prefix)
+            and (n[0] != b"" or n[1].cversion == 0)}
+
+
+def _revision(nodes: dict[str, _Node | None]) -> int:
+    return int(max([0, *(max(n[1].mzxid, n[1].pzxid) for n in nodes.values() if n is not None)]))
+
+
+class ZooKeeperStore(KVStore):
+    """KVStore on the ZooKeeper ensemble at ``hosts`` (``[(host, port), ...]``, comma-joined
+    for kazoo, which fails over between them). ``auth``: ``(scheme, credential)`` pairs such as
+    ``("digest", "user:password")``; ``use_ssl`` with ``ca``/``certfile``/``keyfile``/
+    ``verify_certs``: TLS."""
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], *, ttl: float, timeout: float
+                    ) -> ZooKeeperStore:
+        """From the ``zookeeper`` YAML section: ``hosts`` (a list or a comma-separated string of
+        ``host[:port]``, port 2181 by default), ``use_ssl``, ``cacert``, ``cert``, ``key``,
+        ``verify``. ValueError when unusable."""
+        raw = section.get("hosts")
+        hosts: list[tuple[str, int]] = []
+        for item in raw.split(",") if isinstance(raw, str) else list(raw or []):
+            text = str(item).strip()
+            host, _, port = (text if ":" in text else f"{text}:2181").rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"zookeeper.hosts: {item!r} is not host[:port]")
+            hosts.append((host, int(port)))
+        get = section.get
+        return cls(hosts, ttl, timeout, use_ssl=bool(get("use_ssl", False)), ca=get("cacert"),
+                   certfile=get("cert"), keyfile=get("key"), verify_certs=bool(get("verify", True)))
+
+    def __init__(self, hosts: list[tuple[str, int]], ttl: float, timeout: float, *,
+                 auth: list[tuple[str, str]] | None = None, use_ssl: bool = False,
+                 ca: str | None = None, certfile: str | None = None, keyfile: str | None = None,
+                 verify_certs: bool = True) -> None:
+        super().__init__(ttl, timeout)
+        if not hosts:
+            raise ValueError("at least one ZooKeeper host is needed")
+        self.hosts = list(hosts)
+        self._options: dict[str, Any] = {
+            "auth_data": list(auth or []) or None, "use_ssl": use_ssl, "ca": ca,
+            "certfile": certfile, "keyfile": keyfile, "verify_certs": verify_certs}
+        self._client: Any = None
+        self._session: int | None = None  # the adopted session
+        self._lost, self._closed = False, True
+        self._negotiated: float | None = None
+        self._connected = asyncio.Event()
+        self._watches: set[Callable[[object], None]] = set()  # thread-safe feeds of watch()
+
+    @property
+    def requested_timeout(self) -> float:
+        """Two thirds of ``ttl``. ZooKeeper expires sessions in buckets of ``tickTime``: a
+        session dies between ``timeout`` and ``timeout + tickTime`` after the last request the
+        server received, and the server grants at least ``2 * tickTime`` (minSessionTimeout's
+        default), so ``tickTime <= timeout / 2`` and our ephemeral znodes are gone within
+        ``1.5 * timeout = ttl`` of our last request (keep-alive or other)."""
+        return self.ttl * 2 / 3
+
+    @property
+    def session_ttl(self) -> float:
+        """The session timeout the server negotiated (it clamps the request into
+        [minSessionTimeout, maxSessionTimeout]), capped at ``ttl``. The session cannot expire
+        sooner than that after a keep-alive was *sent* (the server counts from receiving it),
+        so the agent's deadline ``sent + session_ttl - margin`` is safe."""
+        return min(self._negotiated or self.requested_timeout, self.ttl)
+
+    @property
+    def session_id(self) -> str | None:
+        return None if self._session is None else f"{self._session:x}"
+
+    def _current_session(self) -> int | None:
+        cid = self._client.client_id if self._client is not None else None
+        return None if cid is None else int(cid[0])
+
+    def _adopt(self) -> None:
+        """Check / adopt the session to renew and bind ephemeral znodes to. SessionExpired
+        when the adopted one is gone, DCSError when not connected."""
+        current = self._current_session()
+        if self._session is not None and (self._lost or current not in (None, self._session)):
+            old, self._session, self._lost = self._session, None, False
+            raise SessionExpired(f"ZooKeeper session {old:x} expired")
+        if current is None:
+            raise DCSError("ZooKeeper: not connected")
+        if self._session is None:
+            self._session, self._lost = current, False
+            log.debug("using ZooKeeper session %x (timeout %.3fs)", current, self.session_ttl)
+
+    def _hook(self, client: Any) -> None:
+        conn = client._connection
+        connect, ping = conn._connect, conn._send_ping
+
+        def hooked_connect(*args: Any) -> Any:
+            read_timeout, connect_timeout = connect(*args)
+            self._negotiated = round(read_timeout * 1.5) / 1000.0  # kazoo: 2/3 of it, in ms
+            if self._negotiated > self.requested_timeout + 0.001:
+                log.warning("ZooKeeper granted a session timeout of %.3fs, more than the %.3fs "
+                            "asked for", self._negotiated, self.requested_timeout)
+            return read_timeout, connect_timeout
+
+        def gated_ping(*args: Any) -> Any:
+            adopted = self._session is not None and self._session == self._current_session()
+            return None if adopted else ping(*args)
+
+        conn._connect, conn._send_ping = hooked_connect, gated_ping
+
+    def _on_state(self, loop: asyncio.AbstractEventLoop, state: Any) -> None:
+        """kazoo state listener (runs in a kazoo thread)."""
+        if state == KazooState.LOST and self._session is not None:
+            self._lost = True
+        live = state == KazooState.CONNECTED
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(self._connected.set if live else self._connected.clear)
+            for push in list(self._watches) if live else []:
+                push(_RECONNECTED)
+
+    async def connect(self) -> None:
+        """Start kazoo's connection (in a thread) and wait up to ``timeout`` for it. Never
+        fails for an unreachable ensemble: calls raise DCSError until it is reachable."""
+        if self._client is not None:
+            return
+        self._closed = False
+        self._connected = asyncio.Event()
+        client = KazooClient(
+            hosts=",".join(f"{h}:{p}" for h, p in self.hosts), timeout=self.requested_timeout,
+            connection_retry={"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0},
+            **self._options)
+        self._hook(client)
+        loop = asyncio.get_running_loop()
+        client.add_listener(lambda state: self._on_state(loop, state))
+        self._client = client
+        await asyncio.to_thread(client.start_async)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            log.warning("ZooKeeper %s not reachable yet", self.hosts)
+
+    async def close(self) -> None:
+        """Close the session (its ephemeral znodes vanish at once), the connection and the
+        running watches. Never raises."""
+        client, self._client = self._client, None
+        self._closed, self._session = True, None
+        for push in list(self._watches):
+            push(None)
+        try:
+            async with asyncio.timeout(max(2.0, self.timeout)):
+                if client is not None:
+                    await asyncio.to_thread(lambda: (client.stop(), client.close()))
+        except Exception as exc:  # best effort
+            log.debug("closing ZooKeeper client failed: %r", exc)
+
+    async def _call(self, what: str, start: Callable[[Any], Any], *, adopt: bool = False) -> Any:
+        """Wait for the connection, check/adopt the session when asked, run kazoo's
+        ``start(client)`` (an ``*_async`` call) and await its result without blocking the
+        loop, all within ``timeout``. NoNode/NodeExists/BadVersion pass through; every other
+        failure becomes DCSError (SessionExpired for an expired session)."""
+        client = self._client
+        if client is None or self._closed:
+            raise DCSError("ZooKeeper store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def settle(result: Any) -> None:
+            if not fut.done():
+                try:
+                    fut.set_result(result.get_nowait())
+                except Exception as exc:
+                    fut.set_exception(exc)
+
+        def done(result: Any) -> None:  # runs in a kazoo thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(settle, result)
+
+        try:
+            async with asyncio.timeout(self.timeout):
+                if adopt and self._lost and self._session is not None:
+                    self._adopt()  # raises SessionExpired
+                await self._connected.wait()
+                if adopt:
+                    self._adopt()
+                start(client).rawlink(done)
+                return await fut
+        except TimeoutError as exc:
+            if client.connected:  # a dead socket? make kazoo reconnect
+                with contextlib.suppress(Exception):
+                    client._call(_CONNECTION_DROP, None)
+            raise DCSError(f"ZooKeeper: {what} timed out after {self.timeout}s") from exc
+        except _CAS_MISS:
+            raise
+        except kx.ConnectionClosedError as exc:
+            raise DCSError(f"ZooKeeper: {what}: connection closed") from exc
+        except kx.SessionExpiredError as exc:
+            raise SessionExpired(f"ZooKeeper: {what}: session expired") from exc
+        except (kx.KazooException, OSError) as exc:
+            raise DCSError(f"ZooKeeper: {what} failed: {exc!r}") from exc
+
+    async def keepalive(self) -> None:
+        """One ``exists('/')`` round trip on the adopted session (adopting the current one if
+        none), waiting for a reconnect within ``timeout`` (else DCSError). SessionExpired when
+        the adopted session is gone, also when it was replaced during the round trip."""
+        await self._call("keepalive", _op("exists_async", "/"), adopt=True)
+        if self._current_session() not in (None, self._session):
+            self._adopt()
+
+    async def _read(self, path: str, prefix: str, watch: Any = None) -> dict[str, _Node | None]:
+        """``path`` and its descendants relevant to ``prefix``; ``{path: None}`` when ``path``
+        does not exist (any more)."""
+        try:
+            (data, stat), children = await asyncio.gather(
+                self._call(f"get {path}", _op("get_async", path, watch=watch)),
+                self._call(f"children {path}", _op("get_children_async", path, watch=watch)))
+        except kx.NoNodeError:
+            return {path: None}
+        nodes: dict[str, _Node | None] = {path: (bytes(data or b""), stat)}
+        subs = [f"{path.rstrip('/')}/{ch}" for ch in children]
+        for sub in await asyncio.gather(*(self._read(p, prefix, watch) for p in subs
+                                          if _relevant(p, prefix) and p != "/zookeeper")):
+            nodes.update(sub)
+        return nodes
+
+    async def get_prefix(self, prefix: str) -> Snapshot:
+        """Every key under ``prefix`` (a directory ``.../`` or any leading part of a path): a
+        recursive read, pipelined, NOT atomic (kazoo lacks ZooKeeper's multi-read): a change
+        racing it may show in some znodes only, and raises the revision a watch compares."""
+        nodes = await self._read(_parent(prefix), prefix)
+        items = {p: KeyValue(p, data, stat.mzxid, stat.ephemeralOwner != 0)
+                 for p, (data, stat) in _keys(nodes, prefix).items()}
+        return Snapshot(_revision(nodes), items)
+
+    async def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> bool:
+        try:
+            await self._call(f"create {key}", _op("create_async",
+                key, bytes(value), ephemeral=ephemeral, makepath=True), adopt=ephemeral)
+        except kx.NodeExistsError:
+            return False
+        return True
+
+    async def put(self, key: str, value: bytes, *, ephemeral: bool = False,
+                  if_revision: int | None = None) -> bool:
+        if if_revision == 0:
+            return await self.create(key, value, ephemeral=ephemeral)
+        for _ in range(5):
+            stat = await self._call(f"stat {key}", _op("exists_async", key), adopt=ephemeral)
+            if if_revision is not None and (stat is None or stat.mzxid != if_revision):
+                return False
+            try:
+                if stat is None:
+                    if await self.create(key, value, ephemeral=ephemeral):
+                        return True
+                    continue  # lost a create race: read again
+                if stat.ephemeralOwner != ((self._session or 0) if ephemeral else 0):
+                    await self._replace(key, value, ephemeral, stat.version)
+                else:
+                    await self._call(f"set {key}", _op("set_async", key, bytes(value),
+                                                        version=stat.version))
+                return True
+            except _CAS_MISS:
+                if if_revision is not None:
+                    return False
+        raise DCSError(f"ZooKeeper: put {key}: too many concurrent changes")
+
+    async def _replace(self, key: str, value: bytes, ephemeral: bool, version: int) -> None:
+        """Delete ``key`` at ``version`` and create it anew (new owner) in one multi;
+        BadVersionError when that fails."""
+        def commit(c: Any) -> Any:
+            tx = c.transaction()
+            tx.delete(key, version=version)
+            tx.create(key, bytes(value), ephemeral=ephemeral)
+            return tx.commit_async()
+
+        results = await self._call(f"replace {key}", commit, adopt=ephemeral)
+        if any(isinstance(r, Exception) for r in results):
+            raise kx.BadVersionError()
+
+    async def delete(self, key: str, *, if_value: bytes | None = None,
+                     if_revision: int | None = None) -> bool:
+        version = -1
+        try:
+            if if_value is not None or if_revision is not None:
+                data, stat = await self._call(f"get {key}", _op("get_async", key))
+                if if_value is not None and bytes(data or b"") != if_value:
+                    return False
+                if if_revision is not None and stat.mzxid != if_revision:
+                    return False
+                version = stat.version
+            await self._call(f"delete {key}", _op("delete_async", key, version=version))
+        except _CAS_MISS:
+            return False
+        return True
+
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+        """ZooKeeper keeps no history: the tree is read (arming the watches) at the start, giving
+        ``WatchEvent(key=None)`` if anything in it is newer than ``start_revision``; each fire
+        (a burst counts once) re-reads it and yields an event per key created, changed or
+        deleted; a reconnect or failed read gives ``key=None``. Ends when the store closes."""
+        loop, queue, alive = asyncio.get_running_loop(), asyncio.Queue[object](), [True]
+
+        def push(item: object) -> None:  # from kazoo's threads too
+            if alive[0]:
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        self._watches.add(push)
+        root, last, mode, delay = _parent(prefix), start_revision, "start", 0.1
+        known: dict[str, int] = {}
+        try:
+            while not self._closed:
+                try:
+                    nodes = await self._read(root, prefix, push)
+                    if nodes.get(root) is None:  # fires when the tree is created
+                        await self._call("stat", _op("exists_async", root, watch=push))
+                except (DCSError, kx.NoNodeError) as exc:
+                    log.debug("ZooKeeper watch of %s: %r", prefix, exc)
+                    mode, items = "resync", []
+                    with contextlib.suppress(TimeoutError):  # retry after ``delay`` at the latest
+                        async with asyncio.timeout(delay):
+                            items.append(await queue.get())
+                    delay = min(2.0, delay * 2)
+                else:
+                    delay, rev = 0.1, _revision(nodes)
+                    keys = {p: n[1].mzxid for p, n in _keys(nodes, prefix).items()}
+                    events = [WatchEvent(z, p) for p, z in keys.items() if known.get(p) != z]
+                    events += [WatchEvent(rev, p, True) for p in sorted(known.keys() - keys.keys())]
+                    incomplete = None in [n for p, n in nodes.items() if p != root]
+                    if mode == "resync" or (mode == "start" and (rev > last or incomplete)):
+                        events = [WatchEvent(rev, None)]
+                    elif mode == "start":
+                        events = []
+                    known, mode = keys, "diff"
+                    for ev in events:
+                        last = max(last, ev.revision)
+                        yield WatchEvent(last, ev.key, ev.deleted)
+                    items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                if None in items:
+                    return
+                if _RECONNECTED in items:
+                    mode = "resync"
+        finally:
+            alive[0] = False
+            self._watches.discard(push)

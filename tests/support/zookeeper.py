@@ -1,0 +1,239 @@
+"""A real standalone ZooKeeper (Debian ``zookeeper`` 3.8 jars + a JRE) for tests.
+
+:class:`ZooKeeperServer` runs ``java ... org.apache.zookeeper.server.ZooKeeperServerMain`` on
+127.0.0.1 with a free client port, its own temporary directory (``zoo.cfg``, ``data/``, log
+file) and nothing from ``/etc/zookeeper`` or ``/var/lib/zookeeper``, so it runs as root and as
+an unprivileged user alike. ``tickTime`` is 250 ms and the session timeout range is set
+explicitly (0.5 s .. 60 s) so tests can use session timeouts of a second or two; the admin
+HTTP server is off; the four-letter words ``ruok``, ``srvr``, ``stat``, ``conf``, ``mntr``
+and ``cons`` are allowed (readiness uses ``srvr``).
+
+``stop()`` is SIGTERM (SIGKILL after a grace period), ``kill()`` SIGKILL, ``start()`` again
+reuses the same port and data (sessions survive a restart as far as ZooKeeper allows),
+``close()`` stops it and removes the directory. The process is also stopped at interpreter
+exit (atexit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+JAVA_DIR = Path(os.environ.get("PGHA_TEST_JAVA_DIR", "/usr/share/java"))
+# zookeeper.jar's manifest names its dependencies (jute, netty, slf4j-api, ...) by absolute
+# path; slf4j-simple is the logging backend (to the log file, via stderr).
+CLASSPATH_JARS = ("zookeeper.jar", "zookeeper-jute.jar", "slf4j-simple.jar")
+TICK_MS = 250
+MIN_SESSION_MS = 2 * TICK_MS
+MAX_SESSION_MS = 60_000
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def java_bin() -> str | None:
+    return os.environ.get("PGHA_TEST_JAVA") or shutil.which("java")
+
+
+def zookeeper_unavailable() -> str | None:
+    """None when a ZooKeeper server can be started here, else the reason."""
+    if java_bin() is None:
+        return "java is not installed (the Debian zookeeper package needs a JRE)"
+    for jar in CLASSPATH_JARS[:2]:
+        if not (JAVA_DIR / jar).is_file():
+            return f"{JAVA_DIR / jar} is missing (install the Debian zookeeper package)"
+    return None
+
+
+def four_letter(port: int, word: bytes, timeout: float = 1.0) -> bytes:
+    """Send a four-letter command to the server; b"" when it cannot be reached."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(word)
+            chunks = []
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                chunks.append(data)
+            return b"".join(chunks)
+    except OSError:
+        return b""
+
+
+class ZooKeeperServer:
+    """One standalone ZooKeeper server on loopback (see the module docstring)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.base_dir = Path(tempfile.mkdtemp(prefix="pgha-zk-"))
+        self.data_dir = self.base_dir / "data"
+        self.conf_dir = self.base_dir / "conf"
+        self.log_path = self.base_dir / "zookeeper.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.data_dir.mkdir()
+        self.conf_dir.mkdir()
+        (self.conf_dir / "zoo.cfg").write_text(
+            f"tickTime={TICK_MS}\n"
+            f"dataDir={self.data_dir}\n"
+            f"clientPort={self.port}\n"
+            "clientPortAddress=127.0.0.1\n"
+            f"minSessionTimeout={MIN_SESSION_MS}\n"
+            f"maxSessionTimeout={MAX_SESSION_MS}\n"
+            "maxClientCnxns=0\n"
+            "admin.enableServer=false\n"
+            "4lw.commands.whitelist=ruok,srvr,stat,conf,mntr,cons\n"
+            "autopurge.purgeInterval=0\n"
+        )
+        atexit.register(self.close)
+
+    @property
+    def hosts(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", self.port)]
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def spawn(self) -> None:
+        """Start the JVM without waiting for it to serve (no-op while running)."""
+        if self.running:
+            return
+        java = java_bin()
+        if java is None:
+            raise RuntimeError("java is not installed")
+        classpath = ":".join([str(self.conf_dir), *(str(JAVA_DIR / j) for j in CLASSPATH_JARS)])
+        args = [
+            java,
+            "-Xmx256m", "-XX:+UseSerialGC", "-XX:-UsePerfData", "-Xshare:auto",
+            "-Djava.awt.headless=true",
+            f"-Dzookeeper.log.dir={self.base_dir}",
+            "-Dzookeeper.admin.enableServer=false",
+            "-Dzookeeper.jmx.log4j.disable=true",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
+            "-Dorg.slf4j.simpleLogger.showDateTime=true",
+            f"-Djava.io.tmpdir={self.base_dir}",
+            f"-Duser.home={self.base_dir}",
+            "-cp", classpath,
+            "org.apache.zookeeper.server.ZooKeeperServerMain",
+            str(self.conf_dir / "zoo.cfg"),
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("ZOO", "JVMFLAGS", "CLIENT_JVMFLAGS", "SERVER_JVMFLAGS"))}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, cwd=self.base_dir,
+            )
+
+    def serving(self) -> bool:
+        return b"Zookeeper version" in four_letter(self.port, b"srvr")
+
+    def _check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(
+                f"zookeeper exited ({self.proc.returncode}):\n{self.log_tail()}"
+            )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.serving():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"zookeeper not serving after {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def start(self, wait: bool = True) -> None:
+        self.spawn()
+        if wait:
+            self.wait_ready()
+
+    async def astart(self, wait: bool = True) -> None:
+        """``start()`` without blocking the event loop."""
+        await asyncio.to_thread(self.start, wait)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM and wait; SIGKILL if it does not exit within ``timeout``."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.proc = None
+
+    async def astop(self, timeout: float = 10.0) -> None:
+        """``stop()`` without blocking the event loop."""
+        await asyncio.to_thread(self.stop, timeout)
+
+    def kill(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        """Stop the process and remove the temporary directory (idempotent)."""
+        try:
+            self.kill()
+        finally:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            atexit.unregister(self.close)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.astart()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
