@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from tests.support.cluster import new_cluster, primary_of, wait_healthy, wait_until  # noqa: E402
+from tests.support.dcs_servers import SERVERS, available  # noqa: E402
 from tests.support.writer import Writer  # noqa: E402
 
-from pgha.localcluster import MemberProc  # noqa: E402
+from pgha.localcluster import LocalCluster, MemberProc  # noqa: E402
 
 SCENARIOS = ("leader_node_death", "leader_postmaster_crash", "leader_clean_stop",
              "replica_postmaster_crash")
@@ -49,9 +50,20 @@ def psql_rows(m: MemberProc) -> set[int]:
     return {int(x) for x in out.stdout.split()}
 
 
-def run_scenario(name: str, base: Path, dynamic: dict[str, Any],
-                 phase: float = 0.0) -> dict[str, Any]:
-    cluster = new_cluster(base, **dynamic)
+def run_scenario(name: str, base: Path, dynamic: dict[str, Any], phase: float = 0.0,
+                 dcs: str = "etcd") -> dict[str, Any]:
+    """One fault against a fresh cluster on a fresh DCS server of kind ``dcs``."""
+    if dcs == "etcd":
+        return _run(name, new_cluster(base, **dynamic), phase)
+    server = SERVERS[dcs][0]()
+    try:
+        return _run(name, new_cluster(base, dcs_section=server.config_section(), **dynamic),
+                    phase)
+    finally:
+        server.close()
+
+
+def _run(name: str, cluster: LocalCluster, phase: float) -> dict[str, Any]:
     with cluster:
         cluster.start_all(stagger=0.3)
         leader = wait_healthy(cluster, timeout=180)
@@ -126,10 +138,14 @@ def main() -> None:
     ap.add_argument("--retry-timeout", type=float, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
-    ap.add_argument("--dcs", default="etcd", choices=["etcd"])
+    ap.add_argument("--dcs", default="etcd", choices=sorted(SERVERS),
+                    help="etcd (the cluster's own), zookeeper, consul-emulator, consul")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--seed", type=int, default=1, help="seeds the fault phase")
     args = ap.parse_args()
+    reason = available(args.dcs)
+    if reason:
+        ap.error(f"--dcs {args.dcs}: {reason}")
     dynamic = {"ttl": args.ttl, "loop_wait": args.loop_wait, "retry_timeout": args.retry_timeout}
     runs: list[dict[str, Any]] = []
     rng = random.Random(args.seed)
@@ -137,7 +153,8 @@ def main() -> None:
         for scenario in args.scenarios.split(","):
             for i in range(args.repeat):
                 phase = rng.uniform(0, args.ttl / 4)
-                r = run_scenario(scenario, Path(tmp) / f"{scenario}-{i}", dynamic, phase)
+                r = run_scenario(scenario, Path(tmp) / f"{scenario}-{i}", dynamic, phase,
+                                 args.dcs)
                 r["fault_phase_s"] = round(phase, 3)
                 logs = args.out / "logs" / f"{args.dcs}-ttl{args.ttl:g}-{scenario}-{i + 1}"
                 for log in (Path(tmp) / f"{scenario}-{i}").glob("*/*.log"):
