@@ -12,14 +12,16 @@ every 50 ms and no gap may reach 0.5 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from tests.support.zookeeper import ZooKeeperServer, free_port, zookeeper_unavailable
@@ -41,6 +43,7 @@ TOLERANCE = 1.5
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 StoreFactory = Callable[..., ClusterStore]
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +113,24 @@ async def wait_for_event(queue: asyncio.Queue[WatchEvent], pred: Callable[[Watch
                     return seen
     except TimeoutError:
         raise AssertionError(f"no matching watch event within {limit}s; saw {seen}") from None
+
+
+async def retry(fn: Callable[[], Awaitable[T]], limit: float = 15.0) -> T:
+    """``await fn()`` until it does not raise DCSError (AssertionError after ``limit`` s)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return await fn()
+        except DCSError as exc:
+            assert time.monotonic() < deadline, f"still failing after {limit}s: {exc!r}"
+            await asyncio.sleep(0.2)
+
+
+async def keep_alive(store: ClusterStore, interval: float = 0.3) -> None:
+    while True:
+        with contextlib.suppress(DCSError):
+            await store.keepalive()
+        await asyncio.sleep(interval)
 
 
 async def wait_gone(observer: ClusterStore, name: str, limit: float) -> float:
@@ -410,14 +431,7 @@ async def test_hung_server_is_detected() -> None:
                     await asyncio.sleep(0.05)
             finally:
                 server.proc.send_signal(signal.SIGCONT)
-            deadline = time.monotonic() + 15
-            while True:  # the session may have expired meanwhile: then a new one is adopted
-                try:
-                    await a.keepalive()
-                    break
-                except DCSError:
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.2)
+            await retry(a.keepalive)  # the session may have expired: then a new one is adopted
             await a.touch_member({"state": "running"})
             assert "a" in (await a.load()).members
         finally:
@@ -430,6 +444,7 @@ async def test_client_survives_server_restart() -> None:
         b = ClusterStore(ZooKeeperStore(server.hosts, ttl=TTL, timeout=1.5), "/service/", "r", "b")
         queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
         watcher: asyncio.Task[None] | None = None
+        keeper: asyncio.Task[None] | None = None
         try:
             await connected(a, b)
             assert await a.acquire_leader()
@@ -445,16 +460,12 @@ async def test_client_survives_server_restart() -> None:
                 await b.load()
             await server.astart()
 
-            deadline = time.monotonic() + 15
-            while True:  # the session survived (within its timeout) or a new one is adopted
-                try:
-                    await a.keepalive()
-                    break
-                except DCSError:
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.2)
+            # the session survived (within its timeout) or a new one is adopted; b's client
+            # reconnects on its own schedule
+            await retry(a.keepalive)
+            keeper = asyncio.create_task(keep_alive(a))  # as the agent does
             await a.touch_member({"state": "running"})
-            assert "a" in (await b.load()).members
+            assert "a" in (await retry(b.load)).members
             # told to re-read after the reconnect (a change racing that re-read may be
             # reported by it only), then changes are reported one by one again
             await wait_for_event(queue, lambda e: e.key is None)
@@ -462,7 +473,8 @@ async def test_client_survives_server_restart() -> None:
             await a.write_status(2)
             await wait_for_event(queue, lambda e: e.key == a.key("status"))
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in (watcher, keeper):
+                if task is not None:
+                    task.cancel()
             await a.kv.close()
             await b.kv.close()
