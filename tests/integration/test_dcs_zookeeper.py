@@ -97,8 +97,11 @@ async def connected(*stores: ClusterStore) -> None:
 
 
 async def collect(it: AsyncIterator[WatchEvent], into: asyncio.Queue[WatchEvent]) -> None:
-    async for event in it:
-        await into.put(event)
+    try:
+        async for event in it:
+            await into.put(event)
+    except Exception as exc:  # handed to wait_for_event
+        into.put_nowait(exc)  # type: ignore[arg-type]
 
 
 async def wait_for_event(queue: asyncio.Queue[WatchEvent], pred: Callable[[WatchEvent], bool],
@@ -109,6 +112,8 @@ async def wait_for_event(queue: asyncio.Queue[WatchEvent], pred: Callable[[Watch
         async with asyncio.timeout(limit):
             while True:
                 seen.append(await queue.get())
+                if isinstance(seen[-1], Exception):
+                    raise AssertionError(f"the watch failed: {seen[-1]!r}") from seen[-1]
                 if pred(seen[-1]):
                     return seen
     except TimeoutError:

@@ -143,6 +143,7 @@ class SimMember:
     last_view: ClusterView | None = None
     member_seen: dict[str, float] = field(default_factory=dict)
     stalled_until: float = 0.0  # replication from upstream paused (slow network) until then
+    keepalive_broken_until: float = 0.0  # keep-alives fail while reads still work
 
 
 class Sim:
@@ -240,7 +241,7 @@ class Sim:
     def keepalive(self, m: SimMember) -> None:
         if not m.agent_alive:
             return
-        if not m.partitioned:
+        if not m.partitioned and m.keepalive_broken_until <= self.now:
             # renews our session, or opens a new one if the store expired it
             self.store.sessions[m.name] = self.now + self.settings.ttl
             m.lease_deadline = self.now + self.settings.ttl - self.settings.safety_margin
@@ -252,7 +253,8 @@ class Sim:
             return
         m = self.rng.choice(live)
         kind = self.rng.choice(["node_death", "postmaster_kill", "partition", "clean_stop",
-                                "leader_node_death", "replication_stall"])
+                                "leader_node_death", "replication_stall", "keepalive_broken",
+                                "store_extends_sessions"])
         if kind == "leader_node_death":
             m = next((x for x in live if self.store.leader == x.name), m)
             kind = "node_death"
@@ -270,6 +272,13 @@ class Sim:
             self.schedule(self.rng.uniform(2, 25), m.name, "heal")
         elif kind == "clean_stop":
             self.clean_stop(m)
+        elif kind == "keepalive_broken":
+            m.keepalive_broken_until = self.now + self.rng.uniform(2, 20)
+            if self.rng.random() < 0.5:  # and its postmaster dies meanwhile
+                self.schedule(self.rng.uniform(0.5, 5), "*", "fault")
+        elif kind == "store_extends_sessions":
+            for owner in self.store.sessions:  # as etcd does when it elects a new leader
+                self.store.sessions[owner] = self.now + self.settings.ttl
         elif kind == "replication_stall":
             for other in live:
                 if other is not m and self.rng.random() < 0.7:
@@ -376,8 +385,10 @@ class Sim:
             pg.running, pg.down_since = True, None
             pg.role = PgRole.PRIMARY if a.role == "primary" else PgRole.REPLICA
             pg.upstream = a.upstream.name if a.upstream else None
-            if pg.role is PgRole.PRIMARY and st.leader != m.name:
-                raise InvariantViolation(f"{m.name} started as primary without the lock")
+            if pg.role is PgRole.PRIMARY and (
+                    st.leader != m.name or m.lease_deadline is None or m.lease_deadline <= now):
+                raise InvariantViolation(
+                    f"{m.name} started as primary without the lock and a confirmed lease")
             return True
         if isinstance(a, Follow):
             pg.upstream = a.upstream.name
@@ -394,16 +405,21 @@ class Sim:
                                                                leader.name, None)
             return True
         if isinstance(a, AcquireLeader):
-            if not dcs or st.leader is not None or m.lease_deadline is None \
-                    or m.name not in st.sessions:
+            # the executor confirms the lease (one keep-alive) right before taking the lock
+            if not dcs or m.keepalive_broken_until > now:
+                return False
+            st.sessions[m.name] = now + self.settings.ttl
+            m.lease_deadline = now + self.settings.ttl - self.settings.safety_margin
+            if st.leader is not None:
                 return False
             st.leader, st.leader_rev = m.name, st.revision
             st.bump()
             self.wake_all()
             return True
         if isinstance(a, Promote):
-            if not pg.running or st.leader != m.name:
-                raise InvariantViolation(f"{m.name} promoting without the lock")
+            if not pg.running or st.leader != m.name or m.lease_deadline is None \
+                    or m.lease_deadline <= now:
+                raise InvariantViolation(f"{m.name} promoting without the lock and lease")
             if st.optime is not None and st.optime - pg.wal > self.settings.maximum_lag_on_failover:
                 raise InvariantViolation(
                     f"{m.name} promoted {st.optime - pg.wal} bytes behind the last optime")

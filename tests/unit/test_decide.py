@@ -993,3 +993,27 @@ class TestFailsafe:
             n: f"http://{n}.example:8008/patroni" for n in (ME, "pg2", "pg3")})
         d = decide(v, local(primary_pg()), NOW)
         assert PublishStatus(None) in d.actions
+
+
+class TestNeverWritableOnAnUnconfirmedLease:
+    """The store may keep our leader key longer than we can vouch for it (etcd renews every
+    lease when it elects a new raft leader): the key naming us is not enough."""
+
+    def test_stopped_former_primary_holding_the_key_is_not_restarted_as_primary(self) -> None:
+        v = view(member(ME, role="primary"), member("pg2"), leader=ME)
+        pg = stopped_pg(control_state=ControlState.IN_PRODUCTION)
+        d = decide(v, local(pg, lease_deadline=NOW - 0.1), NOW)
+        assert d.reason is Reason.LEASE_UNCONFIRMED
+        assert d.actions == ()
+
+    def test_replica_holding_the_key_is_not_promoted(self) -> None:
+        v = view(member(ME), member("pg2"), leader=ME)
+        d = decide(v, local(replica_pg(), lease_deadline=None), NOW)
+        assert d.reason is Reason.LEASE_UNCONFIRMED
+        assert d.actions == ()
+
+    def test_confirmed_lease_restarts_in_place(self) -> None:
+        v = view(member(ME, role="primary"), member("pg2"), leader=ME)
+        pg = stopped_pg(control_state=ControlState.IN_PRODUCTION)
+        d = decide(v, local(pg, lease_deadline=NOW + 3), NOW)
+        assert d.actions == (StartPostgres("primary"),)

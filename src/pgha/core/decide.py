@@ -329,6 +329,9 @@ def _replica_diverged(view: ClusterView, local: LocalState, leader: Member) -> b
 def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
                      now: float) -> Decision:
     if holds_lock:
+        if not _lease_confirmed(view, local, now):
+            return _d(Reason.LEASE_UNCONFIRMED,
+                      "the leader key names us but our lease is not confirmed: not promoting")
         return _d(Reason.PROMOTE_HOLDING_LOCK, "holding the leader lock as a replica: promoting",
                   Promote(), *_leader_housekeeping(view, local, now))
     if view.leader is not None:
@@ -403,6 +406,13 @@ def _stopped(view: ClusterView, local: LocalState, holds_lock: bool, now: float)
             return _d(Reason.PRIMARY_START_TIMEOUT,
                       "PostgreSQL down and primary_start_timeout spent: releasing the lock",
                       ReleaseLeader())
+        if not _lease_confirmed(view, local, now):
+            # The store may keep our key alive longer than we can vouch for (etcd extends
+            # leases when it elects a new raft leader): never start writable on a lease we
+            # cannot confirm; wait for the keep-alive to confirm it or for the key to expire.
+            return _d(Reason.LEASE_UNCONFIRMED,
+                      "the leader key names us but our lease is not confirmed: not starting "
+                      "PostgreSQL as primary")
         if pg.control_state.was_primary:
             return _d(Reason.RESTART_PRIMARY,
                       "PostgreSQL down while holding the lock: restarting it as primary",
