@@ -1,17 +1,13 @@
 """ZooKeeper backend of :class:`~pgha.dcs.base.KVStore`, with kazoo bridged into asyncio.
 
-* keys are znode paths (missing parents are created persistent and empty). A znode counts as a
-  key when it holds data or never had children (``cversion == 0``): directories such as
-  ``members`` are not keys, even once empty again. ``KeyValue.revision`` = ``mzxid``;
-  ``Snapshot.revision`` = the largest ``mzxid``/``pzxid`` read, so any later change raises it;
-* create-if-absent = ``create`` (NodeExists: False); compare-and-set = ``mzxid == if_revision``
-  on a fresh stat, then ``set``/``delete`` at that stat's version (BadVersion: False); a put
-  that changes a znode's owner (ephemeral <-> persistent, another session) is one ``multi``;
-* session = the kazoo session, *adopted* by the first keepalive or ephemeral write; once kazoo
-  reports it LOST or runs another one, the next keepalive / ephemeral write raises
-  SessionExpired and the call after adopts the new one (see ``session_ttl``);
-* ``watch`` = data and child watches on the prefix tree (kazoo 2.11 has no persistent recursive
-  watch), re-armed by re-reading the tree at each fire.
+Keys are znode paths (missing parents are created, persistent and empty); a znode counts as a
+key when it holds data or never had children (``cversion == 0``), so directories such as
+``members`` are not keys, even once empty again. Revisions are zxids: ``KeyValue.revision`` =
+``mzxid``, ``Snapshot.revision`` = the largest ``mzxid``/``pzxid`` read. Compare-and-set checks
+``mzxid`` on a fresh stat and writes at that stat's version; an owner change (ephemeral <->
+persistent, another session) is one ``multi``. The session is kazoo's, *adopted* by the first
+keepalive or ephemeral write (see ``_adopt`` and ``session_ttl``). kazoo 2.11 has no persistent
+recursive watch: ``watch`` arms data and child watches on the whole tree.
 
 Two instance-level hooks on kazoo's connection handler (kazoo 2.11) record the negotiated session
 timeout and suppress kazoo's background pings while the adopted session is current, so only our
@@ -58,22 +54,24 @@ def _keys(nodes: dict[str, _Node | None], prefix: str) -> dict[str, _Node]:
             and (n[0] != b"" or n[1].cversion == 0)}
 
 
+def _zxids(nodes: dict[str, _Node | None]) -> dict[str, tuple[int, int] | None]:
+    return {p: None if n is None else (n[1].mzxid, n[1].pzxid) for p, n in nodes.items()}
+
+
 def _revision(nodes: dict[str, _Node | None]) -> int:
     return int(max([0, *(max(n[1].mzxid, n[1].pzxid) for n in nodes.values() if n is not None)]))
 
 
 class ZooKeeperStore(KVStore):
-    """KVStore on the ZooKeeper ensemble at ``hosts`` (``[(host, port), ...]``, comma-joined
-    for kazoo, which fails over between them). ``auth``: ``(scheme, credential)`` pairs such as
-    ``("digest", "user:password")``; ``use_ssl`` with ``ca``/``certfile``/``keyfile``/
-    ``verify_certs``: TLS."""
+    """KVStore on the ZooKeeper ensemble at ``hosts`` (``[(host, port), ...]``; kazoo fails over
+    between them). ``auth``: ``(scheme, credential)`` pairs such as ``("digest", "user:pw")``;
+    ``use_ssl`` with ``ca``/``certfile``/``keyfile``/``verify_certs``: TLS."""
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], *, ttl: float, timeout: float
                     ) -> ZooKeeperStore:
-        """From the ``zookeeper`` YAML section: ``hosts`` (a list or a comma-separated string of
-        ``host[:port]``, port 2181 by default), ``use_ssl``, ``cacert``, ``cert``, ``key``,
-        ``verify``. ValueError when unusable."""
+        """From the YAML section: ``hosts`` (list or comma-separated string of ``host[:port]``,
+        port 2181 by default), ``use_ssl``, ``cacert``, ``cert``, ``key``, ``verify``."""
         raw = section.get("hosts")
         hosts: list[tuple[str, int]] = []
         for item in raw.split(",") if isinstance(raw, str) else list(raw or []):
@@ -106,19 +104,17 @@ class ZooKeeperStore(KVStore):
 
     @property
     def requested_timeout(self) -> float:
-        """Two thirds of ``ttl``. ZooKeeper expires sessions in buckets of ``tickTime``: a
-        session dies between ``timeout`` and ``timeout + tickTime`` after the last request the
-        server received, and the server grants at least ``2 * tickTime`` (minSessionTimeout's
-        default), so ``tickTime <= timeout / 2`` and our ephemeral znodes are gone within
-        ``1.5 * timeout = ttl`` of our last request (keep-alive or other)."""
+        """Two thirds of ``ttl``. ZooKeeper expires sessions in ``tickTime`` buckets: between
+        ``timeout`` and ``timeout + tickTime`` after the last request it received; it grants at
+        least ``2 * tickTime`` (minSessionTimeout's default), so ``tickTime <= timeout / 2`` and
+        our ephemeral znodes are gone within ``1.5 * timeout = ttl`` of our last request."""
         return self.ttl * 2 / 3
 
     @property
     def session_ttl(self) -> float:
-        """The session timeout the server negotiated (it clamps the request into
-        [minSessionTimeout, maxSessionTimeout]), capped at ``ttl``. The session cannot expire
-        sooner than that after a keep-alive was *sent* (the server counts from receiving it),
-        so the agent's deadline ``sent + session_ttl - margin`` is safe."""
+        """The negotiated session timeout (the server clamps ours into [minSessionTimeout,
+        maxSessionTimeout]), at most ``ttl``. The session cannot expire sooner after a keep-alive
+        was *sent* (the server counts from receipt): ``sent + session_ttl - margin`` is safe."""
         return min(self._negotiated or self.requested_timeout, self.ttl)
 
     @property
@@ -130,8 +126,8 @@ class ZooKeeperStore(KVStore):
         return None if cid is None else int(cid[0])
 
     def _adopt(self) -> None:
-        """Check / adopt the session to renew and bind ephemeral znodes to. SessionExpired
-        when the adopted one is gone, DCSError when not connected."""
+        """Check/adopt the session to renew and to bind ephemeral znodes to: SessionExpired when
+        the adopted one is gone (LOST, or kazoo runs another), DCSError when not connected."""
         current = self._current_session()
         if self._session is not None and (self._lost or current not in (None, self._session)):
             old, self._session, self._lost = self._session, None, False
@@ -150,8 +146,8 @@ class ZooKeeperStore(KVStore):
             read_timeout, connect_timeout = connect(*args)
             self._negotiated = round(read_timeout * 1.5) / 1000.0  # kazoo: 2/3 of it, in ms
             if self._negotiated > self.requested_timeout + 0.001:
-                log.warning("ZooKeeper granted a session timeout of %.3fs, more than the %.3fs "
-                            "asked for", self._negotiated, self.requested_timeout)
+                log.warning("ZooKeeper granted a %.3fs session (%.3fs asked for, sessions may "
+                            "outlive ttl)", self._negotiated, self.requested_timeout)
             return read_timeout, connect_timeout
 
         def gated_ping(*args: Any) -> Any:
@@ -160,8 +156,7 @@ class ZooKeeperStore(KVStore):
 
         conn._connect, conn._send_ping = hooked_connect, gated_ping
 
-    def _on_state(self, loop: asyncio.AbstractEventLoop, state: Any) -> None:
-        """kazoo state listener (runs in a kazoo thread)."""
+    def _on_state(self, loop: asyncio.AbstractEventLoop, state: Any) -> None:  # kazoo thread
         if state == KazooState.LOST and self._session is not None:
             self._lost = True
         live = state == KazooState.CONNECTED
@@ -207,10 +202,9 @@ class ZooKeeperStore(KVStore):
             log.debug("closing ZooKeeper client failed: %r", exc)
 
     async def _call(self, what: str, start: Callable[[Any], Any], *, adopt: bool = False) -> Any:
-        """Wait for the connection, check/adopt the session when asked, run kazoo's
-        ``start(client)`` (an ``*_async`` call) and await its result without blocking the
-        loop, all within ``timeout``. NoNode/NodeExists/BadVersion pass through; every other
-        failure becomes DCSError (SessionExpired for an expired session)."""
+        """Wait for the connection, check/adopt the session if asked, run ``start(client)`` (a
+        kazoo ``*_async`` call) and await its result, all within ``timeout``. NoNode/NodeExists/
+        BadVersion pass through; other failures become DCSError (or SessionExpired)."""
         client = self._client
         if client is None or self._closed:
             raise DCSError("ZooKeeper store is closed")
@@ -260,14 +254,16 @@ class ZooKeeperStore(KVStore):
             self._adopt()
 
     async def _read(self, path: str, prefix: str, watch: Any = None) -> dict[str, _Node | None]:
-        """``path`` and its descendants relevant to ``prefix``; ``{path: None}`` when ``path``
-        does not exist (any more)."""
+        """``path`` and its descendants relevant to ``prefix``; None for a missing znode."""
         try:
-            (data, stat), children = await asyncio.gather(
+            (data, stat), (children, cstat) = await asyncio.gather(
                 self._call(f"get {path}", _op("get_async", path, watch=watch)),
-                self._call(f"children {path}", _op("get_children_async", path, watch=watch)))
+                self._call(f"children {path}", _op(
+                    "get_children_async", path, watch=watch, include_data=True)))
         except kx.NoNodeError:
             return {path: None}
+        # the children and their pzxid/cversion come from the same read (not the data's)
+        stat = stat._replace(pzxid=cstat.pzxid, cversion=cstat.cversion)
         nodes: dict[str, _Node | None] = {path: (bytes(data or b""), stat)}
         subs = [f"{path.rstrip('/')}/{ch}" for ch in children]
         for sub in await asyncio.gather(*(self._read(p, prefix, watch) for p in subs
@@ -276,10 +272,16 @@ class ZooKeeperStore(KVStore):
         return nodes
 
     async def get_prefix(self, prefix: str) -> Snapshot:
-        """Every key under ``prefix`` (a directory ``.../`` or any leading part of a path): a
-        recursive read, pipelined, NOT atomic (kazoo lacks ZooKeeper's multi-read): a change
-        racing it may show in some znodes only, and raises the revision a watch compares."""
+        """Every key under ``prefix`` (a directory ``.../`` or any leading part of a path).
+        ZooKeeper has no atomic read of a tree (and kazoo no multi-read): the tree is read,
+        pipelined, until two reads in a row agree on every znode's zxids (then all of them held
+        at once between the two), at most five times."""
         nodes = await self._read(_parent(prefix), prefix)
+        for _ in range(4):
+            again = await self._read(_parent(prefix), prefix)
+            if _zxids(again) == _zxids(nodes):
+                break
+            nodes = again
         items = {p: KeyValue(p, data, stat.mzxid, stat.ephemeralOwner != 0)
                  for p, (data, stat) in _keys(nodes, prefix).items()}
         return Snapshot(_revision(nodes), items)
@@ -317,8 +319,7 @@ class ZooKeeperStore(KVStore):
         raise DCSError(f"ZooKeeper: put {key}: too many concurrent changes")
 
     async def _replace(self, key: str, value: bytes, ephemeral: bool, version: int) -> None:
-        """Delete ``key`` at ``version`` and create it anew (new owner) in one multi;
-        BadVersionError when that fails."""
+        """Delete ``key`` at ``version`` and create it anew, in one multi (or BadVersionError)."""
         def commit(c: Any) -> Any:
             tx = c.transaction()
             tx.delete(key, version=version)
@@ -335,9 +336,8 @@ class ZooKeeperStore(KVStore):
         try:
             if if_value is not None or if_revision is not None:
                 data, stat = await self._call(f"get {key}", _op("get_async", key))
-                if if_value is not None and bytes(data or b"") != if_value:
-                    return False
-                if if_revision is not None and stat.mzxid != if_revision:
+                if (if_value is not None and bytes(data or b"") != if_value) or (
+                        if_revision is not None and stat.mzxid != if_revision):
                     return False
                 version = stat.version
             await self._call(f"delete {key}", _op("delete_async", key, version=version))
@@ -378,11 +378,12 @@ class ZooKeeperStore(KVStore):
                     keys = {p: n[1].mzxid for p, n in _keys(nodes, prefix).items()}
                     events = [WatchEvent(z, p) for p, z in keys.items() if known.get(p) != z]
                     events += [WatchEvent(rev, p, True) for p in sorted(known.keys() - keys.keys())]
-                    incomplete = None in [n for p, n in nodes.items() if p != root]
-                    if mode == "resync" or (mode == "start" and (rev > last or incomplete)):
+                    if mode in ("start", "resync"):
+                        # ZooKeeper keeps no history: whether something changed between the
+                        # caller's read and our first (watch-arming) read cannot be told
+                        # reliably from zxids (a delete racing the read leaves no trace), so the
+                        # first read always asks the caller to re-read.
                         events = [WatchEvent(rev, None)]
-                    elif mode == "start":
-                        events = []
                     known, mode = keys, "diff"
                     for ev in events:
                         last = max(last, ev.revision)
