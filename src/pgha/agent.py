@@ -232,7 +232,18 @@ class Agent:
                 await self.confirm_lease()
             else:
                 log.error("decision loop stalled: not renewing the lease")
-            await asyncio.sleep(interval)
+            if self._decision_overdue():
+                log.critical("lease deadline passed and the decision loop has not acted")
+                await self._fail_closed_backstop()
+            await asyncio.sleep(min(interval, safety_margin_for(self.kv.session_ttl) / 2))
+
+    def _decision_overdue(self) -> bool:
+        """The lease (and any failsafe confirmation) ran out, and no decision cycle has
+        completed since: the decision loop is stuck, so it cannot demote the primary itself."""
+        deadlines = [d for d in (self.lease_deadline, self.failsafe_deadline) if d]
+        if not deadlines or time.monotonic() < max(deadlines):
+            return False  # no lease to be late on (decide demotes such a primary), or not late
+        return self.heartbeat < max(deadlines) - 0.5
 
     # ------------------------------------------------------------------ watches
     async def _watch_loop(self) -> None:
@@ -453,11 +464,13 @@ class Agent:
     async def _fail_closed_backstop(self) -> None:
         """Safety rule 2 when ``decide`` cannot run: a writable primary whose lease is not
         confirmed any more is stopped at once (immediate mode)."""
-        deadline = self.lease_deadline
-        if deadline is not None and time.monotonic() < deadline:
+        deadlines = [d for d in (self.lease_deadline, self.failsafe_deadline) if d]
+        if deadlines and time.monotonic() < max(deadlines):
+            return
+        if self.view is not None and self.view.settings.pause:
             return
         st = self.status.pg
-        if self.pg.is_running() and (st.role is None or st.role.value == "primary"):
+        if self.pg.is_running() and st.role is not None and st.role.value == "primary":
             log.critical("decision loop failing and lease unconfirmed: stopping PostgreSQL")
             with contextlib.suppress(PgError, OSError, TimeoutError):
                 async with asyncio.timeout(10):
