@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import signal
 import time
@@ -37,7 +38,7 @@ from pgha.core.model import (
 from pgha.dcs.base import DCSError, SessionExpired
 from pgha.dcs.factory import open_kv
 from pgha.dcs.store import ClusterStore
-from pgha.errors import describe
+from pgha.errors import bounded, describe
 from pgha.executor import Executor
 from pgha.peers import failsafe_round, fetch_peer_statuses
 from pgha.pg.errors import PgError
@@ -92,6 +93,7 @@ class Agent:
         self.stopping = False
         self.finished = asyncio.Event()
         self.last_decision: Decision | None = None
+        self._decision_task: asyncio.Task[None] | None = None
         self.http: aiohttp.ClientSession | None = None
         self.executor = Executor(
             self.pg, self.store,
@@ -157,7 +159,7 @@ class Agent:
             await self.confirm_lease()
             try:
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._decision_loop(), name="decision-loop")
+                    tg.create_task(self._decision_supervisor(), name="decision-supervisor")
                     tg.create_task(self._keepalive_loop(), name="keepalive")
                     tg.create_task(self._watch_loop(), name="dcs-watch")
                     tg.create_task(self._postmaster_watch(), name="postmaster-watch")
@@ -210,8 +212,7 @@ class Agent:
         configuration's, which may differ until the session is renewed with it."""
         sent = time.monotonic()
         try:
-            async with asyncio.timeout(self.settings.retry_timeout):
-                await self.store.keepalive()
+            await bounded(self.store.keepalive(), self.settings.retry_timeout)
         except SessionExpired:
             log.warning("DCS session expired: our lock and member key are gone")
             self.lease_deadline = None
@@ -234,8 +235,39 @@ class Agent:
                 log.error("decision loop stalled: not renewing the lease")
             if self._decision_overdue():
                 log.critical("lease deadline passed and the decision loop has not acted")
+                self._log_decision_stack()
                 await self._fail_closed_backstop()
             await asyncio.sleep(min(interval, safety_margin_for(self.kv.session_ttl) / 2))
+
+    async def _decision_supervisor(self) -> None:
+        """Runs the decision loop and restarts it if a stray cancellation (not ours: some
+        gRPC/aetcd paths cancel the task that awaits them) ends it; a TaskGroup would ignore
+        such a child silently, leaving the agent without decisions. Exceptions propagate."""
+        while True:
+            task = asyncio.get_running_loop().create_task(self._decision_loop(),
+                                                          name="decision-loop")
+            self._decision_task = task
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            if task.cancelled():
+                log.error("the decision loop was cancelled from outside; restarting it")
+                continue
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+            return
+
+    def _log_decision_stack(self) -> None:
+        """Where the decision loop is stuck (for the operator's bug report)."""
+        task = self._decision_task
+        if task is None or task.done():
+            return
+        buf = io.StringIO()
+        task.print_stack(limit=30, file=buf)
+        log.critical("decision loop stack:\n%s", buf.getvalue())
 
     def _decision_overdue(self) -> bool:
         """The lease (and any failsafe confirmation) ran out, and no decision cycle has
@@ -275,8 +307,7 @@ class Agent:
     # ------------------------------------------------------------------ decision loop
     async def _observe_view(self) -> ClusterView | None:
         try:
-            async with asyncio.timeout(self.settings.retry_timeout):
-                view = await self.store.load()
+            view = await bounded(self.store.load(), self.settings.retry_timeout)
         except (DCSError, TimeoutError) as exc:
             if self.dcs_ok:
                 log.warning("DCS read failed: %s", describe(exc))
@@ -428,8 +459,7 @@ class Agent:
             if same and (data == last or not due):
                 return
         try:
-            async with asyncio.timeout(self.settings.retry_timeout):
-                await self.store.touch_member(data)
+            await bounded(self.store.touch_member(data), self.settings.retry_timeout)
         except SessionExpired:
             self._last_member_json = None
             self.wake.set()

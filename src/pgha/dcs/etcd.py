@@ -114,6 +114,16 @@ async def _connect(client: Any) -> None:
             client._watcher._metadata = client.metadata
 
 
+_CLOSING: set[asyncio.Task[None]] = set()  # background closes of dropped clients
+
+
+def _close_in_background(client: Any) -> None:
+    """Close ``client`` without waiting for it (see :meth:`EtcdStore._drop` for why)."""
+    task = asyncio.get_running_loop().create_task(_close_quietly(client))
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
 async def _close_quietly(client: Any) -> None:
     """Close an aetcd client; never raises, never blocks for long."""
     try:
@@ -193,7 +203,10 @@ class EtcdStore(KVStore):
             return
         self._client = None
         self._index = (self._index + 1) % len(self.endpoints)
-        await _close_quietly(client)
+        # Closed in the background, never awaited here: aetcd's close() can swallow the
+        # caller's cancellation and then wait forever on a dead stream (seen: the decision
+        # loop hung after an etcd member died), so no request path may wait on it.
+        _close_in_background(client)
 
     async def _call(
         self, what: str, fn: Callable[[Any], Awaitable[_T]], lease: int | None = None
@@ -252,7 +265,7 @@ class EtcdStore(KVStore):
         client, self._client = self._client, None
         for other in [client, *self._watch_clients]:
             if other is not None:
-                await _close_quietly(other)
+                _close_in_background(other)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -413,7 +426,7 @@ class EtcdStore(KVStore):
                             *self.endpoints[index], str(exc) or exc.__class__.__name__)
             finally:
                 self._watch_clients.discard(client)
-                await _close_quietly(client)
+                _close_in_background(client)
             if self._closed:
                 return
             resync = True

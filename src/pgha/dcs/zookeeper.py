@@ -262,8 +262,7 @@ class ZooKeeperStore(KVStore):
                     "get_children_async", path, watch=watch, include_data=True)))
         except kx.NoNodeError:
             return {path: None}
-        # the children and their pzxid/cversion come from the same read (not the data's)
-        stat = stat._replace(pzxid=cstat.pzxid, cversion=cstat.cversion)
+        stat = stat._replace(pzxid=cstat.pzxid, cversion=cstat.cversion)  # atomic with children
         nodes: dict[str, _Node | None] = {path: (bytes(data or b""), stat)}
         subs = [f"{path.rstrip('/')}/{ch}" for ch in children]
         for sub in await asyncio.gather(*(self._read(p, prefix, watch) for p in subs
