@@ -40,7 +40,8 @@ from pgha.dcs.factory import open_kv
 from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
 from pgha.executor import Executor
-from pgha.peers import failsafe_round, fetch_peer_statuses
+from pgha.failsafe import Failsafe
+from pgha.peers import fetch_peer_statuses
 from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
 from pgha.status import AgentStatus
@@ -74,10 +75,7 @@ class Agent:
         self.dcs_ok = False
         self.dcs_last_seen: float | None = None
         self.lease_deadline: float | None = None
-        self.failsafe_deadline: float | None = None
-        # inbox written by the REST API: the primary that last asked us for a failsafe
-        # confirmation, and when (monotonic); read by the decision loop as an observation
-        self.failsafe_inbox: tuple[str, float] | None = None
+        self.failsafe = Failsafe(self.name)
         self.heartbeat = time.monotonic()
         self.busy_until = 0.0
         self.down_since: float | None = time.monotonic()
@@ -269,13 +267,19 @@ class Agent:
         task.print_stack(limit=30, file=buf)
         log.critical("decision loop stack:\n%s", buf.getvalue())
 
+    @property
+    def _confirmed_until(self) -> float | None:
+        """The later of the lease deadline and the failsafe deadline (None: neither)."""
+        known = [d for d in (self.lease_deadline, self.failsafe.deadline) if d is not None]
+        return max(known) if known else None
+
     def _decision_overdue(self) -> bool:
         """The lease (and any failsafe confirmation) ran out, and no decision cycle has
         completed since: the decision loop is stuck, so it cannot demote the primary itself."""
-        deadlines = [d for d in (self.lease_deadline, self.failsafe_deadline) if d]
-        if not deadlines or time.monotonic() < max(deadlines):
+        until = self._confirmed_until
+        if until is None or time.monotonic() < until:
             return False  # no lease to be late on (decide demotes such a primary), or not late
-        return self.heartbeat < max(deadlines) - 0.5
+        return self.heartbeat < until - 0.5
 
     # ------------------------------------------------------------------ watches
     async def _watch_loop(self) -> None:
@@ -348,42 +352,12 @@ class Agent:
         state = replace(state, down_since=self.down_since, stopped_by_agent=self.stopped_by_agent)
         return state, details
 
-    def _failsafe_primary(self) -> str | None:
-        """The primary that asked us for a failsafe confirmation within the last ``ttl``."""
-        if self.failsafe_inbox is None:
-            return None
-        name, at = self.failsafe_inbox
-        return name if time.monotonic() - at < self.settings.ttl else None
-
     def accept_failsafe(self, name: str) -> tuple[int, str]:
-        """Called by ``POST /failsafe``: the primary ``name`` cannot reach the DCS and asks us
-        not to take over for ``ttl``. Answers (HTTP code, text): 200 accepted; 502 when
-        failsafe_mode is off; 500 when we run as a primary ourselves."""
-        view = self.view
-        if view is None or not view.settings.failsafe_mode:
-            return 502, "failsafe_mode is off"
-        if self.status.pg.running and self.status.pg.role is not None \
-                and self.status.pg.role.value == "primary":
-            return 500, "this member runs as a primary"
-        self.failsafe_inbox = (name, time.monotonic())
-        self.wake.set()
-        return 200, "Accepted"
-
-    async def _failsafe_round(self, view: ClusterView | None, pg_state: PgState) -> None:
-        """With the DCS unreachable, a primary in failsafe_mode asks every member listed in
-        the ``failsafe`` key to confirm it; all must answer for ``failsafe_deadline`` to move."""
-        if view is None or not view.settings.failsafe_mode or self.http is None \
-                or not (pg_state.running and pg_state.role is not None
-                        and pg_state.role.value == "primary") or not view.failsafe:
-            return
-        sent = time.monotonic()
-        body = {"name": self.name, "conn_url": self.pg.conn_url(), "api_url": self.api_url}
-        if await failsafe_round(self.http, view.failsafe, self.name, body,
-                                timeout=min(2.0, self.settings.ttl / 4)):
-            lease_ttl = self.kv.session_ttl
-            self.failsafe_deadline = sent + lease_ttl - safety_margin_for(lease_ttl)
-        else:
-            log.warning("failsafe: not every member confirmed us")
+        """``POST /failsafe`` from primary ``name`` (see :meth:`Failsafe.accept`)."""
+        answer = self.failsafe.accept(name, self.view, self.status.pg)
+        if answer[0] == 200:
+            self.wake.set()
+        return answer
 
     async def _cycle(self) -> bool:
         """One observe-decide-execute-publish round. Returns whether the actions all worked.
@@ -392,13 +366,14 @@ class Agent:
             await self._reload_config()
         view = await self._observe_view()
         pg_state, details = await self._observe_pg()
-        if not self.dcs_ok:
-            await self._failsafe_round(view, pg_state)
+        if not self.dcs_ok and self.http is not None:
+            body = {"name": self.name, "conn_url": self.pg.conn_url(), "api_url": self.api_url}
+            await self.failsafe.confirm(self.http, view, pg_state, body, self.kv.session_ttl)
         local = LocalState(
             name=self.name, tags=self.tags, pg=pg_state, dcs_ok=self.dcs_ok,
             lease_deadline=self.lease_deadline, member_seen=dict(self.member_seen),
-            shutting_down=self.stopping, failsafe_deadline=self.failsafe_deadline,
-            failsafe_primary=self._failsafe_primary(),
+            shutting_down=self.stopping, failsafe_deadline=self.failsafe.deadline,
+            failsafe_primary=self.failsafe.asking_primary(self.settings.ttl),
         )
         if needs_peer_statuses(view, local) and view is not None and self.http is not None:
             peers = await fetch_peer_statuses(self.http, view, self.name,
@@ -494,8 +469,8 @@ class Agent:
     async def _fail_closed_backstop(self) -> None:
         """Safety rule 2 when ``decide`` cannot run: a writable primary whose lease is not
         confirmed any more is stopped at once (immediate mode)."""
-        deadlines = [d for d in (self.lease_deadline, self.failsafe_deadline) if d]
-        if deadlines and time.monotonic() < max(deadlines):
+        until = self._confirmed_until
+        if until is not None and time.monotonic() < until:
             return
         if self.view is not None and self.view.settings.pause:
             return
@@ -518,9 +493,9 @@ class Agent:
             timeout = min(timeout, 0.2)  # re-observe soon after changing something
         st = self.status.pg
         if st.running and st.role is not None and st.role.value == "primary":
-            deadlines = [d for d in (self.lease_deadline, self.failsafe_deadline) if d]
-            if deadlines:
-                timeout = min(timeout, max(0.05, max(deadlines) - time.monotonic()))
+            until = self._confirmed_until
+            if until is not None:
+                timeout = min(timeout, max(0.05, until - time.monotonic()))
             if not self.dcs_ok and self.view is not None and self.view.settings.failsafe_mode:
                 timeout = min(timeout, self.kv.session_ttl / 4)  # next failsafe round
         with contextlib.suppress(TimeoutError):

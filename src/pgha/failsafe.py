@@ -1,0 +1,63 @@
+"""Failsafe mode state of one agent (``failsafe_mode: true`` in the dynamic configuration).
+
+Two halves, both observations the decision loop reads:
+
+* as a primary cut off from the DCS: :meth:`Failsafe.confirm` asks every member listed in the
+  ``failsafe`` key to promise not to take over; only when all answer does ``deadline`` move
+  (counted from when the round was sent, like a lease keep-alive);
+* as a replica: :meth:`Failsafe.accept` records such a request (from ``POST /failsafe``);
+  :meth:`Failsafe.asking_primary` names that primary for ``ttl`` seconds, and the core keeps
+  this member out of any leader race meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from pgha.core.model import ClusterView, PgRole, PgState, safety_margin_for
+from pgha.peers import failsafe_round
+
+log = logging.getLogger("pgha.failsafe")
+
+
+class Failsafe:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.deadline: float | None = None
+        self._asked_by: tuple[str, float] | None = None
+
+    def asking_primary(self, ttl: float) -> str | None:
+        """The primary that asked us for a confirmation within the last ``ttl`` seconds."""
+        if self._asked_by is None:
+            return None
+        name, at = self._asked_by
+        return name if time.monotonic() - at < ttl else None
+
+    def accept(self, name: str, view: ClusterView | None, pg: PgState) -> tuple[int, str]:
+        """A ``POST /failsafe`` from primary ``name``. Answers (HTTP code, text): 200 accepted;
+        502 when failsafe_mode is off; 500 when we run as a primary ourselves."""
+        if view is None or not view.settings.failsafe_mode:
+            return 502, "failsafe_mode is off"
+        if pg.running and pg.role is PgRole.PRIMARY:
+            return 500, "this member runs as a primary"
+        self._asked_by = (name, time.monotonic())
+        return 200, "Accepted"
+
+    async def confirm(self, http: aiohttp.ClientSession, view: ClusterView | None,
+                      pg: PgState, body: Mapping[str, Any], session_ttl: float) -> None:
+        """One confirmation round, when we run as a primary in failsafe_mode and the last view
+        lists members; ``deadline`` moves only when every one of them answered."""
+        if view is None or not view.settings.failsafe_mode or not view.failsafe \
+                or not (pg.running and pg.role is PgRole.PRIMARY):
+            return
+        sent = time.monotonic()
+        if await failsafe_round(http, view.failsafe, self.name, body,
+                                timeout=min(2.0, view.settings.ttl / 4)):
+            self.deadline = sent + session_ttl - safety_margin_for(session_ttl)
+        else:
+            log.warning("failsafe: not every member confirmed us")
