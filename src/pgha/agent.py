@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from pgha.commands import Command, Outcome
 from pgha.config import Config, ConfigError, load_config
 from pgha.core.actions import Demote, StopMode, StopPostgres
 from pgha.core.decide import Decision, Reason, decide, needs_peer_statuses
@@ -351,6 +352,10 @@ class Agent:
             self.pg_started.set()
         state = replace(state, down_since=self.down_since, stopped_by_agent=self.stopped_by_agent)
         return state, details
+
+    async def submit(self, command: Command) -> Outcome:
+        """Carry out an operator command from the REST API (codes: :mod:`pgha.commands`)."""
+        return Outcome(503, f"{type(command).__name__} is not supported yet")
 
     def accept_failsafe(self, name: str) -> tuple[int, str]:
         """``POST /failsafe`` from primary ``name`` (see :meth:`Failsafe.accept`)."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 from aiohttp import web
 
 from pgha.api.checks import HEALTH_CHECKS, cluster_json
+from pgha.commands import Command, Outcome
 from pgha.status import AgentStatus
 
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ class StatusSource(Protocol):
     status: AgentStatus
 
     def accept_failsafe(self, name: str) -> tuple[int, str]: ...
+
+    async def submit(self, command: Command) -> Outcome:
+        """Carry out an operator command (see :mod:`pgha.commands` for the codes)."""
+        ...
 
 
 def _dumps(data: Any) -> str:
