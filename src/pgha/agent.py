@@ -26,12 +26,21 @@ import aiohttp
 
 from pgha.commands import Command, Outcome
 from pgha.config import Config, ConfigError, load_config
-from pgha.core.actions import Demote, StopMode, StopPostgres
+from pgha.control import Control
+from pgha.core.actions import (
+    Demote,
+    HandOver,
+    Reinitialize,
+    RestartPostgres,
+    StopMode,
+    StopPostgres,
+)
 from pgha.core.decide import Decision, Reason, decide, needs_peer_statuses
 from pgha.core.model import (
     ClusterView,
     HaSettings,
     LocalState,
+    PeerStatus,
     PgState,
     Tags,
     safety_margin_for,
@@ -42,13 +51,16 @@ from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
 from pgha.executor import Executor
 from pgha.failsafe import Failsafe
-from pgha.peers import fetch_peer_statuses
+from pgha.peers import fetch_peer_statuses, parse_peer_status
 from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
 from pgha.status import AgentStatus
 from pgha.wiring import pg_settings
 
 log = logging.getLogger("pgha.agent")
+
+# actions after which a stopped PostgreSQL is the agent's doing, not a crash
+_STOPS_PG = (StopPostgres, Demote, HandOver, RestartPostgres, Reinitialize)
 
 
 class DuplicateMemberError(RuntimeError):
@@ -103,7 +115,9 @@ class Agent:
             after_pg_change=self._refresh_status,
             pg_ctl_timeout=config.postgresql.pg_ctl_timeout,
             dcs_timeout=self.settings.retry_timeout,
+            handover_timeout=min(10.0, self.settings.ttl / 2),
         )
+        self.control = Control(self)
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self) -> None:
@@ -355,7 +369,11 @@ class Agent:
 
     async def submit(self, command: Command) -> Outcome:
         """Carry out an operator command from the REST API (codes: :mod:`pgha.commands`)."""
-        return Outcome(503, f"{type(command).__name__} is not supported yet")
+        return await self.control.submit(command)
+
+    def own_peer_status(self) -> PeerStatus | None:
+        """Our own published status as a peer would see it over ``GET /patroni``."""
+        return parse_peer_status(self.name, self.status.to_patroni_json())
 
     def accept_failsafe(self, name: str) -> tuple[int, str]:
         """``POST /failsafe`` from primary ``name`` (see :meth:`Failsafe.accept`)."""
@@ -374,11 +392,16 @@ class Agent:
         if not self.dcs_ok and self.http is not None:
             body = {"name": self.name, "conn_url": self.pg.conn_url(), "api_url": self.api_url}
             await self.failsafe.confirm(self.http, view, pg_state, body, self.kv.session_ttl)
+        wall = time.time()
+        restart = self.control.due_restart(wall)
+        reinit = self.control.take_reinit()
         local = LocalState(
             name=self.name, tags=self.tags, pg=pg_state, dcs_ok=self.dcs_ok,
             lease_deadline=self.lease_deadline, member_seen=dict(self.member_seen),
             shutting_down=self.stopping, failsafe_deadline=self.failsafe.deadline,
             failsafe_primary=self.failsafe.asking_primary(self.settings.ttl),
+            wall_time=wall, restart_requested=restart, reinit_requested=reinit is not None,
+            reinit_from_leader=reinit is not None and reinit.from_leader,
         )
         if needs_peer_statuses(view, local) and view is not None and self.http is not None:
             peers = await fetch_peer_statuses(self.http, view, self.name,
@@ -386,10 +409,14 @@ class Agent:
             local = replace(local, peers=peers)
         decision = decide(view, local, time.monotonic())
         self._log_decision(decision)
+        if reinit is not None:
+            self.control.reinit_started(decision.reason is Reason.REINITIALIZE, decision.message)
         self.executor.last_wal_position = pg_state.wal_position
-        if any(isinstance(a, StopPostgres | Demote) for a in decision.actions):
+        if any(isinstance(a, _STOPS_PG) for a in decision.actions):
             self.stopped_by_agent = True
         ok = await self.executor.run(decision.actions)
+        if restart:
+            self.control.restart_done(decision.reason is Reason.RESTART, ok, decision.message)
         if decision.actions:
             pg_state, details = await self._observe_pg()
         self._publish(pg_state, details, decision)
@@ -421,6 +448,8 @@ class Agent:
             pg_details=details, view=view, dcs_last_seen=self.dcs_last_seen,
             holds_lock=holds, heartbeat=time.monotonic(), reason=decision.reason.value,
             message=decision.message, failsafe_active=failsafe_active,
+            scheduled_restart=(self.control.scheduled_restart.to_json()
+                               if self.control.scheduled_restart else None),
         )
 
     async def _touch_member(self) -> None:

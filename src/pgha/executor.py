@@ -21,13 +21,17 @@ from pgha.core.actions import (
     AcquireLeader,
     Action,
     BootstrapCluster,
+    ClearFailover,
     CloneReplica,
     Demote,
     Follow,
+    HandOver,
     Promote,
     PublishStatus,
+    Reinitialize,
     Rejoin,
     ReleaseLeader,
+    RestartPostgres,
     StartPostgres,
     StopMode,
     StopPostgres,
@@ -36,16 +40,20 @@ from pgha.core.actions import (
     WriteInitialize,
 )
 from pgha.core.model import HistoryEntry
+from pgha.core.switchover import FailoverRequest
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
 from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
+from pgha.pg.probe import remote_connection
 
 log = logging.getLogger("pgha.executor")
 
 _CHANGES_PG = (CloneReplica, StartPostgres, Follow, Rejoin, Promote, Demote, StopPostgres,
-               BootstrapCluster)
+               BootstrapCluster, HandOver, RestartPostgres, Reinitialize)
+_HANDOVER_POLL = 0.02
+_RECEIVED_SQL = "SELECT pg_last_wal_receive_lsn() - '0/0'"
 
 
 class Executor:
@@ -54,7 +62,8 @@ class Executor:
     action is in progress for up to that long, so its keep-alive gate does not mistake it for a
     stuck loop. ``after_pg_change()`` is awaited after every action that changes PostgreSQL's
     state, before the next action: the published status (which peers read during a leader race)
-    must never show a primary that is already stopped."""
+    must never show a primary that is already stopped. ``handover_timeout`` bounds the wait for
+    a switchover candidate to receive our final WAL."""
 
     def __init__(
         self,
@@ -68,6 +77,7 @@ class Executor:
         after_pg_change: Callable[[], Awaitable[None]],
         pg_ctl_timeout: float,
         dcs_timeout: float,
+        handover_timeout: float = 10.0,
     ) -> None:
         self.pg = pg
         self.store = store
@@ -78,6 +88,7 @@ class Executor:
         self.after_pg_change = after_pg_change
         self.pg_ctl_timeout = pg_ctl_timeout
         self.dcs_timeout = dcs_timeout
+        self.handover_timeout = handover_timeout
         self.last_wal_position: int | None = None  # set by the agent before each run
 
     async def run(self, actions: Sequence[Action]) -> bool:
@@ -149,6 +160,25 @@ class Executor:
             case StopPostgres(mode=mode):
                 async with asyncio.timeout(self.pg_ctl_timeout + 5):
                     return await pg.stop(mode)
+            case HandOver(candidate=candidate):
+                return await self._hand_over(candidate)
+            case ClearFailover():
+                async with asyncio.timeout(self.dcs_timeout):
+                    await store.delete_failover()
+                return True
+            case RestartPostgres(role=role, upstream=upstream):
+                async with asyncio.timeout(self._long(2 * self.pg_ctl_timeout + 10)):
+                    if not await pg.stop(StopMode.FAST):
+                        return False
+                    await self.after_pg_change()
+                    return await pg.start(role, upstream)
+            case Reinitialize(source=source, leader=leader):
+                async with asyncio.timeout(self._long(3600)):
+                    if not await pg.stop(StopMode.IMMEDIATE):
+                        return False
+                    await self.after_pg_change()
+                    await pg.wipe()
+                    return await pg.clone(source) and await pg.start("replica", leader)
             case SyncSlots(keep=keep):
                 async with asyncio.timeout(self.pg_ctl_timeout):
                     await pg.sync_slots(keep)
@@ -161,6 +191,64 @@ class Executor:
                         await store.write_failsafe(failsafe)
                 return True
         raise AssertionError(f"unhandled action {action!r}")
+
+    async def _hand_over(self, candidate: Upstream) -> bool:
+        """See :class:`pgha.core.actions.HandOver`. Until the lock is released we remain the
+        leader; when the candidate cannot be reached or does not catch up, the request is
+        withdrawn and False makes the next cycle restart PostgreSQL as primary."""
+        me = self.pg.settings.name
+        try:
+            # connect before stopping: the wait afterwards is then one query per poll
+            async with remote_connection(self.pg.settings, candidate.conn_url) as conn:
+                async with asyncio.timeout(self.dcs_timeout):
+                    await self.store.write_failover(
+                        FailoverRequest(me, candidate.name).to_json())
+                # a checkpoint while writes still run keeps the shutdown checkpoint (which
+                # writes wait for) short
+                try:
+                    async with asyncio.timeout(self.pg_ctl_timeout):
+                        await self.pg.checkpoint()
+                except (PgError, OSError, TimeoutError) as exc:
+                    log.warning("switchover: checkpoint before stopping failed: %s",
+                                describe(exc))
+                log.info("switchover to %s: stopping PostgreSQL", candidate.name)
+                async with asyncio.timeout(self.pg_ctl_timeout + 5):
+                    if not await self.pg.stop(StopMode.FAST):
+                        return False
+                await self.after_pg_change()
+                final = (await self.pg.observe()).wal_position
+                caught_up = await self._caught_up(conn, final)
+        except PgError as exc:
+            log.error("switchover to %s: %s", candidate.name, describe(exc))
+            caught_up = False
+        if not caught_up:
+            log.error("switchover: %s did not confirm our final WAL within %gs; withdrawing "
+                      "the request", candidate.name, self.handover_timeout)
+            async with asyncio.timeout(self.dcs_timeout):
+                await self.store.delete_failover()
+            return False
+        async with asyncio.timeout(self.dcs_timeout):
+            released = await self.store.release_leader()
+        log.info("switchover: %s has our final WAL; lock %s", candidate.name,
+                 "released" if released else "was no longer ours")
+        return True
+
+    async def _caught_up(self, conn: Any, final: int | None) -> bool:
+        """Poll the candidate until the WAL it received is past ``final`` (our last
+        checkpoint's start: it then has the whole shutdown checkpoint record)."""
+        if final is None:
+            return False
+        deadline = time.monotonic() + self.handover_timeout
+        while time.monotonic() < deadline:
+            try:
+                received = await conn.fetchval(_RECEIVED_SQL, timeout=1.0)
+            except Exception as exc:  # asyncpg errors of every kind: keep polling
+                log.debug("switchover: candidate position query failed: %s", describe(exc))
+                received = None
+            if received is not None and int(received) > final:
+                return True
+            await asyncio.sleep(_HANDOVER_POLL)
+        return False
 
     async def _promote(self) -> bool:
         before = await self.pg.observe()

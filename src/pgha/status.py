@@ -34,6 +34,9 @@ class AgentStatus:
     reason: str = ""
     message: str = ""
     failsafe_active: bool = False  # primary kept writable by failsafe confirmations
+    pending_restart: bool = False
+    pending_restart_reason: Mapping[str, Any] = field(default_factory=dict)
+    scheduled_restart: Mapping[str, Any] | None = None  # {schedule: ISO time, conditions...}
 
     @property
     def now(self) -> float:
@@ -92,7 +95,11 @@ class AgentStatus:
             out["failsafe_mode_is_active"] = True
         if self.dcs_last_seen is not None:
             out["dcs_last_seen"] = int(self.dcs_last_seen)
-        out["pending_restart"] = False
+        out["pending_restart"] = self.pending_restart
+        if self.pending_restart_reason:
+            out["pending_restart_reason"] = dict(self.pending_restart_reason)
+        if self.scheduled_restart:
+            out["scheduled_restart"] = dict(self.scheduled_restart)
         tags = self.tags.to_json()
         if tags:
             out["tags"] = tags
@@ -111,8 +118,12 @@ class AgentStatus:
             "state": self.pg_state,
             "role": self.role,
             "version": __version__,
-            "pending_restart": False,
+            "pending_restart": self.pending_restart,
         }
+        if self.pending_restart_reason:
+            out["pending_restart_reason"] = dict(self.pending_restart_reason)
+        if self.scheduled_restart:
+            out["scheduled_restart"] = dict(self.scheduled_restart)
         if self.pg.wal_position is not None:
             out["xlog_location"] = self.pg.wal_position
         if self.pg.timeline is not None:

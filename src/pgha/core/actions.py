@@ -115,6 +115,41 @@ class StopPostgres:
 
 
 @dataclass(frozen=True)
+class HandOver:
+    """Planned switchover, run by the leader: write ``failover`` naming ``candidate`` (so no
+    other member races), stop PostgreSQL cleanly (FAST: the shutdown checkpoint is streamed
+    to connected replicas), publish the stopped state, wait until the candidate's PostgreSQL
+    has received WAL past our final checkpoint, then release the lock. When the candidate
+    cannot be asked or does not catch up in time the request is deleted and the action fails
+    (the next cycle restarts PostgreSQL as primary: the lock was never released)."""
+
+    candidate: Upstream
+
+
+@dataclass(frozen=True)
+class ClearFailover:
+    """Delete the ``failover`` key (request carried out, stale or impossible)."""
+
+
+@dataclass(frozen=True)
+class RestartPostgres:
+    """Operator-requested restart: stop (FAST) and start again in ``role`` (a primary only
+    while holding the lock with a confirmed lease; a replica from ``upstream``)."""
+
+    role: str
+    upstream: Upstream | None = None
+
+
+@dataclass(frozen=True)
+class Reinitialize:
+    """Operator-requested re-clone of a replica: stop PostgreSQL (IMMEDIATE), wipe the data
+    directory, clone from ``source`` and start as a replica of ``leader``."""
+
+    source: Upstream
+    leader: Upstream
+
+
+@dataclass(frozen=True)
 class SyncSlots:
     """On the primary: make the set of physical replication slots named after members equal to
     ``keep`` (create missing ones, drop member-like slots not in ``keep``)."""
@@ -142,6 +177,10 @@ Action = (
     | Demote
     | ReleaseLeader
     | StopPostgres
+    | HandOver
+    | ClearFailover
+    | RestartPostgres
+    | Reinitialize
     | SyncSlots
     | PublishStatus
 )

@@ -17,13 +17,12 @@ Order of precedence (first match wins), which is also the order of the safety ru
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 
 from pgha.core.actions import (
     AcquireLeader,
     Action,
     BootstrapCluster,
+    ClearFailover,
     CloneReplica,
     Demote,
     Follow,
@@ -35,77 +34,36 @@ from pgha.core.actions import (
     StopMode,
     StopPostgres,
     SyncSlots,
-    Upstream,
     WriteInitialize,
     slot_name,
 )
-from pgha.core.model import (
-    ClusterView,
-    DataState,
-    LocalState,
-    Member,
-    PgRole,
+from pgha.core.decision import Decision, Reason
+from pgha.core.decision import decision as _d
+from pgha.core.decision import upstream_of as _upstream
+from pgha.core.model import ClusterView, DataState, LocalState, Member, PgRole
+from pgha.core.operator import (
+    candidate_verdict,
+    leader_switchover,
+    reinitialize_decision,
+    restart_decision,
 )
+from pgha.core.switchover import parse_failover
+from pgha.core.topology import clone_source, follow_target
 
-
-class Reason(StrEnum):
-    SHUTDOWN = "shutdown"
-    SHUTDOWN_PAUSED = "shutdown_paused"
-    LEASE_UNCONFIRMED = "lease_unconfirmed"
-    DCS_UNREACHABLE = "dcs_unreachable"
-    DCS_UNREACHABLE_LEASE_VALID = "dcs_unreachable_lease_valid"
-    DCS_UNREACHABLE_READ_ONLY = "dcs_unreachable_read_only"
-    FAILSAFE_ACTIVE = "failsafe_active"
-    PAUSED = "paused"
-    BUSY = "busy"
-    DATA_INVALID = "data_invalid"
-    BOOTSTRAP = "bootstrap"
-    BOOTSTRAP_IN_PROGRESS = "bootstrap_in_progress"
-    CLONE = "clone"
-    WAITING_FOR_LEADER = "waiting_for_leader"
-    ADOPT_DATA = "adopt_existing_data"
-    SYSID_MISMATCH = "sysid_mismatch"
-    LEADER_HEALTHY = "leader_healthy"
-    LEADER_DATA_LOST = "leader_data_lost"
-    OTHER_LEADER_DEMOTE = "other_leader_demote"
-    RETAKE_LOCK_AS_PRIMARY = "retake_lock_as_primary"
-    BEHIND_CLUSTER_TIMELINE = "behind_cluster_timeline"
-    PROMOTE_HOLDING_LOCK = "promote_holding_lock"
-    REPLICA_DIVERGED = "replica_diverged"
-    FOLLOW = "follow"
-    REPLICA_HEALTHY = "replica_healthy"
-    RACE = "race"
-    NOT_HEALTHIEST = "not_healthiest"
-    PG_STARTING = "pg_starting"
-    PRIMARY_START_TIMEOUT = "primary_start_timeout"
-    RESTART_PRIMARY = "restart_primary"
-    START_REPLICA = "start_replica"
-    REJOIN = "rejoin"
-
-
-@dataclass(frozen=True)
-class Decision:
-    actions: tuple[Action, ...]
-    reason: Reason
-    message: str
-
-
-def _d(reason: Reason, message: str, *actions: Action) -> Decision:
-    return Decision(tuple(actions), reason, message)
-
-
-def _upstream(member: Member) -> Upstream:
-    return Upstream(member.name, member.conn_url)
+__all__ = ["Decision", "Reason", "decide", "needs_peer_statuses"]
 
 
 def needs_peer_statuses(view: ClusterView | None, local: LocalState) -> bool:
     """True when the next decision may enter the leader race, so the caller must first fetch
     every peer's ``GET /patroni`` (in parallel, short timeout) into ``local.peers``."""
-    if view is None or not local.dcs_ok or view.leader is not None or local.shutting_down:
+    if view is None or not local.dcs_ok or local.shutting_down:
         return False
-    if view.settings.pause or local.pg.data is not DataState.VALID:
+    if local.pg.data is not DataState.VALID or not local.pg.accepting:
         return False
-    return local.pg.accepting
+    request = parse_failover(view.failover)
+    if request is not None and request.due(local.wall_time):
+        return True  # a switchover: the leader checks candidates, the others watch the candidate
+    return view.leader is None and not view.settings.pause
 
 
 def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
@@ -137,6 +95,11 @@ def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
     if pg.busy is not None:
         return _d(Reason.BUSY, f"{pg.busy} in progress")
 
+    if local.reinit_requested and not holds_lock:
+        reinit = reinitialize_decision(view, local)
+        if reinit is not None:
+            return reinit
+
     if paused:
         return _paused(view, local)
 
@@ -164,6 +127,9 @@ def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
         return _d(Reason.SYSID_MISMATCH, msg)
 
     if pg.running and pg.accepting:
+        restart = restart_decision(view, local, holds_lock)
+        if restart is not None:
+            return restart
         if pg.role is PgRole.PRIMARY:
             return _running_primary(view, local, holds_lock, now)
         return _running_replica(view, local, holds_lock, now)
@@ -212,6 +178,34 @@ def _dcs_unreachable(view: ClusterView | None, local: LocalState) -> Decision:
 def _paused(view: ClusterView, local: LocalState) -> Decision:
     """Maintenance mode: change nothing in PostgreSQL; keep publishing as leader if we are."""
     holds_lock = view.leader is not None and view.leader.name == local.name
+    pg = local.pg
+    if pg.running and pg.accepting:
+        restart = restart_decision(view, local, holds_lock)
+        if restart is not None:
+            return restart
+    request = parse_failover(view.failover)
+    if request is not None and request.due(local.wall_time):
+        if holds_lock and pg.running and pg.accepting and pg.role is PgRole.PRIMARY:
+            if not request.candidate:
+                return _d(Reason.SWITCHOVER_IMPOSSIBLE,
+                          "paused: a switchover needs a named candidate", ClearFailover())
+            switchover = leader_switchover(view, local)
+            if switchover is not None:
+                return switchover
+        if (view.leader is None and request.candidate == local.name and pg.running
+                and pg.accepting and pg.role is PgRole.REPLICA):
+            verdict = candidate_verdict(local)
+            if verdict is not None:
+                return _d(Reason.NOT_HEALTHIEST, f"paused: {verdict}")
+            return _d(Reason.SWITCHOVER_CANDIDATE,
+                      "paused: named candidate and the lock is free: taking it",
+                      AcquireLeader(), Promote(), ClearFailover(), PublishStatus())
+    leader = view.leader_member
+    if (not pg.running and pg.stopped_by_agent and pg.data is DataState.VALID
+            and leader is not None and leader.name != local.name
+            and leader.is_running_primary and leader.conn_url):
+        return _d(Reason.REJOIN, f"paused: rejoining {leader.name} after a switchover",
+                  Rejoin(_upstream(leader), view.settings.use_pg_rewind))
     if holds_lock and local.pg.running and local.pg.role is PgRole.PRIMARY:
         return _d(Reason.PAUSED, "paused: leader, publishing status only", PublishStatus())
     if holds_lock and not (local.pg.running and local.pg.role is PgRole.PRIMARY):
@@ -235,19 +229,9 @@ def _empty_data(view: ClusterView, local: LocalState, holds_lock: bool) -> Decis
     leader = view.leader_member
     if leader is None or not leader.is_running_primary or not leader.conn_url:
         return _d(Reason.WAITING_FOR_LEADER, "empty data directory: waiting for a running leader")
-    source = _clone_source(view, local) or leader
+    source = clone_source(view, local) or leader
     return _d(Reason.CLONE, f"creating replica from {source.name}",
               CloneReplica(_upstream(source)), StartPostgres("replica", _upstream(leader)))
-
-
-def _clone_source(view: ClusterView, local: LocalState) -> Member | None:
-    """A running replica tagged ``clonefrom`` (not us), preferring the first by name."""
-    for name in sorted(view.members):
-        m = view.members[name]
-        if (name != local.name and m.tags.clonefrom and m.state == "running"
-                and m.role == "replica" and m.conn_url):
-            return m
-    return None
 
 
 def _slots_to_keep(view: ClusterView, local: LocalState, now: float) -> frozenset[str]:
@@ -284,6 +268,9 @@ def _cluster_timeline(view: ClusterView) -> int | None:
 def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
                      now: float) -> Decision:
     if holds_lock:
+        switchover = leader_switchover(view, local)
+        if switchover is not None:
+            return switchover
         return _d(Reason.LEADER_HEALTHY, "holding the leader lock as a running primary",
                   *_leader_housekeeping(view, local, now))
     if view.leader is not None:
@@ -302,17 +289,6 @@ def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
                       Demote(StopMode.IMMEDIATE))
     return _d(Reason.RETAKE_LOCK_AS_PRIMARY, "no leader lock: running primary takes it",
               AcquireLeader(), *_leader_housekeeping(view, local, now))
-
-
-def _follow_target(view: ClusterView, local: LocalState) -> Member | None:
-    """The member a replica should stream from: the ``replicatefrom`` member when it is a
-    running replica or primary, else the leader."""
-    parent_name = local.tags.replicatefrom
-    if parent_name and parent_name != local.name:
-        parent = view.members.get(parent_name)
-        if parent is not None and parent.state == "running" and parent.conn_url:
-            return parent
-    return view.leader_member
 
 
 def _replica_diverged(view: ClusterView, local: LocalState, leader: Member) -> bool:
@@ -343,15 +319,30 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
             return _d(Reason.REPLICA_DIVERGED,
                       f"replica went past the end of timeline {local.pg.timeline}: stopping "
                       "to rejoin", StopPostgres(StopMode.FAST))
-        target = _follow_target(view, local) or leader
+        target = follow_target(view, local) or leader
         if local.pg.upstream != target.name:
             return _d(Reason.FOLLOW, f"following {target.name}", Follow(_upstream(target)))
         return _d(Reason.REPLICA_HEALTHY, f"replica streaming from {target.name}")
+    request = parse_failover(view.failover)
+    if request is not None and request.due(local.wall_time) and request.candidate:
+        if request.candidate == local.name:
+            verdict = candidate_verdict(local)
+            if verdict is not None:
+                return _d(Reason.NOT_HEALTHIEST, verdict)
+            return _d(Reason.SWITCHOVER_CANDIDATE,
+                      "named switchover/failover candidate and the lock is free: taking it",
+                      AcquireLeader(), Promote(), ClearFailover(),
+                      *_leader_housekeeping(view, local, now))
+        peer = local.peers.get(request.candidate)
+        if peer is not None and peer.state == "running":
+            return _d(Reason.SWITCHOVER_ELSEWHERE,
+                      f"switchover to {request.candidate} in progress: staying out of the race")
     verdict = _race_verdict(view, local)
     if verdict is not None:
         return _d(Reason.NOT_HEALTHIEST, verdict)
+    clear = (ClearFailover(),) if view.failover is not None else ()
     return _d(Reason.RACE, "no leader and this member is the healthiest: taking the lock",
-              AcquireLeader(), Promote(), *_leader_housekeeping(view, local, now))
+              AcquireLeader(), Promote(), *clear, *_leader_housekeeping(view, local, now))
 
 
 def _race_verdict(view: ClusterView, local: LocalState) -> str | None:
@@ -432,6 +423,7 @@ def _stopped(view: ClusterView, local: LocalState, holds_lock: bool, now: float)
         return _d(Reason.REJOIN,
                   f"rejoining {leader.name} as a replica after checking for divergence",
                   Rejoin(_upstream(leader), view.settings.use_pg_rewind))
-    target = _follow_target(view, local) or leader
+    target = follow_target(view, local) or leader
     return _d(Reason.START_REPLICA, f"starting as a replica of {target.name}",
               StartPostgres("replica", _upstream(target)))
+

@@ -320,6 +320,10 @@ class LocalState:
     ``failsafe`` key has confirmed over the REST API that it will not take over, counted like
     ``lease_deadline`` from when the confirmation round was sent. ``failsafe_primary`` (replica):
     the member that sent us such a request within the last ``ttl``; we stay out of any race.
+    ``wall_time`` is the epoch time of this cycle (scheduled switchovers are wall-clock).
+    ``restart_requested``: an operator restart whose conditions the agent already checked.
+    ``reinit_requested``: an operator re-clone; ``reinit_from_leader`` clones from the leader
+    even when a ``clonefrom`` member exists.
     """
 
     name: str
@@ -332,3 +336,7 @@ class LocalState:
     shutting_down: bool = False
     failsafe_deadline: float | None = None
     failsafe_primary: str | None = None
+    wall_time: float = 0.0
+    restart_requested: bool = False
+    reinit_requested: bool = False
+    reinit_from_leader: bool = False

@@ -249,6 +249,14 @@ class ClusterStore:
         """Write the dynamic configuration; with ``if_revision`` only if unchanged since."""
         return await self.kv.put(self.key("config"), dumps(dict(config)), if_revision=if_revision)
 
+    async def read_config(self) -> tuple[dict[str, Any] | None, int | None]:
+        """The ``config`` JSON object and its revision; ``(None, None)`` when absent or not
+        an object (logged)."""
+        kv = await self._get("config")
+        if kv is None:
+            return None, None
+        return _json_object(kv), kv.revision
+
     async def create_config(self, config: Mapping[str, Any]) -> bool:
         """Write the configuration only if there is none."""
         return await self.kv.create(self.key("config"), dumps(dict(config)))
@@ -262,7 +270,12 @@ class ClusterStore:
         (``failsafe_mode``): ``{name: api_url}``."""
         await self.kv.put(self.key("failsafe"), dumps(dict(members)))
 
+    async def write_failover(self, request: Mapping[str, Any]) -> None:
+        """Store a switchover/failover request (``{leader?, member?, scheduled_at?}``)."""
+        await self.kv.put(self.key("failover"), dumps(dict(request)))
+
     async def delete_failover(self) -> bool:
+        """Delete the switchover/failover request; False when there was none."""
         return await self.kv.delete(self.key("failover"))
 
     # -- history ------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ log = logging.getLogger("pgha.pg")
 
 EXECUTE_TIMEOUT = 60.0
 _READY_POLL = 0.2
+_PROMOTE_POLL = 0.01  # writes resume the moment recovery ends: a switchover waits on this
 
 
 class Postgres:
@@ -153,14 +154,15 @@ class Postgres:
         return out
 
     # ---------------------------------------------------------------------- running it
-    async def _wait_ready(self, replica: bool, deadline: float) -> bool:
+    async def _wait_ready(self, replica: bool, deadline: float,
+                          poll: float = _READY_POLL) -> bool:
         while True:
             snap = await self._snapshot()
             if snap is not None and snap.in_recovery == replica:
                 return True
             if time.monotonic() >= deadline or not self.is_running():
                 return False
-            await asyncio.sleep(_READY_POLL)
+            await asyncio.sleep(poll)
 
     async def start(self, role: str, upstream: Upstream | None) -> bool:
         """Write the configuration for ``role`` ("primary" | "replica") and start PostgreSQL;
@@ -251,10 +253,10 @@ class Postgres:
         deadline = time.monotonic() + self.settings.pg_ctl_timeout
         if snap.in_recovery:
             log.info("promoting PostgreSQL")
-            result = await pg_ctl_promote(self.settings, self.settings.pg_ctl_timeout)
+            result = await pg_ctl_promote(self.settings)
             if not result.ok:
                 log.warning("pg_ctl promote: %s", result.describe())
-            if not await self._wait_ready(False, deadline):
+            if not await self._wait_ready(False, deadline, poll=_PROMOTE_POLL):
                 log.error("promote: still in recovery")
                 return False
         try:

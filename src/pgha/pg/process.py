@@ -164,13 +164,26 @@ async def pg_ctl_start(settings: PgSettings, timeout: float) -> CmdResult:
 
 
 async def pg_ctl_stop(settings: PgSettings, mode: StopMode, timeout: float) -> CmdResult:
-    argv = _pg_ctl(settings, "stop", "-m", str(mode), "-w", "-t", str(max(1, int(timeout))))
-    return await run(argv, timeout=timeout + _PG_CTL_GRACE, env=clean_env())
+    """``pg_ctl stop -m mode``; returns once the postmaster has exited (watched through a
+    pidfd rather than pg_ctl's 100 ms polling) or ``timeout`` passed (then not ok)."""
+    pidfile = read_pidfile(settings.data_dir)
+    argv = _pg_ctl(settings, "stop", "-m", str(mode), "-W")
+    result = await run(argv, timeout=_PG_CTL_GRACE, env=clean_env())
+    if not result.ok or pidfile is None:
+        return result
+    try:
+        async with asyncio.timeout(timeout):
+            await wait_pid_exit(pidfile.pid)
+    except TimeoutError:
+        return CmdResult(tuple(argv), None, "",
+                         f"postmaster still running after {timeout:g}s", timed_out=True)
+    return result
 
 
-async def pg_ctl_promote(settings: PgSettings, timeout: float) -> CmdResult:
-    argv = _pg_ctl(settings, "promote", "-w", "-t", str(max(1, int(timeout))))
-    return await run(argv, timeout=timeout + _PG_CTL_GRACE, env=clean_env())
+async def pg_ctl_promote(settings: PgSettings) -> CmdResult:
+    """Signal promotion (``pg_ctl promote -W``); the caller waits for it to finish."""
+    return await run(_pg_ctl(settings, "promote", "-W"), timeout=_PG_CTL_GRACE,
+                     env=clean_env())
 
 
 async def pg_ctl_reload(settings: PgSettings) -> CmdResult:

@@ -1,0 +1,94 @@
+"""Decisions on operator requests (pure): switchover/failover, restart, re-initialize.
+
+Called by :func:`pgha.core.decide.decide` at the points its precedence allows; each returns a
+Decision, or None when the request does not apply now (the normal rules continue).
+"""
+
+from __future__ import annotations
+
+from pgha.core.actions import ClearFailover, HandOver, Reinitialize, RestartPostgres
+from pgha.core.decision import Decision, Reason
+from pgha.core.decision import decision as _d
+from pgha.core.decision import upstream_of as _upstream
+from pgha.core.model import ClusterView, LocalState, PgRole
+from pgha.core.switchover import (
+    FailoverRequest,
+    candidate_problem,
+    parse_failover,
+    pick_candidate,
+)
+from pgha.core.topology import clone_source, follow_target
+
+
+def leader_switchover(view: ClusterView, local: LocalState) -> Decision | None:
+    """The leader's part of a ``failover`` request (see :mod:`pgha.core.switchover`); None
+    when there is no request to act on now."""
+    request = parse_failover(view.failover)
+    if request is None:
+        if view.failover is not None:
+            return _d(Reason.SWITCHOVER_IMPOSSIBLE, "unusable failover key: removing it",
+                      ClearFailover())
+        return None
+    if request.leader and request.leader != local.name:
+        return _d(Reason.SWITCHOVER_IMPOSSIBLE,
+                  f"failover key names leader {request.leader}, not us: removing it",
+                  ClearFailover())
+    if not request.due(local.wall_time):
+        return None
+    return _hand_over(view, local, request)
+
+
+def _hand_over(view: ClusterView, local: LocalState, request: FailoverRequest) -> Decision:
+    candidate = request.candidate or pick_candidate(view, local.peers, local.name)
+    if candidate is None:
+        return _d(Reason.SWITCHOVER_IMPOSSIBLE,
+                  "switchover requested but no candidate is fit: removing the request",
+                  ClearFailover())
+    problem = candidate_problem(view, candidate, local.peers.get(candidate), check_lag=True)
+    member = view.members.get(candidate)
+    if problem is not None or member is None or not member.conn_url:
+        return _d(Reason.SWITCHOVER_IMPOSSIBLE,
+                  f"switchover to {candidate} not possible ({problem or 'no address'}): "
+                  "removing the request", ClearFailover())
+    return _d(Reason.SWITCHOVER, f"switching over to {candidate}",
+              HandOver(_upstream(member)))
+
+
+def candidate_verdict(local: LocalState) -> str | None:
+    """Why the named candidate must not take the free lock: the checks of the race that do
+    not compare WAL positions (the leader compared them before handing over)."""
+    if not local.tags.can_be_leader:
+        return "named candidate but tagged nofailover: never taking the lock"
+    if local.failsafe_primary is not None:
+        return f"primary {local.failsafe_primary} confirmed it is alive (failsafe)"
+    for name in sorted(local.peers):
+        peer = local.peers[name]
+        if name != local.name and peer is not None and peer.is_running_primary:
+            return f"primary {name} is still running"
+    return None
+
+
+def restart_decision(view: ClusterView, local: LocalState, holds_lock: bool) -> Decision | None:
+    """An operator restart of running PostgreSQL in its current role. A primary without the
+    lock is left to the normal rules (it must demote, not restart writable)."""
+    if not local.restart_requested:
+        return None
+    if local.pg.role is PgRole.PRIMARY:
+        if not holds_lock:
+            return None
+        return _d(Reason.RESTART, "restarting PostgreSQL as primary on request",
+                  RestartPostgres("primary"))
+    target = follow_target(view, local) if view.leader is not None else None
+    upstream = _upstream(target) if target is not None and target.name != local.name else None
+    return _d(Reason.RESTART, "restarting PostgreSQL as a replica on request",
+              RestartPostgres("replica", upstream))
+
+
+def reinitialize_decision(view: ClusterView, local: LocalState) -> Decision | None:
+    """An operator re-clone, possible only from a running leader that is not us."""
+    leader = view.leader_member
+    if leader is None or not leader.is_running_primary or not leader.conn_url:
+        return None
+    source = leader if local.reinit_from_leader else (clone_source(view, local) or leader)
+    return _d(Reason.REINITIALIZE, f"re-creating this replica from {source.name} on request",
+              Reinitialize(_upstream(source), _upstream(leader)))
