@@ -13,19 +13,24 @@ from __future__ import annotations
 import heapq
 import random
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from pgha.core.actions import (
     AcquireLeader,
     Action,
     BootstrapCluster,
+    ClearFailover,
     CloneReplica,
     Demote,
     Follow,
+    HandOver,
     Promote,
     PublishStatus,
+    Reinitialize,
     Rejoin,
     ReleaseLeader,
+    RestartPostgres,
     StartPostgres,
     StopPostgres,
     SyncSlots,
@@ -65,6 +70,7 @@ class SimStore:
     optime: int | None = None
     history: list[HistoryEntry] = field(default_factory=list)
     sessions: dict[str, float] = field(default_factory=dict)  # owner -> expiry
+    failover: dict[str, Any] | None = None
     revision: int = 1
 
     def bump(self) -> None:
@@ -89,6 +95,7 @@ class SimStore:
             members=dict(self.members),
             optime=self.optime,
             history=tuple(self.history),
+            failover=dict(self.failover) if self.failover is not None else None,
             revision=self.revision,
         )
 
@@ -144,6 +151,8 @@ class SimMember:
     member_seen: dict[str, float] = field(default_factory=dict)
     stalled_until: float = 0.0  # replication from upstream paused (slow network) until then
     keepalive_broken_until: float = 0.0  # keep-alives fail while reads still work
+    restart_requested: bool = False
+    reinit_requested: bool = False
 
 
 class Sim:
@@ -164,6 +173,7 @@ class Sim:
         self.events: list[tuple[float, int, str, str]] = []
         self.seq = 0
         self.promotions: list[tuple[float, str, int]] = []
+        self.switchovers = 0  # completed hand-overs
         self.log: list[str] = []
         for name in self.members:
             self.schedule(self.rng.uniform(0, 0.5), name, "cycle")
@@ -254,7 +264,8 @@ class Sim:
         m = self.rng.choice(live)
         kind = self.rng.choice(["node_death", "postmaster_kill", "partition", "clean_stop",
                                 "leader_node_death", "replication_stall", "keepalive_broken",
-                                "store_extends_sessions"])
+                                "store_extends_sessions", "switchover", "switchover",
+                                "restart", "reinit"])
         if kind == "leader_node_death":
             m = next((x for x in live if self.store.leader == x.name), m)
             kind = "node_death"
@@ -276,6 +287,27 @@ class Sim:
             m.keepalive_broken_until = self.now + self.rng.uniform(2, 20)
             if self.rng.random() < 0.5:  # and its postmaster dies meanwhile
                 self.schedule(self.rng.uniform(0.5, 5), "*", "fault")
+        elif kind == "switchover":
+            # an operator request: to a named member or any, now or a little later, naming
+            # the current leader or (a stale request) someone else
+            names = list(self.members)
+            request: dict[str, Any] = {}
+            if self.rng.random() < 0.9:
+                request["leader"] = self.store.leader or self.rng.choice(names)
+            if self.rng.random() < 0.7 or "leader" not in request:
+                request["member"] = self.rng.choice(names)
+            if self.rng.random() < 0.2:
+                at = self.wall_time() + self.rng.uniform(1, 20)
+                request["scheduled_at"] = datetime.fromtimestamp(at, UTC).isoformat()
+            self.store.failover = request
+            self.store.bump()
+            self.wake_all()
+        elif kind == "restart":
+            m.restart_requested = True
+            self.schedule(0.01, m.name, "cycle")
+        elif kind == "reinit":
+            m.reinit_requested = True
+            self.schedule(0.01, m.name, "cycle")
         elif kind == "store_extends_sessions":
             for owner in self.store.sessions:  # as etcd does when it elects a new leader
                 self.store.sessions[owner] = self.now + self.settings.ttl
@@ -302,7 +334,13 @@ class Sim:
                     shutting_down: bool = False) -> LocalState:
         return LocalState(name=m.name, tags=m.tags, pg=m.pg.state(), dcs_ok=not m.partitioned,
                           lease_deadline=m.lease_deadline, member_seen=dict(m.member_seen),
-                          shutting_down=shutting_down)
+                          shutting_down=shutting_down, wall_time=self.wall_time(),
+                          restart_requested=m.restart_requested,
+                          reinit_requested=m.reinit_requested)
+
+    def wall_time(self) -> float:
+        """Epoch seconds: the simulation starts at 2000-01-01T00:00:00Z."""
+        return 946684800.0 + self.now
 
     def peer_status(self, name: str) -> PeerStatus | None:
         p = self.members[name]
@@ -327,6 +365,7 @@ class Sim:
             peers = {n: self.peer_status(n) for n in view.members if n != m.name}
             local = replace(local, peers=peers)
         decision = decide(view, local, self.now)
+        m.restart_requested = m.reinit_requested = False  # answered by this cycle
         self.execute(m, decision.actions)
         if view is not None and not m.partitioned:
             self.publish_member(m)
@@ -420,7 +459,11 @@ class Sim:
             if not pg.running or st.leader != m.name or m.lease_deadline is None \
                     or m.lease_deadline <= now:
                 raise InvariantViolation(f"{m.name} promoting without the lock and lease")
-            if st.optime is not None and st.optime - pg.wal > self.settings.maximum_lag_on_failover:
+            # an operator's failover to a named member with no leader named accepts the loss
+            waived = (st.failover is not None and not st.failover.get("leader")
+                      and st.failover.get("member") == m.name)
+            if st.optime is not None and not waived \
+                    and st.optime - pg.wal > self.settings.maximum_lag_on_failover:
                 raise InvariantViolation(
                     f"{m.name} promoted {st.optime - pg.wal} bytes behind the last optime")
             if pg.role is PgRole.REPLICA:
@@ -446,6 +489,40 @@ class Sim:
         if isinstance(a, StopPostgres):
             pg.stop(now, clean=True)
             return True
+        if isinstance(a, HandOver):
+            cand = self.members[a.candidate.name]
+            if not dcs or st.leader != m.name:
+                return False
+            st.failover = {"leader": m.name, "member": cand.name}
+            pg.stop(now, clean=True)
+            # the shutdown checkpoint reaches a candidate that streams from us, unless its
+            # replication is stalled; the real executor waits for it and otherwise withdraws
+            if (cand.agent_alive and cand.pg.running and cand.pg.upstream == m.name
+                    and cand.stalled_until <= now and cand.pg.timeline == pg.timeline):
+                cand.pg.wal = max(cand.pg.wal, pg.wal)
+                st.leader = None
+                self.switchovers += 1
+                st.bump()
+                self.wake_all()
+                return True
+            st.failover = None
+            st.bump()
+            return False
+        if isinstance(a, ClearFailover):
+            if dcs:
+                st.failover = None
+                st.bump()
+            return dcs
+        if isinstance(a, RestartPostgres):
+            pg.stop(now, clean=True)
+            return self.apply(m, StartPostgres(a.role, a.upstream))
+        if isinstance(a, Reinitialize):
+            if not self.members[a.source.name].pg.running:
+                return False
+            pg.stop(now, clean=False)
+            pg.data = DataState.EMPTY
+            return self.apply(m, CloneReplica(a.source)) and \
+                self.apply(m, StartPostgres("replica", a.leader))
         if isinstance(a, SyncSlots):
             return True
         if isinstance(a, PublishStatus):
@@ -464,4 +541,4 @@ class Sim:
 
     def summary(self) -> dict[str, Any]:
         return {"promotions": len(self.promotions), "leader": self.store.leader,
-                "time": self.now}
+                "switchovers": self.switchovers, "time": self.now}

@@ -194,7 +194,7 @@ def _paused(view: ClusterView, local: LocalState) -> Decision:
                 return switchover
         if (view.leader is None and request.candidate == local.name and pg.running
                 and pg.accepting and pg.role is PgRole.REPLICA):
-            verdict = candidate_verdict(local)
+            verdict = candidate_verdict(view, local, request)
             if verdict is not None:
                 return _d(Reason.NOT_HEALTHIEST, f"paused: {verdict}")
             return _d(Reason.SWITCHOVER_CANDIDATE,
@@ -326,7 +326,7 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
     request = parse_failover(view.failover)
     if request is not None and request.due(local.wall_time) and request.candidate:
         if request.candidate == local.name:
-            verdict = candidate_verdict(local)
+            verdict = candidate_verdict(view, local, request)
             if verdict is not None:
                 return _d(Reason.NOT_HEALTHIEST, verdict)
             return _d(Reason.SWITCHOVER_CANDIDATE,

@@ -54,11 +54,19 @@ def _hand_over(view: ClusterView, local: LocalState, request: FailoverRequest) -
               HandOver(_upstream(member)))
 
 
-def candidate_verdict(local: LocalState) -> str | None:
-    """Why the named candidate must not take the free lock: the checks of the race that do
-    not compare WAL positions (the leader compared them before handing over)."""
+def candidate_verdict(view: ClusterView, local: LocalState, request: FailoverRequest) -> str | None:
+    """Why the named candidate must not take the free lock. It does not compare WAL positions
+    with its peers (the leader checked them before handing over). A switchover (the request
+    names a leader) still needs the candidate within ``maximum_lag_on_failover`` of the last
+    leader position: a leader that died before handing over must not turn a planned
+    switchover into a lossy failover. Only a manual failover (no leader named) waives it."""
     if not local.tags.can_be_leader:
         return "named candidate but tagged nofailover: never taking the lock"
+    position, limit = local.pg.wal_position, view.settings.maximum_lag_on_failover
+    if request.leader and view.optime is not None and (
+            position is None or view.optime - position > limit):
+        return (f"switchover candidate, but {view.optime - (position or 0)} bytes behind the "
+                f"last leader position exceeds maximum_lag_on_failover {limit}")
     if local.failsafe_primary is not None:
         return f"primary {local.failsafe_primary} confirmed it is alive (failsafe)"
     for name in sorted(local.peers):
