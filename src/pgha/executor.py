@@ -39,6 +39,7 @@ from pgha.core.model import HistoryEntry
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
+from pgha.metrics import AgentMetrics
 from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
 
@@ -68,6 +69,7 @@ class Executor:
         after_pg_change: Callable[[], Awaitable[None]],
         pg_ctl_timeout: float,
         dcs_timeout: float,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.pg = pg
         self.store = store
@@ -79,6 +81,10 @@ class Executor:
         self.pg_ctl_timeout = pg_ctl_timeout
         self.dcs_timeout = dcs_timeout
         self.last_wal_position: int | None = None  # set by the agent before each run
+        self.metrics = metrics  # promotions, failovers and demotions are counted here
+        # set by the agent before each run: an operator's switchover/failover request is in
+        # the DCS, so a promotion now is planned (not counted as a failover)
+        self.promotion_requested = False
 
     async def run(self, actions: Sequence[Action]) -> bool:
         for action in actions:
@@ -133,10 +139,15 @@ class Executor:
                     log.info("leader lock is taken: lost the race")
                 return won
             case Promote():
-                return await self._promote()
+                promoted = await self._promote()
+                if promoted and self.metrics is not None:
+                    self.metrics.record_promotion(requested=self.promotion_requested)
+                return promoted
             case Demote(mode=mode, release_lock=release):
                 async with asyncio.timeout(self.pg_ctl_timeout + 5):
                     stopped = await pg.stop(mode)
+                if stopped and self.metrics is not None:
+                    self.metrics.demotions.only.inc()
                 await self.after_pg_change()
                 if release:
                     async with asyncio.timeout(self.dcs_timeout):
