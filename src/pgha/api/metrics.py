@@ -23,6 +23,7 @@ yet) is 0, as Patroni reports it. In particular:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -55,11 +56,12 @@ POSTGRES_STATE_CODES: Mapping[str, int] = {
 
 def version_number(version: str) -> str:
     """Patroni's ``patroni_version`` value: each dotted part as two digits, ``4.0.0`` ->
-    ``040000`` (Prometheus reads it as 40000). Non-numeric suffixes are dropped."""
+    ``040000`` (Prometheus reads it as 40000). Only each part's leading digits count
+    (``3rc1`` -> ``03``)."""
     parts = []
     for part in version.split(".")[:3]:
-        digits = "".join(c for c in part if c.isdigit()) or "0"
-        parts.append(digits.zfill(2))
+        digits = re.match(r"\d*", part)
+        parts.append((digits.group() if digits else "").zfill(2))
     while len(parts) < 3:
         parts.append("00")
     return "".join(parts)
