@@ -48,8 +48,8 @@ def scrape(api: str) -> str:
     return body.decode()
 
 
-def test_prometheus_scrapes_one_primary_and_pgha_metrics(cluster: LocalCluster,
-                                                         tmp_path: Path) -> None:
+def test_prometheus_scrapes_one_primary_pgha_metrics_and_a_failover(
+        cluster: LocalCluster, tmp_path: Path) -> None:
     leader = wait_healthy(cluster)
     members = sorted(cluster.procs)
     targets = [f"127.0.0.1:{m.api_port}" for m in cluster.procs.values()]
@@ -93,6 +93,23 @@ def test_prometheus_scrapes_one_primary_and_pgha_metrics(cluster: LocalCluster,
             assert quantile is not None and quantile >= 0
             streaming = prom.scalar(f'sum(patroni_postgres_streaming{{scope="{SCOPE}"}})')
             assert streaming == len(members) - 1
+            assert prom.scalar(f'sum(pgha_promotions_total{{scope="{SCOPE}"}})') == 0
+
+            # the leader's node dies: the survivor's promotion is counted as a failover
+            cluster.kill_node(leader.name)
+            survivor = next(m for m in cluster.procs.values() if m is not leader)
+            wait_until(
+                lambda: prom.scalar(
+                    f'patroni_primary{{scope="{SCOPE}",name="{survivor.name}"}}') == 1,
+                90, "Prometheus seeing the survivor as primary")
+            query = f'{{__name__=~"pgha_(promotions|failovers|demotions)_total",' \
+                    f'scope="{SCOPE}",name="{survivor.name}"}}'
+            wait_until(lambda: len(prom.query(query)) == 3 and prom.scalar(
+                f'pgha_failovers_total{{scope="{SCOPE}",name="{survivor.name}"}}') == 1,
+                30, "the failover counted")
+            counts = {r["metric"]["__name__"]: float(r["value"][1]) for r in prom.query(query)}
+            assert counts == {"pgha_promotions_total": 1, "pgha_failovers_total": 1,
+                              "pgha_demotions_total": 0}
         except BaseException:
             print(prom.log())
             raise
