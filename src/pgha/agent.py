@@ -47,10 +47,12 @@ from pgha.core.model import (
 )
 from pgha.dcs.base import DCSError, SessionExpired
 from pgha.dcs.factory import open_kv
+from pgha.dcs.instrumented import InstrumentedKV
 from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
 from pgha.executor import Executor
 from pgha.failsafe import Failsafe
+from pgha.metrics import AgentMetrics
 from pgha.peers import fetch_peer_statuses, parse_peer_status
 from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
@@ -79,7 +81,11 @@ class Agent:
         self.settings = HaSettings.from_config(dyn.model_dump(mode="json", by_alias=False))
         self.tags = Tags.from_json(config.tags.model_dump(exclude_none=True))
         self.pg = Postgres(pg_settings(config, dyn))
-        self.kv = open_kv(config, ttl=self.settings.ttl, timeout=self.settings.retry_timeout)
+        self.metrics = AgentMetrics()
+        self.kv = InstrumentedKV(
+            open_kv(config, ttl=self.settings.ttl, timeout=self.settings.retry_timeout),
+            self.metrics.dcs_duration, self.metrics.dcs_errors)
+        self.metrics.lease_seconds_left.only.set_function(self.lease_seconds_left)
         self.store = ClusterStore(self.kv, config.namespace, config.scope, config.name)
         self.api_url = config.restapi.api_url
         self.status = AgentStatus(self.name, config.scope, self.tags, self.pg.conn_url(),
@@ -116,6 +122,7 @@ class Agent:
             pg_ctl_timeout=config.postgresql.pg_ctl_timeout,
             dcs_timeout=self.settings.retry_timeout,
             handover_timeout=min(10.0, self.settings.ttl / 2),
+            metrics=self.metrics,
         )
         self.control = Control(self)
 
@@ -288,6 +295,13 @@ class Agent:
         known = [d for d in (self.lease_deadline, self.failsafe.deadline) if d is not None]
         return max(known) if known else None
 
+    def lease_seconds_left(self) -> float:
+        """Seconds until the leader lease we hold must be confirmed again (``lease_deadline``),
+        0 when we do not hold the leader lock. For ``pgha_leader_lease_seconds_left``."""
+        if not self.status.holds_lock or self.lease_deadline is None:
+            return 0.0
+        return max(0.0, self.lease_deadline - time.monotonic())
+
     def _decision_overdue(self) -> bool:
         """The lease (and any failsafe confirmation) ran out, and no decision cycle has
         completed since: the decision loop is stuck, so it cannot demote the primary itself."""
@@ -412,6 +426,7 @@ class Agent:
         if reinit is not None:
             self.control.reinit_started(decision.reason is Reason.REINITIALIZE, decision.message)
         self.executor.last_wal_position = pg_state.wal_position
+        self.executor.promotion_requested = view is not None and view.failover is not None
         if any(isinstance(a, _STOPS_PG) for a in decision.actions):
             self.stopped_by_agent = True
         ok = await self.executor.run(decision.actions)
@@ -482,7 +497,8 @@ class Agent:
     async def _decision_loop(self) -> None:
         while True:
             try:
-                ok = await self._cycle()
+                with self.metrics.time_cycle():
+                    ok = await self._cycle()
             except Exception:
                 # A bug must not kill the agent: log it and try again. Only completed cycles
                 # refresh the heartbeat, so a loop that keeps failing stops renewing the lease,

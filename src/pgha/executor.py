@@ -44,6 +44,7 @@ from pgha.core.switchover import FailoverRequest
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
+from pgha.metrics import AgentMetrics
 from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
 from pgha.pg.probe import remote_connection
@@ -78,6 +79,7 @@ class Executor:
         pg_ctl_timeout: float,
         dcs_timeout: float,
         handover_timeout: float = 10.0,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.pg = pg
         self.store = store
@@ -90,6 +92,10 @@ class Executor:
         self.dcs_timeout = dcs_timeout
         self.handover_timeout = handover_timeout
         self.last_wal_position: int | None = None  # set by the agent before each run
+        self.metrics = metrics  # promotions, failovers and demotions are counted here
+        # set by the agent before each run: an operator's switchover/failover request is in
+        # the DCS, so a promotion now is planned (not counted as a failover)
+        self.promotion_requested = False
 
     async def run(self, actions: Sequence[Action]) -> bool:
         for action in actions:
@@ -144,10 +150,15 @@ class Executor:
                     log.info("leader lock is taken: lost the race")
                 return won
             case Promote():
-                return await self._promote()
+                promoted = await self._promote()
+                if promoted and self.metrics is not None:
+                    self.metrics.record_promotion(requested=self.promotion_requested)
+                return promoted
             case Demote(mode=mode, release_lock=release):
                 async with asyncio.timeout(self.pg_ctl_timeout + 5):
                     stopped = await pg.stop(mode)
+                if stopped and self.metrics is not None:
+                    self.metrics.demotions.only.inc()
                 await self.after_pg_change()
                 if release:
                     async with asyncio.timeout(self.dcs_timeout):
@@ -231,6 +242,8 @@ class Executor:
             released = await self.store.release_leader()
         log.info("switchover: %s has our final WAL; lock %s", candidate.name,
                  "released" if released else "was no longer ours")
+        if self.metrics is not None:
+            self.metrics.demotions.only.inc()
         return True
 
     async def _caught_up(self, conn: Any, final: int | None) -> bool:

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 from aiohttp import web
 
 from pgha.api.checks import HEALTH_CHECKS, cluster_json
+from pgha.api.metrics import CONTENT_TYPE, render_metrics
 from pgha.commands import Command, Outcome
+from pgha.metrics import AgentMetrics
 from pgha.status import AgentStatus
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ log = logging.getLogger("pgha.api")
 
 class StatusSource(Protocol):
     status: AgentStatus
+    metrics: AgentMetrics  # pgha's own metrics, rendered by GET /metrics
 
     def accept_failsafe(self, name: str) -> tuple[int, str]: ...
 
@@ -82,6 +85,10 @@ def build_app(source: StatusSource) -> web.Application:
         code, text = source.accept_failsafe(name)
         return web.Response(status=code, text=text)
 
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        body = render_metrics(source.status, source.metrics)
+        return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+
     async def unknown(request: web.Request) -> web.StreamResponse:
         if request.method in ("HEAD", "OPTIONS"):
             return web.Response(status=503)
@@ -97,6 +104,7 @@ def build_app(source: StatusSource) -> web.Application:
     app.router.add_get("/cluster", cluster)
     app.router.add_get("/failsafe", failsafe_get)
     app.router.add_post("/failsafe", failsafe_post)
+    app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", unknown)
     return app
 

@@ -1,0 +1,189 @@
+"""``GET /metrics``: Patroni's Prometheus gauges plus pgha's own metrics, as exposition text.
+
+Everything is computed from the agent's last published :class:`AgentStatus` (and the in-memory
+:class:`pgha.metrics.AgentMetrics`): rendering makes no DCS or PostgreSQL call, so scraping
+every few seconds costs a few microseconds of string formatting.
+
+Every sample carries ``scope`` and ``name`` labels, as in Patroni. The ``patroni_*`` names,
+types and meanings follow Patroni, so existing dashboards and alerts keep working; values agree
+with ``GET /patroni`` (``patroni_primary`` / ``patroni_replica`` follow its ``role``). A value
+the agent does not know (PostgreSQL not running, DCS never read, a feature pgha does not have
+yet) is 0, as Patroni reports it. In particular:
+
+* ``patroni_sync_standby`` and ``patroni_quorum_standby`` are 0: pgha has no synchronous
+  replication yet; ``patroni_standby_leader`` is 0: no standby clusters yet;
+  ``patroni_pending_restart`` is 0: pending restarts are not tracked yet.
+* ``patroni_xlog_location`` is the flush position on a primary, 0 elsewhere; the
+  ``patroni_xlog_received/replayed_*`` values and ``patroni_xlog_paused`` are 0 except on a
+  running replica.
+* ``patroni_cluster_unlocked`` and ``patroni_is_paused`` are 0 until the DCS was read once.
+* ``patroni_postgres_state`` uses Patroni's codes (:data:`POSTGRES_STATE_CODES`); a state
+  outside that list (none is published today) is rendered as -1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pgha import __version__
+from pgha.metrics import AgentMetrics, escape_help, format_labels, format_value
+from pgha.status import AgentStatus
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Patroni's numeric codes for the ``state`` strings of ``GET /patroni``.
+POSTGRES_STATE_CODES: Mapping[str, int] = {
+    "initializing new cluster": 0,
+    "initdb failed": 1,
+    "running custom bootstrap script": 2,
+    "custom bootstrap failed": 3,
+    "creating replica": 4,
+    "running": 5,
+    "starting": 6,
+    "starting after custom bootstrap": 7,
+    "start failed": 8,
+    "restarting": 9,
+    "restart failed": 10,
+    "stopping": 11,
+    "stopped": 12,
+    "stop failed": 13,
+    "crashed": 14,
+}
+
+
+def version_number(version: str) -> str:
+    """Patroni's ``patroni_version`` value: each dotted part as two digits, ``4.0.0`` ->
+    ``040000`` (Prometheus reads it as 40000). Only each part's leading digits count
+    (``3rc1`` -> ``03``)."""
+    parts = []
+    for part in version.split(".")[:3]:
+        digits = re.match(r"\d*", part)
+        parts.append((digits.group() if digits else "").zfill(2))
+    while len(parts) < 3:
+        parts.append("00")
+    return "".join(parts)
+
+
+def epoch_of(timestamp: Any) -> float:
+    """Seconds since the epoch of a PostgreSQL timestamp text (``2024-01-31
+    12:00:00.123+00:00``; a trailing `` UTC`` is accepted), 0 when absent or unreadable."""
+    if not isinstance(timestamp, str) or not timestamp:
+        return 0
+    text = timestamp.strip()
+    if text.endswith(" UTC"):
+        text = text[:-4] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return 0
+    if parsed.tzinfo is None:
+        return 0  # ambiguous: the server's time zone is not known here
+    return parsed.timestamp()
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def patroni_gauges(status: AgentStatus) -> list[tuple[str, str, str, float | str]]:
+    """``(name, type, help, value)`` of every Patroni metric, in Patroni's order."""
+    running = status.pg_state == "running"
+    details: Mapping[str, Any] = status.pg_details if status.pg.running else {}
+    xlog = details.get("xlog")
+    xlog = xlog if isinstance(xlog, Mapping) else {}
+    role = status.role
+    primary = running and role == "primary"
+    replica_xlog = running and role == "replica"
+    rstate = details.get("replication_state")
+    view = status.view
+    return [
+        ("patroni_version", "gauge",
+         "Agent version as a number: each semver part as two digits (0.1.0 -> 000100).",
+         version_number(__version__)),
+        ("patroni_postgres_running", "gauge",
+         "1 when PostgreSQL runs and answers queries, else 0.",
+         int(running)),
+        ("patroni_postmaster_start_time", "gauge",
+         "Start time of the running postmaster, in epoch seconds (0 when not running).",
+         epoch_of(details.get("postmaster_start_time")) if running else 0),
+        ("patroni_primary", "gauge",
+         "1 when PostgreSQL runs here as a primary, else 0.",
+         int(role == "primary")),
+        ("patroni_xlog_location", "counter",
+         "WAL flush position (bytes) of this primary; 0 on any other member.",
+         _int(xlog.get("location")) if primary else 0),
+        ("patroni_standby_leader", "gauge",
+         "1 when this member leads a standby cluster, else 0 (no standby clusters yet).",
+         int(role == "standby_leader")),
+        ("patroni_replica", "gauge",
+         "1 when this member's role is replica (as in GET /patroni), else 0.",
+         int(role == "replica")),
+        ("patroni_sync_standby", "gauge",
+         "1 when this member is a synchronous standby, else 0 (always 0 for now).",
+         0),
+        ("patroni_quorum_standby", "gauge",
+         "1 when this member is a quorum standby, else 0 (always 0 for now).",
+         0),
+        ("patroni_xlog_received_location", "counter",
+         "WAL position (bytes) received by this running replica; 0 elsewhere.",
+         _int(xlog.get("received_location")) if replica_xlog else 0),
+        ("patroni_xlog_replayed_location", "counter",
+         "WAL position (bytes) replayed by this running replica; 0 elsewhere.",
+         _int(xlog.get("replayed_location")) if replica_xlog else 0),
+        ("patroni_xlog_replayed_timestamp", "gauge",
+         "Commit time (epoch seconds) of the last transaction replayed here; 0 if unknown.",
+         epoch_of(xlog.get("replayed_timestamp")) if replica_xlog else 0),
+        ("patroni_xlog_paused", "gauge",
+         "1 when WAL replay is paused on this replica, else 0.",
+         int(bool(xlog.get("paused"))) if replica_xlog else 0),
+        ("patroni_postgres_streaming", "gauge",
+         "1 when this replica receives WAL by streaming replication, else 0.",
+         int(running and rstate == "streaming")),
+        ("patroni_postgres_in_archive_recovery", "gauge",
+         "1 when this replica recovers from the WAL archive (not streaming), else 0.",
+         int(running and rstate == "in archive recovery")),
+        ("patroni_postgres_server_version", "gauge",
+         "server_version_num of the running PostgreSQL; 0 when not running.",
+         _int(details.get("server_version")) if running else 0),
+        ("patroni_cluster_unlocked", "gauge",
+         "1 when no member holds the leader lock, else 0.",
+         int(view is not None and view.leader is None)),
+        ("patroni_failsafe_mode_is_active", "gauge",
+         "1 when this primary stays writable only through failsafe confirmations, else 0.",
+         int(status.failsafe_active)),
+        ("patroni_postgres_timeline", "gauge",
+         "Timeline of the running PostgreSQL; 0 when not running.",
+         (status.pg.timeline or 0) if running else 0),
+        ("patroni_dcs_last_seen", "gauge",
+         "Epoch seconds of this member's last successful DCS read (0: never).",
+         int(status.dcs_last_seen or 0)),
+        ("patroni_pending_restart", "gauge",
+         "1 when PostgreSQL needs a restart to apply settings, else 0 (not tracked yet).",
+         0),
+        ("patroni_is_paused", "gauge",
+         "1 when the cluster is paused (maintenance mode: no automatic failover), else 0.",
+         int(view is not None and view.settings.pause)),
+        ("patroni_postgres_state", "gauge",
+         "PostgreSQL state as a number (Patroni's codes): 0 initializing new cluster, "
+         "4 creating replica, 5 running, 6 starting, 12 stopped, 14 crashed; -1 unknown.",
+         POSTGRES_STATE_CODES.get(status.pg_state, -1)),
+    ]
+
+
+def render_metrics(status: AgentStatus, metrics: AgentMetrics | None) -> str:
+    """The whole ``/metrics`` body: Patroni's metrics, then pgha's own (when given)."""
+    const = {"scope": status.scope, "name": status.name}
+    labels = format_labels(const.items())
+    out: list[str] = []
+    for name, kind, help_text, value in patroni_gauges(status):
+        out.append(f"# HELP {name} {escape_help(help_text)}")
+        out.append(f"# TYPE {name} {kind}")
+        text = value if isinstance(value, str) else format_value(value)
+        out.append(f"{name}{labels} {text}")
+    body = "\n".join(out) + "\n"
+    if metrics is not None:
+        body += metrics.render(const)
+    return body
