@@ -15,7 +15,7 @@ FAKE_IP = """#!/bin/sh
 # fake `ip`: addresses of one device kept in $FAKE_STATE, changes logged to $FAKE_LOG
 case "$1 $2" in
     "-o addr") [ -f "$FAKE_STATE" ] || exit 0
-               while read -r a; do echo "2: eth1    inet $a scope global eth1"; done < "$FAKE_STATE" ;;
+               while read -r a; do echo "2: eth1  inet $a scope global"; done < "$FAKE_STATE" ;;
     "addr add") echo "$3" >> "$FAKE_STATE"; echo "ip add $3 $5" >> "$FAKE_LOG" ;;
     "addr del") grep -vxF "$3" "$FAKE_STATE" > "$FAKE_STATE.new"; mv "$FAKE_STATE.new" "$FAKE_STATE"
                 echo "ip del $3 $5" >> "$FAKE_LOG" ;;
