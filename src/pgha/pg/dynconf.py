@@ -311,25 +311,28 @@ class DynamicConfigApplier:
             log.info("configuration changed (%s): reloading PostgreSQL", ", ".join(files))
         if not files and not self._inspect_due:
             return ApplyResult(state=self._state)
+        signalled = fresh = False
         try:
             async with local_connection(settings) as conn:
                 if files:
-                    await self._reload(conn)
+                    signalled = True
+                    fresh = await self._reload(conn)
                 await self._inspect(conn, settings, old_hba)
         except _DB_ERRORS as exc:
             log.warning("could not inspect the PostgreSQL configuration: %s", exc)
             self._inspect_due = True
-            if files:
+            if files and not signalled:
                 result = await pg_ctl_reload(settings)
                 if not result.ok:
                     log.error("reload failed: %s", result.describe())
         else:
-            self._inspect_due = False
+            # a reload not seen yet by our session: look again on the next call
+            self._inspect_due = bool(files) and not fresh
         return ApplyResult(tuple(files), bool(files), self._state)
 
-    async def _reload(self, conn: Connection) -> None:
+    async def _reload(self, conn: Connection) -> bool:
         """``pg_reload_conf()`` and wait (at most :data:`RELOAD_WAIT`) until this session has
-        re-read the files, so that ``pg_settings`` shows the outcome."""
+        re-read the files, so that ``pg_settings`` shows the outcome; False when it has not."""
         before = await conn.fetchval("SELECT pg_conf_load_time()", timeout=QUERY_TIMEOUT)
         await conn.fetchval("SELECT pg_reload_conf()", timeout=QUERY_TIMEOUT)
         deadline = time.monotonic() + RELOAD_WAIT
@@ -337,9 +340,9 @@ class DynamicConfigApplier:
             if time.monotonic() > deadline:
                 log.warning("PostgreSQL has not re-read its configuration after %gs",
                             RELOAD_WAIT)
-                self._inspect_due = True
-                return
+                return False
             await asyncio.sleep(_POLL)
+        return True
 
     async def _inspect(self, conn: Connection, settings: PgSettings,
                        old_hba: tuple[str, ...]) -> None:
