@@ -2,31 +2,44 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from pgha.config import Config, DynamicConfig, RoleAuth
+from pgha.config import Config, DynamicConfig, DynamicPostgresql, RoleAuth
+from pgha.pg.params import merge_parameters
 from pgha.pg.settings import PgSettings, PgUser
+
+log = logging.getLogger("pgha.config")
 
 
 def _user(auth: RoleAuth) -> PgUser:
     return PgUser(auth.username, auth.password)
 
 
-def effective_parameters(config: Config, dynamic: DynamicConfig) -> dict[str, Any]:
-    """PostgreSQL parameters: the dynamic configuration's, overridden by the local YAML's."""
-    params: dict[str, Any] = dict(dynamic.postgresql.parameters)
-    params.update(config.postgresql.parameters)
+def effective_parameters(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
+                         ) -> dict[str, Any]:
+    """PostgreSQL parameters: pgha's defaults < the dynamic configuration's < the local YAML's
+    (see :mod:`pgha.pg.params`; a local value of a cluster-wide shared-memory parameter is
+    ignored with a warning). Names are lower-cased."""
+    dyn_pg = dynamic.postgresql if isinstance(dynamic, DynamicConfig) else dynamic
+    params, ignored = merge_parameters(dyn_pg.parameters, config.postgresql.parameters)
+    if ignored:
+        log.warning("postgresql.parameters: %s must be the same on every member and can only be "
+                    "set in the dynamic configuration (DCS config); the local value is ignored",
+                    ", ".join(ignored))
     return params
 
 
-def pg_settings(config: Config, dynamic: DynamicConfig) -> PgSettings:
+def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql) -> PgSettings:
     """PgSettings for this member. ``pg_hba`` comes from ``postgresql.pg_hba``, else the
-    dynamic ``postgresql.pg_hba``, else ``bootstrap.pg_hba`` (empty: pgha's safe default)."""
+    dynamic ``postgresql.pg_hba``, else ``bootstrap.pg_hba`` (empty: pgha's safe default).
+    ``dynamic`` is the whole dynamic configuration or just its ``postgresql`` section."""
     pgc = config.postgresql
-    params = effective_parameters(config, dynamic)
+    dyn_pg = dynamic.postgresql if isinstance(dynamic, DynamicConfig) else dynamic
+    params = effective_parameters(config, dyn_pg)
     socket_dirs = str(params.pop("unix_socket_directories", "") or "/tmp")
-    hba = pgc.pg_hba or dynamic.postgresql.pg_hba or config.bootstrap.pg_hba
+    hba = pgc.pg_hba or dyn_pg.pg_hba or config.bootstrap.pg_hba
     return PgSettings(
         name=config.name,
         scope=config.scope,
@@ -48,6 +61,6 @@ def pg_settings(config: Config, dynamic: DynamicConfig) -> PgSettings:
         pgpass=Path(pgc.pgpass),
         socket_dir=Path(socket_dirs.split(",")[0].strip()),
         pg_ctl_timeout=pgc.pg_ctl_timeout,
-        use_slots=dynamic.postgresql.use_slots,
+        use_slots=dyn_pg.use_slots,
         remove_data_directory_on_rewind_failure=pgc.remove_data_directory_on_rewind_failure,
     )

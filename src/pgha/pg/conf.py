@@ -295,3 +295,34 @@ def write_config(settings: PgSettings, role: str, upstream: Upstream | None) -> 
                 (data / name).unlink()
             except FileNotFoundError:
                 pass
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def write_config_if_changed(settings: PgSettings, role: str,
+                            upstream: Upstream | None) -> list[str]:
+    """Rewrite postgresql.conf and (unless ``hba_file`` is set) pg_hba.conf for ``role``
+    ("primary" | "replica") and ``upstream`` where their content differs from the files on disk.
+
+    Returns the names of the files rewritten (empty: everything was current). pgpass, the base
+    configuration and the signal files are not touched: this is for a server already set up by
+    :func:`write_config`. Raises OSError/ValueError (a file already rewritten stays rewritten).
+    """
+    if role not in ("primary", "replica"):
+        raise ValueError(f"unknown role {role!r}")
+    data = settings.data_dir
+    wanted: list[tuple[str, str]] = []
+    if "hba_file" not in settings.parameters:
+        wanted.append((HBA, render_pg_hba(settings)))
+    wanted.append((CONF, render_postgresql_conf(settings, role, upstream)))
+    changed: list[str] = []
+    for name, text in wanted:
+        if _read_text(data / name) != text:
+            atomic_write(data / name, text)
+            changed.append(name)
+    return changed
