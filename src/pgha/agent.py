@@ -54,6 +54,8 @@ from pgha.executor import Executor
 from pgha.failsafe import Failsafe
 from pgha.metrics import AgentMetrics
 from pgha.peers import fetch_peer_statuses, parse_peer_status
+from pgha.pg.callbacks import CallbackRunner, lifecycle_callbacks
+from pgha.pg.dynconf import DynamicConfigApplier
 from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
 from pgha.status import AgentStatus
@@ -125,6 +127,10 @@ class Agent:
             metrics=self.metrics,
         )
         self.control = Control(self)
+        self.dynconf = DynamicConfigApplier(self.pg, config)
+        self.callbacks = CallbackRunner(self._callback_commands(config), config.scope)
+        self._pg_seen: tuple[bool, str | None] = (False, None)  # (running, role), for callbacks
+        self._last_role: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self) -> None:
@@ -157,11 +163,44 @@ class Agent:
             return
         self.config = config
         self.tags = Tags.from_json(config.tags.model_dump(exclude_none=True))
-        self.pg.settings = pg_settings(config, config.bootstrap.dcs.adjusted())
-        if self.pg.is_running() and not await self.pg.reload():
+        self.callbacks.update(self._callback_commands(config))
+        self.dynconf.set_local_config(config)
+        result = await self.dynconf.apply(self.view.config if self.view else None)
+        if self.pg.is_running() and not result.reloaded and not await self.pg.reload():
             log.error("reload: PostgreSQL reload failed")
-        else:
-            log.info("reload: configuration applied")
+            return
+        log.info("reload: configuration applied")
+        if self.pg.is_running():
+            self.callbacks.fire("on_reload", self.status.role)
+
+    @staticmethod
+    def _callback_commands(config: Config) -> dict[str, str | None]:
+        return dict(config.postgresql.callbacks.model_dump())
+
+    async def _apply_dynamic_config(self, view: ClusterView | None) -> None:
+        """Bring PostgreSQL's configuration in line with the DCS ``config`` (reload-only
+        parameters at once, restart-only ones reported as pending_restart)."""
+        try:
+            async with asyncio.timeout(self.settings.retry_timeout + 5):
+                result = await self.dynconf.apply(view.config if view is not None else None)
+        except TimeoutError:
+            log.warning("applying the dynamic configuration timed out; retrying next cycle")
+            return
+        if result.reloaded:
+            log.info("dynamic configuration applied to PostgreSQL (%s)",
+                     ", ".join(result.files) or "reloaded")
+            self.callbacks.fire("on_reload", self.status.role)
+
+    def _fire_callbacks(self, pg_state: PgState, restarted: bool) -> None:
+        """Run the user's callbacks for what changed in PostgreSQL this cycle."""
+        role = pg_state.role.value if pg_state.running and pg_state.role else None
+        now = (pg_state.running, role)
+        for action, cb_role in lifecycle_callbacks(self._pg_seen, now, self._last_role,
+                                                   restarted):
+            self.callbacks.fire(action, cb_role)
+        self._pg_seen = now
+        if role is not None:
+            self._last_role = role
 
     async def run(self) -> None:
         from pgha.api.server import ApiServer
@@ -174,6 +213,7 @@ class Agent:
             self.kv,
             aiohttp.ClientSession() as self.http,
             ApiServer(self, self.config) as _api,
+            self.callbacks,
         ):
             await self._refuse_duplicate_name()
             await self.confirm_lease()
@@ -402,6 +442,7 @@ class Agent:
         if self.reload_requested:
             await self._reload_config()
         view = await self._observe_view()
+        await self._apply_dynamic_config(view)
         pg_state, details = await self._observe_pg()
         if not self.dcs_ok and self.http is not None:
             body = {"name": self.name, "conn_url": self.pg.conn_url(), "api_url": self.api_url}
@@ -434,6 +475,8 @@ class Agent:
             self.control.restart_done(decision.reason is Reason.RESTART, ok, decision.message)
         if decision.actions:
             pg_state, details = await self._observe_pg()
+        self._fire_callbacks(pg_state, restarted=restart and decision.reason is Reason.RESTART
+                             and ok)
         self._publish(pg_state, details, decision)
         await self._touch_member()
         self.heartbeat = time.monotonic()
@@ -465,6 +508,8 @@ class Agent:
             message=decision.message, failsafe_active=failsafe_active,
             scheduled_restart=(self.control.scheduled_restart.to_json()
                                if self.control.scheduled_restart else None),
+            pending_restart=self.dynconf.state.pending_restart,
+            pending_restart_reason=self.dynconf.state.pending_restart_reason,
         )
 
     async def _touch_member(self) -> None:

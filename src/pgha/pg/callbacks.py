@@ -220,3 +220,28 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(TimeoutError, ProcessLookupError):
         async with asyncio.timeout(_KILL_WAIT):
             await proc.wait()
+
+
+def lifecycle_callbacks(before: tuple[bool, str | None], after: tuple[bool, str | None],
+                        last_role: str | None, restarted: bool) -> list[tuple[str, str]]:
+    """The callbacks a change of PostgreSQL's ``(running, role)`` from ``before`` to ``after``
+    calls for (pure). ``last_role`` is the role it last ran in (across stops); ``restarted``
+    that an operator restart ran this cycle.
+
+    A restart: ``on_restart``. A start in the role it last ran in: ``on_start``; in another
+    role (a former primary back as replica, a replica started to be promoted is not one:
+    it starts as replica): ``on_role_change``. A stop (clean or crash): ``on_stop`` with the
+    role it had. A running server changing role (promotion): ``on_role_change``."""
+    (was_running, old_role), (running, role) = before, after
+    if restarted and running and role is not None:
+        return [("on_restart", role)]
+    if running and role is not None and not was_running:
+        if last_role is not None and last_role != role:
+            return [("on_role_change", role)]
+        return [("on_start", role)]
+    if was_running and not running and old_role is not None:
+        return [("on_stop", old_role)]
+    if running and was_running and role is not None and old_role is not None \
+            and role != old_role:
+        return [("on_role_change", role)]
+    return []
