@@ -22,6 +22,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import ssl
 from dataclasses import dataclass
@@ -72,15 +73,21 @@ def _ctl(config: Config) -> dict[str, Any]:
     return dict(config.ctl or {})
 
 
-def credentials(config: Config) -> aiohttp.BasicAuth | None:
-    """Basic auth for unsafe methods: ``ctl.authentication`` first, then
-    ``restapi.authentication``; None when neither is set."""
+def basic_auth(username: str, password: str) -> str:
+    """The ``Authorization`` header value for HTTP Basic (UTF-8 credentials)."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def credentials(config: Config) -> str | None:
+    """The Basic ``Authorization`` header for unsafe methods: ``ctl.authentication`` first,
+    then ``restapi.authentication``; None when neither is set."""
     auth = _ctl(config).get("authentication")
     if isinstance(auth, dict) and auth.get("username") is not None:
-        return aiohttp.BasicAuth(str(auth["username"]), str(auth.get("password") or ""))
+        return basic_auth(str(auth["username"]), str(auth.get("password") or ""))
     rest = config.restapi.authentication
     if rest is not None:
-        return aiohttp.BasicAuth(rest.username, rest.password)
+        return basic_auth(rest.username, rest.password)
     return None
 
 
@@ -138,10 +145,10 @@ class RestClient:
         url = api_base(member.api_url) + path
         method = method.upper()
         limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
+        headers = {"Authorization": self.auth} if self.auth and method in UNSAFE else {}
         try:
             async with self._session.request(
-                method, url, json=body, timeout=limit,
-                auth=self.auth if method in UNSAFE else None,
+                method, url, json=body, timeout=limit, headers=headers,
             ) as response:
                 return Reply(response.status, await response.text())
         except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
