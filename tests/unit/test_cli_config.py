@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from pgha.cli import common, dynamic
 from tests.support.cli_env import CliEnv
 from tests.support.fake_api import FakeApis
+
+from pgha.cli import common, dynamic
 
 AUTH = ("admin", "s3cret")
 BASIC = "Basic " + base64.b64encode(b"admin:s3cret").decode()

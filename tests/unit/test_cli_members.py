@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from pgha.cli import members
 from tests.support.cli_env import CliEnv
 from tests.support.fake_api import FakeApis
+
+from pgha.cli import members
 
 AUTH = ("admin", "s3cret")
 BASIC = "Basic " + base64.b64encode(b"admin:s3cret").decode()

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.support.cli_env import MB, SYSID, CliEnv
+from tests.support.fake_api import FakeApis
 
 from pgha import __version__
 from pgha.cli import common
-from tests.support.cli_env import MB, SYSID, CliEnv
-from tests.support.fake_api import FakeApis
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from tests.support.cli_env import CliEnv
 from tests.support.fake_api import FakeApis
 

@@ -243,5 +243,5 @@ def topology(
     every: WatchEvery = None,
 ) -> None:
     """The members as a tree: each replica under the member it replicates from
-    (``replicatefrom`` tag), the leader at the root."""
+    (replicatefrom tag), the leader at the root."""
     _show(ctx, clusters, fmt, extended, timestamp, watch, every, topology=True)

@@ -75,7 +75,7 @@ def version(
         help="cluster (default: the configured scope) and members (default: all)")] = None,
 ) -> None:
     """Print pgha's version, then (with a configuration) each member's pgha and PostgreSQL
-    versions from its ``GET /patroni``. Exits 1 when a member does not answer."""
+    versions from its GET /patroni. Exits 1 when a member does not answer."""
     typer.echo(f"pgha version {__version__}")
     obj = ctx.find_root().obj or {}
     if obj.get("config_file") is None:

@@ -46,7 +46,7 @@ def _choose(ctx: typer.Context, names: list[str] | None, role: str) -> tuple[
 
 def reload(ctx: typer.Context, members: Members = None, role: Role = "any",
            force: Force = False) -> None:
-    """Re-read the configuration and reload PostgreSQL on the members (``POST /reload``)."""
+    """Re-read the configuration and reload PostgreSQL on the members (POST /reload)."""
     config, state, chosen = _choose(ctx, members, role)
     common.confirm(f"Are you sure you want to reload members {common.member_list(chosen)}?",
                    force)
@@ -94,7 +94,7 @@ def restart(
         "--scheduled", help="when: ISO 8601 timestamp or 'now'")] = None,
     force: Force = False,
 ) -> None:
-    """Restart PostgreSQL on the members (``POST /restart``), one after the other."""
+    """Restart PostgreSQL on the members (POST /restart), one after the other."""
     norm_role = common.normalize_role(role)
     config, state, chosen = _choose(ctx, members, role)
     if any_member:
@@ -173,7 +173,7 @@ def reinit(
         "--from-leader", help="clone from the leader even if a clonefrom member exists")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="wait until it completes")] = False,
 ) -> None:
-    """Wipe the members' data and clone them again (``POST /reinitialize``)."""
+    """Wipe the members' data and clone them again (POST /reinitialize)."""
     config = common.get_config(ctx)
     state = common.read_state(config)
     names = common.strip_cluster(config, members or [])

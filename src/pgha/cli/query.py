@@ -70,7 +70,7 @@ def dsn(
     role: RoleOpt = "any",
     member: MemberOpt = None,
 ) -> None:
-    """Print a libpq connection string (``host=... port=...``) for a member."""
+    """Print a libpq connection string (host=... port=...) for a member."""
     if member is not None and role != "any":
         usage_error("-m and -r are mutually exclusive")
     state = common.read_state(common.get_config(ctx, cluster))
@@ -137,7 +137,7 @@ def query(
     every: Annotated[float | None, typer.Option("-w", "--watch", help="repeat every N s")
                      ] = None,
 ) -> None:
-    """Run SQL on a member (``-m``) or the first member of a role (``-r``, primary first)."""
+    """Run SQL on a member (-m) or the first member of a role (-r, primary first)."""
     if member is not None and role != "any":
         usage_error("-m and -r are mutually exclusive")
     if (command is None) == (file is None):
