@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.etcd import EtcdServer, etcd_available
 from typer.testing import CliRunner, Result
 
 from pgha.cli.main import app
 from pgha.dcs.codec import dumps, loads
 from pgha.dcs.etcd import EtcdStore
-from tests.support.etcd import EtcdServer, etcd_available
 
 pytestmark = pytest.mark.skipif(not etcd_available(), reason="etcd binary not available")
 
