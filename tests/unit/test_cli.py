@@ -3,8 +3,10 @@ cluster views."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from pgha.cli.cluster import format_list, member_rows
 from pgha.cli.common import ClusterState
 from pgha.cli.main import app
 from pgha.cli.output import format_rows, render_table
+from pgha.cli.rest import Call, RestError, api_base, basic_auth, call_all, credentials, ssl_context
+from pgha.config import Config, load_config
 from pgha.core.model import ClusterView, HaSettings, Leader, Member, Tags
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -317,3 +321,46 @@ def test_render_table_long_title_and_no_rows() -> None:
 def test_format_rows_rejects_unknown_format() -> None:
     with pytest.raises(ValueError, match="unknown format"):
         format_rows([], ["A"], "xml")
+
+
+# --------------------------------------------------------------------------- REST client setup
+
+
+def _config(tmp_path: Path, extra: str = "") -> Config:
+    path = tmp_path / "c.yml"
+    path.write_text(MINIMAL + extra)
+    return load_config(path)
+
+
+def test_api_base_strips_patroni() -> None:
+    assert api_base("http://10.0.0.1:8008/patroni") == "http://10.0.0.1:8008"
+    assert api_base("https://h:8009/patroni/") == "https://h:8009"
+    assert api_base("http://h:8008") == "http://h:8008"
+
+
+def test_credentials_prefer_ctl_then_restapi(tmp_path: Path) -> None:
+    assert credentials(_config(tmp_path)) is None
+    rest = "restapi:\n  authentication:\n    username: u\n    password: p\n"
+    assert credentials(_config(tmp_path, rest)) == basic_auth("u", "p")
+    ctl = "ctl:\n  authentication:\n    username: c\n    password: q\n"
+    assert credentials(_config(tmp_path, rest + ctl)) == basic_auth("c", "q")
+    assert basic_auth("u", "p") == "Basic dTpw"
+
+
+def test_ssl_context_insecure_and_ca(tmp_path: Path) -> None:
+    verified = ssl_context(_config(tmp_path))
+    assert verified.verify_mode == ssl.CERT_REQUIRED and verified.check_hostname
+    by_flag = ssl_context(_config(tmp_path), insecure=True)
+    assert by_flag.verify_mode == ssl.CERT_NONE and not by_flag.check_hostname
+    by_ctl = ssl_context(_config(tmp_path, "ctl:\n  insecure: true\n"))
+    assert by_ctl.verify_mode == ssl.CERT_NONE
+    with pytest.raises(OSError):  # a missing CA file is an error, not silently ignored
+        ssl_context(_config(tmp_path, f"ctl:\n  cacert: {tmp_path / 'missing.pem'}\n"))
+
+
+def test_unreadable_ctl_tls_files_fail_every_call(tmp_path: Path) -> None:
+    config = _config(tmp_path, f"ctl:\n  cacert: {tmp_path / 'missing.pem'}\n")
+    member = Member("pg1", api_url="https://127.0.0.1:9/patroni")
+    [answer] = asyncio.run(call_all(config, [Call(member, "GET", "/patroni")]))
+    assert isinstance(answer, RestError)
+    assert "TLS files of the ctl section" in str(answer)

@@ -14,6 +14,7 @@ from tests.support.fake_api import FakeApis
 
 from pgha import __version__
 from pgha.cli import common
+from pgha.cli.main import app
 
 
 @pytest.fixture
@@ -207,6 +208,10 @@ def test_version_lists_members(env: CliEnv) -> None:
                                           "pg2: pgha 0.1.1 PostgreSQL 9.6.24"]
     one = env.invoke("version", "demo", "pg2")
     assert one.stdout.splitlines()[1:] == ["pg2: pgha 0.1.1 PostgreSQL 9.6.24"]
+    insecure = env.runner.invoke(app, ["-k", "-c", str(env.config_path), "version", "demo",
+                                       "pg1"])
+    assert insecure.exit_code == 0, insecure.output
+    assert insecure.stdout.splitlines()[1:] == ["pg1: pgha 0.1.0 PostgreSQL 15.4"]
 
 
 def test_version_unreachable_member(env: CliEnv) -> None:
