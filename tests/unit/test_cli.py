@@ -1,17 +1,25 @@
-"""The ``pgha`` CLI (Typer) and the ``pgha list`` table, on synthetic cluster views."""
+"""The ``pgha`` CLI (Typer): run/validate-config, and the ``pgha list`` table on synthetic
+cluster views."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from pgha import __version__
-from pgha.cli.cluster import format_list, member_rows, render_table
+from pgha.cli.cluster import format_list, member_rows
+from pgha.cli.common import ClusterState
 from pgha.cli.main import app
+from pgha.cli.output import format_rows, render_table
+from pgha.cli.rest import Call, RestError, api_base, basic_auth, call_all, credentials, ssl_context
 from pgha.config import Config, load_config
 from pgha.core.model import ClusterView, HaSettings, Leader, Member, Tags
 
@@ -126,11 +134,9 @@ def test_list_with_broken_config_exits_2(runner: CliRunner, tmp_path: Path) -> N
 # --------------------------------------------------------------------------- pgha list table
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Config:
-    path = tmp_path / "demo.yml"
-    path.write_text(MINIMAL)
-    return load_config(path)
+def state_of(view: ClusterView, sync: frozenset[str] = frozenset(),
+             raw: dict[str, dict[str, object]] | None = None) -> ClusterState:
+    return ClusterState("demo", "/service/demo/", view, raw or {}, sync)
 
 
 def demo_view(**kw: object) -> ClusterView:
@@ -140,7 +146,7 @@ def demo_view(**kw: object) -> ClusterView:
                       state="stopped", xlog_location=None, timeline=None),
         "pg1": Member("pg1", conn_url="postgres://10.0.0.1:5432/postgres", role="replica",
                       state="running", replication_state="streaming",
-                      xlog_location=head - 3 * MB - 10, timeline=2, tags=Tags(nofailover=True)),
+                      xlog_location=head - 3 * MB - 10, timeline=2),
         "pg2": Member("pg2", conn_url="postgres://10.0.0.2:5432/postgres", role="primary",
                       state="running", xlog_location=head, timeline=2),
         "pg0": Member("pg0", conn_url="postgres://10.0.0.9:5433/postgres", role="replica",
@@ -152,12 +158,12 @@ def demo_view(**kw: object) -> ClusterView:
 
 
 def test_member_rows_leader_first_and_lag_in_mb() -> None:
-    rows = member_rows(demo_view())
+    rows = member_rows(state_of(demo_view()))
     assert [r["Member"] for r in rows] == ["pg2", "pg0", "pg1", "pg3"]
-    assert all(list(r) == COLUMNS for r in rows)
     leader, pg0, pg1, pg3 = rows
-    assert leader == {"Member": "pg2", "Host": "10.0.0.2:5432", "Role": "Leader",
-                      "State": "running", "TL": 2, "Lag in MB": ""}
+    assert {c: leader[c] for c in COLUMNS} == {
+        "Member": "pg2", "Host": "10.0.0.2:5432", "Role": "Leader", "State": "running",
+        "TL": 2, "Lag in MB": ""}
     assert pg0["Role"] == "Replica" and pg0["Lag in MB"] == 0 and pg0["Host"] == "10.0.0.9:5433"
     assert pg1["State"] == "streaming"  # replication_state of a running replica
     assert pg1["Lag in MB"] == 3  # 3 MB + 10 bytes, whole MB
@@ -167,20 +173,43 @@ def test_member_rows_leader_first_and_lag_in_mb() -> None:
 
 
 def test_member_rows_lag_counts_from_optime_when_ahead_of_leader_key() -> None:
-    rows = member_rows(demo_view(optime=0x5000000 + 5 * MB))
+    rows = member_rows(state_of(demo_view(optime=0x5000000 + 5 * MB)))
     lags = {r["Member"]: r["Lag in MB"] for r in rows}
     assert lags == {"pg2": "", "pg0": 5, "pg1": 8, "pg3": "unknown"}
 
 
 def test_member_rows_without_leader() -> None:
-    rows = member_rows(demo_view(leader=None, optime=None))
+    rows = member_rows(state_of(demo_view(leader=None, optime=None)))
     assert [r["Member"] for r in rows] == ["pg0", "pg1", "pg2", "pg3"]
     assert all(r["Role"] == "Replica" for r in rows)
     assert all(r["Lag in MB"] == "unknown" for r in rows)
 
 
-def test_format_list_table(config: Config) -> None:
-    text = format_list(config, demo_view())
+def test_host_shows_port_only_when_needed() -> None:
+    members = {n: Member(n, conn_url=f"postgres://10.0.0.{i}:5432/postgres")
+               for i, n in enumerate(["a", "b"], 1)}
+    rows = member_rows(state_of(ClusterView(members=members)))
+    assert [r["Host"] for r in rows] == ["10.0.0.1", "10.0.0.2"]
+    same_host = {n: Member(n, conn_url=f"postgres://127.0.0.1:{5432 + i}/postgres")
+                 for i, n in enumerate(["a", "b"])}
+    rows = member_rows(state_of(ClusterView(members=same_host)))
+    assert [r["Host"] for r in rows] == ["127.0.0.1:5432", "127.0.0.1:5433"]
+
+
+def test_roles_sync_standby_quorum_and_standby_leader() -> None:
+    view = demo_view()
+    rows = member_rows(state_of(view, sync=frozenset({"pg0"})))
+    assert {r["Member"]: r["Role"] for r in rows} == {
+        "pg2": "Leader", "pg0": "Sync Standby", "pg1": "Replica", "pg3": "Replica"}
+    quorum = demo_view(config={"synchronous_mode": "quorum"})
+    rows = member_rows(state_of(quorum, sync=frozenset({"pg0"})))
+    assert rows[1]["Role"] == "Quorum Standby"
+    standby = demo_view(config={"standby_cluster": {"host": "10.1.1.1"}})
+    assert member_rows(state_of(standby))[0]["Role"] == "Standby Leader"
+
+
+def test_format_list_table() -> None:
+    text = format_list(state_of(demo_view()))
     lines = text.splitlines()
     assert lines[0].startswith(f"+ Cluster: demo ({SYSID}) ")
     sep = lines[2]
@@ -199,18 +228,72 @@ def test_format_list_table(config: Config) -> None:
     assert "Maintenance mode" not in text
 
 
-def test_format_list_paused_footer(config: Config) -> None:
-    text = format_list(config, demo_view(settings=HaSettings(pause=True)))
-    assert text.splitlines()[-1].strip() == "Maintenance mode: on"
+def test_format_list_optional_columns() -> None:
+    view = demo_view()
+    members = dict(view.members)
+    members["pg1"] = Member("pg1", conn_url="postgres://10.0.0.1:5432/postgres",
+                            pending_restart=True, tags=Tags(nofailover=True))
+    state = state_of(demo_view(members=members),
+                     raw={"pg0": {"scheduled_restart": {"schedule": "2099-01-01T00:00:00+00:00"}}})
+    text = format_list(state)
+    header = [c.strip() for c in text.splitlines()[1].strip("|").split("|")]
+    assert header == [*COLUMNS, "Pending restart", "Scheduled restart", "Tags"]
+    row = next(line for line in text.splitlines() if "| pg1 " in line)
+    assert "| * " in row and "nofailover: true" in row
+    assert "2099-01-01T00:00:00+00:00" in text
+    plain = format_list(state_of(demo_view()))
+    assert "Tags" not in plain
+    extended = format_list(state_of(demo_view()), extended=True)
+    assert "Pending restart" in extended and "Tags" in extended
+
+
+def test_format_list_machine_formats() -> None:
+    state = state_of(demo_view())
+    data = json.loads(format_list(state, "json"))
+    assert data[0] == {"Cluster": "demo", "Member": "pg2", "Host": "10.0.0.2:5432",
+                       "Role": "Leader", "State": "running", "TL": 2, "Lag in MB": ""}
+    assert yaml.safe_load(format_list(state, "yaml")) == data
+    tsv = format_list(state, "tsv").splitlines()
+    assert tsv[0] == "\t".join(["Cluster", *COLUMNS])
+    assert tsv[1] == "demo\tpg2\t10.0.0.2:5432\tLeader\trunning\t2\t"
+
+
+def test_format_list_paused_and_scheduled_switchover_footer() -> None:
+    view = demo_view(settings=HaSettings(pause=True),
+                     failover={"leader": "pg2", "member": "pg1",
+                               "scheduled_at": "2099-01-01T00:00:00+00:00"})
+    lines = format_list(state_of(view)).splitlines()
+    assert lines[-4:] == [
+        " Maintenance mode: on",
+        " Switchover scheduled at: 2099-01-01T00:00:00+00:00",
+        "                    from: pg2",
+        "                      to: pg1",
+    ]
 
 
 @pytest.mark.parametrize(("initialize", "shown"), [
     ("", "initializing"), (None, "uninitialized"),
 ])
-def test_format_list_without_system_identifier(config: Config, initialize: str | None,
-                                               shown: str) -> None:
-    text = format_list(config, demo_view(initialize=initialize))
+def test_format_list_without_system_identifier(initialize: str | None, shown: str) -> None:
+    text = format_list(state_of(demo_view(initialize=initialize)))
     assert text.splitlines()[0].startswith(f"+ Cluster: demo ({shown}) ")
+
+
+def test_topology_tree_by_replicatefrom() -> None:
+    members = {
+        "a": Member("a", conn_url="postgres://10.0.0.1/postgres", role="primary"),
+        "b": Member("b", conn_url="postgres://10.0.0.2/postgres"),
+        "c": Member("c", conn_url="postgres://10.0.0.3/postgres",
+                    tags=Tags(replicatefrom="b")),
+        "d": Member("d", conn_url="postgres://10.0.0.4/postgres",
+                    tags=Tags(replicatefrom="c")),
+        "e": Member("e", conn_url="postgres://10.0.0.5/postgres",
+                    tags=Tags(replicatefrom="gone")),
+    }
+    text = format_list(state_of(ClusterView(leader=Leader("a"), members=members)),
+                       topology=True)
+    names = [line.split("|")[1].rstrip() for line in text.splitlines()[3:-1]]
+    assert names == [" a", " + b", "   + c", "     + d", " + e"]
 
 
 def test_render_table_alignment() -> None:
@@ -232,3 +315,52 @@ def test_render_table_long_title_and_no_rows() -> None:
     lines = text.splitlines()
     assert lines[0] == "+ Cluster: a-very-long-cluster-name (1) +"
     assert lines[1:] == ["| A |", "+---+", "+---+"]
+    assert render_table("", [], ["A"]).splitlines()[0] == "+---+"
+
+
+def test_format_rows_rejects_unknown_format() -> None:
+    with pytest.raises(ValueError, match="unknown format"):
+        format_rows([], ["A"], "xml")
+
+
+# --------------------------------------------------------------------------- REST client setup
+
+
+def _config(tmp_path: Path, extra: str = "") -> Config:
+    path = tmp_path / "c.yml"
+    path.write_text(MINIMAL + extra)
+    return load_config(path)
+
+
+def test_api_base_strips_patroni() -> None:
+    assert api_base("http://10.0.0.1:8008/patroni") == "http://10.0.0.1:8008"
+    assert api_base("https://h:8009/patroni/") == "https://h:8009"
+    assert api_base("http://h:8008") == "http://h:8008"
+
+
+def test_credentials_prefer_ctl_then_restapi(tmp_path: Path) -> None:
+    assert credentials(_config(tmp_path)) is None
+    rest = "restapi:\n  authentication:\n    username: u\n    password: p\n"
+    assert credentials(_config(tmp_path, rest)) == basic_auth("u", "p")
+    ctl = "ctl:\n  authentication:\n    username: c\n    password: q\n"
+    assert credentials(_config(tmp_path, rest + ctl)) == basic_auth("c", "q")
+    assert basic_auth("u", "p") == "Basic dTpw"
+
+
+def test_ssl_context_insecure_and_ca(tmp_path: Path) -> None:
+    verified = ssl_context(_config(tmp_path))
+    assert verified.verify_mode == ssl.CERT_REQUIRED and verified.check_hostname
+    by_flag = ssl_context(_config(tmp_path), insecure=True)
+    assert by_flag.verify_mode == ssl.CERT_NONE and not by_flag.check_hostname
+    by_ctl = ssl_context(_config(tmp_path, "ctl:\n  insecure: true\n"))
+    assert by_ctl.verify_mode == ssl.CERT_NONE
+    with pytest.raises(OSError):  # a missing CA file is an error, not silently ignored
+        ssl_context(_config(tmp_path, f"ctl:\n  cacert: {tmp_path / 'missing.pem'}\n"))
+
+
+def test_unreadable_ctl_tls_files_fail_every_call(tmp_path: Path) -> None:
+    config = _config(tmp_path, f"ctl:\n  cacert: {tmp_path / 'missing.pem'}\n")
+    member = Member("pg1", api_url="https://127.0.0.1:9/patroni")
+    [answer] = asyncio.run(call_all(config, [Call(member, "GET", "/patroni")]))
+    assert isinstance(answer, RestError)
+    assert "TLS files of the ctl section" in str(answer)

@@ -1,105 +1,247 @@
-"""``pgha list``: the cluster's members as seen in the DCS."""
+"""``pgha list`` and ``pgha topology``: the cluster's members as seen in the DCS.
+
+Columns: Member, Host, Role, State, TL, Lag in MB. This is the pre-4.1 Patroni layout, kept
+on purpose: a pgha member key publishes one WAL position (``xlog_location``: the flush LSN on
+the primary, the larger of received and replayed LSN on a replica), not separate receive and
+replay LSNs, so the 4.1 columns (Receive LSN, Lag, Replay LSN, Lag) could not be filled
+honestly. Lag is the whole number of MB a member is behind the leader's freshest known position
+(``status`` optime or the leader's ``xlog_location``), ``unknown`` when either is missing.
+
+Role: ``Leader`` (``Standby Leader`` in a standby cluster) for the lock holder, ``Sync
+Standby`` (``Quorum Standby`` with ``synchronous_mode: quorum``) for the members named in the
+``sync`` key, ``Replica`` otherwise. State: a running non-leader shows its replication state
+(``streaming``, ``in archive recovery``) when it published one.
+
+Optional columns, shown with ``-e`` or when any member has a value: ``Pending restart`` (``*``),
+``Scheduled restart`` and ``Tags``. Host is the host of ``conn_url``, with ``:port`` when a
+port is not 5432 or two members share a host. Pretty output ends with ``Maintenance mode: on``
+when paused and ``Switchover scheduled at: ... from: ... to: ...`` when the ``failover`` key
+holds a scheduled switchover; the machine formats (json, yaml, tsv) add a ``Cluster`` column.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import Sequence
-from pathlib import Path
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
+from pgha.cli import common
+from pgha.cli.common import ClusterState
+from pgha.cli.output import format_rows
 from pgha.config import Config
-from pgha.core.model import ClusterView
-from pgha.dcs.base import DCSError
-from pgha.dcs.factory import open_kv
-from pgha.dcs.store import ClusterStore
+from pgha.core.model import ClusterView, Member
 
 MB = 1024 * 1024
+BASE_COLUMNS = ["Member", "Host", "Role", "State", "TL", "Lag in MB"]
+OPTIONAL_COLUMNS = ["Pending restart", "Scheduled restart", "Tags"]
+
+FormatOption = Annotated[str, typer.Option("-f", "--format",
+                                           help="output format: pretty, tsv, json or yaml")]
+WatchFlag = Annotated[bool, typer.Option("-W", help="refresh every 2 seconds until Ctrl-C")]
+WatchEvery = Annotated[float | None, typer.Option("-w", "--watch",
+                                                  help="refresh every N seconds until Ctrl-C")]
 
 
 async def read_view(config: Config, timeout: float = 5.0) -> ClusterView:
     """One consistent read of the cluster's keys (no session is opened)."""
-    kv = open_kv(config, ttl=30, timeout=timeout)
-    async with kv:
-        return await ClusterStore(kv, config.namespace, config.scope, config.name).load()
+    return (await common.load_state(config, timeout)).view
 
 
-def member_rows(view: ClusterView) -> list[dict[str, Any]]:
-    """One row per member, leader first: Member, Host, Role, State, TL, Lag in MB."""
-    leader = view.leader.name if view.leader else None
+def _host_port(conn_url: str) -> tuple[str, int | None]:
+    netloc = conn_url.partition("://")[2].partition("/")[0].rpartition("@")[2]
+    if netloc.startswith("["):
+        host, _, rest = netloc[1:].partition("]")
+        port_text = rest.lstrip(":")
+    else:
+        host, _, port_text = netloc.partition(":")
+    return host, int(port_text) if port_text.isdigit() else None
+
+
+def _hosts(members: list[Member]) -> dict[str, str]:
+    parsed = {m.name: _host_port(m.conn_url) for m in members}
+    hosts = [h for h, _ in parsed.values()]
+    with_port = (any(p not in (None, 5432) for _, p in parsed.values())
+                 or len(set(hosts)) < len(hosts))
+    return {name: f"{h}:{p}" if with_port and p is not None else h
+            for name, (h, p) in parsed.items()}
+
+
+def role_of(state: ClusterState, member: Member) -> str:
+    """The Role column of ``member``."""
+    if member.name == state.leader:
+        return "Standby Leader" if state.is_standby_cluster else "Leader"
+    if member.name in state.sync_standbys:
+        mode = (state.view.config or {}).get("synchronous_mode")
+        return "Quorum Standby" if mode == "quorum" else "Sync Standby"
+    return "Replica"
+
+
+def _scheduled_restart(raw: Any) -> str:
+    if isinstance(raw, dict):
+        return str(raw.get("schedule", ""))
+    return "" if raw is None else str(raw)
+
+
+def _tags_text(tags: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}"
+                     for k, v in sorted(tags.items()))
+
+
+def member_rows(state: ClusterState, fmt: str = "pretty") -> list[dict[str, Any]]:
+    """One row per member, leader first, with every column (optional ones may be empty).
+    Tags are a mapping in json/yaml and ``key: value, ...`` text otherwise."""
+    view = state.view
+    members = state.ordered()
+    hosts = _hosts(members)
     rows: list[dict[str, Any]] = []
-    for name in sorted(view.members, key=lambda n: (n != leader, n)):
-        m = view.members[name]
-        host = m.conn_url.partition("://")[2].partition("/")[0]
-        is_leader = name == leader
+    for m in members:
+        is_leader = m.name == state.leader
         lag: int | str = ""
         if not is_leader:
             behind = view.lag_of(m.xlog_location)
             lag = "unknown" if behind is None else behind // MB
-        state = m.state
+        shown_state = m.state
         if not is_leader and m.state == "running" and m.replication_state:
-            state = m.replication_state
+            shown_state = m.replication_state
+        raw = state.raw_members.get(m.name, {})
+        tags = m.tags.to_json()
         rows.append({
-            "Member": name,
-            "Host": host,
-            "Role": "Leader" if is_leader else "Replica",
-            "State": state,
+            "Member": m.name,
+            "Host": hosts[m.name],
+            "Role": role_of(state, m),
+            "State": shown_state,
             "TL": m.timeline if m.timeline is not None else "",
             "Lag in MB": lag,
+            "Pending restart": "*" if m.pending_restart else "",
+            "Scheduled restart": _scheduled_restart(raw.get("scheduled_restart")),
+            "Tags": (tags or "") if fmt in ("json", "yaml") else _tags_text(tags),
         })
     return rows
 
 
-def render_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A bordered text table; numbers right-aligned, the title set into the top border."""
-    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
-    sep = "+" + "+".join("-" * (widths[c] + 2) for c in columns) + "+"
-    head = f"+ {title} "
-    top = head + sep[len(head):] if len(head) < len(sep) else head + "+"
-
-    def cell(c: str, v: Any) -> str:
-        text = str(v)
-        return text.rjust(widths[c]) if isinstance(v, int) else text.ljust(widths[c])
-
-    lines = [top, "| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |", sep]
-    lines += ["| " + " | ".join(cell(c, r.get(c, "")) for c in columns) + " |" for r in rows]
-    lines.append(sep)
-    return "\n".join(lines)
+def columns_for(rows: list[dict[str, Any]], extended: bool) -> list[str]:
+    """The base columns plus each optional column that is asked for or has a value."""
+    return BASE_COLUMNS + [c for c in OPTIONAL_COLUMNS
+                           if extended or any(r.get(c) for r in rows)]
 
 
-def format_list(config: Config, view: ClusterView) -> str:
-    sysid = view.initialize or ("initializing" if view.initialize == "" else "uninitialized")
-    rows = member_rows(view)
-    text = render_table(f"Cluster: {config.scope} ({sysid})", rows,
-                        ["Member", "Host", "Role", "State", "TL", "Lag in MB"])
-    if view.settings.pause:
-        text += "\n Maintenance mode: on"
-    return text
+def title_of(state: ClusterState) -> str:
+    init = state.view.initialize
+    sysid = init or ("initializing" if init == "" else "uninitialized")
+    return f"Cluster: {state.scope} ({sysid})"
+
+
+def footer(state: ClusterState) -> list[str]:
+    """The lines under the pretty table: maintenance mode and a scheduled switchover."""
+    lines = []
+    if state.view.settings.pause:
+        lines.append(" Maintenance mode: on")
+    failover = state.view.failover or {}
+    if failover.get("scheduled_at"):
+        lines.append(f" Switchover scheduled at: {failover['scheduled_at']}")
+        lines.append(f"                    from: {failover.get('leader') or ''}")
+        if failover.get("member"):
+            lines.append(f"                      to: {failover['member']}")
+    return lines
+
+
+def tree_order(state: ClusterState, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in ``replicatefrom`` tree order: the leader, then each member under the member it
+    replicates from (under the leader when the tag is absent or names no known member), the
+    Member cell indented with ``+ ``."""
+    by_name = {r["Member"]: r for r in rows}
+    members = state.view.members
+    root = state.leader if state.leader in by_name else None
+    children: dict[str | None, list[str]] = {}
+    for name in by_name:
+        if name == root:
+            continue
+        parent = members[name].tags.replicatefrom
+        if parent not in by_name or parent == name:
+            parent = root
+        children.setdefault(parent, []).append(name)
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def visit(name: str, depth: int) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        prefix = "" if depth == 0 else "  " * (depth - 1) + "+ "
+        out.append({**by_name[name], "Member": prefix + name})
+        for child in sorted(children.get(name, [])):
+            visit(child, depth + 1)
+
+    if root is not None:
+        visit(root, 0)
+    for name in sorted(children.get(None, [])):
+        visit(name, 0)
+    for name in by_name:  # members in a replicatefrom cycle
+        visit(name, 0)
+    return out
+
+
+def format_list(state: ClusterState, fmt: str = "pretty", extended: bool = False,
+                topology: bool = False) -> str:
+    """The ``list`` (or ``topology``) output of ``state`` in format ``fmt``."""
+    rows = member_rows(state, fmt)
+    columns = columns_for(rows, extended)
+    if topology:
+        rows = tree_order(state, rows)
+    if fmt == "pretty":
+        text = format_rows(rows, columns, fmt, title=title_of(state))
+        return "\n".join([text, *footer(state)])
+    return format_rows([{"Cluster": state.scope, **r} for r in rows], ["Cluster", *columns], fmt)
+
+
+def _show(ctx: typer.Context, clusters: list[str] | None, fmt: str, extended: bool,
+          timestamp: bool, watch: bool, every: float | None, topology: bool) -> None:
+    if fmt not in ("pretty", "tsv", "json", "yaml"):
+        common.usage_error(f"unknown format {fmt!r}: use pretty, tsv, json or yaml")
+    configs = ([common.get_config(ctx, c) for c in clusters] if clusters
+               else [common.get_config(ctx)])
+
+    def render() -> str:
+        parts = []
+        if timestamp:
+            parts.append(datetime.now().strftime("%Y-%m-%d %H:%M:%S"))
+        for config in configs:
+            state = common.read_state(config)
+            parts.append(format_list(state, fmt, extended, topology))
+        return "\n".join(parts)
+
+    common.repeat(render, common.watch_interval(watch, every))
 
 
 def list_members(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("-f", "--format", help="pretty or json")] = "pretty",
+    clusters: Annotated[list[str] | None, typer.Argument(
+        metavar="[CLUSTER]...", help="cluster names (default: the configured scope)")] = None,
+    fmt: FormatOption = "pretty",
+    extended: Annotated[bool, typer.Option(
+        "-e", "--extended", help="always show Pending restart, Scheduled restart, Tags")] = False,
+    timestamp: Annotated[bool, typer.Option("-t", "--timestamp",
+                                            help="print the time first")] = False,
+    watch: WatchFlag = False,
+    every: WatchEvery = None,
 ) -> None:
     """Show the cluster's members: Member, Host, Role, State, TL, Lag in MB."""
-    from pgha.cli.daemon import load_or_exit
+    _show(ctx, clusters, fmt, extended, timestamp, watch, every, topology=False)
 
-    path: Path | None = ctx.obj.get("config_file") if ctx.obj else None
-    if path is None:
-        typer.echo("no configuration: pass -c CONFIG (or set PGHA_CONFIG_FILE)", err=True)
-        raise typer.Exit(2)
-    config = load_or_exit(path)
-    try:
-        view = asyncio.run(read_view(config))
-    except (DCSError, TimeoutError, OSError) as exc:
-        typer.echo(f"cannot read the DCS: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if fmt == "json":
-        typer.echo(json.dumps([{"Cluster": config.scope, **r} for r in member_rows(view)]))
-    elif fmt == "pretty":
-        typer.echo(format_list(config, view))
-    else:
-        typer.echo(f"unknown format {fmt!r}: use pretty or json", err=True)
-        raise typer.Exit(2)
+
+def topology(
+    ctx: typer.Context,
+    clusters: Annotated[list[str] | None, typer.Argument(
+        metavar="[CLUSTER]...", help="cluster names (default: the configured scope)")] = None,
+    fmt: FormatOption = "pretty",
+    extended: Annotated[bool, typer.Option(
+        "-e", "--extended", help="always show Pending restart, Scheduled restart, Tags")] = False,
+    timestamp: Annotated[bool, typer.Option("-t", "--timestamp",
+                                            help="print the time first")] = False,
+    watch: WatchFlag = False,
+    every: WatchEvery = None,
+) -> None:
+    """The members as a tree: each replica under the member it replicates from
+    (replicatefrom tag), the leader at the root."""
+    _show(ctx, clusters, fmt, extended, timestamp, watch, every, topology=True)

@@ -1,4 +1,18 @@
-"""The ``pgha`` command: the daemon (``run``), config validation, and the operator commands."""
+"""The ``pgha`` command: the daemon (``run``), config validation, the demo, and the operator
+commands (Patroni's ``patronictl``), one module per command group:
+
+- :mod:`pgha.cli.cluster`: ``list``, ``topology``;
+- :mod:`pgha.cli.switchover`: ``switchover``, ``failover``, ``flush``;
+- :mod:`pgha.cli.members`: ``restart``, ``reload``, ``reinit``;
+- :mod:`pgha.cli.dynamic`: ``show-config``, ``edit-config``, ``pause``, ``resume``;
+- :mod:`pgha.cli.query`: ``query``, ``dsn``;
+- :mod:`pgha.cli.history`: ``history``;
+- :mod:`pgha.cli.maintenance`: ``remove``, ``version``.
+
+Shared helpers: :mod:`pgha.cli.common` (configuration, DCS reads and compare-and-set writes,
+member selection, prompts, watching), :mod:`pgha.cli.rest` (the REST client) and
+:mod:`pgha.cli.output` (tables and machine formats).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +22,17 @@ from typing import Annotated
 
 import typer
 
-from pgha import __version__
-from pgha.cli import cluster, daemon, demo
+from pgha.cli import (
+    cluster,
+    daemon,
+    demo,
+    dynamic,
+    history,
+    maintenance,
+    members,
+    query,
+    switchover,
+)
 
 app = typer.Typer(
     name="pgha",
@@ -28,20 +51,32 @@ def main(
         typer.Option("-c", "--config-file", help="configuration YAML (for operator commands)",
                      envvar=["PGHA_CONFIG_FILE", "PATRONICTL_CONFIG_FILE"]),
     ] = None,
+    insecure: Annotated[bool, typer.Option(
+        "-k", "--insecure", help="do not verify the members' REST API certificates")] = False,
 ) -> None:
-    ctx.obj = {"config_file": config_file}
-
-
-@app.command()
-def version() -> None:
-    """Print pgha's version."""
-    typer.echo(f"pgha version {__version__}")
+    ctx.obj = {"config_file": config_file, "insecure": insecure}
 
 
 app.command("run")(daemon.run)
 app.command("validate-config")(daemon.validate_config)
-app.command("list")(cluster.list_members)
 app.command("demo")(demo.demo)
+app.command("list")(cluster.list_members)
+app.command("topology")(cluster.topology)
+app.command("switchover")(switchover.switchover)
+app.command("failover")(switchover.failover)
+app.command("flush")(switchover.flush)
+app.command("restart")(members.restart)
+app.command("reload")(members.reload)
+app.command("reinit")(members.reinit)
+app.command("show-config")(dynamic.show_config)
+app.command("edit-config")(dynamic.edit_config)
+app.command("pause")(dynamic.pause)
+app.command("resume")(dynamic.resume)
+app.command("query")(query.query)
+app.command("dsn")(query.dsn)
+app.command("history")(history.history)
+app.command("remove")(maintenance.remove)
+app.command("version")(maintenance.version)
 
 
 def entry() -> None:  # pragma: no cover - console script shim

@@ -1,0 +1,245 @@
+"""The dynamic configuration (DCS ``config`` key): ``pgha show-config``, ``pgha edit-config``,
+``pgha pause`` and ``pgha resume``.
+
+``edit-config`` changes the key in the DCS directly: it reads the key and its revision, builds
+the new configuration (``--replace`` file, then ``--apply`` merge patch, then each ``-s`` and
+``-p``; the editor when none is given), validates it (exit 2 listing the errors, nothing
+written), shows a unified diff of the YAML before and after, asks (unless ``--force``), and
+writes with compare-and-set on the revision read. If someone changed the key meanwhile nothing
+is written and it exits 1 saying so.
+
+``pause`` / ``resume`` send ``PATCH /config {"pause": true|false}`` to the leader (then the
+other members); when no member answers they change the DCS key directly (compare-and-set).
+``--wait`` polls every member's ``GET /patroni`` until each reports the new state.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from pgha.cli import common
+from pgha.cli.common import ClusterState, fail, usage_error
+from pgha.cli.output import dump_yaml
+from pgha.cli.rest import Call, RestError
+from pgha.commands import merge_patch
+from pgha.config import Config, ConfigError, parse_dynamic_config
+from pgha.dcs.codec import dumps
+
+Cluster = Annotated[str | None, typer.Argument(
+    metavar="[CLUSTER]", help="cluster name (default: the configured scope)")]
+
+#: Seconds between two status polls of ``pause --wait`` / ``resume --wait`` (tests shorten it).
+POLL_INTERVAL = 1.0
+
+
+def show_config(ctx: typer.Context, cluster: Cluster = None) -> None:
+    """Print the dynamic configuration as YAML."""
+    state = common.read_state(common.get_config(ctx, cluster))
+    typer.echo(dump_yaml(dict(state.view.config or {})))
+
+
+def _yaml_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else None
+    except yaml.YAMLError as exc:
+        usage_error(f"cannot parse {text!r} as a YAML value: {' '.join(str(exc).split())}")
+
+
+def _yaml_mapping(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        usage_error(f"{source}: invalid YAML: {' '.join(str(exc).split())}")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        usage_error(f"{source}: expected a mapping at the top level")
+    return data
+
+
+def _read_source(name: str) -> str:
+    if name == "-":
+        return typer.get_text_stream("stdin").read()
+    try:
+        return Path(name).read_text()
+    except OSError as exc:
+        usage_error(f"cannot read {name}: {exc}")
+
+
+def set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in ``config`` (creating mappings on the way); ``None`` deletes it."""
+    parts = dotted.split(".")
+    if not all(parts):
+        usage_error(f"bad key path {dotted!r}")
+    node = config
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            if value is None:
+                return
+            child = node[part] = {}
+        node = child
+    if value is None:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+
+
+def _assignment(text: str, option: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        usage_error(f"{option} expects key=value, got {text!r}")
+    return key.strip(), _yaml_value(value.strip())
+
+
+def run_editor(text: str) -> str:
+    """Open ``$VISUAL``/``$EDITOR`` (default ``vi``) on ``text`` in a temporary ``.yaml`` file
+    and return the saved text. A failing editor exits 1."""
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.TemporaryDirectory(prefix="pgha-edit-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(text)
+        try:
+            done = subprocess.run([*shlex.split(editor), str(path)], check=False)
+        except OSError as exc:
+            fail(f"cannot run the editor {editor!r}: {exc}")
+        if done.returncode != 0:
+            fail(f"the editor {editor!r} exited with code {done.returncode}; nothing changed")
+        return path.read_text()
+
+
+def edit_config(
+    ctx: typer.Context,
+    cluster: Cluster = None,
+    sets: Annotated[list[str] | None, typer.Option(
+        "-s", "--set", help="key.path=value (YAML-typed; empty or null deletes); repeatable")
+    ] = None,
+    pgs: Annotated[list[str] | None, typer.Option(
+        "-p", "--pg", help="PostgreSQL parameter=value (postgresql.parameters); repeatable")
+    ] = None,
+    apply: Annotated[str | None, typer.Option(
+        "--apply", help="YAML file (or - for stdin) merged into the configuration")] = None,
+    replace: Annotated[str | None, typer.Option(
+        "--replace", help="YAML file (or - for stdin) replacing the configuration")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="do not show the diff")] = False,
+    force: Annotated[bool, typer.Option("--force", help="apply without asking")] = False,
+) -> None:
+    """Change the dynamic configuration in the DCS (compare-and-set), showing a diff."""
+    config = common.get_config(ctx, cluster)
+    state = common.read_state(config)
+    revision = state.revision("config")
+    if revision is not None and state.view.config is None:
+        typer.echo("warning: the config key holds no valid JSON object; editing {}", err=True)
+    before: dict[str, Any] = copy.deepcopy(dict(state.view.config or {}))
+    after = copy.deepcopy(before)
+    if replace is not None:
+        after = _yaml_mapping(_read_source(replace), replace)
+    if apply is not None:
+        after = merge_patch(after, _yaml_mapping(_read_source(apply), apply))
+    for item in sets or []:
+        set_path(after, *_assignment(item, "-s/--set"))
+    for item in pgs or []:
+        name, value = _assignment(item, "-p/--pg")
+        set_path(after, f"postgresql.parameters.{name}", value)
+    if replace is None and apply is None and not sets and not pgs:
+        after = _yaml_mapping(run_editor(dump_yaml(before) + "\n"), "edited configuration")
+    if after == before:
+        typer.echo("Not changed")
+        return
+    try:
+        parse_dynamic_config(after)
+    except ConfigError as exc:
+        typer.echo("Error: the new configuration is invalid, nothing was written:", err=True)
+        for key, message in exc.errors:
+            typer.echo(f"  {key or '<top>'}: {message}", err=True)
+        raise typer.Exit(2) from None
+    if not quiet:
+        diff = difflib.unified_diff(dump_yaml(before).splitlines(),
+                                    dump_yaml(after).splitlines(),
+                                    "before", "after", lineterm="")
+        typer.echo("\n".join(diff))
+    common.confirm("Apply these changes?", force)
+    if not common.run(common.cas_put(config, "config", dumps(after), revision)):
+        fail("the configuration was changed by someone else since it was read; nothing was "
+             "written: run edit-config again")
+    typer.echo("Configuration changed")
+
+
+def _paused_everywhere(ctx: typer.Context, config: Config, paused: bool) -> bool:
+    state = common.read_state(config)
+    answers = common.api_all(ctx, config, [Call(m, "GET", "/patroni") for m in state.ordered()])
+    for answer in answers:
+        if isinstance(answer.result, RestError):
+            return False
+        data = answer.result.json() or {}
+        if bool(data.get("pause", False)) != paused:
+            return False
+    return True
+
+
+def _set_pause(ctx: typer.Context, config: Config, state: ClusterState, paused: bool) -> None:
+    """PATCH /config on the leader, then the others; the DCS key when nobody answers."""
+    action = "pause" if paused else "resume"
+    errors: list[str] = []
+    for member in state.ordered():
+        try:
+            reply = common.api(ctx, config, member, "PATCH", "/config", {"pause": paused})
+        except RestError as exc:
+            errors.append(str(exc))
+            continue
+        if reply.status == 200:
+            return
+        fail(f"{action} failed on {member.name}: status code={reply.status}, "
+             f"({reply.reason()})")
+    for error in errors:
+        typer.echo(f"warning: {error}", err=True)
+    typer.echo("warning: no member's REST API answered; changing the DCS config directly",
+               err=True)
+    current = dict(state.view.config or {})
+    new = merge_patch(current, {"pause": True if paused else None})
+    if not common.run(common.cas_put(config, "config", dumps(new), state.revision("config"))):
+        fail("the configuration was changed by someone else meanwhile; nothing was written: "
+             f"run {action} again")
+
+
+def _toggle(ctx: typer.Context, cluster: str | None, paused: bool, wait: bool) -> None:
+    config = common.get_config(ctx, cluster)
+    state = common.read_state(config)
+    if state.view.settings.pause == paused:
+        fail("Cluster is already paused" if paused else "Cluster is not paused")
+    _set_pause(ctx, config, state, paused)
+    done = "paused" if paused else "resumed"
+    if wait:
+        typer.echo(f"'{'pause' if paused else 'resume'}' request sent, waiting until it is "
+                   "recognized by all nodes")
+        try:
+            while not _paused_everywhere(ctx, config, paused):
+                time.sleep(POLL_INTERVAL)
+        except KeyboardInterrupt:
+            fail("stopped waiting; not every member has seen the change yet")
+    typer.echo(f"Success: cluster management is {done}")
+
+
+def pause(ctx: typer.Context, cluster: Cluster = None,
+          wait: Annotated[bool, typer.Option("--wait", help="wait until every member is paused")
+                          ] = False) -> None:
+    """Maintenance mode: members stop taking automatic actions (no failover)."""
+    _toggle(ctx, cluster, True, wait)
+
+
+def resume(ctx: typer.Context, cluster: Cluster = None,
+           wait: Annotated[bool, typer.Option("--wait", help="wait until every member resumed")
+                           ] = False) -> None:
+    """Leave maintenance mode."""
+    _toggle(ctx, cluster, False, wait)

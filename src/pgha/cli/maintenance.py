@@ -1,0 +1,104 @@
+"""``pgha remove`` (wipe a cluster from the DCS) and ``pgha version``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from pgha import __version__
+from pgha.cli import common
+from pgha.cli.common import fail
+from pgha.cli.rest import Call, RestError
+from pgha.config import Config
+from pgha.dcs.base import scope_prefix
+
+AWARE = "Yes I am aware"
+
+
+async def _delete_all(config: Config) -> int:
+    """Delete every key of the cluster (one by one: not atomic); the number deleted."""
+    prefix = scope_prefix(config.namespace, config.scope)
+    async with asyncio.timeout(60):
+        async with common.kv_factory(config, common.DCS_TIMEOUT) as kv:
+            snapshot = await kv.get_prefix(prefix)
+            deleted = 0
+            for key in sorted(snapshot.items):
+                deleted += bool(await kv.delete(key))
+            return deleted
+
+
+def remove(
+    ctx: typer.Context,
+    cluster: Annotated[str, typer.Argument(help="the cluster (scope) to remove")],
+) -> None:
+    """Delete every DCS key of a cluster. Always interactive: type the cluster name, then
+    "Yes I am aware", then the leader's name if the cluster has a running leader."""
+    config = common.get_config(ctx, cluster)
+    state = common.read_state(config)
+    if not state.revisions:
+        fail(f"cluster {cluster} has no keys in the DCS (namespace {config.namespace})")
+    typer.echo(f"Removing cluster {cluster}: {len(state.view.members)} member(s), leader "
+               f"{state.leader or 'none'}")
+    if typer.prompt("Please confirm the cluster name to remove", default="",
+                    show_default=False) != cluster:
+        fail("Cluster names specified do not match")
+    answer = typer.prompt(f'You are about to remove all information in DCS for {cluster}, '
+                          f'please type: "{AWARE}"', default="", show_default=False)
+    if answer != AWARE:
+        fail(f'You did not exactly type "{AWARE}"')
+    leader = state.view.leader_member
+    if leader is not None and leader.state == "running":
+        name = typer.prompt("This cluster currently is healthy. Please specify the leader name "
+                            "to continue", default="", show_default=False)
+        if name != leader.name:
+            fail("You did not specify the current leader of the cluster")
+    deleted = common.run(_delete_all(config))
+    typer.echo(f"Success: removed {deleted} key(s) of cluster {cluster} from the DCS")
+
+
+def pg_version_text(server_version: object) -> str:
+    """``150004`` -> ``15.4``; ``90624`` -> ``9.6.24``; anything else as text."""
+    if isinstance(server_version, bool) or not isinstance(server_version, int):
+        return str(server_version or "unknown")
+    if server_version >= 100000:
+        return f"{server_version // 10000}.{server_version % 10000}"
+    return (f"{server_version // 10000}.{server_version // 100 % 100}."
+            f"{server_version % 100}")
+
+
+def version(
+    ctx: typer.Context,
+    args: Annotated[list[str] | None, typer.Argument(
+        metavar="[CLUSTER [MEMBER]...]",
+        help="cluster (default: the configured scope) and members (default: all)")] = None,
+) -> None:
+    """Print pgha's version, then (with a configuration) each member's pgha and PostgreSQL
+    versions from its GET /patroni. Exits 1 when a member does not answer."""
+    typer.echo(f"pgha version {__version__}")
+    obj = ctx.find_root().obj or {}
+    if obj.get("config_file") is None:
+        if args:
+            common.usage_error("asking members needs a configuration: pass -c CONFIG")
+        return
+    cluster = args[0] if args else None
+    names = args[1:] if args else []
+    config = common.get_config(ctx, cluster)
+    state = common.read_state(config)
+    members = common.select_members(state, names, "any")
+    ok = True
+    for answer in common.api_all(ctx, config, [Call(m, "GET", "/patroni") for m in members]):
+        name = answer.member.name
+        result = answer.result
+        data = None if isinstance(result, RestError) else result.json()
+        if not isinstance(data, dict):
+            detail = result if isinstance(result, RestError) else f"status {result.status}"
+            typer.echo(f"{name}: failed to get version: {detail}")
+            ok = False
+            continue
+        agent = (data.get("patroni") or {}).get("version", "unknown")
+        typer.echo(f"{name}: pgha {agent} PostgreSQL "
+                   f"{pg_version_text(data.get('server_version'))}")
+    if not ok:
+        raise typer.Exit(1)

@@ -1,0 +1,193 @@
+"""HTTP client of the members' REST API, as the operator commands use it.
+
+Why aiohttp rather than urllib in a thread: it is already a dependency (the API server uses
+it), it puts one total timeout on each request including connect and TLS handshake, and several
+members can be asked concurrently in one event loop (``version``, ``pause --wait``) without a
+thread per request.
+
+Contract:
+
+- the base URL of a member is its published ``api_url`` without the trailing ``/patroni``;
+- unsafe methods (POST, PUT, PATCH, DELETE) carry HTTP Basic credentials: the ``ctl`` section's
+  ``authentication`` {username, password} when present, else ``restapi.authentication``; GETs
+  never carry them;
+- TLS: CA file ``ctl.cacert`` (else ``restapi.cafile``), client certificate ``ctl.certfile`` /
+  ``ctl.keyfile`` (else ``restapi.certfile``/``keyfile`` when ``restapi.verify_client`` is
+  set), no verification with ``ctl.insecure: true`` or the global ``-k``;
+- every request is bounded by its timeout; connection errors and timeouts raise
+  :class:`RestError` (the caller decides whether that is fatal). Any HTTP answer, whatever its
+  status, is returned as a :class:`Reply`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+
+from pgha.config import Config
+from pgha.core.model import Member
+
+DEFAULT_TIMEOUT = 10.0
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class RestError(Exception):
+    """The member could not be asked: no api_url, connection refused, TLS failure, timeout."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer: status code and body text."""
+
+    status: int
+    text: str
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+    def reason(self) -> str:
+        """The body as one line (for error messages)."""
+        return " ".join(self.text.split()) or "(no details)"
+
+
+def api_base(api_url: str) -> str:
+    """``http://h:8008/patroni`` -> ``http://h:8008``."""
+    base = api_url.rstrip("/")
+    if base.endswith("/patroni"):
+        base = base[: -len("/patroni")]
+    return base
+
+
+def _ctl(config: Config) -> dict[str, Any]:
+    return dict(config.ctl or {})
+
+
+def basic_auth(username: str, password: str) -> str:
+    """The ``Authorization`` header value for HTTP Basic (UTF-8 credentials)."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def credentials(config: Config) -> str | None:
+    """The Basic ``Authorization`` header for unsafe methods: ``ctl.authentication`` first,
+    then ``restapi.authentication``; None when neither is set."""
+    auth = _ctl(config).get("authentication")
+    if isinstance(auth, dict) and auth.get("username") is not None:
+        return basic_auth(str(auth["username"]), str(auth.get("password") or ""))
+    rest = config.restapi.authentication
+    if rest is not None:
+        return basic_auth(rest.username, rest.password)
+    return None
+
+
+def ssl_context(config: Config, insecure: bool = False) -> ssl.SSLContext:
+    """The client TLS context from the ``ctl`` section (see the module docstring)."""
+    ctl = _ctl(config)
+    cafile = ctl.get("cacert") or config.restapi.cafile
+    ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
+    if insecure or bool(ctl.get("insecure", False)):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    certfile = ctl.get("certfile")
+    keyfile = ctl.get("keyfile")
+    if not certfile and config.restapi.verify_client in ("optional", "required"):
+        certfile, keyfile = config.restapi.certfile, config.restapi.keyfile
+    if certfile:
+        ctx.load_cert_chain(certfile, keyfile or None, ctl.get("keyfile_password"))
+    return ctx
+
+
+class RestClient:
+    """Use as ``async with RestClient(config) as api: await api.request(member, ...)``."""
+
+    def __init__(self, config: Config, *, insecure: bool = False,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.auth = credentials(config)
+        self.timeout = timeout
+        self._config = config
+        self._insecure = insecure
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            context = ssl_context(self._config, self._insecure)
+        except (OSError, ssl.SSLError) as exc:
+            raise RestError(f"cannot load the TLS files of the ctl section: {exc}") from exc
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(self, member: Member, method: str, path: str, body: Any = None,
+                      timeout: float | None = None) -> Reply:
+        """``method`` ``path`` on ``member``'s API with an optional JSON ``body``; at most
+        ``timeout`` seconds (default: the client's). Raises RestError when there is no
+        answer."""
+        if self._session is None:
+            raise RuntimeError("RestClient used outside 'async with'")
+        if not member.api_url:
+            raise RestError(f"member {member.name} publishes no api_url")
+        url = api_base(member.api_url) + path
+        method = method.upper()
+        limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
+        headers = {"Authorization": self.auth} if self.auth and method in UNSAFE else {}
+        try:
+            async with self._session.request(
+                method, url, json=body, timeout=limit, headers=headers,
+            ) as response:
+                return Reply(response.status, await response.text())
+        except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
+            detail = str(exc) or ("timed out" if isinstance(exc, TimeoutError)
+                                  else type(exc).__name__)
+            raise RestError(f"{method} {url}: {detail}") from exc
+
+    async def status(self, member: Member, timeout: float | None = None) -> dict[str, Any]:
+        """``GET /patroni`` of ``member`` as a dict. Raises RestError (also for a non-JSON
+        answer)."""
+        reply = await self.request(member, "GET", "/patroni", timeout=timeout)
+        data = reply.json()
+        if not isinstance(data, dict):
+            raise RestError(f"{member.name}: /patroni answered {reply.status} without JSON")
+        return data
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request for :func:`call_all`."""
+
+    member: Member
+    method: str
+    path: str
+    body: Any = None
+
+
+async def call_all(config: Config, calls: list[Call], *, insecure: bool = False,
+                   timeout: float = DEFAULT_TIMEOUT) -> list[Reply | RestError]:
+    """Send every call concurrently, each under ``timeout``; the answers (or the RestError
+    of a member that did not answer) in the order of ``calls``."""
+    async def one(api: RestClient, c: Call) -> Reply | RestError:
+        try:
+            return await api.request(c.member, c.method, c.path, c.body)
+        except RestError as exc:
+            return exc
+
+    try:
+        async with RestClient(config, insecure=insecure, timeout=timeout) as api:
+            return list(await asyncio.gather(*(one(api, c) for c in calls)))
+    except RestError as exc:  # TLS files unusable: every call fails the same way
+        return [exc for _ in calls]

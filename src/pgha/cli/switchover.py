@@ -1,0 +1,206 @@
+"""``pgha switchover``, ``pgha failover`` and ``pgha flush``.
+
+Switchover and failover are asked of the leader's REST API (``POST /switchover`` /
+``POST /failover``; a failover in a cluster without a leader goes to the candidate). The
+answer decides the exit code: 200 (done) and 202 (scheduled) exit 0 and print the member's
+message with a timestamp; any other answer (412 not possible, 503 failed, 400 refused, ...)
+prints ``Switchover failed, details: <code>, <body>`` and exits 1, as does an unreachable
+leader. The request waits up to ``2 * max(10, loop_wait) + 15`` seconds: the member itself
+waits up to ``2 * max(10, loop_wait)`` seconds for the new leader.
+
+``flush ... switchover`` asks the leader (then the other members) to ``DELETE /switchover``;
+when no member answers it deletes the ``failover`` key in the DCS directly, compare-and-set on
+the revision it read. ``flush ... restart`` sends ``DELETE /restart`` to each chosen member.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pgha.cli import common
+from pgha.cli.cluster import format_list
+from pgha.cli.common import ClusterState, fail, usage_error
+from pgha.cli.rest import Call, RestError
+from pgha.config import Config
+from pgha.core.model import Member
+
+Cluster = Annotated[str | None, typer.Argument(
+    metavar="[CLUSTER]", help="cluster name (default: the configured scope)")]
+Force = Annotated[bool, typer.Option("--force", help="do not ask for confirmation")]
+
+
+def _wait_budget(state: ClusterState) -> float:
+    return 2 * max(10.0, state.view.settings.loop_wait) + 15
+
+
+def _candidates(state: ClusterState, leader: str | None) -> list[str]:
+    return [m.name for m in state.ordered() if m.name != leader and m.tags.can_be_leader]
+
+
+def _check_candidate(state: ClusterState, candidate: str, candidates: list[str],
+                     leader: str | None, what: str) -> None:
+    if candidate == leader:
+        fail(f"{what} target and source are the same.")
+    if candidate not in candidates:
+        fail(f"Member {candidate} does not exist in cluster {state.scope} or is tagged as "
+             "nofailover")
+
+
+def _send(ctx: typer.Context, config: Config, state: ClusterState, target: Member, path: str,
+          body: dict[str, str], what: str) -> None:
+    try:
+        reply = common.api(ctx, config, target, "POST", path, body, _wait_budget(state))
+    except RestError as exc:
+        fail(f"{what} failed: cannot reach {target.name}: {exc}")
+    if reply.status in (200, 202):
+        typer.echo(f"{common.now_stamp()} {reply.reason()}")
+        if reply.status == 200:
+            typer.echo(format_list(common.read_state(config)))
+        return
+    fail(f"{what} failed, details: {reply.status}, {reply.reason()}")
+
+
+def switchover(
+    ctx: typer.Context,
+    cluster: Cluster = None,
+    leader: Annotated[str | None, typer.Option(
+        "--leader", "--primary", "--master", help="the current leader (checked)")] = None,
+    candidate: Annotated[str | None, typer.Option(
+        "--candidate", help="member to promote (default: the healthiest one)")] = None,
+    scheduled: Annotated[str | None, typer.Option(
+        "--scheduled", help="when: ISO 8601 timestamp or 'now'")] = None,
+    force: Force = False,
+) -> None:
+    """Planned switchover: demote the leader and promote a replica (now or at a given time).
+    Asks for missing values and a confirmation unless --force."""
+    config = common.get_config(ctx, cluster)
+    state = common.read_state(config)
+    current = state.leader
+    if current is None or current not in state.view.members:
+        fail(f"cluster {state.scope} has no leader: use failover --candidate")
+    if leader is None:
+        leader = current if force else typer.prompt("Primary", default=current)
+    if leader != current:
+        fail(f"Member {leader} is not the leader of cluster {state.scope}")
+    candidates = _candidates(state, leader)
+    if not candidates:
+        fail("No candidates found to switchover to")
+    if candidate is None and not force:
+        candidate = typer.prompt(f"Candidate {candidates}", default="", show_default=True)
+    if candidate:
+        _check_candidate(state, candidate, candidates, leader, "Switchover")
+    if scheduled is None and not force:
+        scheduled = typer.prompt(
+            "When should the switchover take place (e.g. 2030-01-31T12:00+00:00)",
+            default="now")
+    when = common.parse_when(scheduled, "switchover time")
+    if when is not None and state.view.settings.pause:
+        fail("Can't schedule switchover in the paused state")
+    if not force:
+        typer.echo(format_list(state))
+        target_text = f" to {candidate}" if candidate else ""
+        at_text = f" at {when.isoformat()}" if when else ""
+        common.confirm(f"Are you sure you want to switchover cluster {state.scope}, demoting "
+                       f"current leader {leader}{target_text}{at_text}?", force)
+    body = {"leader": leader}
+    if candidate:
+        body["candidate"] = candidate
+    if when is not None:
+        body["scheduled_at"] = when.isoformat()
+    _send(ctx, config, state, state.view.members[leader], "/switchover", body, "Switchover")
+
+
+def failover(
+    ctx: typer.Context,
+    cluster: Cluster = None,
+    candidate: Annotated[str | None, typer.Option(
+        "--candidate", help="member to promote (required; asked for when missing)")] = None,
+    force: Force = False,
+) -> None:
+    """Manual failover to a named member; works without a leader. Not schedulable."""
+    config = common.get_config(ctx, cluster)
+    state = common.read_state(config)
+    leader = state.leader if state.leader in state.view.members else None
+    candidates = _candidates(state, leader)
+    if candidate is None:
+        if force:
+            usage_error("--candidate is required: a failover goes to a specific member")
+        if not candidates:
+            fail("No candidates found to failover to")
+        candidate = typer.prompt(f"Candidate {candidates}", default="", show_default=False)
+        if not candidate:
+            usage_error("Failover could be performed only to a specific candidate")
+    _check_candidate(state, candidate, candidates, leader, "Failover")
+    if not force:
+        typer.echo(format_list(state))
+        demoting = f", demoting current leader {leader}" if leader else ""
+        common.confirm(f"Are you sure you want to failover cluster {state.scope}{demoting} "
+                       f"to {candidate}?", force)
+    target = state.view.members[leader or candidate]
+    _send(ctx, config, state, target, "/failover", {"candidate": candidate}, "Failover")
+
+
+def _flush_switchover(ctx: typer.Context, config: Config, state: ClusterState) -> None:
+    failover_key = state.view.failover or {}
+    revision = state.revision("failover")
+    if not failover_key.get("scheduled_at") or revision is None:
+        typer.echo("No pending scheduled switchover found")
+        return
+    errors: list[str] = []
+    for member in state.ordered():  # the leader first
+        try:
+            reply = common.api(ctx, config, member, "DELETE", "/switchover")
+        except RestError as exc:
+            errors.append(str(exc))
+            continue
+        if reply.status == 200:
+            typer.echo("Success: scheduled switchover deleted")
+            return
+        if reply.status == 404:
+            typer.echo("No pending scheduled switchover found")
+            return
+        fail(f"flush scheduled switchover on {member.name}: status code={reply.status}, "
+             f"({reply.reason()})")
+    for error in errors:
+        typer.echo(f"warning: {error}", err=True)
+    if not common.run(common.cas_delete(config, "failover", revision)):
+        fail("the failover key changed while flushing it; nothing was deleted, run flush again")
+    typer.echo("Success: scheduled switchover deleted (in the DCS: no member's REST API "
+               "answered)")
+
+
+def flush(
+    ctx: typer.Context,
+    args: Annotated[list[str], typer.Argument(
+        metavar="[CLUSTER] [MEMBER]... restart|switchover",
+        help="members (default: all) and what to flush")],
+    role: Annotated[str, typer.Option("-r", "--role", help="only members of this role")] = "any",
+    force: Force = False,
+) -> None:
+    """Cancel scheduled restarts (per member) or the scheduled switchover."""
+    target = args[-1]
+    if target not in ("restart", "switchover"):
+        usage_error(f"flush what? the last argument must be restart or switchover, not "
+                    f"{target!r}")
+    config = common.get_config(ctx)
+    names = common.strip_cluster(config, args[:-1])
+    state = common.read_state(config)
+    if target == "switchover":
+        if names:
+            usage_error("flush switchover takes no member names")
+        _flush_switchover(ctx, config, state)
+        return
+    members = common.select_members(state, names, common.normalize_role(role))
+    if not members:
+        fail("no member matches")
+    common.confirm("Are you sure you want to flush scheduled restarts of members "
+                   f"{common.member_list(members)}?", force)
+    answers = common.api_all(ctx, config, [Call(m, "DELETE", "/restart") for m in members])
+    ok = [common.report(a, "flush scheduled restart", {
+        200: "Success: flush scheduled restart for member {name}",
+        404: "No scheduled restart for member {name}",
+    }) for a in answers]
+    if not all(ok):
+        raise typer.Exit(1)
