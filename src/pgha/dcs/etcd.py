@@ -15,6 +15,12 @@ connection errors become :class:`DCSError`. After a connection-level error the c
 current endpoint is dropped and the *next* call goes to the next endpoint (round robin); a
 request-level refusal (bad argument, failed precondition) keeps the endpoint. A write that names
 a lease etcd no longer knows raises :class:`SessionExpired` and forgets the lease.
+
+Several tasks share the client (decision loop, keep-alive). Closing a dropped client closes its
+gRPC channel, and grpc.aio then cancels the calls still active on it: their awaiting tasks get
+``CancelledError`` although nobody cancelled them (see ``etcd_client.stray_cancellation``).
+Such a call fails with DCSError like any call on a failed connection; a real cancellation of
+the calling task propagates unchanged.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pgha.dcs.etcd_client import (
     close_in_background,
     connect_client,
     read_file,
+    stray_cancellation,
 )
 
 log = logging.getLogger("pgha.dcs")
@@ -151,6 +158,11 @@ class EtcdStore(KVStore):
         except OSError as exc:
             await self._drop(client)
             raise DCSError(f"etcd {where}: {what} failed: {exc}") from exc
+        except asyncio.CancelledError:
+            if not stray_cancellation():
+                raise  # the caller is being cancelled
+            await self._drop(client)
+            raise DCSError(f"etcd {where}: {what} aborted: its connection was closed") from None
 
     async def connect(self) -> None:
         """Prepare the client. No network traffic: the connection is opened by the first call
@@ -331,6 +343,10 @@ class EtcdStore(KVStore):
                 log.debug("etcd watch of %s ended, reconnecting", prefix)
             except aetcd.RevisionCompactedError:
                 compacted = True
+            except asyncio.CancelledError:
+                if not stray_cancellation():
+                    raise  # the consumer is being cancelled
+                log.debug("etcd watch of %s: its connection was closed", prefix)
             except WATCH_ERRORS as exc:
                 if not self._closed:  # the first failure of a series at INFO, then DEBUG
                     log.log(logging.INFO if backoff == 0.1 else logging.DEBUG,

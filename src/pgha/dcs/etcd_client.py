@@ -1,6 +1,6 @@
 """aetcd client plumbing for :mod:`pgha.dcs.etcd`: channel options, the TLS client, the
-``hasleader`` requirement on every request, the error classes, background closing of dropped
-clients."""
+``hasleader`` requirement on every request, the error classes, telling grpc.aio's local call
+cancellations from real ones, background closing of dropped clients."""
 
 from __future__ import annotations
 
@@ -93,6 +93,17 @@ async def connect_client(client: Any) -> None:
         client.metadata = (*metadata, REQUIRE_LEADER)
         if client._watcher is not None:
             client._watcher._metadata = client.metadata
+
+
+def stray_cancellation() -> bool:
+    """Inside ``except CancelledError``: True when the current task is not being cancelled
+    (``Task.cancelling() == 0``), i.e. the error comes from grpc.aio, whose awaited call raises
+    CancelledError when it was cancelled *locally* -- which ``Channel.close()`` does to every
+    call still active on the channel (grpc/aio/_call.py, ``is_locally_cancelled``). False for
+    a real cancellation (``task.cancel()``, an expiring ``asyncio.timeout``), which must
+    propagate."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
 
 
 _CLOSING: set[asyncio.Task[None]] = set()  # background closes of dropped clients
