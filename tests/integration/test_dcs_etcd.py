@@ -1,5 +1,6 @@
 """etcd-specific behaviour of EtcdStore against a real etcd 3.4: lease lapse and renewal,
-``if_revision=0``, watch after compaction, endpoint failover, loss of a cluster member.
+``if_revision=0``, watch after compaction, endpoint failover, loss of a cluster member, a call
+in flight on a client another task drops.
 
 The behaviour every backend shares (locking, expiry, close, compare-and-set, watch, restart,
 garbage values, get_prefix, initialize) is in ``test_dcs_contract.py``, which runs against etcd
@@ -9,8 +10,9 @@ among the other servers.
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import aetcd
 import pytest
@@ -160,3 +162,45 @@ async def test_cluster_member_loss() -> None:
             await store.keepalive()
         finally:
             await store.kv.close()
+
+
+async def test_call_in_flight_on_a_dropped_client_fails_with_dcs_error() -> None:
+    """The endpoint hangs (SIGSTOP) under two concurrent calls: the first times out and drops
+    the shared client, whose channel close makes grpc.aio cancel the second call locally. The
+    second task was not cancelled, so it must get DCSError, not CancelledError (the "stray
+    cancellation" that used to end the agent's decision loop)."""
+    async with EtcdServer() as server:
+        kv = EtcdStore(server.endpoints, ttl=5, timeout=1.0)
+        await kv.connect()
+        assert server.proc is not None
+        try:
+            await kv.keepalive()
+
+            async def later(delay: float, call: Callable[[], Awaitable[object]]) -> object:
+                await asyncio.sleep(delay)
+                return await call()
+
+            server.proc.send_signal(signal.SIGSTOP)
+            try:
+                results = await asyncio.gather(
+                    later(0.0, lambda: kv.get_prefix("/x/")), later(0.3, kv.keepalive),
+                    return_exceptions=True)
+            finally:
+                server.proc.send_signal(signal.SIGCONT)
+            assert [type(r) for r in results] == [DCSError, DCSError], results
+            assert "timed out" in str(results[0])
+            assert "connection was closed" in str(results[1])
+            await kv.keepalive()  # a new client, same lease
+
+            # a real cancellation still cancels
+            server.proc.send_signal(signal.SIGSTOP)
+            try:
+                task = asyncio.create_task(kv.get_prefix("/x/"))
+                await asyncio.sleep(0.2)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            finally:
+                server.proc.send_signal(signal.SIGCONT)
+        finally:
+            await kv.close()

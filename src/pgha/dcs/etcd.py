@@ -15,6 +15,12 @@ connection errors become :class:`DCSError`. After a connection-level error the c
 current endpoint is dropped and the *next* call goes to the next endpoint (round robin); a
 request-level refusal (bad argument, failed precondition) keeps the endpoint. A write that names
 a lease etcd no longer knows raises :class:`SessionExpired` and forgets the lease.
+
+Several tasks share the client (decision loop, keep-alive). Closing a dropped client closes its
+gRPC channel, and grpc.aio then cancels the calls still active on it: their awaiting tasks get
+``CancelledError`` although nobody cancelled them (see ``etcd_client.stray_cancellation``).
+Such a call fails with DCSError like any call on a failed connection; a real cancellation of
+the calling task propagates unchanged.
 """
 
 from __future__ import annotations
@@ -27,110 +33,23 @@ from typing import Any, TypeVar
 
 import aetcd
 import grpc  # type: ignore[import-untyped]
-from aetcd import rpc
 
 from pgha.dcs.base import DCSError, KeyValue, KVStore, SessionExpired, Snapshot, WatchEvent
+from pgha.dcs.etcd_client import (
+    CHANNEL_OPTIONS,
+    CLIENT_ERRORS,
+    REQUEST_ERRORS,
+    WATCH_ERRORS,
+    TlsClient,
+    close_in_background,
+    connect_client,
+    read_file,
+    stray_cancellation,
+)
 
 log = logging.getLogger("pgha.dcs")
 
 _T = TypeVar("_T")
-
-# gRPC channel options: detect dead connections of idle watch streams, and reconnect quickly
-# (gRPC's default reconnect backoff grows to two minutes).
-_CHANNEL_OPTIONS: dict[str, Any] = {
-    "grpc.keepalive_time_ms": 10_000,
-    "grpc.keepalive_timeout_ms": 5_000,
-    "grpc.http2.max_pings_without_data": 0,
-    "grpc.initial_reconnect_backoff_ms": 200,
-    "grpc.min_reconnect_backoff_ms": 200,
-    "grpc.max_reconnect_backoff_ms": 2_000,
-}
-
-_REQUIRE_LEADER = ("hasleader", "true")
-
-# Refusals that say nothing about the endpoint's health: keep using it.
-_REQUEST_ERRORS: tuple[type[Exception], ...] = (
-    aetcd.InvalidArgumentError,
-    aetcd.PreconditionFailedError,
-    aetcd.DuplicateLeaseError,
-)
-# Everything aetcd / grpc raise for a failed RPC.
-_CLIENT_ERRORS: tuple[type[Exception], ...] = (aetcd.ClientError, rpc.RpcError, rpc.BaseError)
-_WATCH_ERRORS: tuple[type[Exception], ...] = (TimeoutError, OSError, *_CLIENT_ERRORS)
-
-
-class _TlsClient(aetcd.Client):  # type: ignore[misc]
-    """aetcd client over a TLS channel (aetcd itself only opens plaintext channels)."""
-
-    def __init__(self, *args: Any, credentials: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pgha_credentials = credentials
-        self._pgha_connect_lock = asyncio.Lock()
-
-    async def connect(self) -> None:
-        async with self._pgha_connect_lock:
-            if self._connected.is_set():
-                return
-            target = f"{self._host}:{self._port}"
-            channel = rpc.secure_channel(
-                target, self._pgha_credentials, options=list(self._options.items())
-            )
-            self.channel = channel
-            if self._username is not None and self._password is not None:
-                self.auth_stub = rpc.AuthStub(channel)
-                request = rpc.AuthenticateRequest(name=self._username, password=self._password)
-                resp = await self.auth_stub.Authenticate(request, timeout=self._timeout)
-                self.metadata = (("token", resp.token),)
-            self.kvstub = rpc.KVStub(channel)
-            self.clusterstub = rpc.ClusterStub(channel)
-            self.leasestub = rpc.LeaseStub(channel)
-            self.maintenancestub = rpc.MaintenanceStub(channel)
-            self._watcher = aetcd.Watcher(
-                rpc.WatchStub(channel), timeout=self._timeout, metadata=self.metadata
-            )
-            self._connected.set()
-
-
-def _read_file(path: str | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise DCSError(f"cannot read etcd TLS file {path}: {exc}") from exc
-
-
-async def _connect(client: Any) -> None:
-    """Connect ``client`` (no-op when connected) and make every request carry etcd's
-    ``hasleader`` requirement: a member cut off from the raft leader then refuses requests and
-    cancels watch streams at once (instead of serving stale silence), so we move on to the
-    next endpoint."""
-    await client.connect()
-    metadata = tuple(client.metadata or ())
-    if _REQUIRE_LEADER not in metadata:
-        client.metadata = (*metadata, _REQUIRE_LEADER)
-        if client._watcher is not None:
-            client._watcher._metadata = client.metadata
-
-
-_CLOSING: set[asyncio.Task[None]] = set()  # background closes of dropped clients
-
-
-def _close_in_background(client: Any) -> None:
-    """Close ``client`` without waiting for it (see :meth:`EtcdStore._drop` for why)."""
-    task = asyncio.get_running_loop().create_task(_close_quietly(client))
-    _CLOSING.add(task)
-    task.add_done_callback(_CLOSING.discard)
-
-
-async def _close_quietly(client: Any) -> None:
-    """Close an aetcd client; never raises, never blocks for long."""
-    try:
-        async with asyncio.timeout(2.0):
-            await client.close()
-    except Exception as exc:  # best effort
-        log.debug("closing etcd client failed: %r", exc)
 
 
 class EtcdStore(KVStore):
@@ -163,7 +82,7 @@ class EtcdStore(KVStore):
         self._credentials: Any = None
         if ca_cert is not None:
             self._credentials = grpc.ssl_channel_credentials(
-                _read_file(ca_cert), _read_file(cert_key), _read_file(cert_cert)
+                read_file(ca_cert), read_file(cert_key), read_file(cert_cert)
             )
         self._index = 0
         self._client: Any = None
@@ -190,10 +109,10 @@ class EtcdStore(KVStore):
             "username": self._username,
             "password": self._password,
             "timeout": self.timeout,
-            "options": _CHANNEL_OPTIONS,
+            "options": CHANNEL_OPTIONS,
         }
         if self._credentials is not None:
-            return _TlsClient(host, port, credentials=self._credentials, **kwargs)
+            return TlsClient(host, port, credentials=self._credentials, **kwargs)
         return aetcd.Client(host, port, **kwargs)
 
     async def _drop(self, client: Any) -> None:
@@ -206,7 +125,7 @@ class EtcdStore(KVStore):
         # Closed in the background, never awaited here: aetcd's close() can swallow the
         # caller's cancellation and then wait forever on a dead stream (seen: the decision
         # loop hung after an etcd member died), so no request path may wait on it.
-        _close_in_background(client)
+        close_in_background(client)
 
     async def _call(
         self, what: str, fn: Callable[[Any], Awaitable[_T]], lease: int | None = None
@@ -222,23 +141,28 @@ class EtcdStore(KVStore):
         where = f"{host}:{port}"
         try:
             async with asyncio.timeout(self.timeout):
-                await _connect(client)
+                await connect_client(client)
                 return await fn(client)
         except TimeoutError as exc:
             await self._drop(client)
             raise DCSError(f"etcd {where}: {what} timed out after {self.timeout}s") from exc
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             text = str(exc) or exc.__class__.__name__
             if "lease not found" in text:
                 if lease is not None and self._lease_id == lease:
                     self._lease_id = None
                 raise SessionExpired(f"etcd {where}: {what}: lease {lease or 0:x} is gone") from exc
-            if not isinstance(exc, _REQUEST_ERRORS):
+            if not isinstance(exc, REQUEST_ERRORS):
                 await self._drop(client)
             raise DCSError(f"etcd {where}: {what} failed: {text}") from exc
         except OSError as exc:
             await self._drop(client)
             raise DCSError(f"etcd {where}: {what} failed: {exc}") from exc
+        except asyncio.CancelledError:
+            if not stray_cancellation():
+                raise  # the caller is being cancelled
+            await self._drop(client)
+            raise DCSError(f"etcd {where}: {what} aborted: its connection was closed") from None
 
     async def connect(self) -> None:
         """Prepare the client. No network traffic: the connection is opened by the first call
@@ -265,7 +189,7 @@ class EtcdStore(KVStore):
         client, self._client = self._client, None
         for other in [client, *self._watch_clients]:
             if other is not None:
-                _close_in_background(other)
+                close_in_background(other)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -400,7 +324,7 @@ class EtcdStore(KVStore):
             self._watch_clients.add(client)
             try:
                 async with asyncio.timeout(self.timeout):
-                    await _connect(client)
+                    await connect_client(client)
                     if compacted:
                         current = await client.get_prefix(key, keys_only=True)
                         log.warning("etcd watch of %s: revision %d compacted, resuming at %d",
@@ -419,14 +343,18 @@ class EtcdStore(KVStore):
                 log.debug("etcd watch of %s ended, reconnecting", prefix)
             except aetcd.RevisionCompactedError:
                 compacted = True
-            except _WATCH_ERRORS as exc:
+            except asyncio.CancelledError:
+                if not stray_cancellation():
+                    raise  # the consumer is being cancelled
+                log.debug("etcd watch of %s: its connection was closed", prefix)
+            except WATCH_ERRORS as exc:
                 if not self._closed:  # the first failure of a series at INFO, then DEBUG
                     log.log(logging.INFO if backoff == 0.1 else logging.DEBUG,
                             "etcd watch of %s on %s:%d failed: %s", prefix,
                             *self.endpoints[index], str(exc) or exc.__class__.__name__)
             finally:
                 self._watch_clients.discard(client)
-                _close_in_background(client)
+                close_in_background(client)
             if self._closed:
                 return
             resync = True
