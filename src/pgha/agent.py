@@ -18,6 +18,7 @@ import io
 import logging
 import signal
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -219,8 +220,10 @@ class Agent:
             await self.confirm_lease()
             try:
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._decision_supervisor(), name="decision-supervisor")
-                    tg.create_task(self._keepalive_loop(), name="keepalive")
+                    tg.create_task(self._supervised(self._decision_loop, "decision-loop"),
+                                   name="decision-supervisor")
+                    tg.create_task(self._supervised(self._keepalive_loop, "keepalive"),
+                                   name="keepalive-supervisor")
                     tg.create_task(self._watch_loop(), name="dcs-watch")
                     tg.create_task(self._postmaster_watch(), name="postmaster-watch")
                     tg.create_task(self._stop_when_finished(), name="stopper")
@@ -299,21 +302,23 @@ class Agent:
                 await self._fail_closed_backstop()
             await asyncio.sleep(min(interval, safety_margin_for(self.kv.session_ttl) / 2))
 
-    async def _decision_supervisor(self) -> None:
-        """Runs the decision loop and restarts it if a stray cancellation (not ours: some
-        gRPC/aetcd paths cancel the task that awaits them) ends it; a TaskGroup would ignore
-        such a child silently, leaving the agent without decisions. Exceptions propagate."""
+    async def _supervised(self, factory: Callable[[], Coroutine[Any, Any, None]],
+                          name: str) -> None:
+        """Runs ``factory()`` as a task and restarts it if a stray cancellation (one we did
+        not request: gRPC cancels calls in flight on a channel another task closes) ends it;
+        a TaskGroup would ignore such a child silently, leaving the agent without decisions
+        or lease renewals. Exceptions propagate; our own cancellation is passed on."""
         while True:
-            task = asyncio.get_running_loop().create_task(self._decision_loop(),
-                                                          name="decision-loop")
-            self._decision_task = task
+            task = asyncio.get_running_loop().create_task(factory(), name=name)
+            if name == "decision-loop":
+                self._decision_task = task
             try:
                 await asyncio.wait({task})
             except asyncio.CancelledError:
                 task.cancel()
                 raise
             if task.cancelled():
-                log.error("the decision loop was cancelled from outside; restarting it")
+                log.error("the %s task was cancelled from outside; restarting it", name)
                 continue
             exc = task.exception()
             if exc is not None:
@@ -378,9 +383,21 @@ class Agent:
                 self.pg_started.clear()
 
     # ------------------------------------------------------------------ decision loop
+    def _dcs_budget(self) -> float:
+        """Time a DCS call of the decision loop may take: ``retry_timeout``, but for a
+        writable primary no longer than its lease is confirmed, so a hanging store never keeps
+        the loop from demoting it in time."""
+        budget = self.settings.retry_timeout
+        st = self.status.pg
+        until = self._confirmed_until
+        if until is not None and st.running and st.role is not None \
+                and st.role.value == "primary":
+            budget = min(budget, max(0.05, until - time.monotonic()))
+        return budget
+
     async def _observe_view(self) -> ClusterView | None:
         try:
-            view = await bounded(self.store.load(), self.settings.retry_timeout)
+            view = await bounded(self.store.load(), self._dcs_budget())
         except (DCSError, TimeoutError) as exc:
             if self.dcs_ok:
                 log.warning("DCS read failed: %s", describe(exc))
@@ -528,7 +545,7 @@ class Agent:
             if same and (data == last or not due):
                 return
         try:
-            await bounded(self.store.touch_member(data), self.settings.retry_timeout)
+            await bounded(self.store.touch_member(data), self._dcs_budget())
         except SessionExpired:
             self._last_member_json = None
             self.wake.set()
