@@ -1,9 +1,11 @@
-"""Failover benchmark: four faults against a local three-member cluster, with a client writing
-every 50 ms.
+"""Failover benchmark: faults and a planned switchover against a local three-member cluster,
+with a client writing every 50 ms.
 
 For each scenario it prints and records (JSON):
   * ``unavailable_s``: seconds from the fault to the first acknowledged write on a primary
-    (for a replica's postmaster crash: seconds until the new postmaster exists);
+    (for a replica's postmaster crash: seconds until the new postmaster exists; for a planned
+    switchover, requested with ``POST /switchover`` on the leader: the longest time between
+    two consecutive acknowledged writes, i.e. how long writes were refused);
   * ``lost``: acknowledged writes missing on the primary once the cluster has settled.
 
 Run as an unprivileged user (PostgreSQL refuses root), for example:
@@ -26,6 +28,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +43,20 @@ from tests.support.writer import Writer  # noqa: E402
 from pgha.localcluster import LocalCluster, MemberProc  # noqa: E402
 
 SCENARIOS = ("leader_node_death", "leader_postmaster_crash", "leader_clean_stop",
-             "replica_postmaster_crash")
+             "replica_postmaster_crash", "planned_switchover")
+# scenarios after which the old leader must not be the one acknowledging writes
+_MOVES_LEADER = ("leader_node_death", "leader_clean_stop", "planned_switchover")
+
+
+def request_switchover(leader: MemberProc, candidate: str, answer: dict[str, Any]) -> None:
+    body = json.dumps({"leader": leader.name, "candidate": candidate}).encode()
+    req = urllib.request.Request(f"{leader.api}/switchover", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            answer["code"] = resp.status
+    except urllib.error.HTTPError as err:
+        answer["code"] = err.code
 
 
 def psql_rows(m: MemberProc) -> set[int]:
@@ -87,6 +104,10 @@ def _run(name: str, cluster: LocalCluster, phase: float) -> dict[str, Any]:
             cluster.kill_postmaster(leader.name)
         elif name == "leader_clean_stop":
             threading.Thread(target=cluster.stop, args=(leader.name,), daemon=True).start()
+        elif name == "planned_switchover":
+            answer: dict[str, Any] = {}
+            threading.Thread(target=request_switchover, args=(leader, replica.name, answer),
+                             daemon=True).start()
         elif name == "replica_postmaster_crash":
             old_pid = cluster.kill_postmaster(replica.name)
             wait_until(lambda: replica.postmaster_pid() not in (None, old_pid), 30,
@@ -95,14 +116,17 @@ def _run(name: str, cluster: LocalCluster, phase: float) -> dict[str, Any]:
             result["metric"] = "seconds to new postmaster"
         deadline = t0 + 120
         while time.monotonic() < deadline and writer.unavailable_after(
-                t0, leader.name if name in ("leader_node_death", "leader_clean_stop")
-                else None) is None:
+                t0, leader.name if name in _MOVES_LEADER else None) is None:
             time.sleep(0.1)
         time.sleep(2.0)
         writer.stop.set()
         thread.join(10)
-        if name != "replica_postmaster_crash":
-            excl = leader.name if name in ("leader_node_death", "leader_clean_stop") else None
+        if name == "planned_switchover":
+            result["unavailable_s"] = writer.longest_gap(t0)
+            result["metric"] = "longest gap between acknowledged writes"
+            result["api_code"] = answer.get("code")
+        elif name != "replica_postmaster_crash":
+            excl = leader.name if name in _MOVES_LEADER else None
             result["unavailable_s"] = writer.unavailable_after(t0, excl)
             result["metric"] = "seconds to first acknowledged write"
         new = wait_until(lambda: primary_of(cluster), 60, "a primary")

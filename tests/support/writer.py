@@ -4,6 +4,7 @@ acknowledged write, and a probe that samples which members accept writes."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -90,6 +91,18 @@ class Writer:
                 continue
             return w.acked - t0
         return None
+
+    def longest_gap(self, t0: float) -> float | None:
+        """The longest time between two consecutive acknowledged writes, counting from the
+        last one acknowledged before ``t0`` (how long writes were refused around an event).
+        None when no write was acknowledged after ``t0``."""
+        acked = sorted(w.acked for w in self.writes if w.acked is not None)
+        before = [a for a in acked if a < t0]
+        after = [a for a in acked if a >= t0]
+        if not after:
+            return None
+        points = before[-1:] + after
+        return max((b - a for a, b in itertools.pairwise(points)), default=0.0)
 
 
 @dataclass
