@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,14 +24,13 @@ from typing import Any
 import aiohttp
 
 from pgha.commands import Command, Outcome
-from pgha.config import Config, ConfigError, load_config
+from pgha.config import Config
 from pgha.control import Control
 from pgha.core.actions import (
     Demote,
     HandOver,
     Reinitialize,
     RestartPostgres,
-    StopMode,
     StopPostgres,
 )
 from pgha.core.decide import Decision, Reason, decide, needs_peer_statuses
@@ -53,12 +50,14 @@ from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
 from pgha.executor import Executor
 from pgha.failsafe import Failsafe
+from pgha.lease import LeaseKeeping
 from pgha.metrics import AgentMetrics
 from pgha.peers import fetch_peer_statuses, parse_peer_status
-from pgha.pg.callbacks import CallbackRunner, lifecycle_callbacks
+from pgha.pg.callbacks import CallbackRunner
 from pgha.pg.dynconf import DynamicConfigApplier
 from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
+from pgha.pgconfigure import PgConfiguring
 from pgha.status import AgentStatus
 from pgha.wiring import pg_settings
 
@@ -72,7 +71,7 @@ class DuplicateMemberError(RuntimeError):
     """Another live agent already publishes a member key with our name."""
 
 
-class Agent:
+class Agent(LeaseKeeping, PgConfiguring):
     """One pgha agent. Create, then ``await run()``; ``request_stop()`` ends it cleanly."""
 
     def __init__(self, config: Config, config_path: Path | None = None) -> None:
@@ -147,62 +146,6 @@ class Agent:
         self.reload_requested = True
         self.wake.set()
 
-    async def _reload_config(self) -> None:
-        """Apply a re-read YAML: tags and PostgreSQL settings; PostgreSQL is reloaded when it
-        runs. A file that fails validation is logged and changes nothing. The member name,
-        scope and DCS section cannot change without a restart."""
-        self.reload_requested = False
-        try:
-            config = await asyncio.to_thread(load_config, self.config_path)
-        except (ConfigError, OSError) as exc:
-            log.error("reload: configuration rejected, keeping the running one: %s", exc)
-            return
-        if (config.name, config.scope, config.namespace) != (
-                self.config.name, self.config.scope, self.config.namespace):
-            log.error("reload: name, scope and namespace need a restart; keeping the running "
-                      "configuration")
-            return
-        self.config = config
-        self.tags = Tags.from_json(config.tags.model_dump(exclude_none=True))
-        self.callbacks.update(self._callback_commands(config))
-        self.dynconf.set_local_config(config)
-        result = await self.dynconf.apply(self.view.config if self.view else None)
-        if self.pg.is_running() and not result.reloaded and not await self.pg.reload():
-            log.error("reload: PostgreSQL reload failed")
-            return
-        log.info("reload: configuration applied")
-        if self.pg.is_running():
-            self.callbacks.fire("on_reload", self.status.role)
-
-    @staticmethod
-    def _callback_commands(config: Config) -> dict[str, str | None]:
-        return dict(config.postgresql.callbacks.model_dump())
-
-    async def _apply_dynamic_config(self, view: ClusterView | None) -> None:
-        """Bring PostgreSQL's configuration in line with the DCS ``config`` (reload-only
-        parameters at once, restart-only ones reported as pending_restart)."""
-        try:
-            async with asyncio.timeout(self.settings.retry_timeout + 5):
-                result = await self.dynconf.apply(view.config if view is not None else None)
-        except TimeoutError:
-            log.warning("applying the dynamic configuration timed out; retrying next cycle")
-            return
-        if result.reloaded:
-            log.info("dynamic configuration applied to PostgreSQL (%s)",
-                     ", ".join(result.files) or "reloaded")
-            self.callbacks.fire("on_reload", self.status.role)
-
-    def _fire_callbacks(self, pg_state: PgState, restarted: bool) -> None:
-        """Run the user's callbacks for what changed in PostgreSQL this cycle."""
-        role = pg_state.role.value if pg_state.running and pg_state.role else None
-        now = (pg_state.running, role)
-        for action, cb_role in lifecycle_callbacks(self._pg_seen, now, self._last_role,
-                                                   restarted):
-            self.callbacks.fire(action, cb_role)
-        self._pg_seen = now
-        if role is not None:
-            self._last_role = role
-
     async def run(self) -> None:
         from pgha.api.server import ApiServer
 
@@ -255,105 +198,6 @@ class Agent:
             raise DuplicateMemberError(
                 f"a member named {self.name!r} is already running ({other.api_url})")
 
-    # ------------------------------------------------------------------ lease
-    def _mark_busy(self, seconds: float) -> None:
-        self.busy_until = max(self.busy_until, time.monotonic() + seconds)
-
-    def _loop_is_alive(self) -> bool:
-        """The decision loop completed a cycle recently enough: within one sleep plus one
-        cycle whose DCS read and PostgreSQL probe both ran into their timeouts (plus the peer
-        fetch), or it is inside a long action that announced itself."""
-        st = self.settings
-        limit = max(st.ttl / 2, st.loop_wait + 2 * st.retry_timeout + 2.0)
-        now = time.monotonic()
-        return now - self.heartbeat < limit or now < self.busy_until
-
-    async def confirm_lease(self) -> bool:
-        """One keep-alive round trip; on success the lease deadline is counted from the moment
-        the request was sent (the store may have renewed it earlier than its answer shows),
-        using the TTL of the session the store actually holds (``kv.session_ttl``), not the dynamic
-        configuration's, which may differ until the session is renewed with it."""
-        sent = time.monotonic()
-        try:
-            await bounded(self.store.keepalive(), self.settings.retry_timeout)
-        except SessionExpired:
-            log.warning("DCS session expired: our lock and member key are gone")
-            self.lease_deadline = None
-            self._last_member_json = None
-            self.wake.set()
-            return False
-        except (DCSError, TimeoutError) as exc:
-            log.warning("lease keep-alive failed: %s", describe(exc))
-            return False
-        lease_ttl = self.kv.session_ttl
-        self.lease_deadline = sent + lease_ttl - safety_margin_for(lease_ttl)
-        return True
-
-    async def _keepalive_loop(self) -> None:
-        while True:
-            interval = max(0.25, self.kv.session_ttl / 4)
-            if self._loop_is_alive():
-                await self.confirm_lease()
-            else:
-                log.error("decision loop stalled: not renewing the lease")
-            if self._decision_overdue():
-                log.critical("lease deadline passed and the decision loop has not acted")
-                self._log_decision_stack()
-                await self._fail_closed_backstop()
-            await asyncio.sleep(min(interval, safety_margin_for(self.kv.session_ttl) / 2))
-
-    async def _supervised(self, factory: Callable[[], Coroutine[Any, Any, None]],
-                          name: str) -> None:
-        """Runs ``factory()`` as a task and restarts it if a stray cancellation (one we did
-        not request: gRPC cancels calls in flight on a channel another task closes) ends it;
-        a TaskGroup would ignore such a child silently, leaving the agent without decisions
-        or lease renewals. Exceptions propagate; our own cancellation is passed on."""
-        while True:
-            task = asyncio.get_running_loop().create_task(factory(), name=name)
-            if name == "decision-loop":
-                self._decision_task = task
-            try:
-                await asyncio.wait({task})
-            except asyncio.CancelledError:
-                task.cancel()
-                raise
-            if task.cancelled():
-                log.error("the %s task was cancelled from outside; restarting it", name)
-                continue
-            exc = task.exception()
-            if exc is not None:
-                raise exc
-            return
-
-    def _log_decision_stack(self) -> None:
-        """Where the decision loop is stuck (for the operator's bug report)."""
-        task = self._decision_task
-        if task is None or task.done():
-            return
-        buf = io.StringIO()
-        task.print_stack(limit=30, file=buf)
-        log.critical("decision loop stack:\n%s", buf.getvalue())
-
-    @property
-    def _confirmed_until(self) -> float | None:
-        """The later of the lease deadline and the failsafe deadline (None: neither)."""
-        known = [d for d in (self.lease_deadline, self.failsafe.deadline) if d is not None]
-        return max(known) if known else None
-
-    def lease_seconds_left(self) -> float:
-        """Seconds until the leader lease we hold must be confirmed again (``lease_deadline``),
-        0 when we do not hold the leader lock. For ``pgha_leader_lease_seconds_left``."""
-        if not self.status.holds_lock or self.lease_deadline is None:
-            return 0.0
-        return max(0.0, self.lease_deadline - time.monotonic())
-
-    def _decision_overdue(self) -> bool:
-        """The lease (and any failsafe confirmation) ran out, and no decision cycle has
-        completed since: the decision loop is stuck, so it cannot demote the primary itself."""
-        until = self._confirmed_until
-        if until is None or time.monotonic() < until:
-            return False  # no lease to be late on (decide demotes such a primary), or not late
-        return self.heartbeat < until - 0.5
 
     # ------------------------------------------------------------------ watches
     async def _watch_loop(self) -> None:
@@ -383,17 +227,6 @@ class Agent:
                 self.pg_started.clear()
 
     # ------------------------------------------------------------------ decision loop
-    def _dcs_budget(self) -> float:
-        """Time a DCS call of the decision loop may take: ``retry_timeout``, but for a
-        writable primary no longer than its lease is confirmed, so a hanging store never keeps
-        the loop from demoting it in time."""
-        budget = self.settings.retry_timeout
-        st = self.status.pg
-        until = self._confirmed_until
-        if until is not None and st.running and st.role is not None \
-                and st.role.value == "primary":
-            budget = min(budget, max(0.05, until - time.monotonic()))
-        return budget
 
     async def _observe_view(self) -> ClusterView | None:
         try:
@@ -577,21 +410,6 @@ class Agent:
                 self.finished.set()
                 return
             await self._sleep(ok)
-
-    async def _fail_closed_backstop(self) -> None:
-        """Safety rule 2 when ``decide`` cannot run: a writable primary whose lease is not
-        confirmed any more is stopped at once (immediate mode)."""
-        until = self._confirmed_until
-        if until is not None and time.monotonic() < until:
-            return
-        if self.view is not None and self.view.settings.pause:
-            return
-        st = self.status.pg
-        if self.pg.is_running() and st.role is not None and st.role.value == "primary":
-            log.critical("decision loop failing and lease unconfirmed: stopping PostgreSQL")
-            with contextlib.suppress(PgError, OSError, TimeoutError):
-                async with asyncio.timeout(10):
-                    await self.pg.stop(StopMode.IMMEDIATE)
 
     async def _sleep(self, ok: bool) -> None:
         timeout = self.settings.loop_wait
