@@ -10,7 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from pgha import __version__
-from pgha.api.checks import cluster_json, parse_lag
+from pgha.api.checks import parse_lag
+from pgha.api.cluster import cluster_json
 from pgha.api.server import build_app
 from pgha.core.model import (
     ClusterView,
