@@ -1,8 +1,8 @@
 """The OpenAPI 3.0 document of the REST API, generated from :data:`pgha.api.routes.ROUTES`.
 
 Every route of the table appears under each of its paths, with its parameters, request body
-schema and every response code it can answer (:func:`pgha.api.routes.responses_of`). Routes
-with ``code_only`` also list HEAD and OPTIONS (same codes, no body).
+schema and every response code it can answer (:func:`pgha.api.routes.responses_of`). Every
+GET also lists HEAD (same codes, no body), and routes with ``code_only`` list OPTIONS too.
 """
 
 from __future__ import annotations
@@ -108,9 +108,11 @@ def _parameter(param: Param) -> dict[str, Any]:
 
 
 def operation_id(method: str, path: str) -> str:
-    """``get_read_only_sync`` for ``GET /read-only-sync``; ``get_root`` for ``/``."""
-    name = re.sub(r"[^a-zA-Z0-9]+", "_", path).strip("_") or "root"
-    return f"{method.lower()}_{name}"
+    """``get_readOnlySync`` for ``GET /read-only-sync``, ``get_standby_leader`` for
+    ``/standby_leader``, ``get_root`` for ``/``: distinct for every path of the table."""
+    words = re.split(r"-", re.sub(r"[^a-zA-Z0-9_-]+", "_", path).strip("_"))
+    name = words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:])
+    return f"{method.lower()}_{name or 'root'}"
 
 
 def _operation(route: Route, method: str, path: str, with_body: bool) -> dict[str, Any]:
@@ -133,7 +135,8 @@ def build_openapi() -> dict[str, Any]:
     """The whole document (a new dict on every call)."""
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
-        methods = [route.method] + (["HEAD", "OPTIONS"] if route.code_only else [])
+        methods = [route.method] + (["HEAD"] if route.method == "GET" else []) + (
+            ["OPTIONS"] if route.code_only else [])
         for path in route.paths:
             item = paths.setdefault(path, {})
             for method in methods:
