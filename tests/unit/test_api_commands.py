@@ -180,6 +180,8 @@ PAST = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     ("POST", "/restart", b'{"timeout": true}', "timeout must be a number"),
     ("POST", "/restart", b'{"timeout": "soon"}', "timeout must be a number"),
     ("POST", "/restart", b'{"timeout": 1e999}', "timeout must be positive"),
+    ("POST", "/restart", b'{"timeout": 1%s}' % (b"0" * 400), "timeout is too large"),
+    ("POST", "/restart", b'{"timeout": "1%s"}' % (b"0" * 400), "timeout"),
     ("POST", "/restart", b'{"schedule": "2099-01-01 03:00"}', "timezone"),
     ("POST", "/restart", b'{"schedule": "%s"}' % PAST.encode(), "in the past"),
     ("POST", "/reinitialize", b'{"force": 1}', "force must be true or false"),
@@ -202,6 +204,13 @@ async def test_bad_body_is_400_with_a_reason_and_nothing_submitted(
     assert code == 400
     assert reason in text
     assert source.commands == []
+
+
+@pytest.mark.parametrize("depth", [900, 990, 5000])
+async def test_deeply_nested_patch_is_never_a_server_error(depth: int) -> None:
+    code, _, source = await send("PATCH", "/config", raw=b'{"a":' * depth + b"1" + b"}" * depth)
+    assert code in (200, 400)
+    assert (code == 200) == bool(source.commands)
 
 
 async def test_patch_is_checked_against_the_current_config() -> None:

@@ -151,12 +151,15 @@ def _timeout(body: Mapping[str, Any]) -> float | None:
         return None
     if isinstance(value, bool):
         _reject("timeout must be a number of seconds")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
-        seconds = float(m.group(1)) * _SECONDS[m.group(2)]
-    else:
-        _reject("timeout must be a number of seconds or a duration like '30s' or '5min'")
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
+            seconds = float(m.group(1)) * _SECONDS[m.group(2)]
+        else:
+            _reject("timeout must be a number of seconds or a duration like '30s' or '5min'")
+    except OverflowError:
+        _reject("timeout is too large")
     if not math.isfinite(seconds) or seconds <= 0:
         _reject("timeout must be positive")
     return seconds
@@ -197,6 +200,8 @@ def _check_config(config: Mapping[str, Any]) -> None:
         _reject(f"invalid dynamic configuration: {where}: {err['msg']}")
     except (ValueError, TypeError) as exc:
         _reject(f"invalid dynamic configuration: {exc}")
+    except RecursionError:
+        _reject("invalid dynamic configuration: nested too deeply")
 
 
 def parse_replace_config(raw: bytes) -> ReplaceConfig:
@@ -211,5 +216,9 @@ def parse_patch_config(raw: bytes, current: Mapping[str, Any] | None) -> PatchCo
     result must validate (the agent applies the patch again to the config it reads)."""
     patch = load_object(raw, required=True)
     if current is not None:
-        _check_config(merge_patch(current, patch))
+        try:
+            merged = merge_patch(current, patch)
+        except RecursionError:
+            _reject("the patch is nested too deeply")
+        _check_config(merged)
     return PatchConfig(patch=patch)
