@@ -184,9 +184,14 @@ def main() -> None:
                         help="seconds between status snapshots (the agent's cycles)")
     parser.add_argument("--no-cache", action="store_true",
                         help="serialize the status JSON on every request (comparison)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="niceness of the server process (negative needs root): a "
+                             "diagnostic that shields it from other load on a busy machine")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
+        if args.nice:
+            os.nice(args.nice)
         asyncio.run(serve(args.serve, args.publish_interval, args.no_cache))
         return
     if shutil.which("wrk") is None:
@@ -194,7 +199,7 @@ def main() -> None:
     paths = args.path or ["/primary", "/replica", "/patroni"]
     port = free_port()
     cmd = [sys.executable, __file__, "--serve", str(port),
-           "--publish-interval", str(args.publish_interval)] + (
+           "--publish-interval", str(args.publish_interval), "--nice", str(args.nice)] + (
                ["--no-cache"] if args.no_cache else [])
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
@@ -216,7 +221,9 @@ def main() -> None:
         server.wait(timeout=10)
     summary = []
     print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
-          f"{args.repeat} runs per path{' (no cache)' if args.no_cache else ''}\n")
+          f"{args.repeat} runs per path{' (no cache)' if args.no_cache else ''}"
+          f"{f' (server nice {args.nice})' if args.nice else ''}; load average at the end "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n")
     print("| path | req/s (median) | req/s (min) | p50 ms | p99 ms (median) | p99 ms (max) "
           "| server CPU % | non-2xx |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -236,10 +243,12 @@ def main() -> None:
               f"{s['server_cpu_pct_median']:.0f} | {s['non_2xx']} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    out = RESULTS / f"api_health-{stamp}{'-nocache' if args.no_cache else ''}.json"
+    suffix = ("-nocache" if args.no_cache else "") + (f"-nice{args.nice}" if args.nice else "")
+    out = RESULTS / f"api_health-{stamp}{suffix}.json"
     out.write_text(json.dumps({
         "benchmark": "api_health", "recorded": stamp, "machine": machine(),
         "settings": {k: v for k, v in vars(args).items() if k != "serve"},
+        "loadavg_at_end": os.getloadavg(),
         "summary": summary, "runs": rows}, indent=2) + "\n")
     print(f"\nwritten {out.relative_to(ROOT)}")
 

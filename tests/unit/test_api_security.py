@@ -277,3 +277,22 @@ async def test_encrypted_server_key(pki: dict[str, Any]) -> None:
     async with serve(pki, Source(primary_status()), keyfile=str(folder / "server-enc.key"),
                            keyfile_password="keypass") as url:
         assert await fetch(f"{url}/patroni", client_ctx(pki, None)) == 200
+
+
+async def test_plain_http_server_without_certfile() -> None:
+    config = parse_config({"scope": "demo", "name": "pg1", "etcd": {"host": "127.0.0.1:2379"},
+                           "postgresql": {"data_dir": "/tmp/none", "bin_dir": "/tmp"},
+                           "restapi": {"listen": f"127.0.0.1:{free_port()}",
+                                       "authentication": AUTH}}, {})
+    source = Source(primary_status())
+    async with ApiServer(source, config) as server, aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=10)) as session:
+        assert server.ssl_context is None and server.runner is not None
+        base = f"http://127.0.0.1:{server.runner.addresses[0][1]}"
+        async with session.get(f"{base}/primary") as resp:
+            assert resp.status == 200
+        async with session.post(f"{base}/reload") as resp:
+            assert resp.status == 401
+        async with session.post(f"{base}/reload", headers={"Authorization": GOOD}) as resp:
+            assert resp.status == 200
+    assert source.commands == [Reload()]
