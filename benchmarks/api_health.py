@@ -3,8 +3,10 @@
 The app (``pgha.api.server.build_app``) runs in a child process with a fake status source that
 looks like a leader of a three-member cluster; a publisher task replaces the status snapshot
 every ``--publish-interval`` seconds, as the agent's decision loop does. wrk (Debian package
-``wrk``) then loads each path with 1 thread and 10 keep-alive connections (by default). Prints a
-table and writes JSON with the machine description to ``benchmarks/results/``.
+``wrk``) then loads each path with 1 thread and 10 keep-alive connections (by default) as fast
+as the server answers (saturating: latency then includes queueing behind the other
+connections), and the first path once more paced at about ``--rate`` requests/s (the target
+load). Prints a table and writes JSON with the machine description to ``benchmarks/results/``.
 
     python benchmarks/api_health.py                      # /primary, /replica, /patroni
     python benchmarks/api_health.py --path /primary --duration 30 --repeat 5
@@ -26,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -140,11 +143,22 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def run_wrk(url: str, threads: int, connections: int, duration: float) -> dict[str, Any]:
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
-         "--timeout", "5s", url],
-        capture_output=True, text=True, check=True, timeout=duration + 30).stdout
+def run_wrk(url: str, threads: int, connections: int, duration: float,
+            pause_ms: float = 0.0) -> dict[str, Any]:
+    """One wrk run. ``pause_ms`` > 0 makes each connection wait that long (on average: wrk's
+    Lua ``delay()`` counts whole milliseconds, so fractions are carried over) after each
+    answer before its next request, for a paced load instead of a saturating one."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
+           "--timeout", "5s"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if pause_ms > 0:
+            script.write(f"local carry = 0\nfunction delay()\n  carry = carry + {pause_ms:.4f}\n"
+                         "  local whole = math.floor(carry)\n  carry = carry - whole\n"
+                         "  return whole\nend\n")
+            script.flush()
+            cmd += ["-s", script.name]
+        out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True,
+                             timeout=duration + 30).stdout
     latency = {p: _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M)}
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)$", out, re.M)
@@ -182,6 +196,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--publish-interval", type=float, default=1.0,
                         help="seconds between status snapshots (the agent's cycles)")
+    parser.add_argument("--rate", type=float, default=3000.0,
+                        help="also load the first path paced at about this many requests/s "
+                             "(0: only saturating runs)")
     parser.add_argument("--no-cache", action="store_true",
                         help="serialize the status JSON on every request (comparison)")
     parser.add_argument("--nice", type=int, default=0,
@@ -197,6 +214,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk (scripts/setup installs it)")
     paths = args.path or ["/primary", "/replica", "/patroni"]
+    loads = [(p, 0.0) for p in paths] + ([(paths[0], args.rate)] if args.rate > 0 else [])
     port = free_port()
     cmd = [sys.executable, __file__, "--serve", str(port),
            "--publish-interval", str(args.publish_interval), "--nice", str(args.nice)] + (
@@ -209,13 +227,19 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         run_wrk(base + paths[0], args.threads, args.connections, 2.0)  # warm-up
         rows: list[dict[str, Any]] = []
-        for path in paths:
+        for path, rate in loads:
+            pause = 0.0
+            if rate:  # pace: connections / rate per request (5% over), less the answer time
+                sat = [r["p50_ms"] for r in rows if r["path"] == path and not r["paced_rate"]]
+                pause = max(0.0, args.connections * 1000 / (1.05 * rate)
+                            - (min(sat) if sat else 0.0))
             for _ in range(args.repeat):
                 cpu0 = cpu_seconds(server.pid)
-                result = run_wrk(base + path, args.threads, args.connections, args.duration)
+                result = run_wrk(base + path, args.threads, args.connections, args.duration,
+                                 pause)
                 result["server_cpu_pct"] = round(
                     100 * (cpu_seconds(server.pid) - cpu0) / args.duration, 1)
-                rows.append({"path": path, **result})
+                rows.append({"path": path, "paced_rate": rate, **result})
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -224,12 +248,12 @@ def main() -> None:
           f"{args.repeat} runs per path{' (no cache)' if args.no_cache else ''}"
           f"{f' (server nice {args.nice})' if args.nice else ''}; load average at the end "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n")
-    print("| path | req/s (median) | req/s (min) | p50 ms | p99 ms (median) | p99 ms (max) "
+    print("| path | load | req/s (median) | req/s (min) | p50 ms | p99 ms (median) | p99 ms (max) "
           "| server CPU % | non-2xx |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for path in paths:
-        runs = [r for r in rows if r["path"] == path]
-        s = {"path": path,
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for path, rate in loads:
+        runs = [r for r in rows if (r["path"], r["paced_rate"]) == (path, rate)]
+        s = {"path": path, "paced_rate": rate,
              "rps_median": statistics.median(r["requests_per_s"] for r in runs),
              "rps_min": min(r["requests_per_s"] for r in runs),
              "p50_ms_median": statistics.median(r["p50_ms"] for r in runs),
@@ -238,7 +262,8 @@ def main() -> None:
              "server_cpu_pct_median": statistics.median(r["server_cpu_pct"] for r in runs),
              "non_2xx": sum(r["non_2xx"] for r in runs)}
         summary.append(s)
-        print(f"| {path} | {s['rps_median']:.0f} | {s['rps_min']:.0f} | "
+        load = f"paced ~{rate:.0f}/s" if rate else "saturating"
+        print(f"| {path} | {load} | {s['rps_median']:.0f} | {s['rps_min']:.0f} | "
               f"{s['p50_ms_median']:.2f} | {s['p99_ms_median']:.2f} | {s['p99_ms_max']:.2f} | "
               f"{s['server_cpu_pct_median']:.0f} | {s['non_2xx']} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
