@@ -146,6 +146,12 @@ class Agent(LeaseKeeping, PgConfiguring):
         self.reload_requested = True
         self.wake.set()
 
+    def _peer_auth(self) -> aiohttp.BasicAuth | None:
+        """Credentials for our calls to peers' REST APIs (``POST /failsafe`` is an unsafe
+        method: with ``restapi.authentication`` set, every member requires them)."""
+        auth = self.config.restapi.authentication
+        return aiohttp.BasicAuth(auth.username, auth.password) if auth else None
+
     async def run(self) -> None:
         from pgha.api.server import ApiServer
 
@@ -155,7 +161,7 @@ class Agent(LeaseKeeping, PgConfiguring):
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         async with (
             self.kv,
-            aiohttp.ClientSession() as self.http,
+            aiohttp.ClientSession(auth=self._peer_auth()) as self.http,
             ApiServer(self, self.config) as _api,
             self.callbacks,
         ):

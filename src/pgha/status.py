@@ -34,9 +34,9 @@ class AgentStatus:
     reason: str = ""
     message: str = ""
     failsafe_active: bool = False  # primary kept writable by failsafe confirmations
-    pending_restart: bool = False
-    pending_restart_reason: Mapping[str, Any] = field(default_factory=dict)
-    scheduled_restart: Mapping[str, Any] | None = None  # {schedule: ISO time, conditions...}
+    pending_restart: bool = False  # a changed parameter needs a PostgreSQL restart
+    pending_restart_reason: Mapping[str, Any] | None = None  # {param: {old_value, new_value}}
+    scheduled_restart: Mapping[str, Any] | None = None  # {schedule: ISO 8601, ...}
 
     @property
     def now(self) -> float:
@@ -100,6 +100,9 @@ class AgentStatus:
             out["pending_restart_reason"] = dict(self.pending_restart_reason)
         if self.scheduled_restart:
             out["scheduled_restart"] = dict(self.scheduled_restart)
+        sync = sync_state(self.view)
+        if sync is not None and self.name in sync.standbys:
+            out["quorum_standby" if sync.quorum else "sync_standby"] = True
         tags = self.tags.to_json()
         if tags:
             out["tags"] = tags
@@ -135,3 +138,51 @@ class AgentStatus:
         if tags:
             out["tags"] = tags
         return out
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """Synchronous replication as published in the DCS ``sync`` key: ``standbys`` are the
+    synchronous standbys (``quorum`` False, ``synchronous_mode: on``) or the quorum voters
+    (``quorum`` True, ``synchronous_mode: quorum``) chosen by leader ``leader``."""
+
+    leader: str
+    standbys: frozenset[str]
+    quorum: bool
+
+
+def _names(value: Any) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset(n.strip() for n in value.split(",") if n.strip())
+    if isinstance(value, list | tuple | set | frozenset):
+        return frozenset(n for n in value if isinstance(n, str) and n)
+    return frozenset()
+
+
+def sync_state(view: ClusterView | None) -> SyncState | None:
+    """Who is a synchronous (or quorum) standby, or None when that is not known.
+
+    Known only when synchronous mode is on (``synchronous_mode`` true or ``quorum`` in the
+    view's raw config), the view carries a ``sync`` key (a mapping or an object with ``leader``
+    and ``sync_standby``: names as a comma-separated string or a list) and that key was written
+    by the current leader. The view model has no ``sync`` attribute yet: until the DCS layer
+    adds one, this returns None.
+    """
+    if view is None or view.leader is None:
+        return None
+    raw = getattr(view, "sync", None)
+    if raw is None:
+        return None
+    if isinstance(raw, Mapping):
+        leader, standbys = raw.get("leader"), raw.get("sync_standby")
+    else:
+        leader, standbys = getattr(raw, "leader", None), getattr(raw, "sync_standby", None)
+    if leader != view.leader.name:
+        return None
+    mode = (view.config or {}).get("synchronous_mode", False)
+    if isinstance(mode, str):
+        mode = {"on": True, "true": True, "quorum": "quorum"}.get(mode.strip().lower(), False)
+    if mode is not True and mode != "quorum":
+        return None
+    return SyncState(leader=leader, standbys=_names(standbys) - {leader},
+                     quorum=mode == "quorum")

@@ -3,106 +3,30 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from tests.unit.api_support import (
+    HEAD_POS,
+    MB,
+    STOPPED,
+    SYSID,
+    Source,
+    api,
+    call,
+    cluster_view,
+    code,
+    primary_status,
+    replica_status,
+    with_pg,
+)
 
 from pgha import __version__
-from pgha.api.checks import cluster_json, parse_lag
-from pgha.api.server import build_app
-from pgha.core.model import (
-    ClusterView,
-    ControlState,
-    DataState,
-    HaSettings,
-    Leader,
-    Member,
-    PgRole,
-    PgState,
-    Tags,
-)
+from pgha.api.checks import parse_lag
+from pgha.api.cluster import cluster_json
+from pgha.core.model import ControlState, DataState, PgRole, Tags
 from pgha.status import AgentStatus
-
-SYSID = "7123456789012345678"
-MB = 1024 * 1024
-HEAD_POS = 0x5000000  # the leader's published position
-
-
-@dataclass
-class Source:
-    status: AgentStatus
-    failsafe_answer: tuple[int, str] = (200, "Accepted")
-    failsafe_calls: list[str] = field(default_factory=list)
-
-    def accept_failsafe(self, name: str) -> tuple[int, str]:
-        self.failsafe_calls.append(name)
-        return self.failsafe_answer
-
-
-def cluster_view(leader: str | None = "pg1", optime: int | None = None,
-                 leader_xlog: int | None = HEAD_POS, pause: bool = False) -> ClusterView:
-    members = {
-        "pg1": Member("pg1", conn_url="postgres://10.0.0.1:5432/postgres",
-                      api_url="http://10.0.0.1:8008/patroni", role="primary", state="running",
-                      xlog_location=leader_xlog, timeline=2),
-        "pg2": Member("pg2", conn_url="postgres://10.0.0.2:5433/postgres",
-                      api_url="http://10.0.0.2:8008/patroni", role="replica", state="running",
-                      replication_state="streaming", xlog_location=HEAD_POS - 3 * MB,
-                      timeline=2, tags=Tags(nofailover=True)),
-        "pg3": Member("pg3", conn_url="postgres://10.0.0.3:5432/postgres",
-                      api_url="http://10.0.0.3:8008/patroni", role="replica", state="stopped",
-                      xlog_location=None, timeline=None),
-    }
-    return ClusterView(initialize=SYSID, leader=Leader(leader) if leader else None,
-                       members=members, optime=optime, settings=HaSettings(pause=pause))
-
-
-def primary_status(**kw: Any) -> AgentStatus:
-    base = AgentStatus(
-        name="pg1", scope="demo", tags=Tags(), conn_url="postgres://10.0.0.1:5432/postgres",
-        api_url="http://10.0.0.1:8008/patroni",
-        pg=PgState(data=DataState.VALID, running=True, accepting=True, role=PgRole.PRIMARY,
-                   sysid=SYSID, timeline=2, wal_position=HEAD_POS,
-                   control_state=ControlState.IN_PRODUCTION),
-        pg_details={"postmaster_start_time": "2024-06-01 10:00:00.000 UTC",
-                    "server_version": 150007, "xlog": {"location": HEAD_POS}},
-        view=cluster_view(), holds_lock=True, dcs_last_seen=1717236000.7,
-        reason="leader_healthy", message="holding the leader lock as a running primary")
-    return replace(base, **kw)
-
-
-def replica_status(wal: int | None = HEAD_POS - 2 * MB, **kw: Any) -> AgentStatus:
-    base = AgentStatus(
-        name="pg2", scope="demo", tags=Tags(), conn_url="postgres://10.0.0.2:5433/postgres",
-        api_url="http://10.0.0.2:8008/patroni",
-        pg=PgState(data=DataState.VALID, running=True, accepting=True, role=PgRole.REPLICA,
-                   sysid=SYSID, timeline=2, wal_position=wal, upstream="pg1",
-                   control_state=ControlState.IN_ARCHIVE_RECOVERY),
-        pg_details={"xlog": {"received_location": wal, "replayed_location": wal,
-                             "replayed_timestamp": None, "paused": False},
-                    "replication_state": "streaming"},
-        view=cluster_view(), holds_lock=False)
-    return replace(base, **kw)
-
-
-def with_pg(status: AgentStatus, **kw: Any) -> AgentStatus:
-    return replace(status, pg=replace(status.pg, **kw))
-
-
-STOPPED = dict(running=False, accepting=False, down_since=100.0)
-
-
-async def call(status: AgentStatus, path: str, method: str = "GET") -> tuple[int, bytes]:
-    async with TestClient(TestServer(build_app(Source(status)))) as client:
-        resp = await client.request(method, path)
-        return resp.status, await resp.read()
-
-
-async def code(status: AgentStatus, path: str, method: str = "GET") -> int:
-    return (await call(status, path, method))[0]
-
 
 # --------------------------------------------------------------------------- parse_lag
 
@@ -438,7 +362,7 @@ def test_cluster_json_lag_never_negative() -> None:
 
 async def test_failsafe_post_is_handed_to_the_agent() -> None:
     src = Source(replica_status())
-    async with TestClient(TestServer(build_app(src))) as client:
+    async with api(src) as client:
         resp = await client.post("/failsafe", json={"name": "pg1", "api_url": "http://x"})
         assert resp.status == 200
         assert await resp.text() == "Accepted"
@@ -449,7 +373,7 @@ async def test_failsafe_post_is_handed_to_the_agent() -> None:
                                     (500, "this member runs as a primary")])
 async def test_failsafe_post_refusals_keep_their_code(answer: tuple[int, str]) -> None:
     src = Source(replica_status(), failsafe_answer=answer)
-    async with TestClient(TestServer(build_app(src))) as client:
+    async with api(src) as client:
         resp = await client.post("/failsafe", json={"name": "pg1"})
         assert (resp.status, await resp.text()) == answer
 
@@ -457,7 +381,7 @@ async def test_failsafe_post_refusals_keep_their_code(answer: tuple[int, str]) -
 @pytest.mark.parametrize("body", [b"not json", b"[]", b'{"name": 3}', b"{}"])
 async def test_failsafe_post_with_a_bad_body_is_400_and_changes_nothing(body: bytes) -> None:
     src = Source(replica_status())
-    async with TestClient(TestServer(build_app(src))) as client:
+    async with api(src) as client:
         resp = await client.post("/failsafe", data=body,
                                  headers={"Content-Type": "application/json"})
         assert resp.status == 400

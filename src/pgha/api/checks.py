@@ -1,4 +1,18 @@
-"""Health-check conditions and the ``/cluster`` body, as pure functions of a status snapshot."""
+"""Health-check conditions, as pure functions of a status snapshot and the request's query.
+
+Each check answers True (HTTP 200) or False (HTTP 503). Query filters that cannot be parsed
+(``?lag=garbage``, ``?mode=fast``) make the check fail (503) instead of answering 400: load
+balancers only distinguish 200 from everything else, and a typo must not mark a node healthy.
+
+Differences from Patroni, on purpose: the primary checks also require PostgreSQL to run as a
+primary accepting connections (Patroni answers 200 on the lock alone), and ``/leader`` requires
+PostgreSQL to run. Standby clusters are not implemented: ``/standby-leader`` answers 200 only
+when the DCS config has a ``standby_cluster`` section and this member holds the lock while
+running as a replica, which pgha's decision core never does today, so in practice it is 503.
+Synchronous replication is derived from the DCS ``sync`` key (:func:`pgha.status.sync_state`);
+while it is unknown the sync/quorum checks answer 503 and the async checks follow the replica
+conditions.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pgha.core.model import ClusterView
-from pgha.status import AgentStatus
+from pgha.status import AgentStatus, sync_state
 
 Check = Callable[[AgentStatus, web.Request], bool]
 
@@ -37,10 +50,14 @@ def _replica_lag_ok(status: AgentStatus, request: web.Request) -> bool:
 
 
 def _tags_match(status: AgentStatus, request: web.Request) -> bool:
-    tags = status.tags.to_json()
+    """Every ``?tag_<name>=<value>`` names a published tag with that value (non-text tag
+    values compare as lowercase text, so ``tag_nofailover=true`` matches ``True``)."""
+    tags: dict[str, Any] | None = None
     for key, want in request.query.items():
         if not key.startswith("tag_"):
             continue
+        if tags is None:
+            tags = status.tags.to_json()
         name = key[4:]
         if name not in tags:
             return False
@@ -51,21 +68,74 @@ def _tags_match(status: AgentStatus, request: web.Request) -> bool:
     return True
 
 
+def _replication_state_ok(status: AgentStatus, request: web.Request) -> bool:
+    want = request.query.get("replication_state")
+    return want is None or status.pg_details.get("replication_state") == want
+
+
 def is_primary(status: AgentStatus, request: web.Request) -> bool:
     """Holds the lock AND PostgreSQL runs as primary (unlike Patroni, which ignores PG)."""
     return status.is_primary
 
 
+def is_leader(status: AgentStatus, request: web.Request) -> bool:
+    """Holds the lock and PostgreSQL runs and accepts connections (primary or standby
+    leader)."""
+    return status.holds_lock and status.pg.running and status.pg.accepting
+
+
+def is_standby_leader(status: AgentStatus, request: web.Request) -> bool:
+    """Leader of a standby cluster: holds the lock, runs as a replica, and the DCS config has a
+    ``standby_cluster`` section."""
+    view = status.view
+    return (view is not None and bool((view.config or {}).get("standby_cluster"))
+            and status.holds_lock and status.is_running_replica)
+
+
 def is_replica(status: AgentStatus, request: web.Request) -> bool:
+    """Running replica without ``noloadbalance``, within ``?lag=``, matching every
+    ``?tag_<name>=`` and ``?replication_state=``."""
     return (status.is_running_replica and not status.tags.noloadbalance
-            and _replica_lag_ok(status, request) and _tags_match(status, request))
+            and _replica_lag_ok(status, request) and _tags_match(status, request)
+            and _replication_state_ok(status, request))
 
 
 def is_read_only(status: AgentStatus, request: web.Request) -> bool:
-    return status.is_primary or is_replica(status, request)
+    return status.is_primary or is_standby_leader(status, request) or is_replica(status, request)
+
+
+def _is_listed(status: AgentStatus, quorum: bool) -> bool:
+    sync = sync_state(status.view)
+    return sync is not None and sync.quorum is quorum and status.name in sync.standbys
+
+
+def is_sync(status: AgentStatus, request: web.Request) -> bool:
+    """Replica conditions, and listed as a synchronous standby (``synchronous_mode: on``)."""
+    return _is_listed(status, quorum=False) and is_replica(status, request)
+
+
+def is_quorum(status: AgentStatus, request: web.Request) -> bool:
+    """Replica conditions, and listed as a quorum voter (``synchronous_mode: quorum``)."""
+    return _is_listed(status, quorum=True) and is_replica(status, request)
+
+
+def is_async(status: AgentStatus, request: web.Request) -> bool:
+    """Replica conditions, and neither a synchronous standby nor a quorum voter."""
+    sync = sync_state(status.view)
+    listed = sync is not None and status.name in sync.standbys
+    return not listed and is_replica(status, request)
+
+
+def is_read_only_sync(status: AgentStatus, request: web.Request) -> bool:
+    return status.is_primary or is_sync(status, request)
+
+
+def is_read_only_quorum(status: AgentStatus, request: web.Request) -> bool:
+    return status.is_primary or is_quorum(status, request)
 
 
 def is_healthy(status: AgentStatus, request: web.Request) -> bool:
+    """PostgreSQL runs and accepts connections, whatever its role."""
     return status.pg.running and status.pg.accepting
 
 
@@ -79,18 +149,33 @@ def is_alive(status: AgentStatus, request: web.Request) -> bool:
     return status.now - status.heartbeat < limit
 
 
+def _position(status: AgentStatus, mode: str) -> int | None:
+    """Replayed (``apply``) or received (``write``) WAL position; falls back to the agent's
+    combined position when PostgreSQL did not report the detail."""
+    xlog = status.pg_details.get("xlog")
+    key = "replayed_location" if mode == "apply" else "received_location"
+    value = xlog.get(key) if isinstance(xlog, Mapping) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return status.pg.wal_position
+
+
 def is_ready(status: AgentStatus, request: web.Request) -> bool:
-    """Leader, or a running streaming replica within ``?lag=`` (default
+    """Leader running as primary, or a running streaming replica whose replayed (``?mode=apply``,
+    the default) or received (``?mode=write``) position is within ``?lag=`` (default
     ``maximum_lag_on_failover``) of the leader."""
     if status.holds_lock:
-        return status.is_primary
+        return status.is_primary or is_standby_leader(status, request)
+    mode = request.query.get("mode", "apply")
+    if mode not in ("apply", "write"):
+        return False
     if not status.is_running_replica or status.view is None:
         return False
     if status.pg_details.get("replication_state") != "streaming":
         return False
-    limit = parse_lag(request.query.get("lag", "")) if "lag" in request.query else \
+    limit = parse_lag(request.query["lag"]) if "lag" in request.query else \
         status.view.settings.maximum_lag_on_failover
-    lag = status.view.lag_of(status.pg.wal_position)
+    lag = status.view.lag_of(_position(status, mode))
     return limit is not None and lag is not None and lag <= limit
 
 
@@ -99,45 +184,20 @@ HEALTH_CHECKS: Mapping[str, Check] = {
     "/primary": is_primary,
     "/master": is_primary,
     "/read-write": is_primary,
-    "/leader": lambda s, r: s.holds_lock and s.pg.running and s.pg.accepting,
+    "/leader": is_leader,
+    "/standby-leader": is_standby_leader,
+    "/standby_leader": is_standby_leader,
     "/replica": is_replica,
     "/read-only": is_read_only,
+    "/sync": is_sync,
+    "/synchronous": is_sync,
+    "/async": is_async,
+    "/asynchronous": is_async,
+    "/read-only-sync": is_read_only_sync,
+    "/read-only-synchronous": is_read_only_sync,
+    "/quorum": is_quorum,
+    "/read-only-quorum": is_read_only_quorum,
     "/health": is_healthy,
     "/liveness": is_alive,
     "/readiness": is_ready,
 }
-
-
-def _lsn_text(value: int | None) -> str:
-    if value is None:
-        return "unknown"
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
-
-
-def cluster_json(view: ClusterView, scope: str) -> dict[str, Any]:
-    """The ``GET /cluster`` body: members sorted by name, the leader's role ``leader``."""
-    leader_name = view.leader.name if view.leader else None
-    members: list[dict[str, Any]] = []
-    for name in sorted(view.members):
-        m = view.members[name]
-        host, _, port = m.conn_url.partition("://")[2].partition("/")[0].rpartition(":")
-        item: dict[str, Any] = {
-            "name": name,
-            "role": "leader" if name == leader_name else "replica",
-            "state": m.state if name == leader_name else (m.replication_state or m.state),
-            "api_url": m.api_url,
-            "host": host or None,
-            "port": int(port) if port.isdigit() else None,
-            "timeline": m.timeline,
-            "pending_restart": m.pending_restart,
-            "tags": m.tags.to_json(),
-        }
-        if name != leader_name:
-            lag = view.lag_of(m.xlog_location)
-            item["lsn"] = _lsn_text(m.xlog_location)
-            item["lag"] = "unknown" if lag is None else lag
-        members.append(item)
-    out: dict[str, Any] = {"members": members, "scope": scope}
-    if view.settings.pause:
-        out["pause"] = True
-    return out

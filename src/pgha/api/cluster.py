@@ -1,0 +1,94 @@
+"""Bodies of ``GET /cluster`` and ``GET /history``, as pure functions of a DCS snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pgha.core.model import ClusterView, Member
+from pgha.status import AgentStatus, sync_state
+
+
+def lsn_text(value: int | None) -> str:
+    """An LSN as PostgreSQL prints it (``16/B374D848``), ``unknown`` when None."""
+    if value is None:
+        return "unknown"
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def _host_port(member: Member) -> tuple[str | None, int | None]:
+    host, _, port = member.conn_url.partition("://")[2].partition("/")[0].rpartition(":")
+    host = host.rpartition("@")[2].strip("[]")
+    return host or None, int(port) if port.isdigit() else None
+
+
+def _scheduled_restart(member: Member, own: AgentStatus | None) -> Mapping[str, Any] | None:
+    if own is not None and member.name == own.name:
+        return own.scheduled_restart
+    value = getattr(member, "scheduled_restart", None)  # not in the member model yet
+    return value if isinstance(value, Mapping) else None
+
+
+def scheduled_switchover(view: ClusterView) -> dict[str, Any] | None:
+    """``{at, from, to}`` of a switchover scheduled in the DCS ``failover`` key (``to`` only when
+    a candidate is named), None when nothing is scheduled."""
+    failover = view.failover or {}
+    at = failover.get("scheduled_at")
+    if not at:
+        return None
+    out: dict[str, Any] = {"at": at, "from": failover.get("leader")}
+    if failover.get("member"):
+        out["to"] = failover["member"]
+    return out
+
+
+def cluster_json(view: ClusterView, scope: str, own: AgentStatus | None = None) -> dict[str, Any]:
+    """The ``GET /cluster`` body: members sorted by name. Roles: ``leader``, ``sync_standby``,
+    ``quorum_standby`` (from the ``sync`` key) or ``replica``. Non-leaders also get ``lsn`` and
+    ``lag`` (bytes behind the leader, ``unknown`` when not known). ``own`` (this agent's status)
+    supplies its own ``scheduled_restart``."""
+    leader_name = view.leader.name if view.leader else None
+    sync = sync_state(view)
+    members: list[dict[str, Any]] = []
+    for name in sorted(view.members):
+        m = view.members[name]
+        host, port = _host_port(m)
+        role = "replica"
+        if name == leader_name:
+            role = "leader"
+        elif sync is not None and name in sync.standbys:
+            role = "quorum_standby" if sync.quorum else "sync_standby"
+        item: dict[str, Any] = {
+            "name": name,
+            "role": role,
+            "state": m.state if name == leader_name else (m.replication_state or m.state),
+            "api_url": m.api_url,
+            "host": host,
+            "port": port,
+            "timeline": m.timeline,
+            "pending_restart": m.pending_restart,
+            "tags": m.tags.to_json(),
+        }
+        restart = _scheduled_restart(m, own)
+        if restart:
+            item["scheduled_restart"] = dict(restart)
+        if name != leader_name:
+            lag = view.lag_of(m.xlog_location)
+            item["lsn"] = lsn_text(m.xlog_location)
+            item["lag"] = "unknown" if lag is None else lag
+        members.append(item)
+    out: dict[str, Any] = {"members": members, "scope": scope}
+    if view.settings.pause:
+        out["pause"] = True
+    switchover = scheduled_switchover(view)
+    if switchover is not None:
+        out["scheduled_switchover"] = switchover
+    return out
+
+
+def history_json(view: ClusterView | None) -> list[list[Any]]:
+    """The ``GET /history`` body: ``[timeline, lsn, reason, timestamp, new_leader]`` per
+    timeline switch, oldest first; empty without a DCS view."""
+    if view is None:
+        return []
+    return [[h.timeline, h.lsn, h.reason, h.timestamp, h.new_leader] for h in view.history]

@@ -1,0 +1,194 @@
+"""Access control of the unsafe methods and the server's TLS context.
+
+Contract of :meth:`AccessGuard.check` (called for every POST/PUT/PATCH/DELETE, never for GET),
+in this order, the first failure answering at once:
+
+1. ``restapi.allowlist`` (IPs, CIDRs, host names) plus, with ``allowlist_include_members``, the
+   hosts of the members' ``api_url`` in the last DCS view: a client address outside it gets
+   403 ``Access is denied``. No list configured = everyone passes. Routes that peers call
+   (``POST /failsafe``) skip this step.
+2. Over HTTPS with ``verify_client`` optional or required: no verified client certificate
+   gets 403 ``client certificate required`` (with ``required`` the TLS handshake already
+   refuses clients without one).
+3. ``restapi.authentication``: missing or wrong HTTP Basic credentials get 401 with
+   ``WWW-Authenticate: Basic realm="pgha"``. Credentials are compared in constant time.
+
+Host names are resolved with a timeout (:data:`RESOLVE_TIMEOUT`) and cached for
+:data:`RESOLVE_TTL` seconds (failures for a tenth of that); a name that cannot be resolved
+admits nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from pgha.config.models import RestApiConfig
+from pgha.core.model import ClusterView
+
+log = logging.getLogger("pgha.api")
+
+RESOLVE_TIMEOUT = 2.0
+RESOLVE_TTL = 60.0
+REALM = "pgha"
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolve = Callable[[str], Awaitable[list[str]]]
+
+
+async def _getaddrinfo(host: str) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def _address(text: str | None) -> IpAddress | None:
+    if not text:
+        return None
+    try:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+class HostResolver:
+    """Host name -> addresses, each lookup bounded by :data:`RESOLVE_TIMEOUT` and cached."""
+
+    def __init__(self, resolve: Resolve = _getaddrinfo) -> None:
+        self._resolve = resolve
+        self._cache: dict[str, tuple[float, frozenset[IpAddress]]] = {}
+
+    async def addresses(self, host: str) -> frozenset[IpAddress]:
+        now = time.monotonic()
+        hit = self._cache.get(host)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            async with asyncio.timeout(RESOLVE_TIMEOUT):
+                found = await self._resolve(host)
+            addrs = frozenset(a for a in map(_address, found) if a is not None)
+            ttl = RESOLVE_TTL
+        except (OSError, TimeoutError) as exc:
+            log.warning("allowlist: cannot resolve %r: %s", host, exc or "timed out")
+            addrs, ttl = frozenset(), RESOLVE_TTL / 10
+        self._cache[host] = (now + ttl, addrs)
+        return addrs
+
+
+class Allowlist:
+    """``restapi.allowlist`` entries split into networks and host names."""
+
+    def __init__(self, entries: Iterable[str], include_members: bool,
+                 resolver: HostResolver) -> None:
+        self.networks: list[IpNetwork] = []
+        self.hosts: list[str] = []
+        for entry in (e.strip() for e in entries):
+            if not entry:
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.hosts.append(entry)
+        self.include_members = include_members
+        self.resolver = resolver
+
+    @property
+    def active(self) -> bool:
+        return bool(self.networks or self.hosts or self.include_members)
+
+    async def admits(self, remote: str | None, view: ClusterView | None) -> bool:
+        """Whether client address ``remote`` is in the list (members from ``view``)."""
+        addr = _address(remote)
+        if addr is None:
+            return False
+        if any(addr in net for net in self.networks):
+            return True
+        hosts = list(self.hosts)
+        if self.include_members and view is not None:
+            for member in view.members.values():
+                try:
+                    host = urlsplit(member.api_url).hostname
+                except ValueError:
+                    host = None
+                if host:
+                    hosts.append(host)
+        for host in hosts:
+            literal = _address(host)
+            if literal is not None:
+                if literal == addr:
+                    return True
+            elif addr in await self.resolver.addresses(host):
+                return True
+        return False
+
+
+class AccessGuard:
+    """Checks one unsafe request (see the module docstring); ``view`` gives the last DCS view
+    for ``allowlist_include_members``."""
+
+    def __init__(self, restapi: RestApiConfig | None, view: Callable[[], ClusterView | None],
+                 resolver: HostResolver | None = None) -> None:
+        self.view = view
+        self.allowlist = Allowlist(restapi.allowlist if restapi else [],
+                                   bool(restapi and restapi.allowlist_include_members),
+                                   resolver or HostResolver())
+        self.tls = bool(restapi and restapi.certfile)
+        self.need_cert = self.tls and bool(
+            restapi and restapi.verify_client in ("optional", "required"))
+        auth = restapi.authentication if restapi else None
+        self.credentials = f"{auth.username}:{auth.password}".encode() if auth else None
+
+    async def check(self, request: web.Request, *, allowlist: bool = True) -> web.Response | None:
+        """None when the request may proceed, else the 401/403 answer to send."""
+        if allowlist and self.allowlist.active and \
+                not await self.allowlist.admits(request.remote, self.view()):
+            return web.Response(status=403, text="Access is denied")
+        if self.need_cert:
+            transport = request.transport
+            cert = transport.get_extra_info("peercert") if transport is not None else None
+            if not cert:
+                return web.Response(status=403, text="client certificate required")
+        if self.credentials is not None and not self._authorized(request):
+            return web.Response(status=401, text="authentication required",
+                                headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
+        return None
+
+    def _authorized(self, request: web.Request) -> bool:
+        assert self.credentials is not None
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, self.credentials)
+
+
+def server_ssl_context(restapi: RestApiConfig) -> ssl.SSLContext | None:
+    """TLS context for the server, None without ``certfile``. ``cafile`` verifies client
+    certificates; ``verify_client``: ``required`` refuses the handshake without a valid client
+    certificate, ``optional`` verifies one when offered (unsafe methods then require it),
+    ``none``/unset never asks."""
+    if not restapi.certfile:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=restapi.cafile)
+    ctx.load_cert_chain(restapi.certfile, restapi.keyfile, password=restapi.keyfile_password)
+    ctx.verify_mode = {"required": ssl.CERT_REQUIRED,
+                       "optional": ssl.CERT_OPTIONAL}.get(restapi.verify_client or "none",
+                                                          ssl.CERT_NONE)
+    return ctx
