@@ -130,8 +130,9 @@ def test_switchover_failover_and_scheduled_switchover(cluster: LocalCluster) -> 
                                                    "candidate": third.name,
                                                    "scheduled_at": at})
     assert code == 202, text
-    code, clus = call(third, "GET", "/cluster")
-    assert clus["scheduled_switchover"]["to"] == third.name
+    sched = wait_until(lambda: call(third, "GET", "/cluster")[1].get("scheduled_switchover"),
+                       10, "scheduled switchover visible")
+    assert sched["to"] == third.name
     wait_until(lambda: leader_name(cluster) == third.name, 60, "scheduled switchover")
     wait_healthy(cluster)
     later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
