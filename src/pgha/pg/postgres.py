@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from pgha.core.actions import StopMode, Upstream
@@ -50,6 +51,7 @@ class Postgres:
         self._sysid: str | None = None
         self._upstream: Upstream | None = None
         self._upstream_known = False  # False: read it back from our postgresql.conf header
+        self._tli_seen: tuple[str | None, int | None] = (None, None)  # (postmaster start, tli)
 
     # ----------------------------------------------------------------- cheap, synchronous
     def conn_url(self) -> str:
@@ -105,6 +107,19 @@ class Postgres:
             return None
         if snap.sysid:
             self._sysid = snap.sysid
+        # The WAL receiver's timeline vanishes while it reconnects (e.g. after following a
+        # new upstream), and pg_control's lags until a restartpoint: remember the highest
+        # timeline this postmaster has received, so a replica that already streams a newer
+        # timeline never looks as if it ran past the end of an older one.
+        key = snap.postmaster_start_time
+        if key != self._tli_seen[0]:
+            self._tli_seen = (key, None)
+        if snap.in_recovery and snap.timeline is not None:
+            seen = self._tli_seen[1]
+            if seen is not None and seen > snap.timeline:
+                snap = replace(snap, received_tli=seen)
+            else:
+                self._tli_seen = (key, snap.timeline)
         return snap
 
     async def observe(self) -> PgState:
