@@ -25,8 +25,7 @@ def _host_port(member: Member) -> tuple[str | None, int | None]:
 def _scheduled_restart(member: Member, own: AgentStatus | None) -> Mapping[str, Any] | None:
     if own is not None and member.name == own.name:
         return own.scheduled_restart
-    value = getattr(member, "scheduled_restart", None)  # not in the member model yet
-    return value if isinstance(value, Mapping) else None
+    return member.scheduled_restart
 
 
 def scheduled_switchover(view: ClusterView) -> dict[str, Any] | None:

@@ -116,6 +116,7 @@ class Member:
     version: str = ""
     pending_restart: bool = False
     tags: Tags = field(default_factory=Tags)
+    scheduled_restart: Mapping[str, Any] | None = None  # {schedule: ISO 8601, conditions...}
 
     @property
     def is_running_primary(self) -> bool:

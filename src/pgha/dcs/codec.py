@@ -66,6 +66,8 @@ def member_to_json(member: Member) -> dict[str, Any]:
         out["tags"] = tags
     if member.pending_restart:
         out["pending_restart"] = True
+    if member.scheduled_restart:
+        out["scheduled_restart"] = dict(member.scheduled_restart)
     return out
 
 
@@ -85,6 +87,9 @@ def member_from_json(name: str, data: Any) -> Member:
     pending_restart = data.get("pending_restart", False)
     if not isinstance(pending_restart, bool):
         raise ValueError("pending_restart must be a boolean")
+    scheduled = data.get("scheduled_restart")
+    if scheduled is not None and not isinstance(scheduled, Mapping):
+        raise ValueError("scheduled_restart must be a JSON object")
     role = _str(data, "role", "uninitialized")
     return Member(
         name=name,
@@ -98,6 +103,7 @@ def member_from_json(name: str, data: Any) -> Member:
         version=_str(data, "version", ""),
         pending_restart=pending_restart,
         tags=Tags.from_json(tags),
+        scheduled_restart=dict(scheduled) if scheduled is not None else None,
     )
 
 
