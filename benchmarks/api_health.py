@@ -11,6 +11,8 @@ load). Prints a table and writes JSON with the machine description to ``benchmar
     python benchmarks/api_health.py                      # /primary, /replica, /patroni
     python benchmarks/api_health.py --path /primary --duration 30 --repeat 5
     python benchmarks/api_health.py --no-cache           # serialize the status per request
+    python benchmarks/api_health.py --live               # a real leader agent (3 members,
+                                                         # ttl 20, loop_wait 2; non-root)
 
 Target (issue 4): GET /primary on the leader >= 3,000 requests/s with p99 < 5 ms.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -30,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -187,6 +191,36 @@ def machine() -> dict[str, Any]:
             "loadavg_at_start": os.getloadavg()}
 
 
+@contextlib.contextmanager
+def api_server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
+    """The API under test: ``(base URL, pid of the serving process)``."""
+    if args.live:
+        sys.path.insert(0, str(ROOT))
+        from tests.support.cluster import new_cluster, wait_healthy
+
+        with tempfile.TemporaryDirectory(prefix="pgha-api-bench-") as tmp:
+            cluster = new_cluster(Path(tmp) / "c", ttl=20, loop_wait=2, retry_timeout=3)
+            with cluster:
+                cluster.start_all(stagger=0.3)
+                leader = wait_healthy(cluster, timeout=180)
+                assert leader.proc is not None
+                yield leader.api, leader.proc.pid
+        return
+    port = free_port()
+    cmd = [sys.executable, __file__, "--serve", str(port),
+           "--publish-interval", str(args.publish_interval), "--nice", str(args.nice)] + (
+               ["--no-cache"] if args.no_cache else [])
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != "ready":
+            sys.exit("the API server did not start")
+        yield f"http://127.0.0.1:{port}", server.pid
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--path", action="append",
@@ -205,6 +239,9 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=0,
                         help="niceness of the server process (negative needs root): a "
                              "diagnostic that shields it from other load on a busy machine")
+    parser.add_argument("--live", action="store_true",
+                        help="load the leader of a real three-member cluster (PostgreSQL 15, "
+                             "etcd, ttl 20, loop_wait 2) instead of the app with a fake status")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -216,18 +253,9 @@ def main() -> None:
         sys.exit("wrk not found: apt-get install wrk (scripts/setup installs it)")
     paths = args.path or ["/primary", "/replica", "/patroni"]
     loads = [(p, 0.0) for p in paths] + ([(paths[0], args.rate)] if args.rate > 0 else [])
-    port = free_port()
-    cmd = [sys.executable, __file__, "--serve", str(port),
-           "--publish-interval", str(args.publish_interval), "--nice", str(args.nice)] + (
-               ["--no-cache"] if args.no_cache else [])
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        if server.stdout.readline().strip() != "ready":
-            sys.exit("the API server did not start")
-        base = f"http://127.0.0.1:{port}"
+    rows: list[dict[str, Any]] = []
+    with api_server(args) as (base, pid):
         run_wrk(base + paths[0], args.threads, args.connections, 2.0)  # warm-up
-        rows: list[dict[str, Any]] = []
         for path, rate in loads:
             pause = 0.0
             if rate:  # pace: connections / rate per request (5% over), less the answer time
@@ -235,19 +263,17 @@ def main() -> None:
                 pause = max(0.0, args.connections * 1000 / (1.05 * rate)
                             - (min(sat) if sat else 0.0))
             for _ in range(args.repeat):
-                cpu0 = cpu_seconds(server.pid)
+                cpu0 = cpu_seconds(pid)
                 result = run_wrk(base + path, args.threads, args.connections, args.duration,
                                  pause)
                 result["server_cpu_pct"] = round(
-                    100 * (cpu_seconds(server.pid) - cpu0) / args.duration, 1)
+                    100 * (cpu_seconds(pid) - cpu0) / args.duration, 1)
                 rows.append({"path": path, "paced_rate": rate, **result})
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     summary = []
     print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
           f"{args.repeat} runs per path{' (no cache)' if args.no_cache else ''}"
-          f"{f' (server nice {args.nice})' if args.nice else ''}; load average at the end "
+          f"{f' (server nice {args.nice})' if args.nice else ''}"
+          f"{' against a live leader agent' if args.live else ''}; load average at the end "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n")
     print("| path | load | req/s (median) | req/s (min) | p50 ms | p99 ms (median) | p99 ms (max) "
           "| server CPU % | non-2xx |")
@@ -269,7 +295,8 @@ def main() -> None:
               f"{s['server_cpu_pct_median']:.0f} | {s['non_2xx']} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    suffix = ("-nocache" if args.no_cache else "") + (f"-nice{args.nice}" if args.nice else "")
+    suffix = ("-live" if args.live else "") + ("-nocache" if args.no_cache else "") + (
+        f"-nice{args.nice}" if args.nice else "")
     out = RESULTS / f"api_health-{stamp}{suffix}.json"
     out.write_text(json.dumps({
         "benchmark": "api_health", "recorded": stamp, "machine": machine(),

@@ -300,6 +300,13 @@ class Agent(LeaseKeeping, PgConfiguring):
         view = await self._observe_view()
         await self._apply_dynamic_config(view)
         pg_state, details = await self._observe_pg()
+        published = self.status.pg
+        if self.last_decision is not None and (pg_state.running, pg_state.accepting,
+                                               pg_state.role) != (
+                published.running, published.accepting, published.role):
+            # PostgreSQL changed under us (e.g. the postmaster died): health checks must not
+            # answer from the old state while this cycle's actions run
+            self._publish(pg_state, details, self.last_decision)
         if not self.dcs_ok and self.http is not None:
             body = {"name": self.name, "conn_url": self.pg.conn_url(), "api_url": self.api_url}
             await self.failsafe.confirm(self.http, view, pg_state, body, self.kv.session_ttl)
