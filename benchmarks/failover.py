@@ -202,7 +202,9 @@ def main() -> None:
                         "runs": len(rs)})
         print(f"{scenario:26} {rs[0]['metric']:36} {med:7.2f} {mx:7.2f} {lost:5d}")
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"failover-{args.dcs}-ttl{args.ttl:g}.json"
+    subset = "" if args.scenarios == ",".join(SCENARIOS) else \
+        "-" + args.scenarios.replace(",", "+")
+    path = args.out / f"failover-{args.dcs}-ttl{args.ttl:g}{subset}.json"
     path.write_text(json.dumps({"settings": {**dynamic, "dcs": args.dcs, "members": 3,
                                              "writer_interval_s": 0.05},
                                 "machine": machine(), "summary": summary,
