@@ -18,8 +18,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from tests.support.managed import ManagedServer
 
 ETCD_BIN = os.environ.get("PGHA_TEST_ETCD", "/usr/bin/etcd")
 
@@ -35,7 +35,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EtcdServer:
+class EtcdServer(ManagedServer):
     """One etcd member. ``start()`` spawns it and waits until ``/health`` answers true (unless
     ``wait=False``); ``stop()`` terminates it (SIGTERM, then SIGKILL), ``kill()`` sends SIGKILL;
     ``start()`` again reuses the same data directory and ports. ``close()`` stops it and
@@ -191,40 +191,9 @@ class EtcdServer:
         except OSError:
             return ""
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self.astart()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
-class EtcdCluster:
+class EtcdCluster(ManagedServer):
     """``n`` etcd members forming one cluster on loopback, sharing one temporary directory.
     ``members[i]`` is an :class:`EtcdServer` (``kill()``, ``stop()``, ``start(wait=...)``)."""
 
@@ -265,34 +234,3 @@ class EtcdCluster:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             atexit.unregister(self.close)
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self.astart()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

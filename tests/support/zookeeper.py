@@ -32,8 +32,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from tests.support.managed import ManagedServer
 
 JAVA_DIR = Path(os.environ.get("PGHA_TEST_JAVA_DIR", "/usr/share/java"))
 # zookeeper.jar's manifest names its dependencies (jute, netty, slf4j-api, ...) by absolute
@@ -81,7 +81,7 @@ def four_letter(port: int, word: bytes, timeout: float = 1.0) -> bytes:
         return b""
 
 
-class ZooKeeperServer:
+class ZooKeeperServer(ManagedServer):
     """One ZooKeeper server on loopback (see the module docstring): standalone, or, with
     ``myid`` and ``servers`` (``{myid: "127.0.0.1:<quorum port>:<election port>"}``, every
     member of the ensemble, this one included), one member of an ensemble. ``base_dir``: the
@@ -242,37 +242,6 @@ class ZooKeeperServer:
         except OSError:
             return ""
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self.astart()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _distinct_free_ports(count: int) -> list[int]:
@@ -308,7 +277,7 @@ def client_ports(pid: int) -> set[int]:
     return ports
 
 
-class ZooKeeperEnsemble:
+class ZooKeeperEnsemble(ManagedServer):
     """``n`` ZooKeeper servers forming one ensemble on loopback (free client, quorum and
     election ports; ``myid`` 1..n), sharing one temporary directory. ``members[i]`` is a
     :class:`ZooKeeperServer` (``kill()``, ``stop()``, ``start(wait=...)``; a restarted member
@@ -368,34 +337,3 @@ class ZooKeeperEnsemble:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             atexit.unregister(self.close)
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self.astart()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -214,33 +214,26 @@ def _show(ctx: typer.Context, clusters: list[str] | None, fmt: str, extended: bo
     common.repeat(render, common.watch_interval(watch, every))
 
 
+ClustersArg = Annotated[list[str] | None, typer.Argument(
+    metavar="[CLUSTER]...", help="cluster names (default: the configured scope)")]
+ExtendedFlag = Annotated[bool, typer.Option(
+    "-e", "--extended", help="always show Pending restart, Scheduled restart, Tags")]
+TimestampFlag = Annotated[bool, typer.Option("-t", "--timestamp", help="print the time first")]
+
+
 def list_members(
-    ctx: typer.Context,
-    clusters: Annotated[list[str] | None, typer.Argument(
-        metavar="[CLUSTER]...", help="cluster names (default: the configured scope)")] = None,
-    fmt: FormatOption = "pretty",
-    extended: Annotated[bool, typer.Option(
-        "-e", "--extended", help="always show Pending restart, Scheduled restart, Tags")] = False,
-    timestamp: Annotated[bool, typer.Option("-t", "--timestamp",
-                                            help="print the time first")] = False,
-    watch: WatchFlag = False,
-    every: WatchEvery = None,
+    ctx: typer.Context, clusters: ClustersArg = None, fmt: FormatOption = "pretty",
+    extended: ExtendedFlag = False, timestamp: TimestampFlag = False,
+    watch: WatchFlag = False, every: WatchEvery = None,
 ) -> None:
     """Show the cluster's members: Member, Host, Role, State, TL, Lag in MB."""
     _show(ctx, clusters, fmt, extended, timestamp, watch, every, topology=False)
 
 
 def topology(
-    ctx: typer.Context,
-    clusters: Annotated[list[str] | None, typer.Argument(
-        metavar="[CLUSTER]...", help="cluster names (default: the configured scope)")] = None,
-    fmt: FormatOption = "pretty",
-    extended: Annotated[bool, typer.Option(
-        "-e", "--extended", help="always show Pending restart, Scheduled restart, Tags")] = False,
-    timestamp: Annotated[bool, typer.Option("-t", "--timestamp",
-                                            help="print the time first")] = False,
-    watch: WatchFlag = False,
-    every: WatchEvery = None,
+    ctx: typer.Context, clusters: ClustersArg = None, fmt: FormatOption = "pretty",
+    extended: ExtendedFlag = False, timestamp: TimestampFlag = False,
+    watch: WatchFlag = False, every: WatchEvery = None,
 ) -> None:
     """The members as a tree: each replica under the member it replicates from
     (replicatefrom tag), the leader at the root."""
