@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests.support.cluster import (
     SRC,
     dump_logs,
@@ -250,3 +251,45 @@ def test_cli_against_a_live_cluster(cluster: LocalCluster) -> None:
         wait_until(lambda m=m: psql(m, "SHOW work_mem") == "9MB", 30, f"work_mem on {m.name}")
     out = cli(cluster, "history")
     assert out.returncode == 0 and target in out.stdout
+
+
+def test_callbacks_run_on_start_stop_and_role_change(tmp_path: Path) -> None:
+    """Each member runs its callbacks as ``command action role scope``; a switchover fires
+    on_stop and on_role_change replica on the old leader and on_role_change primary on the new
+    one."""
+    script = tmp_path / "callback.sh"
+    script.write_text('#!/bin/sh\necho "$1 $2 $3" >> "$(dirname "$0")/calls-$PGHA_TEST_NAME"\n')
+    script.chmod(0o755)
+    c = new_cluster(tmp_path / "c")
+    with c:
+        for m in c.procs.values():
+            cfg = yaml.safe_load(m.config_path.read_text())
+            cfg["postgresql"]["callbacks"] = {
+                action: f"env PGHA_TEST_NAME={m.name} {script}"
+                for action in ("on_start", "on_stop", "on_role_change", "on_restart")}
+            m.config_path.write_text(yaml.safe_dump(cfg))
+        c.start_all(stagger=0.3)
+        try:
+            old = wait_healthy(c)
+            new = next(m for m in c.procs.values() if m is not old)
+
+            def calls(m: MemberProc) -> list[str]:
+                path = tmp_path / f"calls-{m.name}"
+                return path.read_text().splitlines() if path.exists() else []
+
+            wait_until(lambda: "on_start primary demo" in calls(old), 30, "on_start primary")
+            wait_until(lambda: "on_start replica demo" in calls(new), 30, "on_start replica")
+            code, text = call(old, "POST", "/switchover", {"leader": old.name,
+                                                           "candidate": new.name})
+            assert code == 200, text
+            wait_until(lambda: "on_role_change primary demo" in calls(new), 30,
+                       "on_role_change on the new leader")
+            wait_until(lambda: "on_role_change replica demo" in calls(old), 30,
+                       "on_role_change on the old leader")
+            assert "on_stop primary demo" in calls(old)
+            code, text = call(new, "POST", "/restart", {})
+            assert code == 200, text
+            wait_until(lambda: "on_restart primary demo" in calls(new), 30, "on_restart")
+        except BaseException:
+            dump_logs(c)
+            raise

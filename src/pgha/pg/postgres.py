@@ -36,7 +36,7 @@ from pgha.pg.settings import PgSettings, format_conn_url
 log = logging.getLogger("pgha.pg")
 
 EXECUTE_TIMEOUT = 60.0
-_READY_POLL = 0.2
+_READY_POLL = 0.05
 _PROMOTE_POLL = 0.01  # writes resume the moment recovery ends: a switchover waits on this
 
 

@@ -23,6 +23,7 @@ log = logging.getLogger("pgha.pg")
 PIDFILE = "postmaster.pid"
 POLL_INTERVAL = 0.2  # only when pidfd_open is unavailable
 _PG_CTL_GRACE = 10.0  # extra seconds past pg_ctl's own -t before the agent kills pg_ctl
+_START_POLL = 0.01
 
 
 @dataclass(frozen=True)
@@ -156,11 +157,36 @@ def _pg_ctl(settings: PgSettings, action: str, *args: str) -> list[str]:
 
 async def pg_ctl_start(settings: PgSettings, timeout: float) -> CmdResult:
     """``pg_ctl start -w``: returns when the server accepts connections, failed, or after
-    ``timeout`` (the postmaster then keeps starting). Server output goes to ``log_file``."""
+    ``timeout`` (the postmaster then keeps starting). Server output goes to ``log_file``.
+
+    Readiness is also read from postmaster.pid every 10 ms (``ready``/``standby``), so a
+    successful start returns without pg_ctl's 100 ms polling; pg_ctl itself (left to finish
+    in the background then) still reports every failure."""
     settings.log_file.parent.mkdir(parents=True, exist_ok=True)
     argv = _pg_ctl(settings, "start", "-w", "-t", str(max(1, int(timeout))),
                    "-l", str(settings.log_file))
-    return await run(argv, timeout=timeout + _PG_CTL_GRACE, env=clean_env())
+    before = read_pidfile(settings.data_dir)
+    task = asyncio.ensure_future(run(argv, timeout=timeout + _PG_CTL_GRACE, env=clean_env()))
+    try:
+        while not task.done():
+            pidfile = read_pidfile(settings.data_dir)
+            if pidfile is not None and pidfile != before \
+                    and pidfile.status in ("ready", "standby") and pid_alive(pidfile.pid):
+                task.add_done_callback(_log_late_failure)
+                return CmdResult(tuple(argv), 0, "", "")
+            await asyncio.wait({task}, timeout=_START_POLL)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    return task.result()
+
+
+def _log_late_failure(task: asyncio.Future[CmdResult]) -> None:
+    if task.cancelled():
+        return
+    result = task.result()
+    if not result.ok:
+        log.warning("pg_ctl start reported after the server was ready: %s", result.describe())
 
 
 async def pg_ctl_stop(settings: PgSettings, mode: StopMode, timeout: float) -> CmdResult:
