@@ -57,6 +57,8 @@ class Tags:
     clonefrom: bool = False
     replicatefrom: str | None = None
     nosync: bool = False
+    sync_priority: int = 1
+    nostream: bool = False
     custom: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -77,16 +79,23 @@ class Tags:
             out["replicatefrom"] = self.replicatefrom
         if self.nosync:
             out["nosync"] = True
+        if self.sync_priority != 1:
+            out["sync_priority"] = self.sync_priority
+        if self.nostream:
+            out["nostream"] = True
         return out
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Tags:
         """Parse tags from a member key or the YAML; raises ValueError on wrong types."""
         known = {"nofailover", "failover_priority", "noloadbalance", "clonefrom",
-                 "replicatefrom", "nosync"}
+                 "replicatefrom", "nosync", "sync_priority", "nostream"}
         priority = data.get("failover_priority", 1)
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise ValueError("failover_priority must be an integer")
+        sync_priority = data.get("sync_priority", 1)
+        if isinstance(sync_priority, bool) or not isinstance(sync_priority, int):
+            raise ValueError("sync_priority must be an integer")
         replicatefrom = data.get("replicatefrom")
         if replicatefrom is not None and not isinstance(replicatefrom, str):
             raise ValueError("replicatefrom must be a member name")
@@ -97,6 +106,8 @@ class Tags:
             clonefrom=bool(data.get("clonefrom", False)),
             replicatefrom=replicatefrom,
             nosync=bool(data.get("nosync", False)),
+            sync_priority=sync_priority,
+            nostream=bool(data.get("nostream", False)),
             custom={k: v for k, v in data.items() if k not in known},
         )
 
