@@ -68,15 +68,13 @@ def check(m: MemberProc, request: Request) -> None:
         assert payload == b""
 
 
-@LIVE
-@settings(max_examples=80)
+@settings(LIVE, max_examples=80)
 @given(request=requests(READS))
 def test_live_reads_answer_only_documented_codes(member: MemberProc, request: Request) -> None:
     check(member, request)
 
 
-@LIVE
-@settings(max_examples=60)
+@settings(LIVE, max_examples=60)
 @given(request=requests(WRITES))
 def test_live_writes_answer_only_documented_codes(member: MemberProc,
                                                   request: Request) -> None:
