@@ -305,3 +305,14 @@ def test_flush_usage_errors(env: CliEnv) -> None:
     unknown = env.invoke("flush", "pg7", "restart", "--force")
     assert unknown.exit_code == 1
     assert "pg7: not a member of cluster demo" in unknown.stderr
+
+
+def test_switchover_asks_another_member_when_the_leader_is_unreachable(env: CliEnv) -> None:
+    fakes = env.cluster()
+    env.member("pg1", role="primary", api=False, api_url="http://127.0.0.1:9/patroni")
+    fakes["pg2"].script("POST", "/switchover", 200, 'Successfully switched over to "pg3"')
+    result = env.invoke("switchover", "--candidate", "pg3", "--force")
+    assert result.exit_code == 0, result.output
+    assert "cannot reach pg1" in result.stderr
+    sent = fakes["pg2"].calls("POST")
+    assert len(sent) == 1 and sent[0].body == {"leader": "pg1", "candidate": "pg3"}

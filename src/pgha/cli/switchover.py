@@ -4,8 +4,9 @@ Switchover and failover are asked of the leader's REST API (``POST /switchover``
 ``POST /failover``; a failover in a cluster without a leader goes to the candidate). The
 answer decides the exit code: 200 (done) and 202 (scheduled) exit 0 and print the member's
 message with a timestamp; any other answer (412 not possible, 503 failed, 400 refused, ...)
-prints ``Switchover failed, details: <code>, <body>`` and exits 1, as does an unreachable
-leader. The request waits up to ``2 * max(10, loop_wait) + 15`` seconds: the member itself
+prints ``Switchover failed, details: <code>, <body>`` and exits 1. When the member asked
+cannot be reached, the other members are asked in turn (any agent carries the request out).
+The request waits up to ``2 * max(10, loop_wait) + 15`` seconds: the member itself
 waits up to ``2 * max(10, loop_wait)`` seconds for the new leader.
 
 ``flush ... switchover`` asks the leader (then the other members) to ``DELETE /switchover``;
@@ -50,16 +51,25 @@ def _check_candidate(state: ClusterState, candidate: str, candidates: list[str],
 
 def _send(ctx: typer.Context, config: Config, state: ClusterState, target: Member, path: str,
           body: dict[str, str], what: str) -> None:
-    try:
-        reply = common.api(ctx, config, target, "POST", path, body, _wait_budget(state))
-    except RestError as exc:
-        fail(f"{what} failed: cannot reach {target.name}: {exc}")
-    if reply.status in (200, 202):
-        typer.echo(f"{common.now_stamp()} {reply.reason()}")
-        if reply.status == 200:
-            typer.echo(format_list(common.read_state(config)))
-        return
-    fail(f"{what} failed, details: {reply.status}, {reply.reason()}")
+    """Ask ``target``; when its REST API cannot be reached, ask the other members in turn
+    (every agent carries out a switchover or failover request the same way: it writes the
+    request to the DCS and waits for the outcome)."""
+    others = [m for m in state.ordered() if m.name != target.name and m.api_url]
+    errors: list[str] = []
+    for member in [target, *others]:
+        try:
+            reply = common.api(ctx, config, member, "POST", path, body, _wait_budget(state))
+        except RestError as exc:
+            errors.append(f"{member.name}: {exc}")
+            typer.echo(f"cannot reach {member.name} ({exc}); asking another member", err=True)
+            continue
+        if reply.status in (200, 202):
+            typer.echo(f"{common.now_stamp()} {reply.reason()}")
+            if reply.status == 200:
+                typer.echo(format_list(common.read_state(config)))
+            return
+        fail(f"{what} failed, details: {reply.status}, {reply.reason()}")
+    fail(f"{what} failed: no member could be reached ({'; '.join(errors)})")
 
 
 def switchover(
