@@ -50,6 +50,7 @@ from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
 from pgha.executor import Executor
 from pgha.failsafe import Failsafe
+from pgha.httpauth import ssl_context
 from pgha.lease import LeaseKeeping
 from pgha.metrics import AgentMetrics
 from pgha.peers import fetch_peer_statuses, parse_peer_status
@@ -161,7 +162,10 @@ class Agent(LeaseKeeping, PgConfiguring):
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         async with (
             self.kv,
-            aiohttp.ClientSession(auth=self._peer_auth()) as self.http,
+            aiohttp.ClientSession(
+                auth=self._peer_auth(),
+                connector=aiohttp.TCPConnector(ssl=ssl_context(self.config)),
+            ) as self.http,
             ApiServer(self, self.config) as _api,
             self.callbacks,
         ):

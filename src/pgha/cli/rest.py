@@ -22,7 +22,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import ssl
 from dataclasses import dataclass
@@ -33,6 +32,10 @@ import aiohttp
 
 from pgha.config import Config
 from pgha.core.model import Member
+from pgha.httpauth import basic_auth, credentials, ssl_context
+
+__all__ = ["Call", "Reply", "RestClient", "RestError", "api_base", "basic_auth", "call_all",
+           "credentials", "ssl_context"]
 
 DEFAULT_TIMEOUT = 10.0
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -67,45 +70,6 @@ def api_base(api_url: str) -> str:
     if base.endswith("/patroni"):
         base = base[: -len("/patroni")]
     return base
-
-
-def _ctl(config: Config) -> dict[str, Any]:
-    return dict(config.ctl or {})
-
-
-def basic_auth(username: str, password: str) -> str:
-    """The ``Authorization`` header value for HTTP Basic (UTF-8 credentials)."""
-    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-    return f"Basic {token}"
-
-
-def credentials(config: Config) -> str | None:
-    """The Basic ``Authorization`` header for unsafe methods: ``ctl.authentication`` first,
-    then ``restapi.authentication``; None when neither is set."""
-    auth = _ctl(config).get("authentication")
-    if isinstance(auth, dict) and auth.get("username") is not None:
-        return basic_auth(str(auth["username"]), str(auth.get("password") or ""))
-    rest = config.restapi.authentication
-    if rest is not None:
-        return basic_auth(rest.username, rest.password)
-    return None
-
-
-def ssl_context(config: Config, insecure: bool = False) -> ssl.SSLContext:
-    """The client TLS context from the ``ctl`` section (see the module docstring)."""
-    ctl = _ctl(config)
-    cafile = ctl.get("cacert") or config.restapi.cafile
-    ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
-    if insecure or bool(ctl.get("insecure", False)):
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    certfile = ctl.get("certfile")
-    keyfile = ctl.get("keyfile")
-    if not certfile and config.restapi.verify_client in ("optional", "required"):
-        certfile, keyfile = config.restapi.certfile, config.restapi.keyfile
-    if certfile:
-        ctx.load_cert_chain(certfile, keyfile or None, ctl.get("keyfile_password"))
-    return ctx
 
 
 class RestClient:
