@@ -64,6 +64,10 @@ from pgha.wiring import pg_settings
 
 log = logging.getLogger("pgha.agent")
 
+# member-key fields that change with every write on the primary (published at most every
+# loop_wait unless something else changed)
+_POSITIONS = frozenset({"xlog_location", "receive_lsn", "replay_lsn"})
+
 # actions after which a stopped PostgreSQL is the agent's doing, not a crash
 _STOPS_PG = (StopPostgres, Demote, HandOver, RestartPostgres, Reinitialize)
 
@@ -389,8 +393,8 @@ class Agent(LeaseKeeping, PgConfiguring):
         last = self._last_member_json
         now = time.monotonic()
         if last is not None:
-            same = {k: v for k, v in data.items() if k != "xlog_location"} == {
-                k: v for k, v in last.items() if k != "xlog_location"}
+            same = {k: v for k, v in data.items() if k not in _POSITIONS} == {
+                k: v for k, v in last.items() if k not in _POSITIONS}
             due = now - self._last_member_write >= self.settings.loop_wait
             if same and (data == last or not due):
                 return

@@ -129,6 +129,12 @@ class AgentStatus:
             out["scheduled_restart"] = dict(self.scheduled_restart)
         if self.pg.wal_position is not None:
             out["xlog_location"] = self.pg.wal_position
+        xlog = self.pg_details.get("xlog") if self.pg.running else None
+        if isinstance(xlog, Mapping):
+            for key, field_name in (("received_location", "receive_lsn"),
+                                    ("replayed_location", "replay_lsn")):
+                if isinstance(xlog.get(key), int):
+                    out[field_name] = xlog[key]
         if self.pg.timeline is not None:
             out["timeline"] = self.pg.timeline
         rstate = self.pg_details.get("replication_state") if self.pg.running else None

@@ -195,3 +195,24 @@ async def test_status_json_is_serialized_once_per_status_object(
         assert resp.status == 503
         assert json.loads(await resp.read())["pgha"]["holds_lock"] is False
         assert calls == ["pg1", "pg1"]
+
+
+def test_cluster_reports_receive_and_replay_positions() -> None:
+    from pgha.api.cluster import cluster_json
+    from pgha.core.model import ClusterView, Leader, Member
+    from pgha.dcs.codec import member_from_json, member_to_json
+
+    head = 0x3000000
+    replica = member_from_json("pg2", {"conn_url": "postgres://h2:5432/postgres",
+                                       "role": "replica", "state": "running",
+                                       "xlog_location": head - 100, "receive_lsn": head - 100,
+                                       "replay_lsn": head - 4096})
+    assert member_to_json(replica)["replay_lsn"] == head - 4096
+    view = ClusterView(leader=Leader("pg1"), members={
+        "pg1": Member("pg1", role="primary", state="running", xlog_location=head),
+        "pg2": replica, "pg3": Member("pg3")})
+    items = {m["name"]: m for m in cluster_json(view, "demo")["members"]}
+    assert items["pg2"]["receive_lsn"] == "0/2FFFF9C" and items["pg2"]["receive_lag"] == 100
+    assert items["pg2"]["replay_lsn"] == "0/2FFF000" and items["pg2"]["replay_lag"] == 4096
+    assert items["pg3"]["replay_lag"] == "unknown"
+    assert "receive_lsn" not in items["pg1"]

@@ -43,8 +43,9 @@ def scheduled_switchover(view: ClusterView) -> dict[str, Any] | None:
 
 def cluster_json(view: ClusterView, scope: str, own: AgentStatus | None = None) -> dict[str, Any]:
     """The ``GET /cluster`` body: members sorted by name. Roles: ``leader``, ``sync_standby``,
-    ``quorum_standby`` (from the ``sync`` key) or ``replica``. Non-leaders also get ``lsn`` and
-    ``lag`` (bytes behind the leader, ``unknown`` when not known). ``own`` (this agent's status)
+    ``quorum_standby`` (from the ``sync`` key) or ``replica``. Non-leaders also get ``lsn``/``lag``,
+    ``receive_lsn``/``receive_lag`` and ``replay_lsn``/``replay_lag`` (LSN text, bytes behind the
+    leader, ``unknown`` when not known). ``own`` (this agent's status)
     supplies its own ``scheduled_restart``."""
     leader_name = view.leader.name if view.leader else None
     sync = sync_state(view)
@@ -72,9 +73,11 @@ def cluster_json(view: ClusterView, scope: str, own: AgentStatus | None = None) 
         if restart:
             item["scheduled_restart"] = dict(restart)
         if name != leader_name:
-            lag = view.lag_of(m.xlog_location)
-            item["lsn"] = lsn_text(m.xlog_location)
-            item["lag"] = "unknown" if lag is None else lag
+            for prefix, position in (("receive_", m.receive_lsn), ("replay_", m.replay_lsn),
+                                     ("", m.xlog_location)):
+                lag = view.lag_of(position)
+                item[f"{prefix}lsn"] = lsn_text(position)
+                item[f"{prefix}lag"] = "unknown" if lag is None else lag
         members.append(item)
     out: dict[str, Any] = {"members": members, "scope": scope}
     if view.settings.pause:

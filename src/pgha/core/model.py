@@ -122,6 +122,8 @@ class Member:
     role: str = "uninitialized"  # primary | replica | demoted | uninitialized
     state: str = "stopped"  # running | starting | stopped | crashed | ...
     xlog_location: int | None = None
+    receive_lsn: int | None = None  # replicas: WAL received / replayed (Patroni 4.1 keys)
+    replay_lsn: int | None = None
     timeline: int | None = None
     replication_state: str | None = None
     version: str = ""

@@ -55,8 +55,9 @@ def member_to_json(member: Member) -> dict[str, Any]:
         "role": member.role,
         "version": member.version,
     }
-    if member.xlog_location is not None:
-        out["xlog_location"] = member.xlog_location
+    for key in ("xlog_location", "receive_lsn", "replay_lsn"):
+        if getattr(member, key) is not None:
+            out[key] = getattr(member, key)
     if member.timeline is not None:
         out["timeline"] = member.timeline
     if member.replication_state is not None:
@@ -98,6 +99,8 @@ def member_from_json(name: str, data: Any) -> Member:
         role="primary" if role == "master" else role,
         state=_str(data, "state", "stopped"),
         xlog_location=_int(data, "xlog_location"),
+        receive_lsn=_int(data, "receive_lsn"),
+        replay_lsn=_int(data, "replay_lsn"),
         timeline=_int(data, "timeline"),
         replication_state=replication_state,
         version=_str(data, "version", ""),
