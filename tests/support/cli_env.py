@@ -5,6 +5,8 @@ scripted member REST APIs (:mod:`tests.support.fake_api`), a configuration file,
 from __future__ import annotations
 
 import asyncio
+import base64
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,17 @@ postgresql:
       username: {superuser}
       password: {password}
 """
+
+AUTH = ("admin", "s3cret")  # restapi.authentication of the configs built with ``auth=AUTH``
+BASIC = "Basic " + base64.b64encode(b"admin:s3cret").decode()
+
+
+@pytest.fixture
+def apis() -> Iterator[FakeApis]:
+    """Scripted member REST servers, stopped after the test (offered to the unit tests by
+    tests/unit/conftest.py)."""
+    with FakeApis() as servers:
+        yield servers
 
 
 class CliEnv:

@@ -3,28 +3,18 @@ and scripted member REST APIs."""
 
 from __future__ import annotations
 
-import base64
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from tests.support.cli_env import CliEnv
+from tests.support.cli_env import AUTH, BASIC, CliEnv
 from tests.support.fake_api import FakeApis
 
 from pgha.cli import common, dynamic
 
-AUTH = ("admin", "s3cret")
-BASIC = "Basic " + base64.b64encode(b"admin:s3cret").decode()
 BASE = {"ttl": 30, "loop_wait": 10, "retry_timeout": 10,
         "postgresql": {"parameters": {"max_connections": 100}}}
-
-
-@pytest.fixture
-def apis() -> Iterator[FakeApis]:
-    with FakeApis() as servers:
-        yield servers
 
 
 @pytest.fixture

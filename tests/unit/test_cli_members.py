@@ -3,24 +3,13 @@ REST APIs."""
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.cli_env import CliEnv
+from tests.support.cli_env import AUTH, BASIC, CliEnv
 from tests.support.fake_api import FakeApis
 
 from pgha.cli import members
-
-AUTH = ("admin", "s3cret")
-BASIC = "Basic " + base64.b64encode(b"admin:s3cret").decode()
-
-
-@pytest.fixture
-def apis() -> Iterator[FakeApis]:
-    with FakeApis() as servers:
-        yield servers
 
 
 @pytest.fixture

@@ -27,12 +27,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
 
 
 @pytest.fixture
-def apis() -> Iterator[FakeApis]:
-    with FakeApis() as servers:
-        yield servers
-
-
-@pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, apis: FakeApis,
         server: LocalPostgres) -> CliEnv:
     bench = CliEnv(tmp_path, monkeypatch, apis, superuser=("postgres", "secret"))

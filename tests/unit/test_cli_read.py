@@ -4,7 +4,6 @@ through Typer against an in-memory DCS (and scripted member APIs for ``version``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,6 @@ from tests.support.fake_api import FakeApis
 from pgha import __version__
 from pgha.cli import common
 from pgha.cli.main import app
-
-
-@pytest.fixture
-def apis() -> Iterator[FakeApis]:
-    with FakeApis() as servers:
-        yield servers
 
 
 @pytest.fixture

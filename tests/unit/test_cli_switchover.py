@@ -4,22 +4,12 @@ member REST APIs: request method, path, JSON body and auth header, output and ex
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from tests.support.cli_env import CliEnv
+from tests.support.cli_env import AUTH, BASIC, CliEnv
 from tests.support.fake_api import FakeApis
-
-AUTH = ("admin", "s3cret")
-BASIC = "Basic " + base64.b64encode(b"admin:s3cret").decode()
-
-
-@pytest.fixture
-def apis() -> Iterator[FakeApis]:
-    with FakeApis() as servers:
-        yield servers
 
 
 @pytest.fixture
