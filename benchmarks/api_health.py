@@ -61,7 +61,7 @@ def leader_status() -> Any:
         PgState,
         Tags,
     )
-    from pgha.status import AgentStatus
+    from pgha.core.status import AgentStatus
 
     pos = 0x3_5000_0000
     members = {
@@ -99,7 +99,7 @@ class FakeAgent:
         return 502, "failsafe_mode is off"
 
     async def submit(self, command: Any) -> Any:
-        from pgha.commands import Outcome
+        from pgha.core.commands import Outcome
         return Outcome(503, "benchmark")
 
 

@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 from benchmarks.failover import machine  # noqa: E402
 from tests.support.cluster import new_cluster, wait_healthy  # noqa: E402
 
-from pgha.localcluster import MemberProc  # noqa: E402
+from pgha.cli.localcluster import MemberProc  # noqa: E402
 
 
 def patch_config(m: MemberProc, body: dict[str, Any]) -> None:

@@ -40,7 +40,7 @@ from tests.support.cluster import new_cluster, primary_of, wait_healthy, wait_un
 from tests.support.dcs_servers import SERVERS, available  # noqa: E402
 from tests.support.writer import Writer  # noqa: E402
 
-from pgha.localcluster import LocalCluster, MemberProc  # noqa: E402
+from pgha.cli.localcluster import LocalCluster, MemberProc  # noqa: E402
 
 SCENARIOS = ("leader_node_death", "leader_postmaster_crash", "leader_clean_stop",
              "replica_postmaster_crash", "planned_switchover")

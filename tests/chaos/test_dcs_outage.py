@@ -26,7 +26,7 @@ from tests.support.cluster import (
 from tests.support.dcs_servers import SERVERS, agent_timing, available
 from tests.support.writer import WritableProbe
 
-from pgha.localcluster import LocalCluster, MemberProc
+from pgha.cli.localcluster import LocalCluster, MemberProc
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from tests.support.cluster import (
 from tests.support.proxy import TcpProxy
 from tests.support.writer import WritableProbe, Writer
 
-from pgha.localcluster import LocalCluster
+from pgha.cli.localcluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -40,10 +40,10 @@ from tests.support.cluster import (
 from tests.support.writer import WritableProbe
 from tests.support.zookeeper import ZooKeeperEnsemble, zookeeper_unavailable
 
+from pgha.cli.localcluster import LocalCluster, MemberProc
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.dcs.zookeeper import ZooKeeperStore
-from pgha.localcluster import LocalCluster, MemberProc
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from tests.support.cluster import dump_logs, http_get, new_cluster, status, wait_until
 from tests.unit.test_api_fuzz import READS, WRITES, Request, requests
 
-from pgha.localcluster import LocalCluster, MemberProc
+from pgha.cli.localcluster import LocalCluster, MemberProc
 
 pytestmark = pytest.mark.integration
 

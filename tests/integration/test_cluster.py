@@ -25,7 +25,7 @@ from tests.support.cluster import (
     wait_until,
 )
 
-from pgha.localcluster import LocalCluster
+from pgha.cli.localcluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +153,7 @@ def test_second_agent_with_a_live_name_refuses_to_start(cluster: LocalCluster,
 
     leader = wait_healthy(cluster)
     cfg = yaml.safe_load(leader.config_path.read_text())
-    from pgha.localcluster import free_port
+    from pgha.cli.localcluster import free_port
 
     port = free_port()
     cfg["restapi"]["listen"] = cfg["restapi"]["connect_address"] = f"127.0.0.1:{port}"

@@ -17,7 +17,7 @@ import pytest
 from tests.support.cluster import dump_logs, new_cluster, wait_healthy, wait_until
 from tests.support.prom import PATRONI_COUNTER_LINTS, PrometheusServer, parse, promtool_problems
 
-from pgha.localcluster import LocalCluster
+from pgha.cli.localcluster import LocalCluster
 
 pytestmark = [
     pytest.mark.integration,

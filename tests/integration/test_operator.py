@@ -32,7 +32,7 @@ from tests.support.cluster import (
 )
 from tests.support.writer import WritableProbe
 
-from pgha.localcluster import LocalCluster, MemberProc
+from pgha.cli.localcluster import LocalCluster, MemberProc
 
 pytestmark = pytest.mark.integration
 

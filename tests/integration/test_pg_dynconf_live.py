@@ -21,8 +21,8 @@ from pgha.config import Config, parse_config
 from pgha.core.actions import StopMode
 from pgha.pg import dynconf
 from pgha.pg.dynconf import DynamicConfigApplier
+from pgha.pg.from_config import pg_settings
 from pgha.pg.postgres import Postgres
-from pgha.wiring import pg_settings
 
 pytestmark = [pytest.mark.integration, requires_pg, pytest.mark.timeout(120)]
 

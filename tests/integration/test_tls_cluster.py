@@ -21,7 +21,7 @@ import trustme
 import yaml
 from tests.support.cluster import dump_logs, new_cluster, wait_until
 
-from pgha.localcluster import MemberProc
+from pgha.cli.localcluster import MemberProc
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pgha.localcluster import LocalCluster, MemberProc
+from pgha.cli.localcluster import LocalCluster, MemberProc
 
 T = TypeVar("T")
 SRC = Path(__file__).resolve().parents[2] / "src"

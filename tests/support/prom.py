@@ -18,7 +18,7 @@ from typing import Any, Self
 
 import yaml
 
-from pgha.localcluster import free_port, wait_tcp
+from pgha.cli.localcluster import free_port, wait_tcp
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from pgha.localcluster import MemberProc
+from pgha.cli.localcluster import MemberProc
 
 _ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
            TimeoutError)

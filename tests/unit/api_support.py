@@ -10,10 +10,11 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from pgha.agent.metrics import AgentMetrics
 from pgha.api.security import HostResolver
 from pgha.api.server import build_app
-from pgha.commands import Command, Outcome
 from pgha.config.models import RestApiConfig
+from pgha.core.commands import Command, Outcome
 from pgha.core.model import (
     ClusterView,
     ControlState,
@@ -26,8 +27,7 @@ from pgha.core.model import (
     PgState,
     Tags,
 )
-from pgha.metrics import AgentMetrics
-from pgha.status import AgentStatus
+from pgha.core.status import AgentStatus
 
 SYSID = "7123456789012345678"
 MB = 1024 * 1024

@@ -26,7 +26,7 @@ from pgha import __version__
 from pgha.api.checks import parse_lag
 from pgha.api.cluster import cluster_json
 from pgha.core.model import ControlState, DataState, PgRole, Tags
-from pgha.status import AgentStatus
+from pgha.core.status import AgentStatus
 
 # --------------------------------------------------------------------------- parse_lag
 

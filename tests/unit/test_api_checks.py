@@ -5,6 +5,7 @@ the HEAD/OPTIONS/GET contract of every health path."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +25,7 @@ from tests.unit.api_support import (
 
 from pgha.api.checks import HEALTH_CHECKS
 from pgha.core.model import HaSettings, PgRole
-from pgha.status import AgentStatus, sync_state
+from pgha.core.status import AgentStatus, sync_state
 
 
 def synced(status: AgentStatus, standbys: Any = "pg2", mode: Any = True,
@@ -222,5 +223,5 @@ async def test_readiness(status: AgentStatus, expected: int) -> None:
 async def test_liveness(holds_lock: bool, age: float, pause: bool, expected: int) -> None:
     base = primary_status() if holds_lock else replica_status()
     view = replace(cluster_view(), settings=HaSettings(pause=pause))
-    status = replace(base, view=view, heartbeat=base.now - age)
+    status = replace(base, view=view, heartbeat=time.monotonic() - age)
     assert await code(status, "/liveness") == expected

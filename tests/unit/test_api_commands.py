@@ -12,7 +12,7 @@ import pytest
 from tests.unit.api_support import Source, api, cluster_view, primary_status, replica_status
 
 from pgha.api import handlers
-from pgha.commands import (
+from pgha.core.commands import (
     CancelRestart,
     CancelSwitchover,
     Command,

@@ -33,7 +33,7 @@ from tests.unit.api_support import (
 from pgha.api.openapi import build_openapi, operation_id
 from pgha.api.routes import ROUTES, Route
 from pgha.api.server import build_app
-from pgha.commands import Outcome
+from pgha.core.commands import Outcome
 from pgha.core.model import HaSettings
 
 DOC = build_openapi()

@@ -20,11 +20,11 @@ from tests.unit.test_api import (
 )
 
 from pgha import __version__
+from pgha.agent.metrics import AgentMetrics
 from pgha.api.metrics import POSTGRES_STATE_CODES, render_metrics, version_number
 from pgha.api.server import build_app
 from pgha.core.model import ControlState, PgState
-from pgha.metrics import AgentMetrics
-from pgha.status import AgentStatus
+from pgha.core.status import AgentStatus
 
 PATRONI_METRICS = [
     "patroni_version", "patroni_postgres_running", "patroni_postmaster_start_time",

@@ -22,7 +22,7 @@ from tests.unit.api_support import (
 from pgha.api.openapi import build_openapi
 from pgha.api.routes import ROUTES, responses_of
 from pgha.api.server import build_app
-from pgha.status import AgentStatus
+from pgha.core.status import AgentStatus
 
 # --------------------------------------------------------------------------- /history
 

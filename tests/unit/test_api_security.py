@@ -28,8 +28,8 @@ from tests.unit.api_support import (
 
 from pgha.api.security import HostResolver
 from pgha.api.server import ApiServer
-from pgha.commands import Reload
 from pgha.config import parse_config
+from pgha.core.commands import Reload
 from pgha.core.model import Member
 
 AUTH = {"username": "admin", "password": "s3cret:x"}

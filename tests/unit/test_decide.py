@@ -206,7 +206,7 @@ class TestFailClosed:
         v = view(member(ME, role="primary"), leader=ME, settings=HaSettings(pause=True))
         d = decide(v, local(primary_pg(), lease_deadline=None), NOW)
         assert d.reason is Reason.PAUSED
-        assert d.actions == (PublishStatus(),)
+        assert d.actions == (PublishStatus(optime=POS),)
 
 
 class TestDcsUnreachable:
@@ -361,7 +361,7 @@ class TestSlots:
         v = view(member(ME, role="primary"), member("pg-2.a"), member("PG3"), leader=ME)
         d = decide(v, local(primary_pg()), NOW)
         assert d.reason is Reason.LEADER_HEALTHY
-        assert d.actions == (SyncSlots(frozenset({"pg_2_a", "pg3"})), PublishStatus())
+        assert d.actions == (SyncSlots(frozenset({"pg_2_a", "pg3"})), PublishStatus(optime=POS))
 
     def test_recently_seen_members_are_kept_within_member_slots_ttl(self) -> None:
         v = view(member(ME, role="primary"), member("pg2"), leader=ME,
@@ -388,7 +388,7 @@ class TestSlots:
         v = view(member(ME, role="primary"), member("pg2"), leader=ME,
                  settings=HaSettings(use_slots=False))
         d = decide(v, local(primary_pg()), NOW)
-        assert d.actions == (PublishStatus(),)
+        assert d.actions == (PublishStatus(optime=POS),)
 
 
 # --------------------------------------------------------------------------- running primary
@@ -404,7 +404,7 @@ class TestRunningPrimary:
         v = view(member(ME, role="primary"), member("pg2"), leader=None)
         d = decide(v, local(primary_pg(), peers={"pg2": peer("pg2"), "pg3": None}), NOW)
         assert d.reason is Reason.RETAKE_LOCK_AS_PRIMARY
-        assert d.actions == (AcquireLeader(), SyncSlots(frozenset({"pg2"})), PublishStatus())
+        assert d.actions == (AcquireLeader(), SyncSlots(frozenset({"pg2"})), PublishStatus(optime=POS))
 
     def test_no_leader_but_timeline_behind_a_member_demotes(self) -> None:
         v = view(member(ME, role="primary", timeline=2), member("pg2", timeline=3), leader=None)
@@ -447,7 +447,7 @@ class TestRunningReplica:
         v = view(member(ME), member("pg2"), leader=ME)
         d = decide(v, local(replica_pg()), NOW)
         assert d.reason is Reason.PROMOTE_HOLDING_LOCK
-        assert d.actions == (Promote(), SyncSlots(frozenset({"pg2"})), PublishStatus())
+        assert d.actions == (Promote(), SyncSlots(frozenset({"pg2"})), PublishStatus(optime=POS))
 
     @pytest.mark.parametrize("upstream", [None, "pg3", "pg9"])
     def test_wrong_upstream_follows_the_leader(self, upstream: str | None) -> None:
@@ -513,7 +513,7 @@ def race_local(pg: PgState | None = None, **kw: Any) -> LocalState:
 
 
 RACE_ACTIONS = (AcquireLeader(), Promote(), SyncSlots(frozenset({"pg2", "pg3"})),
-                PublishStatus())
+                PublishStatus(optime=POS))
 
 
 class TestLeaderRace:
@@ -733,7 +733,7 @@ PAUSED = HaSettings(pause=True)
 class TestPaused:
     @pytest.mark.parametrize(("v", "pg", "expected"), [
         (view(member(ME, role="primary"), leader=ME, settings=PAUSED), primary_pg(),
-         (PublishStatus(),)),
+         (PublishStatus(optime=POS),)),
         (view(member(ME), leader=ME, settings=PAUSED), stopped_pg(), (ReleaseLeader(),)),
         (view(member(ME), leader=ME, settings=PAUSED), replica_pg(), (ReleaseLeader(),)),
         (view(member(ME), leader=None, settings=PAUSED), primary_pg(), (AcquireLeader(),)),
@@ -992,7 +992,7 @@ class TestFailsafe:
         v = replace(self._leader_view(), failsafe={
             n: f"http://{n}.example:8008/patroni" for n in (ME, "pg2", "pg3")})
         d = decide(v, local(primary_pg()), NOW)
-        assert PublishStatus(None) in d.actions
+        assert PublishStatus(None, POS) in d.actions
 
 
 class TestNeverWritableOnAnUnconfirmedLease:

@@ -10,16 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 from tests.support.prom import parse, promtool_problems
 
+from pgha.agent.metrics import DCS_OPERATIONS, AgentMetrics
+from pgha.api.prometheus import Registry, escape_label_value, format_value
 from pgha.dcs.base import DCSError, WatchEvent
 from pgha.dcs.instrumented import InstrumentedKV
 from pgha.dcs.memory import MemoryBackend, MemoryStore
-from pgha.metrics import (
-    DCS_OPERATIONS,
-    AgentMetrics,
-    Registry,
-    escape_label_value,
-    format_value,
-)
 
 needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None,

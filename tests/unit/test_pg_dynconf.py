@@ -12,9 +12,9 @@ import pytest
 from pgha.config import Config, parse_config
 from pgha.pg.conf import write_config_if_changed
 from pgha.pg.dynconf import DynamicConfigApplier, PgConfigState, parse_inspection
+from pgha.pg.from_config import effective_parameters, pg_settings
 from pgha.pg.params import DEFAULT_PARAMETERS, clamp_to_primary, merge_parameters
 from pgha.pg.postgres import Postgres
-from pgha.wiring import effective_parameters, pg_settings
 
 
 def config(tmp: Path, params: dict[str, Any] | None = None, **pg: Any) -> Config:

@@ -1,4 +1,4 @@
-"""Request bodies of the unsafe endpoints, parsed and validated into :mod:`pgha.commands`.
+"""Request bodies of the unsafe endpoints, parsed and validated into :mod:`pgha.core.commands`.
 
 Contract: every parser takes the raw body bytes and returns one frozen command, or raises
 :class:`BadRequest` with a reason (the handler answers 400 with it and sends nothing to the
@@ -19,7 +19,8 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from pgha.commands import (
+from pgha.config.dynamic import DynamicConfig
+from pgha.core.commands import (
     PatchConfig,
     Reinitialize,
     ReplaceConfig,
@@ -27,7 +28,6 @@ from pgha.commands import (
     Switchover,
     merge_patch,
 )
-from pgha.config.dynamic import DynamicConfig
 
 Clock = Callable[[], datetime]
 

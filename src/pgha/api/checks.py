@@ -9,7 +9,7 @@ primary accepting connections (Patroni answers 200 on the lock alone), and ``/le
 PostgreSQL to run. Standby clusters are not implemented: ``/standby-leader`` answers 200 only
 when the DCS config has a ``standby_cluster`` section and this member holds the lock while
 running as a replica, which pgha's decision core never does today, so in practice it is 503.
-Synchronous replication is derived from the DCS ``sync`` key (:func:`pgha.status.sync_state`);
+Synchronous replication is derived from the DCS ``sync`` key (:func:`pgha.core.status.sync_state`);
 while it is unknown the sync/quorum checks answer 503 and the async checks follow the replica
 conditions.
 """
@@ -17,12 +17,13 @@ conditions.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from pgha.status import AgentStatus, sync_state
+from pgha.core.status import AgentStatus, sync_state
 
 Check = Callable[[AgentStatus, web.Request], bool]
 
@@ -146,7 +147,7 @@ def is_alive(status: AgentStatus, request: web.Request) -> bool:
         return True
     ttl = status.view.settings.ttl if status.view is not None else 30.0
     limit = ttl if status.holds_lock else 2 * ttl
-    return status.now - status.heartbeat < limit
+    return time.monotonic() - status.heartbeat < limit
 
 
 def _position(status: AgentStatus, mode: str) -> int | None:

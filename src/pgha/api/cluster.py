@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pgha.core.model import ClusterView, Member
-from pgha.status import AgentStatus, sync_state
+from pgha.core.status import AgentStatus, sync_state
 
 
 def lsn_text(value: int | None) -> str:

@@ -5,7 +5,7 @@ Contract: handlers never touch the DCS or PostgreSQL. Health checks and ``/patro
 the status JSON once per status object (:class:`StatusJson`), so a GET costs one condition
 check and one response. Unsafe routes pass :class:`pgha.api.security.AccessGuard` first, then
 read the body (within :data:`BODY_TIMEOUT`), parse it (400 with the reason, nothing submitted)
-and answer the agent's :class:`pgha.commands.Outcome` as is: JSON when ``data`` is not None,
+and answer the agent's :class:`pgha.core.commands.Outcome` as is: JSON when ``data`` is not None,
 else ``message`` as text. An agent that does not answer within :func:`submit_timeout` gets
 503; the command keeps running in the agent.
 """
@@ -24,13 +24,12 @@ from pgha.api import bodies
 from pgha.api.checks import Check
 from pgha.api.cluster import cluster_json, history_json
 from pgha.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from pgha.api.metrics import render_metrics
+from pgha.api.metrics import MetricsSource, render_metrics
 from pgha.api.openapi import build_openapi
 from pgha.api.routes import Route
 from pgha.api.security import AccessGuard
-from pgha.commands import CancelRestart, CancelSwitchover, Command, Outcome, Reload
-from pgha.metrics import AgentMetrics
-from pgha.status import AgentStatus
+from pgha.core.commands import CancelRestart, CancelSwitchover, Command, Outcome, Reload
+from pgha.core.status import AgentStatus
 
 log = logging.getLogger("pgha.api")
 
@@ -44,17 +43,20 @@ CODE_ONLY = frozenset({"HEAD", "OPTIONS"})
 class StatusSource(Protocol):
     """What the API needs from the agent."""
 
-    status: AgentStatus
+    @property
+    def status(self) -> AgentStatus:
+        """The latest published status (replaced, never mutated)."""
+        ...
 
     @property
-    def metrics(self) -> AgentMetrics | None:
+    def metrics(self) -> MetricsSource | None:
         """pgha's own metrics, rendered by GET /metrics (None: only Patroni's gauges)."""
         ...
 
     def accept_failsafe(self, name: str) -> tuple[int, str]: ...
 
     async def submit(self, command: Command) -> Outcome:
-        """Carry out an operator command (see :mod:`pgha.commands` for the codes)."""
+        """Carry out an operator command (see :mod:`pgha.core.commands` for the codes)."""
         ...
 
 

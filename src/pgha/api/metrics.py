@@ -1,8 +1,8 @@
 """``GET /metrics``: Patroni's Prometheus gauges plus pgha's own metrics, as exposition text.
 
-Everything is computed from the agent's last published :class:`AgentStatus` (and the in-memory
-:class:`pgha.metrics.AgentMetrics`): rendering makes no DCS or PostgreSQL call, so scraping
-every few seconds costs a few microseconds of string formatting.
+Everything is computed from the agent's last published :class:`AgentStatus` (and the
+in-memory :class:`MetricsSource`, the agent's own registry): rendering makes no DCS or
+PostgreSQL call, so scraping every few seconds costs a few microseconds of string formatting.
 
 Every sample carries ``scope`` and ``name`` labels, as in Patroni. The ``patroni_*`` names,
 types and meanings follow Patroni, so existing dashboards and alerts keep working; values agree
@@ -26,13 +26,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pgha import __version__
-from pgha.metrics import AgentMetrics, escape_help, format_labels, format_value
-from pgha.status import AgentStatus
+from pgha.api.prometheus import escape_help, format_labels, format_value
+from pgha.core.status import AgentStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class MetricsSource(Protocol):
+    """Metrics rendered after Patroni's gauges (the agent's own registry)."""
+
+    def render(self, const_labels: Mapping[str, str] | None = None) -> str:
+        """Exposition text ending with a newline; ``const_labels`` first on every sample."""
+        ...
 
 #: Patroni's numeric codes for the ``state`` strings of ``GET /patroni``.
 POSTGRES_STATE_CODES: Mapping[str, int] = {
@@ -173,7 +181,7 @@ def patroni_gauges(status: AgentStatus) -> list[tuple[str, str, str, float | str
     ]
 
 
-def render_metrics(status: AgentStatus, metrics: AgentMetrics | None) -> str:
+def render_metrics(status: AgentStatus, metrics: MetricsSource | None) -> str:
     """The whole ``/metrics`` body: Patroni's metrics, then pgha's own (when given)."""
     const = {"scope": status.scope, "name": status.name}
     labels = format_labels(const.items())

@@ -2,7 +2,7 @@
 
 Contract: the router is generated from :data:`pgha.api.routes.ROUTES` (the same table the
 OpenAPI document comes from); handlers (:mod:`pgha.api.handlers`) only read the agent's latest
-published :class:`pgha.status.AgentStatus` and submit commands to it. Any path or method not in
+published :class:`pgha.core.status.AgentStatus` and submit commands to it. Any path or method not in
 the table answers 503 with the status JSON, as Patroni does. Unsafe methods pass the access
 guard of :mod:`pgha.api.security`; GETs run no middleware.
 """

@@ -55,7 +55,7 @@ def run(
     setup_logging(config)
     for warning in config.bootstrap.dcs.timing_warnings():
         log.warning("%s; adjusting", warning)
-    from pgha.agent import Agent, DuplicateMemberError
+    from pgha.agent.lifecycle import Agent, DuplicateMemberError
 
     try:
         asyncio.run(Agent(config, config_file).run())

@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
+from pgha.cli.localcluster import LocalCluster
 from pgha.config import load_config
-from pgha.localcluster import LocalCluster
 
 
 def cluster_ready(cluster: LocalCluster) -> str | None:

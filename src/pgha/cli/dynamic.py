@@ -32,8 +32,8 @@ from pgha.cli import common
 from pgha.cli.common import ClusterState, fail, usage_error
 from pgha.cli.output import dump_yaml
 from pgha.cli.rest import Call, RestError
-from pgha.commands import merge_patch
 from pgha.config import Config, ConfigError, parse_dynamic_config
+from pgha.core.commands import merge_patch
 from pgha.dcs.codec import dumps
 
 Cluster = Annotated[str | None, typer.Argument(

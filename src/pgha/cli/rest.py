@@ -30,9 +30,9 @@ from typing import Any, Self
 
 import aiohttp
 
+from pgha.api.client_tls import basic_auth, credentials, ssl_context
 from pgha.config import Config
 from pgha.core.model import Member
-from pgha.httpauth import basic_auth, credentials, ssl_context
 
 __all__ = ["Call", "Reply", "RestClient", "RestError", "api_base", "basic_auth", "call_all",
            "credentials", "ssl_context"]

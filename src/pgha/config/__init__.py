@@ -18,7 +18,7 @@ layered without cycles (each imports only those listed before it):
 - ``models``: the local sections and Config;
 - ``env``: the ``PGHA_``/``PATRONI_`` environment overrides;
 - ``loader``: reading YAML, parse_config, load_config, error key paths and the filtering of
-  unknown PostgreSQL parameters (:mod:`pgha.pgparams`).
+  unknown PostgreSQL parameters (:mod:`pgha.config.pg_parameters`).
 
 Every module logs on the ``pgha.config`` logger.
 """
@@ -54,7 +54,7 @@ from pgha.config.models import (
     TagsConfig,
     WatchdogConfig,
 )
-from pgha.pgparams import filter_pg_parameters
+from pgha.config.pg_parameters import filter_pg_parameters
 
 logger = logging.getLogger("pgha.config")
 

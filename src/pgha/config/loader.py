@@ -31,7 +31,7 @@ from pgha.config.base import (
 from pgha.config.dynamic import DynamicConfig
 from pgha.config.env import _apply_env
 from pgha.config.models import Config, _dcs_count_errors
-from pgha.pgparams import filter_pg_parameters
+from pgha.config.pg_parameters import filter_pg_parameters
 
 logger = logging.getLogger("pgha.config")
 

@@ -1,6 +1,6 @@
 """Actions returned by the decision core, executed in order by the agent's executor.
 
-Execution contract (``pgha.agent`` implements it):
+Execution contract (``pgha.agent.executor`` implements it):
 
 * Actions run in list order, one at a time, each under a timeout.
 * The first action that fails (returns False or raises) aborts the rest of the list; the next
@@ -91,7 +91,10 @@ class AcquireLeader:
 class Promote:
     """Promote the running replica, wait until it accepts writes, append a ``history`` entry for
     the timeline just ended, and run a CHECKPOINT so a rewinding former primary sees the new
-    timeline in pg_control."""
+    timeline in pg_control. ``planned``: an operator's switchover/failover request is in the
+    DCS (the promotion is not counted as a failover)."""
+
+    planned: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,10 +162,12 @@ class SyncSlots:
 
 @dataclass(frozen=True)
 class PublishStatus:
-    """Leader only: write the ``status`` key (optime = our WAL position), and with
-    ``failsafe`` set, the ``failsafe`` key (``{member: api_url}`` of every member)."""
+    """Leader only: write the ``status`` key with ``optime`` (our WAL position when observed;
+    None: not written), and with ``failsafe`` set, the ``failsafe`` key (``{member: api_url}``
+    of every member)."""
 
     failsafe: Mapping[str, str] | None = None
+    optime: int | None = None
 
 
 Action = (

@@ -199,7 +199,8 @@ def _paused(view: ClusterView, local: LocalState) -> Decision:
                 return _d(Reason.NOT_HEALTHIEST, f"paused: {verdict}")
             return _d(Reason.SWITCHOVER_CANDIDATE,
                       "paused: named candidate and the lock is free: taking it",
-                      AcquireLeader(), Promote(), ClearFailover(), PublishStatus())
+                      AcquireLeader(), Promote(planned=True), ClearFailover(),
+                      PublishStatus(optime=pg.wal_position))
     leader = view.leader_member
     if (not pg.running and pg.stopped_by_agent and pg.data is DataState.VALID
             and leader is not None and leader.name != local.name
@@ -207,7 +208,8 @@ def _paused(view: ClusterView, local: LocalState) -> Decision:
         return _d(Reason.REJOIN, f"paused: rejoining {leader.name} after a switchover",
                   Rejoin(_upstream(leader), view.settings.use_pg_rewind))
     if holds_lock and local.pg.running and local.pg.role is PgRole.PRIMARY:
-        return _d(Reason.PAUSED, "paused: leader, publishing status only", PublishStatus())
+        return _d(Reason.PAUSED, "paused: leader, publishing status only",
+                  PublishStatus(optime=pg.wal_position))
     if holds_lock and not (local.pg.running and local.pg.role is PgRole.PRIMARY):
         return _d(Reason.PAUSED, "paused: not a running primary, releasing the lock",
                   ReleaseLeader())
@@ -255,7 +257,7 @@ def _leader_housekeeping(view: ClusterView, local: LocalState, now: float) -> li
         wanted = {n: m.api_url for n, m in view.members.items() if m.api_url}
         if wanted != dict(view.failsafe or {}):
             failsafe = wanted
-    actions.append(PublishStatus(failsafe))
+    actions.append(PublishStatus(failsafe, local.pg.wal_position))
     return actions
 
 
@@ -309,7 +311,8 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
             return _d(Reason.LEASE_UNCONFIRMED,
                       "the leader key names us but our lease is not confirmed: not promoting")
         return _d(Reason.PROMOTE_HOLDING_LOCK, "holding the leader lock as a replica: promoting",
-                  Promote(), *_leader_housekeeping(view, local, now))
+                  Promote(planned=view.failover is not None),
+                  *_leader_housekeeping(view, local, now))
     if view.leader is not None:
         leader = view.leader_member
         if leader is None or not leader.conn_url:
@@ -331,7 +334,7 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
                 return _d(Reason.NOT_HEALTHIEST, verdict)
             return _d(Reason.SWITCHOVER_CANDIDATE,
                       "named switchover/failover candidate and the lock is free: taking it",
-                      AcquireLeader(), Promote(), ClearFailover(),
+                      AcquireLeader(), Promote(planned=True), ClearFailover(),
                       *_leader_housekeeping(view, local, now))
         peer = local.peers.get(request.candidate)
         if peer is not None and peer.state == "running":
@@ -342,7 +345,8 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
         return _d(Reason.NOT_HEALTHIEST, verdict)
     clear = (ClearFailover(),) if view.failover is not None else ()
     return _d(Reason.RACE, "no leader and this member is the healthiest: taking the lock",
-              AcquireLeader(), Promote(), *clear, *_leader_housekeeping(view, local, now))
+              AcquireLeader(), Promote(planned=bool(clear)), *clear,
+              *_leader_housekeeping(view, local, now))
 
 
 def _race_verdict(view: ClusterView, local: LocalState) -> str | None:

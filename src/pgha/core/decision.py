@@ -13,6 +13,7 @@ class Reason(StrEnum):
     SHUTDOWN = "shutdown"
     SHUTDOWN_PAUSED = "shutdown_paused"
     LEASE_UNCONFIRMED = "lease_unconfirmed"
+    LEASE_BACKSTOP = "lease_backstop"
     DCS_UNREACHABLE = "dcs_unreachable"
     DCS_UNREACHABLE_LEASE_VALID = "dcs_unreachable_lease_valid"
     DCS_UNREACHABLE_READ_ONLY = "dcs_unreachable_read_only"

@@ -7,6 +7,7 @@ Decision, or None when the request does not apply now (the normal rules continue
 from __future__ import annotations
 
 from pgha.core.actions import ClearFailover, HandOver, Reinitialize, RestartPostgres
+from pgha.core.commands import Restart as RestartConditions
 from pgha.core.decision import Decision, Reason
 from pgha.core.decision import decision as _d
 from pgha.core.decision import upstream_of as _upstream
@@ -100,3 +101,33 @@ def reinitialize_decision(view: ClusterView, local: LocalState) -> Decision | No
     source = leader if local.reinit_from_leader else (clone_source(view, local) or leader)
     return _d(Reason.REINITIALIZE, f"re-creating this replica from {source.name} on request",
               Reinitialize(_upstream(source), _upstream(leader)))
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+def _server_version_text(number: int) -> str:
+    """160004 -> "16.4"; 90624 -> "9.6.24"."""
+    if number >= 100000:
+        return f"{number // 10000}.{number % 10000}"
+    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+
+
+def restart_problem(conditions: RestartConditions, role: str, pending_restart: bool,
+                    server_version: int | None) -> str | None:
+    """Why a restart with ``conditions`` must not run on a member in ``role`` now, or None."""
+    if conditions.restart_pending and not pending_restart:
+        return "no restart is pending"
+    want = conditions.role
+    if want in ("master", "leader"):
+        want = "primary"
+    if want not in (None, "any") and want != role:
+        return f"role is {role}, not {want}"
+    if conditions.postgres_version:
+        if server_version is None:
+            return "the running PostgreSQL version is unknown"
+        have = _server_version_text(server_version)
+        if _version_tuple(have) >= _version_tuple(conditions.postgres_version):
+            return f"PostgreSQL {have} is not older than {conditions.postgres_version}"
+    return None

@@ -19,19 +19,38 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pgha.dcs.base import KVStore, Snapshot, WatchEvent
-from pgha.metrics import Counter, Family, Histogram
 
 T = TypeVar("T")
+M_co = TypeVar("M_co", covariant=True)
+
+
+class Observer(Protocol):
+    """A histogram child: one observation per call."""
+
+    def observe(self, value: float) -> None: ...
+
+
+class Incrementer(Protocol):
+    """A counter child."""
+
+    def inc(self, amount: float = 1.0) -> None: ...
+
+
+class ByOperation(Protocol[M_co]):
+    """A metric family labelled by ``operation`` (the agent passes its registry's families;
+    this layer needs nothing else of them)."""
+
+    def labels(self, *values: str) -> M_co: ...
 
 
 class InstrumentedKV(KVStore):
     """Wraps ``inner``; use it exactly like the backend itself (also as ``async with``)."""
 
-    def __init__(self, inner: KVStore, duration: Family[Histogram],
-                 errors: Family[Counter]) -> None:
+    def __init__(self, inner: KVStore, duration: ByOperation[Observer],
+                 errors: ByOperation[Incrementer]) -> None:
         self.inner = inner
         self._duration = duration
         self._errors = errors

@@ -54,12 +54,12 @@ from pgha.config import Config, DynamicPostgresql, filter_pg_parameters
 from pgha.pg import controldata
 from pgha.pg.conf import STANDBY_SIGNAL, read_managed_state, write_config_if_changed
 from pgha.pg.errors import PgError
+from pgha.pg.from_config import pg_settings
 from pgha.pg.params import CONTROLDATA_NAMES, clamp_to_primary
 from pgha.pg.postgres import Postgres
 from pgha.pg.probe import Connection, local_connection
 from pgha.pg.process import pg_ctl_reload, postmaster_pid
 from pgha.pg.settings import PgSettings
-from pgha.wiring import pg_settings
 
 log = logging.getLogger("pgha.pg")
 

@@ -9,8 +9,10 @@ program failed; SQL helpers raise :class:`PgError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +22,13 @@ from pgha.pg import bootstrap, controldata, rewind, slots
 from pgha.pg.cmd import tail_file
 from pgha.pg.conf import STANDBY_SIGNAL, read_managed_state, write_config
 from pgha.pg.errors import PgError
-from pgha.pg.probe import LocalProbe, Snapshot, local_connection, status_fields
+from pgha.pg.probe import (
+    LocalProbe,
+    Snapshot,
+    local_connection,
+    remote_connection,
+    status_fields,
+)
 from pgha.pg.process import (
     pg_ctl_promote,
     pg_ctl_reload,
@@ -38,6 +46,7 @@ log = logging.getLogger("pgha.pg")
 EXECUTE_TIMEOUT = 60.0
 _READY_POLL = 0.05
 _PROMOTE_POLL = 0.01  # writes resume the moment recovery ends: a switchover waits on this
+_RECEIVED_SQL = "SELECT pg_last_wal_receive_lsn() - '0/0'"
 
 
 class Postgres:
@@ -408,6 +417,23 @@ class Postgres:
         drop inactive physical ones not in it. Raises PgError."""
         async with local_connection(self.settings) as conn:
             await slots.sync_slots(conn, slots.wanted_slots(keep, self.settings.name))
+
+    @contextlib.asynccontextmanager
+    async def peer_received_position(self, conn_url: str,
+                                     ) -> AsyncIterator[Callable[[], Awaitable[int | None]]]:
+        """A connection to another member, open while entered (raises PgError when it cannot
+        be opened), yielding a function that returns the WAL position that member's
+        PostgreSQL has received (None when the query fails or it receives nothing)."""
+        async with remote_connection(self.settings, conn_url) as conn:
+            async def received() -> int | None:
+                try:
+                    value = await conn.fetchval(_RECEIVED_SQL, timeout=1.0)
+                except Exception as exc:  # asyncpg errors of every kind: the caller polls again
+                    log.debug("received position query failed: %s", exc)
+                    return None
+                return int(value) if value is not None else None
+
+            yield received
 
     async def checkpoint(self) -> None:
         """CHECKPOINT on the local server. Raises PgError."""

@@ -4,7 +4,7 @@ as a replica of the leader, never starting diverged data as is."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pgha.core.actions import StopMode, Upstream
 from pgha.core.model import DataState
@@ -12,9 +12,34 @@ from pgha.core.timeline import diverged
 from pgha.pg import controldata
 from pgha.pg.errors import PgError
 from pgha.pg.rewind import source_timeline_history
+from pgha.pg.settings import PgSettings
 
-if TYPE_CHECKING:
-    from pgha.pg.postgres import Postgres
+
+class Postgres(Protocol):
+    """What the rejoin procedure needs of :class:`pgha.pg.postgres.Postgres`."""
+
+    @property
+    def settings(self) -> PgSettings: ...
+
+    def is_running(self) -> bool: ...
+
+    def data_state(self) -> DataState: ...
+
+    async def stop(self, mode: StopMode, timeout: float | None = None) -> bool: ...
+
+    async def start(self, role: str, upstream: Upstream | None) -> bool: ...
+
+    async def wipe(self) -> None: ...
+
+    async def clone(self, source: Upstream) -> bool: ...
+
+    async def crash_recover(self) -> bool: ...
+
+    async def controldata(self) -> dict[str, str]: ...
+
+    async def ensure_source_checkpointed(self, source: Upstream) -> None: ...
+
+    async def rewind(self, source: Upstream) -> bool: ...
 
 log = logging.getLogger("pgha.pg")
 

@@ -17,15 +17,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
+from pgha.agent.peers import PeerClient
 from pgha.core.model import ClusterView, PgRole, PgState, safety_margin_for
-from pgha.peers import failsafe_round
 
-log = logging.getLogger("pgha.failsafe")
+log = logging.getLogger("pgha.agent.failsafe")
 
 
 class Failsafe:
+    """State owned: ``deadline`` (monotonic; None until a round succeeded) and which primary
+    last asked us."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.deadline: float | None = None
@@ -48,7 +49,7 @@ class Failsafe:
         self._asked_by = (name, time.monotonic())
         return 200, "Accepted"
 
-    async def confirm(self, http: aiohttp.ClientSession, view: ClusterView | None,
+    async def confirm(self, peers: PeerClient, view: ClusterView | None,
                       pg: PgState, body: Mapping[str, Any], session_ttl: float) -> None:
         """One confirmation round, when we run as a primary in failsafe_mode and the last view
         lists members; ``deadline`` moves only when every one of them answered."""
@@ -56,8 +57,8 @@ class Failsafe:
                 or not (pg.running and pg.role is PgRole.PRIMARY):
             return
         sent = time.monotonic()
-        if await failsafe_round(http, view.failsafe, self.name, body,
-                                timeout=min(2.0, view.settings.ttl / 4)):
+        if await peers.failsafe_round(view.failsafe, body,
+                                      timeout=min(2.0, view.settings.ttl / 4)):
             self.deadline = sent + session_ttl - safety_margin_for(session_ttl)
         else:
             log.warning("failsafe: not every member confirmed us")

@@ -1,4 +1,5 @@
-"""Fetching peers' ``GET /patroni`` statuses before a leader race (DESIGN.md safety rule 3).
+"""Calls to peers' REST APIs: ``GET /patroni`` statuses before a leader race (DESIGN.md
+safety rule 3) and failsafe confirmations (``POST /failsafe``).
 
 All peers are asked in parallel, each under a short timeout, with no retries. A peer that does
 not answer, or answers with something that is not a status, maps to None ("unreachable"); the
@@ -10,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import aiohttp
 
-from pgha.core.model import ClusterView, PeerStatus, Tags
+from pgha.api.client_tls import ssl_context
+from pgha.config import Config
+from pgha.core.model import ClusterView, Member, PeerStatus, Tags
 
-log = logging.getLogger("pgha.peers")
+log = logging.getLogger("pgha.agent.peers")
 
 
 def parse_peer_status(name: str, data: Any) -> PeerStatus | None:
@@ -96,3 +100,46 @@ async def failsafe_round(session: aiohttp.ClientSession, members: Mapping[str, s
     answers = await asyncio.gather(
         *(_confirm_one(session, n, url, body, timeout) for n, url in targets.items()))
     return all(answers)
+
+
+class PeerClient:
+    """The agent's HTTP client to its peers' REST APIs: one aiohttp session with the cluster's
+    client TLS settings and credentials (see :mod:`pgha.api.client_tls`), opened while
+    entered. Every call is bounded by its ``timeout``; failures map to None / False."""
+
+    def __init__(self, config: Config, name: str) -> None:
+        self.config = config
+        self.name = name
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        auth = self.config.restapi.authentication
+        self._session = aiohttp.ClientSession(
+            auth=aiohttp.BasicAuth(auth.username, auth.password) if auth else None,
+            connector=aiohttp.TCPConnector(ssl=ssl_context(self.config)))
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def statuses(self, view: ClusterView, timeout: float) -> dict[str, PeerStatus | None]:
+        """Every other member's status (None: unreachable); empty when not entered."""
+        if self._session is None:
+            return {}
+        return await fetch_peer_statuses(self._session, view, self.name, timeout)
+
+    async def status_of(self, member: Member, timeout: float) -> PeerStatus | None:
+        """One member's status (None: unreachable, no ``api_url``, or not entered)."""
+        if self._session is None or not member.api_url:
+            return None
+        return await _fetch_one(self._session, member.name, member.api_url, timeout)
+
+    async def failsafe_round(self, members: Mapping[str, str], body: Mapping[str, Any],
+                             timeout: float) -> bool:
+        """See :func:`failsafe_round`; False when not entered."""
+        if self._session is None:
+            return False
+        return await failsafe_round(self._session, members, self.name, body, timeout)

@@ -13,10 +13,12 @@ import os
 import shlex
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
+from pgha.agent.metrics import AgentMetrics
 from pgha.core.actions import (
     AcquireLeader,
     Action,
@@ -39,43 +41,99 @@ from pgha.core.actions import (
     Upstream,
     WriteInitialize,
 )
-from pgha.core.model import HistoryEntry
+from pgha.core.model import HistoryEntry, PgState
 from pgha.core.switchover import FailoverRequest
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
-from pgha.metrics import AgentMetrics
 from pgha.pg.errors import PgError
-from pgha.pg.postgres import Postgres
-from pgha.pg.probe import remote_connection
+from pgha.pg.settings import PgSettings
 
 log = logging.getLogger("pgha.executor")
 
 _CHANGES_PG = (CloneReplica, StartPostgres, Follow, Rejoin, Promote, Demote, StopPostgres,
                BootstrapCluster, HandOver, RestartPostgres, Reinitialize)
 _HANDOVER_POLL = 0.02
-_RECEIVED_SQL = "SELECT pg_last_wal_receive_lsn() - '0/0'"
+
+
+class PgControl(Protocol):
+    """What the executor needs of the local PostgreSQL (:class:`pgha.pg.postgres.Postgres`;
+    the simulation passes a fake). Methods return False (or raise PgError/OSError) on
+    failure."""
+
+    @property
+    def settings(self) -> PgSettings: ...
+
+    def conn_url(self) -> str: ...
+
+    async def observe(self) -> PgState: ...
+
+    async def initdb(self) -> bool: ...
+
+    async def create_roles(self) -> None: ...
+
+    async def clone(self, source: Upstream) -> bool: ...
+
+    async def start(self, role: str, upstream: Upstream | None) -> bool: ...
+
+    async def stop(self, mode: StopMode, timeout: float | None = None) -> bool: ...
+
+    async def promote(self) -> bool: ...
+
+    async def follow(self, upstream: Upstream) -> bool: ...
+
+    async def rejoin(self, leader: Upstream, use_pg_rewind: bool) -> bool: ...
+
+    async def wipe(self) -> None: ...
+
+    async def sync_slots(self, keep: frozenset[str]) -> None: ...
+
+    async def checkpoint(self) -> None: ...
+
+    async def timeline_history(self, source: Upstream) -> list[tuple[int, int]]: ...
+
+    def peer_received_position(self, conn_url: str,
+                               ) -> AbstractAsyncContextManager[
+                                   Callable[[], Awaitable[int | None]]]: ...
+
+
+class LeaseGate(Protocol):
+    """What the executor needs of the lease keeper."""
+
+    async def confirm(self) -> bool:
+        """One keep-alive round trip; True when the lease is confirmed from now."""
+        ...
+
+    def mark_busy(self, seconds: float) -> None:
+        """A long action runs for up to ``seconds`` (not a stuck loop)."""
+        ...
+
+
+class PgStatusSink(Protocol):
+    """Told after every action that changed PostgreSQL's state, before the next action."""
+
+    async def pg_changed(self) -> None: ...
 
 
 class Executor:
-    """Runs action lists. ``confirm_lease`` renews our DCS session and records the lease
-    deadline (used right before taking the lock); ``on_busy(seconds)`` tells the agent a long
-    action is in progress for up to that long, so its keep-alive gate does not mistake it for a
-    stuck loop. ``after_pg_change()`` is awaited after every action that changes PostgreSQL's
-    state, before the next action: the published status (which peers read during a leader race)
-    must never show a primary that is already stopped. ``handover_timeout`` bounds the wait for
-    a switchover candidate to receive our final WAL."""
+    """Runs action lists (see the module docstring). Everything an action needs comes with
+    it or was given here: ``lease`` confirms the lease right before the lock is taken and
+    is told about long actions (its keep-alive gate must not mistake them for a stuck loop);
+    ``status.pg_changed()`` is awaited after every action that changes PostgreSQL's state,
+    before the next action: the published status (which peers read during a leader race)
+    must never show a primary that is already stopped. ``handover_timeout`` bounds the wait
+    for a switchover candidate to receive our final WAL; ``metrics`` counts promotions,
+    failovers and demotions."""
 
     def __init__(
         self,
-        pg: Postgres,
+        pg: PgControl,
         store: ClusterStore,
         *,
+        lease: LeaseGate,
+        status: PgStatusSink,
         bootstrap_config: Mapping[str, Any],
         post_bootstrap: str | None,
-        confirm_lease: Callable[[], Awaitable[bool]],
-        on_busy: Callable[[float], None],
-        after_pg_change: Callable[[], Awaitable[None]],
         pg_ctl_timeout: float,
         dcs_timeout: float,
         handover_timeout: float = 10.0,
@@ -83,28 +141,24 @@ class Executor:
     ) -> None:
         self.pg = pg
         self.store = store
+        self.lease = lease
+        self.status = status
         self.bootstrap_config = bootstrap_config
         self.post_bootstrap = post_bootstrap
-        self.confirm_lease = confirm_lease
-        self.on_busy = on_busy
-        self.after_pg_change = after_pg_change
         self.pg_ctl_timeout = pg_ctl_timeout
         self.dcs_timeout = dcs_timeout
         self.handover_timeout = handover_timeout
-        self.last_wal_position: int | None = None  # set by the agent before each run
-        self.metrics = metrics  # promotions, failovers and demotions are counted here
-        # set by the agent before each run: an operator's switchover/failover request is in
-        # the DCS, so a promotion now is planned (not counted as a failover)
-        self.promotion_requested = False
+        self.metrics = metrics
 
     async def run(self, actions: Sequence[Action]) -> bool:
+        """Run ``actions`` in order; False at the first one that fails (the rest skipped)."""
         for action in actions:
             name = type(action).__name__
             started = time.monotonic()
             try:
                 ok = await self._apply(action)
                 if isinstance(action, _CHANGES_PG) and not isinstance(action, Demote):
-                    await self.after_pg_change()
+                    await self.status.pg_changed()
             except (DCSError, PgError, OSError, TimeoutError) as exc:
                 log.error("action %s failed: %s", name, describe(exc))
                 ok = False
@@ -118,90 +172,140 @@ class Executor:
         return True
 
     def _long(self, seconds: float) -> float:
-        self.on_busy(seconds)
+        self.lease.mark_busy(seconds)
         return seconds
 
     async def _apply(self, action: Action) -> bool:
-        pg, store = self.pg, self.store
         match action:
-            case BootstrapCluster():
-                return await self._bootstrap()
-            case WriteInitialize(sysid=sysid):
-                async with asyncio.timeout(self.dcs_timeout):
-                    return await store.set_initialize(sysid)
-            case CloneReplica(source=source):
-                async with asyncio.timeout(self._long(3600)):
-                    return await pg.clone(source)
-            case StartPostgres(role=role, upstream=upstream):
-                async with asyncio.timeout(self._long(self.pg_ctl_timeout + 5)):
-                    return await pg.start(role, upstream)
-            case Follow(upstream=upstream):
-                async with asyncio.timeout(self.pg_ctl_timeout):
-                    return await pg.follow(upstream)
-            case Rejoin(leader=leader, use_pg_rewind=use_rewind):
-                async with asyncio.timeout(self._long(3600)):
-                    return await pg.rejoin(leader, use_rewind)
+            case WriteInitialize():
+                return await self._write_initialize(action)
             case AcquireLeader():
-                if not await self.confirm_lease():
-                    return False
-                async with asyncio.timeout(self.dcs_timeout):
-                    won = await store.acquire_leader()
-                if not won:
-                    log.info("leader lock is taken: lost the race")
-                return won
-            case Promote():
-                promoted = await self._promote()
-                if promoted and self.metrics is not None:
-                    self.metrics.record_promotion(requested=self.promotion_requested)
-                return promoted
-            case Demote(mode=mode, release_lock=release):
-                async with asyncio.timeout(self.pg_ctl_timeout + 5):
-                    stopped = await pg.stop(mode)
-                if stopped and self.metrics is not None:
-                    self.metrics.demotions.only.inc()
-                await self.after_pg_change()
-                if release:
-                    async with asyncio.timeout(self.dcs_timeout):
-                        await store.release_leader()
-                return stopped
+                return await self._acquire_leader(action)
             case ReleaseLeader():
-                async with asyncio.timeout(self.dcs_timeout):
-                    await store.release_leader()
-                return True
-            case StopPostgres(mode=mode):
-                async with asyncio.timeout(self.pg_ctl_timeout + 5):
-                    return await pg.stop(mode)
-            case HandOver(candidate=candidate):
-                return await self._hand_over(candidate)
+                return await self._release_leader(action)
             case ClearFailover():
-                async with asyncio.timeout(self.dcs_timeout):
-                    await store.delete_failover()
-                return True
-            case RestartPostgres(role=role, upstream=upstream):
-                async with asyncio.timeout(self._long(2 * self.pg_ctl_timeout + 10)):
-                    if not await pg.stop(StopMode.FAST):
-                        return False
-                    await self.after_pg_change()
-                    return await pg.start(role, upstream)
-            case Reinitialize(source=source, leader=leader):
-                async with asyncio.timeout(self._long(3600)):
-                    if not await pg.stop(StopMode.IMMEDIATE):
-                        return False
-                    await self.after_pg_change()
-                    await pg.wipe()
-                    return await pg.clone(source) and await pg.start("replica", leader)
-            case SyncSlots(keep=keep):
-                async with asyncio.timeout(self.pg_ctl_timeout):
-                    await pg.sync_slots(keep)
-                return True
-            case PublishStatus(failsafe=failsafe):
-                async with asyncio.timeout(self.dcs_timeout):
-                    if self.last_wal_position is not None:
-                        await store.write_status(self.last_wal_position)
-                    if failsafe is not None:
-                        await store.write_failsafe(failsafe)
-                return True
+                return await self._clear_failover(action)
+            case PublishStatus():
+                return await self._publish_status(action)
+            case BootstrapCluster():
+                return await self._bootstrap_cluster(action)
+            case CloneReplica():
+                return await self._clone_replica(action)
+            case StartPostgres():
+                return await self._start_postgres(action)
+            case Follow():
+                return await self._follow(action)
+            case Rejoin():
+                return await self._rejoin(action)
+            case Promote():
+                return await self._promote(action)
+            case Demote():
+                return await self._demote(action)
+            case StopPostgres():
+                return await self._stop_postgres(action)
+            case HandOver():
+                return await self._hand_over(action.candidate)
+            case RestartPostgres():
+                return await self._restart_postgres(action)
+            case Reinitialize():
+                return await self._reinitialize(action)
+            case SyncSlots():
+                return await self._sync_slots(action)
         raise AssertionError(f"unhandled action {action!r}")
+
+    # ------------------------------------------------------------------ DCS only
+    async def _write_initialize(self, action: WriteInitialize) -> bool:
+        async with asyncio.timeout(self.dcs_timeout):
+            return await self.store.set_initialize(action.sysid)
+
+    async def _acquire_leader(self, action: AcquireLeader) -> bool:
+        if not await self.lease.confirm():
+            return False
+        async with asyncio.timeout(self.dcs_timeout):
+            won = await self.store.acquire_leader()
+        if not won:
+            log.info("leader lock is taken: lost the race")
+        return won
+
+    async def _release_leader(self, action: ReleaseLeader) -> bool:
+        async with asyncio.timeout(self.dcs_timeout):
+            await self.store.release_leader()
+        return True
+
+    async def _clear_failover(self, action: ClearFailover) -> bool:
+        async with asyncio.timeout(self.dcs_timeout):
+            await self.store.delete_failover()
+        return True
+
+    async def _publish_status(self, action: PublishStatus) -> bool:
+        async with asyncio.timeout(self.dcs_timeout):
+            if action.optime is not None:
+                await self.store.write_status(action.optime)
+            if action.failsafe is not None:
+                await self.store.write_failsafe(action.failsafe)
+        return True
+
+    # ------------------------------------------------------------------ PostgreSQL
+    async def _bootstrap_cluster(self, action: BootstrapCluster) -> bool:
+        return await self._bootstrap()
+
+    async def _clone_replica(self, action: CloneReplica) -> bool:
+        async with asyncio.timeout(self._long(3600)):
+            return await self.pg.clone(action.source)
+
+    async def _start_postgres(self, action: StartPostgres) -> bool:
+        async with asyncio.timeout(self._long(self.pg_ctl_timeout + 5)):
+            return await self.pg.start(action.role, action.upstream)
+
+    async def _follow(self, action: Follow) -> bool:
+        async with asyncio.timeout(self.pg_ctl_timeout):
+            return await self.pg.follow(action.upstream)
+
+    async def _rejoin(self, action: Rejoin) -> bool:
+        async with asyncio.timeout(self._long(3600)):
+            return await self.pg.rejoin(action.leader, action.use_pg_rewind)
+
+    async def _promote(self, action: Promote) -> bool:
+        promoted = await self._promote_and_record()
+        if promoted and self.metrics is not None:
+            self.metrics.record_promotion(requested=action.planned)
+        return promoted
+
+    async def _demote(self, action: Demote) -> bool:
+        async with asyncio.timeout(self.pg_ctl_timeout + 5):
+            stopped = await self.pg.stop(action.mode)
+        if stopped and self.metrics is not None:
+            self.metrics.demotions.only.inc()
+        await self.status.pg_changed()
+        if action.release_lock:
+            async with asyncio.timeout(self.dcs_timeout):
+                await self.store.release_leader()
+        return stopped
+
+    async def _stop_postgres(self, action: StopPostgres) -> bool:
+        async with asyncio.timeout(self.pg_ctl_timeout + 5):
+            return await self.pg.stop(action.mode)
+
+    async def _restart_postgres(self, action: RestartPostgres) -> bool:
+        async with asyncio.timeout(self._long(2 * self.pg_ctl_timeout + 10)):
+            if not await self.pg.stop(StopMode.FAST):
+                return False
+            await self.status.pg_changed()
+            return await self.pg.start(action.role, action.upstream)
+
+    async def _reinitialize(self, action: Reinitialize) -> bool:
+        async with asyncio.timeout(self._long(3600)):
+            if not await self.pg.stop(StopMode.IMMEDIATE):
+                return False
+            await self.status.pg_changed()
+            await self.pg.wipe()
+            return (await self.pg.clone(action.source)
+                    and await self.pg.start("replica", action.leader))
+
+    async def _sync_slots(self, action: SyncSlots) -> bool:
+        async with asyncio.timeout(self.pg_ctl_timeout):
+            await self.pg.sync_slots(action.keep)
+        return True
 
     async def _hand_over(self, candidate: Upstream) -> bool:
         """See :class:`pgha.core.actions.HandOver`. Until the lock is released we remain the
@@ -210,7 +314,7 @@ class Executor:
         me = self.pg.settings.name
         try:
             # connect before stopping: the wait afterwards is then one query per poll
-            async with remote_connection(self.pg.settings, candidate.conn_url) as conn:
+            async with self.pg.peer_received_position(candidate.conn_url) as received:
                 async with asyncio.timeout(self.dcs_timeout):
                     await self.store.write_failover(
                         FailoverRequest(me, candidate.name).to_json())
@@ -226,9 +330,9 @@ class Executor:
                 async with asyncio.timeout(self.pg_ctl_timeout + 5):
                     if not await self.pg.stop(StopMode.FAST):
                         return False
-                await self.after_pg_change()
+                await self.status.pg_changed()
                 final = (await self.pg.observe()).wal_position
-                caught_up = await self._caught_up(conn, final)
+                caught_up = await self._caught_up(received, final)
         except PgError as exc:
             log.error("switchover to %s: %s", candidate.name, describe(exc))
             caught_up = False
@@ -246,24 +350,21 @@ class Executor:
             self.metrics.demotions.only.inc()
         return True
 
-    async def _caught_up(self, conn: Any, final: int | None) -> bool:
+    async def _caught_up(self, received: Callable[[], Awaitable[int | None]],
+                         final: int | None) -> bool:
         """Poll the candidate until the WAL it received is past ``final`` (our last
         checkpoint's start: it then has the whole shutdown checkpoint record)."""
         if final is None:
             return False
         deadline = time.monotonic() + self.handover_timeout
         while time.monotonic() < deadline:
-            try:
-                received = await conn.fetchval(_RECEIVED_SQL, timeout=1.0)
-            except Exception as exc:  # asyncpg errors of every kind: keep polling
-                log.debug("switchover: candidate position query failed: %s", describe(exc))
-                received = None
-            if received is not None and int(received) > final:
+            position = await received()
+            if position is not None and position > final:
                 return True
             await asyncio.sleep(_HANDOVER_POLL)
         return False
 
-    async def _promote(self) -> bool:
+    async def _promote_and_record(self) -> bool:
         before = await self.pg.observe()
         async with asyncio.timeout(self.pg_ctl_timeout + 5):
             if not await self.pg.promote():
@@ -321,7 +422,7 @@ class Executor:
                     await self._run_post_bootstrap(self.post_bootstrap)
             async with asyncio.timeout(self.dcs_timeout):
                 await store.create_config(self.bootstrap_config)
-            if not await self.confirm_lease():
+            if not await self.lease.confirm():
                 raise RuntimeError("could not open a DCS session")
             async with asyncio.timeout(self.dcs_timeout):
                 if not await store.acquire_leader():

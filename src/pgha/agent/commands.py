@@ -1,10 +1,12 @@
-"""Carrying out operator commands (:mod:`pgha.commands`) for the agent.
+"""The operator-command side of the agent: carries out :mod:`pgha.core.commands`.
 
-The REST API calls :meth:`Control.submit`. Commands that only edit the DCS (configuration,
+The REST API calls :meth:`CommandHandler.submit`. Commands that only edit the DCS (configuration,
 switchover requests) are written here under the DCS timeout, then the decision loop is woken;
 commands that change PostgreSQL (restart, re-initialize) are handed to the decision loop as
 requests that ``decide`` sees in ``LocalState``, and answered once a cycle has acted on them.
-Nothing here changes agent state the decision loop owns, except those request slots.
+Nothing here changes agent state the decision loop owns, except those request slots; the
+handler reaches the loop only through the components it is given (the observer's latest view,
+the published status, the store) and the loop's ``wake`` event, never through the agent.
 
 Failure behaviour: every DCS call is bounded by ``retry_timeout``; a DCS failure answers 502/503
 and changes nothing; no exception escapes :meth:`submit` except CancelledError.
@@ -15,11 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pgha.commands import (
+from pgha.agent.observe import Observer
+from pgha.agent.publish import Publisher
+from pgha.config import ConfigError
+from pgha.config.loader import parse_dynamic_config
+from pgha.core.commands import (
     CancelRestart,
     CancelSwitchover,
     Command,
@@ -32,18 +39,14 @@ from pgha.commands import (
     Switchover,
     merge_patch,
 )
-from pgha.config import ConfigError
-from pgha.config.loader import parse_dynamic_config
 from pgha.core.model import PeerStatus
+from pgha.core.operator import restart_problem
 from pgha.core.switchover import FailoverRequest, switchover_problem
 from pgha.dcs.base import DCSError
+from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
-from pgha.peers import fetch_peer_statuses
 
-if TYPE_CHECKING:
-    from pgha.agent import Agent
-
-log = logging.getLogger("pgha.control")
+log = logging.getLogger("pgha.agent.commands")
 
 _POLL = 0.05
 
@@ -67,42 +70,21 @@ class ScheduledRestart:
         return out
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split(".") if p.isdigit())
+class CommandHandler:
+    """The agent's command side (see the module docstring). ``observer`` supplies the latest
+    view, ``publisher`` the published status; ``request_reload`` asks the loop to re-read the
+    YAML; ``restart_timeout`` bounds the wait for a restart without a timeout of its own."""
 
-
-def _server_version_text(number: int) -> str:
-    """160004 -> "16.4"; 90624 -> "9.6.24"."""
-    if number >= 100000:
-        return f"{number // 10000}.{number % 10000}"
-    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
-
-
-def restart_problem(conditions: Restart, role: str, pending_restart: bool,
-                    server_version: int | None) -> str | None:
-    """Why a restart with ``conditions`` must not run on a member in ``role`` now, or None."""
-    if conditions.restart_pending and not pending_restart:
-        return "no restart is pending"
-    want = conditions.role
-    if want in ("master", "leader"):
-        want = "primary"
-    if want not in (None, "any") and want != role:
-        return f"role is {role}, not {want}"
-    if conditions.postgres_version:
-        if server_version is None:
-            return "the running PostgreSQL version is unknown"
-        have = _server_version_text(server_version)
-        if _version_tuple(have) >= _version_tuple(conditions.postgres_version):
-            return f"PostgreSQL {have} is not older than {conditions.postgres_version}"
-    return None
-
-
-class Control:
-    """The agent's command side (see module docstring). ``agent`` supplies the latest view,
-    status, store and the request slots the decision loop reads."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, name: str, store: ClusterStore, observer: Observer,
+                 publisher: Publisher, wake: asyncio.Event,
+                 request_reload: Callable[[], None], restart_timeout: float) -> None:
+        self.name = name
+        self.store = store
+        self.observer = observer
+        self.publisher = publisher
+        self.wake = wake
+        self.request_reload = request_reload
+        self.restart_timeout = restart_timeout
         self.scheduled_restart: ScheduledRestart | None = None
         self.restart_waiters: list[asyncio.Future[tuple[bool, str]]] = []
         self.reinit: Reinitialize | None = None
@@ -125,10 +107,10 @@ class Control:
                     if self.scheduled_restart is None:
                         return Outcome(404, "no restart is scheduled")
                     self.scheduled_restart = None
-                    self.agent.wake.set()
+                    self.wake.set()
                     return Outcome(200, "scheduled restart deleted")
                 case Reload():
-                    self.agent.request_reload()
+                    self.request_reload()
                     return Outcome(202, "reload scheduled")
                 case Reinitialize():
                     return await self._reinitialize(command)
@@ -139,7 +121,7 @@ class Control:
 
     # ------------------------------------------------------------------ configuration
     async def _config(self, command: PatchConfig | ReplaceConfig) -> Outcome:
-        store, timeout = self.agent.store, self.agent.settings.retry_timeout
+        store, timeout = self.store, self.observer.settings.retry_timeout
         if isinstance(command, ReplaceConfig):
             new = dict(command.config)
             revision: int | None = None
@@ -160,14 +142,13 @@ class Control:
             return Outcome(409, "the configuration was changed concurrently; try again")
         log.info("dynamic configuration %s by an operator",
                  "replaced" if isinstance(command, ReplaceConfig) else "patched")
-        self.agent.wake.set()
+        self.wake.set()
         return Outcome(200, data=new)
 
     # ------------------------------------------------------------------ switchover
     async def _switchover(self, cmd: Switchover) -> Outcome:
-        agent = self.agent
-        view = agent.view
-        if view is None or not agent.dcs_ok:
+        view = self.observer.view
+        if view is None or not self.observer.dcs_ok:
             return Outcome(503, "the DCS is not reachable")
         paused = view.settings.pause
         if cmd.scheduled_at is not None:
@@ -188,16 +169,16 @@ class Control:
         at = cmd.scheduled_at.timestamp() if cmd.scheduled_at is not None else None
         request = FailoverRequest(leader, cmd.candidate, at)
         peers: dict[str, PeerStatus | None] = {}
-        if agent.http is not None and at is None:
-            peers = await fetch_peer_statuses(agent.http, view, agent.name,
-                                              timeout=min(2.0, agent.settings.ttl / 4))
-            if agent.name in view.members:
-                peers[agent.name] = agent.own_peer_status()
+        if at is None:
+            peers = await self.observer.peer_statuses(view)
+            if self.name in view.members:
+                peers[self.name] = self.publisher.own_peer_status()
         problem = switchover_problem(view, request, peers, check_health=at is None)
         if problem is not None:
             return Outcome(412, problem)
-        await bounded(agent.store.write_failover(request.to_json()), agent.settings.retry_timeout)
-        agent.wake.set()
+        await bounded(self.store.write_failover(request.to_json()),
+                      self.observer.settings.retry_timeout)
+        self.wake.set()
         if at is not None:
             return Outcome(202, f"Switchover scheduled at {cmd.scheduled_at}")
         return await self._wait_for_new_leader(view.leader.name if view.leader else None,
@@ -206,12 +187,11 @@ class Control:
     async def _wait_for_new_leader(self, old: str | None, candidate: str | None) -> Outcome:
         """Wait (``2 * max(10, loop_wait)`` s) until a leader other than ``old`` (``candidate``
         when named) runs as primary; 503 when the request is withdrawn or time runs out."""
-        agent = self.agent
-        limit = 2 * max(10.0, agent.settings.loop_wait)
+        limit = 2 * max(10.0, self.observer.settings.loop_wait)
         deadline = time.monotonic() + limit
         seen_request = False
         while time.monotonic() < deadline:
-            view = agent.view
+            view = self.observer.view
             if view is not None:
                 member = view.leader_member
                 if member is not None and member.name != old and member.is_running_primary \
@@ -226,25 +206,25 @@ class Control:
         return Outcome(503, f"Switchover status unknown after {limit:g} seconds")
 
     async def _cancel_switchover(self) -> Outcome:
-        view = self.agent.view
+        view = self.observer.view
         if view is None or view.failover is None:
             return Outcome(404, "no switchover is scheduled")
-        deleted = await bounded(self.agent.store.delete_failover(),
-                                self.agent.settings.retry_timeout)
-        self.agent.wake.set()
+        deleted = await bounded(self.store.delete_failover(),
+                                self.observer.settings.retry_timeout)
+        self.wake.set()
         if not deleted:
             return Outcome(404, "no switchover is scheduled")
         return Outcome(200, "scheduled switchover deleted")
 
     # ------------------------------------------------------------------ restart, reinit
     def restart_check(self, conditions: Restart) -> str | None:
-        status = self.agent.status
+        status = self.publisher.status
         version = status.pg_details.get("server_version")
         return restart_problem(conditions, status.role, status.pending_restart,
                                version if isinstance(version, int) else None)
 
     async def _restart(self, cmd: Restart) -> Outcome:
-        view = self.agent.view
+        view = self.observer.view
         if cmd.schedule is not None:
             if view is not None and view.settings.pause:
                 return Outcome(500, "Can't schedule restart in the paused state")
@@ -252,15 +232,15 @@ class Control:
                 return Outcome(409, "Cannot schedule a restart: another restart is already "
                                     "scheduled")
             self.scheduled_restart = ScheduledRestart(cmd.schedule.timestamp(), cmd)
-            self.agent.wake.set()
+            self.wake.set()
             return Outcome(202, f"Restart scheduled at {cmd.schedule.isoformat()}")
         problem = self.restart_check(cmd)
         if problem is not None:
             return Outcome(503, f"restart conditions are not satisfied: {problem}")
         waiter = asyncio.get_running_loop().create_future()
         self.restart_waiters.append(waiter)
-        self.agent.wake.set()
-        timeout = cmd.timeout or (2 * self.agent.pg.settings.pg_ctl_timeout + 30)
+        self.wake.set()
+        timeout = cmd.timeout or self.restart_timeout
         try:
             ok, message = await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:
@@ -293,22 +273,21 @@ class Control:
                 waiter.set_result((ran and ok, message))
 
     async def _reinitialize(self, cmd: Reinitialize) -> Outcome:
-        agent = self.agent
-        view = agent.view
-        if view is not None and view.leader is not None and view.leader.name == agent.name:
+        view = self.observer.view
+        if view is not None and view.leader is not None and view.leader.name == self.name:
             return Outcome(503, "I am the leader, can not reinitialize")
         if view is None or view.leader is None:
             return Outcome(503, "Cluster has no leader, can not reinitialize")
-        busy = agent.status.pg.busy
+        busy = self.publisher.status.pg.busy
         if busy and not cmd.force:
             return Outcome(503, f"{busy} already in progress")
         waiter = asyncio.get_running_loop().create_future()
         self.reinit = cmd
         self.reinit_waiters.append(waiter)
-        agent.wake.set()
+        self.wake.set()
         try:
             ok, message = await asyncio.wait_for(asyncio.shield(waiter),
-                                                 agent.settings.loop_wait + 30)
+                                                 self.observer.settings.loop_wait + 30)
         except TimeoutError:
             return Outcome(503, "the agent is busy with another action; try again")
         return Outcome(200, "reinitialize started") if ok else Outcome(503, message)

@@ -1,13 +1,14 @@
-"""The agent's published status: the ``GET /patroni`` JSON and the ``members/<name>`` JSON.
+"""A member's published status: the ``GET /patroni`` JSON and the ``members/<name>`` JSON.
 
-Both are built from one immutable :class:`AgentStatus` snapshot that the decision loop replaces
-after every cycle; API handlers only read the latest snapshot (they never touch the DCS or
-PostgreSQL themselves).
+Both are built from one immutable :class:`AgentStatus` snapshot that the agent's decision loop
+replaces after every cycle; API handlers only read the latest snapshot (they never touch the
+DCS or PostgreSQL themselves). Pure values and functions, like the rest of ``core``: they live
+here because both the agent (which builds them) and the API (which serves them) use them, and
+the API never imports the agent.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,11 +38,6 @@ class AgentStatus:
     pending_restart: bool = False  # a changed parameter needs a PostgreSQL restart
     pending_restart_reason: Mapping[str, Any] | None = None  # {param: {old_value, new_value}}
     scheduled_restart: Mapping[str, Any] | None = None  # {schedule: ISO 8601, ...}
-
-    @property
-    def now(self) -> float:
-        """The monotonic clock, for age checks against ``heartbeat``."""
-        return time.monotonic()
 
     @property
     def pg_state(self) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pgha.commands import Restart, merge_patch
-from pgha.control import ScheduledRestart, restart_problem
+from pgha.agent.commands import ScheduledRestart
+from pgha.core.commands import Restart, merge_patch
+from pgha.core.operator import restart_problem
 from pgha.pg.callbacks import lifecycle_callbacks
 
 

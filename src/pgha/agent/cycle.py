@@ -1,0 +1,239 @@
+"""The decision loop: observe -> decide -> execute -> publish, the only writer of agent state.
+
+One cycle (:meth:`DecisionCycle.run_once`):
+
+1. observe: re-read the YAML when asked; the DCS view (bounded by the lease when we are a
+   writable primary); apply the dynamic configuration; probe PostgreSQL (republishing at once
+   when it changed under us); a failsafe round when the DCS is unreachable; the operator's
+   pending restart / re-initialise requests; peers' statuses when a race may follow;
+2. decide: :func:`pgha.core.decide.decide`, logged as one line with its reason code;
+3. execute: the executor runs the actions in order, stopping at the first failure;
+4. publish: callbacks for what changed, the status snapshot, the member key; then the
+   heartbeat that gates the lease keep-alive.
+
+:meth:`DecisionCycle.loop` repeats it until a clean stop, sleeping up to ``loop_wait`` (less
+after a failure, a change or a race sat out; never past the lease while primary) unless
+``wake`` is set. A cycle that raises is logged, the lease backstop runs, and it is retried
+after a short pause: only completed cycles refresh the heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pgha.agent.commands import CommandHandler
+from pgha.agent.executor import Executor
+from pgha.agent.failsafe import Failsafe
+from pgha.agent.lease import LeaseKeeper
+from pgha.agent.local_config import LocalConfig
+from pgha.agent.metrics import AgentMetrics
+from pgha.agent.observe import Observer
+from pgha.agent.publish import Publisher
+from pgha.core.actions import Demote, HandOver, Reinitialize, RestartPostgres, StopPostgres
+from pgha.core.decide import Decision, Reason, decide, needs_peer_statuses
+from pgha.core.model import ClusterView, LocalState, PgRole, PgState, safety_margin_for
+from pgha.dcs.base import DCSError
+from pgha.dcs.store import ClusterStore
+from pgha.errors import describe
+from pgha.pg.configurator import PgConfigurator
+
+log = logging.getLogger("pgha.agent")
+
+# actions after which a stopped PostgreSQL is the agent's doing, not a crash
+_STOPS_PG = (StopPostgres, Demote, HandOver, RestartPostgres, Reinitialize)
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The components one cycle drives (built by :class:`pgha.agent.lifecycle.Agent`)."""
+
+    name: str
+    store: ClusterStore
+    session_ttl: Callable[[], float]  # the TTL of the session the store holds
+    local_config: LocalConfig
+    observer: Observer
+    configurator: PgConfigurator
+    failsafe: Failsafe
+    commands: CommandHandler
+    executor: Executor
+    publisher: Publisher
+    lease: LeaseKeeper
+    metrics: AgentMetrics
+
+
+class DecisionCycle:
+    """See the module docstring. ``wake`` cuts a sleep short; :meth:`request_stop` makes the
+    next decision a clean shutdown, after which :meth:`loop` returns."""
+
+    def __init__(self, stages: Stages, wake: asyncio.Event) -> None:
+        self.s = stages
+        self.wake = wake
+        self.stopping = False
+        self.last_decision: Decision | None = None
+
+    def request_stop(self) -> None:
+        """Begin a clean stop (idempotent)."""
+        if not self.stopping:
+            log.info("stop requested")
+        self.stopping = True
+        self.wake.set()
+
+    # ------------------------------------------------------------------ the loop
+    async def loop(self) -> None:
+        """Cycles until the clean stop's decision ran; then leaves the cluster and returns."""
+        while True:
+            try:
+                with self.s.metrics.time_cycle():
+                    ok = await self.run_once()
+            except Exception:
+                # A bug must not kill the agent: log it and try again. Only completed cycles
+                # refresh the heartbeat, so a loop that keeps failing stops renewing the lease,
+                # and the backstop stops a primary before that lease can expire.
+                log.exception("decision cycle failed")
+                await self.s.lease.backstop()
+                await asyncio.sleep(min(1.0, safety_margin_for(self.s.session_ttl()) / 2))
+                continue
+            last = self.last_decision
+            if self.stopping and last is not None and \
+                    last.reason in (Reason.SHUTDOWN, Reason.SHUTDOWN_PAUSED):
+                if not ok:
+                    log.error("clean stop incomplete: see the action errors above")
+                await self._leave_cluster()
+                return
+            await self._sleep(ok)
+
+    async def run_once(self) -> bool:
+        """One observe-decide-execute-publish round. Returns whether the actions all worked.
+        Refreshes the heartbeat (which gates the lease keep-alive) only when it completes."""
+        s = self.s
+        view, pg_state, details = await self._observe()
+        local = await self._local_state(view, pg_state)
+        restart, reinit = local.restart_requested, local.reinit_requested
+        decision = decide(view, local, time.monotonic())
+        self._log_decision(decision)
+        if reinit:
+            s.commands.reinit_started(decision.reason is Reason.REINITIALIZE, decision.message)
+        if any(isinstance(a, _STOPS_PG) for a in decision.actions):
+            s.observer.agent_stops_postgres()
+        ok = await s.executor.run(decision.actions)
+        restarted = restart and decision.reason is Reason.RESTART
+        if restart:
+            s.commands.restart_done(restarted, ok, decision.message)
+        if decision.actions:
+            pg_state, details = await s.observer.postgres()
+        s.configurator.fire_lifecycle_callbacks(pg_state, restarted=restarted and ok)
+        self._publish(pg_state, details, decision)
+        if not self.stopping and s.observer.dcs_ok and not await s.publisher.write_member_key(
+                s.observer.settings.loop_wait, s.lease.dcs_budget()):
+            self.wake.set()  # our session expired: the next cycle sees it
+        s.lease.beat()
+        return ok
+
+    # ------------------------------------------------------------------ stages
+    async def _observe(self) -> tuple[ClusterView | None, PgState, dict[str, Any]]:
+        s = self.s
+        if s.local_config.reload_requested:
+            await self._reload_local_config()
+        view = await s.observer.dcs_view(s.lease.dcs_budget())
+        await s.configurator.apply_dynamic_config(
+            view.config if view is not None else None, s.publisher.status.role,
+            timeout=s.observer.settings.retry_timeout + 5)
+        pg_state, details = await s.observer.postgres()
+        published = s.publisher.status.pg
+        if self.last_decision is not None and (pg_state.running, pg_state.accepting,
+                                               pg_state.role) != (
+                published.running, published.accepting, published.role):
+            # PostgreSQL changed under us (e.g. the postmaster died): health checks must not
+            # answer from the old state while this cycle's actions run
+            self._publish(pg_state, details, self.last_decision)
+        if not s.observer.dcs_ok:
+            body = {"name": s.name, "conn_url": s.publisher.status.conn_url,
+                    "api_url": s.publisher.status.api_url}
+            await s.failsafe.confirm(s.observer.peers, view, pg_state, body, s.session_ttl())
+        return view, pg_state, details
+
+    async def _local_state(self, view: ClusterView | None, pg_state: PgState) -> LocalState:
+        """This member's observations for ``decide`` (with peers' statuses when needed)."""
+        s = self.s
+        wall = time.time()
+        reinit = s.commands.take_reinit()
+        local = LocalState(
+            name=s.name, tags=s.local_config.tags, pg=pg_state, dcs_ok=s.observer.dcs_ok,
+            lease_deadline=s.lease.lease_deadline, member_seen=dict(s.observer.member_seen),
+            shutting_down=self.stopping, failsafe_deadline=s.failsafe.deadline,
+            failsafe_primary=s.failsafe.asking_primary(s.observer.settings.ttl),
+            wall_time=wall, restart_requested=s.commands.due_restart(wall),
+            reinit_requested=reinit is not None,
+            reinit_from_leader=reinit is not None and reinit.from_leader,
+        )
+        if view is not None and needs_peer_statuses(view, local):
+            local = replace(local, peers=await s.observer.peer_statuses(view))
+        return local
+
+    async def _reload_local_config(self) -> None:
+        s = self.s
+        config = await s.local_config.reload()
+        if config is None:
+            return
+        view = s.observer.view
+        if await s.configurator.apply_local_config(
+                config, view.config if view is not None else None, s.publisher.status.role):
+            log.info("reload: configuration applied")
+
+    def _log_decision(self, decision: Decision) -> None:
+        """One line per cycle: the reason code, why, and the actions chosen."""
+        actions = ", ".join(type(a).__name__ for a in decision.actions) or "none"
+        log.info("decision %s: %s [actions: %s]", decision.reason.value, decision.message,
+                 actions)
+        self.last_decision = decision
+
+    def _publish(self, pg_state: PgState, details: dict[str, Any], decision: Decision) -> None:
+        s = self.s
+        scheduled = s.commands.scheduled_restart
+        state = s.configurator.state
+        s.publisher.publish(
+            pg_state, details, decision, view=s.observer.view, dcs_ok=s.observer.dcs_ok,
+            dcs_last_seen=s.observer.dcs_last_seen, tags=s.local_config.tags,
+            pending_restart=state.pending_restart,
+            pending_restart_reason=state.pending_restart_reason,
+            scheduled_restart=scheduled.to_json() if scheduled else None)
+
+    async def _sleep(self, ok: bool) -> None:
+        timeout = self._sleep_time(ok)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
+        self.wake.clear()
+
+    def _sleep_time(self, ok: bool) -> float:
+        s = self.s
+        last = self.last_decision
+        timeout = s.observer.settings.loop_wait
+        if not ok or (last is not None and last.reason is Reason.NOT_HEALTHIEST):
+            # retry soon: a failed action, or a race we sat out because a peer looked better
+            # (that peer may be a primary that is stopping right now)
+            timeout = min(timeout, 0.5)
+        elif last is not None and last.actions and last.reason is not Reason.LEADER_HEALTHY:
+            timeout = min(timeout, 0.2)  # re-observe soon after changing something
+        st = s.publisher.status.pg
+        if st.running and st.role is PgRole.PRIMARY:
+            until = s.lease.confirmed_until
+            if until is not None:
+                timeout = min(timeout, max(0.05, until - time.monotonic()))
+            view = s.observer.view
+            if not s.observer.dcs_ok and view is not None and view.settings.failsafe_mode:
+                timeout = min(timeout, s.session_ttl() / 4)  # next failsafe round
+        return timeout
+
+    async def _leave_cluster(self) -> None:
+        try:
+            async with asyncio.timeout(self.s.observer.settings.retry_timeout):
+                await self.s.store.delete_member(self.s.name)
+        except (DCSError, TimeoutError) as exc:
+            log.warning("could not delete our member key: %s", describe(exc))

@@ -1,0 +1,144 @@
+"""The lease keeper (DESIGN.md safety rule 2): keep-alive, lease deadline, fail-closed backstop.
+
+The keep-alive renews the DCS session every quarter of its TTL, but only while the decision
+loop has completed a cycle recently (:meth:`LeaseKeeper.beat`; a stuck loop must let the lease
+expire). The lease is counted from the moment the keep-alive was SENT, with the TTL of the
+session the store actually holds. When the lease (and any failsafe confirmation) has run out and
+the decision loop has not acted, the keep-alive task stops a writable primary itself (the
+backstop; the verdicts are :mod:`pgha.core.lease`).
+
+State owned here: ``lease_deadline``, the loop ``heartbeat``, ``busy_until`` and the decision
+task (for its stack in the log). Nothing here raises into the caller except CancelledError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from pgha.agent.failsafe import Failsafe
+from pgha.agent.publish import Publisher
+from pgha.core import lease as rules
+from pgha.core.actions import StopPostgres
+from pgha.core.model import ClusterView, HaSettings, safety_margin_for
+from pgha.dcs.base import DCSError, KVStore, SessionExpired
+from pgha.dcs.store import ClusterStore
+from pgha.errors import bounded, describe
+from pgha.pg.errors import PgError
+from pgha.pg.postgres import Postgres
+
+log = logging.getLogger("pgha.agent")
+
+
+class LeaseKeeper:
+    """See the module docstring. ``settings()`` returns the current HA settings; ``view()``
+    the last DCS snapshot (for ``pause``); ``wake`` is set when the session was lost."""
+
+    def __init__(self, kv: KVStore, store: ClusterStore, pg: Postgres, failsafe: Failsafe,
+                 publisher: Publisher, settings: Callable[[], HaSettings],
+                 view: Callable[[], ClusterView | None], wake: asyncio.Event) -> None:
+        self.kv = kv
+        self.store = store
+        self.pg = pg
+        self.failsafe = failsafe
+        self.publisher = publisher
+        self.settings = settings
+        self.view = view
+        self.wake = wake
+        self.lease_deadline: float | None = None
+        self.heartbeat = time.monotonic()
+        self.busy_until = 0.0
+        self.decision_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ read by others
+    @property
+    def confirmed_until(self) -> float | None:
+        """The later of the lease deadline and the failsafe deadline (None: neither)."""
+        return rules.confirmed_until(self.lease_deadline, self.failsafe.deadline)
+
+    def seconds_left(self) -> float:
+        """Seconds until the leader lease we hold must be confirmed again, 0 when we do not
+        hold the leader lock. For ``pgha_leader_lease_seconds_left``."""
+        if not self.publisher.status.holds_lock or self.lease_deadline is None:
+            return 0.0
+        return max(0.0, self.lease_deadline - time.monotonic())
+
+    def dcs_budget(self) -> float:
+        """Time a DCS call of the decision loop may take (:func:`pgha.core.lease.dcs_budget`)."""
+        return rules.dcs_budget(self.settings(), self.publisher.status.pg,
+                                self.confirmed_until, time.monotonic())
+
+    # ------------------------------------------------------------------ told by others
+    def beat(self) -> None:
+        """The decision loop completed a cycle (gates the keep-alive)."""
+        self.heartbeat = time.monotonic()
+
+    def mark_busy(self, seconds: float) -> None:
+        """A long action runs for up to ``seconds``: not a stuck loop."""
+        self.busy_until = max(self.busy_until, time.monotonic() + seconds)
+
+    # ------------------------------------------------------------------ the keep-alive
+    async def confirm(self) -> bool:
+        """One keep-alive round trip; on success the lease deadline is counted from the moment
+        the request was sent (the store may have renewed it earlier than its answer shows),
+        using the TTL of the session the store holds (``kv.session_ttl``), not the dynamic
+        configuration's, which may differ until the session is renewed with it."""
+        sent = time.monotonic()
+        try:
+            await bounded(self.store.keepalive(), self.settings().retry_timeout)
+        except SessionExpired:
+            log.warning("DCS session expired: our lock and member key are gone")
+            self.lease_deadline = None
+            self.publisher.forget_member_key()
+            self.wake.set()
+            return False
+        except (DCSError, TimeoutError) as exc:
+            log.warning("lease keep-alive failed: %s", describe(exc))
+            return False
+        lease_ttl = self.kv.session_ttl
+        self.lease_deadline = sent + lease_ttl - safety_margin_for(lease_ttl)
+        return True
+
+    async def keepalive_loop(self) -> None:
+        """Runs until cancelled: renew while the loop is alive; backstop when it is overdue."""
+        while True:
+            interval = max(0.25, self.kv.session_ttl / 4)
+            now = time.monotonic()
+            if rules.loop_is_alive(self.settings(), self.heartbeat, self.busy_until, now):
+                await self.confirm()
+            else:
+                log.error("decision loop stalled: not renewing the lease")
+            if rules.decision_overdue(self.confirmed_until, self.heartbeat, time.monotonic()):
+                log.critical("lease deadline passed and the decision loop has not acted")
+                self._log_decision_stack()
+                await self.backstop()
+            await asyncio.sleep(min(interval, safety_margin_for(self.kv.session_ttl) / 2))
+
+    async def backstop(self) -> None:
+        """Carry out :func:`pgha.core.lease.backstop` (called when ``decide`` cannot run)."""
+        view = self.view()
+        pg_state = replace(self.publisher.status.pg, running=self.pg.is_running())
+        verdict = rules.backstop(pg_state, view is not None and view.settings.pause,
+                                 self.confirmed_until, time.monotonic())
+        if verdict is None:
+            return
+        log.critical("decision %s: %s", verdict.reason.value, verdict.message)
+        for action in verdict.actions:
+            if isinstance(action, StopPostgres):
+                with contextlib.suppress(PgError, OSError, TimeoutError):
+                    async with asyncio.timeout(10):
+                        await self.pg.stop(action.mode)
+
+    def _log_decision_stack(self) -> None:
+        """Where the decision loop is stuck (for the operator's bug report)."""
+        task = self.decision_task
+        if task is None or task.done():
+            return
+        buf = io.StringIO()
+        task.print_stack(limit=30, file=buf)
+        log.critical("decision loop stack:\n%s", buf.getvalue())

@@ -1,0 +1,246 @@
+"""The agent process: builds the components and runs them in one asyncio TaskGroup:
+
+* the decision loop (:class:`pgha.agent.cycle.DecisionCycle`), the only writer of agent state;
+* the lease keep-alive (:class:`pgha.agent.lease.LeaseKeeper`), every ``ttl / 4``, gated on
+  the loop's heartbeat;
+* the DCS watch, which wakes the decision loop on any change under the scope but our own
+  writes;
+* the postmaster watch (pidfd), which wakes the loop the moment PostgreSQL dies;
+* the REST API server (:mod:`pgha.api`), which reads the published status and hands operator
+  commands to :class:`pgha.agent.commands.CommandHandler`.
+
+Order on start: DCS client, peer HTTP client, REST API and callback runner are entered; a live
+agent already answering for our name makes the start fail (:class:`DuplicateMemberError`); a
+first keep-alive; then the tasks. Shutdown (SIGTERM/SIGINT): the loop runs one last decision
+with ``shutting_down`` set (stop PostgreSQL, then release the lock), deletes the member key,
+and every task ends; the DCS session is closed on the way out and ``run`` returns. SIGHUP
+re-reads the YAML. The decision loop and the keep-alive are supervised against stray
+cancellations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from pgha.agent.commands import CommandHandler
+from pgha.agent.cycle import DecisionCycle, Stages
+from pgha.agent.executor import Executor
+from pgha.agent.failsafe import Failsafe
+from pgha.agent.lease import LeaseKeeper
+from pgha.agent.local_config import LocalConfig
+from pgha.agent.metrics import AgentMetrics
+from pgha.agent.observe import Observer
+from pgha.agent.peers import PeerClient
+from pgha.agent.publish import Publisher, StatusRefresher
+from pgha.api.server import ApiServer
+from pgha.config import Config
+from pgha.core.commands import Command, Outcome
+from pgha.core.model import HaSettings
+from pgha.core.status import AgentStatus
+from pgha.dcs.base import DCSError
+from pgha.dcs.factory import open_kv
+from pgha.dcs.instrumented import InstrumentedKV
+from pgha.dcs.store import ClusterStore
+from pgha.errors import describe
+from pgha.pg.configurator import PgConfigurator
+from pgha.pg.from_config import pg_settings
+from pgha.pg.postgres import Postgres
+
+log = logging.getLogger("pgha.agent")
+
+
+class DuplicateMemberError(RuntimeError):
+    """Another live agent already publishes a member key with our name."""
+
+
+class Agent:
+    """One pgha agent. Create, then ``await run()``; ``request_stop()`` ends it cleanly.
+
+    It is also the REST API's :class:`pgha.api.handlers.StatusSource`: ``status``,
+    ``metrics``, ``submit`` and ``accept_failsafe`` are all the API sees of it."""
+
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.name = config.name
+        self.config = config
+        dyn = config.bootstrap.dcs.adjusted()
+        settings = HaSettings.from_config(dyn.model_dump(mode="json", by_alias=False))
+        self.wake = asyncio.Event()
+        self.local_config = LocalConfig(config, config_path)
+        self.pg = Postgres(pg_settings(config, dyn))
+        self._metrics = AgentMetrics()
+        self.kv = InstrumentedKV(
+            open_kv(config, ttl=settings.ttl, timeout=settings.retry_timeout),
+            self._metrics.dcs_duration, self._metrics.dcs_errors)
+        self.store = ClusterStore(self.kv, config.namespace, config.scope, config.name)
+        self.api_url = config.restapi.api_url
+        self.peers = PeerClient(config, self.name)
+        self.observer = Observer(self.store, self.pg, self.peers, settings)
+        self.publisher = Publisher(self.store, AgentStatus(
+            self.name, config.scope, self.local_config.tags, self.pg.conn_url(), self.api_url))
+        self.failsafe = Failsafe(self.name)
+        self.lease = LeaseKeeper(self.kv, self.store, self.pg, self.failsafe, self.publisher,
+                                 settings=lambda: self.observer.settings,
+                                 view=lambda: self.observer.view, wake=self.wake)
+        self._metrics.lease_seconds_left.only.set_function(self.lease.seconds_left)
+        self.commands = CommandHandler(
+            self.name, self.store, self.observer, self.publisher, self.wake,
+            request_reload=self.request_reload,
+            restart_timeout=2 * config.postgresql.pg_ctl_timeout + 30)
+        self.configurator = PgConfigurator(self.pg, config)
+        self.executor = Executor(
+            self.pg, self.store, lease=self.lease,
+            status=StatusRefresher(self.observer, self.publisher),
+            bootstrap_config=dyn.model_dump(mode="json", exclude_none=True),
+            post_bootstrap=config.bootstrap.post_bootstrap,
+            pg_ctl_timeout=config.postgresql.pg_ctl_timeout,
+            dcs_timeout=settings.retry_timeout,
+            handover_timeout=min(10.0, settings.ttl / 2),
+            metrics=self._metrics,
+        )
+        self.cycle = DecisionCycle(Stages(
+            name=self.name, store=self.store, session_ttl=lambda: self.kv.session_ttl,
+            local_config=self.local_config, observer=self.observer,
+            configurator=self.configurator, failsafe=self.failsafe, commands=self.commands,
+            executor=self.executor, publisher=self.publisher, lease=self.lease,
+            metrics=self._metrics), self.wake)
+        # our own writes must not wake our own loop (they would make it spin)
+        self._quiet_keys = {self.store.key(f"members/{self.name}"), self.store.key("status")}
+
+    # ------------------------------------------------------------------ the API's view of us
+    @property
+    def status(self) -> AgentStatus:
+        return self.publisher.status
+
+    @property
+    def metrics(self) -> AgentMetrics:
+        return self._metrics
+
+    async def submit(self, command: Command) -> Outcome:
+        """Carry out an operator command from the REST API (codes: :mod:`pgha.core.commands`)."""
+        return await self.commands.submit(command)
+
+    def accept_failsafe(self, name: str) -> tuple[int, str]:
+        """``POST /failsafe`` from primary ``name`` (see :meth:`Failsafe.accept`)."""
+        answer = self.failsafe.accept(name, self.observer.view, self.publisher.status.pg)
+        if answer[0] == 200:
+            self.wake.set()
+        return answer
+
+    # ------------------------------------------------------------------ lifecycle
+    def request_stop(self) -> None:
+        """Begin a clean stop (idempotent)."""
+        self.cycle.request_stop()
+
+    def request_reload(self) -> None:
+        """Re-read the YAML at the start of the next cycle (SIGHUP, ``POST /reload``)."""
+        self.local_config.request_reload()
+        self.wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        async with (
+            self.kv,
+            self.peers,
+            ApiServer(self, self.config) as _api,
+            self.configurator,
+        ):
+            await self._refuse_duplicate_name()
+            await self.lease.confirm()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._decision_loop(), name="decision-supervisor")
+                    tg.create_task(self._supervised(self.lease.keepalive_loop, "keepalive"),
+                                   name="keepalive-supervisor")
+                    tg.create_task(self._watch_loop(), name="dcs-watch")
+                    tg.create_task(self._postmaster_watch(), name="postmaster-watch")
+            except* _Finished:
+                pass
+            finally:
+                await self.pg.close()
+        log.info("agent stopped")
+
+    async def _decision_loop(self) -> None:
+        await self._supervised(self.cycle.loop, "decision-loop")
+        raise _Finished  # a clean stop: cancel the sibling tasks
+
+    async def _refuse_duplicate_name(self) -> None:
+        """Refuse to start when a live agent already answers for our member name."""
+        try:
+            async with asyncio.timeout(self.observer.settings.retry_timeout):
+                view = await self.store.load()
+        except (DCSError, TimeoutError):
+            return  # DCS down: nothing to compare with yet
+        other = view.members.get(self.name)
+        if other is None or not other.api_url:
+            return
+        if other.api_url == self.api_url:
+            return  # our own previous incarnation; its API port is ours now
+        if await self.peers.status_of(other, timeout=1.0) is not None:
+            raise DuplicateMemberError(
+                f"a member named {self.name!r} is already running ({other.api_url})")
+
+    async def _supervised(self, factory: Callable[[], Coroutine[Any, Any, None]],
+                          name: str) -> None:
+        """Runs ``factory()`` as a task and restarts it if a stray cancellation (one we did
+        not request: gRPC cancels calls in flight on a channel another task closes) ends it;
+        a TaskGroup would ignore such a child silently, leaving the agent without decisions
+        or lease renewals. Exceptions propagate; our own cancellation is passed on."""
+        while True:
+            task = asyncio.get_running_loop().create_task(factory(), name=name)
+            if name == "decision-loop":
+                self.lease.decision_task = task
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            if task.cancelled():
+                log.error("the %s task was cancelled from outside; restarting it", name)
+                continue
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+            return
+
+    # ------------------------------------------------------------------ watches
+    async def _watch_loop(self) -> None:
+        await self.observer.first_view.wait()
+        view = self.observer.view
+        revision = view.revision if view is not None else 0
+        while True:
+            try:
+                async for event in self.store.watch(revision):
+                    revision = max(revision, event.revision)
+                    if event.key not in self._quiet_keys:
+                        self.wake.set()
+            except DCSError as exc:
+                log.warning("DCS watch failed: %s", describe(exc))
+            await asyncio.sleep(0.5)
+
+    async def _postmaster_watch(self) -> None:
+        started = self.observer.pg_started
+        while True:
+            if self.pg.is_running():
+                await self.pg.wait_postmaster_exit()
+                log.warning("postmaster exited")
+                self.observer.postmaster_exited()
+                self.wake.set()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await started.wait()
+                started.clear()
+
+
+class _Finished(Exception):
+    """Raised inside the TaskGroup to cancel the sibling tasks after a clean stop."""
+

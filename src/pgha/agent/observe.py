@@ -1,0 +1,104 @@
+"""The observe stage: the DCS view, PostgreSQL's state, and peers' statuses before a race.
+
+:class:`Observer` owns what the agent last observed: the last DCS snapshot (kept when a read
+fails, so decisions see the last known leader), whether the DCS answered, when each member was
+last seen (for ``member_slots_ttl``), the HA settings in force (from the DCS ``config``, made
+to respect ``loop_wait + 2 * retry_timeout <= ttl``), and when PostgreSQL went down and whether
+that was the agent's doing. Every DCS and PostgreSQL call is bounded; a failure is logged and
+observed as such (``dcs_ok`` False, a probe with only the data directory's state), never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from pgha.agent.peers import PeerClient
+from pgha.core.model import ClusterView, HaSettings, PeerStatus, PgState
+from pgha.dcs.base import DCSError
+from pgha.dcs.store import ClusterStore
+from pgha.errors import bounded, describe
+from pgha.pg.errors import PgError
+from pgha.pg.postgres import Postgres
+
+log = logging.getLogger("pgha.agent")
+
+
+class Observer:
+    """See the module docstring. ``first_view`` is set once a DCS read succeeded;
+    ``pg_started`` whenever a probe found the postmaster running."""
+
+    def __init__(self, store: ClusterStore, pg: Postgres, peers: PeerClient,
+                 settings: HaSettings) -> None:
+        self.store = store
+        self.pg = pg
+        self.peers = peers
+        self.settings = settings
+        self.view: ClusterView | None = None
+        self.dcs_ok = False
+        self.dcs_last_seen: float | None = None  # epoch seconds of the last successful read
+        self.member_seen: dict[str, float] = {}  # member -> monotonic time last listed
+        self.down_since: float | None = time.monotonic()
+        self.stopped_by_agent = False
+        self.first_view = asyncio.Event()
+        self.pg_started = asyncio.Event()
+
+    async def dcs_view(self, budget: float) -> ClusterView | None:
+        """Read the cluster within ``budget`` seconds; the last view when the read fails."""
+        try:
+            view = await bounded(self.store.load(), budget)
+        except (DCSError, TimeoutError) as exc:
+            if self.dcs_ok:
+                log.warning("DCS read failed: %s", describe(exc))
+            self.dcs_ok = False
+            return self.view
+        self.dcs_ok = True
+        self.dcs_last_seen = time.time()
+        now = time.monotonic()
+        for member in view.members:
+            self.member_seen[member] = now
+        self.view = view
+        self.first_view.set()
+        if view.config:
+            settings = view.settings.adjusted()
+            if settings != view.settings and settings != self.settings:
+                log.warning("DCS config breaks loop_wait + 2 * retry_timeout <= ttl: using "
+                            "loop_wait=%g retry_timeout=%g", settings.loop_wait,
+                            settings.retry_timeout)
+            self.settings = settings
+        return view
+
+    async def postgres(self) -> tuple[PgState, dict[str, Any]]:
+        """Probe PostgreSQL (under ``retry_timeout``): its state and, when it accepts
+        connections, the details ``GET /patroni`` shows."""
+        try:
+            async with asyncio.timeout(self.settings.retry_timeout):
+                state = await self.pg.observe()
+                details = await self.pg.status() if state.accepting else {}
+        except (PgError, OSError, TimeoutError) as exc:
+            log.warning("PostgreSQL probe failed: %s", describe(exc))
+            state, details = PgState(data=self.pg.data_state(), running=self.pg.is_running()), {}
+        if state.accepting:
+            self.down_since = None
+            self.stopped_by_agent = False
+        elif self.down_since is None:
+            self.down_since = time.monotonic()
+        if state.running:
+            self.pg_started.set()
+        state = replace(state, down_since=self.down_since, stopped_by_agent=self.stopped_by_agent)
+        return state, details
+
+    async def peer_statuses(self, view: ClusterView) -> dict[str, PeerStatus | None]:
+        """Every other member's ``GET /patroni``, in parallel (``min(2, ttl/4)`` s each)."""
+        return await self.peers.statuses(view, timeout=min(2.0, self.settings.ttl / 4))
+
+    def postmaster_exited(self) -> None:
+        """The postmaster watch saw PostgreSQL exit: it is down from now."""
+        self.down_since = time.monotonic()
+
+    def agent_stops_postgres(self) -> None:
+        """The actions about to run stop PostgreSQL: a stop is ours, not a crash."""
+        self.stopped_by_agent = True

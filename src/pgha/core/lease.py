@@ -1,0 +1,64 @@
+"""Lease rules that must hold even when ``decide`` cannot run (DESIGN.md safety rule 2).
+
+Pure functions over monotonic timestamps given by the caller: the keep-alive task of the agent
+asks them whether to renew the lease, whether the decision loop is overdue, and what the
+fail-closed backstop must do when it is.
+"""
+
+from __future__ import annotations
+
+from pgha.core.actions import StopMode, StopPostgres
+from pgha.core.decision import Decision, Reason, decision
+from pgha.core.model import HaSettings, PgRole, PgState
+
+
+def confirmed_until(lease_deadline: float | None, failsafe_deadline: float | None,
+                    ) -> float | None:
+    """The later of the lease deadline and the failsafe deadline (None: neither is known)."""
+    known = [d for d in (lease_deadline, failsafe_deadline) if d is not None]
+    return max(known) if known else None
+
+
+def loop_is_alive(settings: HaSettings, heartbeat: float, busy_until: float,
+                  now: float) -> bool:
+    """The decision loop completed a cycle recently enough to renew the lease on its behalf:
+    within one sleep plus one cycle whose DCS read and PostgreSQL probe both ran into their
+    timeouts (plus the peer fetch), or it is inside a long action that announced itself
+    (``busy_until``)."""
+    limit = max(settings.ttl / 2, settings.loop_wait + 2 * settings.retry_timeout + 2.0)
+    return now - heartbeat < limit or now < busy_until
+
+
+def decision_overdue(until: float | None, heartbeat: float, now: float) -> bool:
+    """The lease (and any failsafe confirmation) ran out at ``until`` and no decision cycle
+    completed since: the decision loop is stuck and cannot demote the primary itself."""
+    if until is None or now < until:
+        return False  # no lease to be late on (decide demotes such a primary), or not late
+    return heartbeat < until - 0.5
+
+
+def _writable(pg: PgState) -> bool:
+    return pg.running and pg.role is PgRole.PRIMARY
+
+
+def backstop(pg: PgState, paused: bool, until: float | None, now: float) -> Decision | None:
+    """The verdict when the decision loop is failing or stuck: a writable primary whose lease
+    is not confirmed any more (``until`` passed or unknown) is stopped at once (immediate
+    mode), unless the cluster is paused. None: nothing to do."""
+    if until is not None and now < until:
+        return None
+    if paused or not _writable(pg):
+        return None
+    return decision(Reason.LEASE_BACKSTOP,
+                    "decision loop failing and lease unconfirmed: stopping PostgreSQL",
+                    StopPostgres(StopMode.IMMEDIATE))
+
+
+def dcs_budget(settings: HaSettings, pg: PgState, until: float | None, now: float) -> float:
+    """Seconds a DCS call of the decision loop may take: ``retry_timeout``, but for a writable
+    primary no longer than its lease is confirmed, so a hanging store never keeps the loop
+    from demoting it in time (at least 50 ms)."""
+    budget = settings.retry_timeout
+    if until is not None and _writable(pg):
+        budget = min(budget, max(0.05, until - now))
+    return budget
