@@ -404,7 +404,8 @@ class TestRunningPrimary:
         v = view(member(ME, role="primary"), member("pg2"), leader=None)
         d = decide(v, local(primary_pg(), peers={"pg2": peer("pg2"), "pg3": None}), NOW)
         assert d.reason is Reason.RETAKE_LOCK_AS_PRIMARY
-        assert d.actions == (AcquireLeader(), SyncSlots(frozenset({"pg2"})), PublishStatus(optime=POS))
+        assert d.actions == (AcquireLeader(), SyncSlots(frozenset({"pg2"})),
+                             PublishStatus(optime=POS))
 
     def test_no_leader_but_timeline_behind_a_member_demotes(self) -> None:
         v = view(member(ME, role="primary", timeline=2), member("pg2", timeline=3), leader=None)
