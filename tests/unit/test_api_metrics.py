@@ -166,6 +166,11 @@ def test_cluster_flags_follow_the_view() -> None:
     assert gauges(primary_status(failsafe_active=True))["patroni_failsafe_mode_is_active"] == 1
 
 
+def test_pending_restart_follows_the_status() -> None:
+    assert gauges(replica_status())["patroni_pending_restart"] == 0
+    assert gauges(replace(replica_status(), pending_restart=True))["patroni_pending_restart"] == 1
+
+
 def test_version_number() -> None:
     assert version_number("4.0.0") == "040000"
     assert version_number("0.1.0") == "000100"

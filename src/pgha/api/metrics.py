@@ -11,8 +11,7 @@ the agent does not know (PostgreSQL not running, DCS never read, a feature pgha 
 yet) is 0, as Patroni reports it. In particular:
 
 * ``patroni_sync_standby`` and ``patroni_quorum_standby`` are 0: pgha has no synchronous
-  replication yet; ``patroni_standby_leader`` is 0: no standby clusters yet;
-  ``patroni_pending_restart`` is 0: pending restarts are not tracked yet.
+  replication yet; ``patroni_standby_leader`` is 0: no standby clusters yet.
 * ``patroni_xlog_location`` is the flush position on a primary, 0 elsewhere; the
   ``patroni_xlog_received/replayed_*`` values and ``patroni_xlog_paused`` are 0 except on a
   running replica.
@@ -24,12 +23,14 @@ yet) is 0, as Patroni reports it. In particular:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from pgha import __version__
 from pgha.api.prometheus import escape_help, format_labels, format_value
+from pgha.core.model import ClusterView
 from pgha.core.status import AgentStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -96,89 +97,120 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What the gauges are computed from, derived once per scrape from the status."""
+
+    status: AgentStatus
+    running: bool
+    details: Mapping[str, Any]
+    xlog: Mapping[str, Any]
+    role: str
+    primary: bool
+    replica_xlog: bool
+    rstate: Any
+    view: ClusterView | None
+
+    @classmethod
+    def of(cls, status: AgentStatus) -> _Facts:
+        running = status.pg_state == "running"
+        details: Mapping[str, Any] = status.pg_details if status.pg.running else {}
+        xlog = details.get("xlog")
+        role = status.role
+        return cls(status=status, running=running, details=details,
+                   xlog=xlog if isinstance(xlog, Mapping) else {}, role=role,
+                   primary=running and role == "primary",
+                   replica_xlog=running and role == "replica",
+                   rstate=details.get("replication_state"), view=status.view)
+
+
+@dataclass(frozen=True)
+class _Gauge:
+    name: str
+    kind: str
+    help_text: str
+    value: Callable[[_Facts], float | str]
+
+
+#: Patroni's metrics, in Patroni's order: name, type, help, and how the value is computed.
+PATRONI_GAUGES: tuple[_Gauge, ...] = (
+    _Gauge("patroni_version", "gauge",
+           "Agent version as a number: each semver part as two digits (0.1.0 -> 000100).",
+           lambda c: version_number(__version__)),
+    _Gauge("patroni_postgres_running", "gauge",
+           "1 when PostgreSQL runs and answers queries, else 0.",
+           lambda c: int(c.running)),
+    _Gauge("patroni_postmaster_start_time", "gauge",
+           "Start time of the running postmaster, in epoch seconds (0 when not running).",
+           lambda c: epoch_of(c.details.get("postmaster_start_time")) if c.running else 0),
+    _Gauge("patroni_primary", "gauge",
+           "1 when PostgreSQL runs here as a primary, else 0.",
+           lambda c: int(c.role == "primary")),
+    _Gauge("patroni_xlog_location", "counter",
+           "WAL flush position (bytes) of this primary; 0 on any other member.",
+           lambda c: _int(c.xlog.get("location")) if c.primary else 0),
+    _Gauge("patroni_standby_leader", "gauge",
+           "1 when this member leads a standby cluster, else 0 (no standby clusters yet).",
+           lambda c: int(c.role == "standby_leader")),
+    _Gauge("patroni_replica", "gauge",
+           "1 when this member's role is replica (as in GET /patroni), else 0.",
+           lambda c: int(c.role == "replica")),
+    _Gauge("patroni_sync_standby", "gauge",
+           "1 when this member is a synchronous standby, else 0 (always 0 for now).",
+           lambda c: 0),
+    _Gauge("patroni_quorum_standby", "gauge",
+           "1 when this member is a quorum standby, else 0 (always 0 for now).",
+           lambda c: 0),
+    _Gauge("patroni_xlog_received_location", "counter",
+           "WAL position (bytes) received by this running replica; 0 elsewhere.",
+           lambda c: _int(c.xlog.get("received_location")) if c.replica_xlog else 0),
+    _Gauge("patroni_xlog_replayed_location", "counter",
+           "WAL position (bytes) replayed by this running replica; 0 elsewhere.",
+           lambda c: _int(c.xlog.get("replayed_location")) if c.replica_xlog else 0),
+    _Gauge("patroni_xlog_replayed_timestamp", "gauge",
+           "Commit time (epoch seconds) of the last transaction replayed here; 0 if unknown.",
+           lambda c: epoch_of(c.xlog.get("replayed_timestamp")) if c.replica_xlog else 0),
+    _Gauge("patroni_xlog_paused", "gauge",
+           "1 when WAL replay is paused on this replica, else 0.",
+           lambda c: int(bool(c.xlog.get("paused"))) if c.replica_xlog else 0),
+    _Gauge("patroni_postgres_streaming", "gauge",
+           "1 when this replica receives WAL by streaming replication, else 0.",
+           lambda c: int(c.running and c.rstate == "streaming")),
+    _Gauge("patroni_postgres_in_archive_recovery", "gauge",
+           "1 when this replica recovers from the WAL archive (not streaming), else 0.",
+           lambda c: int(c.running and c.rstate == "in archive recovery")),
+    _Gauge("patroni_postgres_server_version", "gauge",
+           "server_version_num of the running PostgreSQL; 0 when not running.",
+           lambda c: _int(c.details.get("server_version")) if c.running else 0),
+    _Gauge("patroni_cluster_unlocked", "gauge",
+           "1 when no member holds the leader lock, else 0.",
+           lambda c: int(c.view is not None and c.view.leader is None)),
+    _Gauge("patroni_failsafe_mode_is_active", "gauge",
+           "1 when this primary stays writable only through failsafe confirmations, else 0.",
+           lambda c: int(c.status.failsafe_active)),
+    _Gauge("patroni_postgres_timeline", "gauge",
+           "Timeline of the running PostgreSQL; 0 when not running.",
+           lambda c: (c.status.pg.timeline or 0) if c.running else 0),
+    _Gauge("patroni_dcs_last_seen", "gauge",
+           "Epoch seconds of this member's last successful DCS read (0: never).",
+           lambda c: int(c.status.dcs_last_seen or 0)),
+    _Gauge("patroni_pending_restart", "gauge",
+           "1 when PostgreSQL needs a restart to apply settings, else 0.",
+           lambda c: int(c.status.pending_restart)),
+    _Gauge("patroni_is_paused", "gauge",
+           "1 when the cluster is paused (maintenance mode: no automatic failover), else 0.",
+           lambda c: int(c.view is not None and c.view.settings.pause)),
+    _Gauge("patroni_postgres_state", "gauge",
+           "PostgreSQL state as a number (Patroni's codes): 0 initializing new cluster, "
+           "4 creating replica, 5 running, 6 starting, 12 stopped, 14 crashed; -1 unknown.",
+           lambda c: POSTGRES_STATE_CODES.get(c.status.pg_state, -1)),
+)
+
+
 def patroni_gauges(status: AgentStatus) -> list[tuple[str, str, str, float | str]]:
     """``(name, type, help, value)`` of every Patroni metric, in Patroni's order."""
-    running = status.pg_state == "running"
-    details: Mapping[str, Any] = status.pg_details if status.pg.running else {}
-    xlog = details.get("xlog")
-    xlog = xlog if isinstance(xlog, Mapping) else {}
-    role = status.role
-    primary = running and role == "primary"
-    replica_xlog = running and role == "replica"
-    rstate = details.get("replication_state")
-    view = status.view
-    return [
-        ("patroni_version", "gauge",
-         "Agent version as a number: each semver part as two digits (0.1.0 -> 000100).",
-         version_number(__version__)),
-        ("patroni_postgres_running", "gauge",
-         "1 when PostgreSQL runs and answers queries, else 0.",
-         int(running)),
-        ("patroni_postmaster_start_time", "gauge",
-         "Start time of the running postmaster, in epoch seconds (0 when not running).",
-         epoch_of(details.get("postmaster_start_time")) if running else 0),
-        ("patroni_primary", "gauge",
-         "1 when PostgreSQL runs here as a primary, else 0.",
-         int(role == "primary")),
-        ("patroni_xlog_location", "counter",
-         "WAL flush position (bytes) of this primary; 0 on any other member.",
-         _int(xlog.get("location")) if primary else 0),
-        ("patroni_standby_leader", "gauge",
-         "1 when this member leads a standby cluster, else 0 (no standby clusters yet).",
-         int(role == "standby_leader")),
-        ("patroni_replica", "gauge",
-         "1 when this member's role is replica (as in GET /patroni), else 0.",
-         int(role == "replica")),
-        ("patroni_sync_standby", "gauge",
-         "1 when this member is a synchronous standby, else 0 (always 0 for now).",
-         0),
-        ("patroni_quorum_standby", "gauge",
-         "1 when this member is a quorum standby, else 0 (always 0 for now).",
-         0),
-        ("patroni_xlog_received_location", "counter",
-         "WAL position (bytes) received by this running replica; 0 elsewhere.",
-         _int(xlog.get("received_location")) if replica_xlog else 0),
-        ("patroni_xlog_replayed_location", "counter",
-         "WAL position (bytes) replayed by this running replica; 0 elsewhere.",
-         _int(xlog.get("replayed_location")) if replica_xlog else 0),
-        ("patroni_xlog_replayed_timestamp", "gauge",
-         "Commit time (epoch seconds) of the last transaction replayed here; 0 if unknown.",
-         epoch_of(xlog.get("replayed_timestamp")) if replica_xlog else 0),
-        ("patroni_xlog_paused", "gauge",
-         "1 when WAL replay is paused on this replica, else 0.",
-         int(bool(xlog.get("paused"))) if replica_xlog else 0),
-        ("patroni_postgres_streaming", "gauge",
-         "1 when this replica receives WAL by streaming replication, else 0.",
-         int(running and rstate == "streaming")),
-        ("patroni_postgres_in_archive_recovery", "gauge",
-         "1 when this replica recovers from the WAL archive (not streaming), else 0.",
-         int(running and rstate == "in archive recovery")),
-        ("patroni_postgres_server_version", "gauge",
-         "server_version_num of the running PostgreSQL; 0 when not running.",
-         _int(details.get("server_version")) if running else 0),
-        ("patroni_cluster_unlocked", "gauge",
-         "1 when no member holds the leader lock, else 0.",
-         int(view is not None and view.leader is None)),
-        ("patroni_failsafe_mode_is_active", "gauge",
-         "1 when this primary stays writable only through failsafe confirmations, else 0.",
-         int(status.failsafe_active)),
-        ("patroni_postgres_timeline", "gauge",
-         "Timeline of the running PostgreSQL; 0 when not running.",
-         (status.pg.timeline or 0) if running else 0),
-        ("patroni_dcs_last_seen", "gauge",
-         "Epoch seconds of this member's last successful DCS read (0: never).",
-         int(status.dcs_last_seen or 0)),
-        ("patroni_pending_restart", "gauge",
-         "1 when PostgreSQL needs a restart to apply settings, else 0 (not tracked yet).",
-         0),
-        ("patroni_is_paused", "gauge",
-         "1 when the cluster is paused (maintenance mode: no automatic failover), else 0.",
-         int(view is not None and view.settings.pause)),
-        ("patroni_postgres_state", "gauge",
-         "PostgreSQL state as a number (Patroni's codes): 0 initializing new cluster, "
-         "4 creating replica, 5 running, 6 starting, 12 stopped, 14 crashed; -1 unknown.",
-         POSTGRES_STATE_CODES.get(status.pg_state, -1)),
-    ]
+    facts = _Facts.of(status)
+    return [(g.name, g.kind, g.help_text, g.value(facts)) for g in PATRONI_GAUGES]
 
 
 def render_metrics(status: AgentStatus, metrics: MetricsSource | None) -> str:
