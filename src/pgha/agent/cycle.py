@@ -22,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pgha.agent.clock import SYSTEM_CLOCK, Clock
 from pgha.agent.commands import CommandHandler
 from pgha.agent.executor import Executor
 from pgha.agent.failsafe import Failsafe
@@ -71,7 +71,9 @@ class DecisionCycle:
     """See the module docstring. ``wake`` cuts a sleep short; :meth:`request_stop` makes the
     next decision a clean shutdown, after which :meth:`loop` returns."""
 
-    def __init__(self, stages: Stages, wake: asyncio.Event) -> None:
+    def __init__(self, stages: Stages, wake: asyncio.Event,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.s = stages
         self.wake = wake
         self.stopping = False
@@ -115,7 +117,7 @@ class DecisionCycle:
         view, pg_state, details = await self._observe()
         local = await self._local_state(view, pg_state)
         restart, reinit = local.restart_requested, local.reinit_requested
-        decision = decide(view, local, time.monotonic())
+        decision = decide(view, local, self.clock.monotonic())
         self._log_decision(decision)
         if reinit:
             s.commands.reinit_started(decision.reason is Reason.REINITIALIZE, decision.message)
@@ -161,7 +163,7 @@ class DecisionCycle:
     async def _local_state(self, view: ClusterView | None, pg_state: PgState) -> LocalState:
         """This member's observations for ``decide`` (with peers' statuses when needed)."""
         s = self.s
-        wall = time.time()
+        wall = self.clock.wall()
         reinit = s.commands.take_reinit()
         local = LocalState(
             name=s.name, tags=s.local_config.tags, pg=pg_state, dcs_ok=s.observer.dcs_ok,
@@ -225,7 +227,7 @@ class DecisionCycle:
         if st.running and st.role is PgRole.PRIMARY:
             until = s.lease.confirmed_until
             if until is not None:
-                timeout = min(timeout, max(0.05, until - time.monotonic()))
+                timeout = min(timeout, max(0.05, until - self.clock.monotonic()))
             view = s.observer.view
             if not s.observer.dcs_ok and view is not None and view.settings.failsafe_mode:
                 timeout = min(timeout, s.session_ttl() / 4)  # next failsafe round

@@ -13,10 +13,10 @@ Two halves, both observations the decision loop reads:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
+from pgha.agent.clock import SYSTEM_CLOCK, Clock
 from pgha.agent.peers import PeerClient
 from pgha.core.model import ClusterView, PgRole, PgState, safety_margin_for
 
@@ -27,7 +27,8 @@ class Failsafe:
     """State owned: ``deadline`` (monotonic; None until a round succeeded) and which primary
     last asked us."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.name = name
         self.deadline: float | None = None
         self._asked_by: tuple[str, float] | None = None
@@ -37,7 +38,7 @@ class Failsafe:
         if self._asked_by is None:
             return None
         name, at = self._asked_by
-        return name if time.monotonic() - at < ttl else None
+        return name if self.clock.monotonic() - at < ttl else None
 
     def accept(self, name: str, view: ClusterView | None, pg: PgState) -> tuple[int, str]:
         """A ``POST /failsafe`` from primary ``name``. Answers (HTTP code, text): 200 accepted;
@@ -46,7 +47,7 @@ class Failsafe:
             return 502, "failsafe_mode is off"
         if pg.running and pg.role is PgRole.PRIMARY:
             return 500, "this member runs as a primary"
-        self._asked_by = (name, time.monotonic())
+        self._asked_by = (name, self.clock.monotonic())
         return 200, "Accepted"
 
     async def confirm(self, peers: PeerClient, view: ClusterView | None,
@@ -56,7 +57,7 @@ class Failsafe:
         if view is None or not view.settings.failsafe_mode or not view.failsafe \
                 or not (pg.running and pg.role is PgRole.PRIMARY):
             return
-        sent = time.monotonic()
+        sent = self.clock.monotonic()
         if await peers.failsafe_round(view.failsafe, body,
                                       timeout=min(2.0, view.settings.ttl / 4)):
             self.deadline = sent + session_ttl - safety_margin_for(session_ttl)

@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import io
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from pgha.agent.clock import SYSTEM_CLOCK, Clock
 from pgha.agent.failsafe import Failsafe
 from pgha.agent.publish import Publisher
 from pgha.core import lease as rules
@@ -41,7 +41,9 @@ class LeaseKeeper:
 
     def __init__(self, kv: KVStore, store: ClusterStore, pg: Postgres, failsafe: Failsafe,
                  publisher: Publisher, settings: Callable[[], HaSettings],
-                 view: Callable[[], ClusterView | None], wake: asyncio.Event) -> None:
+                 view: Callable[[], ClusterView | None], wake: asyncio.Event,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.kv = kv
         self.store = store
         self.pg = pg
@@ -51,7 +53,7 @@ class LeaseKeeper:
         self.view = view
         self.wake = wake
         self.lease_deadline: float | None = None
-        self.heartbeat = time.monotonic()
+        self.heartbeat = self.clock.monotonic()
         self.busy_until = 0.0
         self.decision_task: asyncio.Task[None] | None = None
 
@@ -66,21 +68,21 @@ class LeaseKeeper:
         hold the leader lock. For ``pgha_leader_lease_seconds_left``."""
         if not self.publisher.status.holds_lock or self.lease_deadline is None:
             return 0.0
-        return max(0.0, self.lease_deadline - time.monotonic())
+        return max(0.0, self.lease_deadline - self.clock.monotonic())
 
     def dcs_budget(self) -> float:
         """Time a DCS call of the decision loop may take (:func:`pgha.core.lease.dcs_budget`)."""
         return rules.dcs_budget(self.settings(), self.publisher.status.pg,
-                                self.confirmed_until, time.monotonic())
+                                self.confirmed_until, self.clock.monotonic())
 
     # ------------------------------------------------------------------ told by others
     def beat(self) -> None:
         """The decision loop completed a cycle (gates the keep-alive)."""
-        self.heartbeat = time.monotonic()
+        self.heartbeat = self.clock.monotonic()
 
     def mark_busy(self, seconds: float) -> None:
         """A long action runs for up to ``seconds``: not a stuck loop."""
-        self.busy_until = max(self.busy_until, time.monotonic() + seconds)
+        self.busy_until = max(self.busy_until, self.clock.monotonic() + seconds)
 
     # ------------------------------------------------------------------ the keep-alive
     async def confirm(self) -> bool:
@@ -88,7 +90,7 @@ class LeaseKeeper:
         the request was sent (the store may have renewed it earlier than its answer shows),
         using the TTL of the session the store holds (``kv.session_ttl``), not the dynamic
         configuration's, which may differ until the session is renewed with it."""
-        sent = time.monotonic()
+        sent = self.clock.monotonic()
         try:
             await bounded(self.store.keepalive(), self.settings().retry_timeout)
         except SessionExpired:
@@ -108,12 +110,12 @@ class LeaseKeeper:
         """Runs until cancelled: renew while the loop is alive; backstop when it is overdue."""
         while True:
             interval = max(0.25, self.kv.session_ttl / 4)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if rules.loop_is_alive(self.settings(), self.heartbeat, self.busy_until, now):
                 await self.confirm()
             else:
                 log.error("decision loop stalled: not renewing the lease")
-            if rules.decision_overdue(self.confirmed_until, self.heartbeat, time.monotonic()):
+            if rules.decision_overdue(self.confirmed_until, self.heartbeat, self.clock.monotonic()):
                 log.critical("lease deadline passed and the decision loop has not acted")
                 self._log_decision_stack()
                 await self.backstop()
@@ -124,7 +126,7 @@ class LeaseKeeper:
         view = self.view()
         pg_state = replace(self.publisher.status.pg, running=self.pg.is_running())
         verdict = rules.backstop(pg_state, view is not None and view.settings.pause,
-                                 self.confirmed_until, time.monotonic())
+                                 self.confirmed_until, self.clock.monotonic())
         if verdict is None:
             return
         log.critical("decision %s: %s", verdict.reason.value, verdict.message)

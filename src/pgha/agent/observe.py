@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import replace
 from typing import Any
 
+from pgha.agent.clock import SYSTEM_CLOCK, Clock
 from pgha.agent.peers import PeerClient
 from pgha.core.model import ClusterView, HaSettings, PeerStatus, PgState
 from pgha.dcs.base import DCSError
@@ -32,7 +32,8 @@ class Observer:
     ``pg_started`` whenever a probe found the postmaster running."""
 
     def __init__(self, store: ClusterStore, pg: Postgres, peers: PeerClient,
-                 settings: HaSettings) -> None:
+                 settings: HaSettings, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.store = store
         self.pg = pg
         self.peers = peers
@@ -41,7 +42,7 @@ class Observer:
         self.dcs_ok = False
         self.dcs_last_seen: float | None = None  # epoch seconds of the last successful read
         self.member_seen: dict[str, float] = {}  # member -> monotonic time last listed
-        self.down_since: float | None = time.monotonic()
+        self.down_since: float | None = self.clock.monotonic()
         self.stopped_by_agent = False
         self.first_view = asyncio.Event()
         self.pg_started = asyncio.Event()
@@ -56,8 +57,8 @@ class Observer:
             self.dcs_ok = False
             return self.view
         self.dcs_ok = True
-        self.dcs_last_seen = time.time()
-        now = time.monotonic()
+        self.dcs_last_seen = self.clock.wall()
+        now = self.clock.monotonic()
         for member in view.members:
             self.member_seen[member] = now
         self.view = view
@@ -85,7 +86,7 @@ class Observer:
             self.down_since = None
             self.stopped_by_agent = False
         elif self.down_since is None:
-            self.down_since = time.monotonic()
+            self.down_since = self.clock.monotonic()
         if state.running:
             self.pg_started.set()
         state = replace(state, down_since=self.down_since, stopped_by_agent=self.stopped_by_agent)
@@ -97,7 +98,7 @@ class Observer:
 
     def postmaster_exited(self) -> None:
         """The postmaster watch saw PostgreSQL exit: it is down from now."""
-        self.down_since = time.monotonic()
+        self.down_since = self.clock.monotonic()
 
     def agent_stops_postgres(self) -> None:
         """The actions about to run stop PostgreSQL: a stop is ours, not a crash."""

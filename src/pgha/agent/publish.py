@@ -11,11 +11,11 @@ retried on the next cycle; nothing here raises into the caller except CancelledE
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from pgha.agent.clock import SYSTEM_CLOCK, Clock
 from pgha.agent.observe import Observer
 from pgha.agent.peers import parse_peer_status
 from pgha.core.decision import Decision, Reason
@@ -34,7 +34,9 @@ _POSITIONS = frozenset({"xlog_location", "receive_lsn", "replay_lsn"})
 class Publisher:
     """See the module docstring."""
 
-    def __init__(self, store: ClusterStore, status: AgentStatus) -> None:
+    def __init__(self, store: ClusterStore, status: AgentStatus,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.store = store
         self.status = status
         self._member_json: dict[str, Any] | None = None
@@ -54,7 +56,7 @@ class Publisher:
         self.status = AgentStatus(
             name=old.name, scope=old.scope, tags=tags, conn_url=old.conn_url,
             api_url=old.api_url, pg=pg, pg_details=details, view=view,
-            dcs_last_seen=dcs_last_seen, holds_lock=holds, heartbeat=time.monotonic(),
+            dcs_last_seen=dcs_last_seen, holds_lock=holds, heartbeat=self.clock.monotonic(),
             reason=decision.reason.value, message=decision.message,
             failsafe_active=failsafe_active, scheduled_restart=scheduled_restart,
             pending_restart=pending_restart, pending_restart_reason=pending_restart_reason,
@@ -63,7 +65,7 @@ class Publisher:
     def update_postgres(self, pg: PgState, details: Mapping[str, Any]) -> None:
         """Replace only PostgreSQL's part of the status (between actions of a cycle)."""
         self.status = replace(self.status, pg=pg, pg_details=details,
-                              heartbeat=time.monotonic())
+                              heartbeat=self.clock.monotonic())
 
     def own_peer_status(self) -> PeerStatus | None:
         """Our own published status as a peer would see it over ``GET /patroni``."""
@@ -79,7 +81,7 @@ class Publisher:
         the loop)."""
         data = self.status.to_member_json()
         last = self._member_json
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if last is not None:
             same = {k: v for k, v in data.items() if k not in _POSITIONS} == {
                 k: v for k, v in last.items() if k not in _POSITIONS}
