@@ -1,5 +1,7 @@
 """The rejoin procedure: bring a stopped former primary (or a possibly diverged replica) back
-as a replica of the leader, never starting diverged data as is."""
+as a replica of the leader, never starting diverged data as is. It observes the data and the
+leader and carries out the plan of :mod:`pgha.core.rejoin` (which decides between following
+as is, pg_rewind, re-cloning and waiting for the operator)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,14 @@ from typing import Protocol
 
 from pgha.core.actions import StopMode, Upstream
 from pgha.core.model import DataState
+from pgha.core.rejoin import (
+    RejoinPlan,
+    RejoinReason,
+    RejoinStep,
+    data_reason,
+    divergence_reason,
+    rejoin_plan,
+)
 from pgha.core.timeline import diverged
 from pgha.pg import controldata
 from pgha.pg.errors import PgError
@@ -44,41 +54,16 @@ class Postgres(Protocol):
 log = logging.getLogger("pgha.pg")
 
 
-async def _reclone(pg: Postgres, leader: Upstream, why: str) -> bool:
-    log.warning("rejoin: %s: wiping the data directory and cloning from %s", why, leader.name)
-    await pg.wipe()
-    if not await pg.clone(leader):
-        log.error("rejoin: clone from %s failed", leader.name)
-        return False
-    return True
-
-
-async def _rewind_or_reclone(pg: Postgres, leader: Upstream, use_pg_rewind: bool,
-                             why: str) -> bool:
-    """Make the data a prefix of the leader's history; True when done."""
-    if not use_pg_rewind:
-        return await _reclone(pg, leader, f"{why} and use_pg_rewind is off")
-    try:
-        await pg.ensure_source_checkpointed(leader)
-    except PgError as exc:
-        log.error("rejoin: %s, but the leader's checkpoint cannot be confirmed: %s", why, exc)
-        return False
-    log.info("rejoin: %s: rewinding from %s", why, leader.name)
-    if await pg.rewind(leader):
-        return True
-    if pg.settings.remove_data_directory_on_rewind_failure:
-        return await _reclone(pg, leader, "pg_rewind failed")
-    log.error("rejoin: pg_rewind failed and remove_data_directory_on_rewind_failure is off")
-    return False
-
-
 async def rejoin(pg: Postgres, leader: Upstream, use_pg_rewind: bool) -> bool:
-    """Steps (each logged with its reason):
+    """Steps (each logged with its reason); what to do with the data is decided by
+    :func:`pgha.core.rejoin.rejoin_plan`, this carries it out:
 
     1. A running postmaster is stopped (fast) first; an EMPTY data directory is cloned; an
        INVALID one is left for the operator (False).
     2. Single-user crash recovery when the data was not shut down cleanly. If that fails, the
-       data is handled like diverged data that cannot be rewound.
+       data is handled like diverged data that cannot be rewound (re-cloned, once the leader
+       answers, unless ``use_pg_rewind`` is on and
+       ``remove_data_directory_on_rewind_failure`` off).
     3. Local ``(timeline, lsn)`` from pg_control (see
        :func:`pgha.pg.controldata.divergence_position`); the leader's timeline and history over
        SQL. An unreachable leader ends the rejoin (False) before anything is changed.
@@ -89,39 +74,49 @@ async def rejoin(pg: Postgres, leader: Upstream, use_pg_rewind: bool) -> bool:
        wipe and re-clone.
     6. Start as a replica of ``leader``.
     """
-    if pg.is_running():
-        log.info("rejoin: PostgreSQL is running; stopping it (fast) first")
-        if not await pg.stop(StopMode.FAST):
-            return False
-    state = pg.data_state()
-    if state == DataState.INVALID:
-        log.error("rejoin: data directory is not a valid cluster; not touching it")
+    if not await _stop_if_running(pg):
         return False
-    if state == DataState.EMPTY:
-        if not await _reclone(pg, leader, "data directory is empty"):
-            return False
-        return await pg.start("replica", leader)
+    reason = await _observe(pg, leader)
+    if reason is None:
+        return False  # the leader's timeline history could not be read: nothing changed
+    if not await _carry_out(pg, leader, _plan(pg, reason, use_pg_rewind), use_pg_rewind):
+        return False
+    return await pg.start("replica", leader)
 
+
+def _plan(pg: Postgres, reason: RejoinReason, use_pg_rewind: bool) -> RejoinPlan:
+    plan = rejoin_plan(reason, use_pg_rewind=use_pg_rewind,
+                       remove_on_rewind_failure=pg.settings.remove_data_directory_on_rewind_failure)
+    log.info("rejoin: plan %s (%s)", plan.step.value, plan.reason.value)
+    return plan
+
+
+async def _stop_if_running(pg: Postgres) -> bool:
+    if not pg.is_running():
+        return True
+    log.info("rejoin: PostgreSQL is running; stopping it (fast) first")
+    return await pg.stop(StopMode.FAST)
+
+
+async def _observe(pg: Postgres, leader: Upstream) -> RejoinReason | None:
+    """What the data is, as far as the plan needs it: not a valid cluster, crash recovery
+    failed, or the divergence verdict. None: the leader's history could not be read."""
+    reason = data_reason(pg.data_state())
+    if reason is not None:
+        return reason
     if not await pg.crash_recover():
-        if use_pg_rewind and not pg.settings.remove_data_directory_on_rewind_failure:
-            log.error("rejoin: crash recovery failed; not re-cloning "
-                      "(remove_data_directory_on_rewind_failure is off)")
-            return False
-        try:
-            await source_timeline_history(pg.settings, leader)  # reachable before wiping
-        except PgError as exc:
-            log.error("rejoin: crash recovery failed and leader unreachable: %s", exc)
-            return False
-        if not await _reclone(pg, leader, "crash recovery failed"):
-            return False
-        return await pg.start("replica", leader)
+        return RejoinReason.CRASH_RECOVERY_FAILED
+    return await _divergence(pg, leader)
 
+
+async def _divergence(pg: Postgres, leader: Upstream) -> RejoinReason | None:
+    """Compare the local position with the leader's timeline history (None: unreadable)."""
     local = controldata.divergence_position(await pg.controldata())
     try:
         leader_tli, history = await source_timeline_history(pg.settings, leader)
     except PgError as exc:
         log.error("rejoin: cannot read the timeline history of %s: %s", leader.name, exc)
-        return False
+        return None
     verdict = None if local is None else diverged(local[0], local[1], leader_tli, history)
     where = (f"local timeline {local[0]} at {controldata.format_lsn(local[1])}"
              if local else "local position unknown")
@@ -129,8 +124,57 @@ async def rejoin(pg: Postgres, leader: Upstream, use_pg_rewind: bool) -> bool:
     log.info("rejoin: %s; leader %s on timeline %d, history [%s] -> %s", where, leader.name,
              leader_tli, hist,
              {True: "diverged", False: "can follow", None: "unknown"}[verdict])
-    if verdict is not False:
-        why = "diverged from the leader" if verdict else "divergence unknown"
-        if not await _rewind_or_reclone(pg, leader, use_pg_rewind, why):
+    return divergence_reason(verdict)
+
+
+async def _carry_out(pg: Postgres, leader: Upstream, plan: RejoinPlan,
+                     use_pg_rewind: bool) -> bool:
+    """Make the data fit to follow ``leader`` as ``plan`` says; True when it is."""
+    match plan.step:
+        case RejoinStep.FOLLOW:
+            return True
+        case RejoinStep.WAIT_FOR_OPERATOR:
+            log.error("rejoin: %s", plan.message)
             return False
-    return await pg.start("replica", leader)
+        case RejoinStep.RECLONE:
+            if plan.confirm_leader_first and not await _leader_answers(pg, leader, plan):
+                return False
+            return await _reclone(pg, leader, plan.message)
+        case RejoinStep.REWIND:
+            rewound = await _rewind(pg, leader, plan.message)
+            if rewound is None:
+                return False
+            if rewound:
+                return True
+            retry = _plan(pg, RejoinReason.REWIND_FAILED, use_pg_rewind)
+            return await _carry_out(pg, leader, retry, use_pg_rewind)
+
+
+async def _leader_answers(pg: Postgres, leader: Upstream, plan: RejoinPlan) -> bool:
+    try:
+        await source_timeline_history(pg.settings, leader)
+    except PgError as exc:
+        log.error("rejoin: %s and leader unreachable: %s", plan.message, exc)
+        return False
+    return True
+
+
+async def _reclone(pg: Postgres, leader: Upstream, why: str) -> bool:
+    log.warning("rejoin: %s: wiping the data directory and cloning from %s", why, leader.name)
+    await pg.wipe()
+    if not await pg.clone(leader):
+        log.error("rejoin: clone from %s failed", leader.name)
+        return False
+    return True
+
+
+async def _rewind(pg: Postgres, leader: Upstream, why: str) -> bool | None:
+    """pg_rewind from ``leader`` once it checkpointed its new timeline. True: rewound; False:
+    pg_rewind failed; None: the checkpoint could not be confirmed (nothing was changed)."""
+    try:
+        await pg.ensure_source_checkpointed(leader)
+    except PgError as exc:
+        log.error("rejoin: %s, but the leader's checkpoint cannot be confirmed: %s", why, exc)
+        return None
+    log.info("rejoin: %s: rewinding from %s", why, leader.name)
+    return await pg.rewind(leader)
