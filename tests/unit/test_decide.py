@@ -531,12 +531,13 @@ class TestLeaderRace:
         d = decide(race_view(optime=POS + lag), race_local(), NOW)
         assert (d.reason is Reason.RACE) is races
         if not races:
-            assert d.reason is Reason.NOT_HEALTHIEST
+            assert d.reason is Reason.RACE_REFUSED_LAG
+            assert "maximum_lag_on_failover" in d.message
             assert d.actions == ()
 
     def test_custom_maximum_lag(self) -> None:
         v = race_view(optime=POS + 1000, settings=HaSettings(maximum_lag_on_failover=999))
-        assert decide(v, race_local(), NOW).reason is Reason.NOT_HEALTHIEST
+        assert decide(v, race_local(), NOW).reason is Reason.RACE_REFUSED_LAG
         v = race_view(optime=POS + 1000, settings=HaSettings(maximum_lag_on_failover=1000))
         assert decide(v, race_local(), NOW).reason is Reason.RACE
 
@@ -548,18 +549,18 @@ class TestLeaderRace:
                              ids=["nofailover", "priority-0", "priority-negative"])
     def test_cannot_be_leader(self, tags: Tags) -> None:
         d = decide(race_view(), race_local(tags=tags), NOW)
-        assert d.reason is Reason.NOT_HEALTHIEST
+        assert d.reason is Reason.RACE_REFUSED_NOFAILOVER
         assert d.actions == ()
 
     def test_own_position_unknown(self) -> None:
         d = decide(race_view(), race_local(replica_pg(wal_position=None)), NOW)
-        assert d.reason is Reason.NOT_HEALTHIEST
+        assert d.reason is Reason.RACE_REFUSED_POSITION_UNKNOWN
         assert d.actions == ()
 
     def test_reachable_peer_ahead(self) -> None:
         peers = {"pg2": peer("pg2", wal=POS + 1), "pg3": None}
         d = decide(race_view(), race_local(peers=peers), NOW)
-        assert d.reason is Reason.NOT_HEALTHIEST
+        assert d.reason is Reason.RACE_REFUSED_PEER_AHEAD
         assert "pg2" in d.message
 
     def test_peer_ahead_but_nofailover_is_ignored(self) -> None:
@@ -570,15 +571,15 @@ class TestLeaderRace:
         peers = {"pg2": peer("pg2", wal=None)}
         assert decide(race_view(), race_local(peers=peers), NOW).reason is Reason.RACE
 
-    @pytest.mark.parametrize(("mine", "theirs", "races"), [
-        (1, 2, False), (2, 2, True), (3, 2, True), (0, 1, False),
+    @pytest.mark.parametrize(("mine", "theirs", "reason"), [
+        (1, 2, Reason.RACE_REFUSED_PEER_PRIORITY), (2, 2, Reason.RACE), (3, 2, Reason.RACE),
+        (0, 1, Reason.RACE_REFUSED_NOFAILOVER),  # priority 0: never a leader
     ])
     def test_equal_position_failover_priority(self, mine: int, theirs: int,
-                                              races: bool) -> None:
+                                              reason: Reason) -> None:
         peers = {"pg2": peer("pg2", wal=POS, tags=Tags(failover_priority=theirs))}
         loc = race_local(peers=peers, tags=Tags(failover_priority=mine))
-        d = decide(race_view(), loc, NOW)
-        assert (d.reason is Reason.RACE) is races
+        assert decide(race_view(), loc, NOW).reason is reason
 
     def test_unreachable_peers_are_ignored(self) -> None:
         d = decide(race_view(), race_local(peers={"pg2": None, "pg3": None}), NOW)
@@ -590,7 +591,7 @@ class TestLeaderRace:
         for tags in (Tags(), Tags(nofailover=True)):
             peers = {"pg2": peer("pg2", wal=0, role="primary", tags=tags)}
             d = decide(race_view(), race_local(peers=peers), NOW)
-            assert d.reason is Reason.NOT_HEALTHIEST
+            assert d.reason is Reason.RACE_REFUSED_PRIMARY_RUNNING
             assert d.actions == ()
 
     def test_own_entry_in_peers_is_ignored(self) -> None:
@@ -601,7 +602,7 @@ class TestLeaderRace:
         v = race_view(history=(HistoryEntry(1, POS - 1),),
                       settings=HaSettings(check_timeline=True))
         d = decide(v, race_local(replica_pg(timeline=1)), NOW)
-        assert d.reason is Reason.NOT_HEALTHIEST
+        assert d.reason is Reason.RACE_REFUSED_TIMELINE_BEHIND
         v = race_view(history=(HistoryEntry(1, POS - 1),))
         assert decide(v, race_local(replica_pg(timeline=1)), NOW).reason is Reason.RACE
 
@@ -895,7 +896,7 @@ class TestProperties:
         reasons = {decide(v, loc, NOW).reason for v, loc in SAMPLES}
         for r in (Reason.RACE, Reason.PROMOTE_HOLDING_LOCK, Reason.LEASE_UNCONFIRMED,
                   Reason.RESTART_PRIMARY, Reason.REJOIN, Reason.RETAKE_LOCK_AS_PRIMARY,
-                  Reason.NOT_HEALTHIEST, Reason.CLONE, Reason.SHUTDOWN, Reason.PAUSED):
+                  Reason.RACE_REFUSED_LAG, Reason.CLONE, Reason.SHUTDOWN, Reason.PAUSED):
             assert r in reasons, r
 
     def test_promote_only_after_acquire_unless_already_leader(self) -> None:
@@ -979,7 +980,7 @@ class TestFailsafe:
         v = view(member(ME), member("pg2"), member("pg3"), leader=None, settings=FAILSAFE)
         loc = local(replica_pg(), failsafe_primary="pg2")
         d = decide(v, loc, NOW)
-        assert d.reason is Reason.NOT_HEALTHIEST
+        assert d.reason is Reason.RACE_REFUSED_FAILSAFE_PRIMARY_ALIVE
         assert "pg2" in d.message
         assert all(not isinstance(a, AcquireLeader) for a in d.actions)
 

@@ -179,7 +179,7 @@ class TestReplicaSide:
         # the leader died before handing over: a planned switchover must not lose data
         v = cluster(leader=None, failover={"leader": "pg3", "member": ME}, optime=POS + 5 * MB)
         d = decide(v, local(replica_pg(), wall_time=WALL, peers=peers()), NOW)
-        assert d.reason is Reason.NOT_HEALTHIEST
+        assert d.reason is Reason.CANDIDATE_REFUSED_LAG and not d.actions
         # an operator's failover (no leader named) accepts the loss
         v = replace(v, failover={"member": ME})
         assert decide(v, local(replica_pg(), wall_time=WALL, peers=peers()),
@@ -189,12 +189,12 @@ class TestReplicaSide:
         v = cluster(leader=None, failover={"member": ME})
         live = peers(pg3=peer("pg3", role="primary"))
         d = decide(v, local(replica_pg(), wall_time=WALL, peers=live), NOW)
-        assert d.reason is Reason.NOT_HEALTHIEST and not d.actions
+        assert d.reason is Reason.CANDIDATE_REFUSED_PRIMARY_RUNNING and not d.actions
 
     def test_nofailover_candidate_never_takes_the_lock(self) -> None:
         v = cluster(leader=None, failover={"member": ME})
         lo = local(replica_pg(), wall_time=WALL, peers=peers(), tags=Tags(nofailover=True))
-        assert decide(v, lo, NOW).reason is Reason.NOT_HEALTHIEST
+        assert decide(v, lo, NOW).reason is Reason.CANDIDATE_REFUSED_NOFAILOVER
 
     def test_others_stay_out_while_the_candidate_answers(self) -> None:
         v = cluster(leader=None, failover={"leader": "pg3", "member": "pg2"})

@@ -36,8 +36,9 @@ from pgha.agent.metrics import AgentMetrics
 from pgha.agent.observe import Observer
 from pgha.agent.publish import Publisher
 from pgha.core.actions import Demote, HandOver, Reinitialize, RestartPostgres, StopPostgres
-from pgha.core.decide import Decision, Reason, decide, needs_peer_statuses
+from pgha.core.decide import RACE_REFUSALS, Decision, Reason, decide, needs_peer_statuses
 from pgha.core.model import ClusterView, LocalState, PgRole, PgState, safety_margin_for
+from pgha.core.switchover import request_for_leader
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
@@ -78,6 +79,7 @@ class DecisionCycle:
         self.wake = wake
         self.stopping = False
         self.last_decision: Decision | None = None
+        self.handover_failed = False  # see LocalState.handover_failed
 
     def request_stop(self) -> None:
         """Begin a clean stop (idempotent)."""
@@ -124,6 +126,7 @@ class DecisionCycle:
         if any(isinstance(a, _STOPS_PG) for a in decision.actions):
             s.observer.agent_stops_postgres()
         ok = await s.executor.run(decision.actions)
+        self._track_failed_handover(view, local)
         restarted = restart and decision.reason is Reason.RESTART
         if restart:
             s.commands.restart_done(restarted, ok, decision.message)
@@ -173,10 +176,22 @@ class DecisionCycle:
             wall_time=wall, restart_requested=s.commands.due_restart(wall),
             reinit_requested=reinit is not None,
             reinit_from_leader=reinit is not None and reinit.from_leader,
+            handover_failed=self.handover_failed,
         )
         if view is not None and needs_peer_statuses(view, local):
             local = replace(local, peers=await s.observer.peer_statuses(view))
         return local
+
+    def _track_failed_handover(self, view: ClusterView | None, local: LocalState) -> None:
+        """A hand-over whose candidate did not confirm our final WAL is reported to the core
+        (which withdraws its request) from the next cycle on, which starts at once, until a
+        DCS read shows no request left that we act on as leader."""
+        if self.s.executor.failed_handover is not None:
+            self.handover_failed = True
+            self.wake.set()
+        elif view is not None and local.dcs_ok and \
+                request_for_leader(view.failover, local.name) is None:
+            self.handover_failed = False
 
     async def _reload_local_config(self) -> None:
         s = self.s
@@ -217,9 +232,9 @@ class DecisionCycle:
         s = self.s
         last = self.last_decision
         timeout = s.observer.settings.loop_wait
-        if not ok or (last is not None and last.reason is Reason.NOT_HEALTHIEST):
-            # retry soon: a failed action, or a race we sat out because a peer looked better
-            # (that peer may be a primary that is stopping right now)
+        if not ok or (last is not None and last.reason in RACE_REFUSALS):
+            # retry soon: a failed action, or a free lock we stayed away from (the peer that
+            # looked better may be a primary that is stopping right now)
             timeout = min(timeout, 0.5)
         elif last is not None and last.actions and last.reason is not Reason.LEADER_HEALTHY:
             timeout = min(timeout, 0.2)  # re-observe soon after changing something

@@ -123,7 +123,9 @@ class Executor:
     before the next action: the published status (which peers read during a leader race)
     must never show a primary that is already stopped. ``handover_timeout`` bounds the wait
     for a switchover candidate to receive our final WAL; ``metrics`` counts promotions,
-    failovers and demotions."""
+    failovers and demotions. After :meth:`run`, ``failed_handover`` names the candidate of a
+    HandOver that failed because the candidate could not be asked or did not confirm our
+    final WAL (the request is then left in the DCS for the core to withdraw), else None."""
 
     def __init__(
         self,
@@ -149,9 +151,11 @@ class Executor:
         self.dcs_timeout = dcs_timeout
         self.handover_timeout = handover_timeout
         self.metrics = metrics
+        self.failed_handover: Upstream | None = None
 
     async def run(self, actions: Sequence[Action]) -> bool:
         """Run ``actions`` in order; False at the first one that fails (the rest skipped)."""
+        self.failed_handover = None
         for action in actions:
             name = type(action).__name__
             started = time.monotonic()
@@ -309,8 +313,9 @@ class Executor:
 
     async def _hand_over(self, candidate: Upstream) -> bool:
         """See :class:`pgha.core.actions.HandOver`. Until the lock is released we remain the
-        leader; when the candidate cannot be reached or does not catch up, the request is
-        withdrawn and False makes the next cycle restart PostgreSQL as primary."""
+        leader; when the candidate cannot be reached or does not catch up, False and
+        ``failed_handover`` make the core withdraw the request (``switchover_failed``) and
+        then restart PostgreSQL as primary."""
         me = self.pg.settings.name
         try:
             # connect before stopping: the wait afterwards is then one query per poll
@@ -337,10 +342,9 @@ class Executor:
             log.error("switchover to %s: %s", candidate.name, describe(exc))
             caught_up = False
         if not caught_up:
-            log.error("switchover: %s did not confirm our final WAL within %gs; withdrawing "
-                      "the request", candidate.name, self.handover_timeout)
-            async with asyncio.timeout(self.dcs_timeout):
-                await self.store.delete_failover()
+            log.error("switchover: %s did not confirm our final WAL within %gs; the request "
+                      "is to be withdrawn", candidate.name, self.handover_timeout)
+            self.failed_handover = candidate
             return False
         async with asyncio.timeout(self.dcs_timeout):
             released = await self.store.release_leader()

@@ -123,8 +123,13 @@ class HandOver:
     other member races), stop PostgreSQL cleanly (FAST: the shutdown checkpoint is streamed
     to connected replicas), publish the stopped state, wait until the candidate's PostgreSQL
     has received WAL past our final checkpoint, then release the lock. When the candidate
-    cannot be asked or does not catch up in time the request is deleted and the action fails
-    (the next cycle restarts PostgreSQL as primary: the lock was never released)."""
+    cannot be asked or does not catch up in time the action fails and leaves the request in
+    place, and the agent reports it in ``LocalState.handover_failed``: the next decision is
+    then to withdraw the request (``switchover_failed``: ClearFailover) as soon as the DCS
+    answers, before any rule that starts, promotes or hands over (only a clean shutdown and
+    the fail-closed demotion come first), so one request never leads to a second hand-over;
+    after that the normal rules restart PostgreSQL as primary (the lock was never
+    released)."""
 
     candidate: Upstream
 

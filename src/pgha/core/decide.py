@@ -10,13 +10,21 @@ Order of precedence (first match wins), which is also the order of the safety ru
 2. Fail closed: a writable primary whose lease is not confirmed until ``now`` demotes at once,
    whatever else is true (DESIGN.md safety rule 2).
 3. With no usable DCS view, nothing else changes (replicas never promote).
-4. Data directory states that need bootstrap, clone, or an operator.
-5. Running primary / running replica / stopped PostgreSQL, each against the leader key.
+4. Withdrawing the request a failed hand-over of ours left in the DCS, before anything may
+   start, promote or hand over again (:func:`pgha.core.operator.withdraw_failed_switchover`).
+5. A long action in flight; an operator's re-initialization.
+6. Maintenance mode (``pause``): only operator requests change anything.
+7. Data directory states that need bootstrap, clone, or an operator; the ``initialize`` key
+   and the system identifier.
+8. Running primary / running replica / starting / stopped PostgreSQL, each against the leader
+   key (an operator's restart of running PostgreSQL first). The leader race and its refusals
+   are in :mod:`pgha.core.race`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from pgha.core.actions import (
     AcquireLeader,
@@ -37,20 +45,22 @@ from pgha.core.actions import (
     WriteInitialize,
     slot_name,
 )
-from pgha.core.decision import Decision, Reason
+from pgha.core.decision import RACE_REFUSALS, Decision, Reason
 from pgha.core.decision import decision as _d
 from pgha.core.decision import upstream_of as _upstream
 from pgha.core.model import ClusterView, DataState, LocalState, Member, PgRole
 from pgha.core.operator import (
-    candidate_verdict,
+    candidate_refusal,
     leader_switchover,
     reinitialize_decision,
     restart_decision,
+    withdraw_failed_switchover,
 )
+from pgha.core.race import cluster_timeline, race_refusal
 from pgha.core.switchover import parse_failover
 from pgha.core.topology import clone_source, follow_target
 
-__all__ = ["Decision", "Reason", "decide", "needs_peer_statuses"]
+__all__ = ["RACE_REFUSALS", "Decision", "Reason", "decide", "needs_peer_statuses"]
 
 
 def needs_peer_statuses(view: ClusterView | None, local: LocalState) -> bool:
@@ -68,50 +78,75 @@ def needs_peer_statuses(view: ClusterView | None, local: LocalState) -> bool:
 
 def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
     """Return the actions for this cycle. See the module docstring for precedence."""
-    pg = local.pg
-    paused = view is not None and view.settings.pause
-    holds_lock = (
-        view is not None and view.leader is not None and view.leader.name == local.name
-    )
-    is_writable_primary = pg.running and pg.role is PgRole.PRIMARY
-
-    if local.shutting_down:
-        if paused:
-            return _d(Reason.SHUTDOWN_PAUSED, "paused: leaving PostgreSQL running")
-        if holds_lock or (local.lease_deadline is not None and is_writable_primary):
-            return _d(Reason.SHUTDOWN, "stopping PostgreSQL, then releasing the leader lock",
-                      StopPostgres(StopMode.FAST), ReleaseLeader())
-        return _d(Reason.SHUTDOWN, "stopping PostgreSQL", StopPostgres(StopMode.FAST))
-
-    if is_writable_primary and not paused and not _lease_confirmed(view, local, now) \
-            and (holds_lock or view is None or not local.dcs_ok):
-        return _d(Reason.LEASE_UNCONFIRMED,
-                  "leader lease not confirmed in time: demoting before it can expire",
-                  Demote(StopMode.IMMEDIATE))
-
+    first = _shutdown(view, local) or _fail_closed(view, local, now)
+    if first is not None:
+        return first
     if view is None or not local.dcs_ok:
         return _dcs_unreachable(view, local)
+    holds_lock = _holds_lock(view, local)
+    return (withdraw_failed_switchover(view, local, holds_lock)
+            or _busy_or_reinit(view, local, holds_lock)
+            or (_paused(view, local) if view.settings.pause else None)
+            or _data_directory(view, local, holds_lock)
+            or _by_postgres_state(view, local, holds_lock, now))
 
-    if pg.busy is not None:
-        return _d(Reason.BUSY, f"{pg.busy} in progress")
 
+def _holds_lock(view: ClusterView | None, local: LocalState) -> bool:
+    return view is not None and view.leader is not None and view.leader.name == local.name
+
+
+def _is_writable_primary(local: LocalState) -> bool:
+    return local.pg.running and local.pg.role is PgRole.PRIMARY
+
+
+def _shutdown(view: ClusterView | None, local: LocalState) -> Decision | None:
+    """1. A clean stop: PostgreSQL first, then the lock (safety rule 5); in pause, nothing."""
+    if not local.shutting_down:
+        return None
+    if view is not None and view.settings.pause:
+        return _d(Reason.SHUTDOWN_PAUSED, "paused: leaving PostgreSQL running")
+    if _holds_lock(view, local) or (local.lease_deadline is not None
+                                    and _is_writable_primary(local)):
+        return _d(Reason.SHUTDOWN, "stopping PostgreSQL, then releasing the leader lock",
+                  StopPostgres(StopMode.FAST), ReleaseLeader())
+    return _d(Reason.SHUTDOWN, "stopping PostgreSQL", StopPostgres(StopMode.FAST))
+
+
+def _fail_closed(view: ClusterView | None, local: LocalState, now: float) -> Decision | None:
+    """2. A writable primary (not paused) whose lease is not confirmed until ``now`` demotes at
+    once, when it holds the lock or cannot know who does (safety rule 2)."""
+    paused = view is not None and view.settings.pause
+    if not _is_writable_primary(local) or paused or _lease_confirmed(view, local, now):
+        return None
+    if not (_holds_lock(view, local) or view is None or not local.dcs_ok):
+        return None
+    return _d(Reason.LEASE_UNCONFIRMED,
+              "leader lease not confirmed in time: demoting before it can expire",
+              Demote(StopMode.IMMEDIATE))
+
+
+def _busy_or_reinit(view: ClusterView, local: LocalState, holds_lock: bool) -> Decision | None:
+    """5. A long action on PostgreSQL in flight; an operator's re-initialization (never of the
+    leader)."""
+    if local.pg.busy is not None:
+        return _d(Reason.BUSY, f"{local.pg.busy} in progress")
     if local.reinit_requested and not holds_lock:
-        reinit = reinitialize_decision(view, local)
-        if reinit is not None:
-            return reinit
+        return reinitialize_decision(view, local)
+    return None
 
-    if paused:
-        return _paused(view, local)
 
+def _data_directory(view: ClusterView, local: LocalState, holds_lock: bool) -> Decision | None:
+    """7. Data that cannot simply run: an invalid or empty data directory, no (or a claimed)
+    ``initialize`` key, data of another cluster. None when the data belongs to this
+    cluster."""
+    pg = local.pg
     if pg.data is DataState.INVALID:
         msg = "data directory is neither empty nor a valid cluster: operator action needed"
         if holds_lock:
             return _d(Reason.DATA_INVALID, msg, ReleaseLeader())
         return _d(Reason.DATA_INVALID, msg)
-
     if pg.data is DataState.EMPTY:
         return _empty_data(view, local, holds_lock)
-
     if view.initialize is None:
         if pg.sysid:
             return _d(Reason.ADOPT_DATA, f"no initialize key: adopting local data {pg.sysid}",
@@ -125,7 +160,14 @@ def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
         if holds_lock:
             return _d(Reason.SYSID_MISMATCH, msg, ReleaseLeader())
         return _d(Reason.SYSID_MISMATCH, msg)
+    return None
 
+
+def _by_postgres_state(view: ClusterView, local: LocalState, holds_lock: bool,
+                       now: float) -> Decision:
+    """8. Running (an operator's restart first), starting or stopped PostgreSQL, each
+    against the leader key."""
+    pg = local.pg
     if pg.running and pg.accepting:
         restart = restart_decision(view, local, holds_lock)
         if restart is not None:
@@ -176,47 +218,59 @@ def _dcs_unreachable(view: ClusterView | None, local: LocalState) -> Decision:
 
 
 def _paused(view: ClusterView, local: LocalState) -> Decision:
-    """Maintenance mode: change nothing in PostgreSQL; keep publishing as leader if we are."""
-    holds_lock = view.leader is not None and view.leader.name == local.name
+    """6. Maintenance mode: change nothing in PostgreSQL except on an operator's request
+    (restart, switchover); keep publishing as leader if we are."""
+    holds_lock = _holds_lock(view, local)
     pg = local.pg
     if pg.running and pg.accepting:
         restart = restart_decision(view, local, holds_lock)
         if restart is not None:
             return restart
-    request = parse_failover(view.failover)
-    if request is not None and request.due(local.wall_time):
-        if holds_lock and pg.running and pg.accepting and pg.role is PgRole.PRIMARY:
-            if not request.candidate:
-                return _d(Reason.SWITCHOVER_IMPOSSIBLE,
-                          "paused: a switchover needs a named candidate", ClearFailover())
-            switchover = leader_switchover(view, local)
-            if switchover is not None:
-                return switchover
-        if (view.leader is None and request.candidate == local.name and pg.running
-                and pg.accepting and pg.role is PgRole.REPLICA):
-            verdict = candidate_verdict(view, local, request)
-            if verdict is not None:
-                return _d(Reason.NOT_HEALTHIEST, f"paused: {verdict}")
-            return _d(Reason.SWITCHOVER_CANDIDATE,
-                      "paused: named candidate and the lock is free: taking it",
-                      AcquireLeader(), Promote(planned=True), ClearFailover(),
-                      PublishStatus(optime=pg.wal_position))
+    switchover = _paused_switchover(view, local, holds_lock)
+    if switchover is not None:
+        return switchover
     leader = view.leader_member
     if (not pg.running and pg.stopped_by_agent and pg.data is DataState.VALID
             and leader is not None and leader.name != local.name
             and leader.is_running_primary and leader.conn_url):
         return _d(Reason.REJOIN, f"paused: rejoining {leader.name} after a switchover",
                   Rejoin(_upstream(leader), view.settings.use_pg_rewind))
-    if holds_lock and local.pg.running and local.pg.role is PgRole.PRIMARY:
+    if holds_lock and _is_writable_primary(local):
         return _d(Reason.PAUSED, "paused: leader, publishing status only",
                   PublishStatus(optime=pg.wal_position))
-    if holds_lock and not (local.pg.running and local.pg.role is PgRole.PRIMARY):
+    if holds_lock:
         return _d(Reason.PAUSED, "paused: not a running primary, releasing the lock",
                   ReleaseLeader())
-    if (view.leader is None and local.pg.running and local.pg.accepting
-            and local.pg.role is PgRole.PRIMARY):
+    if view.leader is None and pg.running and pg.accepting and pg.role is PgRole.PRIMARY:
         return _d(Reason.PAUSED, "paused: running primary takes the free lock", AcquireLeader())
     return _d(Reason.PAUSED, "paused: changing nothing")
+
+
+def _paused_switchover(view: ClusterView, local: LocalState,
+                       holds_lock: bool) -> Decision | None:
+    """A due switchover in pause: only to a named candidate; the leader hands over, the
+    candidate takes the free lock unless it must refuse. None: no part in one now."""
+    pg = local.pg
+    request = parse_failover(view.failover)
+    if request is None or not request.due(local.wall_time):
+        return None
+    if holds_lock and pg.running and pg.accepting and pg.role is PgRole.PRIMARY:
+        if not request.candidate:
+            return _d(Reason.SWITCHOVER_IMPOSSIBLE,
+                      "paused: a switchover needs a named candidate", ClearFailover())
+        switchover = leader_switchover(view, local)
+        if switchover is not None:
+            return switchover
+    if (view.leader is None and request.candidate == local.name and pg.running
+            and pg.accepting and pg.role is PgRole.REPLICA):
+        refusal = candidate_refusal(view, local, request)
+        if refusal is not None:
+            return replace(refusal, message=f"paused: {refusal.message}")
+        return _d(Reason.SWITCHOVER_CANDIDATE,
+                  "paused: named candidate and the lock is free: taking it",
+                  AcquireLeader(), Promote(planned=True), ClearFailover(),
+                  PublishStatus(optime=pg.wal_position))
+    return None
 
 
 def _empty_data(view: ClusterView, local: LocalState, holds_lock: bool) -> Decision:
@@ -261,12 +315,6 @@ def _leader_housekeeping(view: ClusterView, local: LocalState, now: float) -> li
     return actions
 
 
-def _cluster_timeline(view: ClusterView) -> int | None:
-    tls = [m.timeline for m in view.members.values() if m.timeline is not None]
-    tls += [h.timeline + 1 for h in view.history]
-    return max(tls) if tls else None
-
-
 def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
                      now: float) -> Decision:
     if holds_lock:
@@ -279,7 +327,7 @@ def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
         return _d(Reason.OTHER_LEADER_DEMOTE,
                   f"{view.leader.name} holds the lock while we run as primary: demoting",
                   Demote(StopMode.IMMEDIATE))
-    cluster_tl = _cluster_timeline(view)
+    cluster_tl = cluster_timeline(view)
     if cluster_tl is not None and local.pg.timeline is not None and local.pg.timeline < cluster_tl:
         return _d(Reason.BEHIND_CLUSTER_TIMELINE,
                   f"running primary on timeline {local.pg.timeline} behind the cluster's "
@@ -314,24 +362,36 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
                   Promote(planned=view.failover is not None),
                   *_leader_housekeeping(view, local, now))
     if view.leader is not None:
-        leader = view.leader_member
-        if leader is None or not leader.conn_url:
-            return _d(Reason.WAITING_FOR_LEADER,
-                      f"leader {view.leader.name} has not published its member key yet")
-        if _replica_diverged(view, local, leader):
-            return _d(Reason.REPLICA_DIVERGED,
-                      f"replica went past the end of timeline {local.pg.timeline}: stopping "
-                      "to rejoin", StopPostgres(StopMode.FAST))
-        target = follow_target(view, local) or leader
-        if local.pg.upstream != target.name:
-            return _d(Reason.FOLLOW, f"following {target.name}", Follow(_upstream(target)))
-        return _d(Reason.REPLICA_HEALTHY, f"replica streaming from {target.name}")
+        return _replica_of_leader(view, local, view.leader.name)
+    return _free_lock(view, local, now)
+
+
+def _replica_of_leader(view: ClusterView, local: LocalState, leader_name: str) -> Decision:
+    """A running replica while ``leader_name`` holds the lock: stream from the right member,
+    or stop to rejoin when it went past the end of its timeline."""
+    leader = view.leader_member
+    if leader is None or not leader.conn_url:
+        return _d(Reason.WAITING_FOR_LEADER,
+                  f"leader {leader_name} has not published its member key yet")
+    if _replica_diverged(view, local, leader):
+        return _d(Reason.REPLICA_DIVERGED,
+                  f"replica went past the end of timeline {local.pg.timeline}: stopping "
+                  "to rejoin", StopPostgres(StopMode.FAST))
+    target = follow_target(view, local) or leader
+    if local.pg.upstream != target.name:
+        return _d(Reason.FOLLOW, f"following {target.name}", Follow(_upstream(target)))
+    return _d(Reason.REPLICA_HEALTHY, f"replica streaming from {target.name}")
+
+
+def _free_lock(view: ClusterView, local: LocalState, now: float) -> Decision:
+    """A running replica and no leader: a due request naming a candidate goes first (we are
+    the candidate, or stay out while it answers); otherwise the leader race."""
     request = parse_failover(view.failover)
     if request is not None and request.due(local.wall_time) and request.candidate:
         if request.candidate == local.name:
-            verdict = candidate_verdict(view, local, request)
-            if verdict is not None:
-                return _d(Reason.NOT_HEALTHIEST, verdict)
+            refusal = candidate_refusal(view, local, request)
+            if refusal is not None:
+                return refusal
             return _d(Reason.SWITCHOVER_CANDIDATE,
                       "named switchover/failover candidate and the lock is free: taking it",
                       AcquireLeader(), Promote(planned=True), ClearFailover(),
@@ -340,47 +400,13 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
         if peer is not None and peer.state == "running":
             return _d(Reason.SWITCHOVER_ELSEWHERE,
                       f"switchover to {request.candidate} in progress: staying out of the race")
-    verdict = _race_verdict(view, local)
-    if verdict is not None:
-        return _d(Reason.NOT_HEALTHIEST, verdict)
+    refusal = race_refusal(view, local)
+    if refusal is not None:
+        return refusal
     clear = (ClearFailover(),) if view.failover is not None else ()
     return _d(Reason.RACE, "no leader and this member is the healthiest: taking the lock",
               AcquireLeader(), Promote(planned=bool(clear)), *clear,
               *_leader_housekeeping(view, local, now))
-
-
-def _race_verdict(view: ClusterView, local: LocalState) -> str | None:
-    """Why this member must stay out of the leader race (safety rule 3), or None to race."""
-    pg = local.pg
-    if not local.tags.can_be_leader:
-        return "tagged nofailover: never taking the lock"
-    if local.failsafe_primary is not None:
-        return f"primary {local.failsafe_primary} confirmed it is alive (failsafe)"
-    if pg.wal_position is None:
-        return "own WAL position unknown"
-    lag_limit = view.settings.maximum_lag_on_failover
-    if view.optime is not None and view.optime - pg.wal_position > lag_limit:
-        return (f"lag {view.optime - pg.wal_position} bytes behind the last leader position "
-                f"exceeds maximum_lag_on_failover {lag_limit}")
-    cluster_tl = _cluster_timeline(view)
-    if (view.settings.check_timeline and cluster_tl is not None and pg.timeline is not None
-            and pg.timeline < cluster_tl):
-        return f"timeline {pg.timeline} behind the cluster's {cluster_tl}"
-    for name in sorted(local.peers):
-        peer = local.peers[name]
-        if name == local.name or peer is None:
-            continue
-        if peer.is_running_primary:
-            return f"primary {name} is still running"
-        if not peer.tags.can_be_leader or peer.wal_position is None:
-            continue
-        if peer.wal_position > pg.wal_position:
-            return f"{name} is ahead ({peer.wal_position} > {pg.wal_position})"
-        if (peer.wal_position == pg.wal_position
-                and peer.tags.failover_priority > local.tags.failover_priority):
-            return (f"{name} has the same WAL position and a higher failover_priority "
-                    f"({peer.tags.failover_priority} > {local.tags.failover_priority})")
-    return None
 
 
 def _starting(view: ClusterView, local: LocalState, holds_lock: bool, now: float) -> Decision:

@@ -37,7 +37,20 @@ class Reason(StrEnum):
     FOLLOW = "follow"
     REPLICA_HEALTHY = "replica_healthy"
     RACE = "race"
-    NOT_HEALTHIEST = "not_healthiest"
+    # refusals of the leader race (safety rule 3), one per rule: see pgha.core.race
+    RACE_REFUSED_NOFAILOVER = "race_refused_nofailover"
+    RACE_REFUSED_FAILSAFE_PRIMARY_ALIVE = "race_refused_failsafe_primary_alive"
+    RACE_REFUSED_POSITION_UNKNOWN = "race_refused_position_unknown"
+    RACE_REFUSED_LAG = "race_refused_lag"
+    RACE_REFUSED_TIMELINE_BEHIND = "race_refused_timeline_behind"
+    RACE_REFUSED_PEER_AHEAD = "race_refused_peer_ahead"
+    RACE_REFUSED_PEER_PRIORITY = "race_refused_peer_priority"
+    RACE_REFUSED_PRIMARY_RUNNING = "race_refused_primary_running"
+    # refusals of a named switchover/failover candidate: see pgha.core.operator
+    CANDIDATE_REFUSED_NOFAILOVER = "candidate_refused_nofailover"
+    CANDIDATE_REFUSED_LAG = "candidate_refused_lag"
+    CANDIDATE_REFUSED_FAILSAFE_PRIMARY_ALIVE = "candidate_refused_failsafe_primary_alive"
+    CANDIDATE_REFUSED_PRIMARY_RUNNING = "candidate_refused_primary_running"
     PG_STARTING = "pg_starting"
     PRIMARY_START_TIMEOUT = "primary_start_timeout"
     RESTART_PRIMARY = "restart_primary"
@@ -48,8 +61,28 @@ class Reason(StrEnum):
     SWITCHOVER_IMPOSSIBLE = "switchover_impossible"
     SWITCHOVER_CANDIDATE = "switchover_candidate"
     SWITCHOVER_ELSEWHERE = "switchover_elsewhere"
+    SWITCHOVER_FAILED = "switchover_failed"
     RESTART = "restart"
     REINITIALIZE = "reinitialize"
+
+
+RACE_REFUSALS: frozenset[Reason] = frozenset({
+    Reason.RACE_REFUSED_NOFAILOVER,
+    Reason.RACE_REFUSED_FAILSAFE_PRIMARY_ALIVE,
+    Reason.RACE_REFUSED_POSITION_UNKNOWN,
+    Reason.RACE_REFUSED_LAG,
+    Reason.RACE_REFUSED_TIMELINE_BEHIND,
+    Reason.RACE_REFUSED_PEER_AHEAD,
+    Reason.RACE_REFUSED_PEER_PRIORITY,
+    Reason.RACE_REFUSED_PRIMARY_RUNNING,
+    Reason.CANDIDATE_REFUSED_NOFAILOVER,
+    Reason.CANDIDATE_REFUSED_LAG,
+    Reason.CANDIDATE_REFUSED_FAILSAFE_PRIMARY_ALIVE,
+    Reason.CANDIDATE_REFUSED_PRIMARY_RUNNING,
+})
+"""Every reason for staying out of a free leader lock (a race or a named candidacy): a decision
+with one of them has no actions, and the agent re-observes soon (the better peer may be a
+primary that is stopping right now)."""
 
 
 @dataclass(frozen=True)

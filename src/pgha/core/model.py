@@ -338,6 +338,9 @@ class LocalState:
     ``restart_requested``: an operator restart whose conditions the agent already checked.
     ``reinit_requested``: an operator re-clone; ``reinit_from_leader`` clones from the leader
     even when a ``clonefrom`` member exists.
+    ``handover_failed``: a HandOver of ours failed because its candidate could not be asked or
+    did not confirm our final WAL, and the agent has not yet seen the DCS without a request
+    this member acts on as leader (see :func:`pgha.core.operator.withdraw_failed_switchover`).
     """
 
     name: str
@@ -354,3 +357,4 @@ class LocalState:
     restart_requested: bool = False
     reinit_requested: bool = False
     reinit_from_leader: bool = False
+    handover_failed: bool = False

@@ -1,4 +1,5 @@
-"""Decisions on operator requests (pure): switchover/failover, restart, re-initialize.
+"""Decisions on operator requests (pure): switchover/failover (including the candidate's
+refusals and the withdrawal of a failed hand-over), restart, re-initialize.
 
 Called by :func:`pgha.core.decide.decide` at the points its precedence allows; each returns a
 Decision, or None when the request does not apply now (the normal rules continue).
@@ -17,6 +18,7 @@ from pgha.core.switchover import (
     candidate_problem,
     parse_failover,
     pick_candidate,
+    request_for_leader,
 )
 from pgha.core.topology import clone_source, follow_target
 
@@ -55,26 +57,53 @@ def _hand_over(view: ClusterView, local: LocalState, request: FailoverRequest) -
               HandOver(_upstream(member)))
 
 
-def candidate_verdict(view: ClusterView, local: LocalState, request: FailoverRequest) -> str | None:
-    """Why the named candidate must not take the free lock. It does not compare WAL positions
-    with its peers (the leader checked them before handing over). A switchover (the request
-    names a leader) still needs the candidate within ``maximum_lag_on_failover`` of the last
-    leader position: a leader that died before handing over must not turn a planned
-    switchover into a lossy failover. Only a manual failover (no leader named) waives it."""
+def candidate_refusal(view: ClusterView, local: LocalState,
+                      request: FailoverRequest) -> Decision | None:
+    """Why the named candidate must not take the free lock: a Decision without actions whose
+    reason is one of the ``CANDIDATE_REFUSED_*`` codes; None when it may. It does not compare
+    WAL positions with its peers (the leader checked them before handing over). A switchover
+    (the request names a leader) still needs the candidate within ``maximum_lag_on_failover``
+    of the last leader position: a leader that died before handing over must not turn a
+    planned switchover into a lossy failover. Only a manual failover (no leader named) waives
+    it."""
     if not local.tags.can_be_leader:
-        return "named candidate but tagged nofailover: never taking the lock"
+        return _d(Reason.CANDIDATE_REFUSED_NOFAILOVER,
+                  "named candidate but tagged nofailover: never taking the lock")
     position, limit = local.pg.wal_position, view.settings.maximum_lag_on_failover
     if request.leader and view.optime is not None and (
             position is None or view.optime - position > limit):
-        return (f"switchover candidate, but {view.optime - (position or 0)} bytes behind the "
-                f"last leader position exceeds maximum_lag_on_failover {limit}")
+        return _d(Reason.CANDIDATE_REFUSED_LAG,
+                  f"switchover candidate, but {view.optime - (position or 0)} bytes behind "
+                  f"the last leader position exceeds maximum_lag_on_failover {limit}")
     if local.failsafe_primary is not None:
-        return f"primary {local.failsafe_primary} confirmed it is alive (failsafe)"
+        return _d(Reason.CANDIDATE_REFUSED_FAILSAFE_PRIMARY_ALIVE,
+                  f"primary {local.failsafe_primary} confirmed it is alive (failsafe)")
     for name in sorted(local.peers):
         peer = local.peers[name]
         if name != local.name and peer is not None and peer.is_running_primary:
-            return f"primary {name} is still running"
+            return _d(Reason.CANDIDATE_REFUSED_PRIMARY_RUNNING,
+                      f"primary {name} is still running")
     return None
+
+
+def withdraw_failed_switchover(view: ClusterView, local: LocalState,
+                               holds_lock: bool) -> Decision | None:
+    """Withdraw the request a failed hand-over of ours left in the DCS.
+
+    A :class:`~pgha.core.actions.HandOver` whose candidate could not be asked or did not
+    confirm our final WAL fails and leaves the ``failover`` key in place; the agent reports it
+    in ``local.handover_failed``. While we still hold the lock (the candidate never took it)
+    and the key holds a request we act on as leader, the only decision is to delete it: the
+    normal rules then restart PostgreSQL as primary, and never hand over again for that
+    request. Without the lock the member that took it clears the key itself."""
+    if not local.handover_failed or not holds_lock:
+        return None
+    request = request_for_leader(view.failover, local.name)
+    if request is None:
+        return None
+    return _d(Reason.SWITCHOVER_FAILED,
+              f"switchover to {request.candidate or 'a candidate'} failed (our final WAL was "
+              "not confirmed): withdrawing the request", ClearFailover())
 
 
 def restart_decision(view: ClusterView, local: LocalState, holds_lock: bool) -> Decision | None:

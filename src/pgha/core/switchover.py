@@ -77,6 +77,15 @@ def parse_failover(raw: Mapping[str, Any] | None) -> FailoverRequest | None:
     return FailoverRequest(leader or None, candidate or None, scheduled)
 
 
+def request_for_leader(raw: Mapping[str, Any] | None, name: str) -> FailoverRequest | None:
+    """The request in a ``failover`` key value that member ``name`` acts on as the leader (it
+    names ``name`` as leader, or no leader), or None. Whether it is due is not checked."""
+    request = parse_failover(raw)
+    if request is None or request.leader not in (None, name):
+        return None
+    return request
+
+
 def candidate_problem(view: ClusterView, name: str, peer: PeerStatus | None, *,
                       check_lag: bool) -> str | None:
     """Why member ``name`` cannot take over now, or None when it can. ``peer`` is its

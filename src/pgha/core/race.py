@@ -1,0 +1,81 @@
+"""The leader race: whether a healthy replica may take a free leader lock (pure).
+
+DESIGN.md safety rule 3: a replica joins the race only if it is not ``nofailover``, no primary
+asked it to stay out (failsafe), its own WAL position is known and within
+``maximum_lag_on_failover`` of the last known leader position, it is not behind the cluster's
+timeline (with ``check_timeline``), and no reachable peer runs as primary, is ahead of it, or
+has the same position and a higher ``failover_priority``. Unreachable peers (``None`` in
+``local.peers``) and peers that may not become leader are not compared.
+
+Each refusal has its own reason code (see :data:`pgha.core.decision.RACE_REFUSALS`).
+"""
+
+from __future__ import annotations
+
+from pgha.core.decision import Decision, Reason
+from pgha.core.decision import decision as _d
+from pgha.core.model import ClusterView, LocalState
+
+
+def cluster_timeline(view: ClusterView) -> int | None:
+    """The latest timeline the cluster is known to have reached: the highest timeline a member
+    published, or one past the last timeline the ``history`` key says ended."""
+    tls = [m.timeline for m in view.members.values() if m.timeline is not None]
+    tls += [h.timeline + 1 for h in view.history]
+    return max(tls) if tls else None
+
+
+def race_refusal(view: ClusterView, local: LocalState) -> Decision | None:
+    """Why this member must stay out of the leader race: a Decision without actions whose
+    reason is one of the ``RACE_REFUSED_*`` codes; None when it may race. The first rule that
+    applies wins, in the order of the module docstring."""
+    refusal = _own_refusal(view, local)
+    position = local.pg.wal_position  # known when _own_refusal found nothing
+    if refusal is None and position is not None:
+        refusal = _peer_refusal(local, position)
+    return refusal
+
+
+def _own_refusal(view: ClusterView, local: LocalState) -> Decision | None:
+    """Refusals that depend on this member alone (and the DCS view)."""
+    pg = local.pg
+    if not local.tags.can_be_leader:
+        return _d(Reason.RACE_REFUSED_NOFAILOVER, "tagged nofailover: never taking the lock")
+    if local.failsafe_primary is not None:
+        return _d(Reason.RACE_REFUSED_FAILSAFE_PRIMARY_ALIVE,
+                  f"primary {local.failsafe_primary} confirmed it is alive (failsafe)")
+    if pg.wal_position is None:
+        return _d(Reason.RACE_REFUSED_POSITION_UNKNOWN, "own WAL position unknown")
+    lag_limit = view.settings.maximum_lag_on_failover
+    if view.optime is not None and view.optime - pg.wal_position > lag_limit:
+        return _d(Reason.RACE_REFUSED_LAG,
+                  f"lag {view.optime - pg.wal_position} bytes behind the last leader position "
+                  f"exceeds maximum_lag_on_failover {lag_limit}")
+    cluster_tl = cluster_timeline(view)
+    if (view.settings.check_timeline and cluster_tl is not None and pg.timeline is not None
+            and pg.timeline < cluster_tl):
+        return _d(Reason.RACE_REFUSED_TIMELINE_BEHIND,
+                  f"timeline {pg.timeline} behind the cluster's {cluster_tl}")
+    return None
+
+
+def _peer_refusal(local: LocalState, mine: int) -> Decision | None:
+    """Refusals because of a reachable peer (checked by peer name); ``mine`` is this member's
+    WAL position."""
+    for name in sorted(local.peers):
+        peer = local.peers[name]
+        if name == local.name or peer is None:
+            continue
+        if peer.is_running_primary:
+            return _d(Reason.RACE_REFUSED_PRIMARY_RUNNING, f"primary {name} is still running")
+        if not peer.tags.can_be_leader or peer.wal_position is None:
+            continue
+        if peer.wal_position > mine:
+            return _d(Reason.RACE_REFUSED_PEER_AHEAD,
+                      f"{name} is ahead ({peer.wal_position} > {mine})")
+        if (peer.wal_position == mine
+                and peer.tags.failover_priority > local.tags.failover_priority):
+            return _d(Reason.RACE_REFUSED_PEER_PRIORITY,
+                      f"{name} has the same WAL position and a higher failover_priority "
+                      f"({peer.tags.failover_priority} > {local.tags.failover_priority})")
+    return None
