@@ -8,6 +8,7 @@ import json
 import logging
 import ssl
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,11 @@ from typer.testing import CliRunner
 
 from pgha import __version__
 from pgha.cli.cluster import format_list, member_rows
-from pgha.cli.common import ClusterState
 from pgha.cli.main import app
 from pgha.cli.output import format_rows, render_table
 from pgha.cli.rest import Call, RestError, api_base, basic_auth, call_all, credentials, ssl_context
 from pgha.config import Config, load_config
-from pgha.core.model import ClusterView, HaSettings, Leader, Member, Tags
+from pgha.core.model import ClusterView, HaSettings, Leader, Member, SyncKey, Tags
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "configs" / "patroni-example.yml"
@@ -134,11 +134,6 @@ def test_list_with_broken_config_exits_2(runner: CliRunner, tmp_path: Path) -> N
 # --------------------------------------------------------------------------- pgha list table
 
 
-def state_of(view: ClusterView, sync: frozenset[str] = frozenset(),
-             raw: dict[str, dict[str, object]] | None = None) -> ClusterState:
-    return ClusterState("demo", "/service/demo/", view, raw or {}, sync)
-
-
 def demo_view(**kw: object) -> ClusterView:
     head = 0x5000000
     members = {
@@ -158,7 +153,7 @@ def demo_view(**kw: object) -> ClusterView:
 
 
 def test_member_rows_leader_first_and_lag_in_mb() -> None:
-    rows = member_rows(state_of(demo_view()))
+    rows = member_rows(demo_view())
     assert [r["Member"] for r in rows] == ["pg2", "pg0", "pg1", "pg3"]
     leader, pg0, pg1, pg3 = rows
     assert {c: leader[c] for c in COLUMNS} == {
@@ -173,13 +168,13 @@ def test_member_rows_leader_first_and_lag_in_mb() -> None:
 
 
 def test_member_rows_lag_counts_from_optime_when_ahead_of_leader_key() -> None:
-    rows = member_rows(state_of(demo_view(optime=0x5000000 + 5 * MB)))
+    rows = member_rows(demo_view(optime=0x5000000 + 5 * MB))
     lags = {r["Member"]: r["Lag in MB"] for r in rows}
     assert lags == {"pg2": "", "pg0": 5, "pg1": 8, "pg3": "unknown"}
 
 
 def test_member_rows_without_leader() -> None:
-    rows = member_rows(state_of(demo_view(leader=None, optime=None)))
+    rows = member_rows(demo_view(leader=None, optime=None))
     assert [r["Member"] for r in rows] == ["pg0", "pg1", "pg2", "pg3"]
     assert all(r["Role"] == "Replica" for r in rows)
     assert all(r["Lag in MB"] == "unknown" for r in rows)
@@ -188,28 +183,28 @@ def test_member_rows_without_leader() -> None:
 def test_host_shows_port_only_when_needed() -> None:
     members = {n: Member(n, conn_url=f"postgres://10.0.0.{i}:5432/postgres")
                for i, n in enumerate(["a", "b"], 1)}
-    rows = member_rows(state_of(ClusterView(members=members)))
+    rows = member_rows(ClusterView(members=members))
     assert [r["Host"] for r in rows] == ["10.0.0.1", "10.0.0.2"]
     same_host = {n: Member(n, conn_url=f"postgres://127.0.0.1:{5432 + i}/postgres")
                  for i, n in enumerate(["a", "b"])}
-    rows = member_rows(state_of(ClusterView(members=same_host)))
+    rows = member_rows(ClusterView(members=same_host))
     assert [r["Host"] for r in rows] == ["127.0.0.1:5432", "127.0.0.1:5433"]
 
 
 def test_roles_sync_standby_quorum_and_standby_leader() -> None:
     view = demo_view()
-    rows = member_rows(state_of(view, sync=frozenset({"pg0"})))
+    rows = member_rows(replace(view, sync=SyncKey(sync_standby=frozenset({"pg0"}))))
     assert {r["Member"]: r["Role"] for r in rows} == {
         "pg2": "Leader", "pg0": "Sync Standby", "pg1": "Replica", "pg3": "Replica"}
     quorum = demo_view(config={"synchronous_mode": "quorum"})
-    rows = member_rows(state_of(quorum, sync=frozenset({"pg0"})))
+    rows = member_rows(replace(quorum, sync=SyncKey(sync_standby=frozenset({"pg0"}))))
     assert rows[1]["Role"] == "Quorum Standby"
     standby = demo_view(config={"standby_cluster": {"host": "10.1.1.1"}})
-    assert member_rows(state_of(standby))[0]["Role"] == "Standby Leader"
+    assert member_rows(standby)[0]["Role"] == "Standby Leader"
 
 
 def test_format_list_table() -> None:
-    text = format_list(state_of(demo_view()))
+    text = format_list("demo", demo_view())
     lines = text.splitlines()
     assert lines[0].startswith(f"+ Cluster: demo ({SYSID}) ")
     sep = lines[2]
@@ -233,27 +228,27 @@ def test_format_list_optional_columns() -> None:
     members = dict(view.members)
     members["pg1"] = Member("pg1", conn_url="postgres://10.0.0.1:5432/postgres",
                             pending_restart=True, tags=Tags(nofailover=True))
-    state = state_of(demo_view(members=members),
-                     raw={"pg0": {"scheduled_restart": {"schedule": "2099-01-01T00:00:00+00:00"}}})
-    text = format_list(state)
+    members["pg0"] = replace(members["pg0"],
+                             scheduled_restart={"schedule": "2099-01-01T00:00:00+00:00"})
+    text = format_list("demo", demo_view(members=members))
     header = [c.strip() for c in text.splitlines()[1].strip("|").split("|")]
     assert header == [*COLUMNS, "Pending restart", "Scheduled restart", "Tags"]
     row = next(line for line in text.splitlines() if "| pg1 " in line)
     assert "| * " in row and "nofailover: true" in row
     assert "2099-01-01T00:00:00+00:00" in text
-    plain = format_list(state_of(demo_view()))
+    plain = format_list("demo", demo_view())
     assert "Tags" not in plain
-    extended = format_list(state_of(demo_view()), extended=True)
+    extended = format_list("demo", demo_view(), extended=True)
     assert "Pending restart" in extended and "Tags" in extended
 
 
 def test_format_list_machine_formats() -> None:
-    state = state_of(demo_view())
-    data = json.loads(format_list(state, "json"))
+    view = demo_view()
+    data = json.loads(format_list("demo", view, "json"))
     assert data[0] == {"Cluster": "demo", "Member": "pg2", "Host": "10.0.0.2:5432",
                        "Role": "Leader", "State": "running", "TL": 2, "Lag in MB": ""}
-    assert yaml.safe_load(format_list(state, "yaml")) == data
-    tsv = format_list(state, "tsv").splitlines()
+    assert yaml.safe_load(format_list("demo", view, "yaml")) == data
+    tsv = format_list("demo", view, "tsv").splitlines()
     assert tsv[0] == "\t".join(["Cluster", *COLUMNS])
     assert tsv[1] == "demo\tpg2\t10.0.0.2:5432\tLeader\trunning\t2\t"
 
@@ -262,7 +257,7 @@ def test_format_list_paused_and_scheduled_switchover_footer() -> None:
     view = demo_view(settings=HaSettings(pause=True),
                      failover={"leader": "pg2", "member": "pg1",
                                "scheduled_at": "2099-01-01T00:00:00+00:00"})
-    lines = format_list(state_of(view)).splitlines()
+    lines = format_list("demo", view).splitlines()
     assert lines[-4:] == [
         " Maintenance mode: on",
         " Switchover scheduled at: 2099-01-01T00:00:00+00:00",
@@ -275,7 +270,7 @@ def test_format_list_paused_and_scheduled_switchover_footer() -> None:
     ("", "initializing"), (None, "uninitialized"),
 ])
 def test_format_list_without_system_identifier(initialize: str | None, shown: str) -> None:
-    text = format_list(state_of(demo_view(initialize=initialize)))
+    text = format_list("demo", demo_view(initialize=initialize))
     assert text.splitlines()[0].startswith(f"+ Cluster: demo ({shown}) ")
 
 
@@ -290,7 +285,7 @@ def test_topology_tree_by_replicatefrom() -> None:
         "e": Member("e", conn_url="postgres://10.0.0.5/postgres",
                     tags=Tags(replicatefrom="gone")),
     }
-    text = format_list(state_of(ClusterView(leader=Leader("a"), members=members)),
+    text = format_list("demo", ClusterView(leader=Leader("a"), members=members),
                        topology=True)
     names = [line.split("|")[1].rstrip() for line in text.splitlines()[3:-1]]
     assert names == [" a", " + b", "   + c", "     + d", " + e"]

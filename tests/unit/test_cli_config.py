@@ -12,6 +12,7 @@ from tests.support.cli_env import AUTH, BASIC, CliEnv
 from tests.support.fake_api import FakeApis
 
 from pgha.cli import common, dynamic
+from pgha.core.model import ClusterView
 
 BASE = {"ttl": 30, "loop_wait": 10, "retry_timeout": 10,
         "postgresql": {"parameters": {"max_connections": 100}}}
@@ -133,16 +134,16 @@ def test_edit_config_invalid_values_exit_2(env: CliEnv) -> None:
 
 def test_edit_config_lost_race(env: CliEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     env.cluster(config=BASE)
-    real_load = common.load_state
+    real_load = common.load_view
 
-    async def racing_load(config: object, timeout: float = 5.0) -> common.ClusterState:
-        state = await real_load(config, timeout)  # type: ignore[arg-type]
+    async def racing_load(config: object, timeout: float = 5.0) -> ClusterView:
+        view = await real_load(config, timeout)  # type: ignore[arg-type]
         env_store = common.kv_factory(config, timeout)  # type: ignore[arg-type]
         async with env_store as kv:  # someone else writes right after our read
             await kv.put("/service/demo/config", b'{"ttl": 45}')
-        return state
+        return view
 
-    monkeypatch.setattr(common, "load_state", racing_load)
+    monkeypatch.setattr(common, "load_view", racing_load)
     result = env.invoke("edit-config", "-s", "ttl=20", "--force")
     assert result.exit_code == 1
     assert "changed by someone else since it was read" in result.stderr

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pgha.core.model import HistoryEntry, Member, Tags
+from pgha.core.model import HistoryEntry, Member, SyncKey, Tags
 from pgha.dcs.base import DCSError, SessionExpired, WatchEvent
 from pgha.dcs.codec import member_from_json, member_to_json
 from pgha.dcs.memory import MemoryBackend, MemoryStore
@@ -212,6 +212,64 @@ async def test_status_failover_and_legacy_optime(stores: list[ClusterStore]) -> 
     assert await s.delete_failover() is False
 
 
+async def test_delete_failover_compare_and_set(stores: list[ClusterStore]) -> None:
+    s = stores[0]
+    await s.write_failover({"leader": "pg0", "scheduled_at": "2099-01-01T00:00:00+00:00"})
+    rev = (await s.load()).key_revisions["failover"]
+    await s.write_failover({"leader": "pg0"})  # changed after our read
+    assert await s.delete_failover(if_revision=rev) is False
+    assert (await s.load()).failover == {"leader": "pg0"}
+    assert await s.delete_failover(if_revision=(await s.load()).key_revisions["failover"])
+
+
+async def test_config_compare_and_set_against_a_read(stores: list[ClusterStore]) -> None:
+    a, b, _ = stores
+    assert await a.compare_and_set_config({"ttl": 20}, None)  # absent: create
+    assert await b.compare_and_set_config({"ttl": 99}, None) is False  # exists now
+    rev = (await a.load()).key_revisions["config"]
+    assert await a.compare_and_set_config({"ttl": 21}, rev)
+    assert await b.compare_and_set_config({"ttl": 22}, rev) is False  # stale revision
+    assert (await b.load()).config == {"ttl": 21}
+
+
+async def test_key_revisions_list_every_key_read(stores: list[ClusterStore]) -> None:
+    s = stores[0]
+    await s.create_config({"ttl": 30})
+    await s.kv.put(s.key("failover"), b"{broken")
+    await s.kv.put(s.key("unknown/key"), b"x")
+    await s.touch_member({"state": "running"})
+    view = await s.load()
+    raw = (await s.kv.get_prefix(s.prefix)).items
+    assert view.key_revisions == {k[len(s.prefix):]: kv.revision for k, kv in raw.items()}
+    assert set(view.key_revisions) == {"config", "failover", "unknown/key", "members/pg0"}
+    assert view.failover is None  # unparseable, yet its revision is known
+
+
+@pytest.mark.parametrize(("value", "leader", "standbys"), [
+    (b'{"leader": "pg0", "sync_standby": "pg1, pg2,"}', "pg0", {"pg1", "pg2"}),
+    (b'{"leader": "pg0", "sync_standby": ["pg1"], "quorum": 1}', "pg0", {"pg1"}),
+    (b'{"leader": "pg0", "sync_standby": null}', "pg0", set()),
+    (b'{}', None, set()),
+])
+async def test_sync_key_is_parsed(stores: list[ClusterStore], value: bytes, leader: str | None,
+                                  standbys: set[str]) -> None:
+    s = stores[0]
+    assert (await s.load()).sync is None
+    await s.kv.put(s.key("sync"), value)
+    assert (await s.load()).sync == SyncKey(leader, frozenset(standbys))
+
+
+@pytest.mark.parametrize("value", [b"[]", b'{"leader": 1}', b'{"sync_standby": 5}',
+                                   b'{"sync_standby": ["pg1", 2]}', b"{bad"])
+async def test_bad_sync_key_is_logged_and_ignored(stores: list[ClusterStore], value: bytes,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    s = stores[0]
+    await s.kv.put(s.key("sync"), value)
+    with caplog.at_level(logging.WARNING, logger="pgha.dcs"):
+        assert (await s.load()).sync is None
+    assert any(s.key("sync") in r.getMessage() for r in caplog.records)
+
+
 async def test_history_append(stores: list[ClusterStore]) -> None:
     a, b, _ = stores
     e1 = HistoryEntry(1, 0x3000060, "no recovery target specified", "2024-05-01T10:00:00+00:00",
@@ -385,8 +443,9 @@ async def test_remove_cluster(stores: list[ClusterStore]) -> None:
     assert await a.claim_initialize()
     assert await a.acquire_leader()
     await b.touch_member({"state": "running"})
-    await a.remove_cluster()
+    assert await a.remove_cluster() == 3  # initialize, leader, members/pg1
     assert (await a.kv.get_prefix(a.prefix)).items == {}
+    assert await a.remove_cluster() == 0
     assert (await other.load()).initialize == ""
 
 

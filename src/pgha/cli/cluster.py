@@ -21,15 +21,14 @@ holds a scheduled switchover; the machine formats (json, yaml, tsv) add a ``Clus
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
 from pgha.cli import common
-from pgha.cli.common import ClusterState
 from pgha.cli.output import format_rows
-from pgha.config import Config
 from pgha.core.model import ClusterView, Member
 
 MB = 1024 * 1024
@@ -41,11 +40,6 @@ FormatOption = Annotated[str, typer.Option("-f", "--format",
 WatchFlag = Annotated[bool, typer.Option("-W", help="refresh every 2 seconds until Ctrl-C")]
 WatchEvery = Annotated[float | None, typer.Option("-w", "--watch",
                                                   help="refresh every N seconds until Ctrl-C")]
-
-
-async def read_view(config: Config, timeout: float = 5.0) -> ClusterView:
-    """One consistent read of the cluster's keys (no session is opened)."""
-    return (await common.load_state(config, timeout)).view
 
 
 def _host_port(conn_url: str) -> tuple[str, int | None]:
@@ -67,20 +61,19 @@ def _hosts(members: list[Member]) -> dict[str, str]:
             for name, (h, p) in parsed.items()}
 
 
-def role_of(state: ClusterState, member: Member) -> str:
-    """The Role column of ``member``."""
-    if member.name == state.leader:
-        return "Standby Leader" if state.is_standby_cluster else "Leader"
-    if member.name in state.sync_standbys:
-        mode = (state.view.config or {}).get("synchronous_mode")
+def role_of(view: ClusterView, member: Member) -> str:
+    """The Role column of ``member``: members named in the ``sync`` key show as
+    synchronous standbys whoever wrote it."""
+    if member.name == common.leader_name(view):
+        return "Standby Leader" if common.is_standby_cluster(view) else "Leader"
+    if view.sync is not None and member.name in view.sync.sync_standby:
+        mode = (view.config or {}).get("synchronous_mode")
         return "Quorum Standby" if mode == "quorum" else "Sync Standby"
     return "Replica"
 
 
-def _scheduled_restart(raw: Any) -> str:
-    if isinstance(raw, dict):
-        return str(raw.get("schedule", ""))
-    return "" if raw is None else str(raw)
+def _scheduled_restart(scheduled: Mapping[str, Any] | None) -> str:
+    return "" if scheduled is None else str(scheduled.get("schedule", ""))
 
 
 def _tags_text(tags: dict[str, Any]) -> str:
@@ -88,15 +81,14 @@ def _tags_text(tags: dict[str, Any]) -> str:
                      for k, v in sorted(tags.items()))
 
 
-def member_rows(state: ClusterState, fmt: str = "pretty") -> list[dict[str, Any]]:
+def member_rows(view: ClusterView, fmt: str = "pretty") -> list[dict[str, Any]]:
     """One row per member, leader first, with every column (optional ones may be empty).
     Tags are a mapping in json/yaml and ``key: value, ...`` text otherwise."""
-    view = state.view
-    members = state.ordered()
+    members = common.ordered(view)
     hosts = _hosts(members)
     rows: list[dict[str, Any]] = []
     for m in members:
-        is_leader = m.name == state.leader
+        is_leader = m.name == common.leader_name(view)
         lag: int | str = ""
         if not is_leader:
             behind = view.lag_of(m.xlog_location)
@@ -104,17 +96,16 @@ def member_rows(state: ClusterState, fmt: str = "pretty") -> list[dict[str, Any]
         shown_state = m.state
         if not is_leader and m.state == "running" and m.replication_state:
             shown_state = m.replication_state
-        raw = state.raw_members.get(m.name, {})
         tags = m.tags.to_json()
         rows.append({
             "Member": m.name,
             "Host": hosts[m.name],
-            "Role": role_of(state, m),
+            "Role": role_of(view, m),
             "State": shown_state,
             "TL": m.timeline if m.timeline is not None else "",
             "Lag in MB": lag,
             "Pending restart": "*" if m.pending_restart else "",
-            "Scheduled restart": _scheduled_restart(raw.get("scheduled_restart")),
+            "Scheduled restart": _scheduled_restart(m.scheduled_restart),
             "Tags": (tags or "") if fmt in ("json", "yaml") else _tags_text(tags),
         })
     return rows
@@ -126,18 +117,18 @@ def columns_for(rows: list[dict[str, Any]], extended: bool) -> list[str]:
                            if extended or any(r.get(c) for r in rows)]
 
 
-def title_of(state: ClusterState) -> str:
-    init = state.view.initialize
+def title_of(scope: str, view: ClusterView) -> str:
+    init = view.initialize
     sysid = init or ("initializing" if init == "" else "uninitialized")
-    return f"Cluster: {state.scope} ({sysid})"
+    return f"Cluster: {scope} ({sysid})"
 
 
-def footer(state: ClusterState) -> list[str]:
+def footer(view: ClusterView) -> list[str]:
     """The lines under the pretty table: maintenance mode and a scheduled switchover."""
     lines = []
-    if state.view.settings.pause:
+    if view.settings.pause:
         lines.append(" Maintenance mode: on")
-    failover = state.view.failover or {}
+    failover = view.failover or {}
     if failover.get("scheduled_at"):
         lines.append(f" Switchover scheduled at: {failover['scheduled_at']}")
         lines.append(f"                    from: {failover.get('leader') or ''}")
@@ -146,13 +137,14 @@ def footer(state: ClusterState) -> list[str]:
     return lines
 
 
-def tree_order(state: ClusterState, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def tree_order(view: ClusterView, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows in ``replicatefrom`` tree order: the leader, then each member under the member it
     replicates from (under the leader when the tag is absent or names no known member), the
     Member cell indented with ``+ ``."""
     by_name = {r["Member"]: r for r in rows}
-    members = state.view.members
-    root = state.leader if state.leader in by_name else None
+    members = view.members
+    leader = common.leader_name(view)
+    root = leader if leader in by_name else None
     children: dict[str | None, list[str]] = {}
     for name in by_name:
         if name == root:
@@ -182,17 +174,18 @@ def tree_order(state: ClusterState, rows: list[dict[str, Any]]) -> list[dict[str
     return out
 
 
-def format_list(state: ClusterState, fmt: str = "pretty", extended: bool = False,
+def format_list(scope: str, view: ClusterView, fmt: str = "pretty", extended: bool = False,
                 topology: bool = False) -> str:
-    """The ``list`` (or ``topology``) output of ``state`` in format ``fmt``."""
-    rows = member_rows(state, fmt)
+    """The ``list`` (or ``topology``) output of cluster ``scope`` seen as ``view``, in format
+    ``fmt``."""
+    rows = member_rows(view, fmt)
     columns = columns_for(rows, extended)
     if topology:
-        rows = tree_order(state, rows)
+        rows = tree_order(view, rows)
     if fmt == "pretty":
-        text = format_rows(rows, columns, fmt, title=title_of(state))
-        return "\n".join([text, *footer(state)])
-    return format_rows([{"Cluster": state.scope, **r} for r in rows], ["Cluster", *columns], fmt)
+        text = format_rows(rows, columns, fmt, title=title_of(scope, view))
+        return "\n".join([text, *footer(view)])
+    return format_rows([{"Cluster": scope, **r} for r in rows], ["Cluster", *columns], fmt)
 
 
 def _show(ctx: typer.Context, clusters: list[str] | None, fmt: str, extended: bool,
@@ -207,8 +200,8 @@ def _show(ctx: typer.Context, clusters: list[str] | None, fmt: str, extended: bo
         if timestamp:
             parts.append(datetime.now().strftime("%Y-%m-%d %H:%M:%S"))
         for config in configs:
-            state = common.read_state(config)
-            parts.append(format_list(state, fmt, extended, topology))
+            view = common.read_view(config)
+            parts.append(format_list(config.scope, view, fmt, extended, topology))
         return "\n".join(parts)
 
     common.repeat(render, common.watch_interval(watch, every))

@@ -4,9 +4,11 @@ selection, timestamps, watching and errors.
 Exit codes: 2 for usage and configuration errors (:func:`usage_error`), 1 for operational
 failures (:func:`fail`): DCS unreachable, a member refused or failed, a lost race.
 
-The DCS is reached through the module-level seam :data:`kv_factory` (tests replace it with an
-in-memory store). The CLI never opens a session: it reads with one ``get_prefix`` and writes
-persistent keys with compare-and-set.
+The DCS is read and written only through :class:`pgha.dcs.store.ClusterStore` (the agent's own
+domain operations) and seen as the core's :class:`~pgha.core.model.ClusterView`; the CLI has no
+model of the keys of its own. The KVStore under it comes from the module-level seam
+:data:`kv_factory` (tests replace it with an in-memory store). The CLI never opens a session:
+it reads every key in one consistent read and writes persistent keys with compare-and-set.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -25,10 +27,9 @@ import typer
 from pgha.cli.rest import DEFAULT_TIMEOUT, Call, Reply, RestError, call_all
 from pgha.config import Config, ConfigError
 from pgha.core.model import ClusterView, Member
-from pgha.dcs.base import DCSError, KVStore, scope_prefix
-from pgha.dcs.codec import loads
+from pgha.dcs.base import DCSError, KVStore
 from pgha.dcs.factory import open_kv
-from pgha.dcs.store import parse_snapshot
+from pgha.dcs.store import ClusterStore
 
 T = TypeVar("T")
 
@@ -87,96 +88,59 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"cannot reach the DCS: {exc or type(exc).__name__}")
 
 
-# ----------------------------------------------------------------------------- cluster state
+# ----------------------------------------------------------------------------- the DCS
 
 
-@dataclass(frozen=True)
-class ClusterState:
-    """One consistent read of a cluster's keys: the parsed view plus what the CLI needs
-    beyond it (raw member JSON for optional fields, the ``sync`` key, key revisions)."""
-
-    scope: str
-    prefix: str
-    view: ClusterView
-    raw_members: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    sync_standbys: frozenset[str] = frozenset()
-    revisions: Mapping[str, int] = field(default_factory=dict)  # relative key -> revision
-
-    @property
-    def leader(self) -> str | None:
-        return self.view.leader.name if self.view.leader else None
-
-    @property
-    def is_standby_cluster(self) -> bool:
-        config = self.view.config or {}
-        if config.get("standby_cluster"):
-            return True
-        leader = self.view.leader_member
-        return leader is not None and leader.role == "standby_leader"
-
-    def ordered(self) -> list[Member]:
-        """Members, the leader first, then by name."""
-        names = sorted(self.view.members, key=lambda n: (n != self.leader, n))
-        return [self.view.members[n] for n in names]
-
-    def revision(self, key: str) -> int | None:
-        """Revision of relative ``key`` (e.g. ``config``), None when absent."""
-        return self.revisions.get(key)
-
-
-async def load_state(config: Config, timeout: float = DCS_TIMEOUT) -> ClusterState:
-    """Read every key of ``config``'s cluster once (no session). Raises DCSError/TimeoutError."""
-    prefix = scope_prefix(config.namespace, config.scope)
-    async with asyncio.timeout(2 * timeout):
+async def use_store(config: Config, operation: Callable[[ClusterStore], Awaitable[T]],
+                    timeout: float = DCS_TIMEOUT, budget: float | None = None) -> T:
+    """Run ``operation`` on the :class:`~pgha.dcs.store.ClusterStore` of ``config``'s
+    cluster, over a KVStore from :data:`kv_factory` (``timeout`` per request), all of it
+    within ``budget`` seconds (default ``2 * timeout``). No session is opened: the CLI reads,
+    and writes persistent keys with compare-and-set. Raises DCSError/TimeoutError."""
+    async with asyncio.timeout(budget if budget is not None else 2 * timeout):
         async with kv_factory(config, timeout) as kv:
-            snapshot = await kv.get_prefix(prefix)
-    raw: dict[str, Mapping[str, Any]] = {}
-    sync: frozenset[str] = frozenset()
-    revisions: dict[str, int] = {}
-    for key, kv_item in snapshot.items.items():
-        name = key[len(prefix):]
-        revisions[name] = kv_item.revision
-        if name.startswith("members/") or name == "sync":
-            try:
-                data = loads(kv_item.value)
-            except ValueError:
-                continue
-            if not isinstance(data, dict):
-                continue
-            if name == "sync":
-                standbys = data.get("sync_standby") or ""
-                if isinstance(standbys, str):
-                    sync = frozenset(s for s in standbys.split(",") if s)
-                elif isinstance(standbys, list):
-                    sync = frozenset(str(s) for s in standbys)
-            else:
-                raw[name[len("members/"):]] = data
-    view = parse_snapshot(prefix, snapshot)
-    return ClusterState(config.scope, prefix, view, raw, sync, revisions)
+            return await operation(ClusterStore(kv, config.namespace, config.scope, config.name))
 
 
-async def cas_put(config: Config, key: str, value: bytes, revision: int | None) -> bool:
-    """Write relative ``key`` only if its revision is still ``revision`` (None: only if the
-    key is absent). False when someone else changed it first."""
-    async with asyncio.timeout(2 * DCS_TIMEOUT):
-        async with kv_factory(config, DCS_TIMEOUT) as kv:
-            absolute = scope_prefix(config.namespace, config.scope) + key
-            if revision is None:
-                return await kv.create(absolute, value)
-            return await kv.put(absolute, value, if_revision=revision)
+async def load_view(config: Config, timeout: float = DCS_TIMEOUT) -> ClusterView:
+    """One consistent read of every key of ``config``'s cluster (``ClusterStore.load``).
+    Raises DCSError/TimeoutError."""
+    return await use_store(config, lambda store: store.load(), timeout)
 
 
-async def cas_delete(config: Config, key: str, revision: int) -> bool:
-    """Delete relative ``key`` only if its revision is still ``revision``."""
-    async with asyncio.timeout(2 * DCS_TIMEOUT):
-        async with kv_factory(config, DCS_TIMEOUT) as kv:
-            absolute = scope_prefix(config.namespace, config.scope) + key
-            return await kv.delete(absolute, if_revision=revision)
+def read_view(config: Config) -> ClusterView:
+    """:func:`load_view` from synchronous code (exits 1 when the DCS cannot be read)."""
+    return run(load_view(config))
 
 
-def read_state(config: Config) -> ClusterState:
-    """:func:`load_state` from synchronous code (exits 1 when the DCS cannot be read)."""
-    return run(load_state(config))
+def on_store(config: Config, operation: Callable[[ClusterStore], Awaitable[T]],
+             budget: float | None = None) -> T:
+    """:func:`use_store` from synchronous code (exits 1 when the DCS cannot be reached)."""
+    return run(use_store(config, operation, budget=budget))
+
+
+# ----------------------------------------------------------------------------- the view
+
+
+def leader_name(view: ClusterView) -> str | None:
+    """The name in the ``leader`` key, None when there is none."""
+    return view.leader.name if view.leader else None
+
+
+def is_standby_cluster(view: ClusterView) -> bool:
+    """A ``standby_cluster`` section in the dynamic configuration, or a lock holder that
+    publishes the role ``standby_leader``."""
+    if (view.config or {}).get("standby_cluster"):
+        return True
+    leader = view.leader_member
+    return leader is not None and leader.role == "standby_leader"
+
+
+def ordered(view: ClusterView) -> list[Member]:
+    """Members, the leader first, then by name."""
+    leader = leader_name(view)
+    names = sorted(view.members, key=lambda n: (n != leader, n))
+    return [view.members[n] for n in names]
 
 
 # ----------------------------------------------------------------------------- members
@@ -192,19 +156,19 @@ def normalize_role(role: str) -> str:
     return role
 
 
-def has_role(state: ClusterState, member: Member, role: str) -> bool:
+def has_role(view: ClusterView, member: Member, role: str) -> bool:
     """Whether ``member`` matches a (normalized) ``-r`` role: leader = the lock holder,
     primary / standby-leader = the lock holder in a normal / standby cluster, replica and
     standby = every other member, any = all."""
-    is_leader = member.name == state.leader
+    is_leader = member.name == leader_name(view)
     if role == "any":
         return True
     if role == "leader":
         return is_leader
     if role == "primary":
-        return is_leader and not state.is_standby_cluster
+        return is_leader and not is_standby_cluster(view)
     if role == "standby-leader":
-        return is_leader and state.is_standby_cluster
+        return is_leader and is_standby_cluster(view)
     return not is_leader
 
 
@@ -217,14 +181,15 @@ def strip_cluster(config: Config, names: Sequence[str]) -> list[str]:
     return out
 
 
-def select_members(state: ClusterState, names: Sequence[str], role: str) -> list[Member]:
-    """The members named (all when none) that match ``role``, leader first. Unknown names
-    exit 1 naming them."""
-    unknown = [n for n in names if n not in state.view.members]
+def select_members(scope: str, view: ClusterView, names: Sequence[str],
+                   role: str) -> list[Member]:
+    """The members of cluster ``scope`` named (all when none) that match ``role``, leader
+    first. Unknown names exit 1 naming them."""
+    unknown = [n for n in names if n not in view.members]
     if unknown:
-        fail(f"{', '.join(unknown)}: not a member of cluster {state.scope}")
-    chosen = [m for m in state.ordered() if (not names or m.name in names)]
-    return [m for m in chosen if has_role(state, m, role)]
+        fail(f"{', '.join(unknown)}: not a member of cluster {scope}")
+    chosen = [m for m in ordered(view) if (not names or m.name in names)]
+    return [m for m in chosen if has_role(view, m, role)]
 
 
 def member_list(members: Sequence[Member]) -> str:

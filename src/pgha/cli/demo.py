@@ -21,14 +21,13 @@ from pgha.config import load_config
 def cluster_ready(cluster: LocalCluster) -> str | None:
     """The ``list`` table once there is a leader and every member runs, else None."""
     from pgha.cli.cluster import format_list
-    from pgha.cli.common import load_state
+    from pgha.cli.common import load_view
 
     config = load_config(next(iter(cluster.procs.values())).config_path)
     try:
-        state = asyncio.run(load_state(config, timeout=3))
+        view = asyncio.run(load_view(config, timeout=3))
     except Exception:
         return None
-    view = state.view
     if view.leader is None or len(view.members) < len(cluster.procs):
         return None
     if any(m.state != "running" for m in view.members.values()):
@@ -36,7 +35,7 @@ def cluster_ready(cluster: LocalCluster) -> str | None:
     if any(m.replication_state != "streaming" for n, m in view.members.items()
            if n != view.leader.name):
         return None
-    return format_list(state)
+    return format_list(config.scope, view)
 
 
 def demo(

@@ -29,12 +29,12 @@ import typer
 import yaml
 
 from pgha.cli import common
-from pgha.cli.common import ClusterState, fail, usage_error
+from pgha.cli.common import fail, usage_error
 from pgha.cli.output import dump_yaml
 from pgha.cli.rest import Call, RestError
 from pgha.config import Config, ConfigError, parse_dynamic_config
 from pgha.core.commands import merge_patch
-from pgha.dcs.codec import dumps
+from pgha.core.model import ClusterView
 
 Cluster = Annotated[str | None, typer.Argument(
     metavar="[CLUSTER]", help="cluster name (default: the configured scope)")]
@@ -45,8 +45,8 @@ POLL_INTERVAL = 1.0
 
 def show_config(ctx: typer.Context, cluster: Cluster = None) -> None:
     """Print the dynamic configuration as YAML."""
-    state = common.read_state(common.get_config(ctx, cluster))
-    typer.echo(dump_yaml(dict(state.view.config or {})))
+    view = common.read_view(common.get_config(ctx, cluster))
+    typer.echo(dump_yaml(dict(view.config or {})))
 
 
 def _yaml_value(text: str) -> Any:
@@ -119,6 +119,37 @@ def run_editor(text: str) -> str:
         return path.read_text()
 
 
+def _edited(before: dict[str, Any], replace: str | None, apply: str | None,
+            sets: list[str], pgs: list[str]) -> dict[str, Any]:
+    """The configuration ``edit-config`` would write: ``before`` (not modified) replaced by the
+    ``--replace`` file, merged with the ``--apply`` file, then each ``-s`` and ``-p``; the
+    editor's result when none is given. Bad input exits 2."""
+    after = copy.deepcopy(before)
+    if replace is not None:
+        after = _yaml_mapping(_read_source(replace), replace)
+    if apply is not None:
+        after = merge_patch(after, _yaml_mapping(_read_source(apply), apply))
+    for item in sets:
+        set_path(after, *_assignment(item, "-s/--set"))
+    for item in pgs:
+        name, value = _assignment(item, "-p/--pg")
+        set_path(after, f"postgresql.parameters.{name}", value)
+    if replace is None and apply is None and not sets and not pgs:
+        after = _yaml_mapping(run_editor(dump_yaml(before) + "\n"), "edited configuration")
+    return after
+
+
+def _validate_or_exit(new: dict[str, Any]) -> None:
+    """Exit 2 listing every error when ``new`` is not a valid dynamic configuration."""
+    try:
+        parse_dynamic_config(new)
+    except ConfigError as exc:
+        typer.echo("Error: the new configuration is invalid, nothing was written:", err=True)
+        for key, message in exc.errors:
+            typer.echo(f"  {key or '<top>'}: {message}", err=True)
+        raise typer.Exit(2) from None
+
+
 def edit_config(
     ctx: typer.Context,
     cluster: Cluster = None,
@@ -137,48 +168,32 @@ def edit_config(
 ) -> None:
     """Change the dynamic configuration in the DCS (compare-and-set), showing a diff."""
     config = common.get_config(ctx, cluster)
-    state = common.read_state(config)
-    revision = state.revision("config")
-    if revision is not None and state.view.config is None:
+    view = common.read_view(config)
+    revision = view.key_revisions.get("config")
+    if revision is not None and view.config is None:
         typer.echo("warning: the config key holds no valid JSON object; editing {}", err=True)
-    before: dict[str, Any] = copy.deepcopy(dict(state.view.config or {}))
-    after = copy.deepcopy(before)
-    if replace is not None:
-        after = _yaml_mapping(_read_source(replace), replace)
-    if apply is not None:
-        after = merge_patch(after, _yaml_mapping(_read_source(apply), apply))
-    for item in sets or []:
-        set_path(after, *_assignment(item, "-s/--set"))
-    for item in pgs or []:
-        name, value = _assignment(item, "-p/--pg")
-        set_path(after, f"postgresql.parameters.{name}", value)
-    if replace is None and apply is None and not sets and not pgs:
-        after = _yaml_mapping(run_editor(dump_yaml(before) + "\n"), "edited configuration")
+    before: dict[str, Any] = copy.deepcopy(dict(view.config or {}))
+    after = _edited(before, replace, apply, sets or [], pgs or [])
     if after == before:
         typer.echo("Not changed")
         return
-    try:
-        parse_dynamic_config(after)
-    except ConfigError as exc:
-        typer.echo("Error: the new configuration is invalid, nothing was written:", err=True)
-        for key, message in exc.errors:
-            typer.echo(f"  {key or '<top>'}: {message}", err=True)
-        raise typer.Exit(2) from None
+    _validate_or_exit(after)
     if not quiet:
         diff = difflib.unified_diff(dump_yaml(before).splitlines(),
                                     dump_yaml(after).splitlines(),
                                     "before", "after", lineterm="")
         typer.echo("\n".join(diff))
     common.confirm("Apply these changes?", force)
-    if not common.run(common.cas_put(config, "config", dumps(after), revision)):
+    if not common.on_store(config, lambda store: store.compare_and_set_config(after, revision)):
         fail("the configuration was changed by someone else since it was read; nothing was "
              "written: run edit-config again")
     typer.echo("Configuration changed")
 
 
 def _paused_everywhere(ctx: typer.Context, config: Config, paused: bool) -> bool:
-    state = common.read_state(config)
-    answers = common.api_all(ctx, config, [Call(m, "GET", "/patroni") for m in state.ordered()])
+    view = common.read_view(config)
+    answers = common.api_all(ctx, config, [Call(m, "GET", "/patroni")
+                                           for m in common.ordered(view)])
     for answer in answers:
         if isinstance(answer.result, RestError):
             return False
@@ -188,11 +203,11 @@ def _paused_everywhere(ctx: typer.Context, config: Config, paused: bool) -> bool
     return True
 
 
-def _set_pause(ctx: typer.Context, config: Config, state: ClusterState, paused: bool) -> None:
+def _set_pause(ctx: typer.Context, config: Config, view: ClusterView, paused: bool) -> None:
     """PATCH /config on the leader, then the others; the DCS key when nobody answers."""
     action = "pause" if paused else "resume"
     errors: list[str] = []
-    for member in state.ordered():
+    for member in common.ordered(view):
         try:
             reply = common.api(ctx, config, member, "PATCH", "/config", {"pause": paused})
         except RestError as exc:
@@ -206,19 +221,19 @@ def _set_pause(ctx: typer.Context, config: Config, state: ClusterState, paused: 
         typer.echo(f"warning: {error}", err=True)
     typer.echo("warning: no member's REST API answered; changing the DCS config directly",
                err=True)
-    current = dict(state.view.config or {})
-    new = merge_patch(current, {"pause": True if paused else None})
-    if not common.run(common.cas_put(config, "config", dumps(new), state.revision("config"))):
+    new = merge_patch(dict(view.config or {}), {"pause": True if paused else None})
+    revision = view.key_revisions.get("config")
+    if not common.on_store(config, lambda store: store.compare_and_set_config(new, revision)):
         fail("the configuration was changed by someone else meanwhile; nothing was written: "
              f"run {action} again")
 
 
 def _toggle(ctx: typer.Context, cluster: str | None, paused: bool, wait: bool) -> None:
     config = common.get_config(ctx, cluster)
-    state = common.read_state(config)
-    if state.view.settings.pause == paused:
+    view = common.read_view(config)
+    if view.settings.pause == paused:
         fail("Cluster is already paused" if paused else "Cluster is not paused")
-    _set_pause(ctx, config, state, paused)
+    _set_pause(ctx, config, view, paused)
     done = "paused" if paused else "resumed"
     if wait:
         typer.echo(f"'{'pause' if paused else 'resume'}' request sent, waiting until it is "

@@ -12,17 +12,17 @@ import typer
 
 from pgha.cli import common
 from pgha.cli.cluster import FormatOption, WatchEvery, WatchFlag
-from pgha.cli.common import ClusterState
 from pgha.cli.output import FORMATS, format_rows
+from pgha.core.model import ClusterView
 
 COLUMNS = ["TL", "LSN", "Reason", "Timestamp", "New Leader"]
 
 
-def history_rows(state: ClusterState) -> list[dict[str, Any]]:
+def history_rows(view: ClusterView) -> list[dict[str, Any]]:
     """One row per history entry, by timeline."""
     return [{"TL": e.timeline, "LSN": e.lsn, "Reason": e.reason, "Timestamp": e.timestamp,
              "New Leader": e.new_leader or ""}
-            for e in sorted(state.view.history, key=lambda e: e.timeline)]
+            for e in sorted(view.history, key=lambda e: e.timeline)]
 
 
 def history(
@@ -39,6 +39,6 @@ def history(
     config = common.get_config(ctx, cluster)
 
     def render() -> str:
-        return format_rows(history_rows(common.read_state(config)), COLUMNS, fmt)
+        return format_rows(history_rows(common.read_view(config)), COLUMNS, fmt)
 
     common.repeat(render, common.watch_interval(watch, every))

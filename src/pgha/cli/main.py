@@ -9,7 +9,7 @@ commands (Patroni's ``patronictl``), one module per command group:
 - :mod:`pgha.cli.history`: ``history``;
 - :mod:`pgha.cli.maintenance`: ``remove``, ``version``.
 
-Shared helpers: :mod:`pgha.cli.common` (configuration, DCS reads and compare-and-set writes,
+Shared helpers: :mod:`pgha.cli.common` (configuration, the DCS through ``ClusterStore``,
 member selection, prompts, watching), :mod:`pgha.cli.rest` (the REST client) and
 :mod:`pgha.cli.output` (tables and machine formats).
 """

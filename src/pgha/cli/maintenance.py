@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
@@ -11,22 +10,12 @@ from pgha import __version__
 from pgha.cli import common
 from pgha.cli.common import fail
 from pgha.cli.rest import Call, RestError
-from pgha.config import Config
-from pgha.dcs.base import scope_prefix
 
 AWARE = "Yes I am aware"
 
 
-async def _delete_all(config: Config) -> int:
-    """Delete every key of the cluster (one by one: not atomic); the number deleted."""
-    prefix = scope_prefix(config.namespace, config.scope)
-    async with asyncio.timeout(60):
-        async with common.kv_factory(config, common.DCS_TIMEOUT) as kv:
-            snapshot = await kv.get_prefix(prefix)
-            deleted = 0
-            for key in sorted(snapshot.items):
-                deleted += bool(await kv.delete(key))
-            return deleted
+#: Seconds ``remove`` may take to delete every key (one request per key).
+REMOVE_BUDGET = 60.0
 
 
 def remove(
@@ -36,11 +25,11 @@ def remove(
     """Delete every DCS key of a cluster. Always interactive: type the cluster name, then
     "Yes I am aware", then the leader's name if the cluster has a running leader."""
     config = common.get_config(ctx, cluster)
-    state = common.read_state(config)
-    if not state.revisions:
+    view = common.read_view(config)
+    if not view.key_revisions:
         fail(f"cluster {cluster} has no keys in the DCS (namespace {config.namespace})")
-    typer.echo(f"Removing cluster {cluster}: {len(state.view.members)} member(s), leader "
-               f"{state.leader or 'none'}")
+    typer.echo(f"Removing cluster {cluster}: {len(view.members)} member(s), leader "
+               f"{common.leader_name(view) or 'none'}")
     if typer.prompt("Please confirm the cluster name to remove", default="",
                     show_default=False) != cluster:
         fail("Cluster names specified do not match")
@@ -48,13 +37,13 @@ def remove(
                           f'please type: "{AWARE}"', default="", show_default=False)
     if answer != AWARE:
         fail(f'You did not exactly type "{AWARE}"')
-    leader = state.view.leader_member
+    leader = view.leader_member
     if leader is not None and leader.state == "running":
         name = typer.prompt("This cluster currently is healthy. Please specify the leader name "
                             "to continue", default="", show_default=False)
         if name != leader.name:
             fail("You did not specify the current leader of the cluster")
-    deleted = common.run(_delete_all(config))
+    deleted = common.on_store(config, lambda store: store.remove_cluster(), REMOVE_BUDGET)
     typer.echo(f"Success: removed {deleted} key(s) of cluster {cluster} from the DCS")
 
 
@@ -85,8 +74,7 @@ def version(
     cluster = args[0] if args else None
     names = args[1:] if args else []
     config = common.get_config(ctx, cluster)
-    state = common.read_state(config)
-    members = common.select_members(state, names, "any")
+    members = common.select_members(config.scope, common.read_view(config), names, "any")
     ok = True
     for answer in common.api_all(ctx, config, [Call(m, "GET", "/patroni") for m in members]):
         name = answer.member.name

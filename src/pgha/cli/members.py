@@ -20,7 +20,7 @@ from pgha.cli import common
 from pgha.cli.common import fail, usage_error
 from pgha.cli.rest import Call, RestError
 from pgha.config import Config
-from pgha.core.model import Member
+from pgha.core.model import ClusterView, Member
 
 Members = Annotated[list[str] | None, typer.Argument(
     metavar="[CLUSTER] [MEMBER]...", help="members (default: all)")]
@@ -34,23 +34,23 @@ FAILED_STATES = frozenset({"start failed", "crashed", "restart failed", "stop fa
 
 
 def _choose(ctx: typer.Context, names: list[str] | None, role: str) -> tuple[
-        Config, common.ClusterState, list[Member]]:
+        Config, ClusterView, list[Member]]:
     config = common.get_config(ctx)
-    state = common.read_state(config)
-    members = common.select_members(state, common.strip_cluster(config, names or []),
+    view = common.read_view(config)
+    members = common.select_members(config.scope, view, common.strip_cluster(config, names or []),
                                     common.normalize_role(role))
     if not members:
-        fail(f"no member of cluster {state.scope} matches")
-    return config, state, members
+        fail(f"no member of cluster {config.scope} matches")
+    return config, view, members
 
 
 def reload(ctx: typer.Context, members: Members = None, role: Role = "any",
            force: Force = False) -> None:
     """Re-read the configuration and reload PostgreSQL on the members (POST /reload)."""
-    config, state, chosen = _choose(ctx, members, role)
+    config, view, chosen = _choose(ctx, members, role)
     common.confirm(f"Are you sure you want to reload members {common.member_list(chosen)}?",
                    force)
-    wait = int(state.view.settings.loop_wait)
+    wait = int(view.settings.loop_wait)
     answers = common.api_all(ctx, config, [Call(m, "POST", "/reload") for m in chosen])
     ok = [common.report(a, "reload", {
         200: "No changes to apply on member {name}",
@@ -96,7 +96,7 @@ def restart(
 ) -> None:
     """Restart PostgreSQL on the members (POST /restart), one after the other."""
     norm_role = common.normalize_role(role)
-    config, state, chosen = _choose(ctx, members, role)
+    config, view, chosen = _choose(ctx, members, role)
     if any_member:
         chosen = [random.choice(chosen)]
     if scheduled is None and not force:
@@ -111,13 +111,13 @@ def restart(
     if timeout is not None and timeout <= 0:
         usage_error("--timeout must be a positive number of seconds")
     when = common.parse_when(scheduled, "restart time")
-    if when is not None and state.view.settings.pause:
+    if when is not None and view.settings.pause:
         fail("Can't schedule restart in the paused state")
     common.confirm(f"Are you sure you want to restart members {common.member_list(chosen)}?",
                    force)
     body = _restart_body(norm_role, pending, pg_version, timeout,
                          when.isoformat() if when else None)
-    budget = (timeout if timeout is not None else state.view.settings.primary_start_timeout) + 30
+    budget = (timeout if timeout is not None else view.settings.primary_start_timeout) + 30
     failed = False
     for member in chosen:
         answer = common.api_all(ctx, config, [Call(member, "POST", "/restart", body)],
@@ -175,14 +175,14 @@ def reinit(
 ) -> None:
     """Wipe the members' data and clone them again (POST /reinitialize)."""
     config = common.get_config(ctx)
-    state = common.read_state(config)
+    view = common.read_view(config)
     names = common.strip_cluster(config, members or [])
     if not names:
-        replicas = [m.name for m in state.ordered() if m.name != state.leader]
+        replicas = [m.name for m in common.ordered(view) if m.name != common.leader_name(view)]
         if force or not replicas:
             usage_error("name the members to reinitialize")
         names = [typer.prompt(f"Which member do you want to reinitialize {replicas}")]
-    chosen = common.select_members(state, names, "any")
+    chosen = common.select_members(config.scope, view, names, "any")
     common.confirm("Are you sure you want to reinitialize members "
                    f"{common.member_list(chosen)}?", force)
     before: dict[str, Any] = {}

@@ -18,6 +18,7 @@ run as one script and print the command tag of the last one. Connection or SQL e
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -25,9 +26,9 @@ import asyncpg
 import typer
 
 from pgha.cli import common
-from pgha.cli.common import ClusterState, fail, usage_error
+from pgha.cli.common import fail, usage_error
 from pgha.cli.output import FORMATS, format_rows
-from pgha.core.model import Member
+from pgha.core.model import ClusterView, Member
 
 Cluster = Annotated[str | None, typer.Argument(
     metavar="[CLUSTER]", help="cluster name (default: the configured scope)")]
@@ -38,16 +39,16 @@ RoleOpt = Annotated[str, typer.Option(
 CONNECT_TIMEOUT = 5.0
 
 
-def pick_member(state: ClusterState, member: str | None, role: str) -> Member:
+def pick_member(scope: str, view: ClusterView, member: str | None, role: str) -> Member:
     """``-m`` when given (it must exist), else the first member of ``role``, leader first.
     Exits 1 when there is none."""
     if member is not None:
-        if member not in state.view.members:
-            fail(f"{member}: not a member of cluster {state.scope}")
-        return state.view.members[member]
-    chosen = common.select_members(state, [], common.normalize_role(role))
+        if member not in view.members:
+            fail(f"{member}: not a member of cluster {scope}")
+        return view.members[member]
+    chosen = common.select_members(scope, view, [], common.normalize_role(role))
     if not chosen:
-        fail(f"no member of cluster {state.scope} has the role {role}")
+        fail(f"no member of cluster {scope} has the role {role}")
     return chosen[0]
 
 
@@ -73,8 +74,9 @@ def dsn(
     """Print a libpq connection string (host=... port=...) for a member."""
     if member is not None and role != "any":
         usage_error("-m and -r are mutually exclusive")
-    state = common.read_state(common.get_config(ctx, cluster))
-    host, port = host_port(pick_member(state, member, role))
+    config = common.get_config(ctx, cluster)
+    view = common.read_view(config)
+    host, port = host_port(pick_member(config.scope, view, member, role))
     typer.echo(f"host={host} port={port}")
 
 
@@ -119,6 +121,18 @@ async def run_sql(host: str, port: int, user: str, password: str | None, databas
         await asyncio.wait_for(conn.close(), CONNECT_TIMEOUT)
 
 
+def _read_sql(command: str | None, file: str | None) -> str:
+    """The SQL of ``-c`` or of the ``-f`` file (``-``: stdin); an unreadable file exits 2."""
+    if file is None:
+        return command or ""
+    try:
+        if file == "-":
+            return typer.get_text_stream("stdin").read()
+        return Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        usage_error(f"cannot read {file}: {exc}")
+
+
 def query(
     ctx: typer.Context,
     cluster: Cluster = None,
@@ -144,14 +158,7 @@ def query(
         usage_error("give exactly one of -c SQL or -f FILE")
     if fmt not in FORMATS:
         usage_error(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if file is not None:
-        try:
-            sql = (typer.get_text_stream("stdin").read() if file == "-"
-                   else open(file, encoding="utf-8").read())
-        except OSError as exc:
-            usage_error(f"cannot read {file}: {exc}")
-    else:
-        sql = command or ""
+    sql = _read_sql(command, file)
     config = common.get_config(ctx, cluster)
     superuser = config.postgresql.authentication.superuser
     user = username or superuser.username
@@ -161,8 +168,7 @@ def query(
     interval = common.watch_interval(watch, every)
 
     def render() -> str:
-        state = common.read_state(config)
-        target = pick_member(state, member, role)
+        target = pick_member(config.scope, common.read_view(config), member, role)
         host, port = host_port(target)
         try:
             columns, rows = asyncio.run(run_sql(

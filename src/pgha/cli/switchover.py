@@ -22,43 +22,43 @@ import typer
 
 from pgha.cli import common
 from pgha.cli.cluster import format_list
-from pgha.cli.common import ClusterState, fail, usage_error
+from pgha.cli.common import fail, usage_error
 from pgha.cli.rest import Call, RestError
 from pgha.config import Config
-from pgha.core.model import Member
+from pgha.core.model import ClusterView, Member
 
 Cluster = Annotated[str | None, typer.Argument(
     metavar="[CLUSTER]", help="cluster name (default: the configured scope)")]
 Force = Annotated[bool, typer.Option("--force", help="do not ask for confirmation")]
 
 
-def _wait_budget(state: ClusterState) -> float:
-    return 2 * max(10.0, state.view.settings.loop_wait) + 15
+def _wait_budget(view: ClusterView) -> float:
+    return 2 * max(10.0, view.settings.loop_wait) + 15
 
 
-def _candidates(state: ClusterState, leader: str | None) -> list[str]:
-    return [m.name for m in state.ordered() if m.name != leader and m.tags.can_be_leader]
+def _candidates(view: ClusterView, leader: str | None) -> list[str]:
+    return [m.name for m in common.ordered(view) if m.name != leader and m.tags.can_be_leader]
 
 
-def _check_candidate(state: ClusterState, candidate: str, candidates: list[str],
+def _check_candidate(scope: str, candidate: str, candidates: list[str],
                      leader: str | None, what: str) -> None:
     if candidate == leader:
         fail(f"{what} target and source are the same.")
     if candidate not in candidates:
-        fail(f"Member {candidate} does not exist in cluster {state.scope} or is tagged as "
+        fail(f"Member {candidate} does not exist in cluster {scope} or is tagged as "
              "nofailover")
 
 
-def _send(ctx: typer.Context, config: Config, state: ClusterState, target: Member, path: str,
+def _send(ctx: typer.Context, config: Config, view: ClusterView, target: Member, path: str,
           body: dict[str, str], what: str) -> None:
     """Ask ``target``; when its REST API cannot be reached, ask the other members in turn
     (every agent carries out a switchover or failover request the same way: it writes the
     request to the DCS and waits for the outcome)."""
-    others = [m for m in state.ordered() if m.name != target.name and m.api_url]
+    others = [m for m in common.ordered(view) if m.name != target.name and m.api_url]
     errors: list[str] = []
     for member in [target, *others]:
         try:
-            reply = common.api(ctx, config, member, "POST", path, body, _wait_budget(state))
+            reply = common.api(ctx, config, member, "POST", path, body, _wait_budget(view))
         except RestError as exc:
             errors.append(f"{member.name}: {exc}")
             typer.echo(f"cannot reach {member.name} ({exc}); asking another member", err=True)
@@ -66,7 +66,7 @@ def _send(ctx: typer.Context, config: Config, state: ClusterState, target: Membe
         if reply.status in (200, 202):
             typer.echo(f"{common.now_stamp()} {reply.reason()}")
             if reply.status == 200:
-                typer.echo(format_list(common.read_state(config)))
+                typer.echo(format_list(config.scope, common.read_view(config)))
             return
         fail(f"{what} failed, details: {reply.status}, {reply.reason()}")
     fail(f"{what} failed: no member could be reached ({'; '.join(errors)})")
@@ -86,40 +86,40 @@ def switchover(
     """Planned switchover: demote the leader and promote a replica (now or at a given time).
     Asks for missing values and a confirmation unless --force."""
     config = common.get_config(ctx, cluster)
-    state = common.read_state(config)
-    current = state.leader
-    if current is None or current not in state.view.members:
-        fail(f"cluster {state.scope} has no leader: use failover --candidate")
+    scope, view = config.scope, common.read_view(config)
+    current = common.leader_name(view)
+    if current is None or current not in view.members:
+        fail(f"cluster {scope} has no leader: use failover --candidate")
     if leader is None:
         leader = current if force else typer.prompt("Primary", default=current)
     if leader != current:
-        fail(f"Member {leader} is not the leader of cluster {state.scope}")
-    candidates = _candidates(state, leader)
+        fail(f"Member {leader} is not the leader of cluster {scope}")
+    candidates = _candidates(view, leader)
     if not candidates:
         fail("No candidates found to switchover to")
     if candidate is None and not force:
         candidate = typer.prompt(f"Candidate {candidates}", default="", show_default=True)
     if candidate:
-        _check_candidate(state, candidate, candidates, leader, "Switchover")
+        _check_candidate(scope, candidate, candidates, leader, "Switchover")
     if scheduled is None and not force:
         scheduled = typer.prompt(
             "When should the switchover take place (e.g. 2030-01-31T12:00+00:00)",
             default="now")
     when = common.parse_when(scheduled, "switchover time")
-    if when is not None and state.view.settings.pause:
+    if when is not None and view.settings.pause:
         fail("Can't schedule switchover in the paused state")
     if not force:
-        typer.echo(format_list(state))
+        typer.echo(format_list(scope, view))
         target_text = f" to {candidate}" if candidate else ""
         at_text = f" at {when.isoformat()}" if when else ""
-        common.confirm(f"Are you sure you want to switchover cluster {state.scope}, demoting "
+        common.confirm(f"Are you sure you want to switchover cluster {scope}, demoting "
                        f"current leader {leader}{target_text}{at_text}?", force)
     body = {"leader": leader}
     if candidate:
         body["candidate"] = candidate
     if when is not None:
         body["scheduled_at"] = when.isoformat()
-    _send(ctx, config, state, state.view.members[leader], "/switchover", body, "Switchover")
+    _send(ctx, config, view, view.members[leader], "/switchover", body, "Switchover")
 
 
 def failover(
@@ -131,9 +131,10 @@ def failover(
 ) -> None:
     """Manual failover to a named member; works without a leader. Not schedulable."""
     config = common.get_config(ctx, cluster)
-    state = common.read_state(config)
-    leader = state.leader if state.leader in state.view.members else None
-    candidates = _candidates(state, leader)
+    view = common.read_view(config)
+    lock = common.leader_name(view)
+    leader = lock if lock in view.members else None
+    candidates = _candidates(view, leader)
     if candidate is None:
         if force:
             usage_error("--candidate is required: a failover goes to a specific member")
@@ -142,24 +143,24 @@ def failover(
         candidate = typer.prompt(f"Candidate {candidates}", default="", show_default=False)
         if not candidate:
             usage_error("Failover could be performed only to a specific candidate")
-    _check_candidate(state, candidate, candidates, leader, "Failover")
+    _check_candidate(config.scope, candidate, candidates, leader, "Failover")
     if not force:
-        typer.echo(format_list(state))
+        typer.echo(format_list(config.scope, view))
         demoting = f", demoting current leader {leader}" if leader else ""
-        common.confirm(f"Are you sure you want to failover cluster {state.scope}{demoting} "
+        common.confirm(f"Are you sure you want to failover cluster {config.scope}{demoting} "
                        f"to {candidate}?", force)
-    target = state.view.members[leader or candidate]
-    _send(ctx, config, state, target, "/failover", {"candidate": candidate}, "Failover")
+    target = view.members[leader or candidate]
+    _send(ctx, config, view, target, "/failover", {"candidate": candidate}, "Failover")
 
 
-def _flush_switchover(ctx: typer.Context, config: Config, state: ClusterState) -> None:
-    failover_key = state.view.failover or {}
-    revision = state.revision("failover")
+def _flush_switchover(ctx: typer.Context, config: Config, view: ClusterView) -> None:
+    failover_key = view.failover or {}
+    revision = view.key_revisions.get("failover")
     if not failover_key.get("scheduled_at") or revision is None:
         typer.echo("No pending scheduled switchover found")
         return
     errors: list[str] = []
-    for member in state.ordered():  # the leader first
+    for member in common.ordered(view):  # the leader first
         try:
             reply = common.api(ctx, config, member, "DELETE", "/switchover")
         except RestError as exc:
@@ -175,7 +176,7 @@ def _flush_switchover(ctx: typer.Context, config: Config, state: ClusterState) -
              f"({reply.reason()})")
     for error in errors:
         typer.echo(f"warning: {error}", err=True)
-    if not common.run(common.cas_delete(config, "failover", revision)):
+    if not common.on_store(config, lambda store: store.delete_failover(if_revision=revision)):
         fail("the failover key changed while flushing it; nothing was deleted, run flush again")
     typer.echo("Success: scheduled switchover deleted (in the DCS: no member's REST API "
                "answered)")
@@ -196,13 +197,13 @@ def flush(
                     f"{target!r}")
     config = common.get_config(ctx)
     names = common.strip_cluster(config, args[:-1])
-    state = common.read_state(config)
+    view = common.read_view(config)
     if target == "switchover":
         if names:
             usage_error("flush switchover takes no member names")
-        _flush_switchover(ctx, config, state)
+        _flush_switchover(ctx, config, view)
         return
-    members = common.select_members(state, names, common.normalize_role(role))
+    members = common.select_members(config.scope, view, names, common.normalize_role(role))
     if not members:
         fail("no member matches")
     common.confirm("Are you sure you want to flush scheduled restarts of members "

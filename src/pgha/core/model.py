@@ -237,12 +237,27 @@ def safety_margin_for(ttl: float) -> float:
 
 
 @dataclass(frozen=True)
+class SyncKey:
+    """The ``sync`` key: the leader that wrote it and the members it names as synchronous
+    (or quorum) standbys. Field names follow the key's JSON (``leader``, ``sync_standby``).
+    Whether it is current (written by the present leader, synchronous mode on) is for the
+    reader to judge (see :func:`pgha.core.status.sync_state`)."""
+
+    leader: str | None = None
+    sync_standby: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class ClusterView:
     """An immutable snapshot of the cluster's DCS keys.
 
     ``initialize`` is None when the key is absent, ``""`` while a member bootstraps, and the
     database system identifier afterwards. Keys whose value could not be parsed are absent here
     (the store logged them).
+
+    ``key_revisions`` maps every key read, relative to the cluster prefix (``config``,
+    ``failover``, ``members/pg1``, ...), parsed or not, to the store's revision of it: the
+    ``if_revision`` of a later compare-and-set. ``revision`` is the store revision of the read.
     """
 
     initialize: str | None = None
@@ -255,6 +270,8 @@ class ClusterView:
     failover: Mapping[str, Any] | None = None
     failsafe: Mapping[str, str] | None = None  # member name -> api_url, kept by the leader
     revision: int = 0
+    sync: SyncKey | None = None  # the ``sync`` key; None when absent
+    key_revisions: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def leader_member(self) -> Member | None:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pgha.core.model import HistoryEntry, Member, Tags
+from pgha.core.model import HistoryEntry, Member, SyncKey, Tags
 
 
 def _reject_constant(name: str) -> Any:
@@ -135,3 +135,25 @@ def history_entry_from_json(item: Any) -> HistoryEntry:
     if new_leader is not None and not isinstance(new_leader, str):
         raise ValueError(f"history new_leader must be a string: {item!r}")
     return HistoryEntry(timeline, lsn, reason, timestamp, new_leader)
+
+
+def sync_from_json(data: Any) -> SyncKey:
+    """Decode the ``sync`` value ``{"leader": name, "sync_standby": "a,b" | [names]}``
+    (other fields, e.g. ``quorum``, are ignored). Names are stripped; empty ones dropped.
+    Raises ValueError on wrong types."""
+    if not isinstance(data, Mapping):
+        raise ValueError("sync value must be a JSON object")
+    leader = data.get("leader")
+    if leader is not None and not isinstance(leader, str):
+        raise ValueError("sync leader must be a member name")
+    standbys = data.get("sync_standby")
+    if standbys is None:
+        names: list[str] = []
+    elif isinstance(standbys, str):
+        names = standbys.split(",")
+    elif isinstance(standbys, list) and all(isinstance(n, str) for n in standbys):
+        names = standbys
+    else:
+        raise ValueError("sync_standby must be a comma-separated string or a list of names")
+    return SyncKey(leader=leader or None,
+                   sync_standby=frozenset(n.strip() for n in names if n.strip()))

@@ -1,7 +1,8 @@
 """Domain operations on the DCS, written once on top of :class:`~pgha.dcs.base.KVStore`.
 
 Key layout (Patroni-compatible) under ``<namespace>/<scope>/``: ``initialize``, ``config``,
-``leader``, ``members/<name>``, ``status``, ``history``, ``failover`` (DESIGN.md section 1).
+``leader``, ``members/<name>``, ``status``, ``history``, ``failover``, ``sync``, ``failsafe``
+(DESIGN.md section 1). The operator CLI reads and writes through this module as the agent does.
 
 Failure behaviour: every method lets :class:`~pgha.dcs.base.DCSError` (and its subclass
 ``SessionExpired``) propagate; a lost compare-and-set or create race returns False. Values
@@ -12,10 +13,10 @@ WARNING on the ``pgha.dcs`` logger, naming the key, and leaves them out of the v
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
 
-from pgha.core.model import ClusterView, HaSettings, HistoryEntry, Leader, Member
+from pgha.core.model import ClusterView, HaSettings, HistoryEntry, Leader, Member, SyncKey
 from pgha.dcs.base import KeyValue, KVStore, Snapshot, WatchEvent, scope_prefix
 from pgha.dcs.codec import (
     dumps,
@@ -23,9 +24,12 @@ from pgha.dcs.codec import (
     history_entry_to_json,
     loads,
     member_from_json,
+    sync_from_json,
 )
 
 log = logging.getLogger("pgha.dcs")
+
+T = TypeVar("T")
 
 _CAS_ATTEMPTS = 5
 
@@ -75,86 +79,114 @@ def _history(kv: KeyValue) -> tuple[HistoryEntry, ...]:
     return tuple(entries)
 
 
+def _maybe(keys: Mapping[str, KeyValue], name: str,
+           parse: Callable[[KeyValue], T | None]) -> T | None:
+    """``parse`` of key ``name`` when it is present, else None."""
+    kv = keys.get(name)
+    return None if kv is None else parse(kv)
+
+
+def _settings(config: Mapping[str, Any] | None, key: str) -> HaSettings:
+    """The core's settings from the ``config`` JSON (defaults when absent or unusable)."""
+    if config is None:
+        return HaSettings()
+    try:
+        return HaSettings.from_config(config)
+    except (ValueError, TypeError, OverflowError) as exc:
+        log.warning("DCS key %s: unusable settings, using defaults (%s)", key, exc)
+        return HaSettings()
+
+
+def _leader(kv: KeyValue) -> Leader | None:
+    text = _text(kv)
+    if text:
+        return Leader(text, kv.revision)
+    if text is not None:
+        log.warning("ignoring DCS key %s: empty leader name", kv.key)
+    return None
+
+
+def _members(keys: Mapping[str, KeyValue]) -> dict[str, Member]:
+    """Every parseable ``members/<name>`` key (names holding ``/`` are not member keys)."""
+    members: dict[str, Member] = {}
+    for name, kv in keys.items():
+        if not name.startswith("members/"):
+            continue
+        member_name = name[len("members/"):]
+        if not member_name or "/" in member_name:
+            continue
+        data = _json_value(kv)
+        if data is None:
+            continue
+        try:
+            members[member_name] = member_from_json(member_name, data)
+        except ValueError as exc:
+            log.warning("ignoring DCS key %s: %s", kv.key, exc)
+    return members
+
+
+def _optime(keys: Mapping[str, KeyValue]) -> int | None:
+    """The leader's published WAL position: ``status`` optime, else the ``optime/leader``
+    key old Patroni versions write."""
+    status = _maybe(keys, "status", _json_object)
+    if status is not None:
+        value = status.get("optime")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if value is not None:
+            log.warning("ignoring DCS key %s: optime must be an integer", keys["status"].key)
+    text = _maybe(keys, "optime/leader", _text)
+    if text is not None and text.strip().isdigit():
+        return int(text.strip())
+    return None
+
+
+def _failover(kv: KeyValue) -> dict[str, Any] | None:
+    """The switchover/failover request; an empty value means none."""
+    return _json_object(kv) if kv.value.strip() else None
+
+
+def _failsafe(kv: KeyValue) -> dict[str, str] | None:
+    data = _json_object(kv)
+    if data is None:
+        return None
+    if not all(isinstance(v, str) for v in data.values()):
+        log.warning("ignoring DCS key %s: expected {member: api_url}", kv.key)
+        return None
+    return {str(k): v for k, v in data.items()}
+
+
+def _sync(kv: KeyValue) -> SyncKey | None:
+    data = _json_object(kv)
+    if data is None:
+        return None
+    try:
+        return sync_from_json(data)
+    except ValueError as exc:
+        log.warning("ignoring DCS key %s: %s", kv.key, exc)
+        return None
+
+
 def parse_snapshot(prefix: str, snapshot: Snapshot) -> ClusterView:
     """Build the :class:`ClusterView` of the keys under ``prefix``. Garbage values are logged
-    and left out; unknown keys are ignored silently. Never raises for bad data."""
-    initialize: str | None = None
-    config: dict[str, Any] | None = None
-    settings = HaSettings()
-    leader: Leader | None = None
-    members: dict[str, Member] = {}
-    optime: int | None = None
-    legacy_optime: int | None = None
-    history: tuple[HistoryEntry, ...] = ()
-    failover: dict[str, Any] | None = None
-    failsafe: dict[str, str] | None = None
-
-    for key, kv in snapshot.items.items():
-        if not key.startswith(prefix):
-            continue
-        name = key[len(prefix):]
-        if name == "initialize":
-            initialize = _text(kv)
-        elif name == "config":
-            config = _json_object(kv)
-            if config is not None:
-                try:
-                    settings = HaSettings.from_config(config)
-                except (ValueError, TypeError, OverflowError) as exc:
-                    log.warning("DCS key %s: unusable settings, using defaults (%s)", key, exc)
-        elif name == "leader":
-            text = _text(kv)
-            if text:
-                leader = Leader(text, kv.revision)
-            elif text is not None:
-                log.warning("ignoring DCS key %s: empty leader name", key)
-        elif name.startswith("members/"):
-            member_name = name[len("members/"):]
-            if not member_name or "/" in member_name:
-                continue
-            data = _json_value(kv)
-            if data is None:
-                continue
-            try:
-                members[member_name] = member_from_json(member_name, data)
-            except ValueError as exc:
-                log.warning("ignoring DCS key %s: %s", key, exc)
-        elif name == "status":
-            status = _json_object(kv)
-            if status is not None:
-                value = status.get("optime")
-                if isinstance(value, int) and not isinstance(value, bool):
-                    optime = value
-                elif value is not None:
-                    log.warning("ignoring DCS key %s: optime must be an integer", key)
-        elif name == "optime/leader":  # written by old Patroni versions
-            text = _text(kv)
-            if text is not None and text.strip().isdigit():
-                legacy_optime = int(text.strip())
-        elif name == "history":
-            history = _history(kv)
-        elif name == "failover":
-            if kv.value.strip():
-                failover = _json_object(kv)
-        elif name == "failsafe":
-            data = _json_object(kv)
-            if data is not None:
-                if all(isinstance(v, str) for v in data.values()):
-                    failsafe = {str(k): v for k, v in data.items()}
-                else:
-                    log.warning("ignoring DCS key %s: expected {member: api_url}", key)
-
+    and left out; unknown keys are ignored silently (but listed in ``key_revisions``). Never
+    raises for bad data."""
+    keys = {key[len(prefix):]: kv for key, kv in snapshot.items.items()
+            if key.startswith(prefix)}
+    config = _maybe(keys, "config", _json_object)
     return ClusterView(
-        initialize=initialize,
-        settings=settings,
+        initialize=_maybe(keys, "initialize", _text),
+        settings=_settings(config, prefix + "config"),
         config=config,
-        leader=leader,
-        members=members,
-        optime=optime if optime is not None else legacy_optime,
-        history=history,
-        failover=failover,
-        failsafe=failsafe,
+        leader=_maybe(keys, "leader", _leader),
+        members=_members(keys),
+        optime=_optime(keys),
+        history=_maybe(keys, "history", _history) or (),
+        failover=_maybe(keys, "failover", _failover),
+        failsafe=_maybe(keys, "failsafe", _failsafe),
         revision=snapshot.revision,
+        sync=_maybe(keys, "sync", _sync),
+        key_revisions={name: kv.revision for name, kv in keys.items()},
     )
 
 
@@ -261,6 +293,15 @@ class ClusterStore:
         """Write the configuration only if there is none."""
         return await self.kv.create(self.key("config"), dumps(dict(config)))
 
+    async def compare_and_set_config(self, config: Mapping[str, Any],
+                                     revision: int | None) -> bool:
+        """Write the configuration only if the key is still at ``revision`` (as read, e.g.
+        ``ClusterView.key_revisions["config"]``); with None only if there is no key. False
+        when someone else changed (or created) it first: nothing is written."""
+        if revision is None:
+            return await self.create_config(config)
+        return await self.write_config(config, if_revision=revision)
+
     async def write_status(self, optime: int, slots: Mapping[str, int] | None = None) -> None:
         """Publish the leader's WAL position: ``{"optime": ..., "slots": {...}}``."""
         await self.kv.put(self.key("status"), dumps({"optime": optime, "slots": dict(slots or {})}))
@@ -274,9 +315,10 @@ class ClusterStore:
         """Store a switchover/failover request (``{leader?, member?, scheduled_at?}``)."""
         await self.kv.put(self.key("failover"), dumps(dict(request)))
 
-    async def delete_failover(self) -> bool:
-        """Delete the switchover/failover request; False when there was none."""
-        return await self.kv.delete(self.key("failover"))
+    async def delete_failover(self, if_revision: int | None = None) -> bool:
+        """Delete the switchover/failover request; with ``if_revision`` only if the key is
+        still at that revision. False when there was none (or it changed meanwhile)."""
+        return await self.kv.delete(self.key("failover"), if_revision=if_revision)
 
     # -- history ------------------------------------------------------------------------------
 
@@ -310,8 +352,12 @@ class ClusterStore:
 
     # -- maintenance --------------------------------------------------------------------------
 
-    async def remove_cluster(self) -> None:
-        """Delete every key under the cluster prefix (one by one; not atomic)."""
+    async def remove_cluster(self) -> int:
+        """Delete every key under the cluster prefix, one by one in key order (not atomic: a
+        member still running may write its keys again). Returns how many were deleted (a key
+        someone else deleted meanwhile does not count)."""
         snapshot = await self.kv.get_prefix(self.prefix)
-        for key in snapshot.items:
-            await self.kv.delete(key)
+        deleted = 0
+        for key in sorted(snapshot.items):
+            deleted += bool(await self.kv.delete(key))
+        return deleted
