@@ -1,0 +1,205 @@
+"""Scripted simulation runs: the interpreter of the golden files in ``tests/sim/golden/``.
+
+A script is a list of commands (format in ``tests/sim/golden/README.md``); each produces output
+lines: the decisions the members made while it ran (a member's decision is shown when its
+reason or actions differ from the last one shown for it) or, for ``state``, a snapshot of the
+cluster. :func:`run_script` replays a file and returns it with the outputs filled in, so a test
+can compare it with the file or (update mode) write it back.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from pgha.core.actions import Action, StopMode, Upstream
+from pgha.core.decision import Decision
+from tests.sim.cluster import Sim
+
+SEPARATOR = "----"
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
+_SIZE = re.compile(r"^(\d+)(B|kB|MB)?$")
+
+
+def duration(text: str) -> float:
+    """``30s``, ``1.5s``, ``200ms``, ``2m`` -> seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+
+
+def size(text: str) -> int:
+    """``1000``, ``64kB``, ``1MB`` -> bytes."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r}")
+    return int(match.group(1)) * {None: 1, "B": 1, "kB": 1000, "MB": 1_000_000}[match.group(2)]
+
+
+def render_action(action: Action) -> str:
+    """``Rejoin(m1, use_pg_rewind)``: member names, modes and true flags; positions, slot
+    sets and failsafe maps are left out (they vary without changing the decision)."""
+    args: list[str] = []
+    for f in fields(action):
+        value = getattr(action, f.name)
+        if isinstance(value, Upstream):
+            args.append(value.name)
+        elif isinstance(value, StopMode):
+            args.append(value.value)
+        elif value is True:
+            args.append(f.name)
+        elif isinstance(value, str):
+            args.append(value)
+    name = type(action).__name__
+    return f"{name}({', '.join(args)})" if args else name
+
+
+def render_decision(decision: Decision) -> str:
+    actions = ", ".join(render_action(a) for a in decision.actions)
+    return f"{decision.reason.value}: {actions}" if actions else decision.reason.value
+
+
+class Scenario:
+    """Runs commands against one Sim (built by the ``sim`` command or with defaults)."""
+
+    def __init__(self, **overrides: Any) -> None:
+        """``overrides`` are passed to :class:`Sim` (e.g. a mutated ``decide_fn``)."""
+        self.sim: Sim | None = None
+        self.shown: dict[str, str] = {}
+        self.overrides = overrides
+
+    def sim_or_default(self) -> Sim:
+        if self.sim is None:
+            self.configure([])
+        assert self.sim is not None
+        return self.sim
+
+    def configure(self, args: list[str]) -> None:
+        """``sim n=3 ttl=10 loop_wait=2 max_lag=1MB seed=1 write_rate=20kB``."""
+        opts = dict(a.split("=", 1) for a in args)
+        self.sim = Sim(int(opts.get("seed", "1")), n=int(opts.get("n", "3")),
+                       ttl=float(opts.get("ttl", "10")),
+                       loop_wait=float(opts.get("loop_wait", "2")),
+                       max_lag=size(opts.get("max_lag", "1MB")), faults=False, autostart=False,
+                       write_rate=size(opts.get("write_rate", "20kB")), lags=(0,),
+                       peer_loss=0.0, **self.overrides)
+
+    def execute(self, command: str) -> list[str]:
+        """Run one command line; returns its output lines."""
+        words = command.split()
+        verb, args = words[0], words[1:]
+        if verb == "sim":
+            if self.sim is not None:
+                raise ValueError("'sim' must come first")
+            self.configure(args)
+            return ["ok"]
+        sim = self.sim_or_default()
+        mark = len(sim.decisions)
+        if verb == "start":
+            for name in args:
+                sim.start_agent(name, delay=sim.rng.uniform(0, 0.5))
+        elif verb == "run":
+            sim.run(until=sim.now() + duration(args[0]))
+        elif verb == "kill-node":
+            sim.kill_agent(args[0])
+        elif verb == "restart-node":
+            sim.start_agent(args[0], delay=0.1)
+        elif verb == "stop-agent":
+            sim.clean_stop(args[0])
+        elif verb == "crash-postmaster":
+            m = sim.members[args[0]]
+            m.pg.crash()
+            if m.agent_alive:  # the postmaster watch wakes the loop
+                sim.schedule_agent(0.05, m, "cycle")
+        elif verb == "switchover":  # switchover m0 -> m1
+            request = {"leader": args[0], "member": args[2]}
+            sim.run_async(sim.operator.write_failover(request))
+        elif verb == "partition":  # partition m0 from dcs
+            sim.members[args[0]].partitioned = True
+        elif verb == "heal":
+            for name in args or list(sim.members):
+                sim.members[name].partitioned = False
+        elif verb == "dcs-down":
+            sim.backend.fail = True
+        elif verb == "dcs-up":
+            sim.backend.fail = False
+            sim.wake_all()
+        elif verb == "stall":  # stall m1 m2 for 20s
+            until = sim.now() + duration(args[-1])
+            for name in args[:-2]:
+                sim.members[name].pg.stalled_until = until
+        elif verb == "state":
+            return self.state_lines()
+        else:
+            raise ValueError(f"unknown command {verb!r}")
+        return self.decision_lines(mark) or ["ok"]
+
+    def decision_lines(self, mark: int) -> list[str]:
+        sim = self.sim_or_default()
+        out: list[str] = []
+        for t, name, decision in sim.decisions[mark:]:
+            text = render_decision(decision)
+            if self.shown.get(name) != text:
+                self.shown[name] = text
+                out.append(f"t={t:.1f} {name} {text}")
+        return out
+
+    def state_lines(self) -> list[str]:
+        sim = self.sim_or_default()
+        out = [f"t={sim.now():.1f} leader={sim.leader or '-'}"]
+        for name, m in sim.members.items():
+            pg = m.pg
+            role = (pg.role.value if pg.running and pg.role else "stopped")
+            if pg.data.value != "valid":
+                role = pg.data.value
+            extra = f" upstream={pg.upstream}" if pg.running and pg.upstream else ""
+            if pg.rewinds:
+                extra += f" rewinds={pg.rewinds}"
+            agent = "up" if m.agent_alive else "down"
+            out.append(f"{name} agent={agent} pg={role} timeline={pg.timeline}{extra}")
+        return out
+
+
+def run_script(text: str) -> str:
+    """Replay ``text`` (a golden file) and return it with every output block recomputed."""
+    scenario = Scenario()
+    out: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.strip() or line.startswith("#"):
+            out.append(line)
+            continue
+        out.append(line)
+        out.append(SEPARATOR)
+        out.extend(scenario.execute(line.strip()))
+        if i < len(lines) and lines[i] == SEPARATOR:  # skip the recorded output
+            i += 1
+            while i < len(lines) and lines[i].strip():
+                i += 1
+        out.append("")
+        while i < len(lines) and not lines[i].strip():
+            i += 1
+    while out and not out[-1].strip():
+        out.pop()
+    return "\n".join(out) + "\n"
+
+
+def run_commands(commands: str, **overrides: Any) -> Scenario:
+    """Run ``commands`` (one per line, no outputs) on a new Scenario; returns it."""
+    scenario = Scenario(**overrides)
+    for line in commands.strip().splitlines():
+        if line.strip() and not line.startswith("#"):
+            scenario.execute(line.strip())
+    return scenario
+
+
+def golden_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.txt"))
