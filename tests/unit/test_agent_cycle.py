@@ -1,0 +1,183 @@
+"""The decision cycle (observe -> decide -> execute -> publish) with its real components: the
+in-memory DCS on a fake clock, the real executor, observer, publisher and lease keeper, and the
+simulation's fake PostgreSQL (tests/support/fake_pg.py). No mock of the core."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from tests.support.fake_pg import FakePostgres
+
+from pgha.agent.clock import Clock
+from pgha.agent.commands import CommandHandler
+from pgha.agent.cycle import DecisionCycle, Stages
+from pgha.agent.executor import Executor
+from pgha.agent.failsafe import Failsafe
+from pgha.agent.lease import LeaseKeeper
+from pgha.agent.metrics import AgentMetrics
+from pgha.agent.observe import Observer
+from pgha.agent.peers import PeerClient
+from pgha.agent.publish import Publisher, StatusRefresher
+from pgha.core.decision import Reason
+from pgha.core.model import DataState, HaSettings, PgRole, PgState, Tags
+from pgha.core.status import AgentStatus
+from pgha.dcs.memory import MemoryBackend, MemoryStore
+from pgha.dcs.store import ClusterStore
+from pgha.pg.dynconf import PgConfigState
+
+TTL = 10.0
+
+
+@dataclass
+class World:
+    """The fake clock and the fake PostgreSQL of one member (the FakeWorld protocol)."""
+
+    t: float = 1000.0
+    pgs: dict[str, FakePostgres] = field(default_factory=dict)
+
+    def now(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return 1_700_000_000.0 + self.t
+
+    def member_names(self) -> list[str]:
+        return list(self.pgs)
+
+    def pg(self, name: str) -> FakePostgres | None:
+        return self.pgs.get(name)
+
+    def before_start_primary(self, pg: FakePostgres) -> None: ...
+
+    def before_promote(self, pg: FakePostgres) -> None: ...
+
+    def after_promote(self, pg: FakePostgres, old_timeline: int) -> None: ...
+
+    def after_rejoin(self, pg: FakePostgres, leader: FakePostgres) -> None: ...
+
+
+class ObservablePostgres(FakePostgres):
+    """The fake with the few read methods the observer uses besides ``observe``."""
+
+    async def status(self) -> dict[str, Any]:
+        return self.details()
+
+    def data_state(self) -> DataState:
+        return self.data
+
+    def is_running(self) -> bool:
+        return self.running
+
+
+class Configurator:
+    """Stands in for pgha.pg.configurator.PgConfigurator (which needs a real server)."""
+
+    state = PgConfigState()
+
+    async def apply_dynamic_config(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def fire_lifecycle_callbacks(self, pg: PgState, restarted: bool) -> None: ...
+
+
+@dataclass
+class Member:
+    world: World
+    kv: MemoryStore
+    pg: ObservablePostgres
+    cycle: DecisionCycle
+    lease: LeaseKeeper
+    publisher: Publisher
+    store: ClusterStore
+
+
+@pytest.fixture
+async def member() -> AsyncIterator[Member]:
+    world = World()
+    clock = Clock(monotonic=world.now, wall=world.wall)
+    backend = MemoryBackend(clock=world.now)
+    kv = MemoryStore(backend, ttl=TTL, timeout=2.0)
+    settings = HaSettings(ttl=TTL, loop_wait=2.0, retry_timeout=2.0)
+    pg = ObservablePostgres("m0", world)
+    world.pgs["m0"] = pg
+    store = ClusterStore(kv, "/service/", "demo", "m0")
+    wake = asyncio.Event()
+    peers = PeerClient(SimpleNamespace(), "m0")  # type: ignore[arg-type]  # never entered
+    observer = Observer(store, pg, peers, settings, clock=clock)  # type: ignore[arg-type]
+    publisher = Publisher(store, AgentStatus("m0", "demo", Tags(), pg.conn_url(), "http://m0/"),
+                          clock=clock)
+    failsafe = Failsafe("m0", clock=clock)
+    lease = LeaseKeeper(kv, store, pg, failsafe, publisher,  # type: ignore[arg-type]
+                        settings=lambda: observer.settings, view=lambda: observer.view,
+                        wake=wake, clock=clock)
+    commands = CommandHandler("m0", store, observer, publisher, wake, request_reload=lambda: None,
+                              restart_timeout=30.0)
+    executor = Executor(pg, store, lease=lease, status=StatusRefresher(observer, publisher),
+                        bootstrap_config={"ttl": TTL}, post_bootstrap=None, pg_ctl_timeout=5.0,
+                        dcs_timeout=2.0)
+    stages = Stages(name="m0", store=store, session_ttl=lambda: kv.session_ttl,
+                    local_config=SimpleNamespace(reload_requested=False, tags=Tags()),  # type: ignore[arg-type]
+                    observer=observer, configurator=Configurator(),  # type: ignore[arg-type]
+                    failsafe=failsafe, commands=commands, executor=executor,
+                    publisher=publisher, lease=lease, metrics=AgentMetrics())
+    async with kv:
+        yield Member(world, kv, pg, DecisionCycle(stages, wake, clock=clock), lease, publisher,
+                     store)
+
+
+async def test_bootstrap_cycle_takes_the_lock_and_publishes(member: Member) -> None:
+    assert await member.lease.confirm()
+    assert await member.cycle.run_once()
+    decision = member.cycle.last_decision
+    assert decision is not None and decision.reason is Reason.BOOTSTRAP
+    view = await member.store.load()
+    assert view.leader is not None and view.leader.name == "m0"
+    assert view.initialize == member.pg.sysid
+    assert member.pg.running and member.pg.role is PgRole.PRIMARY
+    # publish: the member key (the status says "primary" but not yet that we hold the lock:
+    # this cycle's view was read before the bootstrap took it)
+    assert view.members["m0"].role == "primary"
+    assert member.publisher.status.role == "primary" and not member.publisher.status.is_primary
+    assert member.lease.heartbeat == member.world.t  # the heartbeat gates the keep-alive
+
+    assert await member.cycle.run_once()
+    decision = member.cycle.last_decision
+    assert decision is not None and decision.reason is Reason.LEADER_HEALTHY
+    assert member.publisher.status.is_primary  # what GET /primary answers from
+    assert (await member.store.load()).optime == member.pg.wal  # PublishStatus carried it
+
+
+async def test_primary_cut_off_from_the_dcs_demotes_before_its_lease_ends(member: Member,
+                                                                          ) -> None:
+    assert await member.lease.confirm()
+    await member.cycle.run_once()
+    assert member.pg.running and member.pg.role is PgRole.PRIMARY
+    member.kv.partitioned = True
+    member.world.t += 2.0  # lease still confirmed: stays primary
+    await member.cycle.run_once()
+    decision = member.cycle.last_decision
+    assert decision is not None and decision.reason is Reason.DCS_UNREACHABLE_LEASE_VALID
+    assert member.pg.running
+    assert not await member.lease.confirm()  # the keep-alive fails too
+    assert member.lease.lease_deadline is not None
+    member.world.t = member.lease.lease_deadline + 0.01
+    await member.cycle.run_once()
+    decision = member.cycle.last_decision
+    assert decision is not None and decision.reason is Reason.LEASE_UNCONFIRMED
+    assert not member.pg.running
+    # the store would keep the key until the session's ttl: the demotion came first
+    assert member.world.t < member.lease.lease_deadline + member.lease.kv.session_ttl
+
+
+async def test_stopped_decision_loop_lets_the_backstop_stop_the_primary(member: Member) -> None:
+    assert await member.lease.confirm()
+    await member.cycle.run_once()
+    deadline = member.lease.lease_deadline
+    assert deadline is not None
+    member.world.t = deadline + 1.0  # no cycle ran meanwhile
+    await member.lease.backstop()
+    assert not member.pg.running
