@@ -28,6 +28,7 @@ from pgha.core.model import (
     Tags,
 )
 from pgha.core.status import AgentStatus
+from pgha.dcs.codec import sync_from_json
 
 SYSID = "7123456789012345678"
 MB = 1024 * 1024
@@ -56,13 +57,6 @@ class Source:
         return self.outcomes.get(type(command), self.default)
 
 
-@dataclass(frozen=True)
-class SyncView(ClusterView):
-    """A view with the ``sync`` key the DCS layer does not publish yet."""
-
-    sync: Mapping[str, Any] | None = None
-
-
 def cluster_view(leader: str | None = "pg1", optime: int | None = None,
                  leader_xlog: int | None = HEAD_POS, pause: bool = False,
                  **kw: Any) -> ClusterView:
@@ -78,8 +72,9 @@ def cluster_view(leader: str | None = "pg1", optime: int | None = None,
                       api_url="http://10.0.0.3:8008/patroni", role="replica", state="stopped",
                       xlog_location=None, timeline=None),
     }
-    cls = SyncView if "sync" in kw else ClusterView
-    return cls(initialize=SYSID, leader=Leader(leader) if leader else None,
+    if kw.get("sync") is not None:
+        kw["sync"] = sync_from_json(kw["sync"])  # the key's JSON, decoded as the store does
+    return ClusterView(initialize=SYSID, leader=Leader(leader) if leader else None,
                members=members, optime=optime, settings=HaSettings(pause=pause), **kw)
 
 

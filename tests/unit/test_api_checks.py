@@ -14,7 +14,6 @@ from tests.unit.api_support import (
     HEAD_POS,
     MB,
     STOPPED,
-    SyncView,
     call,
     cluster_view,
     code,
@@ -24,7 +23,7 @@ from tests.unit.api_support import (
 )
 
 from pgha.api.checks import HEALTH_CHECKS
-from pgha.core.model import HaSettings, PgRole
+from pgha.core.model import ClusterView, HaSettings, PgRole, SyncKey
 from pgha.core.status import AgentStatus, sync_state
 
 
@@ -97,7 +96,7 @@ async def test_replication_state_filter_archive_recovery() -> None:
 
 def test_sync_state_is_unknown_without_a_sync_key_or_mode() -> None:
     assert sync_state(None) is None
-    assert sync_state(cluster_view()) is None  # the view model has no sync key yet
+    assert sync_state(cluster_view()) is None  # no sync key
     assert sync_state(synced(replica_status(), mode=False).view) is None
     assert sync_state(synced(replica_status(), leader="pg3").view) is None  # stale key
     assert sync_state(cluster_view(leader=None, sync={"leader": "pg1"})) is None
@@ -158,14 +157,10 @@ async def test_sync_standby_flags_in_patroni_and_cluster() -> None:
     assert roles == {"pg1": "leader", "pg2": "sync_standby", "pg3": "sync_standby"}
 
 
-def test_sync_key_as_an_object_with_attributes() -> None:
-    class Key:
-        leader = "pg1"
-        sync_standby = ("pg2",)
-
-    view = SyncView(leader=cluster_view().leader, members=cluster_view().members,
-                    config={"synchronous_mode": True}, sync=None)
-    object.__setattr__(view, "sync", Key())
+def test_sync_key_as_decoded_by_the_store() -> None:
+    view = ClusterView(leader=cluster_view().leader, members=cluster_view().members,
+                       config={"synchronous_mode": True},
+                       sync=SyncKey(leader="pg1", sync_standby=frozenset({"pg2"})))
     state = sync_state(view)
     assert state is not None and state.standbys == {"pg2"}
 

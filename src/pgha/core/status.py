@@ -153,38 +153,22 @@ class SyncState:
     quorum: bool
 
 
-def _names(value: Any) -> frozenset[str]:
-    if isinstance(value, str):
-        return frozenset(n.strip() for n in value.split(",") if n.strip())
-    if isinstance(value, list | tuple | set | frozenset):
-        return frozenset(n for n in value if isinstance(n, str) and n)
-    return frozenset()
-
-
 def sync_state(view: ClusterView | None) -> SyncState | None:
     """Who is a synchronous (or quorum) standby, or None when that is not known.
 
     Known only when synchronous mode is on (``synchronous_mode`` true or ``quorum`` in the
-    view's raw config), the view carries a ``sync`` key (a mapping or an object with ``leader``
-    and ``sync_standby``: names as a comma-separated string or a list) and that key was written
-    by the current leader. The view model has no ``sync`` attribute yet: until the DCS layer
-    adds one, this returns None.
+    view's raw config), the view carries a ``sync`` key and that key was written by the
+    current leader.
     """
-    if view is None or view.leader is None:
+    if view is None or view.leader is None or view.sync is None:
         return None
-    raw = getattr(view, "sync", None)
-    if raw is None:
-        return None
-    if isinstance(raw, Mapping):
-        leader, standbys = raw.get("leader"), raw.get("sync_standby")
-    else:
-        leader, standbys = getattr(raw, "leader", None), getattr(raw, "sync_standby", None)
-    if leader != view.leader.name:
+    leader = view.sync.leader
+    if leader is None or leader != view.leader.name:
         return None
     mode = (view.config or {}).get("synchronous_mode", False)
     if isinstance(mode, str):
         mode = {"on": True, "true": True, "quorum": "quorum"}.get(mode.strip().lower(), False)
     if mode is not True and mode != "quorum":
         return None
-    return SyncState(leader=leader, standbys=_names(standbys) - {leader},
+    return SyncState(leader=leader, standbys=view.sync.sync_standby - {leader},
                      quorum=mode == "quorum")
