@@ -170,7 +170,8 @@ class PostgresqlConfig(_Endpoint):
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
     create_replica_methods: list[str] = Field(default_factory=lambda: ["basebackup"])
     basebackup: list[Any] | dict[str, Any] | None = None
-    use_pg_rewind: bool = False
+    use_pg_rewind: bool | None = None
+    """Local override of the dynamic ``postgresql.use_pg_rewind`` (None: use the dynamic one)."""
     remove_data_directory_on_rewind_failure: bool = False
     remove_data_directory_on_diverged_timelines: bool = False
     use_unix_socket: bool = False

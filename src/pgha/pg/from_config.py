@@ -63,4 +63,7 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql) -> P
         pg_ctl_timeout=pgc.pg_ctl_timeout,
         use_slots=dyn_pg.use_slots,
         remove_data_directory_on_rewind_failure=pgc.remove_data_directory_on_rewind_failure,
+        remove_data_directory_on_diverged_timelines=(
+            pgc.remove_data_directory_on_diverged_timelines),
+        use_pg_rewind=pgc.use_pg_rewind,
     )

@@ -28,21 +28,23 @@ UNCLEAN_PRIMARY = frozenset({ControlState.IN_PRODUCTION, ControlState.IN_CRASH_R
                              ControlState.SHUTTING_DOWN, ControlState.STARTING_UP})
 
 
-async def crash_recover(settings: PgSettings) -> bool:
+async def crash_recover(settings: PgSettings) -> bool | None:
     """Bring an uncleanly stopped former primary to the clean ``shut down`` state by running
     ``postgres --single`` (crash recovery, then a shutdown checkpoint) with our configuration
     written for the primary role (signal files removed).
 
-    Skipped (True) when the cluster is not in an unclean primary state, or when a
-    ``backup_label`` exists (a fresh base backup or a rewound directory needs archive recovery,
-    not this). False when it runs, fails, or leaves an unclean state; also False while a
-    postmaster is running.
+    True when the data is clean now, or needs no crash recovery (not in an unclean primary
+    state, or a ``backup_label`` exists: a fresh base backup or a rewound directory needs
+    archive recovery, not this). False when crash recovery ran, exited with an error and left
+    the cluster unclean. None when it could not tell or did not finish: pg_controldata is
+    unreadable, a postmaster is running, or recovery was still going when its timeout expired
+    (a slow recovery is not a failed one: the caller tries again later and never wipes).
     """
     data = await read_controldata(settings)
     state = control_state(data)
     if not data:
         log.error("crash recovery: pg_controldata unreadable")
-        return False
+        return None
     if state not in UNCLEAN_PRIMARY:
         return True
     if (settings.data_dir / "backup_label").exists():
@@ -50,7 +52,7 @@ async def crash_recover(settings: PgSettings) -> bool:
         return True
     if postmaster_pid(settings.data_dir) is not None:
         log.error("crash recovery refused: a postmaster is running")
-        return False
+        return None
     log.info("cluster state is %r: running single-user crash recovery", str(state))
     await asyncio.to_thread(remove_stale_lock_files, settings)
     await asyncio.to_thread(write_config, settings, "primary", None)
@@ -59,6 +61,10 @@ async def crash_recover(settings: PgSettings) -> bool:
     result = await run(argv, timeout=max(settings.pg_ctl_timeout, CRASH_RECOVERY_TIMEOUT),
                        env=clean_env(), stdin_data=b"")
     after = control_state(await read_controldata(settings))
+    if result.timed_out:
+        log.error("single-user crash recovery did not finish in time (state now %r); "
+                  "will try again", str(after))
+        return None
     if not result.ok or after != ControlState.SHUT_DOWN:
         log.error("single-user crash recovery failed (state now %r): %s", str(after),
                   result.describe())

@@ -47,6 +47,9 @@ class PgSettings:
     pg_ctl_timeout: float = 60
     use_slots: bool = True
     remove_data_directory_on_rewind_failure: bool = False
+    remove_data_directory_on_diverged_timelines: bool = False
+    use_pg_rewind: bool | None = None
+    """The local YAML's ``postgresql.use_pg_rewind``; overrides the dynamic one when set."""
 
     def binary(self, name: str) -> str:
         """Absolute path of a PostgreSQL program in ``bin_dir``."""
