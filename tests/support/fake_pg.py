@@ -10,8 +10,8 @@ saying which timeline wrote the bytes up to ``end_lsn`` (from the previous end).
 directories agree up to :func:`common_prefix`; a replica can stream from an upstream only while
 its segments are a prefix of the upstream's (otherwise it diverged, as a walreceiver would
 find), and :meth:`FakePostgres.rejoin` rewinds diverged data back to that common prefix before
-it streams again (without ``use_pg_rewind`` it refuses and stays stopped: no consent to wipe). Semantics otherwise follow the
-action docstrings in :mod:`pgha.core.actions`:
+it streams again (without ``use_pg_rewind`` it refuses and stays stopped: no consent to wipe).
+Semantics otherwise follow the action docstrings in :mod:`pgha.core.actions`:
 
 * ``clone``/``rejoin`` need their source running and reachable (its node up);
 * ``stop`` with ``FAST`` is a clean stop: a primary writes a shutdown checkpoint record

@@ -435,13 +435,15 @@ def test_defaults() -> None:
     cfg = parse_config(minimal(), {"PATH": ""})
     assert cfg.restapi.listen == "127.0.0.1:8008"
     assert cfg.postgresql.listen == "127.0.0.1:5432"
-    assert cfg.postgresql.pgpass == "/tmp/pgpass-pg1"
+    assert cfg.postgresql.pgpass == "/var/lib/.pgpass_pgha_pg1"  # no HOME: beside data_dir
+    home = parse_config(minimal(), {"PATH": "", "HOME": "/home/pg"})
+    assert home.postgresql.pgpass == "/home/pg/.pgpass_pgha_pg1"
     assert cfg.postgresql.bin_dir == "/opt/pg/bin"
     auth = cfg.postgresql.authentication
     assert (auth.superuser.username, auth.replication.username, auth.rewind.username) == (
         "postgres", "replicator", "rewind_user")
     assert auth.superuser.password is None
-    assert cfg.postgresql.pg_ctl_timeout == 60 and cfg.postgresql.use_pg_rewind is False
+    assert cfg.postgresql.pg_ctl_timeout == 60 and cfg.postgresql.use_pg_rewind is None
     assert cfg.bootstrap.dcs == DynamicConfig()
     assert cfg.tags.failover_priority == 1 and cfg.log.level == "INFO"
     assert cfg.watchdog.safety_margin == 5

@@ -41,7 +41,7 @@ from pgha.core.model import ClusterView, LocalState, PgRole, PgState, safety_mar
 from pgha.core.switchover import request_for_leader
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
-from pgha.errors import describe
+from pgha.errors import AgentFatal, describe
 from pgha.pg.configurator import PgConfigurator
 
 log = logging.getLogger("pgha.agent")
@@ -95,6 +95,8 @@ class DecisionCycle:
             try:
                 with self.s.metrics.time_cycle():
                     ok = await self.run_once()
+            except AgentFatal:
+                raise  # cleaned up already: the agent exits with the cause
             except Exception:
                 # A bug must not kill the agent: log it and try again. Only completed cycles
                 # refresh the heartbeat, so a loop that keeps failing stops renewing the lease,
@@ -219,7 +221,8 @@ class DecisionCycle:
             dcs_last_seen=s.observer.dcs_last_seen, tags=s.local_config.tags,
             pending_restart=state.pending_restart,
             pending_restart_reason=state.pending_restart_reason,
-            scheduled_restart=scheduled.to_json() if scheduled else None)
+            scheduled_restart=scheduled.to_json() if scheduled else None,
+            failure=s.executor.retry.failure())
 
     async def _sleep(self, ok: bool) -> None:
         timeout = self._sleep_time(ok)
@@ -234,8 +237,11 @@ class DecisionCycle:
         timeout = s.observer.settings.loop_wait
         if not ok or (last is not None and last.reason in RACE_REFUSALS):
             # retry soon: a failed action, or a free lock we stayed away from (the peer that
-            # looked better may be a primary that is stopping right now)
-            timeout = min(timeout, 0.5)
+            # looked better may be a primary that is stopping right now); an action in
+            # backoff is not retried before its time (the wait is at most loop_wait anyway)
+            retry_in = 0.0 if last is None else max(
+                (s.executor.retry.wait_left(a) for a in last.actions), default=0.0)
+            timeout = min(timeout, max(0.5, retry_in))
         elif last is not None and last.actions and last.reason is not Reason.LEADER_HEALTHY:
             timeout = min(timeout, 0.2)  # re-observe soon after changing something
         st = s.publisher.status.pg

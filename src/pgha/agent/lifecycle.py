@@ -47,7 +47,7 @@ from pgha.dcs.base import DCSError
 from pgha.dcs.factory import open_kv
 from pgha.dcs.instrumented import InstrumentedKV
 from pgha.dcs.store import ClusterStore
-from pgha.errors import describe
+from pgha.errors import AgentFatal, describe
 from pgha.pg.configurator import PgConfigurator
 from pgha.pg.from_config import pg_settings
 from pgha.pg.postgres import Postgres
@@ -55,7 +55,7 @@ from pgha.pg.postgres import Postgres
 log = logging.getLogger("pgha.agent")
 
 
-class DuplicateMemberError(RuntimeError):
+class DuplicateMemberError(AgentFatal):
     """Another live agent already publishes a member key with our name."""
 
 
@@ -147,6 +147,7 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        fatal: BaseException | None = None
         async with (
             self.kv,
             self.peers,
@@ -164,8 +165,12 @@ class Agent:
                     tg.create_task(self._postmaster_watch(), name="postmaster-watch")
             except* _Finished:
                 pass
+            except* AgentFatal as group:
+                fatal = group.exceptions[0]
             finally:
                 await self.pg.close()
+        if fatal is not None:
+            raise fatal  # after the DCS session is closed and the API stopped
         log.info("agent stopped")
 
     async def _decision_loop(self) -> None:

@@ -20,7 +20,7 @@ from pgha.agent.observe import Observer
 from pgha.agent.peers import parse_peer_status
 from pgha.core.decision import Decision, Reason
 from pgha.core.model import ClusterView, PeerStatus, PgState, Tags
-from pgha.core.status import AgentStatus
+from pgha.core.status import ActionFailure, AgentStatus
 from pgha.dcs.base import DCSError, SessionExpired
 from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
@@ -46,7 +46,8 @@ class Publisher:
                 view: ClusterView | None, dcs_ok: bool, dcs_last_seen: float | None,
                 tags: Tags, pending_restart: bool,
                 pending_restart_reason: Mapping[str, Any] | None,
-                scheduled_restart: Mapping[str, Any] | None) -> None:
+                scheduled_restart: Mapping[str, Any] | None,
+                failure: ActionFailure | None = None) -> None:
         """Replace the status snapshot. We hold the lock when the last view names us leader
         and the DCS answered, or when failsafe mode keeps us primary."""
         failsafe_active = decision.reason is Reason.FAILSAFE_ACTIVE
@@ -60,6 +61,7 @@ class Publisher:
             reason=decision.reason.value, message=decision.message,
             failsafe_active=failsafe_active, scheduled_restart=scheduled_restart,
             pending_restart=pending_restart, pending_restart_reason=pending_restart_reason,
+            failure=failure,
         )
 
     def update_postgres(self, pg: PgState, details: Mapping[str, Any]) -> None:

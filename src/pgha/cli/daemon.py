@@ -56,11 +56,15 @@ def run(
     for warning in config.bootstrap.dcs.timing_warnings():
         log.warning("%s; adjusting", warning)
     from pgha.agent.lifecycle import Agent, DuplicateMemberError
+    from pgha.errors import AgentFatal
 
     try:
         asyncio.run(Agent(config, config_file).run())
     except DuplicateMemberError as exc:
         log.critical("can't start: %s", exc)
+        raise typer.Exit(1) from None
+    except AgentFatal as exc:
+        log.critical("%s", exc)
         raise typer.Exit(1) from None
 
 

@@ -103,6 +103,11 @@ def _validate(raw: dict[str, Any], env: Mapping[str, str]) -> Config:
     pg = raw.get("postgresql")
     if isinstance(pg, dict) and not pg.get("bin_dir"):
         pg["bin_dir"] = default_bin_dir(env.get("PATH", os.environ.get("PATH")))
+    home = env.get("HOME", "")
+    if isinstance(pg, dict) and not pg.get("pgpass") and home.strip("/") and \
+            isinstance(raw.get("name"), str):
+        # never a predictable name in a world-writable directory such as /tmp
+        pg["pgpass"] = os.path.join(home, f".pgpass_pgha_{raw['name']}")
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:

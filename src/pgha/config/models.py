@@ -154,7 +154,8 @@ class PostgresqlConfig(_Endpoint):
     """``postgresql`` section; ``listen`` may name several hosts (``h1,h2:5432``).
 
     After validation ``config_dir`` is never empty (default: ``data_dir``) and, inside a
-    :class:`Config`, neither is ``pgpass`` (default ``/tmp/pgpass-<name>``).
+    :class:`Config`, neither is ``pgpass`` (default ``~/.pgpass_pgha_<name>``, see
+    :func:`pgha.config.loader.parse_config`; else beside the data directory).
     """
 
     _multi_host: ClassVar[bool] = True
@@ -284,7 +285,9 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _default_pgpass(self) -> Config:
-        self.postgresql.pgpass = self.postgresql.pgpass or f"/tmp/pgpass-{self.name}"
+        if not self.postgresql.pgpass:
+            parent = self.postgresql.data_dir.rstrip("/").rpartition("/")[0] or "/"
+            self.postgresql.pgpass = f"{parent.rstrip('/')}/.pgpass_pgha_{self.name}"
         return self
 
     def dcs_kind(self) -> str:
