@@ -54,6 +54,7 @@ log = logging.getLogger("pgha.executor")
 _CHANGES_PG = (CloneReplica, StartPostgres, Follow, Rejoin, Promote, Demote, StopPostgres,
                BootstrapCluster, HandOver, RestartPostgres, Reinitialize)
 _HANDOVER_POLL = 0.02
+_BUSY_TICK = 30.0
 
 
 class PgControl(Protocol):
@@ -197,6 +198,22 @@ class Executor:
         self.lease.mark_busy(seconds)
         return seconds
 
+    async def _while_busy(self, work: Awaitable[bool]) -> bool:
+        """Await ``work`` (a clone or rejoin), with no time limit of its own: the PostgreSQL
+        layer stops such work when it stops making progress. Meanwhile the lease keeper is told
+        the loop is busy, not stuck."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                self.lease.mark_busy(_BUSY_TICK * 2)
+                done, _ = await asyncio.wait({task}, timeout=_BUSY_TICK)
+                if done:
+                    return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+
     async def _apply(self, action: Action) -> bool:
         match action:
             case WriteInitialize():
@@ -272,8 +289,7 @@ class Executor:
         return await self.bootstrapper.run()
 
     async def _clone_replica(self, action: CloneReplica) -> bool:
-        async with asyncio.timeout(self._long(3600)):
-            return await self.pg.clone(action.source)
+        return await self._while_busy(self.pg.clone(action.source))
 
     async def _start_postgres(self, action: StartPostgres) -> bool:
         async with asyncio.timeout(self._long(self.pg_ctl_timeout + 5)):
@@ -284,8 +300,7 @@ class Executor:
             return await self.pg.follow(action.upstream)
 
     async def _rejoin(self, action: Rejoin) -> bool:
-        async with asyncio.timeout(self._long(3600)):
-            return await self.pg.rejoin(action.leader, action.use_pg_rewind)
+        return await self._while_busy(self.pg.rejoin(action.leader, action.use_pg_rewind))
 
     async def _promote(self, action: Promote) -> bool:
         promoted = await self._promote_and_record()

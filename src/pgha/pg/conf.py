@@ -194,14 +194,18 @@ def _hba_user(name: str) -> str:
 
 
 def render_pg_hba(settings: PgSettings) -> str:
-    """The configured lines, or the default: trust on the local socket only, SCRAM for TCP."""
+    """The configured lines, or the default, which trusts no one: SCRAM everywhere when the
+    superuser has a password, else ``peer`` on the local socket (the agent's OS user connects
+    as the database user of the same name) and SCRAM for TCP. pgha never writes ``trust``
+    unless the user's own lines say so."""
     if settings.pg_hba:
         lines: Iterable[str] = settings.pg_hba
     else:
         repl = _hba_user(settings.replication.username)
+        local = "scram-sha-256" if settings.superuser.password else "peer"
         lines = [
-            "local all all trust",
-            "local replication all trust",
+            f"local all all {local}",
+            f"local replication all {local}",
             "host all all 0.0.0.0/0 scram-sha-256",
             "host all all ::/0 scram-sha-256",
             f"host replication {repl} 0.0.0.0/0 scram-sha-256",
