@@ -85,7 +85,7 @@ class _Walk:
         self.custom = custom
 
     def mapping(self, data: Mapping[Any, Any], index: dict[str, dict[str, Key]], parent: str,
-                shown: str, quiet: bool, local_root: bool = False) -> None:
+                shown: str, local_root: bool = False) -> None:
         known = index.get(parent, {})
         for raw_name, value in data.items():
             name = str(raw_name)
@@ -101,15 +101,18 @@ class _Walk:
                     continue
                 self.errors.append((path, "unknown key" + _hint(name, known)))
                 continue
-            warned = False
-            if key.status != OK and not quiet and not _inert(key, value):
+            if isinstance(value, Mapping) and key.dynamic_section:
+                self.mapping(value, _DYNAMIC, "", path)
+            elif isinstance(value, Mapping) and not key.free and key.path in index:
+                sub = _Walk(self.custom)  # a section warns once, when a key in it would
+                sub.mapping(value, index, key.path, path)
+                self.errors += sub.errors
+                if key.status == OK:
+                    self.warnings += sub.warnings
+                elif sub.warnings:
+                    self.warnings.append((path, explain(key)))
+            elif key.status != OK and not _inert(key, value):
                 self.warnings.append((path, explain(key)))
-                warned = True
-            if isinstance(value, Mapping) and not key.free:
-                if key.dynamic_section:
-                    self.mapping(value, _DYNAMIC, "", path, quiet)
-                elif key.path in index:
-                    self.mapping(value, index, key.path, path, quiet or warned)
 
 
 def _methods(data: Mapping[str, Any]) -> set[tuple[str, str]]:
@@ -133,14 +136,14 @@ def _methods(data: Mapping[str, Any]) -> set[tuple[str, str]]:
 def check_local(data: Mapping[str, Any]) -> tuple[Findings, Findings]:
     """``(errors, warnings)`` for the keys of a local YAML mapping (see the module doc)."""
     walk = _Walk(_methods(data))
-    walk.mapping(data, _LOCAL, "", "", False, local_root=True)
+    walk.mapping(data, _LOCAL, "", "", local_root=True)
     return walk.errors, walk.warnings
 
 
 def check_dynamic(data: Mapping[str, Any], prefix: str = "") -> tuple[Findings, Findings]:
     """``(errors, warnings)`` for a dynamic configuration; paths start with ``prefix``."""
     walk = _Walk(set())
-    walk.mapping(data, _DYNAMIC, "", prefix, False)
+    walk.mapping(data, _DYNAMIC, "", prefix)
     return walk.errors, walk.warnings
 
 
