@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support.cli_env import AUTH, CliEnv
+from tests.support.fake_api import FakeApis
 from typer.testing import CliRunner
 
 from pgha.agent.commands import CommandHandler
@@ -283,7 +285,7 @@ def test_validate_config_prints_warnings_and_exits_0(runner: CliRunner, tmp_path
     path.write_text(yaml.safe_dump(minimal(bootstrap={"dcs": {"synchronous_mode": True}})))
     result = runner.invoke(app, ["validate-config", str(path)])
     assert result.exit_code == 0, result.output
-    assert "bootstrap.dcs.synchronous_mode: not supported yet" in result.stderr
+    assert "WARNING: bootstrap.dcs.synchronous_mode: not supported yet" in result.stderr
     assert "configuration is valid" in result.stdout
 
 
@@ -294,3 +296,14 @@ def test_validate_config_misspelling_exits_2_with_hint(runner: CliRunner, tmp_pa
     assert result.exit_code == 2
     assert "restapi.lisen: unknown key; did you mean listen?" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_edit_config_misspelled_key_exits_2_and_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, apis: FakeApis) -> None:
+    env = CliEnv(tmp_path, monkeypatch, apis, auth=AUTH)
+    env.cluster(config={"ttl": 30, "loop_wait": 10})
+    before = env.revision("config")
+    result = env.invoke("edit-config", "-s", "loop_wiat=5", "--force")
+    assert result.exit_code == 2
+    assert "loop_wiat: unknown key; did you mean loop_wait?" in result.stderr
+    assert env.revision("config") == before

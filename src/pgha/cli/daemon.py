@@ -76,8 +76,10 @@ def run(
 def validate_config(
     config_file: Annotated[Path, typer.Argument(help="configuration YAML file or directory")],
 ) -> None:
-    """Check a configuration file: exit 0 when valid, 2 listing every error with its key path."""
-    setup_logging(None, "WARNING")
+    """Check a configuration file: exit 0 when valid (keys pgha does not implement are listed
+    as warnings), 2 listing every error with its key path."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr)], force=True)
     config = load_or_exit(config_file)
     for warning in config.bootstrap.dcs.timing_warnings():
         typer.echo(f"warning: {warning}", err=True)
