@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pgha.cli.main import app
-from pgha.config import ConfigError, parse_config, parse_dynamic_config
+from pgha.config import ConfigError, load_config, parse_config, parse_dynamic_config
 
 BASE = """\
 scope: demo
@@ -147,3 +147,19 @@ def test_dynamic_configuration_bad_numbers_and_depth() -> None:
         parse_dynamic_config({"slots": deep}, prefix="config")
     assert "nested more than 64 levels deep" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_yaml_aliases_neither_blow_up_nor_loop(tmp_path: Path) -> None:
+    lines = ["scope: demo", "name: pg1", "etcd: {hosts: 127.0.0.1:2379}",
+             "postgresql: {data_dir: /d, bin_dir: /b}", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yml"
+    bomb.write_text("\n".join(lines).replace("a0: &a0", "tags:\n  a0: &a0")
+                    .replace("\na", "\n  a") + "\n")
+    cfg = load_config(bomb, env={})  # 9**10 leaves if expanded: must answer at once
+    assert "a9" in cfg.tags.custom
+    cycle = tmp_path / "cycle.yml"
+    cycle.write_text("scope: demo\nname: pg1\ntags: &t {self: *t}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(cycle, env={})
+    assert "nested more than 64 levels deep" in str(info.value)

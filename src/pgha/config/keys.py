@@ -268,12 +268,18 @@ def file_keys(data: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def too_deep(data: Any, limit: int = MAX_DEPTH) -> str | None:
     """The dotted path where ``data`` nests mappings/lists deeper than ``limit``, else None.
-    Iterative, so any depth can be checked."""
+    Iterative, so any depth can be checked; a node shared through YAML aliases is looked into
+    again only when reached deeper (no blow-up on "billion laughs"; a cycle is too deep)."""
     stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    seen: dict[int, int] = {}  # id of a container -> the deepest level it was looked into at
     while stack:
         node, path, depth = stack.pop()
         if depth > limit:
             return path or "<top>"
+        if isinstance(node, Mapping | list):
+            if seen.get(id(node), -1) >= depth:
+                continue
+            seen[id(node)] = depth
         if isinstance(node, Mapping):
             stack += [(v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in node.items()]
         elif isinstance(node, list):
