@@ -6,7 +6,10 @@ Contract: :func:`load_config` (file or directory, or ``PGHA_CONFIGURATION``/
 problem with its dotted key path (list items as ``[i]``). Before validation exactly one DCS
 section is required (``etcd3`` is stored as ``etcd``), unknown PostgreSQL parameters are dropped
 with a warning on the ``pgha.config`` logger and an empty ``postgresql.bin_dir`` is filled in.
-Inputs are never modified.
+Every key is looked up in the registry (:mod:`pgha.config.keys`): unsupported ones and
+``PATRONI_*`` variables pgha does not act on are logged as warnings, unknown keys, bad values
+(member name, wildcard ``listen``, ``zookeeper.hosts``), missing certificate files, non-UTF-8
+files and nesting deeper than ``keys.MAX_DEPTH`` are ConfigErrors. Inputs are never modified.
 """
 
 from __future__ import annotations
