@@ -327,6 +327,16 @@ def _config(tmp_path: Path, extra: str = "") -> Config:
     return load_config(path)
 
 
+def _vanished_ca(tmp_path: Path) -> Config:
+    """A configuration naming a CA file that was removed after it was loaded (loading refuses
+    a missing file)."""
+    ca = tmp_path / "missing.pem"
+    ca.write_text("not a certificate")
+    config = _config(tmp_path, f"ctl:\n  cacert: {ca}\n")
+    ca.unlink()
+    return config
+
+
 def test_api_base_strips_patroni() -> None:
     assert api_base("http://10.0.0.1:8008/patroni") == "http://10.0.0.1:8008"
     assert api_base("https://h:8009/patroni/") == "https://h:8009"
@@ -349,12 +359,12 @@ def test_ssl_context_insecure_and_ca(tmp_path: Path) -> None:
     assert by_flag.verify_mode == ssl.CERT_NONE and not by_flag.check_hostname
     by_ctl = ssl_context(_config(tmp_path, "ctl:\n  insecure: true\n"))
     assert by_ctl.verify_mode == ssl.CERT_NONE
-    with pytest.raises(OSError):  # a missing CA file is an error, not silently ignored
-        ssl_context(_config(tmp_path, f"ctl:\n  cacert: {tmp_path / 'missing.pem'}\n"))
+    with pytest.raises(OSError):  # a CA file gone since loading is an error, not ignored
+        ssl_context(_vanished_ca(tmp_path))
 
 
 def test_unreadable_ctl_tls_files_fail_every_call(tmp_path: Path) -> None:
-    config = _config(tmp_path, f"ctl:\n  cacert: {tmp_path / 'missing.pem'}\n")
+    config = _vanished_ca(tmp_path)
     member = Member("pg1", api_url="https://127.0.0.1:9/patroni")
     [answer] = asyncio.run(call_all(config, [Call(member, "GET", "/patroni")]))
     assert isinstance(answer, RestError)

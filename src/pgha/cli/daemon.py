@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -36,13 +36,18 @@ def load_or_exit(path: Path | None) -> Config:
     try:
         return load_config(path)
     except ConfigError as exc:
-        typer.echo(f"configuration error in {path}:", err=True)
-        for key, message in exc.errors:
-            typer.echo(f"  {key or '<top>'}: {message}", err=True)
-        raise typer.Exit(2) from None
+        config_error_exit(exc, path)
     except OSError as exc:
         typer.echo(f"cannot read configuration {path}: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def config_error_exit(exc: ConfigError, path: Path | None) -> NoReturn:
+    """Print every error of ``exc`` on its own line with its key path, then exit 2."""
+    typer.echo(f"configuration error in {path}:", err=True)
+    for key, message in exc.errors:
+        typer.echo(f"  {key or '<top>'}: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def run(
@@ -59,7 +64,11 @@ def run(
     from pgha.errors import AgentFatal
 
     try:
-        asyncio.run(Agent(config, config_file).run())
+        agent = Agent(config, config_file)
+    except ConfigError as exc:  # e.g. a DCS section its backend refuses
+        config_error_exit(exc, config_file)
+    try:
+        asyncio.run(agent.run())
     except DuplicateMemberError as exc:
         log.critical("can't start: %s", exc)
         raise typer.Exit(1) from None
@@ -71,8 +80,10 @@ def run(
 def validate_config(
     config_file: Annotated[Path, typer.Argument(help="configuration YAML file or directory")],
 ) -> None:
-    """Check a configuration file: exit 0 when valid, 2 listing every error with its key path."""
-    setup_logging(None, "WARNING")
+    """Check a configuration file: exit 0 when valid (keys pgha does not implement are listed
+    as warnings), 2 listing every error with its key path."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr)], force=True)
     config = load_or_exit(config_file)
     for warning in config.bootstrap.dcs.timing_warnings():
         typer.echo(f"warning: {warning}", err=True)

@@ -6,7 +6,10 @@ Contract: :func:`load_config` (file or directory, or ``PGHA_CONFIGURATION``/
 problem with its dotted key path (list items as ``[i]``). Before validation exactly one DCS
 section is required (``etcd3`` is stored as ``etcd``), unknown PostgreSQL parameters are dropped
 with a warning on the ``pgha.config`` logger and an empty ``postgresql.bin_dir`` is filled in.
-Inputs are never modified.
+Every key is looked up in the registry (:mod:`pgha.config.keys`): unsupported ones and
+``PATRONI_*`` variables pgha does not act on are logged as warnings, unknown keys, bad values
+(member name, wildcard ``listen``, ``zookeeper.hosts``), missing certificate files, non-UTF-8
+files and nesting deeper than ``keys.MAX_DEPTH`` are ConfigErrors. Inputs are never modified.
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ from pgha.config.base import (
 )
 from pgha.config.dynamic import DynamicConfig
 from pgha.config.env import _apply_env
+from pgha.config.keys import (
+    MAX_DEPTH,
+    check_dynamic,
+    check_env,
+    check_local,
+    check_values,
+    file_keys,
+    too_deep,
+)
 from pgha.config.models import Config, _dcs_count_errors
 from pgha.config.pg_parameters import filter_pg_parameters
 
@@ -88,12 +100,34 @@ def _convert(exc: ValidationError, prefix: str = "",
     return out
 
 
+def _check_keys(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Errors of the key registry (:mod:`pgha.config.keys`) and missing files; its warnings
+    are logged on ``pgha.config``."""
+    errors, warnings = check_local(raw)
+    for path, message in warnings:
+        logger.warning("%s: %s", path, message)
+    errors += check_values(raw)
+    errors += [(path, f"file not found: {name}") for path, name in file_keys(raw)
+               if not os.path.exists(name)]
+    return errors
+
+
+def _depth_error(data: Any, prefix: str = "") -> ConfigError | None:
+    where = too_deep(data)
+    if where is None:
+        return None
+    path = f"{prefix}.{where}" if prefix and where != "<top>" else prefix or where
+    return ConfigError([(path[:200], f"nested more than {MAX_DEPTH} levels deep")])
+
+
 def _validate(raw: dict[str, Any], env: Mapping[str, str]) -> Config:
+    key_errors = _check_keys(raw)
     for kind in DCS_KINDS:  # null = absent, as for every other key
         if kind in raw and raw[kind] is None:
             del raw[kind]
     present = [k for k in DCS_KINDS if k in raw]
     errors = _dcs_count_errors(present, [k for k in _UNSUPPORTED_DCS if raw.get(k) is not None])
+    errors += key_errors
     rename = {"etcd": "etcd3"} if "etcd3" in raw and "etcd" not in raw else {}
     if "etcd3" in raw:
         raw.setdefault("etcd", raw["etcd3"])
@@ -124,20 +158,43 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     Raises :class:`ConfigError` listing every problem found.
     """
     env = os.environ if env is None else env
+    if (deep := _depth_error(data)) is not None:
+        raise deep
     raw = copy.deepcopy(dict(data))
     _apply_env(raw, env)
+    for var, message in check_env(env):
+        logger.warning("%s: %s", var, message)
     return _validate(raw, env)
 
 
 def parse_dynamic_config(data: Mapping[str, Any], prefix: str = "") -> DynamicConfig:
     """Validate a dynamic configuration (e.g. the DCS ``config`` value); unknown PostgreSQL
-    parameters are dropped with a warning. ConfigError paths start with ``prefix``."""
+    parameters are dropped with a warning. Keys are looked up in the registry: unsupported
+    ones are logged as warnings, unknown ones are errors. ConfigError paths start with
+    ``prefix``."""
+    if (deep := _depth_error(data, prefix)) is not None:
+        raise deep
+    errors, warnings = check_dynamic(data, prefix)
+    for path, message in warnings:
+        logger.warning("%s: %s", path, message)
     raw = copy.deepcopy(dict(data))
     _filter_params_at(raw, ("postgresql", "parameters"))
     try:
-        return DynamicConfig.model_validate(raw)
+        config = DynamicConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_convert(exc, prefix)) from None
+        raise ConfigError(errors + _convert(exc, prefix)) from None
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def dynamic_config_warnings(data: Mapping[str, Any]) -> list[str]:
+    """What a member should log about a dynamic configuration read from the DCS (written by
+    someone else): unsupported and unknown keys alike, as ``"path: message"``; never raises."""
+    if too_deep(data) is not None:
+        return [f"config: nested more than {MAX_DEPTH} levels deep"]
+    errors, warnings = check_dynamic(data, "config")
+    return [f"{path}: {message}" for path, message in errors + warnings]
 
 
 # ---------------------------------------------------------------------------- files
@@ -148,9 +205,21 @@ def _yaml_mapping(text: str, source: str) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([(source, f"invalid YAML: {' '.join(str(exc).split())}")]) from None
+    except RecursionError:
+        raise ConfigError([(source, f"nested more than {MAX_DEPTH} levels deep")]) from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError([(source, "expected a mapping at the top level")])
+    if (deep := _depth_error(data)) is not None:
+        raise ConfigError([(source, f"{path}: {msg}") for path, msg in deep.errors]) from None
     return data or {}
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([(str(path), f"not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} "
+                                       f"at offset {exc.start})")]) from None
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -168,13 +237,13 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     target = Path(path)
     try:
         if not target.is_dir():
-            return _yaml_mapping(target.read_text(encoding="utf-8"), str(target))
+            return _yaml_mapping(_read_text(target), str(target))
         files = sorted(p for p in target.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file())
         if not files:
             raise ConfigError([(str(target), "no *.yml or *.yaml files in directory")])
         merged: dict[str, Any] = {}
         for file in files:
-            _deep_merge(merged, _yaml_mapping(file.read_text(encoding="utf-8"), str(file)))
+            _deep_merge(merged, _yaml_mapping(_read_text(file), str(file)))
         return merged
     except OSError as exc:
         raise ConfigError([(str(exc.filename or target), f"cannot read: {exc.strerror}")]) from None
