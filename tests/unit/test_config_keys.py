@@ -170,7 +170,7 @@ def test_dynamic_key_in_local_yaml_and_local_only_keys(caplog: pytest.LogCapture
     messages = warnings_of(data, caplog)
     assert any(m.startswith("ttl: a dynamic setting has no effect") for m in messages)
     assert any(m.startswith("postgresql.use_slots: has no effect") for m in messages)
-    assert any(m.startswith("postgresql.use_pg_rewind: not supported yet") for m in messages)
+    assert not any(m.startswith("postgresql.use_pg_rewind") for m in messages)  # local wins
 
 
 def test_free_form_places_are_not_checked() -> None:

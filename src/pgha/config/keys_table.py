@@ -174,7 +174,7 @@ LOCAL: tuple[Key, ...] = (
     _k("postgresql.bin_dir", "directory of pg_ctl on PATH", env=True),
     _p("postgresql.bin_name", None, "custom binary names"),
     *(_p(f"postgresql.bin_name.{b}", None, "custom binary names", b) for b in _BINARIES),
-    _k("postgresql.pgpass", "/tmp/pgpass-<name>", env=True),
+    _k("postgresql.pgpass", "~/.pgpass_pgha_<name>", env=True),
     _k("postgresql.authentication", note="the roles pgha connects as"),
     *_ROLE_KEYS,
     _k("postgresql.callbacks", note="scripts run as `cmd action role scope`"),
@@ -191,13 +191,13 @@ LOCAL: tuple[Key, ...] = (
     _p("postgresql.recovery_conf", METHODS, "extra recovery settings (restore_command, ...)",
        free=True),
     _k("postgresql.pg_ctl_timeout", "60"),
-    Key("postgresql.use_pg_rewind", "false", PLANNED, "a local value is not used: set "
-        "postgresql.use_pg_rewind in the dynamic configuration", inert=()),
+    _k("postgresql.use_pg_rewind", "the dynamic value", note="a local value overrides the "
+       "dynamic one"),
     Key("postgresql.use_slots", "true", IGNORED, "a cluster-wide setting: set it in the "
         "dynamic configuration"),
     _k("postgresql.remove_data_directory_on_rewind_failure", "false"),
-    _p("postgresql.remove_data_directory_on_diverged_timelines", None,
-       "re-clone of a diverged member without pg_rewind", "false", inert=_OFF),
+    _k("postgresql.remove_data_directory_on_diverged_timelines", "false",
+       note="re-clone a diverged member when pg_rewind is off; else it stays stopped"),
     _p("postgresql.use_unix_socket", None, "local connections over the socket", "false",
        inert=_OFF),
     _p("postgresql.use_unix_socket_repl", None, "replication over the socket", "false",
