@@ -152,7 +152,6 @@ class PeerClient:
             return False
         old, self._session = self._session, self._new_session(tls.context)
         await old.close()
-        log.info("peer HTTP session renewed with the reloaded TLS settings and credentials")
         return True
 
     async def statuses(self, view: ClusterView, timeout: float) -> dict[str, PeerStatus | None]:
