@@ -111,8 +111,7 @@ async def test_changes_are_applied_or_reported_one_line_each(
                        "tags.nofailover (peer HTTP session renewed)"),
         (logging.WARNING, "reload: changed but needs a restart of the agent to take effect: "
                           "etcd.host"),
-        (logging.INFO, "reload: only used when the cluster is bootstrapped, change ignored: "
-                       "bootstrap.dcs"),
+        (logging.INFO, "reload: only used when a new cluster is bootstrapped: bootstrap.dcs"),
         (logging.INFO, "reload: configuration applied"),
     ]
     assert "secret" not in caplog.text
@@ -122,7 +121,30 @@ async def test_changes_are_applied_or_reported_one_line_each(
     assert agent.local.tags.nofailover and not agent.local.tags.can_be_leader
     assert agent.local.config.restapi.authentication is not None
     assert agent.local.config.restapi.authentication.password == "new-secret"
-    assert [c.etcd.host for c in agent.pg.applied if c.etcd] == ["127.0.0.1:2399"]
+    # what needs a restart keeps its running value until then
+    assert agent.local.config.etcd is not None
+    assert agent.local.config.etcd.host == "127.0.0.1:2379"
+    assert [c.etcd.host for c in agent.pg.applied if c.etcd] == ["127.0.0.1:2379"]
+
+
+async def test_postgres_location_is_kept_until_a_restart(
+        agent: Agent, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    data_dir = agent.local.config.postgresql.data_dir
+    agent.write(postgresql={"data_dir": str(tmp_path / "elsewhere"), "bin_dir": "/usr/bin",
+                            "parameters": {"work_mem": "8MB"}, "pg_hba": ["local all all peer"]},
+                watchdog={"mode": "automatic"})
+    caplog.set_level(logging.INFO)
+    assert await agent.reloader.reload(None, "replica")
+    (applied,) = [c for c in agent.pg.applied]
+    assert applied is agent.local.config
+    assert applied.postgresql.data_dir == applied.postgresql.config_dir == data_dir
+    assert applied.postgresql.bin_dir == "/tmp"
+    assert applied.watchdog.mode == "off"
+    assert applied.postgresql.parameters == {"work_mem": "8MB"}  # applied at once
+    assert applied.postgresql.pg_hba == ["local all all peer"]
+    lines = dict((m.split(": ")[1], m) for _, m in reload_lines(caplog))
+    assert lines["changed but needs a restart of the agent to take effect"].endswith(
+        "postgresql.bin_dir, postgresql.config_dir, postgresql.data_dir, watchdog.mode")
 
 
 async def test_an_unchanged_file_says_so_and_still_reloads_postgres(

@@ -17,7 +17,7 @@ from typing import Any, Self
 
 import aiohttp
 
-from pgha.api.client_tls import ssl_context
+from pgha.api.client_tls import basic_auth, ssl_context
 from pgha.api.tls_files import TlsSettings, client_digest, load_client_tls
 from pgha.config import Config
 from pgha.core.model import ClusterView, Member, PeerStatus, Tags
@@ -123,7 +123,7 @@ class PeerClient:
     def _new_session(self, context: ssl.SSLContext | None) -> aiohttp.ClientSession:
         auth = self.config.restapi.authentication
         return aiohttp.ClientSession(
-            auth=aiohttp.BasicAuth(auth.username, auth.password) if auth else None,
+            headers={"Authorization": basic_auth(auth.username, auth.password)} if auth else None,
             connector=aiohttp.TCPConnector(ssl=context if context is not None else True))
 
     async def __aenter__(self) -> Self:

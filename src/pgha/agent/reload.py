@@ -8,7 +8,8 @@
    TLS files (:meth:`PeerClient.prepare`), then the REST API's (:meth:`ApiServer.reconfigure`:
    access control, TLS files, listen address; it changes everything or nothing). A failure
    is one error line naming the key, and the running configuration stays;
-3. then the new configuration is put in force: the peer HTTP session is renewed when its TLS
+3. then the new configuration is put in force, except the keys that need a restart, which keep
+   their running values (:func:`keep_running_values`): the peer HTTP session is renewed when its TLS
    settings or credentials changed, the member key's ``api_url`` follows
    ``restapi.connect_address``, ``log.level`` is applied, tags are published from the next
    cycle, and PostgreSQL's settings and callbacks are re-applied (PostgreSQL is reloaded);
@@ -27,6 +28,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel
 
 from pgha.agent.local_config import LocalConfig
 from pgha.agent.peers import PeerClient
@@ -89,6 +92,30 @@ def classify(key: str) -> Effect:
     return "applied" if _under(key, LIVE_KEYS) else "restart"
 
 
+def keep_running_values(old: Config, new: Config, keys: list[str]) -> Config:
+    """``new`` with the values at ``keys`` (dotted paths of :func:`changed_keys`) taken from
+    ``old``: what needs a restart keeps its running value until the agent restarts, so that
+    nothing reads half of a change (a new ``data_dir`` next to the running postmaster)."""
+    top: dict[str, Any] = {}
+    fields: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        head, _, rest = key.partition(".")
+        if head not in Config.model_fields:
+            continue  # an unknown top-level key: nothing reads it
+        section = getattr(new, head)
+        if rest and isinstance(section, BaseModel) and rest in type(section).model_fields \
+                and getattr(old, head) is not None:
+            fields.setdefault(head, {})[rest] = getattr(getattr(old, head), rest)
+        elif rest and isinstance(section, BaseModel):
+            continue  # an unknown key inside a section: nothing reads it
+        else:
+            top[head] = getattr(old, head)
+    for head, update in fields.items():
+        if head not in top:
+            top[head] = getattr(new, head).model_copy(update=update)
+    return new.model_copy(update=top)
+
+
 class Reloader:
     """See the module docstring."""
 
@@ -114,12 +141,14 @@ class Reloader:
             log.error("reload: %s: %s; keeping the running configuration", exc.key,
                       exc.message)
             return False
+        keys = changed_keys(old, new)
+        new = keep_running_values(old, new, [k for k in keys if classify(k) == "restart"])
         self.local_config.accept(new)
         peers_renewed = await self.peers.commit(new, peer_tls)
         self.publisher.set_api_url(new.restapi.api_url)
         if new.log.level != old.log.level:
             logging.getLogger().setLevel(new.log.level)
-        self._log_changes(changed_keys(old, new), api, peers_renewed)
+        self._log_changes(keys, api, peers_renewed)
         if not await self.configurator.apply_local_config(new, dcs_config, role):
             return False
         log.info("reload: configuration applied")
@@ -145,7 +174,7 @@ class Reloader:
             log.warning("reload: changed but needs a restart of the agent to take effect: %s",
                         ", ".join(effects["restart"]))
         if effects["bootstrap"]:
-            log.info("reload: only used when the cluster is bootstrapped, change ignored: %s",
+            log.info("reload: only used when a new cluster is bootstrapped: %s",
                      ", ".join(effects["bootstrap"]))
         if not any(effects.values()):
             log.info("reload: no change in the configuration")
