@@ -174,8 +174,8 @@ class ApiServer:
         tls = load_server_tls(restapi)
         tls_changed = tls.digest != self._tls_digest
         moved = (restapi.listen_host, restapi.listen_port) != (self.host, self.port)
-        if self.runner is not None and moved:
-            await self._rebind(restapi, tls.context)
+        if self.runner is not None and (moved or not self._sites):
+            await self._rebind(restapi, tls.context)  # (no sites: an earlier rebind failed)
         elif self.runner is not None and tls_changed:
             # same address: serve the same listening sockets (duplicated) with the new
             # context, then close the old servers: no moment without a listener
