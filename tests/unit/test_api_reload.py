@@ -154,6 +154,15 @@ async def test_an_address_in_use_keeps_the_old_one(plain: tuple[ApiServer, int])
     assert server.port == port
 
 
+async def test_an_address_not_on_this_host_keeps_the_old_one(
+        plain: tuple[ApiServer, int]) -> None:
+    server, port = plain
+    with pytest.raises(SettingError) as err:
+        await server.reconfigure(config(listen=f"192.0.2.1:{port}").restapi)  # TEST-NET-1
+    assert err.value.key == "restapi.listen" and "cannot listen on 192.0.2.1" in str(err.value)
+    assert await status_of(f"http://127.0.0.1:{port}/reload", "POST", headers=basic(OLD)) == 200
+
+
 async def test_same_port_on_another_host_replaces_the_wildcard_socket() -> None:
     port = free_port()
     async with ApiServer(Source(primary_status()), config(listen=f"0.0.0.0:{port}")) as server:
