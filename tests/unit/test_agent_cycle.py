@@ -123,7 +123,8 @@ async def member() -> AsyncIterator[Member]:
                     local_config=SimpleNamespace(reload_requested=False, tags=Tags()),  # type: ignore[arg-type]
                     observer=observer, configurator=Configurator(),  # type: ignore[arg-type]
                     failsafe=failsafe, commands=commands, executor=executor,
-                    publisher=publisher, lease=lease, metrics=AgentMetrics())
+                    publisher=publisher, lease=lease, metrics=AgentMetrics(),
+                    reloader=SimpleNamespace())  # type: ignore[arg-type]  # never reloads
     async with kv:
         yield Member(world, kv, pg, DecisionCycle(stages, wake, clock=clock), lease, publisher,
                      store)

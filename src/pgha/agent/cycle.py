@@ -35,6 +35,7 @@ from pgha.agent.local_config import LocalConfig
 from pgha.agent.metrics import AgentMetrics
 from pgha.agent.observe import Observer
 from pgha.agent.publish import Publisher
+from pgha.agent.reload import Reloader
 from pgha.core.actions import Demote, HandOver, Reinitialize, RestartPostgres, StopPostgres
 from pgha.core.decide import RACE_REFUSALS, Decision, Reason, decide, needs_peer_statuses
 from pgha.core.model import ClusterView, LocalState, PgRole, PgState, safety_margin_for
@@ -66,6 +67,7 @@ class Stages:
     publisher: Publisher
     lease: LeaseKeeper
     metrics: AgentMetrics
+    reloader: Reloader  # applies a re-read YAML (SIGHUP, POST /reload)
 
 
 class DecisionCycle:
@@ -196,14 +198,9 @@ class DecisionCycle:
             self.handover_failed = False
 
     async def _reload_local_config(self) -> None:
-        s = self.s
-        config = await s.local_config.reload()
-        if config is None:
-            return
-        view = s.observer.view
-        if await s.configurator.apply_local_config(
-                config, view.config if view is not None else None, s.publisher.status.role):
-            log.info("reload: configuration applied")
+        view = self.s.observer.view
+        await self.s.reloader.reload(view.config if view is not None else None,
+                                     self.s.publisher.status.role)
 
     def _log_decision(self, decision: Decision) -> None:
         """One line per cycle: the reason code, why, and the actions chosen."""

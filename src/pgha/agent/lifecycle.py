@@ -38,6 +38,7 @@ from pgha.agent.metrics import AgentMetrics
 from pgha.agent.observe import Observer
 from pgha.agent.peers import PeerClient
 from pgha.agent.publish import Publisher, StatusRefresher
+from pgha.agent.reload import Reloader
 from pgha.api.server import ApiServer
 from pgha.config import Config
 from pgha.core.commands import Command, Outcome
@@ -93,6 +94,7 @@ class Agent:
             request_reload=self.request_reload,
             restart_timeout=2 * config.postgresql.pg_ctl_timeout + 30)
         self.configurator = PgConfigurator(self.pg, config)
+        self.api = ApiServer(self, config)
         self.executor = Executor(
             self.pg, self.store, lease=self.lease,
             status=StatusRefresher(self.observer, self.publisher),
@@ -108,7 +110,9 @@ class Agent:
             local_config=self.local_config, observer=self.observer,
             configurator=self.configurator, failsafe=self.failsafe, commands=self.commands,
             executor=self.executor, publisher=self.publisher, lease=self.lease,
-            metrics=self._metrics), self.wake)
+            metrics=self._metrics, reloader=Reloader(
+                self.local_config, self.configurator, self.publisher, self.peers, self.api)),
+            self.wake)
         # our own writes must not wake our own loop (they would make it spin)
         self._quiet_keys = {self.store.key(f"members/{self.name}"), self.store.key("status")}
 
@@ -151,7 +155,7 @@ class Agent:
         async with (
             self.kv,
             self.peers,
-            ApiServer(self, self.config) as _api,
+            self.api,
             self.configurator,
         ):
             await self._refuse_duplicate_name()

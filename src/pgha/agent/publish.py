@@ -64,6 +64,13 @@ class Publisher:
             failure=failure,
         )
 
+    def set_api_url(self, api_url: str) -> None:
+        """Publish ``api_url`` from now on (a reloaded ``restapi.connect_address`` or TLS);
+        the member key follows on the next write."""
+        if api_url != self.status.api_url:
+            log.info("REST API URL published as %s", api_url)
+            self.status = replace(self.status, api_url=api_url)
+
     def update_postgres(self, pg: PgState, details: Mapping[str, Any]) -> None:
         """Replace only PostgreSQL's part of the status (between actions of a cycle)."""
         self.status = replace(self.status, pg=pg, pg_details=details,
