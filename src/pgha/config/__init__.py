@@ -40,10 +40,18 @@ from pgha.config.base import (
     split_host_port,
 )
 from pgha.config.dynamic import BootstrapConfig, DynamicConfig, DynamicPostgresql, UserSpec
-from pgha.config.loader import load_config, parse_config, parse_dynamic_config, read_yaml
+from pgha.config.loader import (
+    load_cluster_access,
+    load_config,
+    parse_cluster_access,
+    parse_config,
+    parse_dynamic_config,
+    read_yaml,
+)
 from pgha.config.models import (
     AuthenticationConfig,
     CallbacksConfig,
+    ClusterAccess,
     Config,
     EtcdConfig,
     LogConfig,
@@ -65,6 +73,7 @@ __all__ = [
     "AuthenticationConfig",
     "BootstrapConfig",
     "CallbacksConfig",
+    "ClusterAccess",
     "Config",
     "ConfigError",
     "Duration",
@@ -83,8 +92,10 @@ __all__ = [
     "default_bin_dir",
     "filter_pg_parameters",
     "join_host_port",
+    "load_cluster_access",
     "load_config",
     "logger",
+    "parse_cluster_access",
     "parse_config",
     "parse_duration",
     "parse_dynamic_config",
