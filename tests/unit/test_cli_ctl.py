@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.cli_env import AUTH, BASIC, SYSID, CliEnv
+from tests.support.fake_api import FakeApis
 from typer.testing import CliRunner, Result
 
 from pgha.cli import common
 from pgha.cli.main import app
 from pgha.config import ClusterAccess, ConfigError, parse_cluster_access
 from pgha.dcs.memory import MemoryStore
-from tests.support.cli_env import AUTH, BASIC, SYSID, CliEnv
-from tests.support.fake_api import FakeApis
 
 DCS_SECTIONS = {
     "etcd3": "etcd3:\n  hosts: 10.0.0.1:2379,10.0.0.2:2379\n",
