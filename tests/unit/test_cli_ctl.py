@@ -321,3 +321,53 @@ def test_list_extended_4_1_layout(ctl: Ctl) -> None:
                                       "0/4E00000", "2", "0/4000000", "16", "*"]
     assert _cells(lines[at])[-1] == "nofailover: true"
     assert _cells(lines[at + 1])[-1] == "zone: b"
+
+
+# ----------------------------------------------------------------------------- more messages
+
+
+def test_failover_to_an_asynchronous_member_asks_first(ctl: Ctl) -> None:
+    fakes = ctl.env.cluster(config={"synchronous_mode": True})
+    ctl.env.put("sync", {"leader": "pg1", "sync_standby": "pg2"})
+    path = ctl.write("scope: demo\n" + DCS_SECTIONS["etcd3"] + CTL)
+    result = ctl.invoke("-c", str(path), "failover", "--candidate", "pg3", input="n\n")
+    assert result.exit_code == 1
+    assert "Are you sure you want to failover to the asynchronous node pg3?" in result.stdout
+    assert "Error: Aborting failover" in result.stderr
+    assert not fakes["pg1"].requests
+
+
+def test_switchover_prompt_names_the_standby_leader(ctl: Ctl) -> None:
+    fakes = ctl.env.cluster(config={"standby_cluster": {"host": "10.1.1.1"}})
+    fakes["pg1"].script("POST", "/switchover", 200, 'Successfully switched over to "pg2"')
+    path = ctl.write("scope: demo\n" + DCS_SECTIONS["etcd3"] + CTL)
+    result = ctl.invoke("-c", str(path), "switchover", "--candidate", "pg2",
+                        "--scheduled", "now", input="\ny\n")
+    assert result.exit_code == 0, result.output
+    assert "Standby Leader [pg1]: " in result.stdout
+    assert "Are you sure you want to switchover cluster demo, demoting current leader pg1?" \
+        in result.stdout
+
+
+def test_scheduled_restart_confirmation_and_forced_replacement(ctl: Ctl) -> None:
+    fakes = ctl.env.cluster()
+    ctl.env.member("pg2", scheduled_restart={"schedule": "2099-01-01T00:00:00+00:00"},
+                   api=False, api_url=fakes["pg2"].api_url)
+    fakes["pg2"].script("POST", "/restart", 202, "restart scheduled")
+    fakes["pg2"].script("DELETE", "/restart", 200, "flushed")
+    path = ctl.write("scope: demo\n" + DCS_SECTIONS["etcd3"] + CTL)
+    when = "2099-02-01T00:00:00+00:00"
+    declined = ctl.invoke("-c", str(path), "restart", "demo", "pg2", "--scheduled", when,
+                          input="n\n")
+    assert declined.exit_code == 1
+    assert (f"Are you sure you want to schedule restart of members pg2 at {when}?"
+            in declined.stdout)
+    assert "Error: Aborted scheduled restart" in declined.stderr
+    assert not fakes["pg2"].calls("POST")
+    forced = ctl.invoke("-c", str(path), "restart", "demo", "pg2", "--scheduled", when,
+                        "--force")
+    assert forced.exit_code == 0, forced.output
+    # as patronictl with --force: the member's scheduled restart is flushed first
+    assert [(c.method, c.path) for c in fakes["pg2"].requests] == [
+        ("DELETE", "/restart"), ("POST", "/restart")]
+    assert "Success: restart scheduled on member pg2" in forced.stdout.splitlines()

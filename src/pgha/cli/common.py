@@ -1,8 +1,19 @@
 """Shared plumbing of the operator commands: configuration, the one-shot DCS read, member
 selection, timestamps, watching and errors.
 
+Configuration, as patronictl reads it (:func:`load_access`): the file of ``-c`` (or
+``PGHA_CONFIG_FILE``/``PATRONICTL_CONFIG_FILE``), else ``~/.config/patroni/patronictl.yaml`` when
+it exists; then the ``PATRONI_*``/``PGHA_*`` variables; then ``-d/--dcs-url`` (or ``DCS_URL``),
+which replaces the DCS section. Only what reaching the cluster takes is validated
+(:class:`~pgha.config.ClusterAccess`: scope, namespace, restapi, ctl, the DCS section), so a
+file with nothing but a DCS section works. The scope is the command's CLUSTER argument when
+given, else the file's (:func:`get_config`); ``--group`` is refused (:func:`refuse_group`).
+
 Exit codes: 2 for usage and configuration errors (:func:`usage_error`), 1 for operational
-failures (:func:`fail`): DCS unreachable, a member refused or failed, a lost race.
+failures and refusals (:func:`fail`, printed as patronictl's ``Error: ...``): DCS unreachable,
+a check that refuses the action, a member that cannot be reached, a lost race. A member's own
+refusal of a restart, reload, reinit or switchover is printed on its line with exit 0, as
+patronictl does (see each command).
 
 The DCS is read and written only through :class:`pgha.dcs.store.ClusterStore` (the agent's own
 domain operations) and seen as the core's :class:`~pgha.core.model.ClusterView`; the CLI has no
