@@ -207,10 +207,9 @@ def edit_config(
 
 
 def _for_diff(data: dict[str, Any]) -> list[str]:
-    """The configuration as patronictl shows it for editing (block YAML, sorted keys, lines
-    up to 200 characters), as lines ending in a newline."""
-    text = yaml.safe_dump(data, default_flow_style=False, allow_unicode=True, width=200)
-    return [line + "\n" for line in text.rstrip("\n").split("\n")]
+    """The configuration as patronictl shows it for editing (:func:`dump_yaml`), as lines
+    ending in a newline."""
+    return [line + "\n" for line in dump_yaml(data).split("\n")]
 
 
 def _paused_everywhere(ctx: typer.Context, config: ClusterAccess, paused: bool) -> bool:

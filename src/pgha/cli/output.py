@@ -96,6 +96,7 @@ def format_rows(
 
 
 def dump_yaml(data: Any) -> str:
-    """Block-style YAML with sorted keys (stable for diffs), no trailing newline."""
+    """Block-style YAML with sorted keys (stable for diffs), lines up to 200 characters (as
+    patronictl shows a configuration), no trailing newline."""
     return yaml.safe_dump(data, default_flow_style=False, sort_keys=True,
-                          allow_unicode=True).rstrip("\n")
+                          allow_unicode=True, width=200).rstrip("\n")
