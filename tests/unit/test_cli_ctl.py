@@ -371,3 +371,16 @@ def test_scheduled_restart_confirmation_and_forced_replacement(ctl: Ctl) -> None
     assert [(c.method, c.path) for c in fakes["pg2"].requests] == [
         ("DELETE", "/restart"), ("POST", "/restart")]
     assert "Success: restart scheduled on member pg2" in forced.stdout.splitlines()
+
+
+@pytest.mark.parametrize("cmd", [
+    [], ["list"], ["topology"], ["switchover"], ["failover"], ["restart"], ["reload"],
+    ["reinit"], ["edit-config"], ["show-config"], ["pause"], ["resume"], ["history"], ["dsn"],
+    ["query"], ["flush"], ["remove"], ["version"],
+])
+def test_help_renders(ctl: Ctl, cmd: list[str]) -> None:
+    result = ctl.invoke(*cmd, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.stdout
+    if cmd in ([], ["list"], ["switchover"], ["restart"]):
+        assert ("--dcs-url" if not cmd else "--group") in result.stdout

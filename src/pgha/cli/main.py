@@ -55,7 +55,8 @@ def main(
     ] = None,
     dcs_url: Annotated[str | None, typer.Option(
         "-d", "--dcs-url", "--dcs", envvar="DCS_URL",
-        help="use this DCS instead of the configured one: SCHEME://HOST:PORT[/NAMESPACE], "
+        help="use this DCS instead of the configured one: SCHEME://HOST:PORT or "
+             "SCHEME://HOST:PORT/NAMESPACE, "
              "SCHEME one of etcd3, etcd, consul, zookeeper")] = None,
     insecure: Annotated[bool, typer.Option(
         "-k", "--insecure", help="do not verify the members' REST API certificates")] = False,
