@@ -384,3 +384,13 @@ def test_help_renders(ctl: Ctl, cmd: list[str]) -> None:
     assert "Usage:" in result.stdout
     if cmd in ([], ["list"], ["switchover"], ["restart"]):
         assert ("--dcs-url" if not cmd else "--group") in result.stdout
+
+
+def test_unreadable_file_is_one_line(ctl: Ctl) -> None:
+    path = ctl.tmp_path / "latin1.yaml"
+    path.write_bytes(b"scope: d\xe9mo\netcd3:\n  hosts: h:2379\n")
+    result = ctl.invoke("-c", str(path), "list")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: configuration error in {path}: cannot read it: "
+                                    "UnicodeDecodeError")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -122,6 +122,9 @@ def _read_access(path: Path | None, dcs_url: str | None) -> ClusterAccess:
             data = read_yaml(target)
         except ConfigError as exc:
             _config_errors(target, exc)
+        except (ValueError, RecursionError) as exc:  # not UTF-8, nested too deeply
+            usage_error(f"configuration error in {target}: cannot read it: "
+                        f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
     elif explicit:
         usage_error(f"Provided config file {target} not existing or no read rights. "
                     "Check the -c/--config-file parameter")
@@ -270,15 +273,6 @@ def has_role(view: ClusterView, member: Member, role: str) -> bool:
     if role == "standby-leader":
         return is_leader and is_standby_cluster(view)
     return not is_leader
-
-
-def strip_cluster(config: ClusterAccess, names: Sequence[str]) -> list[str]:
-    """Member arguments without a leading cluster name (``flush batman pg1 restart`` as in
-    patronictl), unless a member carries the cluster's name."""
-    out = list(names)
-    if out and out[0] == config.scope:
-        out = out[1:]
-    return out
 
 
 def cluster_and_members(ctx: typer.Context, args: Sequence[str], group: int | None
