@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests.support.cli_env import AUTH, BASIC, SYSID, CliEnv
 from tests.support.fake_api import FakeApis
 from typer.testing import CliRunner, Result
@@ -16,6 +17,7 @@ from typer.testing import CliRunner, Result
 from pgha.cli import common
 from pgha.cli.main import app
 from pgha.config import ClusterAccess, ConfigError, parse_cluster_access
+from pgha.dcs.factory import open_kv
 from pgha.dcs.memory import MemoryStore
 
 DCS_SECTIONS = {
@@ -92,6 +94,16 @@ def test_list_with_a_dcs_only_file_of_each_kind(ctl: Ctl, kind: str) -> None:
     assert config.scope == "demo" and config.namespace == "/service/"
     if kind == "etcd3":
         assert config.etcd_endpoints() == [("10.0.0.1", 2379), ("10.0.0.2", 2379)]
+
+
+@pytest.mark.parametrize(("kind", "store"), [
+    ("etcd3", "EtcdStore"), ("etcd", "EtcdStore"), ("consul", "ConsulStore"),
+    ("zookeeper", "ZooKeeperStore"),
+])
+def test_a_dcs_only_file_builds_its_store(ctl: Ctl, kind: str, store: str) -> None:
+    """The real factory behind the CLI's seam accepts what a DCS-only file gives it."""
+    access = parse_cluster_access(yaml.safe_load(DCS_SECTIONS[kind]), {})
+    assert type(open_kv(access, ttl=30, timeout=5)).__name__ == store
 
 
 def test_ctl_only_file_carries_the_credentials_of_unsafe_calls(ctl: Ctl) -> None:
