@@ -44,7 +44,9 @@ from pgha.config.base import (
 from pgha.config.dynamic import BootstrapConfig, DynamicConfig, DynamicPostgresql, UserSpec
 from pgha.config.loader import (
     dynamic_config_warnings,
+    load_cluster_access,
     load_config,
+    parse_cluster_access,
     parse_config,
     parse_dynamic_config,
     read_yaml,
@@ -52,6 +54,7 @@ from pgha.config.loader import (
 from pgha.config.models import (
     AuthenticationConfig,
     CallbacksConfig,
+    ClusterAccess,
     Config,
     EtcdConfig,
     LogConfig,
@@ -73,6 +76,7 @@ __all__ = [
     "AuthenticationConfig",
     "BootstrapConfig",
     "CallbacksConfig",
+    "ClusterAccess",
     "Config",
     "ConfigError",
     "Duration",
@@ -92,8 +96,10 @@ __all__ = [
     "dynamic_config_warnings",
     "filter_pg_parameters",
     "join_host_port",
+    "load_cluster_access",
     "load_config",
     "logger",
+    "parse_cluster_access",
     "parse_config",
     "parse_duration",
     "parse_dynamic_config",

@@ -42,7 +42,7 @@ from pgha.config.keys import (
     file_keys,
     too_deep,
 )
-from pgha.config.models import Config, _dcs_count_errors
+from pgha.config.models import ClusterAccess, Config, _dcs_count_errors
 from pgha.config.pg_parameters import filter_pg_parameters
 
 logger = logging.getLogger("pgha.config")
@@ -264,3 +264,51 @@ def load_config(path: str | os.PathLike[str] | None,
     if path is None:
         raise ConfigError([("", "no configuration file given and PGHA_CONFIGURATION is not set")])
     return parse_config(read_yaml(path), env)
+
+
+# ---------------------------------------------------------------------------- cluster access
+
+
+def parse_cluster_access(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                         override: Mapping[str, Any] | None = None) -> ClusterAccess:
+    """A :class:`ClusterAccess` (what the operator commands need) from a loaded mapping, which is
+    not modified: env overrides (``env`` defaults to ``os.environ``) are applied, then only
+    ``scope``, ``namespace``, ``restapi``, ``ctl`` and the DCS section are validated; a full
+    agent configuration is accepted as well (its other sections are not looked at). At most one
+    DCS section (``etcd3`` stored as ``etcd``); none is accepted here, the caller decides.
+    ``override`` (e.g. from patronictl's ``--dcs-url``), applied after the environment, replaces
+    every DCS section when it holds one and sets its top-level keys.
+    Raises :class:`ConfigError` listing every problem with its key path."""
+    env = os.environ if env is None else env
+    raw = copy.deepcopy(dict(data))
+    _apply_env(raw, env)
+    if override:
+        if any(k in override for k in (*DCS_KINDS, *_UNSUPPORTED_DCS)):
+            for kind in (*DCS_KINDS, *_UNSUPPORTED_DCS):
+                raw.pop(kind, None)
+        raw.update(copy.deepcopy(dict(override)))
+    for kind in DCS_KINDS:
+        if kind in raw and raw[kind] is None:
+            del raw[kind]
+    present = [k for k in DCS_KINDS if k in raw]
+    errors = _dcs_count_errors(present) if len(present) > 1 else []
+    errors += [(k, f"DCS {k} is not supported: use one of {', '.join(DCS_KINDS)}")
+               for k in _UNSUPPORTED_DCS if raw.get(k) is not None and not present]
+    rename = {"etcd": "etcd3"} if "etcd3" in raw and "etcd" not in raw else {}
+    if "etcd3" in raw:
+        raw.setdefault("etcd", raw["etcd3"])
+        del raw["etcd3"]
+    try:
+        access = ClusterAccess.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(errors + _convert(exc, rename=rename)) from None
+    if errors:
+        raise ConfigError(errors)
+    return access
+
+
+def load_cluster_access(path: str | os.PathLike[str] | None,
+                        env: Mapping[str, str] | None = None) -> ClusterAccess:
+    """:func:`parse_cluster_access` of the file or directory ``path`` (see :func:`read_yaml`);
+    ``None`` means no file (environment only). Raises :class:`ConfigError`."""
+    return parse_cluster_access({} if path is None else read_yaml(path), env)

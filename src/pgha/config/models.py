@@ -265,30 +265,20 @@ class LogConfig(_Section):
         return str(value).strip().upper()
 
 
-class Config(_Section):
-    """The local configuration. After :func:`parse_config` exactly one DCS section is set
-    (``etcd3`` and ``etcd`` are both stored as ``etcd``)."""
+class ClusterAccess(_Section):
+    """What reaching a cluster takes (patronictl's view of a configuration file): ``scope``
+    (``""`` when not set), ``namespace``, ``restapi`` (credentials and TLS files for REST calls),
+    ``ctl`` and at most one DCS section (``etcd3`` and ``etcd`` are both stored as ``etcd``).
+    Every other key (``name``, ``postgresql``, ...) is kept unvalidated in ``model_extra``.
+    Built by :func:`pgha.config.parse_cluster_access`; the operator commands use only this."""
 
-    scope: str = Field(min_length=1)
+    scope: str = ""
     namespace: str = "/service/"
-    name: str = Field(min_length=1)
     restapi: RestApiConfig = Field(default_factory=RestApiConfig)
     ctl: dict[str, Any] | None = None
     etcd: EtcdConfig | None = None
     consul: dict[str, Any] | None = None
     zookeeper: dict[str, Any] | None = None
-    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
-    postgresql: PostgresqlConfig
-    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
-    tags: TagsConfig = Field(default_factory=TagsConfig)
-    log: LogConfig = Field(default_factory=LogConfig)
-
-    @model_validator(mode="after")
-    def _default_pgpass(self) -> Config:
-        if not self.postgresql.pgpass:
-            parent = self.postgresql.data_dir.rstrip("/").rpartition("/")[0] or "/"
-            self.postgresql.pgpass = f"{parent.rstrip('/')}/.pgpass_pgha_{self.name}"
-        return self
 
     def dcs_kind(self) -> str:
         """``"etcd"``, ``"consul"`` or ``"zookeeper"``; ConfigError unless exactly one is set."""
@@ -302,6 +292,26 @@ class Config(_Section):
         if self.etcd is None:
             raise ConfigError([("etcd", "no etcd section")])
         return self.etcd.endpoints()
+
+
+class Config(ClusterAccess):
+    """The local configuration: :class:`ClusterAccess` plus the member's own sections. After
+    :func:`parse_config` ``scope`` is not empty and exactly one DCS section is set."""
+
+    scope: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    postgresql: PostgresqlConfig
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    tags: TagsConfig = Field(default_factory=TagsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _default_pgpass(self) -> Config:
+        if not self.postgresql.pgpass:
+            parent = self.postgresql.data_dir.rstrip("/").rpartition("/")[0] or "/"
+            self.postgresql.pgpass = f"{parent.rstrip('/')}/.pgpass_pgha_{self.name}"
+        return self
 
 
 def _dcs_count_errors(present: list[str], unsupported: Iterable[str] = ()) -> list[tuple[str, str]]:
