@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pgha.config import Config, ConfigError, load_config
 from pgha.core.model import Tags
+from pgha.pg.catalogue import load_catalogue
 
 log = logging.getLogger("pgha.agent")
 
@@ -42,7 +43,7 @@ class LocalConfig:
         if self.path is None:
             return None
         try:
-            config = await asyncio.to_thread(load_config, self.path)
+            config = await asyncio.to_thread(load_config, self.path, None, load_catalogue)
         except (ConfigError, OSError) as exc:
             log.error("reload: configuration rejected, keeping the running one: %s", exc)
             return None
