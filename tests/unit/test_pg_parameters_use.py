@@ -26,7 +26,7 @@ from pgha.dcs.store import ClusterStore
 from pgha.pg.conf import render_postgresql_conf
 from pgha.pg.dynconf import DynamicConfigApplier
 from pgha.pg.from_config import pg_settings
-from pgha.pg.params import merge_judged
+from pgha.pg.params import merge_judged, restart_needed
 from pgha.pg.postgres import Postgres
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -218,3 +218,16 @@ async def test_put_judges_every_parameter(handler: Any) -> None:
         "wal_level": "sometimes"}}}))
     assert out.code == 400 and "postgresql.parameters.wal_level: expected one of" in out.message
     assert (await handler.store.read_config())[0] is None
+
+
+def test_restart_need_comes_from_the_parameters_context() -> None:
+    old = {"shared_buffers": "32MB", "work_mem": "4MB", "max_connections": 50}
+    new = {"shared_buffers": "64MB", "work_mem": "8MB", "max_connections": 50,
+           "wal_level": "logical"}
+    assert restart_needed(old, new, cat(15)) == {
+        "shared_buffers": {"old_value": "32MB", "new_value": "64MB"},
+        "wal_level": {"old_value": "", "new_value": "logical"},
+    }
+    assert restart_needed({"autovacuum_max_workers": 3}, {"autovacuum_max_workers": 5},
+                          cat(18)) == {}  # sighup from 18 on
+    assert restart_needed(old, new, None) == {}

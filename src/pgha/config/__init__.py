@@ -6,7 +6,9 @@ are ignored). ``PGHA_CONFIGURATION``/``PATRONI_CONFIGURATION`` hold the whole YA
 file is read and no other environment override applies (as in Patroni).
 
 Validation reports every problem at once as :class:`ConfigError`, each with its dotted key path
-(list items as ``[i]``). Unknown PostgreSQL parameters are dropped with a warning, never an error.
+(list items as ``[i]``). PostgreSQL parameters are judged against the server binary's catalogue
+(:mod:`pgha.config.pg_parameters`; the caller passes it): unknown names are dropped with a
+warning, a value PostgreSQL would reject is an error.
 Unknown keys are kept in most sections (``model_extra``); closed sections (authentication,
 callbacks) reject them. A declared key given as ``null`` takes its default.
 

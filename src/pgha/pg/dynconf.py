@@ -60,7 +60,7 @@ from pgha.pg import controldata
 from pgha.pg.conf import STANDBY_SIGNAL, read_managed_state, write_config_if_changed
 from pgha.pg.errors import PgError
 from pgha.pg.from_config import pg_settings
-from pgha.pg.params import CONTROLDATA_NAMES, clamp_to_primary
+from pgha.pg.params import CONTROLDATA_NAMES, clamp_to_primary, restart_needed
 from pgha.pg.postgres import Postgres
 from pgha.pg.probe import Connection, local_connection
 from pgha.pg.process import pg_ctl_reload, postmaster_pid
@@ -315,16 +315,6 @@ class DynamicConfigApplier:
             log.error("rewriting the PostgreSQL configuration failed: %s", exc)
             return None
 
-    def _restart_needed(self, old: Mapping[str, Any],
-                        new: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-        """The changed parameters whose context is ``postmaster`` (from the catalogue), in
-        ``pending_restart_reason`` shape."""
-        if self._catalogue is None:
-            return {}
-        return {name: {"old_value": str(old.get(name, "")), "new_value": str(new.get(name, ""))}
-                for name in sorted(set(old) | set(new))
-                if old.get(name) != new.get(name) and self._catalogue.needs_restart(name)}
-
     async def _apply_running(self, settings: PgSettings, old_hba: tuple[str, ...],
                              old_params: Mapping[str, Any]) -> ApplyResult:
         files = await self._write(settings)
@@ -334,7 +324,7 @@ class DynamicConfigApplier:
         restart: dict[str, dict[str, str]] = {}
         if files:
             log.info("configuration changed (%s): reloading PostgreSQL", ", ".join(files))
-            restart = self._restart_needed(old_params, settings.parameters)
+            restart = restart_needed(old_params, settings.parameters, self._catalogue)
             if restart:
                 log.info("%s take effect after a restart", ", ".join(restart))
         if not files and not self._inspect_due:

@@ -123,6 +123,18 @@ def merge_judged(dynamic: Mapping[str, Any], local: Mapping[str, Any],
     return Merged(params, ignored, warnings, notes)
 
 
+def restart_needed(old: Mapping[str, Any], new: Mapping[str, Any],
+                   catalogue: ParamCatalogue | None) -> dict[str, dict[str, str]]:
+    """The parameters whose value differs between ``old`` and ``new`` (lower-case names) and
+    whose context in ``catalogue`` is ``postmaster``, as ``{name: {"old_value", "new_value"}}``
+    (``pending_restart_reason`` shape; a missing value is ``""``). Empty without a catalogue."""
+    if catalogue is None:
+        return {}
+    return {name: {"old_value": str(old.get(name, "")), "new_value": str(new.get(name, ""))}
+            for name in sorted(set(old) | set(new))
+            if old.get(name) != new.get(name) and catalogue.needs_restart(name)}
+
+
 def _as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
