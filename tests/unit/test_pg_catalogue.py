@@ -267,7 +267,7 @@ def test_a_missing_binary_falls_back_to_the_name_list_with_one_warning(
 
 def test_a_binary_that_hangs_is_given_up_after_the_timeout(tmp_path: Path) -> None:
     bin_dir = fake_binary(tmp_path, 'case "$1" in --version) echo "postgres (PostgreSQL) 16.2";;'
-                                    ' *) sleep 30;; esac\n')
+                                    ' *) exec sleep 30;; esac\n')
     got = load_catalogue(bin_dir, timeout=0.5)
     assert not got.typed and got.major == 16  # the name list, renames by the known major
     assert "did not finish" in got.source
