@@ -49,6 +49,7 @@ from pgha.dcs.factory import open_kv
 from pgha.dcs.instrumented import InstrumentedKV
 from pgha.dcs.store import ClusterStore
 from pgha.errors import AgentFatal, describe
+from pgha.pg.catalogue import load_catalogue
 from pgha.pg.configurator import PgConfigurator
 from pgha.pg.from_config import pg_settings
 from pgha.pg.postgres import Postgres
@@ -73,7 +74,8 @@ class Agent:
         settings = HaSettings.from_config(dyn.model_dump(mode="json", by_alias=False))
         self.wake = asyncio.Event()
         self.local_config = LocalConfig(config, config_path)
-        self.pg = Postgres(pg_settings(config, dyn))
+        self.catalogue = load_catalogue(config.postgresql.bin_dir)  # judges every parameter
+        self.pg = Postgres(pg_settings(config, dyn, self.catalogue))
         self._metrics = AgentMetrics()
         self.kv = InstrumentedKV(
             open_kv(config, ttl=settings.ttl, timeout=settings.retry_timeout),
@@ -92,8 +94,8 @@ class Agent:
         self.commands = CommandHandler(
             self.name, self.store, self.observer, self.publisher, self.wake,
             request_reload=self.request_reload,
-            restart_timeout=2 * config.postgresql.pg_ctl_timeout + 30)
-        self.configurator = PgConfigurator(self.pg, config)
+            restart_timeout=2 * config.postgresql.pg_ctl_timeout + 30, catalogue=self.catalogue)
+        self.configurator = PgConfigurator(self.pg, config, self.catalogue)
         self.api = ApiServer(self, config)
         self.executor = Executor(
             self.pg, self.store, lease=self.lease,

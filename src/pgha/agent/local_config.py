@@ -15,6 +15,7 @@ from pathlib import Path
 from pgha.config import Config, ConfigError, load_config
 from pgha.core.model import Tags
 from pgha.errors import describe
+from pgha.pg.catalogue import load_catalogue
 
 log = logging.getLogger("pgha.agent")
 
@@ -47,7 +48,7 @@ class LocalConfig:
         if self.path is None:
             return None
         try:
-            config = await asyncio.to_thread(load_config, self.path)
+            config = await asyncio.to_thread(load_config, self.path, None, load_catalogue)
         except ConfigError as exc:
             problems = "; ".join(f"{key or '<top>'}: {msg}" for key, msg in exc.errors)
             log.error("reload: configuration rejected, keeping the running one: %s", problems)

@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from pgha.config import Config, ConfigError, load_config
+from pgha.pg.catalogue import load_catalogue
 
 log = logging.getLogger("pgha")
 
@@ -32,9 +33,10 @@ def setup_logging(config: Config | None, level: str | None = None) -> None:
 
 
 def load_or_exit(path: Path | None) -> Config:
-    """Load the configuration or print every error with its key path and exit 2."""
+    """Load the configuration (PostgreSQL parameters judged against the catalogue of the
+    server binary in ``postgresql.bin_dir``) or print every error with its key path and exit 2."""
     try:
-        return load_config(path)
+        return load_config(path, catalogue=load_catalogue)
     except ConfigError as exc:
         config_error_exit(exc, path)
     except OSError as exc:

@@ -6,10 +6,12 @@ are ignored). ``PGHA_CONFIGURATION``/``PATRONI_CONFIGURATION`` hold the whole YA
 file is read and no other environment override applies (as in Patroni).
 
 Validation reports every problem at once as :class:`ConfigError`, each with its dotted key path
-(list items as ``[i]``). Unknown PostgreSQL parameters are dropped with a warning, never an error.
-Every key is looked up in the registry of Patroni's documented keys (:mod:`pgha.config.keys`,
-docs/configuration.md): one pgha does not implement is a warning, one unknown to both an error
-with a "did you mean" hint. A declared key given as ``null`` takes its default.
+(list items as ``[i]``). PostgreSQL parameters are judged against the server binary's catalogue
+(:mod:`pgha.config.pg_parameters`; the caller passes it): unknown names are dropped with a
+warning, a value PostgreSQL would reject is an error. Every key is looked up in the registry of
+Patroni's documented keys (:mod:`pgha.config.keys`, docs/configuration.md): one pgha does not
+implement is a warning, one unknown to both an error with a "did you mean" hint. A declared key
+given as ``null`` takes its default.
 
 This package is the public API: import from ``pgha.config``, not from its modules, which are
 layered without cycles (each imports only those listed before it):

@@ -4,12 +4,17 @@ Contract: :func:`load_config` (file or directory, or ``PGHA_CONFIGURATION``/
 ``PATRONI_CONFIGURATION``), :func:`parse_config` (an already loaded mapping) and
 :func:`parse_dynamic_config` return validated models or raise :class:`ConfigError` listing every
 problem with its dotted key path (list items as ``[i]``). Before validation exactly one DCS
-section is required (``etcd3`` is stored as ``etcd``), unknown PostgreSQL parameters are dropped
-with a warning on the ``pgha.config`` logger and an empty ``postgresql.bin_dir`` is filled in.
-Every key is looked up in the registry (:mod:`pgha.config.keys`): unsupported ones and
-``PATRONI_*`` variables pgha does not act on are logged as warnings, unknown keys, bad values
-(member name, wildcard ``listen``, ``zookeeper.hosts``), missing certificate files, non-UTF-8
-files and nesting deeper than ``keys.MAX_DEPTH`` are ConfigErrors. Inputs are never modified.
+section is required (``etcd3`` is stored as ``etcd``) and an empty ``postgresql.bin_dir`` is
+filled in. PostgreSQL parameters (``postgresql.parameters``, ``bootstrap.dcs.postgresql.
+parameters``) are judged against the catalogue ``catalogue(bin_dir)`` returns (given by the
+caller, which may run the server binary; without it, pgha's name list): unknown names are
+dropped with a warning on the ``pgha.config`` logger, a value PostgreSQL would reject is an
+error at ``...parameters.NAME``; renamed names are kept as given (they are translated for the
+server's major when the parameters are merged). Every key is looked up in the registry
+(:mod:`pgha.config.keys`): unsupported ones and ``PATRONI_*`` variables pgha does not act on are
+logged as warnings, unknown keys, bad values (member name, wildcard ``listen``,
+``zookeeper.hosts``), missing certificate files, non-UTF-8 files and nesting deeper than
+``keys.MAX_DEPTH`` are ConfigErrors. Inputs are never modified.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,25 +48,36 @@ from pgha.config.keys import (
     too_deep,
 )
 from pgha.config.models import ClusterAccess, Config, _dcs_count_errors
-from pgha.config.pg_parameters import filter_pg_parameters
+from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
 
 logger = logging.getLogger("pgha.config")
+
+CatalogueSource = Callable[[str], ParamCatalogue]
+"""``bin_dir -> catalogue`` of its server binary (:func:`pgha.pg.catalogue.load_catalogue`)."""
 
 
 # ---------------------------------------------------------------------------- validation
 
 
-def _filter_params_at(raw: dict[str, Any], path: tuple[str, ...]) -> None:
+def _filter_params_at(raw: dict[str, Any], path: tuple[str, ...],
+                      catalogue: ParamCatalogue | None = None) -> list[tuple[str, str]]:
+    """Judge the parameters at ``path``: drop unknown names (warning), return the errors of
+    values PostgreSQL would reject (``path.NAME``)."""
     node: Any = raw
     for key in path[:-1]:
         node = node.get(key) if isinstance(node, dict) else None
     params = node.get(path[-1]) if isinstance(node, dict) else None
-    if isinstance(params, dict):
-        kept, removed = filter_pg_parameters(params)
-        if removed:
-            logger.warning("%s: ignoring unknown PostgreSQL parameters: %s",
-                           ".".join(path), ", ".join(removed))
-            node[path[-1]] = kept
+    if not isinstance(params, dict):
+        return []
+    where = ".".join(path)
+    judged = judge_parameters(params, catalogue)
+    if judged.dropped:
+        logger.warning("%s: ignoring unknown PostgreSQL parameters: %s", where, ", ".join(
+            f"{name} ({why})" for name, why in judged.dropped.items()))
+        node[path[-1]] = {k: v for k, v in params.items() if str(k) not in judged.dropped}
+    for conflict in judged.conflicts:
+        logger.warning("%s: %s", where, conflict)
+    return [(f"{where}.{name}", why) for name, why in judged.invalid.items()]
 
 
 _BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
@@ -120,7 +136,8 @@ def _depth_error(data: Any, prefix: str = "") -> ConfigError | None:
     return ConfigError([(path[:200], f"nested more than {MAX_DEPTH} levels deep")])
 
 
-def _validate(raw: dict[str, Any], env: Mapping[str, str]) -> Config:
+def _validate(raw: dict[str, Any], env: Mapping[str, str],
+              catalogue: CatalogueSource | None = None) -> Config:
     key_errors = _check_keys(raw)
     for kind in DCS_KINDS:  # null = absent, as for every other key
         if kind in raw and raw[kind] is None:
@@ -132,8 +149,6 @@ def _validate(raw: dict[str, Any], env: Mapping[str, str]) -> Config:
     if "etcd3" in raw:
         raw.setdefault("etcd", raw["etcd3"])
         del raw["etcd3"]
-    _filter_params_at(raw, ("postgresql", "parameters"))
-    _filter_params_at(raw, ("bootstrap", "dcs", "postgresql", "parameters"))
     pg = raw.get("postgresql")
     if isinstance(pg, dict) and not pg.get("bin_dir"):
         pg["bin_dir"] = default_bin_dir(env.get("PATH", os.environ.get("PATH")))
@@ -142,6 +157,13 @@ def _validate(raw: dict[str, Any], env: Mapping[str, str]) -> Config:
             isinstance(raw.get("name"), str):
         # never a predictable name in a world-writable directory such as /tmp
         pg["pgpass"] = os.path.join(home, f".pgpass_pgha_{raw['name']}")
+    cat = None
+    if catalogue is not None:
+        bin_dir = pg.get("bin_dir") if isinstance(pg, dict) else None
+        cat = catalogue(str(bin_dir) if isinstance(bin_dir, str) and bin_dir else
+                        default_bin_dir(env.get("PATH", os.environ.get("PATH"))))
+    errors += _filter_params_at(raw, ("postgresql", "parameters"), cat)
+    errors += _filter_params_at(raw, ("bootstrap", "dcs", "postgresql", "parameters"), cat)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -151,9 +173,11 @@ def _validate(raw: dict[str, Any], env: Mapping[str, str]) -> Config:
     return config
 
 
-def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
+def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                 catalogue: CatalogueSource | None = None) -> Config:
     """Apply env overrides (``env`` defaults to ``os.environ``; ``*_CONFIGURATION`` is not
-    consulted) to a loaded mapping, which is not modified, and validate it.
+    consulted) to a loaded mapping, which is not modified, and validate it (PostgreSQL
+    parameters against ``catalogue(bin_dir)``, see the module docstring).
 
     Raises :class:`ConfigError` listing every problem found.
     """
@@ -164,7 +188,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     _apply_env(raw, env)
     for var, message in check_env(env):
         logger.warning("%s: %s", var, message)
-    return _validate(raw, env)
+    return _validate(raw, env, catalogue)
 
 
 def parse_dynamic_config(data: Mapping[str, Any], prefix: str = "") -> DynamicConfig:
@@ -250,9 +274,11 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | os.PathLike[str] | None,
-                env: Mapping[str, str] | None = None) -> Config:
+                env: Mapping[str, str] | None = None,
+                catalogue: CatalogueSource | None = None) -> Config:
     """Read ``path`` (file or directory, see :func:`read_yaml`), apply env overrides (``env``
-    defaults to ``os.environ``) and validate. Raises :class:`ConfigError` listing every error.
+    defaults to ``os.environ``) and validate (PostgreSQL parameters against
+    ``catalogue(bin_dir)``). Raises :class:`ConfigError` listing every error.
 
     ``PGHA_CONFIGURATION`` (else ``PATRONI_CONFIGURATION``), when set, is the whole YAML:
     ``path`` is then ignored (it may be ``None``) and no other env override applies.
@@ -260,10 +286,10 @@ def load_config(path: str | os.PathLike[str] | None,
     env = os.environ if env is None else env
     for var in ("PGHA_CONFIGURATION", "PATRONI_CONFIGURATION"):
         if env.get(var):
-            return _validate(_yaml_mapping(env[var], var), env)
+            return _validate(_yaml_mapping(env[var], var), env, catalogue)
     if path is None:
         raise ConfigError([("", "no configuration file given and PGHA_CONFIGURATION is not set")])
-    return parse_config(read_yaml(path), env)
+    return parse_config(read_yaml(path), env, catalogue)
 
 
 # ---------------------------------------------------------------------------- cluster access

@@ -140,6 +140,9 @@ def managed_parameters(settings: PgSettings, role: str,
         if not _GUC_NAME.match(name) or value is None:
             log.warning("ignoring invalid parameter %r", name)
             continue
+        if isinstance(value, str) and any(c in value for c in "\n\r\0"):
+            log.warning("ignoring parameter %s: its value contains a newline", name)
+            continue
         out[name] = value
     if role == "replica":
         out["primary_conninfo"] = primary_conninfo(settings, upstream) if upstream else ""

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from pgha.config import Config, DynamicConfig, DynamicPostgresql, RoleAuth
-from pgha.pg.params import merge_parameters
+from pgha.config.pg_parameters import ParamCatalogue
+from pgha.pg.params import merge_judged
 from pgha.pg.settings import PgSettings, PgUser
 
 log = logging.getLogger("pgha.config")
@@ -18,12 +19,18 @@ def _user(auth: RoleAuth) -> PgUser:
 
 
 def effective_parameters(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
-                         ) -> dict[str, Any]:
+                         catalogue: ParamCatalogue | None = None) -> dict[str, Any]:
     """PostgreSQL parameters: pgha's defaults < the dynamic configuration's < the local YAML's
     (see :mod:`pgha.pg.params`; a local value of a cluster-wide shared-memory parameter is
-    ignored with a warning). Names are lower-cased."""
+    ignored with a warning), judged against ``catalogue`` (renames translated for its major;
+    what PostgreSQL would reject left out with a warning). Names are lower-cased."""
     dyn_pg = dynamic.postgresql if isinstance(dynamic, DynamicConfig) else dynamic
-    params, ignored = merge_parameters(dyn_pg.parameters, config.postgresql.parameters)
+    merged = merge_judged(dyn_pg.parameters, config.postgresql.parameters, catalogue)
+    for message in merged.warnings:
+        log.warning("%s", message)
+    for message in merged.notes:
+        log.info("%s", message)
+    params, ignored = merged.parameters, merged.ignored
     if ignored:
         log.warning("postgresql.parameters: %s must be the same on every member and can only be "
                     "set in the dynamic configuration (DCS config); the local value is ignored",
@@ -31,13 +38,15 @@ def effective_parameters(config: Config, dynamic: DynamicConfig | DynamicPostgre
     return params
 
 
-def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql) -> PgSettings:
+def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
+                catalogue: ParamCatalogue | None = None) -> PgSettings:
     """PgSettings for this member. ``pg_hba`` comes from ``postgresql.pg_hba``, else the
     dynamic ``postgresql.pg_hba``, else ``bootstrap.pg_hba`` (empty: pgha's safe default).
-    ``dynamic`` is the whole dynamic configuration or just its ``postgresql`` section."""
+    ``dynamic`` is the whole dynamic configuration or just its ``postgresql`` section;
+    parameters are judged against ``catalogue`` (see :func:`effective_parameters`)."""
     pgc = config.postgresql
     dyn_pg = dynamic.postgresql if isinstance(dynamic, DynamicConfig) else dynamic
-    params = effective_parameters(config, dyn_pg)
+    params = effective_parameters(config, dyn_pg, catalogue)
     socket_dirs = str(params.pop("unix_socket_directories", "") or "/tmp")
     hba = pgc.pg_hba or dyn_pg.pg_hba or config.bootstrap.pg_hba
     return PgSettings(
