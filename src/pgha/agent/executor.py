@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import quote
 
 from pgha.agent.metrics import AgentMetrics
 from pgha.core.actions import (
@@ -46,6 +45,7 @@ from pgha.core.switchover import FailoverRequest
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
+from pgha.pg.connparams import client_files, local_superuser_url
 from pgha.pg.errors import PgError
 from pgha.pg.settings import PgSettings
 
@@ -458,15 +458,15 @@ class Executor:
 
     async def _run_post_bootstrap(self, command: str) -> None:
         st = self.pg.settings
-        url = (f"postgresql://{quote(st.superuser.username)}@/postgres"
-               f"?host={quote(str(st.socket_dir))}&port={st.port}")
-        proc = await asyncio.create_subprocess_shell(
-            f"{command} {shlex.quote(url)}",
-            env={**os.environ, "PGPASSFILE": str(st.pgpass)},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
+        url = local_superuser_url(st)  # socket or TCP, the superuser's libpq options
+        with client_files(st, st.superuser, "superuser") as extra:
+            proc = await asyncio.create_subprocess_shell(
+                f"{command} {shlex.quote(url)}",
+                env={**os.environ, **extra},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            out, _ = await proc.communicate()
         for line in out.decode(errors="replace").splitlines():
             log.info("post_bootstrap: %s", line)
         if proc.returncode != 0:

@@ -3,18 +3,60 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from pgha.config import Config, DynamicConfig, DynamicPostgresql, RoleAuth
+from pgha.pg.connparams import FILE_OPTIONS, LIBPQ_OPTIONS, asyncpg_unsupported
 from pgha.pg.params import merge_parameters
 from pgha.pg.settings import PgSettings, PgUser
 
 log = logging.getLogger("pgha.config")
+_warned: set[str] = set()
 
 
 def _user(auth: RoleAuth) -> PgUser:
-    return PgUser(auth.username, auth.password)
+    """The role with its libpq options. File options given as relative paths are made
+    absolute (the agent's working directory), so that the WAL receiver, which runs in the data
+    directory, finds the same files; ``sslrootcert=system`` stays as it is."""
+    extra = auth.model_dump()
+    libpq: list[tuple[str, str]] = []
+    for name in LIBPQ_OPTIONS:
+        value = extra.get(name)
+        if value is None:
+            continue
+        text = str(value)
+        if name in FILE_OPTIONS and text and not (name == "sslrootcert" and text == "system"):
+            text = os.path.abspath(os.path.expanduser(text))
+        libpq.append((name, text))
+    return PgUser(auth.username, auth.password, libpq=tuple(libpq))
+
+
+def _warn_superuser(user: PgUser, use_unix_socket: bool) -> None:
+    """Warn (once per distinct message) about superuser options the agent's own connections
+    (asyncpg) cannot honour."""
+    unsupported = asyncpg_unsupported(user)
+    if not unsupported:
+        return
+    one = len(unsupported) == 1
+    message = (f"postgresql.authentication.superuser: {', '.join(unsupported)} "
+               f"{'is' if one else 'are'} not supported by the agent's own connections "
+               f"(asyncpg); they connect without {'it' if one else 'them'}")
+    if use_unix_socket:
+        message += " (only to other members: the local server is reached over the unix socket)"
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
+def _socket_dir(value: str, data_dir: str) -> Path:
+    """First entry of ``unix_socket_directories`` (default /tmp). PostgreSQL resolves a
+    relative one against its data directory; so does this (made absolute)."""
+    first = value.split(",")[0].strip() or "/tmp"
+    if os.path.isabs(first):
+        return Path(first)
+    return Path(os.path.abspath(os.path.join(data_dir, first)))
 
 
 def effective_parameters(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
@@ -40,6 +82,8 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql) -> P
     params = effective_parameters(config, dyn_pg)
     socket_dirs = str(params.pop("unix_socket_directories", "") or "/tmp")
     hba = pgc.pg_hba or dyn_pg.pg_hba or config.bootstrap.pg_hba
+    superuser = _user(pgc.authentication.superuser)
+    _warn_superuser(superuser, pgc.use_unix_socket)
     return PgSettings(
         name=config.name,
         scope=config.scope,
@@ -48,7 +92,7 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql) -> P
         listen_host=pgc.listen_host,
         port=pgc.listen_port,
         connect_host=pgc.connect_host,
-        superuser=_user(pgc.authentication.superuser),
+        superuser=superuser,
         replication=_user(pgc.authentication.replication),
         rewind=_user(pgc.authentication.rewind),
         parameters=params,
@@ -58,9 +102,10 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql) -> P
             name: PgUser(name, spec.password, tuple(spec.options))
             for name, spec in config.bootstrap.users.items()
         },
-        pgpass=Path(pgc.pgpass),
-        socket_dir=Path(socket_dirs.split(",")[0].strip()),
+        pgpass=Path(os.path.abspath(pgc.pgpass)),
+        socket_dir=_socket_dir(socket_dirs, pgc.data_dir),
         pg_ctl_timeout=pgc.pg_ctl_timeout,
         use_slots=dyn_pg.use_slots,
         remove_data_directory_on_rewind_failure=pgc.remove_data_directory_on_rewind_failure,
+        use_unix_socket=pgc.use_unix_socket,
     )
