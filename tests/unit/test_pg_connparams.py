@@ -21,7 +21,7 @@ from asyncpg import connect_utils
 
 from pgha.config import ConfigError, parse_config
 from pgha.core.actions import Upstream
-from pgha.pg import bootstrap, connparams, rewind
+from pgha.pg import bootstrap, connparams, from_config, rewind
 from pgha.pg.conf import managed_parameters, primary_conninfo, render_pgpass
 from pgha.pg.connparams import (
     LIBPQ_OPTIONS,
@@ -51,6 +51,7 @@ def new_libpq(monkeypatch: pytest.MonkeyPatch) -> None:
     """A libpq that knows every option (the installed one is 15: no sslnegotiation)."""
     monkeypatch.setattr(connparams, "libpq_major", lambda: 17)
     connparams._warned.clear()
+    from_config._warned.clear()
 
 
 def settings(tmp: Path, **kw: Any) -> PgSettings:
@@ -386,3 +387,19 @@ def test_bad_option_values_are_refused_with_their_key_path(
     paths = dict(info.value.errors)
     assert any(p.startswith("postgresql.authentication.replication") for p in paths), paths
     assert len(str(info.value).splitlines()) == 1
+
+
+def test_tcp_to_the_local_server_without_credentials_is_warned_about(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, "pgha.config"):
+        config = cfg(tmp_path)  # use_unix_socket defaults to false, as in Patroni
+        pg_settings(config, config.bootstrap.dcs)
+        with_password = cfg(tmp_path, authentication={"superuser": {"password": "x"}})
+        pg_settings(with_password, with_password.bootstrap.dcs)
+        over_socket = cfg(tmp_path, use_unix_socket=True)
+        pg_settings(over_socket, over_socket.bootstrap.dcs)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "postgresql.use_unix_socket is false: the agent connects to its PostgreSQL over TCP as "
+        "postgres, who has neither a password nor a client certificate configured; unless "
+        "pg_hba.conf admits it without one, set postgresql.use_unix_socket: true"]

@@ -16,7 +16,7 @@ log = logging.getLogger("pgha.config")
 _warned: set[str] = set()
 
 
-def _user(auth: RoleAuth) -> PgUser:
+def pg_user(auth: RoleAuth) -> PgUser:
     """The role with its libpq options. File options given as relative paths are made
     absolute (the agent's working directory), so that the WAL receiver, which runs in the data
     directory, finds the same files; ``sslrootcert=system`` stays as it is."""
@@ -35,7 +35,13 @@ def _user(auth: RoleAuth) -> PgUser:
 
 def _warn_superuser(user: PgUser, use_unix_socket: bool) -> None:
     """Warn (once per distinct message) about superuser options the agent's own connections
-    (asyncpg) cannot honour."""
+    (asyncpg) cannot honour, and about a TCP connection to its own server that has nothing to
+    authenticate with."""
+    if not use_unix_socket and user.password is None and "sslcert" not in dict(user.libpq):
+        _warn_once(f"postgresql.use_unix_socket is false: the agent connects to its PostgreSQL "
+                   f"over TCP as {user.username}, who has neither a password nor a client "
+                   f"certificate configured; unless pg_hba.conf admits it without one, set "
+                   f"postgresql.use_unix_socket: true")
     unsupported = asyncpg_unsupported(user)
     if not unsupported:
         return
@@ -45,6 +51,10 @@ def _warn_superuser(user: PgUser, use_unix_socket: bool) -> None:
                f"(asyncpg); they connect without {'it' if one else 'them'}")
     if use_unix_socket:
         message += " (only to other members: the local server is reached over the unix socket)"
+    _warn_once(message)
+
+
+def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         log.warning("%s", message)
@@ -82,7 +92,7 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql) -> P
     params = effective_parameters(config, dyn_pg)
     socket_dirs = str(params.pop("unix_socket_directories", "") or "/tmp")
     hba = pgc.pg_hba or dyn_pg.pg_hba or config.bootstrap.pg_hba
-    superuser = _user(pgc.authentication.superuser)
+    superuser = pg_user(pgc.authentication.superuser)
     _warn_superuser(superuser, pgc.use_unix_socket)
     return PgSettings(
         name=config.name,
@@ -93,8 +103,8 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql) -> P
         port=pgc.listen_port,
         connect_host=pgc.connect_host,
         superuser=superuser,
-        replication=_user(pgc.authentication.replication),
-        rewind=_user(pgc.authentication.rewind),
+        replication=pg_user(pgc.authentication.replication),
+        rewind=pg_user(pgc.authentication.rewind),
         parameters=params,
         pg_hba=tuple(hba),
         initdb_options=tuple(config.bootstrap.initdb),
