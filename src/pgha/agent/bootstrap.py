@@ -23,13 +23,13 @@ import shlex
 import signal
 from collections.abc import Mapping
 from typing import Any, Protocol
-from urllib.parse import quote
 
 from pgha.core.actions import StopMode, Upstream
 from pgha.core.model import PgState
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import AgentFatal, describe
+from pgha.pg.connparams import client_files, local_superuser_url
 from pgha.pg.errors import PgError
 from pgha.pg.settings import PgSettings
 
@@ -135,25 +135,25 @@ class ClusterBootstrap:
             log.error("could not release initialize after failed bootstrap: %s", describe(exc))
 
     async def _run_post_bootstrap(self, command: str) -> None:
-        """``command <connection URL>`` (the superuser over the local socket), output logged.
+        """``command <connection URL>`` (the superuser, as the agent connects), output logged.
         Raises BootstrapFailed on a non-zero exit; on cancellation (the bootstrap's timeout)
         its whole process group is killed before the cancellation goes on."""
         st = self.pg.settings
-        url = (f"postgresql://{quote(st.superuser.username)}@/postgres"
-               f"?host={quote(str(st.socket_dir))}&port={st.port}")
-        proc = await asyncio.create_subprocess_shell(
-            f"{command} {shlex.quote(url)}",
-            env={**os.environ, "PGPASSFILE": str(st.pgpass)},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            out, _ = await proc.communicate()
-        except BaseException:
-            log.error("post_bootstrap did not finish in time: killing it")
-            await asyncio.shield(_kill_group(proc))
-            raise
+        url = local_superuser_url(st)  # socket or TCP, the superuser's libpq options
+        with client_files(st, st.superuser, "superuser") as extra:
+            proc = await asyncio.create_subprocess_shell(
+                f"{command} {shlex.quote(url)}",
+                env={**os.environ, **extra},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                out, _ = await proc.communicate()
+            except BaseException:
+                log.error("post_bootstrap did not finish in time: killing it")
+                await asyncio.shield(_kill_group(proc))
+                raise
         for line in out.decode(errors="replace").splitlines():
             log.info("post_bootstrap: %s", line)
         if proc.returncode != 0:

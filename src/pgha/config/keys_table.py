@@ -198,10 +198,10 @@ LOCAL: tuple[Key, ...] = (
     _k("postgresql.remove_data_directory_on_rewind_failure", "false"),
     _k("postgresql.remove_data_directory_on_diverged_timelines", "false",
        note="re-clone a diverged member when pg_rewind is off; else it stays stopped"),
-    _p("postgresql.use_unix_socket", None, "local connections over the socket", "false",
-       inert=_OFF),
-    _p("postgresql.use_unix_socket_repl", None, "replication over the socket", "false",
-       inert=_OFF),
+    _k("postgresql.use_unix_socket", "false", note="the agent's own connections over the "
+       "socket (else TCP to localhost or the first listen address)"),
+    Key("postgresql.use_unix_socket_repl", "false", IGNORED, "pgha opens no replication "
+        "connection to its own server"),
     _p("postgresql.rewind", None, "extra pg_rewind options", free=True),
     _p("postgresql.pre_promote", None, "fencing script before promote"),
     _p("postgresql.before_stop", None, "script run before stopping PostgreSQL"),

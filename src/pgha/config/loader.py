@@ -124,7 +124,7 @@ def _check_keys(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
         logger.warning("%s: %s", path, message)
     errors += check_values(raw)
     errors += [(path, f"file not found: {name}") for path, name in file_keys(raw)
-               if not os.path.exists(name)]
+               if not os.path.exists(name) and name.isprintable()]  # else refused as malformed
     return errors
 
 

@@ -106,7 +106,11 @@ class RoleAuth(_Section):
 
     username: str = Field(min_length=1)
     password: str | None = None
-    sslmode: str | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca",
+                     "verify-full"] | None = None
+    sslnegotiation: Literal["postgres", "direct"] | None = None
+    gssencmode: Literal["disable", "prefer", "require"] | None = None
+    channel_binding: Literal["disable", "prefer", "require"] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +118,11 @@ class RoleAuth(_Section):
         unknown = [k for k in data if k not in _ROLE_KEYS] if isinstance(data, dict) else []
         if unknown:
             raise ValueError(f"unknown keys: {', '.join(map(str, unknown))}")
+        # the values end up in connection strings, pgpass and service files: one line each
+        broken = [k for k, v in data.items() if isinstance(v, str) and
+                  any(c in v for c in "\n\r\0")] if isinstance(data, dict) else []
+        if broken:
+            raise ValueError(f"{', '.join(broken)}: must not contain a line break or NUL")
         return data
 
     def libpq_params(self) -> dict[str, str]:
@@ -176,6 +185,9 @@ class PostgresqlConfig(_Endpoint):
     remove_data_directory_on_rewind_failure: bool = False
     remove_data_directory_on_diverged_timelines: bool = False
     use_unix_socket: bool = False
+    # Patroni: replication-protocol connections to the local server over the socket. pgha makes
+    # none (it reads timelines over SQL), so the switch is accepted and changes nothing.
+    use_unix_socket_repl: bool = False
     pg_ctl_timeout: Seconds = Field(default=60, gt=0)
     recovery_conf: dict[str, Any] = Field(default_factory=dict)
 

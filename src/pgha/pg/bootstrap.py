@@ -14,7 +14,8 @@ from typing import Any
 
 from pgha.core.actions import Upstream
 from pgha.pg.cmd import Progress, clean_env, run, tree_size
-from pgha.pg.conf import conninfo, write_pgpass
+from pgha.pg.conf import write_pgpass
+from pgha.pg.connparams import check_key_file, client_files, program_conninfo
 from pgha.pg.errors import PgError
 from pgha.pg.probe import Connection, local_connection
 from pgha.pg.settings import PgSettings, PgUser, parse_conn_url
@@ -195,28 +196,31 @@ def _empty_dir(path: Path) -> None:
 async def clone(settings: PgSettings, source: Upstream, timeout: float = CLONE_TIMEOUT,
                 stall_timeout: float = CLONE_STALL_TIMEOUT) -> bool:
     """pg_basebackup from ``source`` into the empty data directory (WAL streamed, fast
-    checkpoint, as the replication user with the pgpass file). True on success; on failure or
-    cancellation the partial copy is wiped. Writes no configuration and starts nothing.
+    checkpoint, as the replication user with its libpq options and the pgpass file; see
+    :mod:`pgha.pg.connparams`). True on success; on failure or cancellation the partial copy
+    is wiped. Writes no configuration and starts nothing.
 
     There is no fixed time limit (a multi-terabyte copy takes hours): the copy is stopped when
     the data directory has not grown for :data:`CLONE_STALL_TIMEOUT`; its size is logged every
-    minute (and passed to ``report``)."""
+    minute."""
     try:
         host, port = parse_conn_url(source.conn_url)
     except ValueError as exc:
         log.error("cannot clone from %s: %s", source.name, exc)
         return False
+    if check_key_file(settings.replication, "replication"):
+        return False
     await asyncio.to_thread(write_pgpass, settings)
-    dsn = conninfo({"host": host, "port": port, "user": settings.replication.username,
-                    "application_name": settings.name, "passfile": str(settings.pgpass)})
+    dsn = program_conninfo(settings, settings.replication, "replication", host, port,
+                           application_name=settings.name)
     argv = [settings.binary("pg_basebackup"), "-D", str(settings.data_dir), "-X", "stream",
             "-c", "fast", "-w", "-d", dsn]
     settings.data_dir.parent.mkdir(parents=True, exist_ok=True)
-    log.info("cloning from %s (%s:%s) with pg_basebackup", source.name, host, port)
+    log.info("cloning from %s with pg_basebackup -d %r", source.name, dsn)
     try:
-        result = await run(argv, timeout=timeout,
-                           env=clean_env({"PGPASSFILE": str(settings.pgpass)}),
-                           progress=_clone_progress(settings, source, stall_timeout))
+        with client_files(settings, settings.replication, "replication") as extra:
+            result = await run(argv, timeout=timeout, env=clean_env(extra),
+                               progress=_clone_progress(settings, source, stall_timeout))
     except BaseException:
         await asyncio.shield(asyncio.to_thread(wipe_data_dir, settings.data_dir))
         raise

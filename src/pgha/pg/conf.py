@@ -17,11 +17,13 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pgha.core.actions import Upstream, slot_name
+from pgha.pg.connparams import check_key_file, conninfo, primary_conninfo_params
+from pgha.pg.connparams import quote_conninfo as quote_conninfo  # re-exported
 from pgha.pg.settings import PgSettings, parse_conn_url
 
 log = logging.getLogger("pgha.pg")
@@ -66,27 +68,13 @@ def quote_guc(value: Any) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def quote_conninfo(value: str) -> str:
-    """A libpq connection-string value, quoted when needed."""
-    if value and re.fullmatch(r"[A-Za-z0-9_.,:/@+\-\[\]]+", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def conninfo(params: Mapping[str, str | int]) -> str:
-    """``key=value`` pairs joined by spaces, values quoted for libpq."""
-    return " ".join(f"{k}={quote_conninfo(str(v))}" for k, v in params.items())
-
-
 def primary_conninfo(settings: PgSettings, upstream: Upstream) -> str:
-    """Connection string a replica uses to stream from ``upstream`` (replication user,
-    password from the pgpass file, application_name = our member name)."""
+    """Connection string a replica uses to stream from ``upstream`` (replication user and its
+    libpq options, password from the pgpass file, application_name = our member name; see
+    :func:`pgha.pg.connparams.primary_conninfo_params`)."""
     host, port = parse_conn_url(upstream.conn_url)
-    return conninfo({
-        "host": host, "port": port, "user": settings.replication.username,
-        "passfile": str(settings.pgpass), "application_name": settings.name,
-        "sslmode": "prefer",
-    })
+    check_key_file(settings.replication, "replication")
+    return conninfo(primary_conninfo_params(settings, host, port))
 
 
 def _normal(value: Any) -> str:

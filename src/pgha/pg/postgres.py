@@ -440,7 +440,7 @@ class Postgres:
         await self.execute("CHECKPOINT")
 
     async def execute(self, sql: str, *args: Any) -> list[Any]:
-        """Run one statement as superuser over the unix socket; its rows (asyncpg Records).
+        """Run one statement as superuser on the local server; its rows (asyncpg Records).
         Raises PgError."""
         try:
             async with local_connection(self.settings) as conn:
