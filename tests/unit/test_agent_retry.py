@@ -102,6 +102,8 @@ class FailingPg:
 class Sink:
     async def pg_changed(self) -> None: ...
 
+    async def busy(self, what: str) -> None: ...
+
 
 class Lease:
     async def confirm(self) -> bool:
@@ -253,3 +255,25 @@ async def test_post_bootstrap_is_killed_with_its_process_group(tmp_path: Path) -
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the post_bootstrap child outlived its timeout")
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def pg_changed(self) -> None:
+        self.events.append("changed")
+
+    async def busy(self, what: str) -> None:
+        self.events.append(what)
+
+
+async def test_a_clone_shows_creating_replica_while_it_runs() -> None:
+    fc, pg = FakeClock(), FailingPg()
+    ex = make_executor(pg, fc.clock())
+    sink = RecordingSink()
+    ex.status = sink
+    await ex.run((CloneReplica(PG1),))
+    assert sink.events == ["creating replica", "changed"]
+    status = AgentStatus("pg3", "demo", Tags(), "", "", pg=PgState(busy="creating replica"))
+    assert status.to_patroni_json()["state"] == "creating replica"

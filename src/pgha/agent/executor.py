@@ -111,9 +111,13 @@ class LeaseGate(Protocol):
 
 
 class PgStatusSink(Protocol):
-    """Told after every action that changed PostgreSQL's state, before the next action."""
+    """Told after every action that changed PostgreSQL's state, before the next action, and
+    when a long action starts (``busy``: Patroni's state string such as ``creating replica``,
+    shown by ``GET /patroni`` and the member key until the next ``pg_changed``)."""
 
     async def pg_changed(self) -> None: ...
+
+    async def busy(self, what: str) -> None: ...
 
 
 class Executor:
@@ -286,9 +290,11 @@ class Executor:
 
     # ------------------------------------------------------------------ PostgreSQL
     async def _bootstrap_cluster(self, action: BootstrapCluster) -> bool:
+        await self.status.busy("initializing new cluster")
         return await self.bootstrapper.run()
 
     async def _clone_replica(self, action: CloneReplica) -> bool:
+        await self.status.busy("creating replica")
         return await self._while_busy(self.pg.clone(action.source))
 
     async def _start_postgres(self, action: StartPostgres) -> bool:
@@ -335,6 +341,7 @@ class Executor:
             if not await self.pg.stop(StopMode.IMMEDIATE):
                 return False
             await self.status.pg_changed()
+            await self.status.busy("creating replica")
             await self.pg.wipe()
             return (await self.pg.clone(action.source)
                     and await self.pg.start("replica", action.leader))

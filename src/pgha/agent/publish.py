@@ -27,6 +27,8 @@ from pgha.errors import bounded, describe
 
 log = logging.getLogger("pgha.agent")
 
+_BUSY_PUBLISH_BUDGET = 3.0
+
 # member-key fields that change with every write on the primary
 _POSITIONS = frozenset({"xlog_location", "receive_lsn", "replay_lsn"})
 
@@ -76,6 +78,11 @@ class Publisher:
         self.status = replace(self.status, pg=pg, pg_details=details,
                               heartbeat=self.clock.monotonic())
 
+    def set_busy(self, what: str | None) -> None:
+        """A long action (Patroni's state string, e.g. ``creating replica``) is in flight."""
+        self.status = replace(self.status, pg=replace(self.status.pg, busy=what),
+                              heartbeat=self.clock.monotonic())
+
     def own_peer_status(self) -> PeerStatus | None:
         """Our own published status as a peer would see it over ``GET /patroni``."""
         return parse_peer_status(self.status.name, self.status.to_patroni_json())
@@ -123,3 +130,9 @@ class StatusRefresher:
     async def pg_changed(self) -> None:
         pg, details = await self.observer.postgres()
         self.publisher.update_postgres(pg, details)
+
+    async def busy(self, what: str) -> None:
+        """Show ``what`` as the state, in the API and (best effort, within a few seconds) in
+        the member key, which ``pgha list`` reads while the action runs."""
+        self.publisher.set_busy(what)
+        await self.publisher.write_member_key(0.0, _BUSY_PUBLISH_BUDGET)
