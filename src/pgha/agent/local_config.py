@@ -51,7 +51,7 @@ class LocalConfig:
             config = await asyncio.to_thread(load_config, self.path, None, load_catalogue)
         except ConfigError as exc:
             problems = "; ".join(f"{key or '<top>'}: {msg}" for key, msg in exc.errors)
-            log.error("reload: configuration rejected, keeping the running one: %s", problems)
+            log.error("reload: %s; keeping the running configuration", problems)
             return None
         except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, ...
             log.error("reload: cannot read %s, keeping the running configuration: %s",
