@@ -278,3 +278,17 @@ def test_resume_not_paused(env: CliEnv) -> None:
     result = env.invoke("resume")
     assert result.exit_code == 1
     assert "Cluster is not paused" in result.stderr
+
+
+@pytest.mark.parametrize(("option", "key"), [
+    ("max_connections=lots", "postgresql.parameters.max_connections"),
+    ("wal_level=hot", "postgresql.parameters.wal_level"),
+    ("shared_buffers=8kB", "postgresql.parameters.shared_buffers"),  # below 128kB
+])
+def test_edit_config_refuses_a_value_postgresql_would_reject(env: CliEnv, option: str,
+                                                             key: str) -> None:
+    env.cluster(config=BASE)
+    result = env.invoke("edit-config", "-p", option, "--force")
+    assert result.exit_code == 2, result.output
+    assert "nothing was written" in result.stderr and key in result.stderr
+    assert env.get("config") == BASE
