@@ -369,7 +369,7 @@ class Sim:
             lease_deadline=m.lease_deadline, member_seen=dict(m.member_seen),
             shutting_down=shutting_down, wall_time=self.wall_time(),
             restart_requested=m.restart_requested, reinit_requested=m.reinit_requested,
-            handover_failed=m.handover_failed)
+            handover_failed=m.handover_failed, session_id=m.kv.session_id if m.kv else None)
         if view is not None and needs_peer_statuses(view, local):
             peers = {n: self.peer_status(n) for n in view.members if n != m.name}
             local = replace(local, peers=peers)

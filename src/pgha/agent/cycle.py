@@ -176,7 +176,7 @@ class DecisionCycle:
             wall_time=wall, restart_requested=s.commands.due_restart(wall),
             reinit_requested=reinit is not None,
             reinit_from_leader=reinit is not None and reinit.from_leader,
-            handover_failed=self.handover_failed,
+            handover_failed=self.handover_failed, session_id=s.store.kv.session_id,
         )
         if view is not None and needs_peer_statuses(view, local):
             local = replace(local, peers=await s.observer.peer_statuses(view))

@@ -100,7 +100,7 @@ def _settings(config: Mapping[str, Any] | None, key: str) -> HaSettings:
 def _leader(kv: KeyValue) -> Leader | None:
     text = _text(kv)
     if text:
-        return Leader(text, kv.revision)
+        return Leader(text, kv.revision, kv.session)
     if text is not None:
         log.warning("ignoring DCS key %s: empty leader name", kv.key)
     return None
@@ -234,8 +234,31 @@ class ClusterStore:
         return await self.kv.create(self.key("leader"), self.name.encode(), ephemeral=True)
 
     async def release_leader(self) -> bool:
-        """Delete the leader key only if it holds our name. True if deleted."""
-        return await self.kv.delete(self.key("leader"), if_value=self.name.encode())
+        """Delete the leader key only if it holds our name AND is bound to our current session
+        (compare-and-delete on the revision read). A key that merely holds our name, bound to
+        another session (a previous process of ours, or another agent started with our name),
+        is left alone and logged (DESIGN.md safety rule 7). True if deleted."""
+        key = self.key("leader")
+        kv = await self._get("leader")
+        if kv is None or kv.value != self.name.encode():
+            return False
+        session = self.kv.session_id
+        if session is None or kv.session != session:
+            log.warning("not releasing the leader key %s: it holds our name but is bound to "
+                        "session %s, not ours (%s)", key, kv.session or "none",
+                        session or "none")
+            return False
+        return await self.kv.delete(key, if_revision=kv.revision)
+
+    async def rebind_leader(self, revision: int) -> bool:
+        """Bind the leader key, seen holding our name at ``revision`` but bound to another
+        session, to our session (opened on demand): one compare-and-set on ``revision``
+        (etcd: a transaction on the key's mod_revision putting it with our lease; ZooKeeper:
+        delete at the seen version and create ephemeral in one multi, since an ephemeral
+        owner cannot change; Consul: a transaction check-index, delete, lock with our
+        session). False when the key changed or vanished since: it is then not ours."""
+        return await self.kv.put(self.key("leader"), self.name.encode(), ephemeral=True,
+                                 if_revision=revision)
 
     async def touch_member(self, data: Mapping[str, Any]) -> None:
         """Write our ``members/<name>`` JSON, bound to our session."""
