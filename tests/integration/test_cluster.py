@@ -166,7 +166,7 @@ def test_second_agent_with_a_live_name_refuses_to_start(cluster: LocalCluster,
         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode != 0
-    assert "already running" in out.stderr
+    assert "there is already a node named" in out.stderr and "running" in out.stderr
     assert not (tmp_path / "dup-data").exists()
 
 
