@@ -226,7 +226,7 @@ class Agent:
                 async for event in self.store.watch(revision):
                     revision = max(revision, event.revision)
                     if event.key not in self._quiet_keys:
-                        self.wake.set()
+                        self.cycle.dcs_changed()
             except DCSError as exc:
                 log.warning("DCS watch failed: %s", describe(exc))
             await asyncio.sleep(0.5)
