@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -245,3 +245,22 @@ async def test_dcs_change_wakes_a_cycle_at_once_without_repeats(member: Member) 
     started = loop.time()
     await cycle._sleep(True)
     assert loop.time() - started < 0.2
+
+
+async def test_published_lock_needs_the_key_bound_to_our_session(member: Member) -> None:
+    """GET /primary answers from ``holds_lock``: a leader key that merely holds our name
+    (bound to another session, e.g. our previous process's) is not our lock (rule 7)."""
+    assert await member.lease.confirm()
+    await member.cycle.run_once()
+    await member.cycle.run_once()
+    assert member.publisher.status.is_primary
+    view = await member.store.load()
+    assert view.leader is not None and view.leader.session == member.kv.session_id
+    decision = member.cycle.last_decision
+    assert decision is not None
+    stale = replace(view, leader=replace(view.leader, session="another-session"))
+    member.publisher.publish(member.pg.state(), member.pg.details(), decision, view=stale,
+                             dcs_ok=True, dcs_last_seen=None, tags=Tags(),
+                             pending_restart=False, pending_restart_reason=None,
+                             scheduled_restart=None)
+    assert not member.publisher.status.holds_lock and not member.publisher.status.is_primary
