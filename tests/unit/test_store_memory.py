@@ -543,3 +543,25 @@ async def test_history_is_kept_in_timeline_order(stores: list[ClusterStore]) -> 
     assert await s.append_history(HistoryEntry(5, 50))
     assert await s.append_history(HistoryEntry(3, 30))
     assert [e.timeline for e in await s.read_history()] == [3, 5]
+
+
+async def test_a_second_live_agent_with_our_name_is_reported(
+    backend: MemoryBackend, stores: list[ClusterStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two live agents under one name take the key from each other's session: the one that
+    must rebind again a key it had bound to its current session says so (CRITICAL)."""
+    first = stores[0]
+    assert await first.acquire_leader()
+    twin_kv = MemoryStore(backend, ttl=TTL)
+    async with twin_kv:
+        twin = ClusterStore(twin_kv, "/service/", "demo", first.name)
+        await twin.keepalive()
+        seen = (await twin.load()).leader
+        assert seen is not None and await twin.rebind_leader(seen.revision)
+        seen = (await first.load()).leader
+        assert seen is not None and await first.rebind_leader(seen.revision)  # back: first time
+        assert not [r for r in caplog.records if r.levelno == logging.CRITICAL]
+        seen = (await twin.load()).leader
+        assert seen is not None and await twin.rebind_leader(seen.revision)
+        critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+        assert critical and "another agent named 'pg0' is running" in critical[0]

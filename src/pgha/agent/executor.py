@@ -245,14 +245,7 @@ class Executor:
         if not await self.lease.confirm():
             return False
         async with asyncio.timeout(self.dcs_timeout):
-            rebound = await self.store.rebind_leader(action.revision)
-        if rebound:
-            log.warning("leader key rebound to our session (it was bound to another session "
-                        "holding our name)")
-        else:
-            log.error("could not rebind the leader key: it changed or vanished since it was "
-                      "read; it is not our lock")
-        return rebound
+            return await self.store.rebind_leader(action.revision)
 
     async def _clear_failover(self, action: ClearFailover) -> bool:
         async with asyncio.timeout(self.dcs_timeout):

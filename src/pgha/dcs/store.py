@@ -203,6 +203,7 @@ class ClusterStore:
         self.scope = scope
         self.name = name
         self.prefix = scope_prefix(namespace, scope)
+        self._rebound_to: str | None = None  # the session our last rebind_leader bound it to
 
     def key(self, name: str) -> str:
         """Absolute key of ``name`` (e.g. ``leader``, ``members/pg1``)."""
@@ -256,9 +257,24 @@ class ClusterStore:
         (etcd: a transaction on the key's mod_revision putting it with our lease; ZooKeeper:
         delete at the seen version and create ephemeral in one multi, since an ephemeral
         owner cannot change; Consul: a transaction check-index, delete, lock with our
-        session). False when the key changed or vanished since: it is then not ours."""
-        return await self.kv.put(self.key("leader"), self.name.encode(), ephemeral=True,
-                                 if_revision=revision)
+        session). False when the key changed or vanished since: it is then not ours.
+        Having to rebind again while our session is the one we bound it to means another
+        agent runs under our name: logged CRITICAL."""
+        session = self.kv.session_id
+        if session is not None and session == self._rebound_to:
+            log.critical("the leader key was bound to our session %s and was moved to another "
+                         "one under our name: another agent named %r is running", session,
+                         self.name)
+        rebound = await self.kv.put(self.key("leader"), self.name.encode(), ephemeral=True,
+                                    if_revision=revision)
+        if rebound:
+            self._rebound_to = self.kv.session_id
+            log.warning("leader key %s rebound to our session %s (it held our name, bound to "
+                        "another session)", self.key("leader"), self._rebound_to)
+        else:
+            log.error("could not rebind the leader key %s: it changed or vanished since it "
+                      "was read; it is not our lock", self.key("leader"))
+        return rebound
 
     async def touch_member(self, data: Mapping[str, Any]) -> None:
         """Write our ``members/<name>`` JSON, bound to our session."""
