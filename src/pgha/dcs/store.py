@@ -255,9 +255,12 @@ class ClusterStore:
         """Bind the leader key, seen holding our name at ``revision`` but bound to another
         session, to our session (opened on demand): one compare-and-set on ``revision``
         (etcd: a transaction on the key's mod_revision putting it with our lease; ZooKeeper:
-        delete at the seen version and create ephemeral in one multi, since an ephemeral
-        owner cannot change; Consul: a transaction check-index, delete, lock with our
-        session). False when the key changed or vanished since: it is then not ours.
+        an ephemeral owner cannot change, so delete at the seen version and create it
+        ephemeral in ONE multi - a delete followed by a separate create would leave a gap in
+        which another member could take the lock; Consul: one transaction check-index,
+        delete, lock with our session - a release by the old session and an acquire by ours
+        would leave the same gap). No backend leaves the key absent at any moment. False
+        when the key changed or vanished since: it is then not ours.
         Having to rebind again while our session is the one we bound it to means another
         agent runs under our name: logged CRITICAL."""
         session = self.kv.session_id
