@@ -9,6 +9,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+class AgentFatal(Exception):
+    """The agent cannot go on and must exit non-zero; ``str(exc)`` is the one-line cause.
+    Raised only after cleaning up what the failed step created (a supervisor such as systemd
+    restarts the agent with its own backoff; the agent never loops on such a failure)."""
+
+
 def describe(exc: BaseException) -> str:
     """A log-friendly description: the message, or the exception type when the message is
     empty (``TimeoutError()`` has none)."""

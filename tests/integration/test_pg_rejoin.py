@@ -124,6 +124,9 @@ async def test_diverged_old_primary_is_rewound_or_recloned(
     if mode == "rewind-fails-reclone":
         a.settings = dataclasses.replace(a.settings, rewind=PgUser("rewinder", "wrong"),
                                          remove_data_directory_on_rewind_failure=True)
+    if mode == "reclone":
+        a.settings = dataclasses.replace(a.settings,
+                                         remove_data_directory_on_diverged_timelines=True)
 
     assert await a.rejoin(upstream(b), use_pg_rewind=(mode != "reclone"))
 
@@ -150,6 +153,16 @@ async def test_rewind_failure_without_permission_to_wipe_keeps_data(cluster: Clu
     assert not await a.rejoin(upstream(b), use_pg_rewind=True)
     assert not a.is_running()
     assert (await a.observe()).control_state == ControlState.SHUT_DOWN  # crash-recovered only
+
+
+async def test_diverged_without_rewind_or_consent_stays_stopped(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    a, b = await _diverge(cluster)
+    marker = a.settings.data_dir / "pgha-test-marker"
+    marker.write_text("kept unless wiped")
+    assert not await a.rejoin(upstream(b), use_pg_rewind=False)
+    assert not a.is_running() and marker.exists()
+    assert "remove_data_directory_on_diverged_timelines" in caplog.text
 
 
 async def test_rejoin_refuses_to_wipe_when_leader_unreachable(cluster: Cluster) -> None:

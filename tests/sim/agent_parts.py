@@ -85,3 +85,6 @@ class StatusSink:
 
     async def pg_changed(self) -> None:
         self.publisher.update_postgres(self.pg.state(), self.pg.details())
+
+    async def busy(self, what: str) -> None:
+        self.publisher.set_busy(what)

@@ -33,6 +33,7 @@ from pgha.agent.clock import Clock
 from pgha.agent.cycle import REPEAT_GUARD, progress_key
 from pgha.agent.executor import Executor
 from pgha.agent.publish import Publisher
+from pgha.agent.retry import RetryGate
 from pgha.core.decide import RACE_REFUSALS, Decision, Reason, decide, needs_peer_statuses
 from pgha.core.model import ClusterView, HaSettings, LocalState, PeerStatus, PgRole, Tags
 from pgha.core.status import AgentStatus
@@ -305,7 +306,8 @@ class Sim:
         m.lease = SimLease(m.store, m.kv, m.publisher, self.now)
         m.executor = Executor(m.pg, m.store, lease=m.lease, status=StatusSink(m.pg, m.publisher),
                               bootstrap_config=self.config, post_bootstrap=None,
-                              pg_ctl_timeout=60.0, dcs_timeout=5.0)
+                              pg_ctl_timeout=60.0, dcs_timeout=5.0,
+                              retry=RetryGate(clock))
         m.agent_alive = True
         m.last_view, m.member_seen, m.last_decision = None, {}, None
         m.restart_requested = m.reinit_requested = m.handover_failed = False

@@ -9,9 +9,9 @@ The data is modelled as WAL *segments*: ``[(timeline, end_lsn), ...]`` in LSN or
 saying which timeline wrote the bytes up to ``end_lsn`` (from the previous end). Two data
 directories agree up to :func:`common_prefix`; a replica can stream from an upstream only while
 its segments are a prefix of the upstream's (otherwise it diverged, as a walreceiver would
-find), and :meth:`FakePostgres.rejoin` rewinds diverged data back to that common prefix (or
-re-clones it without ``use_pg_rewind``) before it streams again. Semantics otherwise follow the
-action docstrings in :mod:`pgha.core.actions`:
+find), and :meth:`FakePostgres.rejoin` rewinds diverged data back to that common prefix before
+it streams again (without ``use_pg_rewind`` it refuses and stays stopped: no consent to wipe).
+Semantics otherwise follow the action docstrings in :mod:`pgha.core.actions`:
 
 * ``clone``/``rejoin`` need their source running and reachable (its node up);
 * ``stop`` with ``FAST`` is a clean stop: a primary writes a shutdown checkpoint record
@@ -328,10 +328,9 @@ class FakePostgres:
         if self.running:
             self._halt(clean=True)
         if not consistent(self.segments, src.segments):
-            if use_pg_rewind:
-                self.rewind(src)
-            else:
-                self._copy_from(src)
+            if not use_pg_rewind:
+                return False  # no consent to wipe: stays stopped (core/rejoin.py)
+            self.rewind(src)
         self.timeline = src.timeline
         self.history = src.history
         self.learn(src)

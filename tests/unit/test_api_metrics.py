@@ -171,6 +171,32 @@ def test_pending_restart_follows_the_status() -> None:
     assert gauges(replace(replica_status(), pending_restart=True))["patroni_pending_restart"] == 1
 
 
+@pytest.mark.parametrize(("mode", "standbys", "name", "sync", "quorum"), [
+    (True, "pg2", "pg2", 1, 0),
+    ("on", "pg2,pg3", "pg2", 1, 0),
+    ("quorum", "pg2", "pg2", 0, 1),
+    (True, "pg3", "pg2", 0, 0),       # another member is the synchronous standby
+    (False, "pg2", "pg2", 0, 0),      # a stale sync key while synchronous mode is off
+], ids=["sync", "sync-of-two", "quorum", "not-named", "mode-off"])
+def test_sync_and_quorum_standby_follow_the_sync_key(mode: object, standbys: str, name: str,
+                                                     sync: int, quorum: int) -> None:
+    view = cluster_view(sync={"leader": "pg1", "sync_standby": standbys},
+                        config={"synchronous_mode": mode})
+    status = replace(replica_status(), name=name, view=view)
+    g = gauges(status)
+    assert (g["patroni_sync_standby"], g["patroni_quorum_standby"]) == (sync, quorum)
+    body = status.to_patroni_json()  # the metric and GET /patroni agree
+    assert body.get("sync_standby", False) == bool(sync)
+    assert body.get("quorum_standby", False) == bool(quorum)
+
+
+def test_sync_key_of_a_former_leader_counts_for_nothing() -> None:
+    view = cluster_view(sync={"leader": "pg3", "sync_standby": "pg2"},
+                        config={"synchronous_mode": True})
+    g = gauges(replace(replica_status(), view=view))
+    assert g["patroni_sync_standby"] == 0 and g["patroni_quorum_standby"] == 0
+
+
 def test_version_number() -> None:
     assert version_number("4.0.0") == "040000"
     assert version_number("0.1.0") == "000100"

@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "configs" / "patroni-example.yml"
 SYSID = "7123456789012345678"
 MB = 1024 * 1024
-COLUMNS = ["Member", "Host", "Role", "State", "TL", "Lag in MB"]
+COLUMNS = ["Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN",
+           "Replay Lag"]
+PRETTY = ["Member", "Host", "Role", "State", "TL", "Receive LSN", "Lag", "Replay LSN", "Lag"]
 
 MINIMAL = """\
 scope: demo
@@ -128,7 +130,9 @@ def test_list_with_broken_config_exits_2(runner: CliRunner, tmp_path: Path) -> N
     path.write_text(BROKEN)
     result = runner.invoke(app, ["-c", str(path), "list"])
     assert result.exit_code == 2
-    assert "postgresql.data_dir" in result.stderr
+    # the operator commands validate what they use (restapi, DCS), not the agent's sections
+    assert "restapi.listen: expected host:port" in result.stderr
+    assert "postgresql.data_dir" not in result.stderr
 
 
 # --------------------------------------------------------------------------- pgha list table
@@ -152,32 +156,47 @@ def demo_view(**kw: object) -> ClusterView:
     return ClusterView(**args)  # type: ignore[arg-type]
 
 
-def test_member_rows_leader_first_and_lag_in_mb() -> None:
+def test_member_rows_leader_first_and_4_1_positions() -> None:
     rows = member_rows(demo_view())
     assert [r["Member"] for r in rows] == ["pg2", "pg0", "pg1", "pg3"]
     leader, pg0, pg1, pg3 = rows
     assert {c: leader[c] for c in COLUMNS} == {
         "Member": "pg2", "Host": "10.0.0.2:5432", "Role": "Leader", "State": "running",
-        "TL": 2, "Lag in MB": ""}
-    assert pg0["Role"] == "Replica" and pg0["Lag in MB"] == 0 and pg0["Host"] == "10.0.0.9:5433"
+        "TL": 2, "Receive LSN": "", "Receive Lag": "", "Replay LSN": "", "Replay Lag": ""}
+    assert pg0["Role"] == "Replica" and pg0["Host"] == "10.0.0.9:5433"
+    # only xlog_location published: a streaming member shows it as received, others replayed
+    assert (pg0["Receive LSN"], pg0["Replay LSN"], pg0["Replay Lag"]) == ("", "0/5000000", 0)
     assert pg1["State"] == "streaming"  # replication_state of a running replica
-    assert pg1["Lag in MB"] == 3  # 3 MB + 10 bytes, whole MB
+    assert (pg1["Receive LSN"], pg1["Receive Lag"]) == ("0/4CFFFF6", 3)  # 3 MB + 10 bytes
+    assert pg1["Replay LSN"] == ""
     assert pg3["State"] == "stopped"
     assert pg3["TL"] == ""
-    assert pg3["Lag in MB"] == "unknown"
+    assert [pg3[c] for c in COLUMNS[5:]] == ["", "", "", ""]  # unknown: empty
+
+
+def test_member_rows_receive_and_replay_lsn_keys() -> None:
+    head = 0x5000000
+    view = demo_view()
+    members = dict(view.members)
+    members["pg1"] = replace(members["pg1"], receive_lsn=head - MB // 4,
+                             replay_lsn=head - 2 * MB + 1)
+    row = member_rows(demo_view(members=members))[2]
+    assert row["Member"] == "pg1"
+    assert (row["Receive LSN"], row["Receive Lag"]) == ("0/4FC0000", 0)  # rounded
+    assert (row["Replay LSN"], row["Replay Lag"]) == ("0/4E00001", 2)
 
 
 def test_member_rows_lag_counts_from_optime_when_ahead_of_leader_key() -> None:
     rows = member_rows(demo_view(optime=0x5000000 + 5 * MB))
-    lags = {r["Member"]: r["Lag in MB"] for r in rows}
-    assert lags == {"pg2": "", "pg0": 5, "pg1": 8, "pg3": "unknown"}
+    lags = {r["Member"]: (r["Receive Lag"], r["Replay Lag"]) for r in rows}
+    assert lags == {"pg2": ("", ""), "pg0": ("", 5), "pg1": (8, ""), "pg3": ("", "")}
 
 
 def test_member_rows_without_leader() -> None:
     rows = member_rows(demo_view(leader=None, optime=None))
     assert [r["Member"] for r in rows] == ["pg0", "pg1", "pg2", "pg3"]
     assert all(r["Role"] == "Replica" for r in rows)
-    assert all(r["Lag in MB"] == "unknown" for r in rows)
+    assert all(r["Receive Lag"] == "" and r["Replay Lag"] == "" for r in rows)
 
 
 def test_host_shows_port_only_when_needed() -> None:
@@ -203,6 +222,10 @@ def test_roles_sync_standby_quorum_and_standby_leader() -> None:
     assert member_rows(standby)[0]["Role"] == "Standby Leader"
 
 
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
 def test_format_list_table() -> None:
     text = format_list("demo", demo_view())
     lines = text.splitlines()
@@ -211,15 +234,19 @@ def test_format_list_table() -> None:
     assert sep.startswith("+-") and sep.endswith("-+")
     assert len(lines[0]) == len(sep)
     assert lines[0].endswith("+")
-    assert [c.strip() for c in lines[1].strip("|").split("|")] == COLUMNS
+    assert _cells(lines[1]) == PRETTY
     body = lines[3:-1]
     assert lines[-1] == sep
     assert len(body) == 4
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in body]
-    assert cells[0] == ["pg2", "10.0.0.2:5432", "Leader", "running", "2", ""]
-    assert cells[2] == ["pg1", "10.0.0.1:5432", "Replica", "streaming", "2", "3"]
-    assert cells[3] == ["pg3", "10.0.0.3:5432", "Replica", "stopped", "", "unknown"]
+    cells = [_cells(line) for line in body]
+    assert cells[0] == ["pg2", "10.0.0.2:5432", "Leader", "running", "2", "", "", "", ""]
+    assert cells[2] == ["pg1", "10.0.0.1:5432", "Replica", "streaming", "2", "0/4CFFFF6", "3",
+                        "", ""]
+    assert cells[3] == ["pg3", "10.0.0.3:5432", "Replica", "stopped", "", "", "", "", ""]
     assert all(len(line) == len(sep) for line in lines[1:])
+    # TL, the LSNs and the lags are right-aligned, headers included, as in patronictl
+    assert "| Receive LSN | Lag |" in lines[1]
+    assert "|   0/4CFFFF6 |   3 |" in body[2]
     assert "Maintenance mode" not in text
 
 
@@ -227,30 +254,40 @@ def test_format_list_optional_columns() -> None:
     view = demo_view()
     members = dict(view.members)
     members["pg1"] = Member("pg1", conn_url="postgres://10.0.0.1:5432/postgres",
-                            pending_restart=True, tags=Tags(nofailover=True))
-    members["pg0"] = replace(members["pg0"],
-                             scheduled_restart={"schedule": "2099-01-01T00:00:00+00:00"})
+                            pending_restart=True,
+                            tags=Tags(nofailover=True, custom={"zone": "a"}))
+    members["pg0"] = replace(members["pg0"], scheduled_restart={
+        "schedule": "2099-01-01T00:00:00+00:00", "postgres_version": "15.9"})
     text = format_list("demo", demo_view(members=members))
-    header = [c.strip() for c in text.splitlines()[1].strip("|").split("|")]
-    assert header == [*COLUMNS, "Pending restart", "Scheduled restart", "Tags"]
-    row = next(line for line in text.splitlines() if "| pg1 " in line)
-    assert "| * " in row and "nofailover: true" in row
-    assert "2099-01-01T00:00:00+00:00" in text
+    lines = text.splitlines()
+    assert _cells(lines[1]) == [*PRETTY, "Pending restart", "Scheduled restart", "Tags"]
+    at = next(i for i, line in enumerate(lines) if "| pg1 " in line)
+    assert "| * " in lines[at] and "nofailover: true" in lines[at]
+    assert "zone: a" in lines[at + 1]  # tags as block YAML: one line each
+    assert lines[at + 2].startswith("+---")  # then a rule between all rows
+    assert "2099-01-01T00:00:00+00:00 if version < 15.9" in text
     plain = format_list("demo", demo_view())
     assert "Tags" not in plain
     extended = format_list("demo", demo_view(), extended=True)
-    assert "Pending restart" in extended and "Tags" in extended
+    assert _cells(extended.splitlines()[1])[-4:] == [
+        "Pending restart", "Pending restart reason", "Scheduled restart", "Tags"]
 
 
 def test_format_list_machine_formats() -> None:
     view = demo_view()
     data = json.loads(format_list("demo", view, "json"))
+    # as patronictl: only the non-empty cells of a row
     assert data[0] == {"Cluster": "demo", "Member": "pg2", "Host": "10.0.0.2:5432",
-                       "Role": "Leader", "State": "running", "TL": 2, "Lag in MB": ""}
+                       "Role": "Leader", "State": "running", "TL": 2}
+    assert data[2]["Receive LSN"] == "0/4CFFFF6" and data[2]["Receive Lag"] == 3
     assert yaml.safe_load(format_list("demo", view, "yaml")) == data
     tsv = format_list("demo", view, "tsv").splitlines()
     assert tsv[0] == "\t".join(["Cluster", *COLUMNS])
-    assert tsv[1] == "demo\tpg2\t10.0.0.2:5432\tLeader\trunning\t2\t"
+    assert tsv[1] == "demo\tpg2\t10.0.0.2:5432\tLeader\trunning\t2\t\t\t\t"
+    tagged = dict(view.members)
+    tagged["pg3"] = replace(tagged["pg3"], tags=Tags(nofailover=True))
+    tsv = format_list("demo", demo_view(members=tagged), "tsv").splitlines()
+    assert tsv[0].endswith("\tTags") and tsv[-1].endswith("\t{nofailover: true}")
 
 
 def test_format_list_paused_and_scheduled_switchover_footer() -> None:
@@ -327,6 +364,16 @@ def _config(tmp_path: Path, extra: str = "") -> Config:
     return load_config(path)
 
 
+def _vanished_ca(tmp_path: Path) -> Config:
+    """A configuration naming a CA file that was removed after it was loaded (loading refuses
+    a missing file)."""
+    ca = tmp_path / "missing.pem"
+    ca.write_text("not a certificate")
+    config = _config(tmp_path, f"ctl:\n  cacert: {ca}\n")
+    ca.unlink()
+    return config
+
+
 def test_api_base_strips_patroni() -> None:
     assert api_base("http://10.0.0.1:8008/patroni") == "http://10.0.0.1:8008"
     assert api_base("https://h:8009/patroni/") == "https://h:8009"
@@ -349,12 +396,12 @@ def test_ssl_context_insecure_and_ca(tmp_path: Path) -> None:
     assert by_flag.verify_mode == ssl.CERT_NONE and not by_flag.check_hostname
     by_ctl = ssl_context(_config(tmp_path, "ctl:\n  insecure: true\n"))
     assert by_ctl.verify_mode == ssl.CERT_NONE
-    with pytest.raises(OSError):  # a missing CA file is an error, not silently ignored
-        ssl_context(_config(tmp_path, f"ctl:\n  cacert: {tmp_path / 'missing.pem'}\n"))
+    with pytest.raises(OSError):  # a CA file gone since loading is an error, not ignored
+        ssl_context(_vanished_ca(tmp_path))
 
 
 def test_unreadable_ctl_tls_files_fail_every_call(tmp_path: Path) -> None:
-    config = _config(tmp_path, f"ctl:\n  cacert: {tmp_path / 'missing.pem'}\n")
+    config = _vanished_ca(tmp_path)
     member = Member("pg1", api_url="https://127.0.0.1:9/patroni")
     [answer] = asyncio.run(call_all(config, [Call(member, "GET", "/patroni")]))
     assert isinstance(answer, RestError)

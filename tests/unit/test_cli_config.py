@@ -48,7 +48,7 @@ def test_edit_config_set_and_pg_with_diff_and_confirm(env: CliEnv) -> None:
                         "-p", "work_mem='8MB'", input="y\n")
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "--- before\n+++ after\n" in out
+    assert "--- \n+++ \n@@ " in out  # patronictl's unified diff: no file names
     lines = out.splitlines()
     for line in ("-ttl: 30", "+ttl: 20", "+synchronous_mode: true", "+  use_pg_rewind: true",
                  "-    max_connections: 100", "+    max_connections: 200",
@@ -68,17 +68,39 @@ def test_edit_config_null_deletes_and_quiet(env: CliEnv) -> None:
                         "-q", "--force")
     assert result.exit_code == 0, result.output
     assert "---" not in result.stdout
-    assert env.get("config") == {"ttl": 30, "loop_wait": 10, "retry_timeout": 10,
-                                 "postgresql": {"parameters": {}}}
+    # as patronictl: a mapping left empty goes too
+    assert env.get("config") == {"ttl": 30, "loop_wait": 10, "retry_timeout": 10}
 
 
 def test_edit_config_declined_writes_nothing(env: CliEnv) -> None:
     env.cluster(config=BASE)
     before = env.revision("config")
     result = env.invoke("edit-config", "-s", "ttl=40", input="n\n")
-    assert result.exit_code == 1
-    assert "Aborted" in result.output
+    assert result.exit_code == 0  # patronictl: a "no" writes nothing and says nothing more
+    assert result.stdout.rstrip().endswith("Apply these changes? [y/N]: n")
     assert env.revision("config") == before
+
+
+def test_edit_config_not_changed_quiet_and_stdin_needs_force(env: CliEnv) -> None:
+    env.cluster(config=BASE)
+    quiet = env.invoke("edit-config", "-s", "ttl=30", "-q", "--force")
+    assert quiet.exit_code == 0 and quiet.stdout == ""
+    before = env.revision("config")
+    stdin = env.invoke("edit-config", "--apply", "-", input="ttl: 40\n")
+    assert stdin.exit_code == 0
+    assert "+ttl: 40" in stdin.stdout.splitlines()
+    assert stdin.stdout.rstrip().endswith("Use --force option to apply changes")
+    assert env.revision("config") == before
+
+
+def test_edit_config_dotted_parameter_names(env: CliEnv) -> None:
+    env.cluster(config=BASE)
+    result = env.invoke("edit-config", "-p", "pg_stat_statements.max=500",
+                        "-s", "postgresql.parameters.auto_explain.log_min_duration=10", "--force")
+    assert result.exit_code == 0, result.output
+    assert env.get("config")["postgresql"]["parameters"] == {
+        "max_connections": 100, "pg_stat_statements.max": 500,
+        "auto_explain.log_min_duration": 10}
 
 
 def test_edit_config_not_changed(env: CliEnv) -> None:
@@ -110,10 +132,11 @@ def test_edit_config_replace(env: CliEnv, tmp_path: Path) -> None:
     assert env.get("config") == {"ttl": 60, "loop_wait": 10, "retry_timeout": 20}
 
 
-def test_edit_config_creates_a_missing_key(env: CliEnv) -> None:
+def test_edit_config_needs_the_config_key(env: CliEnv) -> None:
     result = env.invoke("edit-config", "-s", "ttl=25", "--force")
-    assert result.exit_code == 0, result.output
-    assert env.get("config") == {"ttl": 25}
+    assert result.exit_code == 1
+    assert "Error: The config key does not exist in the cluster demo" in result.stderr
+    assert env.get("config") is None
 
 
 def test_edit_config_invalid_values_exit_2(env: CliEnv) -> None:
@@ -125,8 +148,8 @@ def test_edit_config_invalid_values_exit_2(env: CliEnv) -> None:
     assert "ttl:" in result.stderr and "loop_wait:" in result.stderr
     assert env.revision("config") == before
     bad = env.invoke("edit-config", "-s", "ttl", "--force")
-    assert bad.exit_code == 2
-    assert "expects key=value" in bad.stderr
+    assert bad.exit_code == 1
+    assert "Error: Invalid parameter setting ttl" in bad.stderr
     bad_yaml = env.invoke("edit-config", "-s", "tags=[1, 2", "--force")
     assert bad_yaml.exit_code == 2
     assert "cannot parse" in bad_yaml.stderr
@@ -146,7 +169,7 @@ def test_edit_config_lost_race(env: CliEnv, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(common, "load_view", racing_load)
     result = env.invoke("edit-config", "-s", "ttl=20", "--force")
     assert result.exit_code == 1
-    assert "changed by someone else since it was read" in result.stderr
+    assert "Error: Config modification aborted due to concurrent changes" in result.stderr
     assert env.get("config") == {"ttl": 45}
 
 
@@ -255,3 +278,17 @@ def test_resume_not_paused(env: CliEnv) -> None:
     result = env.invoke("resume")
     assert result.exit_code == 1
     assert "Cluster is not paused" in result.stderr
+
+
+@pytest.mark.parametrize(("option", "key"), [
+    ("max_connections=lots", "postgresql.parameters.max_connections"),
+    ("wal_level=hot", "postgresql.parameters.wal_level"),
+    ("shared_buffers=8kB", "postgresql.parameters.shared_buffers"),  # below 128kB
+])
+def test_edit_config_refuses_a_value_postgresql_would_reject(env: CliEnv, option: str,
+                                                             key: str) -> None:
+    env.cluster(config=BASE)
+    result = env.invoke("edit-config", "-p", option, "--force")
+    assert result.exit_code == 2, result.output
+    assert "nothing was written" in result.stderr and key in result.stderr
+    assert env.get("config") == BASE

@@ -25,8 +25,9 @@ def test_restart_all_members_in_order(env: CliEnv) -> None:
     fakes = env.cluster()
     for f in fakes.values():
         f.script("POST", "/restart", 200, "restarted successfully")
-    result = env.invoke("restart", input="\n\ny\n")
+    result = env.invoke("restart", input="\ny\n\n")  # patronictl's order: when, sure?, version
     assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("+ Cluster: demo")  # the table first
     assert "When should the restart take place" in result.stdout
     assert "Restart if the PostgreSQL version is less than provided" in result.stdout
     assert "Are you sure you want to restart members pg1, pg2, pg3?" in result.stdout
@@ -70,15 +71,21 @@ def test_restart_any_picks_one_member(env: CliEnv) -> None:
     assert sum(len(f.calls("POST", "/restart")) for f in fakes.values()) == 1
 
 
-def test_restart_failures_exit_1(env: CliEnv) -> None:
+def test_restart_failures_reported_like_patronictl(env: CliEnv) -> None:
     fakes = env.cluster()
     fakes["pg1"].script("POST", "/restart", 409, "Failed: another restart is already scheduled")
     fakes["pg2"].script("POST", "/restart", 503, "restart conditions are not satisfied")
-    result = env.invoke("restart", "pg1", "pg2", "--force")
-    assert result.exit_code == 1
-    assert ("Failed: restart for member pg1, status code=409, (Failed: another restart is "
-            "already scheduled)") in result.stdout
-    assert "Failed: restart for member pg2, status code=503" in result.stdout
+    result = env.invoke("restart", "demo", "pg1", "pg2", "--force")
+    assert result.exit_code == 0  # patronictl: the member's refusal is on its line, exit 0
+    lines = result.stdout.splitlines()
+    assert "Failed: another restart is already scheduled on member pg1" in lines
+    assert ("Failed: restart for member pg2, status code=503, (restart conditions are not "
+            "satisfied)") in lines
+    env.member("pg3", api=False, api_url="http://127.0.0.1:9/patroni")
+    unreachable = env.invoke("restart", "demo", "pg3", "--force")
+    assert unreachable.exit_code == 1
+    assert "Failed: restart for member pg3, POST http://127.0.0.1:9/restart" in \
+        unreachable.stdout
 
 
 def test_restart_usage_errors(env: CliEnv) -> None:
@@ -100,6 +107,7 @@ def test_restart_declined(env: CliEnv) -> None:
                         input="n\n")
     assert result.exit_code == 1
     assert "Are you sure you want to restart members pg2?" in result.stdout
+    assert "Error: Aborted restart" in result.stderr
     assert not fakes["pg2"].calls("POST")
 
 
@@ -134,7 +142,10 @@ def test_reload_no_match(env: CliEnv) -> None:
     env.cluster()
     result = env.invoke("reload", "-r", "standby-leader", "--force")
     assert result.exit_code == 1
-    assert "no member of cluster demo matches" in result.stderr
+    assert "No standby-leader among the members of cluster demo" in result.stderr
+    leader = env.invoke("reload", "demo", "pg1", "-r", "replica", "--force")
+    assert leader.exit_code == 1
+    assert "Error: No replica among provided members" in leader.stderr
 
 
 # ----------------------------------------------------------------------------- reinit
@@ -166,12 +177,16 @@ def test_reinit_in_progress_asks_to_cancel(env: CliEnv) -> None:
 
 def test_reinit_refused(env: CliEnv) -> None:
     fakes = env.cluster()
-    fakes["pg1"].script("POST", "/reinitialize", 503, "I am the leader, can not reinitialize")
-    result = env.invoke("reinit", "pg1", "--force")
-    assert result.exit_code == 1
-    assert ("Failed: reinitialize for member pg1, status code=503, (I am the leader, can not "
-            "reinitialize)") in result.stdout
-    assert fakes["pg1"].calls("POST")[0].body == {"force": True, "from_leader": False}
+    leader = env.invoke("reinit", "demo", "pg1", "--force")  # replicas only, as patronictl
+    assert leader.exit_code == 1
+    assert "Error: No replica among provided members" in leader.stderr
+    assert not fakes["pg1"].calls("POST")
+    fakes["pg2"].script("POST", "/reinitialize", 503, "reinitialize failed: no leader")
+    result = env.invoke("reinit", "demo", "pg2", "--force")
+    assert result.exit_code == 0  # reported on the member's line, as patronictl
+    assert ("Failed: reinitialize for member pg2, status code=503, (reinitialize failed: no "
+            "leader)") in result.stdout.splitlines()
+    assert fakes["pg2"].calls("POST")[0].body == {"force": True, "from_leader": False}
 
 
 def test_reinit_prompts_for_member_and_needs_one_with_force(env: CliEnv) -> None:
@@ -179,7 +194,7 @@ def test_reinit_prompts_for_member_and_needs_one_with_force(env: CliEnv) -> None
     fakes["pg3"].script("POST", "/reinitialize", 200, "reinitialize started")
     result = env.invoke("reinit", input="pg3\ny\n")
     assert result.exit_code == 0, result.output
-    assert "Which member do you want to reinitialize ['pg2', 'pg3']" in result.stdout
+    assert "Which member do you want to reinitialize [pg2, pg3]?" in result.stdout
     forced = env.invoke("reinit", "--force")
     assert forced.exit_code == 2
 

@@ -35,11 +35,15 @@ def test_list_pretty(env: CliEnv) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"+ Cluster: demo ({SYSID}) ")
-    assert _cells(lines[1]) == ["Member", "Host", "Role", "State", "TL", "Lag in MB"]
+    assert _cells(lines[1]) == ["Member", "Host", "Role", "State", "TL", "Receive LSN", "Lag",
+                                "Replay LSN", "Lag"]
     # one host for every member: the port is shown
-    assert _cells(lines[3]) == ["pg1", "127.0.0.1:5432", "Leader", "running", "2", ""]
-    assert _cells(lines[4]) == ["pg2", "127.0.0.1:5432", "Sync Standby", "streaming", "2", "0"]
-    assert _cells(lines[5]) == ["pg3", "127.0.0.1:5432", "Replica", "streaming", "2", "3"]
+    assert _cells(lines[3]) == ["pg1", "127.0.0.1:5432", "Leader", "running", "2", "", "", "",
+                                ""]
+    assert _cells(lines[4]) == ["pg2", "127.0.0.1:5432", "Sync Standby", "streaming", "2",
+                                "0/5000000", "0", "", ""]
+    assert _cells(lines[5]) == ["pg3", "127.0.0.1:5432", "Replica", "streaming", "2",
+                                "0/4D00000", "3", "", ""]
 
 
 def test_list_shows_host_port_when_hosts_repeat(env: CliEnv) -> None:
@@ -63,7 +67,8 @@ def test_list_machine_formats_and_extended(env: CliEnv) -> None:
     assert pg3["Tags"] == {"nofailover": True}
     tsv = env.invoke("list", "-f", "tsv").stdout.splitlines()
     assert tsv[0].split("\t") == ["Cluster", "Member", "Host", "Role", "State", "TL",
-                                  "Lag in MB", "Pending restart", "Scheduled restart", "Tags"]
+                                  "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag",
+                                  "Pending restart", "Scheduled restart", "Tags"]
     env.member("pg3", api=False)
     plain = env.invoke("list").stdout
     assert "Tags" not in plain
@@ -107,7 +112,7 @@ def test_list_watch_repeats_until_interrupted(env: CliEnv,
     first, last = result.stdout.split("+ Cluster: demo")[1:]
     pg3_rows = [_cells(line) for part in (first, last) for line in part.splitlines()
                 if line.startswith("| pg3 ")]
-    assert [row[5] for row in pg3_rows] == ["3", "40"]  # the second pass saw the new lag
+    assert [row[6] for row in pg3_rows] == ["3", "40"]  # the second pass saw the new lag
     pauses.clear()
     result = env.invoke("topology", "-W")
     assert result.exit_code == 0

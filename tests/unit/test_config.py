@@ -320,11 +320,12 @@ def test_filter_pg_parameters() -> None:
 
 def test_dynamic_config_from_dcs_filters_and_reports(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="pgha.config"):
-        dyn = parse_dynamic_config({"ttl": 20, "postgresql": {"parameters": {"bogus": 1}},
-                                    "custom_key": {"a": 1}})
+        dyn = parse_dynamic_config({"ttl": 20, "postgresql": {"parameters": {"bogus": 1}}})
     assert dyn.postgresql.parameters == {}
-    assert dyn.model_extra == {"custom_key": {"a": 1}}
     assert "bogus" in caplog.text
+    with pytest.raises(ConfigError) as info:  # unknown keys: see test_config_keys.py
+        parse_dynamic_config({"ttl": 20, "custom_key": {"a": 1}})
+    assert info.value.errors == [("custom_key", "unknown key")]
     with pytest.raises(ConfigError) as info:
         parse_dynamic_config({"ttl": "x", "loop_wait": -1}, prefix="config")
     assert {p for p, _ in info.value.errors} == {"config.ttl", "config.loop_wait"}
@@ -423,9 +424,9 @@ def test_listen_addresses() -> None:
     assert cfg.restapi.connect_host_port == "[::1]:8009"
     assert (cfg.postgresql.listen_host, cfg.postgresql.listen_port) == ("127.0.0.1,10.0.0.5", 5433)
     assert (cfg.postgresql.connect_host, cfg.postgresql.connect_port) == ("127.0.0.1", 5433)
-    wildcard = parse_config(minimal(restapi={"listen": "0.0.0.0:8008", "certfile": "/c.pem"}),
-                            NO_ENV)
-    assert wildcard.restapi.api_url == "https://127.0.0.1:8008/patroni"
+    wildcard = parse_config(minimal(restapi={"listen": "0.0.0.0:8008",
+                                             "connect_address": "10.0.0.5:8008"}), NO_ENV)
+    assert wildcard.restapi.api_url == "http://10.0.0.5:8008/patroni"
     assert split_host_port("h1,h2:5432") == ("h1,h2", 5432)
     assert errors_of(minimal(restapi={"listen": "a,b:8008"})) == {
         "restapi.listen": "expected host:port"}
@@ -435,13 +436,15 @@ def test_defaults() -> None:
     cfg = parse_config(minimal(), {"PATH": ""})
     assert cfg.restapi.listen == "127.0.0.1:8008"
     assert cfg.postgresql.listen == "127.0.0.1:5432"
-    assert cfg.postgresql.pgpass == "/tmp/pgpass-pg1"
+    assert cfg.postgresql.pgpass == "/var/lib/.pgpass_pgha_pg1"  # no HOME: beside data_dir
+    home = parse_config(minimal(), {"PATH": "", "HOME": "/home/pg"})
+    assert home.postgresql.pgpass == "/home/pg/.pgpass_pgha_pg1"
     assert cfg.postgresql.bin_dir == "/opt/pg/bin"
     auth = cfg.postgresql.authentication
     assert (auth.superuser.username, auth.replication.username, auth.rewind.username) == (
         "postgres", "replicator", "rewind_user")
     assert auth.superuser.password is None
-    assert cfg.postgresql.pg_ctl_timeout == 60 and cfg.postgresql.use_pg_rewind is False
+    assert cfg.postgresql.pg_ctl_timeout == 60 and cfg.postgresql.use_pg_rewind is None
     assert cfg.bootstrap.dcs == DynamicConfig()
     assert cfg.tags.failover_priority == 1 and cfg.log.level == "INFO"
     assert cfg.watchdog.safety_margin == 5

@@ -1,8 +1,9 @@
 """The rejoin plan (``pgha.core.rejoin``): every observation under every setting.
 
 DESIGN.md safety rules 4 and 9: diverged (or possibly diverged) data never follows as is, and
-data is only wiped when it is empty, when ``use_pg_rewind`` is off (re-cloning is then how a
-diverged former primary rejoins), or when ``remove_data_directory_on_rewind_failure`` allows it.
+data is only wiped when it is empty or when the operator consented:
+``remove_data_directory_on_diverged_timelines`` for diverged data that may not be rewound,
+``remove_data_directory_on_rewind_failure`` after pg_rewind or crash recovery failed.
 """
 
 from __future__ import annotations
@@ -24,25 +25,31 @@ from pgha.core.rejoin import (
 FOLLOW, REWIND, RECLONE, WAIT = (RejoinStep.FOLLOW, RejoinStep.REWIND, RejoinStep.RECLONE,
                                  RejoinStep.WAIT_FOR_OPERATOR)
 R = RejoinReason
-SETTINGS = list(itertools.product([False, True], repeat=2))  # (use_pg_rewind, remove)
+# (use_pg_rewind, remove_data_directory_on_rewind_failure, ..._on_diverged_timelines)
+SETTINGS = list(itertools.product([False, True], repeat=3))
 
 
-def plan(reason: RejoinReason, rewind: bool, remove: bool) -> RejoinPlan:
-    return rejoin_plan(reason, use_pg_rewind=rewind, remove_on_rewind_failure=remove)
+def plan(reason: RejoinReason, rewind: bool, remove: bool,
+         diverged: bool = False) -> RejoinPlan:
+    return rejoin_plan(reason, use_pg_rewind=rewind, remove_on_rewind_failure=remove,
+                       remove_on_diverged=diverged)
 
 
-# (reason, use_pg_rewind, remove_data_directory_on_rewind_failure) -> step
-EXPECTED: dict[tuple[RejoinReason, bool, bool], RejoinStep] = {
-    **{(R.DATA_EMPTY, rw, rm): RECLONE for rw, rm in SETTINGS},
-    **{(R.DATA_INVALID, rw, rm): WAIT for rw, rm in SETTINGS},
-    (R.CRASH_RECOVERY_FAILED, False, False): RECLONE,
-    (R.CRASH_RECOVERY_FAILED, False, True): RECLONE,
-    (R.CRASH_RECOVERY_FAILED, True, False): WAIT,
-    (R.CRASH_RECOVERY_FAILED, True, True): RECLONE,
-    **{(R.NOT_DIVERGED, rw, rm): FOLLOW for rw, rm in SETTINGS},
-    **{(r, rw, rm): REWIND if rw else RECLONE
-       for r in (R.DIVERGED, R.DIVERGENCE_UNKNOWN) for rw, rm in SETTINGS},
-    **{(R.REWIND_FAILED, rw, rm): RECLONE if rm else WAIT for rw, rm in SETTINGS},
+def _diverged_step(rewind: bool, diverged: bool) -> RejoinStep:
+    return REWIND if rewind else RECLONE if diverged else WAIT
+
+
+# (reason, use_pg_rewind, remove_on_rewind_failure, remove_on_diverged) -> step
+EXPECTED: dict[tuple[RejoinReason, bool, bool, bool], RejoinStep] = {
+    **{(R.DATA_EMPTY, *s): RECLONE for s in SETTINGS},
+    **{(R.DATA_INVALID, *s): WAIT for s in SETTINGS},
+    **{(R.CRASH_RECOVERY_FAILED, rw, rm, dv): RECLONE if rm else WAIT
+       for rw, rm, dv in SETTINGS},
+    **{(R.CRASH_RECOVERY_INCOMPLETE, *s): WAIT for s in SETTINGS},
+    **{(R.NOT_DIVERGED, *s): FOLLOW for s in SETTINGS},
+    **{(R.DIVERGED, rw, rm, dv): _diverged_step(rw, dv) for rw, rm, dv in SETTINGS},
+    **{(R.DIVERGENCE_UNKNOWN, rw, rm, dv): REWIND if rw else WAIT for rw, rm, dv in SETTINGS},
+    **{(R.REWIND_FAILED, rw, rm, dv): RECLONE if rm else WAIT for rw, rm, dv in SETTINGS},
 }
 
 
@@ -51,19 +58,34 @@ def test_every_observation_and_setting_is_covered() -> None:
     assert len(EXPECTED) == len(RejoinReason) * len(SETTINGS)
 
 
-@pytest.mark.parametrize(("reason", "rewind", "remove"), sorted(EXPECTED))
-def test_step(reason: RejoinReason, rewind: bool, remove: bool) -> None:
-    p = plan(reason, rewind, remove)
-    assert p.step is EXPECTED[reason, rewind, remove]
+@pytest.mark.parametrize(("reason", "rewind", "remove", "diverged"), sorted(EXPECTED))
+def test_step(reason: RejoinReason, rewind: bool, remove: bool, diverged: bool) -> None:
+    p = plan(reason, rewind, remove, diverged)
+    assert p.step is EXPECTED[reason, rewind, remove, diverged]
     assert p.reason is reason
     assert p.message
 
 
-@pytest.mark.parametrize(("rewind", "remove"), SETTINGS)
-def test_diverged_data_never_follows_as_is(rewind: bool, remove: bool) -> None:
+@pytest.mark.parametrize(("rewind", "remove", "diverged"), SETTINGS)
+def test_diverged_data_never_follows_as_is(rewind: bool, remove: bool, diverged: bool) -> None:
     for reason in (R.DIVERGED, R.DIVERGENCE_UNKNOWN, R.CRASH_RECOVERY_FAILED,
-                   R.REWIND_FAILED):
-        assert plan(reason, rewind, remove).step is not FOLLOW
+                   R.CRASH_RECOVERY_INCOMPLETE, R.REWIND_FAILED):
+        assert plan(reason, rewind, remove, diverged).step is not FOLLOW
+
+
+@pytest.mark.parametrize(("rewind", "remove", "diverged"), SETTINGS)
+def test_data_is_wiped_only_with_consent(rewind: bool, remove: bool, diverged: bool) -> None:
+    for reason in RejoinReason:
+        if plan(reason, rewind, remove, diverged).step is RECLONE:
+            assert reason is R.DATA_EMPTY or remove or diverged, reason
+    for reason in (R.DIVERGENCE_UNKNOWN, R.CRASH_RECOVERY_INCOMPLETE, R.DATA_INVALID):
+        assert plan(reason, rewind, remove, diverged).step is not RECLONE
+
+
+def test_diverged_without_rewind_tells_the_operator_what_to_do() -> None:
+    message = plan(R.DIVERGED, False, True, False).message
+    assert "remove_data_directory_on_diverged_timelines" in message
+    assert "use_pg_rewind" in message and "pgha reinit" in message
 
 
 def test_rewind_failure_wipes_only_with_consent() -> None:
@@ -73,28 +95,30 @@ def test_rewind_failure_wipes_only_with_consent() -> None:
     assert plan(R.REWIND_FAILED, True, True).step is RECLONE
 
 
-def test_failed_crash_recovery_keeps_data_when_rewind_is_on_without_consent() -> None:
-    p = plan(R.CRASH_RECOVERY_FAILED, True, False)
-    assert p.step is WAIT and "not re-cloning" in p.message
+def test_failed_crash_recovery_keeps_data_without_consent() -> None:
+    for rewind in (False, True):
+        p = plan(R.CRASH_RECOVERY_FAILED, rewind, False, True)
+        assert p.step is WAIT and "not re-cloning" in p.message
 
 
 def test_reclone_after_failed_crash_recovery_confirms_the_leader_first() -> None:
     # the leader was not contacted yet: never wipe data we cannot replace
-    for rewind, remove in [(False, False), (False, True), (True, True)]:
-        assert plan(R.CRASH_RECOVERY_FAILED, rewind, remove).confirm_leader_first
-    for (reason, rewind, remove), step in EXPECTED.items():
+    for rewind in (False, True):
+        assert plan(R.CRASH_RECOVERY_FAILED, rewind, True).confirm_leader_first
+    for (reason, rewind, remove, diverged), step in EXPECTED.items():
         if reason is not R.CRASH_RECOVERY_FAILED:
-            assert not plan(reason, rewind, remove).confirm_leader_first, (reason, step)
+            p = plan(reason, rewind, remove, diverged)
+            assert not p.confirm_leader_first, (reason, step)
 
 
 def test_messages_used_in_the_log() -> None:
     assert plan(R.DIVERGED, True, False).message == "diverged from the leader"
     assert plan(R.DIVERGENCE_UNKNOWN, True, False).message == "divergence unknown"
-    assert plan(R.DIVERGED, False, False).message == \
-        "diverged from the leader and use_pg_rewind is off"
+    assert plan(R.DIVERGED, False, False, True).message == ("diverged from the leader, "
+        "use_pg_rewind is off and remove_data_directory_on_diverged_timelines is on")
     assert plan(R.DATA_EMPTY, False, False).message == "data directory is empty"
-    assert plan(R.DATA_INVALID, False, False).message == \
-        "data directory is not a valid cluster; not touching it"
+    assert plan(R.DATA_INVALID, False, False).message.startswith(
+        "data directory is not a valid cluster; not touching it")
 
 
 def test_data_reason() -> None:

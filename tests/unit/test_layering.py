@@ -154,6 +154,7 @@ def test_no_agent_mixins() -> None:
             if isinstance(node, ast.ClassDef):
                 for base in node.bases:
                     text = ast.unparse(base)
-                    assert text in {"Protocol", "Exception", "RuntimeError"} \
+                    assert text in {"Protocol", "Exception", "RuntimeError", "AgentFatal",
+                                    "logging.Handler"} \
                         or text.startswith("Protocol["), \
                         f"{module_name(path)}.{node.name} inherits from {text}"

@@ -135,6 +135,8 @@ def test_agent_metrics_expose_every_pgha_metric_from_the_start() -> None:
         "pgha_demotions_total": "counter",
         "pgha_failovers_total": "counter",
         "pgha_leader_lease_seconds_left": "gauge",
+        "pgha_action_failures_total": "counter",
+        "pgha_action_failing": "gauge",
     }
     assert set(doc.help) == set(doc.types)
     assert {lb["operation"] for lb, _ in doc.values("pgha_dcs_request_errors_total")} == \

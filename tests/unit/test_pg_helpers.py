@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pgha.pg.conf import (
     managed_parameters,
     quote_guc,
     read_managed_state,
+    render_pg_hba,
     render_pgpass,
     render_postgresql_conf,
 )
@@ -132,3 +134,17 @@ def test_initdb_options() -> None:
     for bad in (("pgdata",), ({"username": "x"},), ("bad option",)):
         with pytest.raises(ValueError):
             initdb_options(bad)
+
+
+@pytest.mark.parametrize(("password", "local"), [(None, "peer"), ("s3cret", "scram-sha-256")])
+def test_default_pg_hba_trusts_no_one(tmp_path: Path, password: str | None, local: str) -> None:
+    st = dataclasses.replace(settings(tmp_path), superuser=PgUser("postgres", password))
+    lines = [ln for ln in render_pg_hba(st).splitlines() if not ln.startswith("#")]
+    assert not any("trust" in ln.split() for ln in lines)
+    assert lines[:2] == [f"local all all {local}", f"local replication all {local}"]
+    assert "host replication repl 0.0.0.0/0 scram-sha-256" in lines
+
+
+def test_configured_pg_hba_is_written_as_is(tmp_path: Path) -> None:
+    st = dataclasses.replace(settings(tmp_path), pg_hba=("local all all trust",))
+    assert render_pg_hba(st).splitlines()[1:] == ["local all all trust"]

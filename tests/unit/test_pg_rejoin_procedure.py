@@ -27,7 +27,9 @@ class FakePg:
     data: DataState = DataState.VALID
     running: bool = False
     remove_on_failure: bool = False
-    crash_ok: bool = True
+    remove_on_diverged: bool = False
+    local_rewind: bool | None = None
+    crash_ok: bool | None = True
     control: dict[str, str] = field(default_factory=lambda: controldata(1, "0/3000028"))
     checkpoint_error: bool = False
     rewind_ok: bool = True
@@ -35,7 +37,9 @@ class FakePg:
 
     @property
     def settings(self) -> Any:
-        return SimpleNamespace(remove_data_directory_on_rewind_failure=self.remove_on_failure)
+        return SimpleNamespace(remove_data_directory_on_rewind_failure=self.remove_on_failure,
+                               remove_data_directory_on_diverged_timelines=self.remove_on_diverged,
+                               use_pg_rewind=self.local_rewind)
 
     def is_running(self) -> bool:
         return self.running
@@ -59,7 +63,7 @@ class FakePg:
         self.calls.append("clone")
         return True
 
-    async def crash_recover(self) -> bool:
+    async def crash_recover(self) -> bool | None:
         self.calls.append("crash_recover")
         return self.crash_ok
 
@@ -108,10 +112,42 @@ async def test_diverged_is_rewound(leader_history: list[Any]) -> None:
     assert pg.calls == ["crash_recover", "rewind", "start replica"]
 
 
-async def test_diverged_without_rewind_is_recloned(leader_history: list[Any]) -> None:
-    pg = FakePg()
+async def test_diverged_without_rewind_is_left_stopped_without_consent(
+        leader_history: list[Any]) -> None:
+    pg = FakePg(remove_on_failure=True)  # consent for rewind failures only: not enough
+    assert not await run(pg, use_pg_rewind=False)
+    assert pg.calls == ["crash_recover"]
+
+
+async def test_diverged_without_rewind_is_recloned_with_consent(
+        leader_history: list[Any]) -> None:
+    pg = FakePg(remove_on_diverged=True)
     assert await run(pg, use_pg_rewind=False)
     assert pg.calls == ["crash_recover", "wipe", "clone", "start replica"]
+
+
+@pytest.mark.parametrize(("dynamic", "local", "calls"), [
+    (False, True, ["crash_recover", "rewind", "start replica"]),
+    (True, False, ["crash_recover"]),
+])
+async def test_local_use_pg_rewind_wins(leader_history: list[Any], dynamic: bool, local: bool,
+                                        calls: list[str]) -> None:
+    pg = FakePg(local_rewind=local)
+    await run(pg, use_pg_rewind=dynamic)
+    assert pg.calls == calls
+
+
+async def test_unknown_divergence_without_rewind_never_wipes(leader_history: list[Any]) -> None:
+    leader_history[0] = (2, [])
+    pg = FakePg(remove_on_diverged=True, remove_on_failure=True)
+    assert not await run(pg, use_pg_rewind=False)
+    assert pg.calls == ["crash_recover"]
+
+
+async def test_inconclusive_crash_recovery_changes_nothing(leader_history: list[Any]) -> None:
+    pg = FakePg(crash_ok=None, remove_on_failure=True, remove_on_diverged=True)
+    assert not await run(pg, use_pg_rewind=False)
+    assert pg.calls == ["crash_recover"]
 
 
 async def test_unknown_divergence_counts_as_diverged(leader_history: list[Any]) -> None:
@@ -160,9 +196,10 @@ async def test_invalid_data_is_left_to_the_operator(leader_history: list[Any]) -
 
 @pytest.mark.parametrize(("rewind", "remove", "leader_up", "ok", "calls"), [
     (True, False, True, False, ["crash_recover"]),  # keep the data: operator
-    (False, False, True, True, ["crash_recover", "wipe", "clone", "start replica"]),
+    (False, False, True, False, ["crash_recover"]),  # no consent without rewind either
+    (False, True, True, True, ["crash_recover", "wipe", "clone", "start replica"]),
     (True, True, True, True, ["crash_recover", "wipe", "clone", "start replica"]),
-    (False, False, False, False, ["crash_recover"]),  # never wipe with the leader gone
+    (True, True, False, False, ["crash_recover"]),  # never wipe with the leader gone
 ])
 async def test_failed_crash_recovery(leader_history: list[Any], rewind: bool, remove: bool,
                                      leader_up: bool, ok: bool, calls: list[str]) -> None:

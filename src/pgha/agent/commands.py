@@ -26,6 +26,7 @@ from pgha.agent.observe import Observer
 from pgha.agent.publish import Publisher
 from pgha.config import ConfigError
 from pgha.config.loader import parse_dynamic_config
+from pgha.config.pg_parameters import ParamCatalogue, changed_value_errors
 from pgha.core.commands import (
     CancelRestart,
     CancelSwitchover,
@@ -73,12 +74,16 @@ class ScheduledRestart:
 class CommandHandler:
     """The agent's command side (see the module docstring). ``observer`` supplies the latest
     view, ``publisher`` the published status; ``request_reload`` asks the loop to re-read the
-    YAML; ``restart_timeout`` bounds the wait for a restart without a timeout of its own."""
+    YAML; ``restart_timeout`` bounds the wait for a restart without a timeout of its own;
+    ``catalogue`` (the local server's parameters) judges the parameter values a configuration
+    change sets."""
 
     def __init__(self, name: str, store: ClusterStore, observer: Observer,
                  publisher: Publisher, wake: asyncio.Event,
-                 request_reload: Callable[[], None], restart_timeout: float) -> None:
+                 request_reload: Callable[[], None], restart_timeout: float,
+                 catalogue: ParamCatalogue | None = None) -> None:
         self.name = name
+        self.catalogue = catalogue
         self.store = store
         self.observer = observer
         self.publisher = publisher
@@ -122,6 +127,7 @@ class CommandHandler:
     # ------------------------------------------------------------------ configuration
     async def _config(self, command: PatchConfig | ReplaceConfig) -> Outcome:
         store, timeout = self.store, self.observer.settings.retry_timeout
+        current: dict[str, Any] | None = None
         if isinstance(command, ReplaceConfig):
             new = dict(command.config)
             revision: int | None = None
@@ -134,6 +140,10 @@ class CommandHandler:
             parse_dynamic_config(new)
         except ConfigError as exc:
             return Outcome(400, f"invalid configuration: {exc}")
+        bad = changed_value_errors(current, new, self.catalogue)
+        if bad:
+            return Outcome(400, "invalid configuration: " + "; ".join(
+                f"{key}: {why}" for key, why in bad))
         try:
             written = await bounded(store.write_config(new, if_revision=revision), timeout)
         except (DCSError, TimeoutError) as exc:

@@ -46,6 +46,7 @@ from pgha.agent.local_config import LocalConfig
 from pgha.agent.metrics import AgentMetrics
 from pgha.agent.observe import Observer
 from pgha.agent.publish import Publisher
+from pgha.agent.reload import Reloader
 from pgha.core.actions import (
     Demote,
     HandOver,
@@ -60,7 +61,7 @@ from pgha.core.model import ClusterView, LocalState, PgRole, PgState, safety_mar
 from pgha.core.switchover import request_for_leader
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
-from pgha.errors import describe
+from pgha.errors import AgentFatal, describe
 from pgha.pg.configurator import PgConfigurator
 
 log = logging.getLogger("pgha.agent")
@@ -109,6 +110,7 @@ class Stages:
     publisher: Publisher
     lease: LeaseKeeper
     metrics: AgentMetrics
+    reloader: Reloader  # applies a re-read YAML (SIGHUP, POST /reload)
 
 
 class DecisionCycle:
@@ -146,6 +148,8 @@ class DecisionCycle:
             try:
                 with self.s.metrics.time_cycle():
                     ok = await self.run_once()
+            except AgentFatal:
+                raise  # cleaned up already: the agent exits with the cause
             except Exception:
                 # A bug must not kill the agent: log it and try again. Only completed cycles
                 # refresh the heartbeat, so a loop that keeps failing stops renewing the lease,
@@ -246,14 +250,9 @@ class DecisionCycle:
             self.handover_failed = False
 
     async def _reload_local_config(self) -> None:
-        s = self.s
-        config = await s.local_config.reload()
-        if config is None:
-            return
-        view = s.observer.view
-        if await s.configurator.apply_local_config(
-                config, view.config if view is not None else None, s.publisher.status.role):
-            log.info("reload: configuration applied")
+        view = self.s.observer.view
+        await self.s.reloader.reload(view.config if view is not None else None,
+                                     self.s.publisher.status.role)
 
     def _log_decision(self, decision: Decision) -> None:
         """One line per cycle: the reason code, why, and the actions chosen."""
@@ -271,7 +270,8 @@ class DecisionCycle:
             dcs_last_seen=s.observer.dcs_last_seen, tags=s.local_config.tags,
             pending_restart=state.pending_restart,
             pending_restart_reason=state.pending_restart_reason,
-            scheduled_restart=scheduled.to_json() if scheduled else None)
+            scheduled_restart=scheduled.to_json() if scheduled else None,
+            failure=s.executor.retry.failure())
 
     def _note_progress(self, key: tuple[Any, ...] | None) -> None:
         """Count the cycles in a row that repeated a decision without progress."""
@@ -313,8 +313,11 @@ class DecisionCycle:
         timeout = s.observer.settings.loop_wait
         if not ok or (last is not None and last.reason in RACE_REFUSALS):
             # retry soon: a failed action, or a free lock we stayed away from (the peer that
-            # looked better may be a primary that is stopping right now)
-            timeout = min(timeout, 0.5)
+            # looked better may be a primary that is stopping right now); an action in
+            # backoff is not retried before its time (the wait is at most loop_wait anyway)
+            retry_in = 0.0 if last is None else max(
+                (s.executor.retry.wait_left(a) for a in last.actions), default=0.0)
+            timeout = min(timeout, max(0.5, retry_in))
         elif last is not None and last.actions and last.reason is not Reason.LEADER_HEALTHY:
             timeout = min(timeout, 0.2)  # re-observe soon after changing something
         timeout = max(timeout, self.guard_time())  # not faster than the repeat guard

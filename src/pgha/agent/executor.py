@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shlex
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import quote
 
+from pgha.agent.bootstrap import ClusterBootstrap
+from pgha.agent.clock import SYSTEM_CLOCK
 from pgha.agent.metrics import AgentMetrics
+from pgha.agent.retry import ErrorCapture, RetryGate
 from pgha.core.actions import (
     AcquireLeader,
     Action,
@@ -55,6 +55,7 @@ log = logging.getLogger("pgha.executor")
 _CHANGES_PG = (CloneReplica, StartPostgres, Follow, Rejoin, Promote, Demote, StopPostgres,
                BootstrapCluster, HandOver, RestartPostgres, Reinitialize)
 _HANDOVER_POLL = 0.02
+_BUSY_TICK = 30.0
 
 
 class PgControl(Protocol):
@@ -111,9 +112,13 @@ class LeaseGate(Protocol):
 
 
 class PgStatusSink(Protocol):
-    """Told after every action that changed PostgreSQL's state, before the next action."""
+    """Told after every action that changed PostgreSQL's state, before the next action, and
+    when a long action starts (``busy``: Patroni's state string such as ``creating replica``,
+    shown by ``GET /patroni`` and the member key until the next ``pg_changed``)."""
 
     async def pg_changed(self) -> None: ...
+
+    async def busy(self, what: str) -> None: ...
 
 
 class Executor:
@@ -141,35 +146,53 @@ class Executor:
         dcs_timeout: float,
         handover_timeout: float = 10.0,
         metrics: AgentMetrics | None = None,
+        retry: RetryGate | None = None,
     ) -> None:
         self.pg = pg
         self.store = store
         self.lease = lease
         self.status = status
-        self.bootstrap_config = bootstrap_config
-        self.post_bootstrap = post_bootstrap
         self.pg_ctl_timeout = pg_ctl_timeout
         self.dcs_timeout = dcs_timeout
         self.handover_timeout = handover_timeout
         self.metrics = metrics
+        self.retry = retry if retry is not None else RetryGate(SYSTEM_CLOCK)
+        self.bootstrapper = ClusterBootstrap(
+            pg, store, lease, bootstrap_config=bootstrap_config, post_bootstrap=post_bootstrap,
+            pg_ctl_timeout=pg_ctl_timeout, dcs_timeout=dcs_timeout)
         self.failed_handover: Upstream | None = None
 
     async def run(self, actions: Sequence[Action]) -> bool:
-        """Run ``actions`` in order; False at the first one that fails (the rest skipped)."""
+        """Run ``actions`` in order; False at the first one that fails (the rest skipped).
+
+        A gated action (:data:`pgha.agent.retry.GATED`) that failed before is not run again
+        until its backoff ends: it counts as failed (logged once per cycle) without running."""
         self.failed_handover = None
+        self.retry.forget_except(actions)
         for action in actions:
             name = type(action).__name__
+            if (wait := self.retry.wait_left(action)) > 0:
+                failure = self.retry.failure()
+                log.info("action %s: retrying in %.1fs (last error: %s)", name, wait,
+                         failure.error if failure is not None else "?")
+                return False
             started = time.monotonic()
-            try:
-                ok = await self._apply(action)
-                if isinstance(action, _CHANGES_PG) and not isinstance(action, Demote):
-                    await self.status.pg_changed()
-            except (DCSError, PgError, OSError, TimeoutError) as exc:
-                log.error("action %s failed: %s", name, describe(exc))
-                ok = False
+            with ErrorCapture() as capture:
+                try:
+                    ok = await self._apply(action)
+                    if isinstance(action, _CHANGES_PG) and not isinstance(action, Demote):
+                        await self.status.pg_changed()
+                except (DCSError, PgError, OSError, TimeoutError) as exc:
+                    log.error("action %s failed: %s", name, describe(exc))
+                    ok = False
             elapsed = time.monotonic() - started
+            delay = self.retry.record(action, ok, capture.last)
+            if self.metrics is not None and (kind := self.retry.kind(action)) is not None:
+                self.metrics.record_action(kind, ok, self.retry.failing_kinds())
             if not ok:
-                log.warning("action %s did not succeed (%.2fs); skipping the rest", name, elapsed)
+                retry = f"; next attempt in {delay:g}s" if delay is not None else ""
+                log.warning("action %s did not succeed (%.2fs); skipping the rest%s", name,
+                            elapsed, retry)
                 return False
             quiet = isinstance(action, SyncSlots | PublishStatus)
             log.log(logging.DEBUG if quiet else logging.INFO, "action %s done in %.2fs", name,
@@ -179,6 +202,22 @@ class Executor:
     def _long(self, seconds: float) -> float:
         self.lease.mark_busy(seconds)
         return seconds
+
+    async def _while_busy(self, work: Awaitable[bool]) -> bool:
+        """Await ``work`` (a clone or rejoin), with no time limit of its own: the PostgreSQL
+        layer stops such work when it stops making progress. Meanwhile the lease keeper is told
+        the loop is busy, not stuck."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                self.lease.mark_busy(_BUSY_TICK * 2)
+                done, _ = await asyncio.wait({task}, timeout=_BUSY_TICK)
+                if done:
+                    return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
 
     async def _apply(self, action: Action) -> bool:
         match action:
@@ -262,11 +301,12 @@ class Executor:
 
     # ------------------------------------------------------------------ PostgreSQL
     async def _bootstrap_cluster(self, action: BootstrapCluster) -> bool:
-        return await self._bootstrap()
+        await self.status.busy("initializing new cluster")
+        return await self.bootstrapper.run()
 
     async def _clone_replica(self, action: CloneReplica) -> bool:
-        async with asyncio.timeout(self._long(3600)):
-            return await self.pg.clone(action.source)
+        await self.status.busy("creating replica")
+        return await self._while_busy(self.pg.clone(action.source))
 
     async def _start_postgres(self, action: StartPostgres) -> bool:
         async with asyncio.timeout(self._long(self.pg_ctl_timeout + 5)):
@@ -277,8 +317,7 @@ class Executor:
             return await self.pg.follow(action.upstream)
 
     async def _rejoin(self, action: Rejoin) -> bool:
-        async with asyncio.timeout(self._long(3600)):
-            return await self.pg.rejoin(action.leader, action.use_pg_rewind)
+        return await self._while_busy(self.pg.rejoin(action.leader, action.use_pg_rewind))
 
     async def _promote(self, action: Promote) -> bool:
         promoted = await self._promote_and_record()
@@ -313,6 +352,7 @@ class Executor:
             if not await self.pg.stop(StopMode.IMMEDIATE):
                 return False
             await self.status.pg_changed()
+            await self.status.busy("creating replica")
             await self.pg.wipe()
             return (await self.pg.clone(action.source)
                     and await self.pg.start("replica", action.leader))
@@ -418,67 +458,3 @@ class Executor:
             log.warning("could not read our timeline history: %s", describe(exc))
             return fallback
         return next((lsn for tl, lsn in history if tl == timeline), fallback)
-
-    async def _bootstrap(self) -> bool:
-        pg, store = self.pg, self.store
-        async with asyncio.timeout(self.dcs_timeout):
-            if not await store.claim_initialize():
-                log.info("another member claimed initialize first")
-                return False
-        log.info("won the initialize race: bootstrapping a new cluster")
-        try:
-            async with asyncio.timeout(self._long(self.pg_ctl_timeout * 4 + 60)):
-                if not await pg.initdb():
-                    raise RuntimeError("initdb failed")
-                if not await pg.start("primary", None):
-                    raise RuntimeError("PostgreSQL did not start after initdb")
-                await pg.create_roles()
-                if self.post_bootstrap:
-                    await self._run_post_bootstrap(self.post_bootstrap)
-            async with asyncio.timeout(self.dcs_timeout):
-                await store.create_config(self.bootstrap_config)
-            if not await self.lease.confirm():
-                raise RuntimeError("could not open a DCS session")
-            async with asyncio.timeout(self.dcs_timeout):
-                if not await store.acquire_leader():
-                    raise RuntimeError("leader lock taken during bootstrap")
-            state = await pg.observe()
-            if not state.sysid:
-                raise RuntimeError("no system identifier after initdb")
-            async with asyncio.timeout(self.dcs_timeout):
-                await store.set_initialize(state.sysid)
-        except (RuntimeError, DCSError, PgError, OSError, TimeoutError) as exc:
-            log.error("bootstrap failed: %s; cleaning up", exc)
-            await self._undo_bootstrap()
-            return False
-        log.info("bootstrapped cluster %s", state.sysid)
-        return True
-
-    async def _undo_bootstrap(self) -> None:
-        try:
-            await self.pg.stop(StopMode.IMMEDIATE)
-            await self.pg.wipe()
-        except (PgError, OSError) as exc:
-            log.error("cleanup after failed bootstrap: %s", describe(exc))
-        try:
-            async with asyncio.timeout(self.dcs_timeout):
-                await self.store.release_leader()
-                await self.store.cancel_initialize()
-        except (DCSError, TimeoutError) as exc:
-            log.error("could not release initialize after failed bootstrap: %s", describe(exc))
-
-    async def _run_post_bootstrap(self, command: str) -> None:
-        st = self.pg.settings
-        url = (f"postgresql://{quote(st.superuser.username)}@/postgres"
-               f"?host={quote(str(st.socket_dir))}&port={st.port}")
-        proc = await asyncio.create_subprocess_shell(
-            f"{command} {shlex.quote(url)}",
-            env={**os.environ, "PGPASSFILE": str(st.pgpass)},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        for line in out.decode(errors="replace").splitlines():
-            log.info("post_bootstrap: %s", line)
-        if proc.returncode != 0:
-            raise RuntimeError(f"post_bootstrap exited with {proc.returncode}")

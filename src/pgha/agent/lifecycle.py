@@ -39,6 +39,7 @@ from pgha.agent.metrics import AgentMetrics
 from pgha.agent.observe import Observer
 from pgha.agent.peers import PeerClient
 from pgha.agent.publish import Publisher, StatusRefresher
+from pgha.agent.reload import Reloader
 from pgha.agent.unique import api_answers, duplicate_message
 from pgha.api.server import ApiServer
 from pgha.config import Config
@@ -49,7 +50,8 @@ from pgha.dcs.base import DCSError
 from pgha.dcs.factory import open_kv
 from pgha.dcs.instrumented import InstrumentedKV
 from pgha.dcs.store import ClusterStore
-from pgha.errors import describe
+from pgha.errors import AgentFatal, describe
+from pgha.pg.catalogue import load_catalogue
 from pgha.pg.configurator import PgConfigurator
 from pgha.pg.from_config import pg_settings
 from pgha.pg.postgres import Postgres
@@ -57,7 +59,7 @@ from pgha.pg.postgres import Postgres
 log = logging.getLogger("pgha.agent")
 
 
-class DuplicateMemberError(RuntimeError):
+class DuplicateMemberError(AgentFatal):
     """Another live agent already runs under our name; the message is Patroni's refusal."""
 
 
@@ -74,7 +76,8 @@ class Agent:
         settings = HaSettings.from_config(dyn.model_dump(mode="json", by_alias=False))
         self.wake = asyncio.Event()
         self.local_config = LocalConfig(config, config_path)
-        self.pg = Postgres(pg_settings(config, dyn))
+        self.catalogue = load_catalogue(config.postgresql.bin_dir)  # judges every parameter
+        self.pg = Postgres(pg_settings(config, dyn, self.catalogue))
         self._metrics = AgentMetrics()
         self.kv = InstrumentedKV(
             open_kv(config, ttl=settings.ttl, timeout=settings.retry_timeout),
@@ -93,8 +96,9 @@ class Agent:
         self.commands = CommandHandler(
             self.name, self.store, self.observer, self.publisher, self.wake,
             request_reload=self.request_reload,
-            restart_timeout=2 * config.postgresql.pg_ctl_timeout + 30)
-        self.configurator = PgConfigurator(self.pg, config)
+            restart_timeout=2 * config.postgresql.pg_ctl_timeout + 30, catalogue=self.catalogue)
+        self.configurator = PgConfigurator(self.pg, config, self.catalogue)
+        self.api = ApiServer(self, config)
         self.executor = Executor(
             self.pg, self.store, lease=self.lease,
             status=StatusRefresher(self.observer, self.publisher),
@@ -110,7 +114,9 @@ class Agent:
             local_config=self.local_config, observer=self.observer,
             configurator=self.configurator, failsafe=self.failsafe, commands=self.commands,
             executor=self.executor, publisher=self.publisher, lease=self.lease,
-            metrics=self._metrics), self.wake)
+            metrics=self._metrics, reloader=Reloader(
+                self.local_config, self.configurator, self.publisher, self.peers, self.api)),
+            self.wake)
         # our own writes must not wake our own loop (they would make it spin)
         self._quiet_keys = {self.store.key(f"members/{self.name}"), self.store.key("status")}
 
@@ -149,10 +155,11 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        fatal: BaseException | None = None
         async with self.kv, self.peers:
             # before our own REST API listens: an answer at our api_url is someone else
             await self._refuse_duplicate_name()
-            async with ApiServer(self, self.config) as _api, self.configurator:
+            async with self.api, self.configurator:
                 await self.lease.confirm()
                 try:
                     async with asyncio.TaskGroup() as tg:
@@ -164,8 +171,12 @@ class Agent:
                         tg.create_task(self._postmaster_watch(), name="postmaster-watch")
                 except* _Finished:
                     pass
+                except* AgentFatal as group:
+                    fatal = group.exceptions[0]
                 finally:
                     await self.pg.close()
+        if fatal is not None:
+            raise fatal  # after the DCS session is closed and the API stopped
         log.info("agent stopped")
 
     async def _decision_loop(self) -> None:

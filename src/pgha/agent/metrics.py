@@ -17,6 +17,9 @@ from pgha.api.prometheus import Histogram, Registry
 DCS_OPERATIONS: tuple[str, ...] = ("connect", "get_prefix", "create", "put", "delete",
                                    "keepalive", "watch")
 
+#: The actions retried with backoff (:data:`pgha.agent.retry.GATED`), the ``action`` label.
+ACTION_KINDS: tuple[str, ...] = ("clone", "rejoin", "start")
+
 _LOOP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                  300.0)
 _DCS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -62,6 +65,25 @@ class AgentMetrics:
             "Seconds until the leader lease this member holds must be renewed before it "
             "demotes itself (ttl minus safety margin, counted from the last keep-alive sent); "
             "0 when it does not hold the leader lock.")
+
+        self.action_failures = r.counter(
+            "pgha_action_failures_total",
+            "Failed attempts of the actions retried with backoff (clone, rejoin, start), by "
+            "action.", labels=("action",))
+        self.action_failing = r.gauge(
+            "pgha_action_failing",
+            "1 while the last attempt of the action failed and it is being retried with "
+            "backoff (GET /patroni last_error says why), else 0.", labels=("action",))
+        for kind in ACTION_KINDS:
+            self.action_failures.labels(kind)
+            self.action_failing.labels(kind).set(0)
+
+    def record_action(self, kind: str, ok: bool, failing: set[str]) -> None:
+        """An attempt of a retried action ended; ``failing`` are the kinds still failing."""
+        if not ok:
+            self.action_failures.labels(kind).inc()
+        for name in ACTION_KINDS:
+            self.action_failing.labels(name).set(1 if name in failing else 0)
 
     def record_promotion(self, requested: bool) -> None:
         """Count a successful promotion; ``requested`` when an operator's switchover or

@@ -17,6 +17,7 @@ from typing import Any
 
 from pgha.agent.clock import SYSTEM_CLOCK, Clock
 from pgha.agent.peers import PeerClient
+from pgha.config import dynamic_config_warnings
 from pgha.core.model import ClusterView, HaSettings, PeerStatus, PgState
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
@@ -46,6 +47,7 @@ class Observer:
         self.stopped_by_agent = False
         self.first_view = asyncio.Event()
         self.pg_started = asyncio.Event()
+        self._config_checked: dict[str, Any] | None = None  # last DCS config looked up
 
     async def dcs_view(self, budget: float) -> ClusterView | None:
         """Read the cluster within ``budget`` seconds; the last view when the read fails."""
@@ -63,6 +65,10 @@ class Observer:
             self.member_seen[member] = now
         self.view = view
         self.first_view.set()
+        if view.config and view.config != self._config_checked:
+            self._config_checked = dict(view.config)  # look its keys up once per content
+            for warning in dynamic_config_warnings(view.config):
+                log.warning("DCS %s", warning)
         if view.config:
             settings = view.settings.adjusted()
             if settings != view.settings and settings != self.settings:

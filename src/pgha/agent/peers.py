@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
 
-from pgha.api.client_tls import ssl_context
+from pgha.api.client_tls import basic_auth, ssl_context
+from pgha.api.tls_files import TlsSettings, client_digest, load_client_tls
 from pgha.config import Config
 from pgha.core.model import ClusterView, Member, PeerStatus, Tags
 
@@ -105,18 +107,28 @@ async def failsafe_round(session: aiohttp.ClientSession, members: Mapping[str, s
 class PeerClient:
     """The agent's HTTP client to its peers' REST APIs: one aiohttp session with the cluster's
     client TLS settings and credentials (see :mod:`pgha.api.client_tls`), opened while
-    entered. Every call is bounded by its ``timeout``; failures map to None / False."""
+    entered. Every call is bounded by its ``timeout``; failures map to None / False.
+
+    A configuration reload goes in two steps: :meth:`prepare` reads and checks the new TLS
+    files (SettingError naming the key, nothing changed), :meth:`commit` replaces the session
+    when the certificates, CA or credentials changed (calls already running finish on the old
+    one; the agent makes none while it reloads)."""
 
     def __init__(self, config: Config, name: str) -> None:
         self.config = config
         self.name = name
         self._session: aiohttp.ClientSession | None = None
+        self._digest: str | None = None
+
+    def _new_session(self, context: ssl.SSLContext | None) -> aiohttp.ClientSession:
+        auth = self.config.restapi.authentication
+        return aiohttp.ClientSession(
+            headers={"Authorization": basic_auth(auth.username, auth.password)} if auth else None,
+            connector=aiohttp.TCPConnector(ssl=context if context is not None else True))
 
     async def __aenter__(self) -> Self:
-        auth = self.config.restapi.authentication
-        self._session = aiohttp.ClientSession(
-            auth=aiohttp.BasicAuth(auth.username, auth.password) if auth else None,
-            connector=aiohttp.TCPConnector(ssl=ssl_context(self.config)))
+        self._session = self._new_session(ssl_context(self.config))
+        self._digest = client_digest(self.config)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -124,6 +136,23 @@ class PeerClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def prepare(self, config: Config) -> TlsSettings:
+        """The client TLS settings of a re-read ``config`` (see :func:`load_client_tls`)."""
+        return load_client_tls(config)
+
+    async def commit(self, config: Config, tls: TlsSettings) -> bool:
+        """Use ``config`` from now on; True when the session was replaced (new certificate,
+        key, CA, verification or credentials)."""
+        self.config = config
+        if tls.digest == self._digest:
+            return False
+        self._digest = tls.digest
+        if self._session is None:
+            return False
+        old, self._session = self._session, self._new_session(tls.context)
+        await old.close()
+        return True
 
     async def statuses(self, view: ClusterView, timeout: float) -> dict[str, PeerStatus | None]:
         """Every other member's status (None: unreachable); empty when not entered."""

@@ -20,12 +20,14 @@ from pgha.agent.observe import Observer
 from pgha.agent.peers import parse_peer_status
 from pgha.core.decision import Decision, Reason
 from pgha.core.model import ClusterView, PeerStatus, PgState, Tags
-from pgha.core.status import AgentStatus
+from pgha.core.status import ActionFailure, AgentStatus
 from pgha.dcs.base import DCSError, SessionExpired
 from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
 
 log = logging.getLogger("pgha.agent")
+
+_BUSY_PUBLISH_BUDGET = 3.0
 
 # member-key fields that change with every write on the primary
 _POSITIONS = frozenset({"xlog_location", "receive_lsn", "replay_lsn"})
@@ -46,7 +48,8 @@ class Publisher:
                 view: ClusterView | None, dcs_ok: bool, dcs_last_seen: float | None,
                 tags: Tags, pending_restart: bool,
                 pending_restart_reason: Mapping[str, Any] | None,
-                scheduled_restart: Mapping[str, Any] | None) -> None:
+                scheduled_restart: Mapping[str, Any] | None,
+                failure: ActionFailure | None = None) -> None:
         """Replace the status snapshot. We hold the lock when the last view shows the leader
         key naming us AND bound to our current session (DESIGN.md safety rule 7: a key that
         merely holds our name is not our lock) and the DCS answered, or when failsafe mode
@@ -64,11 +67,24 @@ class Publisher:
             reason=decision.reason.value, message=decision.message,
             failsafe_active=failsafe_active, scheduled_restart=scheduled_restart,
             pending_restart=pending_restart, pending_restart_reason=pending_restart_reason,
+            failure=failure,
         )
+
+    def set_api_url(self, api_url: str) -> None:
+        """Publish ``api_url`` from now on (a reloaded ``restapi.connect_address`` or TLS);
+        the member key follows on the next write."""
+        if api_url != self.status.api_url:
+            log.info("REST API URL published as %s", api_url)
+            self.status = replace(self.status, api_url=api_url)
 
     def update_postgres(self, pg: PgState, details: Mapping[str, Any]) -> None:
         """Replace only PostgreSQL's part of the status (between actions of a cycle)."""
         self.status = replace(self.status, pg=pg, pg_details=details,
+                              heartbeat=self.clock.monotonic())
+
+    def set_busy(self, what: str | None) -> None:
+        """A long action (Patroni's state string, e.g. ``creating replica``) is in flight."""
+        self.status = replace(self.status, pg=replace(self.status.pg, busy=what),
                               heartbeat=self.clock.monotonic())
 
     def own_peer_status(self) -> PeerStatus | None:
@@ -118,3 +134,9 @@ class StatusRefresher:
     async def pg_changed(self) -> None:
         pg, details = await self.observer.postgres()
         self.publisher.update_postgres(pg, details)
+
+    async def busy(self, what: str) -> None:
+        """Show ``what`` as the state, in the API and (best effort, within a few seconds) in
+        the member key, which ``pgha list`` reads while the action runs."""
+        self.publisher.set_busy(what)
+        await self.publisher.write_member_key(0.0, _BUSY_PUBLISH_BUDGET)

@@ -17,10 +17,10 @@ import base64
 import ssl
 from typing import Any
 
-from pgha.config import Config
+from pgha.config import ClusterAccess
 
 
-def _ctl(config: Config) -> dict[str, Any]:
+def _ctl(config: ClusterAccess) -> dict[str, Any]:
     return dict(config.ctl or {})
 
 
@@ -30,7 +30,7 @@ def basic_auth(username: str, password: str) -> str:
     return f"Basic {token}"
 
 
-def credentials(config: Config) -> str | None:
+def credentials(config: ClusterAccess) -> str | None:
     """The Basic ``Authorization`` header for unsafe methods: ``ctl.authentication`` first,
     then ``restapi.authentication``; None when neither is set."""
     auth = _ctl(config).get("authentication")
@@ -42,7 +42,7 @@ def credentials(config: Config) -> str | None:
     return None
 
 
-def ssl_context(config: Config, insecure: bool = False) -> ssl.SSLContext:
+def ssl_context(config: ClusterAccess, insecure: bool = False) -> ssl.SSLContext:
     """The client TLS context from the ``ctl`` section (see the module docstring)."""
     ctl = _ctl(config)
     cafile = ctl.get("cacert") or config.restapi.cafile

@@ -10,8 +10,10 @@ with ``GET /patroni`` (``patroni_primary`` / ``patroni_replica`` follow its ``ro
 the agent does not know (PostgreSQL not running, DCS never read, a feature pgha does not have
 yet) is 0, as Patroni reports it. In particular:
 
-* ``patroni_sync_standby`` and ``patroni_quorum_standby`` are 0: pgha has no synchronous
-  replication yet; ``patroni_standby_leader`` is 0: no standby clusters yet.
+* ``patroni_sync_standby`` / ``patroni_quorum_standby`` are 1 exactly when ``GET /patroni``
+  says ``sync_standby`` / ``quorum_standby`` (the current leader's ``sync`` key names this
+  member, synchronous mode on / quorum); ``patroni_standby_leader`` is 0: no standby clusters
+  yet.
 * ``patroni_xlog_location`` is the flush position on a primary, 0 elsewhere; the
   ``patroni_xlog_received/replayed_*`` values and ``patroni_xlog_paused`` are 0 except on a
   running replica.
@@ -31,7 +33,7 @@ from typing import Any, Protocol
 from pgha import __version__
 from pgha.api.prometheus import escape_help, format_labels, format_value
 from pgha.core.model import ClusterView
-from pgha.core.status import AgentStatus
+from pgha.core.status import AgentStatus, SyncState, sync_state
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -110,6 +112,7 @@ class _Facts:
     replica_xlog: bool
     rstate: Any
     view: ClusterView | None
+    sync: SyncState | None
 
     @classmethod
     def of(cls, status: AgentStatus) -> _Facts:
@@ -121,7 +124,8 @@ class _Facts:
                    xlog=xlog if isinstance(xlog, Mapping) else {}, role=role,
                    primary=running and role == "primary",
                    replica_xlog=running and role == "replica",
-                   rstate=details.get("replication_state"), view=status.view)
+                   rstate=details.get("replication_state"), view=status.view,
+                   sync=sync_state(status.view))
 
 
 @dataclass(frozen=True)
@@ -156,11 +160,13 @@ PATRONI_GAUGES: tuple[_Gauge, ...] = (
            "1 when this member's role is replica (as in GET /patroni), else 0.",
            lambda c: int(c.role == "replica")),
     _Gauge("patroni_sync_standby", "gauge",
-           "1 when this member is a synchronous standby, else 0 (always 0 for now).",
-           lambda c: 0),
+           "1 when the leader's sync key names this member a synchronous standby, else 0.",
+           lambda c: int(c.sync is not None and not c.sync.quorum
+                         and c.status.name in c.sync.standbys)),
     _Gauge("patroni_quorum_standby", "gauge",
-           "1 when this member is a quorum standby, else 0 (always 0 for now).",
-           lambda c: 0),
+           "1 when the leader's sync key names this member a quorum standby, else 0.",
+           lambda c: int(c.sync is not None and c.sync.quorum
+                         and c.status.name in c.sync.standbys)),
     _Gauge("patroni_xlog_received_location", "counter",
            "WAL position (bytes) received by this running replica; 0 elsewhere.",
            lambda c: _int(c.xlog.get("received_location")) if c.replica_xlog else 0),

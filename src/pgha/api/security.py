@@ -143,9 +143,15 @@ class AccessGuard:
     def __init__(self, restapi: RestApiConfig | None, view: Callable[[], ClusterView | None],
                  resolver: HostResolver | None = None) -> None:
         self.view = view
+        self.resolver = resolver or HostResolver()
+        self.configure(restapi)
+
+    def configure(self, restapi: RestApiConfig | None) -> None:
+        """Use the allowlist, client-certificate rule and credentials of ``restapi`` from the
+        next request on (a configuration reload; requests never see a mix of both)."""
         self.allowlist = Allowlist(restapi.allowlist if restapi else [],
                                    bool(restapi and restapi.allowlist_include_members),
-                                   resolver or HostResolver())
+                                   self.resolver)
         self.tls = bool(restapi and restapi.certfile)
         self.need_cert = self.tls and bool(
             restapi and restapi.verify_client in ("optional", "required"))
@@ -154,21 +160,23 @@ class AccessGuard:
 
     async def check(self, request: web.Request, *, allowlist: bool = True) -> web.Response | None:
         """None when the request may proceed, else the 401/403 answer to send."""
-        if allowlist and self.allowlist.active and \
-                not await self.allowlist.admits(request.remote, self.view()):
+        # one configuration for the whole check, even if a reload lands while we resolve
+        allowed, need_cert, credentials = self.allowlist, self.need_cert, self.credentials
+        if allowlist and allowed.active and \
+                not await allowed.admits(request.remote, self.view()):
             return web.Response(status=403, text="Access is denied")
-        if self.need_cert:
+        if need_cert:
             transport = request.transport
             cert = transport.get_extra_info("peercert") if transport is not None else None
             if not cert:
                 return web.Response(status=403, text="client certificate required")
-        if self.credentials is not None and not self._authorized(request):
+        if credentials is not None and not self._authorized(request, credentials):
             return web.Response(status=401, text="authentication required",
                                 headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
         return None
 
-    def _authorized(self, request: web.Request) -> bool:
-        assert self.credentials is not None
+    @staticmethod
+    def _authorized(request: web.Request, credentials: bytes) -> bool:
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "basic":
             return False
@@ -176,7 +184,7 @@ class AccessGuard:
             given = base64.b64decode(token.strip(), validate=True)
         except (binascii.Error, ValueError):
             return False
-        return hmac.compare_digest(given, self.credentials)
+        return hmac.compare_digest(given, credentials)
 
 
 def server_ssl_context(restapi: RestApiConfig) -> ssl.SSLContext | None:

@@ -1,22 +1,27 @@
-"""``pgha list`` and ``pgha topology``: the cluster's members as seen in the DCS.
+"""``pgha list`` and ``pgha topology``: the cluster's members as seen in the DCS, laid out as
+patronictl 4.1 does.
 
-Columns: Member, Host, Role, State, TL, Lag in MB. This is the pre-4.1 Patroni layout, kept
-on purpose: a pgha member key publishes one WAL position (``xlog_location``: the flush LSN on
-the primary, the larger of received and replayed LSN on a replica), not separate receive and
-replay LSNs, so the 4.1 columns (Receive LSN, Lag, Replay LSN, Lag) could not be filled
-honestly. Lag is the whole number of MB a member is behind the leader's freshest known position
-(``status`` optime or the leader's ``xlog_location``), ``unknown`` when either is missing.
+Columns: Member, Host, Role, State, TL, Receive LSN, Receive Lag, Replay LSN, Replay Lag (the
+pretty table shows both lags as ``Lag``; the machine formats add ``Cluster`` first). The LSNs
+are the ones a replica publishes in its member key (``receive_lsn``/``replay_lsn``, as text like
+``0/5000060``); a lag is the whole number of MB (rounded) that position is behind the leader's
+freshest known position (``status`` optime or the leader's ``xlog_location``), empty when
+unknown and on the leader. A member that publishes only ``xlog_location`` shows it as its
+receive position when streaming, else as its replay position (as patronictl does for old
+members).
 
 Role: ``Leader`` (``Standby Leader`` in a standby cluster) for the lock holder, ``Sync
 Standby`` (``Quorum Standby`` with ``synchronous_mode: quorum``) for the members named in the
-``sync`` key, ``Replica`` otherwise. State: a running non-leader shows its replication state
+``sync`` key, ``Replica`` otherwise. State: a non-leader shows its replication state
 (``streaming``, ``in archive recovery``) when it published one.
 
 Optional columns, shown with ``-e`` or when any member has a value: ``Pending restart`` (``*``),
-``Scheduled restart`` and ``Tags``. Host is the host of ``conn_url``, with ``:port`` when a
-port is not 5432 or two members share a host. Pretty output ends with ``Maintenance mode: on``
-when paused and ``Switchover scheduled at: ... from: ... to: ...`` when the ``failover`` key
-holds a scheduled switchover; the machine formats (json, yaml, tsv) add a ``Cluster`` column.
+``Pending restart reason``, ``Scheduled restart`` (``<time>[ if version < V]``) and ``Tags``
+(YAML: block style in the pretty table, where a rule then separates every row; flow style in
+tsv; a mapping in json/yaml). Host is the host of ``conn_url``, with ``:port`` when a port is
+not 5432 or two members share a host. In json and yaml a row has only its non-empty cells.
+Pretty output ends with ``Maintenance mode: on`` when paused and ``Switchover scheduled at: ...
+from: ... to: ...`` when the ``failover`` key holds a scheduled switchover.
 """
 
 from __future__ import annotations
@@ -26,14 +31,18 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 from pgha.cli import common
-from pgha.cli.output import format_rows
+from pgha.cli.output import format_rows, render_table
 from pgha.core.model import ClusterView, Member
 
 MB = 1024 * 1024
-BASE_COLUMNS = ["Member", "Host", "Role", "State", "TL", "Lag in MB"]
-OPTIONAL_COLUMNS = ["Pending restart", "Scheduled restart", "Tags"]
+BASE_COLUMNS = ["Member", "Host", "Role", "State", "TL",
+                "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag"]
+OPTIONAL_COLUMNS = ["Pending restart", "Pending restart reason", "Scheduled restart", "Tags"]
+RIGHT_ALIGNED = frozenset({"TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag"})
+PRETTY_HEADERS = {"Receive Lag": "Lag", "Replay Lag": "Lag"}
 
 FormatOption = Annotated[str, typer.Option("-f", "--format",
                                            help="output format: pretty, tsv, json or yaml")]
@@ -73,41 +82,66 @@ def role_of(view: ClusterView, member: Member) -> str:
 
 
 def _scheduled_restart(scheduled: Mapping[str, Any] | None) -> str:
-    return "" if scheduled is None else str(scheduled.get("schedule", ""))
+    if not scheduled:
+        return ""
+    text = str(scheduled.get("schedule", ""))
+    if scheduled.get("postgres_version"):
+        text += f" if version < {scheduled['postgres_version']}"
+    return text
 
 
-def _tags_text(tags: dict[str, Any]) -> str:
-    return ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}"
-                     for k, v in sorted(tags.items()))
+def _tags_text(tags: dict[str, Any], fmt: str) -> str:
+    if not tags:
+        return ""
+    return yaml.safe_dump(tags, default_flow_style=fmt != "pretty", allow_unicode=True,
+                          width=200).strip()
+
+
+def lsn_text(value: int | None) -> str:
+    """An LSN as PostgreSQL prints it (``16/B374D848``); ``""`` when None."""
+    return "" if value is None else f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def _positions(view: ClusterView, m: Member) -> dict[str, Any]:
+    receive, replay = m.receive_lsn, m.replay_lsn
+    if receive is None and replay is None and m.xlog_location is not None:
+        if (m.replication_state or m.state) == "streaming":
+            receive = m.xlog_location
+        else:
+            replay = m.xlog_location
+
+    def lag(position: int | None) -> int | str:
+        behind = view.lag_of(position) if position is not None else None
+        return "" if behind is None else round(behind / MB)
+
+    return {"Receive LSN": lsn_text(receive), "Receive Lag": lag(receive),
+            "Replay LSN": lsn_text(replay), "Replay Lag": lag(replay)}
 
 
 def member_rows(view: ClusterView, fmt: str = "pretty") -> list[dict[str, Any]]:
     """One row per member, leader first, with every column (optional ones may be empty).
-    Tags are a mapping in json/yaml and ``key: value, ...`` text otherwise."""
+    Tags are a mapping in json/yaml and YAML text otherwise."""
     members = common.ordered(view)
     hosts = _hosts(members)
     rows: list[dict[str, Any]] = []
     for m in members:
         is_leader = m.name == common.leader_name(view)
-        lag: int | str = ""
-        if not is_leader:
-            behind = view.lag_of(m.xlog_location)
-            lag = "unknown" if behind is None else behind // MB
-        shown_state = m.state
-        if not is_leader and m.state == "running" and m.replication_state:
-            shown_state = m.replication_state
         tags = m.tags.to_json()
-        rows.append({
+        row: dict[str, Any] = {
             "Member": m.name,
             "Host": hosts[m.name],
             "Role": role_of(view, m),
-            "State": shown_state,
+            "State": m.state if is_leader else (m.replication_state or m.state),
             "TL": m.timeline if m.timeline is not None else "",
-            "Lag in MB": lag,
+            "Receive LSN": "", "Receive Lag": "", "Replay LSN": "", "Replay Lag": "",
             "Pending restart": "*" if m.pending_restart else "",
+            "Pending restart reason": "",
             "Scheduled restart": _scheduled_restart(m.scheduled_restart),
-            "Tags": (tags or "") if fmt in ("json", "yaml") else _tags_text(tags),
-        })
+            "Tags": (tags or "") if fmt in ("json", "yaml") else _tags_text(tags, fmt),
+        }
+        if not is_leader:
+            row.update(_positions(view, m))
+        rows.append(row)
     return rows
 
 
@@ -183,15 +217,26 @@ def format_list(scope: str, view: ClusterView, fmt: str = "pretty", extended: bo
     if topology:
         rows = tree_order(view, rows)
     if fmt == "pretty":
-        text = format_rows(rows, columns, fmt, title=title_of(scope, view))
+        text = render_table(title_of(scope, view), rows, columns, right=RIGHT_ALIGNED,
+                            headers=[PRETTY_HEADERS.get(c, c) for c in columns])
         return "\n".join([text, *footer(view)])
-    return format_rows([{"Cluster": scope, **r} for r in rows], ["Cluster", *columns], fmt)
+    rows = [{"Cluster": scope, **r} for r in rows]
+    if fmt in ("json", "yaml"):  # only the cells that hold something, as patronictl
+        rows = [{c: v for c, v in r.items() if str(v)} for r in rows]
+        columns = [c for c in columns if any(c in r for r in rows)]
+    return format_rows(rows, ["Cluster", *columns], fmt, skip_missing=True)
 
 
-def _show(ctx: typer.Context, clusters: list[str] | None, fmt: str, extended: bool,
-          timestamp: bool, watch: bool, every: float | None, topology: bool) -> None:
+def _show(ctx: typer.Context, clusters: list[str] | None, group: int | None, fmt: str,
+          extended: bool, timestamp: bool, watch: bool, every: float | None,
+          topology: bool) -> None:
+    fmt = "yaml" if fmt == "yml" else fmt
     if fmt not in ("pretty", "tsv", "json", "yaml"):
         common.usage_error(f"unknown format {fmt!r}: use pretty, tsv, json or yaml")
+    common.refuse_group(group)
+    if not clusters and not common.load_access(ctx).scope:
+        typer.echo("WARNING: Listing members: No cluster names were provided", err=True)
+        return
     configs = ([common.get_config(ctx, c) for c in clusters] if clusters
                else [common.get_config(ctx)])
 
@@ -210,24 +255,28 @@ def _show(ctx: typer.Context, clusters: list[str] | None, fmt: str, extended: bo
 ClustersArg = Annotated[list[str] | None, typer.Argument(
     metavar="[CLUSTER]...", help="cluster names (default: the configured scope)")]
 ExtendedFlag = Annotated[bool, typer.Option(
-    "-e", "--extended", help="always show Pending restart, Scheduled restart, Tags")]
+    "-e", "--extended",
+    help="always show Pending restart, Pending restart reason, Scheduled restart, Tags")]
 TimestampFlag = Annotated[bool, typer.Option("-t", "--timestamp", help="print the time first")]
 
 
 def list_members(
-    ctx: typer.Context, clusters: ClustersArg = None, fmt: FormatOption = "pretty",
+    ctx: typer.Context, clusters: ClustersArg = None, group: common.GroupOption = None,
+    fmt: FormatOption = "pretty",
     extended: ExtendedFlag = False, timestamp: TimestampFlag = False,
     watch: WatchFlag = False, every: WatchEvery = None,
 ) -> None:
-    """Show the cluster's members: Member, Host, Role, State, TL, Lag in MB."""
-    _show(ctx, clusters, fmt, extended, timestamp, watch, every, topology=False)
+    """Show the cluster's members: Member, Host, Role, State, TL, Receive LSN, Lag, Replay LSN,
+    Lag."""
+    _show(ctx, clusters, group, fmt, extended, timestamp, watch, every, topology=False)
 
 
 def topology(
-    ctx: typer.Context, clusters: ClustersArg = None, fmt: FormatOption = "pretty",
+    ctx: typer.Context, clusters: ClustersArg = None, group: common.GroupOption = None,
+    fmt: FormatOption = "pretty",
     extended: ExtendedFlag = False, timestamp: TimestampFlag = False,
     watch: WatchFlag = False, every: WatchEvery = None,
 ) -> None:
     """The members as a tree: each replica under the member it replicates from
     (replicatefrom tag), the leader at the root."""
-    _show(ctx, clusters, fmt, extended, timestamp, watch, every, topology=True)
+    _show(ctx, clusters, group, fmt, extended, timestamp, watch, every, topology=True)

@@ -1,8 +1,19 @@
 """Shared plumbing of the operator commands: configuration, the one-shot DCS read, member
 selection, timestamps, watching and errors.
 
+Configuration, as patronictl reads it (:func:`load_access`): the file of ``-c`` (or
+``PGHA_CONFIG_FILE``/``PATRONICTL_CONFIG_FILE``), else ``~/.config/patroni/patronictl.yaml`` when
+it exists; then the ``PATRONI_*``/``PGHA_*`` variables; then ``-d/--dcs-url`` (or ``DCS_URL``),
+which replaces the DCS section. Only what reaching the cluster takes is validated
+(:class:`~pgha.config.ClusterAccess`: scope, namespace, restapi, ctl, the DCS section), so a
+file with nothing but a DCS section works. The scope is the command's CLUSTER argument when
+given, else the file's (:func:`get_config`); ``--group`` is refused (:func:`refuse_group`).
+
 Exit codes: 2 for usage and configuration errors (:func:`usage_error`), 1 for operational
-failures (:func:`fail`): DCS unreachable, a member refused or failed, a lost race.
+failures and refusals (:func:`fail`, printed as patronictl's ``Error: ...``): DCS unreachable,
+a check that refuses the action, a member that cannot be reached, a lost race. A member's own
+refusal of a restart, reload, reinit or switchover is printed on its line with exit 0, as
+patronictl does (see each command).
 
 The DCS is read and written only through :class:`pgha.dcs.store.ClusterStore` (the agent's own
 domain operations) and seen as the core's :class:`~pgha.core.model.ClusterView`; the CLI has no
@@ -14,18 +25,20 @@ it reads every key in one consistent read and writes persistent keys with compar
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 
 from pgha.cli.rest import DEFAULT_TIMEOUT, Call, Reply, RestError, call_all
-from pgha.config import Config, ConfigError
+from pgha.config import DCS_KINDS, ClusterAccess, ConfigError, parse_cluster_access, read_yaml
 from pgha.core.model import ClusterView, Member
 from pgha.dcs.base import DCSError, KVStore
 from pgha.dcs.factory import open_kv
@@ -48,27 +61,117 @@ def usage_error(message: str) -> NoReturn:
     fail(message, 2)
 
 
-def _default_kv(config: Config, timeout: float) -> KVStore:
+def _default_kv(config: ClusterAccess, timeout: float) -> KVStore:
     return open_kv(config, ttl=30, timeout=timeout)
 
 
 #: Seam: builds the (not yet connected) KVStore for a configuration. Tests replace it.
-kv_factory: Callable[[Config, float], KVStore] = _default_kv
+kv_factory: Callable[[ClusterAccess, float], KVStore] = _default_kv
+
+#: ``-d/--dcs-url`` schemes and their default ports (patronictl's; exhibitor is refused later).
+DCS_URL_PORTS = {"zookeeper": 2181, "exhibitor": 8181, "consul": 8500, "etcd": 2379,
+                 "etcd3": 2379}
+
+GroupOption = Annotated[int | None, typer.Option(
+    "--group", help="Citus group (refused: pgha does not manage Citus clusters)")]
 
 
-def get_config(ctx: typer.Context, cluster: str | None = None) -> Config:
-    """The configuration given with ``-c`` (exit 2 when missing or invalid). ``cluster``
-    (a positional CLUSTER argument) addresses another scope of the same namespace."""
-    from pgha.cli.daemon import load_or_exit
+def default_config_path() -> Path:
+    """patronictl's default configuration file: ``~/.config/patroni/patronictl.yaml`` (the
+    ``patroni`` application directory of the platform, ``$XDG_CONFIG_HOME`` when set)."""
+    return Path(typer.get_app_dir("patroni")) / "patronictl.yaml"
 
-    obj = ctx.find_root().obj or {}
-    path: Path | None = obj.get("config_file")
-    if path is None:
-        usage_error("no configuration: pass -c CONFIG (or set PGHA_CONFIG_FILE)")
-    config = load_or_exit(path)
-    if cluster and cluster != config.scope:
-        config = config.model_copy(update={"scope": cluster})
-    return config
+
+def parse_dcs_url(url: str) -> dict[str, Any]:
+    """``-d/--dcs-url`` ``[SCHEME://][HOST][:PORT][/NAMESPACE]`` as configuration keys, as
+    patronictl reads it: without a scheme the port picks it (etcd by default), the host
+    defaults to ``localhost`` and the port to the scheme's; a path sets ``namespace``. An
+    unknown scheme exits 1 (``Unknown dcs scheme: X``), a bad port exits 2."""
+    parts = urlsplit(url if "//" in url else "//" + url)
+    try:
+        port = parts.port
+    except ValueError:
+        usage_error(f"-d/--dcs-url {url!r}: the port is not a number from 0 to 65535")
+    scheme = parts.scheme or next(
+        (k for k, p in DCS_URL_PORTS.items() if p == port), "etcd")
+    if scheme not in DCS_URL_PORTS:
+        fail(f"Unknown dcs scheme: {scheme}")
+    address = f"{parts.hostname or 'localhost'}:{port or DCS_URL_PORTS[scheme]}"
+    section: dict[str, Any] = {"hosts": [address]} if scheme == "zookeeper" else {"host": address}
+    out: dict[str, Any] = {scheme: section}
+    if parts.path and parts.path.strip() != "/":
+        out["namespace"] = parts.path.strip()
+    return out
+
+
+def _config_errors(source: object, exc: ConfigError) -> NoReturn:
+    typer.echo(f"configuration error in {source}:", err=True)
+    for key, message in exc.errors:
+        typer.echo(f"  {key or '<top>'}: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _read_access(path: Path | None, dcs_url: str | None) -> ClusterAccess:
+    """The configuration as patronictl reads it: ``path`` (``-c`` or its variables; when not
+    given, patronictl's default file if it exists), the environment, then ``dcs_url``."""
+    explicit = path is not None
+    target = path if path is not None else default_config_path()
+    data: dict[str, Any] = {}
+    if target.exists() and os.access(target, os.R_OK):
+        try:
+            data = read_yaml(target)
+        except ConfigError as exc:
+            _config_errors(target, exc)
+        except (ValueError, RecursionError) as exc:  # not UTF-8, nested too deeply
+            usage_error(f"configuration error in {target}: cannot read it: "
+                        f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+    elif explicit:
+        usage_error(f"Provided config file {target} not existing or no read rights. "
+                    "Check the -c/--config-file parameter")
+    override = parse_dcs_url(dcs_url) if dcs_url is not None else None
+    try:
+        access = parse_cluster_access(data, override=override)
+    except ConfigError as exc:
+        _config_errors(target if explicit or data else "the environment", exc)
+    if not any(getattr(access, k) is not None for k in ("etcd", "consul", "zookeeper")):
+        usage_error("Can not find suitable configuration of distributed configuration store\n"
+                    f"Available implementations: {', '.join(sorted(DCS_KINDS))}\n"
+                    "(pass -c CONFIG, set PATRONICTL_CONFIG_FILE, use -d DCS_URL or create "
+                    f"{default_config_path()})")
+    return access
+
+
+def load_access(ctx: typer.Context) -> ClusterAccess:
+    """The configuration of this invocation, read once (see :func:`_read_access`). Exits 2
+    listing every error when it is invalid or names no DCS."""
+    obj = ctx.find_root().obj
+    if obj is None:
+        obj = ctx.find_root().obj = {}
+    if "access" not in obj:
+        obj["access"] = _read_access(obj.get("config_file"), obj.get("dcs_url"))
+    access: ClusterAccess = obj["access"]
+    return access
+
+
+def refuse_group(group: int | None) -> None:
+    """``--group`` addresses a Citus group; pgha has no Citus support: exit 2 saying so."""
+    if group is not None:
+        usage_error(f"--group {group}: Citus clusters are not supported by pgha, so there are "
+                    "no groups to choose from; run the command without --group")
+
+
+def get_config(ctx: typer.Context, cluster: str | None = None,
+               group: int | None = None) -> ClusterAccess:
+    """The configuration with its ``scope`` set: the CLUSTER argument when given (as in
+    patronictl it wins over the file's ``scope``), else the file's. Exits 2 when there is
+    neither (``Missing argument 'CLUSTER_NAME'``), or for ``--group`` (:func:`refuse_group`)."""
+    refuse_group(group)
+    access = load_access(ctx)
+    scope = cluster or access.scope
+    if not scope:
+        usage_error("Missing argument 'CLUSTER_NAME'. (the configuration has no scope: name "
+                    "the cluster on the command line)")
+    return access if scope == access.scope else access.model_copy(update={"scope": scope})
 
 
 def insecure(ctx: typer.Context) -> bool:
@@ -91,7 +194,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 # ----------------------------------------------------------------------------- the DCS
 
 
-async def use_store(config: Config, operation: Callable[[ClusterStore], Awaitable[T]],
+async def use_store(config: ClusterAccess, operation: Callable[[ClusterStore], Awaitable[T]],
                     timeout: float = DCS_TIMEOUT, budget: float | None = None) -> T:
     """Run ``operation`` on the :class:`~pgha.dcs.store.ClusterStore` of ``config``'s
     cluster, over a KVStore from :data:`kv_factory` (``timeout`` per request), all of it
@@ -99,21 +202,21 @@ async def use_store(config: Config, operation: Callable[[ClusterStore], Awaitabl
     and writes persistent keys with compare-and-set. Raises DCSError/TimeoutError."""
     async with asyncio.timeout(budget if budget is not None else 2 * timeout):
         async with kv_factory(config, timeout) as kv:
-            return await operation(ClusterStore(kv, config.namespace, config.scope, config.name))
+            return await operation(ClusterStore(kv, config.namespace, config.scope, config.scope))
 
 
-async def load_view(config: Config, timeout: float = DCS_TIMEOUT) -> ClusterView:
+async def load_view(config: ClusterAccess, timeout: float = DCS_TIMEOUT) -> ClusterView:
     """One consistent read of every key of ``config``'s cluster (``ClusterStore.load``).
     Raises DCSError/TimeoutError."""
     return await use_store(config, lambda store: store.load(), timeout)
 
 
-def read_view(config: Config) -> ClusterView:
+def read_view(config: ClusterAccess) -> ClusterView:
     """:func:`load_view` from synchronous code (exits 1 when the DCS cannot be read)."""
     return run(load_view(config))
 
 
-def on_store(config: Config, operation: Callable[[ClusterStore], Awaitable[T]],
+def on_store(config: ClusterAccess, operation: Callable[[ClusterStore], Awaitable[T]],
              budget: float | None = None) -> T:
     """:func:`use_store` from synchronous code (exits 1 when the DCS cannot be reached)."""
     return run(use_store(config, operation, budget=budget))
@@ -172,24 +275,46 @@ def has_role(view: ClusterView, member: Member, role: str) -> bool:
     return not is_leader
 
 
-def strip_cluster(config: Config, names: Sequence[str]) -> list[str]:
-    """Member arguments without a leading cluster name (``restart batman pg1`` as in
-    patronictl), unless a member carries the cluster's name."""
-    out = list(names)
-    if out and out[0] == config.scope:
-        out = out[1:]
-    return out
+def cluster_and_members(ctx: typer.Context, args: Sequence[str], group: int | None
+                        ) -> tuple[ClusterAccess, ClusterView, list[str]]:
+    """``CLUSTER [MEMBER]...`` of restart, reload and reinit, read as patronictl does: the first
+    argument names the cluster. pgha also takes the short form ``MEMBER...`` when the
+    configuration has a scope and the first argument is not that scope but one of its members.
+    A named cluster without members exits 1 (``X cluster doesn't have any members``); no
+    cluster at all exits 2."""
+    refuse_group(group)
+    access = load_access(ctx)
+    names = list(args)
+    if access.scope and (not names or names[0] == access.scope):
+        config = get_config(ctx)
+        return config, read_view(config), names[1:]
+    if access.scope:
+        config = get_config(ctx)
+        view = read_view(config)
+        if names[0] in view.members:
+            return config, view, names
+    if not names:
+        usage_error("Missing argument 'CLUSTER_NAME'. (the configuration has no scope)")
+    config = get_config(ctx, names[0])
+    view = read_view(config)
+    if not view.members:
+        fail(f"{names[0]} cluster doesn't have any members")
+    return config, view, names[1:]
 
 
 def select_members(scope: str, view: ClusterView, names: Sequence[str],
                    role: str) -> list[Member]:
     """The members of cluster ``scope`` named (all when none) that match ``role``, leader
-    first. Unknown names exit 1 naming them."""
-    unknown = [n for n in names if n not in view.members]
-    if unknown:
-        fail(f"{', '.join(unknown)}: not a member of cluster {scope}")
+    first. Exits 1 with patronictl's messages: ``X is not a member of cluster`` for an unknown
+    name, ``No <role> among provided members`` when none of the names has the role."""
+    for name in names:
+        if name not in view.members:
+            fail(f"{name} is not a member of cluster")
     chosen = [m for m in ordered(view) if (not names or m.name in names)]
-    return [m for m in chosen if has_role(view, m, role)]
+    matching = [m for m in chosen if has_role(view, m, role)]
+    if names and not matching:
+        fail(f"No {role} among provided members")
+    return matching
 
 
 def member_list(members: Sequence[Member]) -> str:
@@ -202,14 +327,14 @@ def confirm(question: str, force: bool) -> None:
         typer.confirm(question, abort=True)
 
 
-def api(ctx: typer.Context, config: Config, member: Member, method: str, path: str,
+def api(ctx: typer.Context, config: ClusterAccess, member: Member, method: str, path: str,
         body: Any = None, timeout: float = DEFAULT_TIMEOUT) -> Reply:
     """One REST call from synchronous code. Raises RestError when the member does not
     answer (see :mod:`pgha.cli.rest`)."""
     return api_all(ctx, config, [Call(member, method, path, body)], timeout)[0].unwrap()
 
 
-def api_all(ctx: typer.Context, config: Config, calls: list[Call],
+def api_all(ctx: typer.Context, config: ClusterAccess, calls: list[Call],
             timeout: float = DEFAULT_TIMEOUT) -> list[Answer]:
     """Every call concurrently (see :func:`pgha.cli.rest.call_all`)."""
     results = asyncio.run(call_all(config, calls, insecure=insecure(ctx), timeout=timeout))

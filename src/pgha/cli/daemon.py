@@ -6,11 +6,12 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from pgha.config import Config, ConfigError, load_config
+from pgha.pg.catalogue import load_catalogue
 
 log = logging.getLogger("pgha")
 
@@ -32,17 +33,23 @@ def setup_logging(config: Config | None, level: str | None = None) -> None:
 
 
 def load_or_exit(path: Path | None) -> Config:
-    """Load the configuration or print every error with its key path and exit 2."""
+    """Load the configuration (PostgreSQL parameters judged against the catalogue of the
+    server binary in ``postgresql.bin_dir``) or print every error with its key path and exit 2."""
     try:
-        return load_config(path)
+        return load_config(path, catalogue=load_catalogue)
     except ConfigError as exc:
-        typer.echo(f"configuration error in {path}:", err=True)
-        for key, message in exc.errors:
-            typer.echo(f"  {key or '<top>'}: {message}", err=True)
-        raise typer.Exit(2) from None
+        config_error_exit(exc, path)
     except OSError as exc:
         typer.echo(f"cannot read configuration {path}: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def config_error_exit(exc: ConfigError, path: Path | None) -> NoReturn:
+    """Print every error of ``exc`` on its own line with its key path, then exit 2."""
+    typer.echo(f"configuration error in {path}:", err=True)
+    for key, message in exc.errors:
+        typer.echo(f"  {key or '<top>'}: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def run(
@@ -56,19 +63,29 @@ def run(
     for warning in config.bootstrap.dcs.timing_warnings():
         log.warning("%s; adjusting", warning)
     from pgha.agent.lifecycle import Agent, DuplicateMemberError
+    from pgha.errors import AgentFatal
 
     try:
-        asyncio.run(Agent(config, config_file).run())
+        agent = Agent(config, config_file)
+    except ConfigError as exc:  # e.g. a DCS section its backend refuses
+        config_error_exit(exc, config_file)
+    try:
+        asyncio.run(agent.run())
     except DuplicateMemberError as exc:
         log.critical("%s", exc)  # Patroni's words: Can't start; there is already a node ...
+        raise typer.Exit(1) from None
+    except AgentFatal as exc:
+        log.critical("%s", exc)
         raise typer.Exit(1) from None
 
 
 def validate_config(
     config_file: Annotated[Path, typer.Argument(help="configuration YAML file or directory")],
 ) -> None:
-    """Check a configuration file: exit 0 when valid, 2 listing every error with its key path."""
-    setup_logging(None, "WARNING")
+    """Check a configuration file: exit 0 when valid (keys pgha does not implement are listed
+    as warnings), 2 listing every error with its key path."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr)], force=True)
     config = load_or_exit(config_file)
     for warning in config.bootstrap.dcs.timing_warnings():
         typer.echo(f"warning: {warning}", err=True)

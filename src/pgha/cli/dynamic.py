@@ -1,12 +1,17 @@
 """The dynamic configuration (DCS ``config`` key): ``pgha show-config``, ``pgha edit-config``,
 ``pgha pause`` and ``pgha resume``.
 
-``edit-config`` changes the key in the DCS directly: it reads the key and its revision, builds
-the new configuration (``--replace`` file, then ``--apply`` merge patch, then each ``-s`` and
-``-p``; the editor when none is given), validates it (exit 2 listing the errors, nothing
-written), shows a unified diff of the YAML before and after, asks (unless ``--force``), and
-writes with compare-and-set on the revision read. If someone changed the key meanwhile nothing
-is written and it exits 1 saying so.
+``edit-config`` changes the key in the DCS directly, with patronictl 4.1's messages: it reads
+the key and its revision (none: ``The config key does not exist in the cluster C``, exit 1),
+builds the new configuration (``--replace`` file, then ``--apply`` merge patch, then each ``-s``
+and ``-p``, whose malformed items exit 1 with ``Invalid parameter setting X``; the editor when
+none is given), prints ``Not changed`` when nothing changed (not with ``-q``), validates it
+(exit 2 listing the errors, nothing written), shows a unified diff of the YAML before and after
+(``--- ``/``+++ `` header lines, then ``-old``/``+new``; not with ``-q``), stops with ``Use
+--force option to apply changes`` when the input came from stdin without ``--force``, asks
+``Apply these changes?`` (a "no" writes nothing, exit 0) and writes with compare-and-set on the
+revision read, printing ``Configuration changed``. If someone changed the key meanwhile nothing
+is written: ``Config modification aborted due to concurrent changes``, exit 1.
 
 ``pause`` / ``resume`` send ``PATCH /config {"pause": true|false}`` to the leader (then the
 other members); when no member answers they change the DCS key directly (compare-and-set).
@@ -32,9 +37,11 @@ from pgha.cli import common
 from pgha.cli.common import fail, usage_error
 from pgha.cli.output import dump_yaml
 from pgha.cli.rest import Call, RestError
-from pgha.config import Config, ConfigError, parse_dynamic_config
+from pgha.config import ClusterAccess, ConfigError, default_bin_dir, parse_dynamic_config
+from pgha.config.pg_parameters import changed_value_errors
 from pgha.core.commands import merge_patch
 from pgha.core.model import ClusterView
+from pgha.pg.catalogue import load_catalogue
 
 Cluster = Annotated[str | None, typer.Argument(
     metavar="[CLUSTER]", help="cluster name (default: the configured scope)")]
@@ -43,9 +50,10 @@ Cluster = Annotated[str | None, typer.Argument(
 POLL_INTERVAL = 1.0
 
 
-def show_config(ctx: typer.Context, cluster: Cluster = None) -> None:
+def show_config(ctx: typer.Context, cluster: Cluster = None,
+                group: common.GroupOption = None) -> None:
     """Print the dynamic configuration as YAML."""
-    view = common.read_view(common.get_config(ctx, cluster))
+    view = common.read_view(common.get_config(ctx, cluster, group))
     typer.echo(dump_yaml(dict(view.config or {})))
 
 
@@ -78,29 +86,38 @@ def _read_source(name: str) -> str:
 
 
 def set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``a.b.c`` in ``config`` (creating mappings on the way); ``None`` deletes it."""
-    parts = dotted.split(".")
+    """Set ``a.b.c`` in ``config`` as patronictl does: mappings are created on the way (a
+    non-mapping in the way is replaced), ``None`` deletes the key, a mapping left empty is
+    removed, and below ``postgresql.parameters`` the rest of the path is one parameter name
+    (names may hold dots)."""
+    parts = [part for part in dotted.strip().split(".")]
     if not all(parts):
-        usage_error(f"bad key path {dotted!r}")
-    node = config
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
+        fail(f"Invalid parameter setting {dotted}")
+
+    def walk(node: dict[str, Any], path: list[str], prefix: tuple[str, ...]) -> None:
+        if prefix == ("postgresql", "parameters"):
+            path = [".".join(path)]
+        key = path[0]
+        if len(path) == 1:
             if value is None:
-                return
-            child = node[part] = {}
-        node = child
-    if value is None:
-        node.pop(parts[-1], None)
-    else:
-        node[parts[-1]] = value
+                node.pop(key, None)
+            else:
+                node[key] = value
+            return
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        walk(node[key], path[1:], (*prefix, key))
+        if node[key] == {}:
+            del node[key]
+
+    walk(config, parts, ())
 
 
-def _assignment(text: str, option: str) -> tuple[str, Any]:
+def _assignment(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        usage_error(f"{option} expects key=value, got {text!r}")
-    return key.strip(), _yaml_value(value.strip())
+    if not text or not sep:
+        fail(f"Invalid parameter setting {text}")
+    return key.strip(), _yaml_value(value)
 
 
 def run_editor(text: str) -> str:
@@ -129,20 +146,26 @@ def _edited(before: dict[str, Any], replace: str | None, apply: str | None,
         after = _yaml_mapping(_read_source(replace), replace)
     if apply is not None:
         after = merge_patch(after, _yaml_mapping(_read_source(apply), apply))
-    for item in sets:
-        set_path(after, *_assignment(item, "-s/--set"))
-    for item in pgs:
-        name, value = _assignment(item, "-p/--pg")
-        set_path(after, f"postgresql.parameters.{name}", value)
+    for item in [*sets, *(f"postgresql.parameters.{v.lstrip()}" for v in pgs)]:
+        set_path(after, *_assignment(item))
     if replace is None and apply is None and not sets and not pgs:
         after = _yaml_mapping(run_editor(dump_yaml(before) + "\n"), "edited configuration")
     return after
 
 
-def _validate_or_exit(new: dict[str, Any]) -> None:
-    """Exit 2 listing every error when ``new`` is not a valid dynamic configuration."""
+def _validate_or_exit(old: dict[str, Any], new: dict[str, Any], config: ClusterAccess) -> None:
+    """Exit 2 listing every error when ``new`` is not a valid dynamic configuration, or sets a
+    PostgreSQL parameter to a value the server would reject (judged by the catalogue of the
+    ``postgresql.bin_dir`` in the file, else of the PostgreSQL on PATH; values already in
+    ``old`` are not judged again: members ignore them)."""
     try:
         parse_dynamic_config(new)
+        pg = (config.model_extra or {}).get("postgresql")
+        bin_dir = pg.get("bin_dir") if isinstance(pg, dict) else None
+        catalogue = load_catalogue(bin_dir if isinstance(bin_dir, str) and bin_dir
+                                   else default_bin_dir())
+        if errors := changed_value_errors(old, new, catalogue):
+            raise ConfigError(errors)
     except ConfigError as exc:
         typer.echo("Error: the new configuration is invalid, nothing was written:", err=True)
         for key, message in exc.errors:
@@ -163,34 +186,44 @@ def edit_config(
         "--apply", help="YAML file (or - for stdin) merged into the configuration")] = None,
     replace: Annotated[str | None, typer.Option(
         "--replace", help="YAML file (or - for stdin) replacing the configuration")] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="do not show the diff")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "-q", "--quiet", help="do not show the diff (nor 'Not changed')")] = False,
     force: Annotated[bool, typer.Option("--force", help="apply without asking")] = False,
+    group: common.GroupOption = None,
 ) -> None:
     """Change the dynamic configuration in the DCS (compare-and-set), showing a diff."""
-    config = common.get_config(ctx, cluster)
+    config = common.get_config(ctx, cluster, group)
     view = common.read_view(config)
     revision = view.key_revisions.get("config")
-    if revision is not None and view.config is None:
-        typer.echo("warning: the config key holds no valid JSON object; editing {}", err=True)
-    before: dict[str, Any] = copy.deepcopy(dict(view.config or {}))
+    if revision is None or not view.config:
+        fail(f"The config key does not exist in the cluster {config.scope}")
+    before: dict[str, Any] = copy.deepcopy(dict(view.config))
     after = _edited(before, replace, apply, sets or [], pgs or [])
     if after == before:
-        typer.echo("Not changed")
+        if not quiet:
+            typer.echo("Not changed")
         return
-    _validate_or_exit(after)
+    _validate_or_exit(before, after, config)
     if not quiet:
-        diff = difflib.unified_diff(dump_yaml(before).splitlines(),
-                                    dump_yaml(after).splitlines(),
-                                    "before", "after", lineterm="")
-        typer.echo("\n".join(diff))
-    common.confirm("Apply these changes?", force)
+        typer.echo("\n".join(line.rstrip("\n") for line in difflib.unified_diff(
+            _for_diff(before), _for_diff(after))))
+    if "-" in (apply, replace) and not force:
+        typer.echo("Use --force option to apply changes")
+        return
+    if not force and not typer.confirm("Apply these changes?"):
+        return
     if not common.on_store(config, lambda store: store.compare_and_set_config(after, revision)):
-        fail("the configuration was changed by someone else since it was read; nothing was "
-             "written: run edit-config again")
+        fail("Config modification aborted due to concurrent changes")
     typer.echo("Configuration changed")
 
 
-def _paused_everywhere(ctx: typer.Context, config: Config, paused: bool) -> bool:
+def _for_diff(data: dict[str, Any]) -> list[str]:
+    """The configuration as patronictl shows it for editing (:func:`dump_yaml`), as lines
+    ending in a newline."""
+    return [line + "\n" for line in dump_yaml(data).split("\n")]
+
+
+def _paused_everywhere(ctx: typer.Context, config: ClusterAccess, paused: bool) -> bool:
     view = common.read_view(config)
     answers = common.api_all(ctx, config, [Call(m, "GET", "/patroni")
                                            for m in common.ordered(view)])
@@ -203,7 +236,7 @@ def _paused_everywhere(ctx: typer.Context, config: Config, paused: bool) -> bool
     return True
 
 
-def _set_pause(ctx: typer.Context, config: Config, view: ClusterView, paused: bool) -> None:
+def _set_pause(ctx: typer.Context, config: ClusterAccess, view: ClusterView, paused: bool) -> None:
     """PATCH /config on the leader, then the others; the DCS key when nobody answers."""
     action = "pause" if paused else "resume"
     errors: list[str] = []
@@ -228,8 +261,9 @@ def _set_pause(ctx: typer.Context, config: Config, view: ClusterView, paused: bo
              f"run {action} again")
 
 
-def _toggle(ctx: typer.Context, cluster: str | None, paused: bool, wait: bool) -> None:
-    config = common.get_config(ctx, cluster)
+def _toggle(ctx: typer.Context, cluster: str | None, group: int | None, paused: bool,
+            wait: bool) -> None:
+    config = common.get_config(ctx, cluster, group)
     view = common.read_view(config)
     if view.settings.pause == paused:
         fail("Cluster is already paused" if paused else "Cluster is not paused")
@@ -246,15 +280,15 @@ def _toggle(ctx: typer.Context, cluster: str | None, paused: bool, wait: bool) -
     typer.echo(f"Success: cluster management is {done}")
 
 
-def pause(ctx: typer.Context, cluster: Cluster = None,
+def pause(ctx: typer.Context, cluster: Cluster = None, group: common.GroupOption = None,
           wait: Annotated[bool, typer.Option("--wait", help="wait until every member is paused")
                           ] = False) -> None:
     """Maintenance mode: members stop taking automatic actions (no failover)."""
-    _toggle(ctx, cluster, True, wait)
+    _toggle(ctx, cluster, group, True, wait)
 
 
-def resume(ctx: typer.Context, cluster: Cluster = None,
+def resume(ctx: typer.Context, cluster: Cluster = None, group: common.GroupOption = None,
            wait: Annotated[bool, typer.Option("--wait", help="wait until every member resumed")
                            ] = False) -> None:
     """Leave maintenance mode."""
-    _toggle(ctx, cluster, False, wait)
+    _toggle(ctx, cluster, group, False, wait)

@@ -29,6 +29,7 @@ def history(
     ctx: typer.Context,
     cluster: Annotated[str | None, typer.Argument(
         metavar="[CLUSTER]", help="cluster name (default: the configured scope)")] = None,
+    group: common.GroupOption = None,
     fmt: FormatOption = "pretty",
     watch: WatchFlag = False,
     every: WatchEvery = None,
@@ -36,7 +37,7 @@ def history(
     """Show the cluster's timeline history (failovers and switchovers)."""
     if fmt not in FORMATS:
         common.usage_error(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    config = common.get_config(ctx, cluster)
+    config = common.get_config(ctx, cluster, group)
 
     def render() -> str:
         return format_rows(history_rows(common.read_view(config)), COLUMNS, fmt)

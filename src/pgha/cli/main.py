@@ -48,13 +48,20 @@ def main(
     ctx: typer.Context,
     config_file: Annotated[
         Path | None,
-        typer.Option("-c", "--config-file", help="configuration YAML (for operator commands)",
+        typer.Option("-c", "--config-file",
+                     help="configuration YAML for the operator commands: a DCS section is enough "
+                          "(default: ~/.config/patroni/patronictl.yaml when it exists)",
                      envvar=["PGHA_CONFIG_FILE", "PATRONICTL_CONFIG_FILE"]),
     ] = None,
+    dcs_url: Annotated[str | None, typer.Option(
+        "-d", "--dcs-url", "--dcs", envvar="DCS_URL",
+        help="use this DCS instead of the configured one: SCHEME://HOST:PORT or "
+             "SCHEME://HOST:PORT/NAMESPACE, "
+             "SCHEME one of etcd3, etcd, consul, zookeeper")] = None,
     insecure: Annotated[bool, typer.Option(
         "-k", "--insecure", help="do not verify the members' REST API certificates")] = False,
 ) -> None:
-    ctx.obj = {"config_file": config_file, "insecure": insecure}
+    ctx.obj = {"config_file": config_file, "dcs_url": dcs_url, "insecure": insecure}
 
 
 app.command("run")(daemon.run)

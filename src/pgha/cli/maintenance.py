@@ -21,10 +21,11 @@ REMOVE_BUDGET = 60.0
 def remove(
     ctx: typer.Context,
     cluster: Annotated[str, typer.Argument(help="the cluster (scope) to remove")],
+    group: common.GroupOption = None,
 ) -> None:
     """Delete every DCS key of a cluster. Always interactive: type the cluster name, then
     "Yes I am aware", then the leader's name if the cluster has a running leader."""
-    config = common.get_config(ctx, cluster)
+    config = common.get_config(ctx, cluster, group)
     view = common.read_view(config)
     if not view.key_revisions:
         fail(f"cluster {cluster} has no keys in the DCS (namespace {config.namespace})")
@@ -62,18 +63,17 @@ def version(
     args: Annotated[list[str] | None, typer.Argument(
         metavar="[CLUSTER [MEMBER]...]",
         help="cluster (default: the configured scope) and members (default: all)")] = None,
+    group: common.GroupOption = None,
 ) -> None:
     """Print pgha's version, then (with a configuration) each member's pgha and PostgreSQL
     versions from its GET /patroni. Exits 1 when a member does not answer."""
     typer.echo(f"pgha version {__version__}")
     obj = ctx.find_root().obj or {}
-    if obj.get("config_file") is None:
-        if args:
-            common.usage_error("asking members needs a configuration: pass -c CONFIG")
+    if not args and obj.get("config_file") is None and obj.get("dcs_url") is None:
         return
     cluster = args[0] if args else None
     names = args[1:] if args else []
-    config = common.get_config(ctx, cluster)
+    config = common.get_config(ctx, cluster, group)
     members = common.select_members(config.scope, common.read_view(config), names, "any")
     ok = True
     for answer in common.api_all(ctx, config, [Call(m, "GET", "/patroni") for m in members]):

@@ -13,7 +13,7 @@ Empty cells are ``""``. Values are written as they are (numbers stay numbers in 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import yaml
@@ -21,9 +21,17 @@ import yaml
 FORMATS = ("pretty", "tsv", "json", "yaml")
 
 
-def render_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A bordered text table; numbers right-aligned, ``title`` (if any) in the top border."""
-    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+def render_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str],
+                 *, right: Collection[str] = (), headers: Sequence[str] | None = None) -> str:
+    """A bordered text table, ``title`` (if any) set into the top border. Numbers and the
+    ``right`` columns are right-aligned (their header too), the rest left-aligned. ``headers``
+    (default: ``columns``) are the names shown, so two columns may show the same name. A cell
+    holding several lines spans several table lines (top-aligned), and then a rule separates
+    every row, as patronictl's tables do."""
+    shown = list(headers) if headers is not None else list(columns)
+    texts = [{c: str(r.get(c, "")).split("\n") for c in columns} for r in rows]
+    widths = {c: max([len(h)] + [len(line) for t in texts for line in t[c]])
+              for c, h in zip(columns, shown, strict=True)}
     sep = "+" + "+".join("-" * (widths[c] + 2) for c in columns) + "+"
     if title:
         head = f"+ {title} "
@@ -31,14 +39,26 @@ def render_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[s
     else:
         top = sep
 
-    def cell(c: str, v: Any) -> str:
-        text = str(v)
-        numeric = isinstance(v, int | float) and not isinstance(v, bool)
-        return text.rjust(widths[c]) if numeric else text.ljust(widths[c])
+    def numeric(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
 
-    lines = [top, "| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |", sep]
-    lines += ["| " + " | ".join(cell(c, r.get(c, "")) for c in columns) + " |" for r in rows]
-    lines.append(sep)
+    def just(c: str, text: str, to_right: bool) -> str:
+        return text.rjust(widths[c]) if to_right else text.ljust(widths[c])
+
+    header = "| " + " | ".join(just(c, h, c in right)
+                               for c, h in zip(columns, shown, strict=True)) + " |"
+    lines = [top, header, sep]
+    ruled = any(len(t[c]) > 1 for t in texts for c in columns)
+    for row, text in zip(rows, texts, strict=True):
+        height = max([len(text[c]) for c in columns] or [1])
+        for i in range(height):
+            cells = [just(c, text[c][i] if i < len(text[c]) else "",
+                          c in right or numeric(row.get(c, ""))) for c in columns]
+            lines.append("| " + " | ".join(cells) + " |")
+        if ruled:
+            lines.append(sep)
+    if not ruled or not rows:
+        lines.append(sep)
     return "\n".join(lines)
 
 
@@ -54,17 +74,20 @@ def format_rows(
     *,
     title: str = "",
     delimiter: str = "\t",
+    right: Collection[str] = (),
+    skip_missing: bool = False,
 ) -> str:
     """``rows`` in output format ``fmt`` (one of :data:`FORMATS`; ValueError otherwise).
-    Only ``columns`` are written, in that order."""
+    Only ``columns`` are written, in that order; ``right``: see :func:`render_table`. With
+    ``skip_missing`` a json/yaml object leaves out the columns its row does not have."""
     if fmt == "pretty":
-        return render_table(title, rows, columns)
+        return render_table(title, rows, columns, right=right)
     if fmt == "tsv":
         lines = [delimiter.join(columns)]
         lines += [delimiter.join(_tsv_cell(r.get(c, ""), delimiter) for c in columns)
                   for r in rows]
         return "\n".join(lines)
-    ordered = [{c: r.get(c, "") for c in columns} for r in rows]
+    ordered = [{c: r.get(c, "") for c in columns if not skip_missing or c in r} for r in rows]
     if fmt == "json":
         return json.dumps(ordered, default=str)
     if fmt == "yaml":
@@ -73,6 +96,7 @@ def format_rows(
 
 
 def dump_yaml(data: Any) -> str:
-    """Block-style YAML with sorted keys (stable for diffs), no trailing newline."""
+    """Block-style YAML with sorted keys (stable for diffs), lines up to 200 characters (as
+    patronictl shows a configuration), no trailing newline."""
     return yaml.safe_dump(data, default_flow_style=False, sort_keys=True,
-                          allow_unicode=True).rstrip("\n")
+                          allow_unicode=True, width=200).rstrip("\n")

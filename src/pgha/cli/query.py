@@ -24,10 +24,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import typer
+from pydantic import ValidationError
 
 from pgha.cli import common
 from pgha.cli.common import fail, usage_error
 from pgha.cli.output import FORMATS, format_rows
+from pgha.config import ClusterAccess, RoleAuth
 from pgha.core.model import ClusterView, Member
 
 Cluster = Annotated[str | None, typer.Argument(
@@ -68,16 +70,33 @@ def host_port(member: Member) -> tuple[str, int]:
 def dsn(
     ctx: typer.Context,
     cluster: Cluster = None,
+    group: common.GroupOption = None,
     role: RoleOpt = "any",
     member: MemberOpt = None,
 ) -> None:
     """Print a libpq connection string (host=... port=...) for a member."""
     if member is not None and role != "any":
         usage_error("-m and -r are mutually exclusive")
-    config = common.get_config(ctx, cluster)
+    config = common.get_config(ctx, cluster, group)
     view = common.read_view(config)
     host, port = host_port(pick_member(config.scope, view, member, role))
     typer.echo(f"host={host} port={port}")
+
+
+def superuser_of(config: ClusterAccess) -> RoleAuth:
+    """``postgresql.authentication.superuser`` of the configuration file when it has one (an
+    agent's file), else user ``postgres`` without a password (a patronictl-style file).
+    An invalid section exits 2 naming its key path."""
+    pg = (config.model_extra or {}).get("postgresql")
+    auth = pg.get("authentication") if isinstance(pg, dict) else None
+    entry = auth.get("superuser") if isinstance(auth, dict) else None
+    data = {**entry} if isinstance(entry, dict) else {}
+    data["username"] = data.get("username") or "postgres"
+    try:
+        return RoleAuth.model_validate(data)
+    except ValidationError as exc:
+        details = "; ".join(str(e["msg"]) for e in exc.errors(include_url=False))
+        usage_error(f"postgresql.authentication.superuser: {details}")
 
 
 def _cell(value: Any, fmt: str) -> Any:
@@ -136,6 +155,7 @@ def _read_sql(command: str | None, file: str | None) -> str:
 def query(
     ctx: typer.Context,
     cluster: Cluster = None,
+    group: common.GroupOption = None,
     role: RoleOpt = "any",
     member: MemberOpt = None,
     dbname: Annotated[str | None, typer.Option("-d", "--dbname", help="database")] = None,
@@ -159,8 +179,8 @@ def query(
     if fmt not in FORMATS:
         usage_error(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     sql = _read_sql(command, file)
-    config = common.get_config(ctx, cluster)
-    superuser = config.postgresql.authentication.superuser
+    config = common.get_config(ctx, cluster, group)
+    superuser = superuser_of(config)
     user = username or superuser.username
     secret = superuser.password if username is None else None
     if password:

@@ -31,7 +31,7 @@ from typing import Any, Self
 import aiohttp
 
 from pgha.api.client_tls import basic_auth, credentials, ssl_context
-from pgha.config import Config
+from pgha.config import ClusterAccess
 from pgha.core.model import Member
 
 __all__ = ["Call", "Reply", "RestClient", "RestError", "api_base", "basic_auth", "call_all",
@@ -75,7 +75,7 @@ def api_base(api_url: str) -> str:
 class RestClient:
     """Use as ``async with RestClient(config) as api: await api.request(member, ...)``."""
 
-    def __init__(self, config: Config, *, insecure: bool = False,
+    def __init__(self, config: ClusterAccess, *, insecure: bool = False,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
         self.auth = credentials(config)
         self.timeout = timeout
@@ -140,7 +140,7 @@ class Call:
     body: Any = None
 
 
-async def call_all(config: Config, calls: list[Call], *, insecure: bool = False,
+async def call_all(config: ClusterAccess, calls: list[Call], *, insecure: bool = False,
                    timeout: float = DEFAULT_TIMEOUT) -> list[Reply | RestError]:
     """Send every call concurrently, each under ``timeout``; the answers (or the RestError
     of a member that did not answer) in the order of ``calls``."""

@@ -1,13 +1,21 @@
 """``pgha switchover``, ``pgha failover`` and ``pgha flush``.
 
-Switchover and failover are asked of the leader's REST API (``POST /switchover`` /
-``POST /failover``; a failover in a cluster without a leader goes to the candidate). The
-answer decides the exit code: 200 (done) and 202 (scheduled) exit 0 and print the member's
-message with a timestamp; any other answer (412 not possible, 503 failed, 400 refused, ...)
-prints ``Switchover failed, details: <code>, <body>`` and exits 1. When the member asked
-cannot be reached, the other members are asked in turn (any agent carries the request out).
-The request waits up to ``2 * max(10, loop_wait) + 15`` seconds: the member itself
-waits up to ``2 * max(10, loop_wait)`` seconds for the new leader.
+Switchover and failover follow patronictl 4.1 step by step, with its prompts and messages: the
+current topology is printed first (``Current cluster topology`` and the table), then the checks
+refuse with ``Error: ...`` and exit 1: ``This cluster has no leader`` (switchover),
+``Member X is not the leader of cluster C``, ``No candidates found to switchover to``,
+``Failover could be performed only to a specific candidate``, ``Member X is already the
+leader of cluster C``, ``Member X does not exist in cluster C or is tagged as nofailover``,
+``Can't schedule switchover in the paused state``; a "no" to the confirmation prints
+``Aborting switchover`` (``Aborting scheduled switchover``) and exits 1.
+
+The request goes to the leader's REST API (``POST /switchover`` / ``POST /failover``; a
+failover in a cluster without a leader goes to the candidate). An answer 200 (done) or 202
+(scheduled) prints the member's message after a timestamp; any other answer prints
+``Switchover failed, details: <code>, <body>`` on stdout. Either way the table follows and the
+exit code is 0, as with patronictl (scripts read the message). When the member asked cannot be
+reached, the other members are asked in turn (any agent carries the request out); when none
+answers it exits 1. The request waits up to ``2 * max(10, loop_wait) + 15`` seconds.
 
 ``flush ... switchover`` asks the leader (then the other members) to ``DELETE /switchover``;
 when no member answers it deletes the ``failover`` key in the DCS directly, compare-and-set on
@@ -16,6 +24,7 @@ the revision it read. ``flush ... restart`` sends ``DELETE /restart`` to each ch
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -24,7 +33,7 @@ from pgha.cli import common
 from pgha.cli.cluster import format_list
 from pgha.cli.common import fail, usage_error
 from pgha.cli.rest import Call, RestError
-from pgha.config import Config
+from pgha.config import ClusterAccess
 from pgha.core.model import ClusterView, Member
 
 Cluster = Annotated[str | None, typer.Argument(
@@ -37,23 +46,15 @@ def _wait_budget(view: ClusterView) -> float:
 
 
 def _candidates(view: ClusterView, leader: str | None) -> list[str]:
-    return [m.name for m in common.ordered(view) if m.name != leader and m.tags.can_be_leader]
+    return sorted(m.name for m in view.members.values()
+                  if m.name != leader and m.tags.can_be_leader)
 
 
-def _check_candidate(scope: str, candidate: str, candidates: list[str],
-                     leader: str | None, what: str) -> None:
-    if candidate == leader:
-        fail(f"{what} target and source are the same.")
-    if candidate not in candidates:
-        fail(f"Member {candidate} does not exist in cluster {scope} or is tagged as "
-             "nofailover")
-
-
-def _send(ctx: typer.Context, config: Config, view: ClusterView, target: Member, path: str,
-          body: dict[str, str], what: str) -> None:
+def _send(ctx: typer.Context, config: ClusterAccess, view: ClusterView, target: Member,
+          path: str, body: dict[str, str], what: str) -> None:
     """Ask ``target``; when its REST API cannot be reached, ask the other members in turn
     (every agent carries out a switchover or failover request the same way: it writes the
-    request to the DCS and waits for the outcome)."""
+    request to the DCS and waits for the outcome). Exits 1 when nobody answers."""
     others = [m for m in common.ordered(view) if m.name != target.name and m.api_url]
     errors: list[str] = []
     for member in [target, *others]:
@@ -64,17 +65,84 @@ def _send(ctx: typer.Context, config: Config, view: ClusterView, target: Member,
             typer.echo(f"cannot reach {member.name} ({exc}); asking another member", err=True)
             continue
         if reply.status in (200, 202):
-            typer.echo(f"{common.now_stamp()} {reply.reason()}")
-            if reply.status == 200:
-                typer.echo(format_list(config.scope, common.read_view(config)))
-            return
-        fail(f"{what} failed, details: {reply.status}, {reply.reason()}")
+            typer.echo(f"{common.now_stamp()} {reply.text}")
+        else:
+            typer.echo(f"{what} failed, details: {reply.status}, {reply.text}")
+        typer.echo(format_list(config.scope, common.read_view(config)))
+        return
     fail(f"{what} failed: no member could be reached ({'; '.join(errors)})")
+
+
+def _next_hour() -> str:
+    return (datetime.now() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+
+
+def _failover_or_switchover(ctx: typer.Context, action: str, cluster: str | None,
+                            group: int | None, candidate: str | None, force: bool,
+                            leader: str | None = None, scheduled: str | None = None) -> None:
+    """patronictl's sequence of checks, prompts and messages (see the module docstring)."""
+    config = common.get_config(ctx, cluster, group)
+    scope, view = config.scope, common.read_view(config)
+    typer.echo("Current cluster topology")
+    typer.echo(format_list(scope, view))
+    lock = common.leader_name(view)
+    current = lock if lock in view.members else None
+    if action == "switchover":
+        if current is None:
+            fail("This cluster has no leader")
+        if leader is None:
+            prompt = "Standby Leader" if common.is_standby_cluster(view) else "Primary"
+            leader = current if force else typer.prompt(prompt, default=current)
+        if leader != current:
+            fail(f"Member {leader} is not the leader of cluster {scope}")
+    candidates = _candidates(view, current)
+    if not candidates:
+        fail(f"No candidates found to {action} to")
+    if candidate is None and not force:
+        candidate = typer.prompt(f"Candidate {candidates}", default="", show_default=True)
+    if action == "failover" and not candidate:
+        fail("Failover could be performed only to a specific candidate")
+    if candidate and candidate not in candidates:
+        if candidate == current:
+            fail(f"Member {candidate} is already the leader of cluster {scope}")
+        fail(f"Member {candidate} does not exist in cluster {scope} or is tagged as nofailover")
+    sync_mode = (view.config or {}).get("synchronous_mode")
+    if (not force and action == "failover" and sync_mode and view.sync is not None
+            and view.sync.sync_standby and candidate not in view.sync.sync_standby
+            and not typer.confirm("Are you sure you want to failover to the asynchronous "
+                                  f"node {candidate}?")):
+        fail(f"Aborting {action}")
+    when = None
+    if action == "switchover":
+        if scheduled is None and not force:
+            scheduled = typer.prompt(
+                f"When should the switchover take place (e.g. {_next_hour()} ) ", default="now")
+        when = common.parse_when(scheduled, "switchover time")
+        if when is not None and view.settings.pause:
+            fail("Can't schedule switchover in the paused state")
+    if not force:
+        demoting = f", demoting current leader {current}" if current else ""
+        if when is not None:
+            if not typer.confirm(f"Are you sure you want to schedule switchover of cluster "
+                                 f"{scope} at {when.isoformat()}{demoting}?"):
+                fail(f"Aborting scheduled {action}")
+        elif not typer.confirm(f"Are you sure you want to {action} cluster {scope}{demoting}?"):
+            fail(f"Aborting {action}")
+    body: dict[str, str] = {}
+    if leader and action == "switchover":
+        body["leader"] = leader
+    if candidate:
+        body["candidate"] = candidate
+    if when is not None:
+        body["scheduled_at"] = when.isoformat()
+    target = view.members[current] if current else view.members[str(candidate)]
+    _send(ctx, config, view, target, f"/{action}", body, action.title())
 
 
 def switchover(
     ctx: typer.Context,
     cluster: Cluster = None,
+    group: common.GroupOption = None,
     leader: Annotated[str | None, typer.Option(
         "--leader", "--primary", "--master", help="the current leader (checked)")] = None,
     candidate: Annotated[str | None, typer.Option(
@@ -85,75 +153,23 @@ def switchover(
 ) -> None:
     """Planned switchover: demote the leader and promote a replica (now or at a given time).
     Asks for missing values and a confirmation unless --force."""
-    config = common.get_config(ctx, cluster)
-    scope, view = config.scope, common.read_view(config)
-    current = common.leader_name(view)
-    if current is None or current not in view.members:
-        fail(f"cluster {scope} has no leader: use failover --candidate")
-    if leader is None:
-        leader = current if force else typer.prompt("Primary", default=current)
-    if leader != current:
-        fail(f"Member {leader} is not the leader of cluster {scope}")
-    candidates = _candidates(view, leader)
-    if not candidates:
-        fail("No candidates found to switchover to")
-    if candidate is None and not force:
-        candidate = typer.prompt(f"Candidate {candidates}", default="", show_default=True)
-    if candidate:
-        _check_candidate(scope, candidate, candidates, leader, "Switchover")
-    if scheduled is None and not force:
-        scheduled = typer.prompt(
-            "When should the switchover take place (e.g. 2030-01-31T12:00+00:00)",
-            default="now")
-    when = common.parse_when(scheduled, "switchover time")
-    if when is not None and view.settings.pause:
-        fail("Can't schedule switchover in the paused state")
-    if not force:
-        typer.echo(format_list(scope, view))
-        target_text = f" to {candidate}" if candidate else ""
-        at_text = f" at {when.isoformat()}" if when else ""
-        common.confirm(f"Are you sure you want to switchover cluster {scope}, demoting "
-                       f"current leader {leader}{target_text}{at_text}?", force)
-    body = {"leader": leader}
-    if candidate:
-        body["candidate"] = candidate
-    if when is not None:
-        body["scheduled_at"] = when.isoformat()
-    _send(ctx, config, view, view.members[leader], "/switchover", body, "Switchover")
+    _failover_or_switchover(ctx, "switchover", cluster, group, candidate, force, leader,
+                            scheduled)
 
 
 def failover(
     ctx: typer.Context,
     cluster: Cluster = None,
+    group: common.GroupOption = None,
     candidate: Annotated[str | None, typer.Option(
         "--candidate", help="member to promote (required; asked for when missing)")] = None,
     force: Force = False,
 ) -> None:
     """Manual failover to a named member; works without a leader. Not schedulable."""
-    config = common.get_config(ctx, cluster)
-    view = common.read_view(config)
-    lock = common.leader_name(view)
-    leader = lock if lock in view.members else None
-    candidates = _candidates(view, leader)
-    if candidate is None:
-        if force:
-            usage_error("--candidate is required: a failover goes to a specific member")
-        if not candidates:
-            fail("No candidates found to failover to")
-        candidate = typer.prompt(f"Candidate {candidates}", default="", show_default=False)
-        if not candidate:
-            usage_error("Failover could be performed only to a specific candidate")
-    _check_candidate(config.scope, candidate, candidates, leader, "Failover")
-    if not force:
-        typer.echo(format_list(config.scope, view))
-        demoting = f", demoting current leader {leader}" if leader else ""
-        common.confirm(f"Are you sure you want to failover cluster {config.scope}{demoting} "
-                       f"to {candidate}?", force)
-    target = view.members[leader or candidate]
-    _send(ctx, config, view, target, "/failover", {"candidate": candidate}, "Failover")
+    _failover_or_switchover(ctx, "failover", cluster, group, candidate, force)
 
 
-def _flush_switchover(ctx: typer.Context, config: Config, view: ClusterView) -> None:
+def _flush_switchover(ctx: typer.Context, config: ClusterAccess, view: ClusterView) -> None:
     failover_key = view.failover or {}
     revision = view.key_revisions.get("failover")
     if not failover_key.get("scheduled_at") or revision is None:
@@ -187,6 +203,7 @@ def flush(
     args: Annotated[list[str], typer.Argument(
         metavar="[CLUSTER] [MEMBER]... restart|switchover",
         help="members (default: all) and what to flush")],
+    group: common.GroupOption = None,
     role: Annotated[str, typer.Option("-r", "--role", help="only members of this role")] = "any",
     force: Force = False,
 ) -> None:
@@ -195,9 +212,7 @@ def flush(
     if target not in ("restart", "switchover"):
         usage_error(f"flush what? the last argument must be restart or switchover, not "
                     f"{target!r}")
-    config = common.get_config(ctx)
-    names = common.strip_cluster(config, args[:-1])
-    view = common.read_view(config)
+    config, view, names = common.cluster_and_members(ctx, args[:-1], group)
     if target == "switchover":
         if names:
             usage_error("flush switchover takes no member names")

@@ -6,9 +6,12 @@ are ignored). ``PGHA_CONFIGURATION``/``PATRONI_CONFIGURATION`` hold the whole YA
 file is read and no other environment override applies (as in Patroni).
 
 Validation reports every problem at once as :class:`ConfigError`, each with its dotted key path
-(list items as ``[i]``). Unknown PostgreSQL parameters are dropped with a warning, never an error.
-Unknown keys are kept in most sections (``model_extra``); closed sections (authentication,
-callbacks) reject them. A declared key given as ``null`` takes its default.
+(list items as ``[i]``). PostgreSQL parameters are judged against the server binary's catalogue
+(:mod:`pgha.config.pg_parameters`; the caller passes it): unknown names are dropped with a
+warning, a value PostgreSQL would reject is an error. Every key is looked up in the registry of
+Patroni's documented keys (:mod:`pgha.config.keys`, docs/configuration.md): one pgha does not
+implement is a warning, one unknown to both an error with a "did you mean" hint. A declared key
+given as ``null`` takes its default.
 
 This package is the public API: import from ``pgha.config``, not from its modules, which are
 layered without cycles (each imports only those listed before it):
@@ -17,6 +20,7 @@ layered without cycles (each imports only those listed before it):
 - ``dynamic``: DynamicConfig and the bootstrap section;
 - ``models``: the local sections and Config;
 - ``env``: the ``PGHA_``/``PATRONI_`` environment overrides;
+- ``keys_table``/``keys``: the key registry and the checks over raw mappings;
 - ``loader``: reading YAML, parse_config, load_config, error key paths and the filtering of
   unknown PostgreSQL parameters (:mod:`pgha.config.pg_parameters`).
 
@@ -40,10 +44,19 @@ from pgha.config.base import (
     split_host_port,
 )
 from pgha.config.dynamic import BootstrapConfig, DynamicConfig, DynamicPostgresql, UserSpec
-from pgha.config.loader import load_config, parse_config, parse_dynamic_config, read_yaml
+from pgha.config.loader import (
+    dynamic_config_warnings,
+    load_cluster_access,
+    load_config,
+    parse_cluster_access,
+    parse_config,
+    parse_dynamic_config,
+    read_yaml,
+)
 from pgha.config.models import (
     AuthenticationConfig,
     CallbacksConfig,
+    ClusterAccess,
     Config,
     EtcdConfig,
     LogConfig,
@@ -65,6 +78,7 @@ __all__ = [
     "AuthenticationConfig",
     "BootstrapConfig",
     "CallbacksConfig",
+    "ClusterAccess",
     "Config",
     "ConfigError",
     "Duration",
@@ -81,10 +95,13 @@ __all__ = [
     "UserSpec",
     "WatchdogConfig",
     "default_bin_dir",
+    "dynamic_config_warnings",
     "filter_pg_parameters",
     "join_host_port",
+    "load_cluster_access",
     "load_config",
     "logger",
+    "parse_cluster_access",
     "parse_config",
     "parse_duration",
     "parse_dynamic_config",

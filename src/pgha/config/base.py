@@ -9,6 +9,7 @@ are errors) and ``_Endpoint`` (``listen``/``connect_address`` as ``host:port``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -89,6 +90,8 @@ def parse_duration(value: Any) -> float:
         match[2] or "s"]
     if seconds < 0:
         raise ValueError("must be >= 0")
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite number")
     return seconds
 
 
@@ -114,7 +117,7 @@ _Csv = BeforeValidator(_csv)
 class _Section(BaseModel):
     """Base of config sections: unknown keys are kept; ``null`` for a declared key = default."""
 
-    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

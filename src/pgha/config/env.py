@@ -37,7 +37,7 @@ _ETCD_KEYS = ("hosts", "host", "url", "protocol", "username", "password", "cacer
 def _env_value(env: Mapping[str, str], suffix: str) -> Any:
     """``PGHA_<suffix>`` else ``PATRONI_<suffix>`` (empty = unset); list-valued keys take a
     comma-separated string or a YAML flow list."""
-    value = env.get("PGHA_" + suffix) or env.get("PATRONI_" + suffix)
+    value = env.get("PGHA_" + suffix) or env.get("PATRONI_" + suffix) or None
     if value is None or suffix not in _ENV_LISTS:
         return value
     if value.lstrip().startswith("["):

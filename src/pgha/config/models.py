@@ -106,7 +106,11 @@ class RoleAuth(_Section):
 
     username: str = Field(min_length=1)
     password: str | None = None
-    sslmode: str | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca",
+                     "verify-full"] | None = None
+    sslnegotiation: Literal["postgres", "direct"] | None = None
+    gssencmode: Literal["disable", "prefer", "require"] | None = None
+    channel_binding: Literal["disable", "prefer", "require"] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +118,11 @@ class RoleAuth(_Section):
         unknown = [k for k in data if k not in _ROLE_KEYS] if isinstance(data, dict) else []
         if unknown:
             raise ValueError(f"unknown keys: {', '.join(map(str, unknown))}")
+        # the values end up in connection strings, pgpass and service files: one line each
+        broken = [k for k, v in data.items() if isinstance(v, str) and
+                  any(c in v for c in "\n\r\0")] if isinstance(data, dict) else []
+        if broken:
+            raise ValueError(f"{', '.join(broken)}: must not contain a line break or NUL")
         return data
 
     def libpq_params(self) -> dict[str, str]:
@@ -154,7 +163,8 @@ class PostgresqlConfig(_Endpoint):
     """``postgresql`` section; ``listen`` may name several hosts (``h1,h2:5432``).
 
     After validation ``config_dir`` is never empty (default: ``data_dir``) and, inside a
-    :class:`Config`, neither is ``pgpass`` (default ``/tmp/pgpass-<name>``).
+    :class:`Config`, neither is ``pgpass`` (default ``~/.pgpass_pgha_<name>``, see
+    :func:`pgha.config.loader.parse_config`; else beside the data directory).
     """
 
     _multi_host: ClassVar[bool] = True
@@ -170,10 +180,14 @@ class PostgresqlConfig(_Endpoint):
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
     create_replica_methods: list[str] = Field(default_factory=lambda: ["basebackup"])
     basebackup: list[Any] | dict[str, Any] | None = None
-    use_pg_rewind: bool = False
+    use_pg_rewind: bool | None = None
+    """Local override of the dynamic ``postgresql.use_pg_rewind`` (None: use the dynamic one)."""
     remove_data_directory_on_rewind_failure: bool = False
     remove_data_directory_on_diverged_timelines: bool = False
     use_unix_socket: bool = False
+    # Patroni: replication-protocol connections to the local server over the socket. pgha makes
+    # none (it reads timelines over SQL), so the switch is accepted and changes nothing.
+    use_unix_socket_repl: bool = False
     pg_ctl_timeout: Seconds = Field(default=60, gt=0)
     recovery_conf: dict[str, Any] = Field(default_factory=dict)
 
@@ -263,28 +277,20 @@ class LogConfig(_Section):
         return str(value).strip().upper()
 
 
-class Config(_Section):
-    """The local configuration. After :func:`parse_config` exactly one DCS section is set
-    (``etcd3`` and ``etcd`` are both stored as ``etcd``)."""
+class ClusterAccess(_Section):
+    """What reaching a cluster takes (patronictl's view of a configuration file): ``scope``
+    (``""`` when not set), ``namespace``, ``restapi`` (credentials and TLS files for REST calls),
+    ``ctl`` and at most one DCS section (``etcd3`` and ``etcd`` are both stored as ``etcd``).
+    Every other key (``name``, ``postgresql``, ...) is kept unvalidated in ``model_extra``.
+    Built by :func:`pgha.config.parse_cluster_access`; the operator commands use only this."""
 
-    scope: str = Field(min_length=1)
+    scope: str = ""
     namespace: str = "/service/"
-    name: str = Field(min_length=1)
     restapi: RestApiConfig = Field(default_factory=RestApiConfig)
     ctl: dict[str, Any] | None = None
     etcd: EtcdConfig | None = None
     consul: dict[str, Any] | None = None
     zookeeper: dict[str, Any] | None = None
-    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
-    postgresql: PostgresqlConfig
-    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
-    tags: TagsConfig = Field(default_factory=TagsConfig)
-    log: LogConfig = Field(default_factory=LogConfig)
-
-    @model_validator(mode="after")
-    def _default_pgpass(self) -> Config:
-        self.postgresql.pgpass = self.postgresql.pgpass or f"/tmp/pgpass-{self.name}"
-        return self
 
     def dcs_kind(self) -> str:
         """``"etcd"``, ``"consul"`` or ``"zookeeper"``; ConfigError unless exactly one is set."""
@@ -298,6 +304,26 @@ class Config(_Section):
         if self.etcd is None:
             raise ConfigError([("etcd", "no etcd section")])
         return self.etcd.endpoints()
+
+
+class Config(ClusterAccess):
+    """The local configuration: :class:`ClusterAccess` plus the member's own sections. After
+    :func:`parse_config` ``scope`` is not empty and exactly one DCS section is set."""
+
+    scope: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    postgresql: PostgresqlConfig
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    tags: TagsConfig = Field(default_factory=TagsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _default_pgpass(self) -> Config:
+        if not self.postgresql.pgpass:
+            parent = self.postgresql.data_dir.rstrip("/").rpartition("/")[0] or "/"
+            self.postgresql.pgpass = f"{parent.rstrip('/')}/.pgpass_pgha_{self.name}"
+        return self
 
 
 def _dcs_count_errors(present: list[str], unsupported: Iterable[str] = ()) -> list[tuple[str, str]]:

@@ -1,137 +1,423 @@
-"""Names of PostgreSQL server parameters (GUCs) that pgha accepts in ``parameters`` sections.
+"""PostgreSQL server parameters (GUCs): the catalogue of one server binary, and the judging of
+parameter names and values against it. Pure: no IO (:mod:`pgha.pg.catalogue` asks the binary).
 
-The base list is every ``name`` in ``pg_settings`` of PostgreSQL 15 (a stock Debian build),
-including read-only and developer parameters. Names that exist only in other supported releases
-(13 to 17) are added so one configuration can serve several major versions. Extension parameters
-(names with a dot, such as ``pg_stat_statements.max``) are always accepted. Matching ignores case,
-as PostgreSQL does.
+A :class:`ParamCatalogue` comes from ``postgres --describe-config`` of the binary in
+``postgresql.bin_dir`` (name, context, type, min, max; :func:`parse_describe_config`) and its
+major version (``postgres --version``; :func:`parse_version`). What describe-config does not print
+is supplied by :mod:`pgha.config.pg_catalogue_data`: the units of integer/real parameters, the
+values of enums (from ``pg_settings`` of PostgreSQL 15 and the release notes of 12 to 18; an enum
+absent from that table accepts any value), and the developer options describe-config leaves out.
+When the binary cannot be asked, :meth:`ParamCatalogue.fallback` is the name list of majors 12 to
+18 with no types: names are judged, values only for being a single line.
+
+:func:`judge_parameters` judges one ``parameters`` mapping:
+
+* renames: ``wal_keep_segments`` (up to 12) <-> ``wal_keep_size`` (13 and later; 16 MB a segment,
+  as Patroni converts), ``ssl_ecdh_curve`` <-> ``ssl_groups`` (18), and PostgreSQL's own old
+  aliases ``sort_mem``/``vacuum_mem``: written under the name the catalogue's major knows. When both
+  names are given, the one valid for the major wins (reported in ``conflicts``);
+* names: extension names (with a dot) are always kept; a name the catalogue does not know
+  (unknown, removed in this major, read-only) is reported in ``dropped``;
+* values: a value PostgreSQL would reject is reported in ``invalid``: not one line of text, not a
+  boolean, not a number (with a unit only where the parameter has one), outside min/max, not one
+  of the enum's values.
+
+Names are matched case-insensitively, as PostgreSQL does; ``kept`` keeps the spelling given
+(translated names are lower-case).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-_PG15 = """
-allow_in_place_tablespaces allow_system_table_mods application_name archive_cleanup_command
-archive_command archive_library archive_mode archive_timeout array_nulls authentication_timeout
-autovacuum autovacuum_analyze_scale_factor autovacuum_analyze_threshold
-autovacuum_freeze_max_age autovacuum_max_workers autovacuum_multixact_freeze_max_age
-autovacuum_naptime autovacuum_vacuum_cost_delay autovacuum_vacuum_cost_limit
-autovacuum_vacuum_insert_scale_factor autovacuum_vacuum_insert_threshold
-autovacuum_vacuum_scale_factor autovacuum_vacuum_threshold autovacuum_work_mem
-backend_flush_after backslash_quote backtrace_functions bgwriter_delay bgwriter_flush_after
-bgwriter_lru_maxpages bgwriter_lru_multiplier block_size bonjour bonjour_name bytea_output
-check_function_bodies checkpoint_completion_target checkpoint_flush_after checkpoint_timeout
-checkpoint_warning client_connection_check_interval client_encoding client_min_messages
-cluster_name commit_delay commit_siblings compute_query_id config_file constraint_exclusion
-cpu_index_tuple_cost cpu_operator_cost cpu_tuple_cost cursor_tuple_fraction data_checksums
-data_directory data_directory_mode data_sync_retry DateStyle db_user_namespace deadlock_timeout
-debug_assertions debug_discard_caches debug_pretty_print debug_print_parse debug_print_plan
-debug_print_rewritten default_statistics_target default_table_access_method default_tablespace
-default_text_search_config default_toast_compression default_transaction_deferrable
-default_transaction_isolation default_transaction_read_only dynamic_library_path
-dynamic_shared_memory_type effective_cache_size effective_io_concurrency enable_async_append
-enable_bitmapscan enable_gathermerge enable_hashagg enable_hashjoin enable_incremental_sort
-enable_indexonlyscan enable_indexscan enable_material enable_memoize enable_mergejoin
-enable_nestloop enable_parallel_append enable_parallel_hash enable_partition_pruning
-enable_partitionwise_aggregate enable_partitionwise_join enable_seqscan enable_sort
-enable_tidscan escape_string_warning event_source exit_on_error extension_destdir
-external_pid_file extra_float_digits force_parallel_mode from_collapse_limit fsync
-full_page_writes geqo geqo_effort geqo_generations geqo_pool_size geqo_seed geqo_selection_bias
-geqo_threshold gin_fuzzy_search_limit gin_pending_list_limit hash_mem_multiplier hba_file
-hot_standby hot_standby_feedback huge_page_size huge_pages ident_file
-idle_in_transaction_session_timeout idle_session_timeout ignore_checksum_failure
-ignore_invalid_pages ignore_system_indexes in_hot_standby integer_datetimes IntervalStyle jit
-jit_above_cost jit_debugging_support jit_dump_bitcode jit_expressions jit_inline_above_cost
-jit_optimize_above_cost jit_profiling_support jit_provider jit_tuple_deforming
-join_collapse_limit krb_caseins_users krb_server_keyfile lc_collate lc_ctype lc_messages
-lc_monetary lc_numeric lc_time listen_addresses lo_compat_privileges local_preload_libraries
-lock_timeout log_autovacuum_min_duration log_checkpoints log_connections log_destination
-log_directory log_disconnections log_duration log_error_verbosity log_executor_stats
-log_file_mode log_filename log_hostname log_line_prefix log_lock_waits log_min_duration_sample
-log_min_duration_statement log_min_error_statement log_min_messages log_parameter_max_length
-log_parameter_max_length_on_error log_parser_stats log_planner_stats log_recovery_conflict_waits
-log_replication_commands log_rotation_age log_rotation_size log_startup_progress_interval
-log_statement log_statement_sample_rate log_statement_stats log_temp_files log_timezone
-log_transaction_sample_rate log_truncate_on_rotation logging_collector logical_decoding_work_mem
-maintenance_io_concurrency maintenance_work_mem max_connections max_files_per_process
-max_function_args max_identifier_length max_index_keys max_locks_per_transaction
-max_logical_replication_workers max_parallel_maintenance_workers max_parallel_workers
-max_parallel_workers_per_gather max_pred_locks_per_page max_pred_locks_per_relation
-max_pred_locks_per_transaction max_prepared_transactions max_replication_slots
-max_slot_wal_keep_size max_stack_depth max_standby_archive_delay max_standby_streaming_delay
-max_sync_workers_per_subscription max_wal_senders max_wal_size max_worker_processes
-min_dynamic_shared_memory min_parallel_index_scan_size min_parallel_table_scan_size min_wal_size
-old_snapshot_threshold parallel_leader_participation parallel_setup_cost parallel_tuple_cost
-password_encryption plan_cache_mode port post_auth_delay pre_auth_delay primary_conninfo
-primary_slot_name promote_trigger_file quote_all_identifiers random_page_cost
-recovery_end_command recovery_init_sync_method recovery_min_apply_delay recovery_prefetch
-recovery_target recovery_target_action recovery_target_inclusive recovery_target_lsn
-recovery_target_name recovery_target_time recovery_target_timeline recovery_target_xid
-recursive_worktable_factor remove_temp_files_after_crash restart_after_crash restore_command
-restrict_nonsystem_relation_kind row_security search_path segment_size seq_page_cost
-server_encoding server_version server_version_num session_preload_libraries
-session_replication_role shared_buffers shared_memory_size shared_memory_size_in_huge_pages
-shared_memory_type shared_preload_libraries ssl ssl_ca_file ssl_cert_file ssl_ciphers
-ssl_crl_dir ssl_crl_file ssl_dh_params_file ssl_ecdh_curve ssl_key_file ssl_library
-ssl_max_protocol_version ssl_min_protocol_version ssl_passphrase_command
-ssl_passphrase_command_supports_reload ssl_prefer_server_ciphers standard_conforming_strings
-statement_timeout stats_fetch_consistency superuser_reserved_connections synchronize_seqscans
-synchronous_commit synchronous_standby_names syslog_facility syslog_ident
-syslog_sequence_numbers syslog_split_messages tcp_keepalives_count tcp_keepalives_idle
-tcp_keepalives_interval tcp_user_timeout temp_buffers temp_file_limit temp_tablespaces TimeZone
-timezone_abbreviations trace_notify trace_recovery_messages trace_sort track_activities
-track_activity_query_size track_commit_timestamp track_counts track_functions track_io_timing
-track_wal_io_timing transaction_deferrable transaction_isolation transaction_read_only
-transform_null_equals unix_socket_directories unix_socket_group unix_socket_permissions
-update_process_title vacuum_cost_delay vacuum_cost_limit vacuum_cost_page_dirty
-vacuum_cost_page_hit vacuum_cost_page_miss vacuum_defer_cleanup_age vacuum_failsafe_age
-vacuum_freeze_min_age vacuum_freeze_table_age vacuum_multixact_failsafe_age
-vacuum_multixact_freeze_min_age vacuum_multixact_freeze_table_age wal_block_size wal_buffers
-wal_compression wal_consistency_checking wal_decode_buffer_size wal_init_zero wal_keep_size
-wal_level wal_log_hints wal_receiver_create_temp_slot wal_receiver_status_interval
-wal_receiver_timeout wal_recycle wal_retrieve_retry_interval wal_segment_size wal_sender_timeout
-wal_skip_threshold wal_sync_method wal_writer_delay wal_writer_flush_after work_mem xmlbinary
-xmloption zero_damaged_pages
-"""
-
-_OTHER_RELEASES = (
-    # PostgreSQL 12 and older (replaced by wal_keep_size in 13)
-    "wal_keep_segments",
-    # PostgreSQL 13 only
-    "operator_precedence_warning vacuum_cleanup_index_scale_factor",
-    # PostgreSQL 13 and 14
-    "stats_temp_directory",
-    # added in PostgreSQL 16
-    "createrole_self_grant debug_io_direct debug_logical_replication_streaming"
-    " debug_parallel_query enable_presorted_aggregate gss_accept_delegation icu_validation_level"
-    " max_parallel_apply_workers_per_subscription reserved_connections scram_iterations"
-    " send_abort_for_crash send_abort_for_kill vacuum_buffer_usage_limit",
-    # added in PostgreSQL 17
-    "allow_alter_system commit_timestamp_buffers enable_group_by_reordering event_triggers"
-    " huge_pages_status io_combine_limit max_notify_queue_pages multixact_member_buffers"
-    " multixact_offset_buffers notify_buffers serializable_buffers subtransaction_buffers"
-    " summarize_wal sync_replication_slots synchronized_standby_slots"
-    " trace_connection_negotiation transaction_buffers transaction_timeout wal_summary_keep_time",
+from pgha.config.pg_catalogue_data import (
+    KNOWN_PG_PARAMETERS,
+    READ_ONLY,
+    REMOVED,
+    UNITS,
+    UNLISTED,
+    enum_values,
+    hidden_enum_values,
 )
 
-KNOWN_PG_PARAMETERS: frozenset[str] = frozenset(
-    name.lower() for name in " ".join((_PG15, *_OTHER_RELEASES)).split()
-)
-"""Lower-cased names of all known core PostgreSQL parameters."""
+__all__ = [
+    "KNOWN_PG_PARAMETERS", "ParamCatalogue", "ParamJudgement", "ParamSpec",
+    "changed_value_errors", "check_value",
+    "filter_pg_parameters", "is_known_pg_parameter", "judge_parameters",
+    "parse_describe_config", "parse_version",
+]
 
+_TYPES = {"BOOLEAN": "bool", "INTEGER": "integer", "REAL": "real", "STRING": "string",
+          "ENUM": "enum"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: ``context`` as in ``pg_settings`` (``postmaster`` needs a restart),
+    ``vartype`` one of bool/integer/real/string/enum (``unknown`` in the fallback list),
+    ``unit`` the base unit (None: no unit), ``min``/``max`` in that unit, ``enumvals`` the
+    visible enum values (None: not known, any value accepted). ``unit_known`` is False for a
+    number whose unit pgha has no record of (then any unit is accepted, unranged)."""
+
+    name: str
+    context: str
+    vartype: str
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+    enumvals: tuple[str, ...] | None = None
+    unit_known: bool = True
+
+    @property
+    def needs_restart(self) -> bool:
+        """A change takes effect only after a restart of the postmaster."""
+        return self.context == "postmaster"
+
+
+@dataclass(frozen=True)
+class ParamCatalogue:
+    """The parameters of one PostgreSQL major version, keyed by lower-case name. ``major`` is
+    None when unknown (then nothing is renamed); ``typed`` is False for the fallback name list
+    (values are then only checked for being one line)."""
+
+    major: int | None
+    specs: Mapping[str, ParamSpec]
+    source: str
+    typed: bool = True
+
+    @classmethod
+    def fallback(cls, major: int | None = None,
+                 source: str = "pgha's list of parameter names") -> ParamCatalogue:
+        """The name list of majors 12 to 18 (no types, ranges or contexts)."""
+        specs = {name: ParamSpec(name, "unknown", "unknown") for name in KNOWN_PG_PARAMETERS}
+        return cls(major, specs, source, typed=False)
+
+    def spec(self, name: str) -> ParamSpec | None:
+        return self.specs.get(name.lower())
+
+    def knows(self, name: str) -> bool:
+        """An extension name (with a dot) or a parameter of this catalogue."""
+        return "." in name or name.lower() in self.specs
+
+    def needs_restart(self, name: str) -> bool:
+        """True when a change of ``name`` needs a restart (its context is ``postmaster``)."""
+        spec = self.spec(name)
+        return spec is not None and spec.needs_restart
+
+
+def parse_version(text: str) -> int:
+    """The major version in ``postgres --version`` output (``postgres (PostgreSQL) 15.18
+    (Debian ...)`` -> 15; ``9.6.24`` -> 9). Raises ValueError when there is none."""
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)", text) or re.search(r"\b(\d+)\.\d+", text)
+    if match is None:
+        raise ValueError(f"no PostgreSQL version in {text.strip()[:80]!r}")
+    return int(match[1])
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text) if text.strip() else None
+    except ValueError:
+        return None
+
+
+def parse_describe_config(text: str, major: int | None, source: str = "") -> ParamCatalogue:
+    """The catalogue in ``postgres --describe-config`` output (tab-separated: name, context,
+    group, type, default, min, max, descriptions), completed with pgha's records of units,
+    enum values and unlisted developer options for ``major``. Raises ValueError when the text
+    holds no parameter at all."""
+    specs: dict[str, ParamSpec] = {}
+    for line in text.splitlines():
+        cols = line.split("\t")
+        if len(cols) < 7 or cols[3] not in _TYPES or not cols[0]:
+            continue
+        name, kind = cols[0], _TYPES[cols[3]]
+        key = name.lower()
+        unit = UNITS.get(key) if kind in ("integer", "real") else None
+        known = key in KNOWN_PG_PARAMETERS or key in UNITS
+        specs[key] = ParamSpec(
+            name=name, context=cols[1], vartype=kind, unit=unit,
+            min=_number(cols[5]) if kind in ("integer", "real") else None,
+            max=_number(cols[6]) if kind in ("integer", "real") else None,
+            enumvals=enum_values(key, major) if kind == "enum" else None,
+            unit_known=known or kind not in ("integer", "real"))
+    if not specs:
+        raise ValueError("no parameters in the --describe-config output")
+    for name, context, kind, unit, low, high, first, last in UNLISTED:
+        if name in specs or major is None or major < first or (last is not None and major > last):
+            continue
+        specs[name] = ParamSpec(name, context, kind, unit, low, high,
+                                enum_values(name, major) if kind == "enum" else None)
+    return ParamCatalogue(major, specs, source)
+
+
+# ---------------------------------------------------------------------------------- values
+
+_MEMORY = {"B": 1, "kB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3, "TB": 1024 ** 4}
+_TIME = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_BASE = {"B": 1, "kB": 1024, "8kB": 8192, "MB": 1024 ** 2, "ms": 1, "s": 1000, "min": 60_000}
+_INT = re.compile(r"\s*[+-]?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_REAL = re.compile(r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)", re.I)
+_UNIT = re.compile(r"([A-Za-z0-9]+)\s*")
+_BOOL_WORDS = (("true", 1, True), ("false", 1, False), ("yes", 1, True), ("no", 1, False),
+               ("on", 2, True), ("off", 2, False))
+
+
+def value_text(value: Any) -> str | None:
+    """``value`` as PostgreSQL reads it from postgresql.conf (booleans as on/off); None for
+    anything that is not a single scalar."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float | str):
+        return str(value)
+    return None
+
+
+def parse_bool(text: str) -> bool | None:
+    """PostgreSQL's boolean spellings: any prefix of true/false/yes/no (case-insensitive), on,
+    off (or of), 1, 0; None for anything else."""
+    low = text.lower()
+    if low in ("1", "0"):
+        return low == "1"
+    for word, shortest, result in _BOOL_WORDS:
+        if len(low) >= shortest and word.startswith(low):
+            return result
+    return None
+
+
+def _int_value(match: re.Match[str]) -> int:
+    digits = match[0].strip()
+    sign = -1 if digits.startswith("-") else 1
+    digits = digits.lstrip("+-")
+    if digits[:2].lower() == "0x":
+        return sign * int(digits[2:], 16)
+    if len(digits) > 1 and digits.startswith("0"):
+        return sign * int(digits[1:], 8)
+    return sign * int(digits)
+
+
+def parse_number(text: str, vartype: str, unit: str | None,
+                 unit_known: bool = True) -> tuple[float | None, str | None]:
+    """``(value in the base unit, None)`` or ``(None, reason)``, as PostgreSQL parses an
+    integer (octal/hex or a fraction, rounded) or real parameter, with an optional unit."""
+    value: float
+    match = _INT.match(text) if vartype == "integer" else None
+    end = match.end() if match else 0
+    if match is not None and (text[end:end + 1] not in (".", "e", "E") or end == len(text)) \
+            and abs(_int_value(match)) < 2 ** 63:
+        value = _int_value(match)
+    else:
+        real = _REAL.match(text)
+        if real is None:
+            return None, f"expected {'an integer' if vartype == 'integer' else 'a number'}"
+        value, end = float(real[0]), real.end()
+        if math.isnan(value):
+            return None, "expected a number"
+    rest = text[end:].lstrip()
+    if rest:
+        if not unit_known:
+            return None, None  # a unit pgha has no record of: PostgreSQL judges it
+        found = _UNIT.fullmatch(rest)
+        family = _MEMORY if unit in _MEMORY or unit == "8kB" else _TIME
+        if unit is None or found is None or found[1] not in family:
+            if unit is None:
+                return None, "takes no unit"
+            return None, f"invalid unit (valid units: {', '.join(family)})"
+        value = value * family[found[1]] / _BASE[unit]
+    if vartype == "integer":
+        value = round(value) if math.isfinite(value) else value
+        if not -2 ** 31 <= value <= 2 ** 31 - 1:
+            return None, "exceeds the integer range"
+    return value, None
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if math.isfinite(value) and float(value).is_integer() \
+        else f"{value:g}"
+
+
+def check_value(spec: ParamSpec, value: Any, major: int | None = None) -> str | None:
+    """Why PostgreSQL would reject ``value`` for ``spec``; None when it is accepted."""
+    text = value_text(value)
+    if text is None:
+        return "expected a single value (a string, number or boolean)"
+    if any(c in text for c in "\n\r\0"):
+        return "must not contain a newline"
+    if spec.vartype == "bool":
+        return None if parse_bool(text) is not None else \
+            "expected a boolean (on/off, true/false, yes/no, 1/0)"
+    if spec.vartype in ("integer", "real"):
+        number, reason = parse_number(text, spec.vartype, spec.unit, spec.unit_known)
+        if reason is not None:
+            return reason
+        low = -math.inf if spec.min is None else spec.min
+        high = math.inf if spec.max is None else spec.max
+        if number is not None and not low <= number <= high:
+            unit = f" {spec.unit}" if spec.unit else ""
+            return f"must be between {_fmt(low)} and {_fmt(high)}{unit}"
+    if spec.vartype == "enum" and spec.enumvals is not None:
+        accepted = {v.lower() for v in (*spec.enumvals,
+                                        *hidden_enum_values(spec.name.lower(), spec.enumvals,
+                                                            major))}
+        if text.lower() not in accepted:
+            return "expected one of: " + ", ".join(repr(v) for v in spec.enumvals)
+    return None
+
+
+# ---------------------------------------------------------------------------------- renames
+
+def _segments_to_size(value: Any) -> str:
+    text = value_text(value)
+    number, reason = parse_number(text or "", "integer", None)
+    if text is None or reason is not None or number is None or number < 0:
+        raise ValueError(reason or "expected a number of WAL segments")
+    return f"{int(number) * 16}MB"
+
+
+def _size_to_segments(value: Any) -> int:
+    text = value_text(value)
+    number, reason = parse_number(text or "", "integer", "MB")
+    if text is None or reason is not None or number is None or number < 0:
+        raise ValueError(reason or "expected a size such as 128MB")
+    return (int(number) + 8) // 16
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Rename:
+    """``old`` is called ``new`` from major ``since`` on; the converters translate a value
+    (raising ValueError when it is invalid). ``since`` 0: PostgreSQL's own alias (old -> new
+    only)."""
+
+    old: str
+    new: str
+    since: int
+    to_new: Callable[[Any], Any] = _same
+    to_old: Callable[[Any], Any] | None = _same
+
+
+RENAMES: tuple[Rename, ...] = (
+    Rename("wal_keep_segments", "wal_keep_size", 13, _segments_to_size, _size_to_segments),
+    Rename("ssl_ecdh_curve", "ssl_groups", 18),
+    Rename("sort_mem", "work_mem", 0, to_old=None),
+    Rename("vacuum_mem", "maintenance_work_mem", 0, to_old=None),
+)
+"""The renamed parameters pgha translates (Patroni translates wal_keep_segments/size)."""
+
+
+# ---------------------------------------------------------------------------------- judging
+
+@dataclass(frozen=True)
+class ParamJudgement:
+    """Outcome of :func:`judge_parameters`. ``kept``: what may be written, translated to the
+    catalogue's major; ``dropped``/``invalid``: name as given -> reason (unknown or read-only
+    names, no value / a value PostgreSQL rejects); ``notes``: translations made; ``conflicts``:
+    an old and a new name both given (the one valid for the major was kept)."""
+
+    kept: dict[str, Any] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+
+
+def _find(params: Mapping[str, Any], name: str) -> str | None:
+    for key in params:
+        if isinstance(key, str) and key.lower() == name:
+            return key
+    return None
+
+
+def _unknown_reason(name: str, major: int | None) -> str:
+    key = name.lower()
+    if key in READ_ONLY:
+        return "read-only parameter"
+    removed = REMOVED.get(key)
+    if removed is not None and major is not None and major >= removed[0]:
+        hint = f"; use {removed[1]}" if removed[1] else ""
+        return f"removed in PostgreSQL {removed[0]}{hint}"
+    return "unknown parameter" + (f" for PostgreSQL {major}" if major is not None else "")
+
+
+def judge_parameters(params: Mapping[str, Any],
+                     catalogue: ParamCatalogue | None) -> ParamJudgement:
+    """Judge ``params`` (not modified) against ``catalogue`` (None: the fallback name list).
+    See the module docstring."""
+    cat = catalogue if catalogue is not None else ParamCatalogue.fallback()
+    work: dict[Any, Any] = dict(params)
+    origin: dict[str, str] = {}  # translated name -> name as given
+    invalid: dict[str, str] = {}
+    notes: list[str] = []
+    conflicts: list[str] = []
+    for rename in RENAMES:
+        if cat.major is None and rename.since:
+            continue
+        use_new = cat.major is None or cat.major >= rename.since
+        if not use_new and rename.to_old is None:
+            continue
+        target, source = (rename.new, rename.old) if use_new else (rename.old, rename.new)
+        convert = rename.to_new if use_new else rename.to_old
+        if not cat.knows(target) or convert is None:
+            continue
+        src, tgt = _find(work, source), _find(work, target)
+        if src is None:
+            continue
+        version = f" (PostgreSQL {cat.major})" if cat.major is not None else ""
+        if tgt is not None:
+            conflicts.append(f"both {src} and {tgt} are set; using {tgt}{version}")
+            del work[src]
+            continue
+        value = work.pop(src)
+        try:
+            work[target] = convert(value)
+        except ValueError as exc:
+            invalid[src] = str(exc)
+            continue
+        origin[target] = src
+        notes.append(f"{src} = {value!r} is written as {target} = {work[target]!r}{version}")
+    kept: dict[str, Any] = {}
+    dropped: dict[str, str] = {}
+    for name, value in work.items():
+        if not isinstance(name, str) or not name:
+            dropped[str(name)] = "not a parameter name"
+            continue
+        given = origin.get(name, name)
+        if value is None:
+            dropped[given] = "no value"
+            continue
+        spec = cat.spec(name)
+        if "." in name:
+            spec = ParamSpec(name, "user", "string")
+        elif spec is None:
+            dropped[given] = _unknown_reason(name, cat.major)
+            continue
+        if not cat.typed:
+            spec = ParamSpec(spec.name, spec.context, "string")
+        reason = check_value(spec, value, cat.major)
+        if reason is not None:
+            invalid[given] = reason
+        else:
+            kept[name] = value
+    return ParamJudgement(kept, dropped, invalid, tuple(notes), tuple(conflicts))
+
+
+# ------------------------------------------------------------------- name-only (compatibility)
 
 def is_known_pg_parameter(name: str) -> bool:
-    """True for a core PostgreSQL parameter name (any case) or any extension name with a dot."""
+    """True for a core parameter name of majors 12 to 18 (any case) or an extension name."""
     return "." in name or name.lower() in KNOWN_PG_PARAMETERS
 
 
 def filter_pg_parameters(params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Split ``params`` into (known parameters, names of unknown ones), order preserved.
-
-    Known means :func:`is_known_pg_parameter`; a non-string key is unknown.
-    """
+    """Split ``params`` into (known parameters, names of unknown ones) by name only, order
+    preserved (the fallback list; a non-string key is unknown)."""
     kept: dict[str, Any] = {}
     removed: list[str] = []
     for name, value in params.items():
@@ -140,3 +426,21 @@ def filter_pg_parameters(params: Mapping[str, Any]) -> tuple[dict[str, Any], lis
         else:
             removed.append(str(name))
     return kept, removed
+
+
+def _parameters_of(config: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    section = config.get("postgresql") if isinstance(config, Mapping) else None
+    params = section.get("parameters") if isinstance(section, Mapping) else None
+    return params if isinstance(params, Mapping) else {}
+
+
+def changed_value_errors(old: Mapping[str, Any] | None, new: Mapping[str, Any],
+                         catalogue: ParamCatalogue | None) -> list[tuple[str, str]]:
+    """``(postgresql.parameters.NAME, reason)`` for each parameter of the dynamic configuration
+    ``new`` whose value differs from ``old``'s (None: every parameter) and that PostgreSQL
+    would reject. Values already in ``old`` are not judged again (members ignore them)."""
+    before = _parameters_of(old)
+    changed = {k: v for k, v in _parameters_of(new).items()
+               if old is None or k not in before or before[k] != v}
+    judged = judge_parameters(changed, catalogue)
+    return [(f"postgresql.parameters.{name}", why) for name, why in judged.invalid.items()]

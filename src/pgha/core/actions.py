@@ -75,8 +75,10 @@ class Rejoin:
     """Bring a stopped former primary (or a replica that may have diverged) back as a replica of
     ``leader``: crash-recover in single-user mode if it was not shut down cleanly, compare the
     local timeline and position with the leader's timeline history, and if they diverged run
-    pg_rewind (``use_pg_rewind``) or else wipe and re-clone. Never starts diverged data as is.
-    Ends by starting PostgreSQL as a replica of ``leader``."""
+    pg_rewind (``use_pg_rewind``) or else wipe and re-clone where the operator consented
+    (:func:`pgha.core.rejoin.rejoin_plan`); without consent it fails and PostgreSQL stays
+    stopped. Never starts diverged data as is. Ends by starting PostgreSQL as a replica of
+    ``leader``."""
 
     leader: Upstream
     use_pg_rewind: bool

@@ -47,9 +47,19 @@ class ControlState(StrEnum):
         return self in (ControlState.SHUT_DOWN, ControlState.IN_PRODUCTION)
 
 
+_TAG_FLAGS = ("nofailover", "noloadbalance", "clonefrom", "nosync", "nostream")
+_TAG_NAMES = frozenset({*_TAG_FLAGS, "failover_priority", "replicatefrom", "sync_priority"})
+
+
 @dataclass(frozen=True)
 class Tags:
-    """Member tags (``tags:`` in the YAML). ``custom`` holds every other key."""
+    """Member tags (``tags:`` in the YAML). ``custom`` holds every other key; ``configured``
+    names the standard tags the source set explicitly (published even at default values).
+
+    Published form (:meth:`to_json`, as Patroni publishes them): every configured tag except
+    a false flag, but ``nofailover`` / ``nosync`` stay, even false, next to a configured
+    ``failover_priority`` / ``sync_priority`` so that readers see both; plus any tag holding a
+    non-default value. ``nofailover: true`` wins over any ``failover_priority``."""
 
     nofailover: bool = False
     failover_priority: int = 1
@@ -60,36 +70,33 @@ class Tags:
     sync_priority: int = 1
     nostream: bool = False
     custom: Mapping[str, Any] = field(default_factory=dict)
+    # how the tags were written, not what they mean: left out of ==
+    configured: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
     def can_be_leader(self) -> bool:
         return not self.nofailover and self.failover_priority > 0
 
+    def _published(self, name: str) -> bool:
+        value = getattr(self, name)
+        if name in _TAG_FLAGS:
+            pair = {"nofailover": "failover_priority", "nosync": "sync_priority"}.get(name)
+            return bool(value) or (name in self.configured and pair in self.configured)
+        default = getattr(Tags, name)
+        return name in self.configured or value != default
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.custom)
-        if self.nofailover:
-            out["nofailover"] = True
-        if self.failover_priority != 1:
-            out["failover_priority"] = self.failover_priority
-        if self.noloadbalance:
-            out["noloadbalance"] = True
-        if self.clonefrom:
-            out["clonefrom"] = True
-        if self.replicatefrom:
-            out["replicatefrom"] = self.replicatefrom
-        if self.nosync:
-            out["nosync"] = True
-        if self.sync_priority != 1:
-            out["sync_priority"] = self.sync_priority
-        if self.nostream:
-            out["nostream"] = True
+        for name in ("nofailover", "failover_priority", "noloadbalance", "clonefrom",
+                     "replicatefrom", "nosync", "sync_priority", "nostream"):
+            value = getattr(self, name)
+            if self._published(name) and value is not None:
+                out[name] = value
         return out
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Tags:
         """Parse tags from a member key or the YAML; raises ValueError on wrong types."""
-        known = {"nofailover", "failover_priority", "noloadbalance", "clonefrom",
-                 "replicatefrom", "nosync", "sync_priority", "nostream"}
         priority = data.get("failover_priority", 1)
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise ValueError("failover_priority must be an integer")
@@ -108,7 +115,8 @@ class Tags:
             nosync=bool(data.get("nosync", False)),
             sync_priority=sync_priority,
             nostream=bool(data.get("nostream", False)),
-            custom={k: v for k, v in data.items() if k not in known},
+            custom={k: v for k, v in data.items() if k not in _TAG_NAMES},
+            configured=frozenset(k for k in data if k in _TAG_NAMES and data[k] is not None),
         )
 
 

@@ -7,13 +7,16 @@ The rejoin procedure (:mod:`pgha.pg.rejoin`) observes the data step by step and 
 * ``REWIND``: run pg_rewind against the leader (``use_pg_rewind``); if that fails, ask again
   with :attr:`RejoinReason.REWIND_FAILED`;
 * ``RECLONE``: wipe the data directory and clone it from the leader;
-* ``WAIT_FOR_OPERATOR``: change nothing and leave PostgreSQL stopped; the message says why.
+* ``WAIT_FOR_OPERATOR``: change nothing and leave PostgreSQL stopped; the message says why and
+  what the operator can do. The agent retries the rejoin with capped backoff, so a transient
+  cause (an unreadable pg_controldata, a crash recovery still running) clears by itself.
 
 DESIGN.md safety rules 4 and 9: diverged data, or data whose divergence is unknown, never
-follows as is; data is wiped only when it is empty, when ``use_pg_rewind`` is off (re-cloning
-is then how a diverged former primary rejoins, as the ``Rejoin`` action states), or when
-``remove_data_directory_on_rewind_failure`` allows it after pg_rewind (or the crash recovery
-that must precede it) failed.
+follows as is; data is wiped only with the operator's consent: when it is empty, when it
+diverged and ``remove_data_directory_on_diverged_timelines`` is set (pg_rewind not allowed), or
+when pg_rewind (or the crash recovery that must precede it) failed and
+``remove_data_directory_on_rewind_failure`` is set. An unknown divergence or an incomplete crash
+recovery is never a reason to wipe.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class RejoinReason(StrEnum):
     DATA_EMPTY = "data_empty"  # nothing to keep: clone
     DATA_INVALID = "data_invalid"  # not a readable cluster: an operator must look
     CRASH_RECOVERY_FAILED = "crash_recovery_failed"  # single-user crash recovery failed
+    CRASH_RECOVERY_INCOMPLETE = "crash_recovery_incomplete"  # did not finish, or could not run
     NOT_DIVERGED = "not_diverged"  # a prefix of the leader's history
     DIVERGED = "diverged"  # left the leader's lineage
     DIVERGENCE_UNKNOWN = "divergence_unknown"  # not decidable: treated as diverged
@@ -72,35 +76,46 @@ def divergence_reason(verdict: bool | None) -> RejoinReason:
     return RejoinReason.DIVERGED if verdict else RejoinReason.NOT_DIVERGED
 
 
-def rejoin_plan(reason: RejoinReason, *, use_pg_rewind: bool,
-                remove_on_rewind_failure: bool) -> RejoinPlan:
-    """The step for ``reason`` under ``use_pg_rewind`` and
-    ``remove_data_directory_on_rewind_failure`` (``remove_on_rewind_failure``)."""
+def rejoin_plan(reason: RejoinReason, *, use_pg_rewind: bool, remove_on_rewind_failure: bool,
+                remove_on_diverged: bool = False) -> RejoinPlan:
+    """The step for ``reason`` under ``use_pg_rewind``,
+    ``remove_data_directory_on_rewind_failure`` (``remove_on_rewind_failure``) and
+    ``remove_data_directory_on_diverged_timelines`` (``remove_on_diverged``)."""
     match reason:
         case RejoinReason.DATA_EMPTY:
             return RejoinPlan(RejoinStep.RECLONE, reason, "data directory is empty")
         case RejoinReason.DATA_INVALID:
-            return _wait(reason, "data directory is not a valid cluster; not touching it")
+            return _wait(reason, "data directory is not a valid cluster; not touching it "
+                         "(fix it, or run `pgha reinit` to re-clone)")
         case RejoinReason.CRASH_RECOVERY_FAILED:
-            # handled like diverged data that cannot be rewound
-            if use_pg_rewind and not remove_on_rewind_failure:
+            # handled like data that pg_rewind could not repair
+            if not remove_on_rewind_failure:
                 return _wait(reason, "crash recovery failed; not re-cloning "
-                             "(remove_data_directory_on_rewind_failure is off)")
+                             "(remove_data_directory_on_rewind_failure is off; "
+                             "`pgha reinit` re-clones)")
             return RejoinPlan(RejoinStep.RECLONE, reason, "crash recovery failed",
                               confirm_leader_first=True)
+        case RejoinReason.CRASH_RECOVERY_INCOMPLETE:
+            return _wait(reason, "crash recovery did not complete; will try again")
         case RejoinReason.NOT_DIVERGED:
             return RejoinPlan(RejoinStep.FOLLOW, reason, "can follow")
         case RejoinReason.DIVERGED | RejoinReason.DIVERGENCE_UNKNOWN:
-            why = ("diverged from the leader" if reason is RejoinReason.DIVERGED
-                   else "divergence unknown")
+            known = reason is RejoinReason.DIVERGED
+            why = "diverged from the leader" if known else "divergence unknown"
             if use_pg_rewind:
                 return RejoinPlan(RejoinStep.REWIND, reason, why)
-            return RejoinPlan(RejoinStep.RECLONE, reason, f"{why} and use_pg_rewind is off")
+            if known and remove_on_diverged:
+                return RejoinPlan(RejoinStep.RECLONE, reason, f"{why}, use_pg_rewind is off "
+                                  "and remove_data_directory_on_diverged_timelines is on")
+            if not known:
+                return _wait(reason, f"{why} and use_pg_rewind is off; will check again")
+            return _wait(reason, f"{why}; not starting it: set use_pg_rewind or "
+                         "remove_data_directory_on_diverged_timelines, or run `pgha reinit`")
         case RejoinReason.REWIND_FAILED:
             if remove_on_rewind_failure:
                 return RejoinPlan(RejoinStep.RECLONE, reason, "pg_rewind failed")
             return _wait(reason, "pg_rewind failed and remove_data_directory_on_rewind_failure "
-                         "is off")
+                         "is off (`pgha reinit` re-clones)")
 
 
 def _wait(reason: RejoinReason, why: str) -> RejoinPlan:

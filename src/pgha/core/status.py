@@ -11,10 +11,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pgha import __version__
 from pgha.core.model import ClusterView, PgRole, PgState, Tags
+
+
+@dataclass(frozen=True)
+class ActionFailure:
+    """An action the agent keeps retrying with backoff (clone, rejoin, start): its kind, the
+    member it targets (upstream/leader; "" for none), the last error, how many consecutive
+    attempts failed, and when (wall-clock epoch seconds) the first failed and the next may run."""
+
+    action: str
+    target: str
+    error: str
+    failures: int
+    since: float
+    retry_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "target": self.target, "error": self.error,
+                "failures": self.failures, "since": _iso(self.since),
+                "retry_at": _iso(self.retry_at)}
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -38,12 +62,15 @@ class AgentStatus:
     pending_restart: bool = False  # a changed parameter needs a PostgreSQL restart
     pending_restart_reason: Mapping[str, Any] | None = None  # {param: {old_value, new_value}}
     scheduled_restart: Mapping[str, Any] | None = None  # {schedule: ISO 8601, ...}
+    failure: ActionFailure | None = None  # an action being retried with backoff
 
     @property
     def pg_state(self) -> str:
         """Patroni's ``state`` string."""
         if self.pg.busy:
             return self.pg.busy
+        if self.failure is not None and not self.pg.running:
+            return f"{self.failure.action} failed"  # Patroni's "start failed", and the like
         if self.pg.running:
             return "running" if self.pg.accepting else "starting"
         if self.pg.down_since is not None and not self.pg.stopped_by_agent:
@@ -96,6 +123,8 @@ class AgentStatus:
             out["pending_restart_reason"] = dict(self.pending_restart_reason)
         if self.scheduled_restart:
             out["scheduled_restart"] = dict(self.scheduled_restart)
+        if self.failure is not None:
+            out["last_error"] = self.failure.to_json()
         sync = sync_state(self.view)
         if sync is not None and self.name in sync.standbys:
             out["quorum_standby" if sync.quorum else "sync_standby"] = True
@@ -123,6 +152,8 @@ class AgentStatus:
             out["pending_restart_reason"] = dict(self.pending_restart_reason)
         if self.scheduled_restart:
             out["scheduled_restart"] = dict(self.scheduled_restart)
+        if self.failure is not None:
+            out["last_error"] = self.failure.to_json()
         if self.pg.wal_position is not None:
             out["xlog_location"] = self.pg.wal_position
         xlog = self.pg_details.get("xlog") if self.pg.running else None

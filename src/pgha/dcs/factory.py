@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pgha.config import Config, ConfigError
+from pgha.config import ClusterAccess, ConfigError
 from pgha.dcs.base import KVStore
 
 
-def open_kv(config: Config, *, ttl: float, timeout: float) -> KVStore:
+def open_kv(config: ClusterAccess, *, ttl: float, timeout: float) -> KVStore:
     """A not-yet-connected KVStore for the configured DCS (use it as ``async with``).
 
     Raises ConfigError for a DCS kind this build does not support yet.

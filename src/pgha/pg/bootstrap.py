@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from pgha.core.actions import Upstream
-from pgha.pg.cmd import clean_env, run
-from pgha.pg.conf import conninfo, write_pgpass
+from pgha.pg.cmd import Progress, clean_env, run, tree_size
+from pgha.pg.conf import write_pgpass
+from pgha.pg.connparams import check_key_file, client_files, program_conninfo
 from pgha.pg.errors import PgError
 from pgha.pg.probe import Connection, local_connection
 from pgha.pg.settings import PgSettings, PgUser, parse_conn_url
@@ -22,7 +23,9 @@ from pgha.pg.settings import PgSettings, PgUser, parse_conn_url
 log = logging.getLogger("pgha.pg")
 
 INITDB_TIMEOUT = 300.0
-CLONE_TIMEOUT = 24 * 3600.0
+CLONE_TIMEOUT = 30 * 24 * 3600.0  # no practical cut-off: a stalled clone is stopped instead
+CLONE_STALL_TIMEOUT = 600.0
+"""A clone that copies nothing new for this long is stopped (and retried with backoff)."""
 ROLES_TIMEOUT = 30.0
 
 _OPTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
@@ -63,8 +66,9 @@ def _has_auth(options: list[str]) -> bool:
 async def initdb(settings: PgSettings) -> bool:
     """Run initdb into the (missing or empty) data directory. True on success.
 
-    Without an auth option: ``--auth-local=trust`` and, for TCP, ``scram-sha-256`` when the
-    superuser has a password (``reject`` otherwise); pg_hba.conf is regenerated at start anyway.
+    Without an auth option: ``scram-sha-256`` when the superuser has a password, else ``peer``
+    on the local socket and ``reject`` for TCP (never ``trust``); pg_hba.conf is regenerated at
+    start anyway.
     initdb removes its partial output itself on failure.
     """
     try:
@@ -75,7 +79,7 @@ async def initdb(settings: PgSettings) -> bool:
         return False
     password = settings.superuser.password
     if not _has_auth(argv):
-        argv += ["--auth-local=trust",
+        argv += ["--auth-local=" + ("scram-sha-256" if password else "peer"),
                  "--auth-host=" + ("scram-sha-256" if password else "reject")]
     settings.data_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pgha-initdb-") as tmp:
@@ -151,37 +155,72 @@ async def create_roles(settings: PgSettings) -> None:
     log.info("roles created: %s", ", ".join(sorted({u.username for u in users})))
 
 
+def _clone_progress(settings: PgSettings, source: Upstream, stall_timeout: float) -> Progress:
+    logged = [0.0]
+    loop = asyncio.get_running_loop()
+
+    def report(size: int) -> None:
+        if loop.time() - logged[0] >= 60:
+            logged[0] = loop.time()
+            log.info("cloning from %s: %.1f MiB copied so far", source.name, size / 2**20)
+
+    return Progress(lambda: tree_size(settings.data_dir), stall_timeout=stall_timeout,
+                    interval=min(10.0, stall_timeout / 3), report=report)
+
+
 def wipe_data_dir(data_dir: Path) -> None:
     """Remove everything inside ``data_dir`` (the directory itself stays: it may be a mount
-    point). A symlinked pg_wal loses its link, not the target's files."""
+    point). The directories that a symlinked ``pg_wal`` and the tablespace links in
+    ``pg_tblspc`` point to are emptied too (they keep existing, as mount points may), so the
+    clone that follows finds them empty, as pg_basebackup requires; the links are removed."""
     if not data_dir.exists():
         return
-    for child in data_dir.iterdir():
+    targets = [data_dir / "pg_wal"]
+    tblspc = data_dir / "pg_tblspc"
+    if tblspc.is_dir() and not tblspc.is_symlink():
+        targets.extend(tblspc.iterdir())
+    for link in targets:
+        if link.is_symlink() and link.resolve().is_dir():
+            _empty_dir(link.resolve())
+    _empty_dir(data_dir)
+
+
+def _empty_dir(path: Path) -> None:
+    for child in path.iterdir():
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
 
 
-async def clone(settings: PgSettings, source: Upstream, timeout: float = CLONE_TIMEOUT) -> bool:
+async def clone(settings: PgSettings, source: Upstream, timeout: float = CLONE_TIMEOUT,
+                stall_timeout: float = CLONE_STALL_TIMEOUT) -> bool:
     """pg_basebackup from ``source`` into the empty data directory (WAL streamed, fast
-    checkpoint, as the replication user with the pgpass file). True on success; on failure or
-    cancellation the partial copy is wiped. Writes no configuration and starts nothing."""
+    checkpoint, as the replication user with its libpq options and the pgpass file; see
+    :mod:`pgha.pg.connparams`). True on success; on failure or cancellation the partial copy
+    is wiped. Writes no configuration and starts nothing.
+
+    There is no fixed time limit (a multi-terabyte copy takes hours): the copy is stopped when
+    the data directory has not grown for :data:`CLONE_STALL_TIMEOUT`; its size is logged every
+    minute."""
     try:
         host, port = parse_conn_url(source.conn_url)
     except ValueError as exc:
         log.error("cannot clone from %s: %s", source.name, exc)
         return False
+    if check_key_file(settings.replication, "replication"):
+        return False
     await asyncio.to_thread(write_pgpass, settings)
-    dsn = conninfo({"host": host, "port": port, "user": settings.replication.username,
-                    "application_name": settings.name, "passfile": str(settings.pgpass)})
+    dsn = program_conninfo(settings, settings.replication, "replication", host, port,
+                           application_name=settings.name)
     argv = [settings.binary("pg_basebackup"), "-D", str(settings.data_dir), "-X", "stream",
             "-c", "fast", "-w", "-d", dsn]
     settings.data_dir.parent.mkdir(parents=True, exist_ok=True)
-    log.info("cloning from %s (%s:%s) with pg_basebackup", source.name, host, port)
+    log.info("cloning from %s with pg_basebackup -d %r", source.name, dsn)
     try:
-        result = await run(argv, timeout=timeout,
-                           env=clean_env({"PGPASSFILE": str(settings.pgpass)}))
+        with client_files(settings, settings.replication, "replication") as extra:
+            result = await run(argv, timeout=timeout, env=clean_env(extra),
+                               progress=_clone_progress(settings, source, stall_timeout))
     except BaseException:
         await asyncio.shield(asyncio.to_thread(wipe_data_dir, settings.data_dir))
         raise

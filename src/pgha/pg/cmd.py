@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("pgha.pg")
 
@@ -50,13 +51,14 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 async def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
-              stdin_data: bytes | None = None) -> CmdResult:
+              stdin_data: bytes | None = None, progress: Progress | None = None) -> CmdResult:
     """Run ``argv`` to completion, capturing its output.
 
     Never raises for the program's own failure: a missing program or a non-zero exit is reported
     in the result. After ``timeout`` seconds (or when the calling task is cancelled) the program is
-    killed and reaped before returning (or re-raising the cancellation). The program runs in its
-    own session, so signals sent to the agent's process group do not reach it.
+    killed and reaped before returning (or re-raising the cancellation). With ``progress`` the
+    program is also killed when it stops making progress (see :class:`Progress`). The program runs
+    in its own session, so signals sent to the agent's process group do not reach it.
     """
     args = tuple(argv)
     try:
@@ -70,17 +72,71 @@ async def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | N
         )
     except OSError as exc:
         return CmdResult(args, None, "", str(exc))
+    talk = asyncio.ensure_future(proc.communicate(stdin_data))
     try:
         async with asyncio.timeout(timeout):
-            out, err = await proc.communicate(stdin_data)
+            if progress is not None:
+                stalled = await progress.watch(talk)
+                if stalled is not None:
+                    await _kill(proc)
+                    talk.cancel()
+                    return CmdResult(args, None, "", stalled, timed_out=True)
+            out, err = await talk
     except TimeoutError:
         await _kill(proc)
+        talk.cancel()
         return CmdResult(args, None, "", f"killed after {timeout:g}s", timed_out=True)
     except asyncio.CancelledError:
         await asyncio.shield(_kill(proc))
+        talk.cancel()
         raise
     return CmdResult(args, proc.returncode, out.decode(errors="replace"),
                      err.decode(errors="replace"))
+
+
+class Progress:
+    """Watches a long program by a number that grows while it works (bytes written into the
+    data directory by pg_basebackup). ``measure`` is blocking (run in a thread) and is sampled
+    every ``interval`` seconds; when it has not grown for ``stall_timeout`` seconds the program
+    is stopped. ``report`` (if given) is called with each new value, for the log and for
+    whatever must know the action is alive; it must not raise."""
+
+    def __init__(self, measure: Callable[[], int], *, stall_timeout: float,
+                 interval: float = 10.0, report: Callable[[int], None] | None = None) -> None:
+        self.measure = measure
+        self.stall_timeout = stall_timeout
+        self.interval = interval
+        self.report = report
+
+    async def watch(self, task: asyncio.Future[Any]) -> str | None:
+        """Wait for ``task``; None when it finished, else why the program must be stopped."""
+        loop = asyncio.get_running_loop()
+        best, since = -1, loop.time()
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=self.interval)
+            if done:
+                return None
+            try:
+                value = await asyncio.to_thread(self.measure)
+            except OSError:
+                value = best
+            if value > best:
+                best, since = value, loop.time()
+                if self.report is not None:
+                    self.report(value)
+            elif loop.time() - since >= self.stall_timeout:
+                return f"no progress for {self.stall_timeout:g}s: stopped"
+
+
+def tree_size(path: Path) -> int:
+    """Bytes in the files under ``path`` (symlinked directories such as pg_wal followed once);
+    blocking. Files that vanish while it runs are skipped."""
+    total = 0
+    for root, _dirs, files in os.walk(path, followlinks=True):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -17,11 +17,13 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pgha.core.actions import Upstream, slot_name
+from pgha.pg.connparams import check_key_file, conninfo, primary_conninfo_params
+from pgha.pg.connparams import quote_conninfo as quote_conninfo  # re-exported
 from pgha.pg.settings import PgSettings, parse_conn_url
 
 log = logging.getLogger("pgha.pg")
@@ -66,27 +68,13 @@ def quote_guc(value: Any) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def quote_conninfo(value: str) -> str:
-    """A libpq connection-string value, quoted when needed."""
-    if value and re.fullmatch(r"[A-Za-z0-9_.,:/@+\-\[\]]+", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def conninfo(params: Mapping[str, str | int]) -> str:
-    """``key=value`` pairs joined by spaces, values quoted for libpq."""
-    return " ".join(f"{k}={quote_conninfo(str(v))}" for k, v in params.items())
-
-
 def primary_conninfo(settings: PgSettings, upstream: Upstream) -> str:
-    """Connection string a replica uses to stream from ``upstream`` (replication user,
-    password from the pgpass file, application_name = our member name)."""
+    """Connection string a replica uses to stream from ``upstream`` (replication user and its
+    libpq options, password from the pgpass file, application_name = our member name; see
+    :func:`pgha.pg.connparams.primary_conninfo_params`)."""
     host, port = parse_conn_url(upstream.conn_url)
-    return conninfo({
-        "host": host, "port": port, "user": settings.replication.username,
-        "passfile": str(settings.pgpass), "application_name": settings.name,
-        "sslmode": "prefer",
-    })
+    check_key_file(settings.replication, "replication")
+    return conninfo(primary_conninfo_params(settings, host, port))
 
 
 def _normal(value: Any) -> str:
@@ -139,6 +127,9 @@ def managed_parameters(settings: PgSettings, role: str,
             continue
         if not _GUC_NAME.match(name) or value is None:
             log.warning("ignoring invalid parameter %r", name)
+            continue
+        if isinstance(value, str) and any(c in value for c in "\n\r\0"):
+            log.warning("ignoring parameter %s: its value contains a newline", name)
             continue
         out[name] = value
     if role == "replica":
@@ -194,14 +185,18 @@ def _hba_user(name: str) -> str:
 
 
 def render_pg_hba(settings: PgSettings) -> str:
-    """The configured lines, or the default: trust on the local socket only, SCRAM for TCP."""
+    """The configured lines, or the default, which trusts no one: SCRAM everywhere when the
+    superuser has a password, else ``peer`` on the local socket (the agent's OS user connects
+    as the database user of the same name) and SCRAM for TCP. pgha never writes ``trust``
+    unless the user's own lines say so."""
     if settings.pg_hba:
         lines: Iterable[str] = settings.pg_hba
     else:
         repl = _hba_user(settings.replication.username)
+        local = "scram-sha-256" if settings.superuser.password else "peer"
         lines = [
-            "local all all trust",
-            "local replication all trust",
+            f"local all all {local}",
+            f"local replication all {local}",
             "host all all 0.0.0.0/0 scram-sha-256",
             "host all all ::/0 scram-sha-256",
             f"host replication {repl} 0.0.0.0/0 scram-sha-256",

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from pgha.config import Config
+from pgha.config.pg_parameters import ParamCatalogue
 from pgha.core.model import PgState
 from pgha.pg.callbacks import CallbackRunner, lifecycle_callbacks
 from pgha.pg.dynconf import DynamicConfigApplier, PgConfigState
@@ -34,9 +35,10 @@ def callback_commands(config: Config) -> dict[str, str | None]:
 class PgConfigurator:
     """See the module docstring."""
 
-    def __init__(self, pg: Postgres, config: Config) -> None:
+    def __init__(self, pg: Postgres, config: Config,
+                 catalogue: ParamCatalogue | None = None) -> None:
         self.pg = pg
-        self.dynconf = DynamicConfigApplier(pg, config)
+        self.dynconf = DynamicConfigApplier(pg, config, catalogue)
         self.callbacks = CallbackRunner(callback_commands(config), config.scope)
         self._pg_seen: tuple[bool, str | None] = (False, None)  # (running, role)
         self._last_role: str | None = None

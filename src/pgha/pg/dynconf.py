@@ -7,15 +7,19 @@ configuration files). The applier then:
 
 1. computes the member's :class:`~pgha.pg.settings.PgSettings` from the ``postgresql`` section
    of that mapping and the local :class:`~pgha.config.Config` (precedence: pgha's defaults <
-   dynamic < local YAML, see :mod:`pgha.pg.params`; unknown parameter names dropped with a
-   warning naming them) and installs them as ``Postgres.settings``, so that every later start,
-   promote or follow writes them too;
+   dynamic < local YAML, see :mod:`pgha.pg.params`; parameters judged against the server's
+   :class:`~pgha.config.pg_parameters.ParamCatalogue`: an unknown name or a value PostgreSQL
+   would reject is ignored with a warning naming it while the rest is applied, renamed names
+   are translated for the server's major) and installs them as ``Postgres.settings``, so that
+   every later start, promote or follow writes them too;
 2. while PostgreSQL runs, rewrites postgresql.conf / pg_hba.conf only where their content changed
    and then reloads PostgreSQL (``pg_reload_conf()``, or ``pg_ctl reload`` when no connection
    can be made);
 3. after such a reload, after a (re)start of the postmaster, and on the first call, reads
    ``pg_settings``/``pg_file_settings`` once to report ``pending_restart`` and
-   ``pending_restart_reason`` (``{param: {"old_value", "new_value"}}``, Patroni's shape).
+   ``pending_restart_reason`` (``{param: {"old_value", "new_value"}}``, Patroni's shape). When
+   that inspection is not possible, a changed parameter whose context is ``postmaster`` (from
+   the catalogue) is reported as pending a restart.
 
 Cost when nothing changed: one ``postmaster.pid`` read and one ``standby.signal`` stat per call;
 no SQL, no file rewrite, no subprocess. The exception is a replica whose cluster-wide
@@ -50,12 +54,13 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
-from pgha.config import Config, DynamicPostgresql, filter_pg_parameters
+from pgha.config import Config, DynamicPostgresql
+from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
 from pgha.pg import controldata
 from pgha.pg.conf import STANDBY_SIGNAL, read_managed_state, write_config_if_changed
 from pgha.pg.errors import PgError
 from pgha.pg.from_config import pg_settings
-from pgha.pg.params import CONTROLDATA_NAMES, clamp_to_primary
+from pgha.pg.params import CONTROLDATA_NAMES, clamp_to_primary, restart_needed
 from pgha.pg.postgres import Postgres
 from pgha.pg.probe import Connection, local_connection
 from pgha.pg.process import pg_ctl_reload, postmaster_pid
@@ -155,9 +160,11 @@ class DynamicConfigApplier:
     """Keeps ``pg.settings``, the configuration files and the running server in line with the
     dynamic and local configuration. One instance per agent; not safe for concurrent calls."""
 
-    def __init__(self, pg: Postgres, config: Config) -> None:
+    def __init__(self, pg: Postgres, config: Config,
+                 catalogue: ParamCatalogue | None = None) -> None:
         self.pg = pg
         self._config = config
+        self._catalogue = catalogue
         self._generation = 0
         self._key: tuple[Any, ...] | None = None
         self._raw: dict[str, Any] | None = None  # last valid dynamic postgresql section
@@ -196,17 +203,24 @@ class DynamicConfigApplier:
         return raw, hashlib.sha256(text.encode()).hexdigest()
 
     def _parse(self, raw: Mapping[str, Any], digest: str) -> DynamicPostgresql | None:
-        """Validated section (unknown parameter names dropped); None when invalid. Logs once
-        per distinct input."""
+        """Validated section (unknown parameter names and values PostgreSQL would reject left
+        out, names as given); None when invalid. Logs once per distinct input."""
         first = digest != self._warned
         self._warned = digest
         data = dict(raw)
         params = data.get("parameters")
         if isinstance(params, Mapping):
-            data["parameters"], unknown = filter_pg_parameters(params)
-            if unknown and first:
+            judged = judge_parameters(params, self._catalogue)
+            bad = {**judged.dropped, **judged.invalid}
+            data["parameters"] = {k: v for k, v in params.items() if str(k) not in bad}
+            if judged.dropped and first:
                 log.warning("DCS config postgresql.parameters: ignoring unknown PostgreSQL "
-                            "parameters: %s", ", ".join(unknown))
+                            "parameters: %s", ", ".join(
+                                f"{name} ({why})" for name, why in judged.dropped.items()))
+            if judged.invalid and first:
+                log.warning("DCS config postgresql.parameters: ignoring invalid values: %s",
+                            "; ".join(f"{name} = {params[name]!r} ({why})"
+                                      for name, why in judged.invalid.items()))
         try:
             return DynamicPostgresql.model_validate(data)
         except ValidationError as exc:
@@ -224,7 +238,7 @@ class DynamicConfigApplier:
 
     def _settings(self, dyn: DynamicPostgresql, recorded: Mapping[str, str] | None,
                   running: bool) -> PgSettings:
-        new = pg_settings(self._config, dyn)
+        new = pg_settings(self._config, dyn, self._catalogue)
         params = dict(new.parameters)
         self._clamped = False
         if recorded is not None:
@@ -279,7 +293,7 @@ class DynamicConfigApplier:
             dyn = self._dyn
         else:
             self._raw, self._dyn = raw, dyn
-        old_hba = self.pg.settings.pg_hba
+        old_hba, old_params = self.pg.settings.pg_hba, dict(self.pg.settings.parameters)
         try:
             settings = self._settings(dyn, recorded, pid is not None)
         except ValueError as exc:
@@ -289,7 +303,7 @@ class DynamicConfigApplier:
         if pid is None:
             self._state = PgConfigState()
             return ApplyResult(state=self._state)
-        return await self._apply_running(settings, old_hba)
+        return await self._apply_running(settings, old_hba, old_params)
 
     async def _write(self, settings: PgSettings) -> list[str] | None:
         managed = await asyncio.to_thread(read_managed_state, settings.data_dir)
@@ -301,14 +315,18 @@ class DynamicConfigApplier:
             log.error("rewriting the PostgreSQL configuration failed: %s", exc)
             return None
 
-    async def _apply_running(self, settings: PgSettings,
-                             old_hba: tuple[str, ...]) -> ApplyResult:
+    async def _apply_running(self, settings: PgSettings, old_hba: tuple[str, ...],
+                             old_params: Mapping[str, Any]) -> ApplyResult:
         files = await self._write(settings)
         if files is None:
             self._inspect_due = True
             return ApplyResult(state=self._state)
+        restart: dict[str, dict[str, str]] = {}
         if files:
             log.info("configuration changed (%s): reloading PostgreSQL", ", ".join(files))
+            restart = restart_needed(old_params, settings.parameters, self._catalogue)
+            if restart:
+                log.info("%s take effect after a restart", ", ".join(restart))
         if not files and not self._inspect_due:
             return ApplyResult(state=self._state)
         signalled = fresh = False
@@ -321,6 +339,10 @@ class DynamicConfigApplier:
         except _DB_ERRORS as exc:
             log.warning("could not inspect the PostgreSQL configuration: %s", exc)
             self._inspect_due = True
+            if restart:
+                reasons = {**self._state.pending_restart_reason, **restart}
+                self._state = replace(self._state, pending_restart=True,
+                                      pending_restart_reason=reasons)
             if files and not signalled:
                 result = await pg_ctl_reload(settings)
                 if not result.ok:

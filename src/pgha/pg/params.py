@@ -7,6 +7,12 @@ Layers, lowest first (Patroni's order):
 2. the dynamic configuration's ``postgresql.parameters`` (DCS ``config`` key);
 3. the local YAML's ``postgresql.parameters``.
 
+:func:`merge_judged` first judges each layer against the server's parameter catalogue
+(:func:`pgha.config.pg_parameters.judge_parameters`): names renamed between majors are
+translated for the server's major (``wal_keep_segments`` <-> ``wal_keep_size``, the default
+included), unknown names and values PostgreSQL would reject are left out with a warning, so one
+bad value never keeps PostgreSQL from starting.
+
 Names are compared case-insensitively (as PostgreSQL does) and written lower-cased. Parameters
 pgha owns (listen_addresses, port, cluster_name, hot_standby, recovery settings, the minimums of
 max_wal_senders/max_replication_slots, ...) are enforced later by
@@ -28,7 +34,10 @@ early" running.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
 
 DEFAULT_PARAMETERS: Mapping[str, Any] = {
     "max_connections": 100,
@@ -58,15 +67,18 @@ CONTROLDATA_NAMES: Mapping[str, str] = {
 """``pg_controldata`` line (the value the primary last recorded) of each cluster-wide name."""
 
 
-def merge_parameters(dynamic: Mapping[str, Any],
-                     local: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def merge_parameters(dynamic: Mapping[str, Any], local: Mapping[str, Any],
+                     catalogue: ParamCatalogue | None = None,
+                     ) -> tuple[dict[str, Any], list[str]]:
     """``(parameters, ignored)``: defaults < ``dynamic`` < ``local``, names lower-cased.
 
     ``ignored`` lists the local names that were not applied because they are
     :data:`CLUSTER_WIDE` (the caller logs them). Neither input is modified; values are not
-    validated (PostgreSQL does that on reload).
+    validated here (see :func:`merge_judged`). With a ``catalogue``, the defaults are written
+    under the names of its major (``wal_keep_segments = 8`` up to 12).
     """
-    out: dict[str, Any] = dict(DEFAULT_PARAMETERS)
+    out: dict[str, Any] = dict(DEFAULT_PARAMETERS) if catalogue is None else \
+        judge_parameters(DEFAULT_PARAMETERS, catalogue).kept
     for name, value in dynamic.items():
         out[str(name).lower()] = value
     ignored: list[str] = []
@@ -77,6 +89,50 @@ def merge_parameters(dynamic: Mapping[str, Any],
             continue
         out[key] = value
     return out, ignored
+
+
+@dataclass(frozen=True)
+class Merged:
+    """Outcome of :func:`merge_judged`: the ``parameters`` to write, the local cluster-wide
+    names ``ignored``, ``warnings`` (each names the layer and parameter) and ``notes`` (the
+    translations made, for the info log)."""
+
+    parameters: dict[str, Any]
+    ignored: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def merge_judged(dynamic: Mapping[str, Any], local: Mapping[str, Any],
+                 catalogue: ParamCatalogue | None) -> Merged:
+    """Judge ``dynamic`` and ``local`` against ``catalogue`` (None: pgha's name list), leave
+    out what PostgreSQL would not accept, translate renamed names for its major, then
+    :func:`merge_parameters`. Neither input is modified."""
+    warnings: list[str] = []
+    notes: list[str] = []
+    kept: list[dict[str, Any]] = []
+    for where, params in (("dynamic configuration postgresql.parameters", dynamic),
+                          ("postgresql.parameters", local)):
+        judged = judge_parameters(params, catalogue)
+        warnings += [f"{where}.{name}: {why}; ignored"
+                     for name, why in {**judged.dropped, **judged.invalid}.items()]
+        warnings += [f"{where}: {conflict}" for conflict in judged.conflicts]
+        notes += [f"{where}: {note}" for note in judged.notes]
+        kept.append(judged.kept)
+    params, ignored = merge_parameters(kept[0], kept[1], catalogue)
+    return Merged(params, ignored, warnings, notes)
+
+
+def restart_needed(old: Mapping[str, Any], new: Mapping[str, Any],
+                   catalogue: ParamCatalogue | None) -> dict[str, dict[str, str]]:
+    """The parameters whose value differs between ``old`` and ``new`` (lower-case names) and
+    whose context in ``catalogue`` is ``postmaster``, as ``{name: {"old_value", "new_value"}}``
+    (``pending_restart_reason`` shape; a missing value is ``""``). Empty without a catalogue."""
+    if catalogue is None:
+        return {}
+    return {name: {"old_value": str(old.get(name, "")), "new_value": str(new.get(name, ""))}
+            for name in sorted(set(old) | set(new))
+            if old.get(name) != new.get(name) and catalogue.needs_restart(name)}
 
 
 def _as_int(value: Any) -> int | None:

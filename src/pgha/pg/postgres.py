@@ -374,9 +374,9 @@ class Postgres:
         self._set_upstream(None)
 
     # ------------------------------------------------------------ rejoin building blocks
-    async def crash_recover(self) -> bool:
+    async def crash_recover(self) -> bool | None:
         """Single-user crash recovery of an uncleanly stopped former primary; see
-        :func:`pgha.pg.rewind.crash_recover`."""
+        :func:`pgha.pg.rewind.crash_recover` (None: inconclusive, try again later)."""
         ok = await rewind.crash_recover(self.settings)
         if ok:
             self._set_upstream(None)
@@ -440,7 +440,7 @@ class Postgres:
         await self.execute("CHECKPOINT")
 
     async def execute(self, sql: str, *args: Any) -> list[Any]:
-        """Run one statement as superuser over the unix socket; its rows (asyncpg Records).
+        """Run one statement as superuser on the local server; its rows (asyncpg Records).
         Raises PgError."""
         try:
             async with local_connection(self.settings) as conn:

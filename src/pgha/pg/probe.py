@@ -1,8 +1,9 @@
 """SQL access to PostgreSQL with asyncpg: the local probe and short-lived connections.
 
-Local connections use the unix socket in ``settings.socket_dir`` as the superuser; remote ones
-(a leader, a clone source) use TCP to the host/port of its ``conn_url``. Every connect and every
-query runs under a timeout; failures raise :class:`PgError`.
+Every connection is the superuser's, with its libpq options (:mod:`pgha.pg.connparams`): local
+ones over the unix socket in ``settings.socket_dir`` (``use_unix_socket``) or TCP to the local
+address; remote ones (a leader, a clone source) over TCP to the host/port of its ``conn_url``.
+Every connect and every query runs under a timeout; failures raise :class:`PgError`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from pgha.pg.connparams import asyncpg_params, check_key_file, local_host
 from pgha.pg.errors import PgError
 from pgha.pg.settings import PgSettings, parse_conn_url
 
@@ -158,21 +160,25 @@ async def replication(conn: Connection, timeout: float = QUERY_TIMEOUT) -> list[
     return [dict(row) for row in rows]
 
 
-async def _connect(timeout: float, **kwargs: Any) -> Connection:
+async def _connect(settings: PgSettings, host: str, port: int, timeout: float) -> Connection:
+    """Connect as the superuser to ``host:port`` (a socket directory when it starts with
+    ``/``). A client key libpq would refuse is refused here too, naming the file."""
+    if not host.startswith("/") and (problem := check_key_file(settings.superuser, "superuser")):
+        raise PgError(f"cannot connect to {host}:{port}: {problem}")
+    kwargs = asyncpg_params(settings.superuser, host, port)
     try:
         async with asyncio.timeout(timeout + 1):
             return await asyncpg.connect(
                 database="postgres", timeout=timeout,
                 server_settings={"application_name": APPLICATION_NAME}, **kwargs)
-    except _DB_ERRORS as exc:
-        where = kwargs.get("host")
-        raise PgError(f"cannot connect to {where}:{kwargs.get('port')}: {exc}") from exc
+    except (*_DB_ERRORS, ValueError) as exc:
+        raise PgError(f"cannot connect to {host}:{port}: {exc}") from exc
 
 
 async def connect_local(settings: PgSettings, timeout: float = CONNECT_TIMEOUT) -> Connection:
-    """Superuser connection over the unix socket; raises PgError."""
-    return await _connect(timeout, host=str(settings.socket_dir), port=settings.port,
-                          user=settings.superuser.username, password=settings.superuser.password)
+    """Superuser connection to the local server (socket or TCP, see
+    :func:`pgha.pg.connparams.local_host`); raises PgError."""
+    return await _connect(settings, local_host(settings), settings.port, timeout)
 
 
 async def connect_remote(settings: PgSettings, conn_url: str,
@@ -182,8 +188,7 @@ async def connect_remote(settings: PgSettings, conn_url: str,
         host, port = parse_conn_url(conn_url)
     except ValueError as exc:
         raise PgError(str(exc)) from exc
-    return await _connect(timeout, host=host, port=port, user=settings.superuser.username,
-                          password=settings.superuser.password)
+    return await _connect(settings, host, port, timeout)
 
 
 async def close_quietly(conn: Connection | None) -> None:

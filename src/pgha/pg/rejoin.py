@@ -43,7 +43,7 @@ class Postgres(Protocol):
 
     async def clone(self, source: Upstream) -> bool: ...
 
-    async def crash_recover(self) -> bool: ...
+    async def crash_recover(self) -> bool | None: ...
 
     async def controldata(self) -> dict[str, str]: ...
 
@@ -61,9 +61,9 @@ async def rejoin(pg: Postgres, leader: Upstream, use_pg_rewind: bool) -> bool:
     1. A running postmaster is stopped (fast) first; an EMPTY data directory is cloned; an
        INVALID one is left for the operator (False).
     2. Single-user crash recovery when the data was not shut down cleanly. If that fails, the
-       data is handled like diverged data that cannot be rewound (re-cloned, once the leader
-       answers, unless ``use_pg_rewind`` is on and
-       ``remove_data_directory_on_rewind_failure`` off).
+       data is handled like data pg_rewind could not repair (re-cloned, once the leader
+       answers, only with ``remove_data_directory_on_rewind_failure``); if it could not run or
+       did not finish, nothing is changed (False: the agent retries later).
     3. Local ``(timeline, lsn)`` from pg_control (see
        :func:`pgha.pg.controldata.divergence_position`); the leader's timeline and history over
        SQL. An unreachable leader ends the rejoin (False) before anything is changed.
@@ -71,9 +71,12 @@ async def rejoin(pg: Postgres, leader: Upstream, use_pg_rewind: bool) -> bool:
     5. Diverged: with ``use_pg_rewind`` make sure the leader checkpointed its new timeline,
        then pg_rewind; on rewind failure wipe and re-clone only when
        ``remove_data_directory_on_rewind_failure``, else False. Without ``use_pg_rewind``:
-       wipe and re-clone.
+       wipe and re-clone only with ``remove_data_directory_on_diverged_timelines``, else False
+       (PostgreSQL stays stopped; the log says what the operator can do).
     6. Start as a replica of ``leader``.
     """
+    if pg.settings.use_pg_rewind is not None:
+        use_pg_rewind = pg.settings.use_pg_rewind  # the local YAML wins over the dynamic value
     if not await _stop_if_running(pg):
         return False
     reason = await _observe(pg, leader)
@@ -85,8 +88,10 @@ async def rejoin(pg: Postgres, leader: Upstream, use_pg_rewind: bool) -> bool:
 
 
 def _plan(pg: Postgres, reason: RejoinReason, use_pg_rewind: bool) -> RejoinPlan:
+    st = pg.settings
     plan = rejoin_plan(reason, use_pg_rewind=use_pg_rewind,
-                       remove_on_rewind_failure=pg.settings.remove_data_directory_on_rewind_failure)
+                       remove_on_rewind_failure=st.remove_data_directory_on_rewind_failure,
+                       remove_on_diverged=st.remove_data_directory_on_diverged_timelines)
     log.info("rejoin: plan %s (%s)", plan.step.value, plan.reason.value)
     return plan
 
@@ -104,7 +109,10 @@ async def _observe(pg: Postgres, leader: Upstream) -> RejoinReason | None:
     reason = data_reason(pg.data_state())
     if reason is not None:
         return reason
-    if not await pg.crash_recover():
+    recovered = await pg.crash_recover()
+    if recovered is None:
+        return RejoinReason.CRASH_RECOVERY_INCOMPLETE
+    if not recovered:
         return RejoinReason.CRASH_RECOVERY_FAILED
     return await _divergence(pg, leader)
 

@@ -11,11 +11,14 @@ from urllib.parse import urlsplit
 
 @dataclass(frozen=True)
 class PgUser:
-    """A database role. ``options`` are role attributes such as ``"createrole"``, ``"createdb"``."""
+    """A database role. ``options`` are role attributes such as ``"createrole"``, ``"createdb"``.
+    ``libpq`` holds the connection options set for the role (``("sslmode", "verify-ca")``,
+    ``("sslcert", path)``, ...; see :mod:`pgha.pg.connparams` for who uses them)."""
 
     username: str
     password: str | None = None
     options: tuple[str, ...] = ()
+    libpq: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,8 @@ class PgSettings:
     ``parameters`` are the user's GUCs (local merged over dynamic by the caller); the managed
     ones (listen/port/socket/cluster_name/replication minimums/recovery) always win, see
     :mod:`pgha.pg.conf`. ``pg_hba`` lines replace the generated default when non-empty.
-    All local connections use the unix socket in ``socket_dir``.
+    The agent's own superuser connections use the unix socket in ``socket_dir`` when
+    ``use_unix_socket`` is set, else TCP (:func:`pgha.pg.connparams.local_host`).
     """
 
     name: str
@@ -47,6 +51,10 @@ class PgSettings:
     pg_ctl_timeout: float = 60
     use_slots: bool = True
     remove_data_directory_on_rewind_failure: bool = False
+    remove_data_directory_on_diverged_timelines: bool = False
+    use_pg_rewind: bool | None = None
+    """The local YAML's ``postgresql.use_pg_rewind``; overrides the dynamic one when set."""
+    use_unix_socket: bool = True
 
     def binary(self, name: str) -> str:
         """Absolute path of a PostgreSQL program in ``bin_dir``."""

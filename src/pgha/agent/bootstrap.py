@@ -1,0 +1,168 @@
+"""Bootstrapping a new cluster: the ``BootstrapCluster`` action, carried out by the executor.
+
+Contract (Patroni's semantics):
+
+1. Claim the ``initialize`` key (create-if-absent). Losing that race is not a failure: the
+   action returns False and the member later clones from the winner.
+2. initdb, first start as primary, roles, ``post_bootstrap`` (its process group is killed when
+   the bootstrap's time is up, or when the agent stops), the dynamic configuration, the leader
+   lock, and finally the system identifier in ``initialize``.
+3. If any step fails, everything this member created is undone (PostgreSQL stopped, the data
+   directory wiped, the leader lock released, ``initialize`` given back so another member may
+   bootstrap) and :class:`BootstrapFailed` is raised: the agent exits non-zero with the cause
+   in one line (systemd restarts it with its own backoff), it never loops on initdb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from pgha.core.actions import StopMode, Upstream
+from pgha.core.model import PgState
+from pgha.dcs.base import DCSError
+from pgha.dcs.store import ClusterStore
+from pgha.errors import AgentFatal, describe
+from pgha.pg.connparams import client_files, local_superuser_url
+from pgha.pg.errors import PgError
+from pgha.pg.settings import PgSettings
+
+log = logging.getLogger("pgha.executor")
+
+_KILL_WAIT = 5.0
+
+
+class BootstrapFailed(AgentFatal):
+    """The new cluster could not be bootstrapped; what was created has been cleaned up."""
+
+
+class BootstrapPg(Protocol):
+    """What bootstrapping needs of the local PostgreSQL."""
+
+    @property
+    def settings(self) -> PgSettings: ...
+
+    async def initdb(self) -> bool: ...
+
+    async def start(self, role: str, upstream: Upstream | None) -> bool: ...
+
+    async def create_roles(self) -> None: ...
+
+    async def observe(self) -> PgState: ...
+
+    async def stop(self, mode: StopMode, timeout: float | None = None) -> bool: ...
+
+    async def wipe(self) -> None: ...
+
+
+class LeaseConfirm(Protocol):
+    async def confirm(self) -> bool: ...
+
+    def mark_busy(self, seconds: float) -> None: ...
+
+
+class ClusterBootstrap:
+    """Carries out ``BootstrapCluster`` (see the module docstring)."""
+
+    def __init__(self, pg: BootstrapPg, store: ClusterStore, lease: LeaseConfirm, *,
+                 bootstrap_config: Mapping[str, Any], post_bootstrap: str | None,
+                 pg_ctl_timeout: float, dcs_timeout: float) -> None:
+        self.pg = pg
+        self.store = store
+        self.lease = lease
+        self.bootstrap_config = bootstrap_config
+        self.post_bootstrap = post_bootstrap
+        self.pg_ctl_timeout = pg_ctl_timeout
+        self.dcs_timeout = dcs_timeout
+
+    async def run(self) -> bool:
+        """True when bootstrapped, False when another member won ``initialize``; raises
+        :class:`BootstrapFailed` after cleaning up when a step failed."""
+        pg, store = self.pg, self.store
+        async with asyncio.timeout(self.dcs_timeout):
+            if not await store.claim_initialize():
+                log.info("another member claimed initialize first")
+                return False
+        log.info("won the initialize race: bootstrapping a new cluster")
+        try:
+            budget = self.pg_ctl_timeout * 4 + 60
+            self.lease.mark_busy(budget)
+            async with asyncio.timeout(budget):
+                if not await pg.initdb():
+                    raise BootstrapFailed("initdb failed")
+                if not await pg.start("primary", None):
+                    raise BootstrapFailed("PostgreSQL did not start after initdb")
+                await pg.create_roles()
+                if self.post_bootstrap:
+                    await self._run_post_bootstrap(self.post_bootstrap)
+            async with asyncio.timeout(self.dcs_timeout):
+                await store.create_config(self.bootstrap_config)
+            if not await self.lease.confirm():
+                raise BootstrapFailed("could not open a DCS session")
+            async with asyncio.timeout(self.dcs_timeout):
+                if not await store.acquire_leader():
+                    raise BootstrapFailed("leader lock taken during bootstrap")
+            state = await pg.observe()
+            if not state.sysid:
+                raise BootstrapFailed("no system identifier after initdb")
+            async with asyncio.timeout(self.dcs_timeout):
+                await store.set_initialize(state.sysid)
+        except (BootstrapFailed, DCSError, PgError, OSError, TimeoutError) as exc:
+            cause = str(exc) if isinstance(exc, BootstrapFailed) else describe(exc)
+            log.error("bootstrap failed: %s; cleaning up", cause)
+            await self._undo()
+            raise BootstrapFailed(f"failed to bootstrap the cluster: {cause}") from None
+        log.info("bootstrapped cluster %s", state.sysid)
+        return True
+
+    async def _undo(self) -> None:
+        try:
+            await self.pg.stop(StopMode.IMMEDIATE)
+            await self.pg.wipe()
+        except (PgError, OSError) as exc:
+            log.error("cleanup after failed bootstrap: %s", describe(exc))
+        try:
+            async with asyncio.timeout(self.dcs_timeout):
+                await self.store.release_leader()
+                await self.store.cancel_initialize()
+        except (DCSError, TimeoutError) as exc:
+            log.error("could not release initialize after failed bootstrap: %s", describe(exc))
+
+    async def _run_post_bootstrap(self, command: str) -> None:
+        """``command <connection URL>`` (the superuser, as the agent connects), output logged.
+        Raises BootstrapFailed on a non-zero exit; on cancellation (the bootstrap's timeout)
+        its whole process group is killed before the cancellation goes on."""
+        st = self.pg.settings
+        url = local_superuser_url(st)  # socket or TCP, the superuser's libpq options
+        with client_files(st, st.superuser, "superuser") as extra:
+            proc = await asyncio.create_subprocess_shell(
+                f"{command} {shlex.quote(url)}",
+                env={**os.environ, **extra},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                out, _ = await proc.communicate()
+            except BaseException:
+                log.error("post_bootstrap did not finish in time: killing it")
+                await asyncio.shield(_kill_group(proc))
+                raise
+        for line in out.decode(errors="replace").splitlines():
+            log.info("post_bootstrap: %s", line)
+        if proc.returncode != 0:
+            raise BootstrapFailed(f"post_bootstrap exited with {proc.returncode}")
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_KILL_WAIT):
+            await proc.wait()

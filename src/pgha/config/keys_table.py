@@ -1,0 +1,299 @@
+"""The registry data: every key of Patroni's documented configuration and its status in pgha.
+
+Contract: :data:`LOCAL` (the local YAML) and :data:`DYNAMIC` (``bootstrap.dcs``, the DCS
+``config`` key, ``PATCH /config``) list :class:`Key` entries by dotted path; ``*`` stands for
+any name at that level. Data only; the functions that use it are in :mod:`pgha.config.keys`.
+A key is ``implemented`` only when some layer of pgha acts on it (not merely declared in a
+model). Statuses: ``implemented``; ``planned`` (not supported yet, ``issue`` will implement
+it); ``never`` (pgha will not implement it); ``ignored`` (no effect in pgha, e.g. threads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+OK, PLANNED, NEVER, IGNORED = "implemented", "planned", "never", "ignored"
+
+SYNC, SLOTS, METHODS, OPS = 10, 12, 13, 14  # issues that will implement the planned keys
+
+_OFF = ("false", "off", "no", "0")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key. ``default`` is the documented default as text ("" = none);
+    ``inert`` lists values (normalised, see :func:`pgha.config.keys.normalise`) for which a key
+    that is not implemented changes nothing, so no warning is given; ``free`` marks a mapping
+    or list whose content is not checked; ``env`` marks keys Patroni also reads from a
+    ``PATRONI_*`` variable; ``dynamic_section`` (only ``bootstrap.dcs``) holds a dynamic
+    configuration."""
+
+    path: str
+    default: str = ""
+    status: str = OK
+    note: str = ""
+    issue: int | None = None
+    inert: tuple[str, ...] | Callable[[Any], bool] = ()
+    free: bool = False
+    env: bool = False
+    dynamic_section: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+    @property
+    def parent(self) -> str:
+        return self.path.rpartition(".")[0]
+
+
+def _k(path: str, default: str = "", status: str = OK, note: str = "", **kw: Any) -> Key:
+    return Key(path, default, status, note, **kw)
+
+
+def _p(path: str, issue: int | None, note: str, default: str = "", **kw: Any) -> Key:
+    return Key(path, default, PLANNED, note, issue, **kw)
+
+
+def _n(path: str, note: str, default: str = "", **kw: Any) -> Key:
+    return Key(path, default, NEVER, note, **kw)
+
+
+_AUTH = ("sslmode", "sslkey", "sslpassword", "sslcert", "sslrootcert", "sslcrl", "sslcrldir",
+         "sslnegotiation", "gssencmode", "channel_binding")
+_BINARIES = ("pg_ctl", "initdb", "pg_controldata", "pg_basebackup", "postgres", "pg_isready",
+             "pg_rewind")
+_ROLES = {"superuser": "postgres", "replication": "replicator", "rewind": "rewind_user"}
+
+
+def _etcd(section: str) -> list[Key]:
+    s = section
+    return [
+        _k(s, note="etcd v3 API (gRPC gateway); `etcd` and `etcd3` are the same section"),
+        _k(f"{s}.host", "127.0.0.1:2379", env=True),
+        _k(f"{s}.hosts", note="list or comma-separated string", env=True),
+        _k(f"{s}.url", note="its host and port (TLS is used when cacert is set)", env=True),
+        _p(f"{s}.protocol", None, "TLS to etcd is used exactly when cacert is set", "http",
+           inert=("http",), env=True),
+        _k(f"{s}.username", env=True),
+        _k(f"{s}.password", env=True),
+        _k(f"{s}.cacert", env=True),
+        _k(f"{s}.cert", env=True),
+        _k(f"{s}.key", env=True),
+        _k(f"{s}.use_proxies", "false", note="pgha always uses the listed endpoints as given "
+           "(no topology discovery), as with use_proxies: true", env=True),
+        _p(f"{s}.proxy", None, "etcd proxy URL; list the endpoints in hosts", env=True),
+        _p(f"{s}.srv", None, "DNS SRV discovery; list the endpoints in hosts", env=True),
+        _p(f"{s}.srv_suffix", None, "DNS SRV discovery", env=True),
+    ]
+
+
+_ROLE_KEYS = [k for role, user in _ROLES.items() for k in (
+    _k(f"postgresql.authentication.{role}", note=f"the {role} role"),
+    _k(f"postgresql.authentication.{role}.username", user, env=True),
+    _k(f"postgresql.authentication.{role}.password", env=True),
+    *(_k(f"postgresql.authentication.{role}.{opt}", note="libpq connection option", env=True)
+      for opt in _AUTH))]
+
+LOCAL: tuple[Key, ...] = (
+    # -------------------------------------------------------------- global
+    _k("name", note="member name, unique in the cluster; no '/', '..' or NUL", env=True),
+    _k("scope", note="cluster name", env=True),
+    _k("namespace", "/service/", env=True),
+    Key("thread_pool_size", "5", IGNORED, "pgha runs on one asyncio event loop, no thread pool"),
+    Key("thread_stack_size", "512kB", IGNORED, "pgha starts no threads of its own"),
+    # -------------------------------------------------------------- log
+    _k("log", note="logging of the agent"),
+    _k("log.level", "INFO", env=True),
+    _k("log.dir", note="pgha writes pgha.log there (no rotation yet, see file_num/file_size)",
+       env=True),
+    _p("log.type", OPS, "JSON logs", "plain", inert=("plain",), env=True),
+    _p("log.format", OPS, "custom log line format", "%(asctime)s %(levelname)s: %(message)s",
+       env=True),
+    _p("log.dateformat", OPS, "custom date format", env=True),
+    _p("log.traceback_level", OPS, "traceback level", "ERROR", env=True),
+    _p("log.static_fields", OPS, "extra fields of JSON logs", free=True, env=True),
+    _p("log.max_queue_size", OPS, "pgha logs synchronously", "1000", env=True),
+    _p("log.mode", OPS, "log file permissions", env=True),
+    _p("log.file_num", OPS, "log rotation", "4", env=True),
+    _p("log.file_size", OPS, "log rotation", "25000000", env=True),
+    _p("log.loggers", OPS, "per-logger levels", free=True, env=True),
+    _p("log.deduplicate_heartbeat_logs", OPS, "heartbeat log deduplication", "false",
+       inert=_OFF, env=True),
+    # -------------------------------------------------------------- bootstrap
+    _k("bootstrap", note="used by the member that initializes a new cluster"),
+    Key("bootstrap.dcs", note="the dynamic configuration written to the DCS at bootstrap "
+        "(see the dynamic keys below)", dynamic_section=True),
+    _p("bootstrap.method", METHODS, "custom bootstrap methods; pgha always runs initdb",
+       "initdb", inert=("initdb",)),
+    _k("bootstrap.initdb", note="initdb options: switches and {option: value} items", free=True),
+    _k("bootstrap.post_bootstrap", note="script run after initdb with a superuser URL"),
+    _k("bootstrap.post_init", note="older name of post_bootstrap"),
+    _k("bootstrap.users", note="roles created after initdb (removed in Patroni 4.0)", free=True),
+    _k("bootstrap.pg_hba", note="pg_hba lines of a new cluster (older Patroni)", free=True),
+    # -------------------------------------------------------------- DCS sections
+    *_etcd("etcd"), *_etcd("etcd3"),
+    _k("consul", note="Consul (one agent, normally the local one)"),
+    *(_k(f"consul.{k}", d, env=True) for k, d in (
+        ("host", "127.0.0.1:8500"), ("url", ""), ("port", "8500"), ("scheme", "http"),
+        ("token", ""), ("verify", "true"), ("cacert", ""), ("cert", ""), ("key", ""),
+        ("dc", ""), ("consistency", "default"))),
+    _p("consul.checks", None, "session health checks", "[]", free=True, env=True),
+    _p("consul.register_service", None, "service registration", "false", inert=_OFF, env=True),
+    _p("consul.service_tags", None, "service registration", "[]", free=True, env=True),
+    _p("consul.service_check_interval", None, "service registration", "5s", env=True),
+    _p("consul.service_check_tls_server_name", None, "service registration", env=True),
+    _k("zookeeper", note="ZooKeeper ensemble"),
+    _k("zookeeper.hosts", note="list or comma-separated string of host[:port]", env=True),
+    _k("zookeeper.use_ssl", "false", env=True),
+    _k("zookeeper.cacert", env=True),
+    _k("zookeeper.cert", env=True),
+    _k("zookeeper.key", env=True),
+    _k("zookeeper.verify", "true", env=True),
+    _p("zookeeper.key_password", None, "encrypted client keys", env=True),
+    _p("zookeeper.set_acls", None, "ZNode ACLs", free=True, env=True),
+    _p("zookeeper.auth_data", None, "ZooKeeper authentication", free=True, env=True),
+    _n("exhibitor", "Exhibitor is not supported: use zookeeper with the ensemble's hosts",
+       free=True),
+    _n("kubernetes", "the Kubernetes DCS is not supported: use etcd, Consul or ZooKeeper",
+       free=True),
+    _n("raft", "Patroni's Raft DCS (deprecated) is not supported", free=True),
+    _n("citus", "Citus clusters are not supported", free=True),
+    # -------------------------------------------------------------- postgresql
+    _k("postgresql", note="the local PostgreSQL instance"),
+    _k("postgresql.listen", "127.0.0.1:5432", note="host[,host...]:port; a wildcard host "
+       "needs connect_address", env=True),
+    _k("postgresql.connect_address", note="host:port other members use (default: listen)",
+       env=True),
+    _p("postgresql.proxy_address", None, "published proxy_url", env=True),
+    _k("postgresql.data_dir", env=True),
+    _p("postgresql.config_dir", None, "PostgreSQL configuration files outside data_dir",
+       "data_dir", env=True),
+    _k("postgresql.bin_dir", "directory of pg_ctl on PATH", env=True),
+    _p("postgresql.bin_name", None, "custom binary names"),
+    *(_p(f"postgresql.bin_name.{b}", None, "custom binary names", b) for b in _BINARIES),
+    _k("postgresql.pgpass", "~/.pgpass_pgha_<name>", env=True),
+    _k("postgresql.authentication", note="the roles pgha connects as"),
+    *_ROLE_KEYS,
+    _k("postgresql.callbacks", note="scripts run as `cmd action role scope`"),
+    *(_k(f"postgresql.callbacks.{c}") for c in (
+        "on_start", "on_stop", "on_restart", "on_reload", "on_role_change")),
+    _k("postgresql.parameters", note="PostgreSQL parameters (unknown names are dropped with a "
+       "warning)", free=True),
+    _k("postgresql.pg_hba", note="lines of pg_hba.conf", free=True),
+    _p("postgresql.pg_ident", None, "pg_ident.conf lines", "[]", free=True),
+    _p("postgresql.custom_conf", None, "a custom base postgresql.conf"),
+    _p("postgresql.create_replica_methods", METHODS, "custom replica methods; pgha clones "
+       "with pg_basebackup", "[basebackup]", inert=("basebackup",), free=True),
+    _p("postgresql.basebackup", METHODS, "extra pg_basebackup options", free=True),
+    _p("postgresql.recovery_conf", METHODS, "extra recovery settings (restore_command, ...)",
+       free=True),
+    _k("postgresql.pg_ctl_timeout", "60"),
+    _k("postgresql.use_pg_rewind", "the dynamic value", note="a local value overrides the "
+       "dynamic one"),
+    Key("postgresql.use_slots", "true", IGNORED, "a cluster-wide setting: set it in the "
+        "dynamic configuration"),
+    _k("postgresql.remove_data_directory_on_rewind_failure", "false"),
+    _k("postgresql.remove_data_directory_on_diverged_timelines", "false",
+       note="re-clone a diverged member when pg_rewind is off; else it stays stopped"),
+    _k("postgresql.use_unix_socket", "false", note="the agent's own connections over the "
+       "socket (else TCP to localhost or the first listen address)"),
+    Key("postgresql.use_unix_socket_repl", "false", IGNORED, "pgha opens no replication "
+        "connection to its own server"),
+    _p("postgresql.rewind", None, "extra pg_rewind options", free=True),
+    _p("postgresql.pre_promote", None, "fencing script before promote"),
+    _p("postgresql.before_stop", None, "script run before stopping PostgreSQL"),
+    # -------------------------------------------------------------- restapi, ctl
+    _k("restapi", note="the REST API"),
+    _k("restapi.listen", "127.0.0.1:8008", note="a wildcard host needs connect_address",
+       env=True),
+    _k("restapi.connect_address", note="host:port other members use (default: listen)",
+       env=True),
+    _k("restapi.authentication", note="Basic auth of unsafe methods"),
+    _k("restapi.authentication.username", env=True),
+    _k("restapi.authentication.password", env=True),
+    _k("restapi.certfile", env=True),
+    _k("restapi.keyfile", env=True),
+    _k("restapi.keyfile_password", env=True),
+    _k("restapi.cafile", env=True),
+    _k("restapi.verify_client", "none", env=True),
+    _k("restapi.allowlist", env=True, free=True),
+    _k("restapi.allowlist_include_members", "false", env=True),
+    _p("restapi.ciphers", None, "TLS cipher selection", env=True),
+    _p("restapi.http_extra_headers", None, "extra response headers", free=True, env=True),
+    _p("restapi.https_extra_headers", None, "extra response headers", free=True, env=True),
+    _p("restapi.request_queue_size", None, "listen backlog", "5", env=True),
+    _p("restapi.server_tokens", None, "Server header", "original", env=True),
+    _k("ctl", note="operator commands' access to the REST API"),
+    _k("ctl.insecure", "false", env=True),
+    _k("ctl.cacert", note="default: restapi.cafile", env=True),
+    _k("ctl.certfile", env=True),
+    _k("ctl.keyfile", env=True),
+    _k("ctl.keyfile_password", env=True),
+    _k("ctl.authentication", note="default: restapi.authentication"),
+    _k("ctl.authentication.username", env=True),
+    _k("ctl.authentication.password", env=True),
+    # -------------------------------------------------------------- watchdog, tags
+    _p("watchdog", OPS, "the Linux watchdog"),
+    _p("watchdog.mode", OPS, "no watchdog is armed", "automatic",
+       inert=(*_OFF, "disable", "disabled")),
+    _p("watchdog.device", OPS, "no watchdog is armed", "/dev/watchdog",
+       inert=("/dev/watchdog",)),
+    _p("watchdog.safety_margin", OPS, "no watchdog is armed", "5", inert=("5",)),
+    _k("tags", note="member tags; other keys are custom tags (free-form)"),
+    _k("tags.nofailover", "false"),
+    _k("tags.failover_priority", "1"),
+    _k("tags.noloadbalance", "false"),
+    _k("tags.clonefrom", "false"),
+    _k("tags.replicatefrom", note="cascading: stream from that member"),
+    _p("tags.nosync", SYNC, "synchronous replication", "false", inert=_OFF),
+    _p("tags.sync_priority", SYNC, "synchronous replication", "1", inert=("1",)),
+    _p("tags.nostream", METHODS, "archive-only replicas", "false", inert=_OFF),
+    _k("tags.*", note="custom tag (any name)", free=True),
+)
+
+_SYNC_NOTE = "synchronous replication: commits are NOT protected by a synchronous standby"
+
+DYNAMIC: tuple[Key, ...] = (
+    _k("ttl", "30", note="leader lock TTL (s)"),
+    _k("loop_wait", "10"),
+    _k("retry_timeout", "10"),
+    _k("maximum_lag_on_failover", "1048576"),
+    _k("primary_start_timeout", "300"),
+    _k("master_start_timeout", "300", note="older name of primary_start_timeout"),
+    _k("check_timeline", "false"),
+    _k("failsafe_mode", "false"),
+    _k("pause", "false", note="maintenance mode (pgha pause / resume)"),
+    _k("member_slots_ttl", "30min"),
+    _p("primary_race_backoff", None, "leader race backoff (Patroni master)", "0",
+       inert=("0",)),
+    _p("primary_stop_timeout", SYNC, "applies with synchronous replication", "0",
+       inert=("0",)),
+    _p("max_timelines_history", None, "history is never trimmed", "0", inert=("0",)),
+    _p("synchronous_mode", SYNC, _SYNC_NOTE, "off", inert=_OFF),
+    _p("synchronous_mode_strict", SYNC, _SYNC_NOTE, "false", inert=_OFF),
+    _p("synchronous_node_count", SYNC, _SYNC_NOTE, "1", inert=("1",)),
+    _p("maximum_lag_on_syncnode", SYNC, _SYNC_NOTE, "-1", inert=("-1",)),
+    _p("slots", SLOTS, "permanent replication slots are not created", free=True),
+    _p("ignore_slots", SLOTS, "slots pgha would ignore", free=True),
+    _p("standby_cluster", METHODS, "standby clusters: this cluster runs as a primary"),
+    *(_p(f"standby_cluster.{k}", METHODS, "standby clusters") for k in (
+        "host", "port", "primary_slot_name", "restore_command", "archive_cleanup_command",
+        "recovery_min_apply_delay")),
+    _p("standby_cluster.create_replica_methods", METHODS, "standby clusters", free=True),
+    _k("postgresql", note="cluster-wide PostgreSQL settings"),
+    _k("postgresql.use_pg_rewind", "false"),
+    _k("postgresql.use_slots", "true"),
+    _k("postgresql.parameters", note="PostgreSQL parameters (unknown names are dropped with a "
+       "warning)", free=True),
+    _k("postgresql.pg_hba", free=True),
+    _p("postgresql.pg_ident", None, "pg_ident.conf lines", free=True),
+    _p("postgresql.recovery_conf", METHODS, "extra recovery settings (restore_command, ...)",
+       free=True),
+    *(_p(f"postgresql.{k}_{role}", None, "role-specific settings (Patroni master)", free=True)
+      for k in ("parameters", "pg_hba", "pg_ident", "pg_hosts")
+      for role in ("primary", "replica", "standby_leader")),
+    _p("postgresql.pg_hosts", None, "pg_hosts.conf (PostgreSQL 19)", free=True),
+)
