@@ -143,6 +143,8 @@ def test_killed_leader_agent_restarts_and_adopts_running_postgres(cluster: Local
     wait_until(lambda: is_primary(leader), 60, "restarted agent back as leader")
     assert leader.postmaster_pid() == pid  # adopted, not restarted
     assert status(leader)["timeline"] == 1  # no failover happened
+    # DESIGN.md rule 7: the key still bound to the killed agent's session was rebound first
+    assert "decision leader_rebind" in leader.log_path.read_text()
     psql(leader, "CREATE TABLE t (id int)")
     wait_healthy(cluster)
 
@@ -166,7 +168,7 @@ def test_second_agent_with_a_live_name_refuses_to_start(cluster: LocalCluster,
         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode != 0
-    assert "already running" in out.stderr
+    assert "there is already a node named" in out.stderr and "running" in out.stderr
     assert not (tmp_path / "dup-data").exists()
 
 

@@ -27,6 +27,7 @@ What the suite needs from a :class:`~tests.support.dcs_servers.DcsServer` adapte
 Cases: exclusive acquisition under concurrency; session expiry (bounds: gone within
 ``kv.ttl + EXPIRY_TOLERANCE`` of the last renewal, present until ``session_ttl - EARLY_MARGIN``);
 keepalive holds the session; close() removes ephemeral keys at once; compare-and-set conflicts;
+the session a key is bound to and the rebind of the leader key (DESIGN.md safety rule 7);
 watch (leader deleted, member added, ends on close); survival of a server restart; garbage
 values ignored by ClusterStore.load; get_prefix scoping and revisions; initialize semantics.
 """
@@ -394,6 +395,49 @@ async def test_cas_conflicts_are_reported_not_overwritten(clients: Clients) -> N
                                    b.append_history(HistoryEntry(2, 200, "r", "t", "b")))
     assert list(results) == [True, True]
     assert [e.timeline for e in await b.read_history()] == [1, 2]
+
+
+# -- (4b) the session a key is bound to; rebinding the leader key (DESIGN.md rule 7) ----------
+
+
+async def test_leader_key_session_and_rebind(clients: Clients) -> None:
+    """``KeyValue.session`` / ``Leader.session`` name the session a key is bound to, spelled
+    as the binding client's ``session_id``; an agent restarted under the same name (a new
+    client: a new session) cannot release its predecessor's key and moves it onto its own
+    session only by a compare-and-set on the revision it read."""
+    old = await clients.new("pg0")
+    assert await old.acquire_leader()
+    await old.touch_member({"state": "running"})
+    await old.write_status(1)
+    key = old.key("leader")
+    items = (await old.kv.get_prefix(old.prefix)).items
+    assert old.kv.session_id is not None
+    assert items[key].session == old.kv.session_id and items[key].ephemeral
+    assert items[old.key("members/pg0")].session == old.kv.session_id
+    assert items[old.key("status")].session is None and not items[old.key("status")].ephemeral
+
+    new = await clients.new("pg0")
+    await new.keepalive()
+    assert new.kv.session_id is not None and new.kv.session_id != old.kv.session_id
+    seen = (await new.load()).leader
+    assert seen is not None and seen.name == "pg0" and seen.session == old.kv.session_id
+    assert await new.release_leader() is False  # merely holds our name: left alone
+    assert await new.rebind_leader(seen.revision + 1000) is False  # not the revision read
+    assert (await new.load()).leader == seen
+    assert await new.rebind_leader(seen.revision)
+    rebound = (await new.load()).leader
+    assert rebound is not None and rebound.name == "pg0"
+    assert rebound.session == new.kv.session_id and rebound.revision != seen.revision
+    # the predecessor (or a duplicate) cannot move it back from its stale read, nor release it
+    assert await old.rebind_leader(seen.revision) is False
+    assert await old.release_leader() is False
+    # the predecessor's session ends: the key, now bound to the new session, stays
+    await clients.close(old)
+    await asyncio.sleep(0.5)
+    after = (await new.load()).leader
+    assert after is not None and after.session == new.kv.session_id
+    assert await new.release_leader()
+    assert (await new.load()).leader is None
 
 
 # -- (5) watch --------------------------------------------------------------------------------

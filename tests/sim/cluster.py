@@ -7,8 +7,8 @@ backend (one client, hence one session, per agent; sessions expire on the simula
 and the publisher of the member key. Simulated: each member's PostgreSQL
 (:mod:`tests.support.fake_pg`), the clock, the network, the faults, and the agent's loop
 around ``decide`` (a compact copy of :mod:`pgha.agent.cycle`: observe, decide, execute,
-publish, sleep policy) and its lease keeper (keep-alive every ``ttl / 4``; the lease counted
-from the send time).
+publish, sleep policy with its repeat guard) and its lease keeper (keep-alive every
+``ttl / 4``; the lease counted from the send time).
 
 Every coroutine runs on the event loop the :class:`Sim` owns, one ``run_until_complete`` per
 call; nothing ever sleeps, so a run depends on the seed alone. Invariants are checked after
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from pgha.agent.clock import Clock
+from pgha.agent.cycle import REPEAT_GUARD, progress_key
 from pgha.agent.executor import Executor
 from pgha.agent.publish import Publisher
 from pgha.agent.retry import RetryGate
@@ -77,6 +78,9 @@ class SimMember:
     generation: int = 0  # agent incarnation: events of a dead agent are dropped
     next_cycle: float | None = None  # when the pending cycle runs (one loop per agent)
     cycle_token: int = 0  # identifies the pending cycle event; older ones are dropped
+    repeats: int = 0  # decisions repeated without progress (pgha.agent.cycle's repeat guard)
+    progress: tuple[Any, ...] | None = None  # progress_key of the last cycle
+    guard_until: float = 0.0  # DCS-change wake-ups wait until then
 
     @property
     def partitioned(self) -> bool:
@@ -280,7 +284,8 @@ class Sim:
         self._watched = self._watch_signature()
         for m in self.members.values():
             if m.agent_alive and not m.partitioned and not self.backend.fail:
-                self.schedule_agent(self.rng.uniform(0.001, 0.2), m, "cycle")
+                delay = self.rng.uniform(0.001, 0.2)
+                self.schedule_agent(max(delay, m.guard_until - self.now_), m, "cycle")
 
     def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -307,6 +312,7 @@ class Sim:
         m.last_view, m.member_seen, m.last_decision = None, {}, None
         m.restart_requested = m.reinit_requested = m.handover_failed = False
         m.next_cycle = None
+        m.repeats, m.progress, m.guard_until = 0, None, 0.0
         self.schedule_agent(0.0, m, "keepalive")
         self.schedule_agent(delay, m, "cycle")
 
@@ -352,6 +358,10 @@ class Sim:
     def cycle(self, m: SimMember, shutting_down: bool = False) -> None:
         """One observe-decide-execute-publish round of ``m``'s agent, then its next wake-up."""
         decision, ok = self.run_async(self._cycle(m, shutting_down))
+        key = progress_key(m.name, m.last_view, m.pg.state(), decision, ok)
+        m.repeats = m.repeats + 1 if key is not None and key == m.progress else 0
+        m.progress = key
+        m.guard_until = self.now_ + self._guard(m)
         if not shutting_down:
             self.schedule_agent(self._sleep_time(m, decision, ok), m, "cycle")
 
@@ -371,7 +381,7 @@ class Sim:
             lease_deadline=m.lease_deadline, member_seen=dict(m.member_seen),
             shutting_down=shutting_down, wall_time=self.wall_time(),
             restart_requested=m.restart_requested, reinit_requested=m.reinit_requested,
-            handover_failed=m.handover_failed)
+            handover_failed=m.handover_failed, session_id=m.kv.session_id if m.kv else None)
         if view is not None and needs_peer_statuses(view, local):
             peers = {n: self.peer_status(n) for n in view.members if n != m.name}
             local = replace(local, peers=peers)
@@ -394,6 +404,12 @@ class Sim:
                                                     self.settings.retry_timeout) and ok
         return decision, ok
 
+    def _guard(self, m: SimMember) -> float:
+        """The real loop's repeat guard (pgha.agent.cycle.DecisionCycle.guard_time)."""
+        if m.repeats == 0:
+            return 0.0
+        return min(self.settings.loop_wait, REPEAT_GUARD * 2 ** min(m.repeats - 1, 16))
+
     def _sleep_time(self, m: SimMember, decision: Decision, ok: bool) -> float:
         """The real loop's sleep policy (pgha.agent.cycle.DecisionCycle._sleep_time)."""
         timeout = self.settings.loop_wait
@@ -403,6 +419,8 @@ class Sim:
             timeout = min(timeout, 0.5)
         elif decision.actions and decision.reason is not Reason.LEADER_HEALTHY:
             timeout = min(timeout, 0.2)
+        if not m.handover_failed:
+            timeout = max(timeout, self._guard(m))
         if m.pg.writable and m.lease_deadline is not None:
             timeout = min(timeout, max(0.05, m.lease_deadline - self.now_))
         return timeout

@@ -3,11 +3,10 @@ tests/sim/cluster.py)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.sim.cluster import InvariantViolation, Sim
+from pgha.core.decision import Reason
+from tests.sim.cluster import Sim
 from tests.sim.scenario import run_commands
 
 SEEDS = range(300)
@@ -21,21 +20,9 @@ def test_never_two_writable_primaries_and_no_promotion_past_lag_limit(seed: int)
     assert sim.initialize == "42"
 
 
-RULE7_GAP = ("DESIGN.md safety rule 7 is not implemented: an agent restarted on the leader's "
-             "node finds the leader key naming it, still bound to its dead session, counts it "
-             "as its lock and starts PostgreSQL as primary; when that session expires another "
-             "member can win the race while it still runs writable")
-
-
-def _recover_seeds() -> list[Any]:
-    return [pytest.param(seed, marks=pytest.mark.xfail(reason=RULE7_GAP, strict=True,
-                                                       raises=InvariantViolation))
-            if seed in (8,) else seed for seed in range(50)]
-
-
-@pytest.mark.parametrize("seed", _recover_seeds())
+@pytest.mark.parametrize("seed", range(50))
 def test_cluster_recovers_a_leader_after_faults(seed: int) -> None:
-    sim = Sim(seed, n=3)
+    sim = Sim(seed, n=3, strict_lock_session=True)  # safety rule 7 checked as well
     sim.run(until=300.0)
     # stop injecting faults, heal everything, and let the cluster settle
     sim.events = [e for e in sim.events if e[3] != "fault"]
@@ -71,12 +58,11 @@ def test_switchover_requests_are_carried_out() -> None:
     assert sum(sim.switchovers for sim in sims) > 0
 
 
-@pytest.mark.xfail(reason=RULE7_GAP, strict=True, raises=InvariantViolation)
 def test_restarted_leader_agent_rebinds_the_lock_before_acting_as_leader() -> None:
     """The leader's node dies and comes back before its session expired. Its new agent must
     rebind the leader key to its new session (compare-and-set on its name) before it starts
     PostgreSQL as primary; checked with ``strict_lock_session``."""
-    run_commands("""
+    scenario = run_commands("""
         sim n=3 ttl=10 loop_wait=2 seed=7
         start m0
         run 5s
@@ -87,3 +73,7 @@ def test_restarted_leader_agent_rebinds_the_lock_before_acting_as_leader() -> No
         restart-node m0
         run 20s
     """, strict_lock_session=True)
+    sim = scenario.sim_or_default()
+    rebinds = [(t, name) for t, name, d in sim.decisions if d.reason is Reason.LEADER_REBIND]
+    assert rebinds and rebinds[0][1] == "m0", sim.log
+    assert sim.leader == "m0" and sim.members["m0"].pg.writable

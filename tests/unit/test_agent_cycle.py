@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -182,3 +182,88 @@ async def test_stopped_decision_loop_lets_the_backstop_stop_the_primary(member: 
     member.world.t = deadline + 1.0  # no cycle ran meanwhile
     await member.lease.backstop()
     assert not member.pg.running
+
+
+async def test_repeated_decision_without_progress_backs_off(member: Member) -> None:
+    """A decision that repeats an action which fails (or changes nothing) must not make the
+    loop cycle faster than a growing guard: DCS-change wake-ups are held back, the retry
+    timer stretched; an urgent wake (postmaster death, command, stop) still cuts it short."""
+    cycle = member.cycle
+    assert await member.lease.confirm()
+    for _ in range(3):  # bootstrap, then a healthy leader: housekeeping is no repeat
+        await cycle.run_once()
+    assert cycle.last_decision is not None
+    assert cycle.last_decision.reason is Reason.LEADER_HEALTHY
+    assert cycle.repeats == 0 and cycle.guard_time() == 0.0
+
+    async def refuse_to_start(role: str, upstream: object) -> bool:
+        return False
+
+    member.pg.crash()
+    member.pg.start = refuse_to_start  # type: ignore[method-assign]
+    guards = []
+    for _ in range(6):
+        assert not await cycle.run_once()
+        assert cycle.last_decision is not None
+        assert cycle.last_decision.reason is Reason.RESTART_PRIMARY
+        guards.append(cycle.guard_time())
+        assert cycle._sleep_time(False) >= guards[-1]  # the retry timer waits as long
+    loop_wait = cycle.s.observer.settings.loop_wait
+    assert guards == [0.0, 0.25, 0.5, 1.0, 2.0, loop_wait]  # capped at loop_wait
+    assert 2.0 < loop_wait < 4.0
+
+    # in real time: a DCS change inside the guard does not start the next cycle early
+    cycle.repeats = 1  # guard 0.25 s
+    loop = asyncio.get_running_loop()
+    cycle.dcs_changed()
+    started = loop.time()
+    await cycle._sleep(False)
+    assert loop.time() - started >= 0.24
+    assert not cycle.dcs_wake.is_set()
+    # ... while an urgent wake-up does
+    cycle.wake.set()
+    started = loop.time()
+    await cycle._sleep(False)
+    assert loop.time() - started < 0.2
+
+    # progress (the start works again) ends the guard; the executor's own backoff of the
+    # failed start (RetryGate, on the real clock here) is cleared so it runs at once
+    del member.pg.start
+    cycle.s.executor.retry.forget_except(())
+    assert await cycle.run_once()
+    assert cycle.repeats == 0 and cycle.guard_time() == 0.0
+    await cycle.run_once()
+    assert cycle.last_decision is not None
+    assert cycle.last_decision.reason is Reason.LEADER_HEALTHY
+
+
+async def test_dcs_change_wakes_a_cycle_at_once_without_repeats(member: Member) -> None:
+    cycle = member.cycle
+    assert await member.lease.confirm()
+    await cycle.run_once()
+    await cycle.run_once()
+    assert cycle.guard_time() == 0.0
+    loop = asyncio.get_running_loop()
+    cycle.dcs_changed()
+    started = loop.time()
+    await cycle._sleep(True)
+    assert loop.time() - started < 0.2
+
+
+async def test_published_lock_needs_the_key_bound_to_our_session(member: Member) -> None:
+    """GET /primary answers from ``holds_lock``: a leader key that merely holds our name
+    (bound to another session, e.g. our previous process's) is not our lock (rule 7)."""
+    assert await member.lease.confirm()
+    await member.cycle.run_once()
+    await member.cycle.run_once()
+    assert member.publisher.status.is_primary
+    view = await member.store.load()
+    assert view.leader is not None and view.leader.session == member.kv.session_id
+    decision = member.cycle.last_decision
+    assert decision is not None
+    stale = replace(view, leader=replace(view.leader, session="another-session"))
+    member.publisher.publish(member.pg.state(), member.pg.details(), decision, view=stale,
+                             dcs_ok=True, dcs_last_seen=None, tags=Tags(),
+                             pending_restart=False, pending_restart_reason=None,
+                             scheduled_restart=None)
+    assert not member.publisher.status.holds_lock and not member.publisher.status.is_primary

@@ -15,9 +15,11 @@ from pgha.core.actions import (
     AcquireLeader,
     Action,
     BootstrapCluster,
+    ClearFailover,
     CloneReplica,
     Demote,
     Follow,
+    HandOver,
     Promote,
     PublishStatus,
     Rejoin,
@@ -68,6 +70,12 @@ def member(name: str, role: str = "replica", state: str = "running", *,
                   xlog_location=xlog, timeline=timeline, tags=tags or Tags())
 
 
+def session_of(name: str) -> str:
+    """The DCS session of member ``name``'s agent in these tests (``local()`` gives ME its
+    own): a leader key built by ``view()`` is bound to the session of the member it names."""
+    return f"session-{name}"
+
+
 def view(*members: Member, leader: str | None = None, initialize: str | None = SYSID,
          settings: HaSettings | None = None, config: dict[str, Any] | None = None,
          optime: int | None = None, history: tuple[HistoryEntry, ...] = ()) -> ClusterView:
@@ -75,7 +83,7 @@ def view(*members: Member, leader: str | None = None, initialize: str | None = S
         initialize=initialize,
         settings=settings or HaSettings(),
         config=config,
-        leader=Leader(leader, 1) if leader else None,
+        leader=Leader(leader, 1, session_of(leader)) if leader else None,
         members={m.name: m for m in members},
         optime=optime,
         history=history,
@@ -112,6 +120,7 @@ def stopped_pg(**kw: Any) -> PgState:
 
 def local(pg: PgState, **kw: Any) -> LocalState:
     kw.setdefault("lease_deadline", NOW + 20)
+    kw.setdefault("session_id", session_of(ME))
     return LocalState(name=ME, pg=pg, **kw)
 
 
@@ -845,10 +854,20 @@ def _rand_view(rng: random.Random) -> ClusterView | None:
     history = rng.choice([(), (HistoryEntry(1, POS - 10),),
                           (HistoryEntry(1, POS - MB), HistoryEntry(2, POS))])
     return ClusterView(initialize=rng.choice([None, "", SYSID, SYSID, SYSID]),
-                       settings=settings, leader=Leader(rng.choice(NAMES)) if rng.random() < 0.6
+                       settings=settings, leader=_rand_leader(rng) if rng.random() < 0.6
                        else None, members=members,
                        optime=rng.choice([None, POS - MB, POS, POS + 2 * MB]),
                        history=history)
+
+
+def _rand_leader(rng: random.Random) -> Leader:
+    """A leader key, bound to the session of the member it names - or, now and then, one
+    naming ME bound to another session (a previous process of ours) or to none."""
+    name = rng.choice(NAMES)
+    session: str | None = session_of(name)
+    if name == ME and rng.random() < 0.2:
+        session = rng.choice(["session-old", None])
+    return Leader(name, 1, session)
 
 
 def _rand_local(rng: random.Random) -> LocalState:
@@ -875,7 +894,8 @@ def _rand_local(rng: random.Random) -> LocalState:
                 timeline=rng.choice([None, 1, 2]), tags=_rand_tags(rng))
     return LocalState(name=ME, tags=_rand_tags(rng), pg=pg, dcs_ok=rng.random() < 0.85,
                       lease_deadline=rng.choice([None, NOW - 1, NOW, NOW + 5]), peers=peers,
-                      member_seen={"pg4": NOW - 10}, shutting_down=rng.random() < 0.1)
+                      member_seen={"pg4": NOW - 10}, shutting_down=rng.random() < 0.1,
+                      session_id=session_of(ME))
 
 
 def _samples(n: int = 20_000, seed: int = 20240601) -> list[tuple[ClusterView | None,
@@ -888,7 +908,9 @@ SAMPLES = _samples()
 
 
 def _leader_is_us(v: ClusterView | None) -> bool:
-    return v is not None and v.leader is not None and v.leader.name == ME
+    """We hold the lock: the key names us and is bound to our session (rule 7)."""
+    return (v is not None and v.leader is not None and v.leader.name == ME
+            and v.leader.session == session_of(ME))
 
 
 class TestProperties:
@@ -927,6 +949,23 @@ class TestProperties:
             d = decide(v, loc, NOW)
             assert d.actions and d.actions[0] == Demote(StopMode.IMMEDIATE), (v, loc)
         assert checked > 100
+
+    def test_a_key_merely_holding_our_name_is_never_acted_on_as_leader(self) -> None:
+        """DESIGN.md rule 7: a leader key naming us but bound to another session is neither
+        released nor refreshed nor acted on; the only thing done to it is a rebind."""
+        checked = 0
+        leader_only = (ReleaseLeader, Promote, PublishStatus, SyncSlots, HandOver,
+                       ClearFailover, AcquireLeader)
+        for v, loc in SAMPLES:
+            if v is None or v.leader is None or v.leader.name != ME or _leader_is_us(v):
+                continue
+            checked += 1
+            d = decide(v, loc, NOW)
+            for a in d.actions:
+                assert not isinstance(a, leader_only), (d, v, loc)
+                assert not (isinstance(a, StartPostgres) and a.role == "primary"), (d, v, loc)
+                assert not (isinstance(a, Demote) and a.release_lock), (d, v, loc)
+        assert checked > 200
 
     def test_no_promotion_or_lock_taking_without_dcs(self) -> None:
         for v, loc in SAMPLES:

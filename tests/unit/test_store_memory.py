@@ -83,6 +83,52 @@ async def test_release_only_by_owner(stores: list[ClusterStore]) -> None:
     assert await b.acquire_leader()
 
 
+async def test_leader_key_names_its_session_and_is_rebound_by_compare_and_set(
+    backend: MemoryBackend, stores: list[ClusterStore], clock: FakeClock
+) -> None:
+    """DESIGN.md safety rule 7: a restarted agent (a new client, a new session) finds the key
+    holding its name bound to its previous session: it cannot release it, and moves it to its
+    own session only by a compare-and-set on the revision it read."""
+    old = stores[0]
+    assert await old.acquire_leader()
+    key = old.key("leader")
+    item = (await old.kv.get_prefix(key)).items[key]
+    assert item.ephemeral and item.session == old.kv.session_id is not None
+    new_kv = MemoryStore(backend, ttl=TTL)
+    async with new_kv:
+        new = ClusterStore(new_kv, "/service/", "demo", old.name)
+        await new.keepalive()
+        view = await new.load()
+        assert view.leader is not None and view.leader.name == new.name
+        assert view.leader.session == old.kv.session_id != new_kv.session_id
+        assert await new.release_leader() is False  # merely holds our name
+        assert await new.rebind_leader(view.leader.revision + 7) is False  # not as read
+        assert (await new.load()).leader == view.leader
+        assert await new.rebind_leader(view.leader.revision)
+        rebound = (await new.load()).leader
+        assert rebound is not None and rebound.name == new.name
+        assert rebound.session == new_kv.session_id and rebound.revision > view.leader.revision
+        # the previous process (or a duplicate) cannot move it back from a stale read
+        assert await old.rebind_leader(view.leader.revision) is False
+        assert await old.release_leader() is False
+        await old.kv.close()  # its session ends: the key, bound to the new one, stays
+        assert (await new.load()).leader == rebound
+        # bound to our session, the key lives as long as it does
+        clock.advance(TTL * 0.6)
+        await new.keepalive()
+        clock.advance(TTL * 0.6)
+        assert (await new.load()).leader == rebound
+        assert await new.release_leader()
+        assert (await new.load()).leader is None
+        # a key that vanished since it was read cannot be rebound either
+        assert await stores[1].acquire_leader()
+        gone = (await new.load()).leader
+        assert gone is not None
+        await stores[1].kv.close()
+        assert await new.rebind_leader(gone.revision) is False
+        assert (await new.load()).leader is None
+
+
 async def test_session_expiry_removes_leader_and_member(
     stores: list[ClusterStore], clock: FakeClock
 ) -> None:
@@ -497,3 +543,25 @@ async def test_history_is_kept_in_timeline_order(stores: list[ClusterStore]) -> 
     assert await s.append_history(HistoryEntry(5, 50))
     assert await s.append_history(HistoryEntry(3, 30))
     assert [e.timeline for e in await s.read_history()] == [3, 5]
+
+
+async def test_a_second_live_agent_with_our_name_is_reported(
+    backend: MemoryBackend, stores: list[ClusterStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two live agents under one name take the key from each other's session: the one that
+    must rebind again a key it had bound to its current session says so (CRITICAL)."""
+    first = stores[0]
+    assert await first.acquire_leader()
+    twin_kv = MemoryStore(backend, ttl=TTL)
+    async with twin_kv:
+        twin = ClusterStore(twin_kv, "/service/", "demo", first.name)
+        await twin.keepalive()
+        seen = (await twin.load()).leader
+        assert seen is not None and await twin.rebind_leader(seen.revision)
+        seen = (await first.load()).leader
+        assert seen is not None and await first.rebind_leader(seen.revision)  # back: first time
+        assert not [r for r in caplog.records if r.levelno == logging.CRITICAL]
+        seen = (await twin.load()).leader
+        assert seen is not None and await twin.rebind_leader(seen.revision)
+        critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+        assert critical and "another agent named 'pg0' is running" in critical[0]

@@ -13,8 +13,19 @@ One cycle (:meth:`DecisionCycle.run_once`):
 
 :meth:`DecisionCycle.loop` repeats it until a clean stop, sleeping up to ``loop_wait`` (less
 after a failure, a change or a race sat out; never past the lease while primary) unless
-``wake`` is set. A cycle that raises is logged, the lease backstop runs, and it is retried
-after a short pause: only completed cycles refresh the heartbeat.
+``wake`` is set (postmaster death, an operator command, a stop) or the DCS watch reports a
+change (:meth:`DecisionCycle.dcs_changed`). A cycle that raises is logged, the lease backstop
+runs, and it is retried after a short pause: only completed cycles refresh the heartbeat.
+
+Repeat guard: the loop never cycles faster than its wake-ups justify. A cycle that makes the
+same decision as the one before (reason and actions other than the leader's housekeeping,
+SyncSlots and PublishStatus) from the same observations (:func:`progress_key`: leader name and
+session, members' roles and states, failover request, PostgreSQL's state; not WAL positions or
+store revisions) and that runs an action or fails, made no progress: its action failed, or
+changed nothing lasting (another agent undid it, our own write woke us). After ``n`` such
+repeats in a row the next cycle waits at least ``min(loop_wait, REPEAT_GUARD * 2**(n-1))``:
+DCS-change wake-ups inside that time are held back (the retry timers are stretched to it);
+``wake`` still cuts it short, and a writable primary still wakes before its lease ends.
 """
 
 from __future__ import annotations
@@ -36,7 +47,15 @@ from pgha.agent.metrics import AgentMetrics
 from pgha.agent.observe import Observer
 from pgha.agent.publish import Publisher
 from pgha.agent.reload import Reloader
-from pgha.core.actions import Demote, HandOver, Reinitialize, RestartPostgres, StopPostgres
+from pgha.core.actions import (
+    Demote,
+    HandOver,
+    PublishStatus,
+    Reinitialize,
+    RestartPostgres,
+    StopPostgres,
+    SyncSlots,
+)
 from pgha.core.decide import RACE_REFUSALS, Decision, Reason, decide, needs_peer_statuses
 from pgha.core.model import ClusterView, LocalState, PgRole, PgState, safety_margin_for
 from pgha.core.switchover import request_for_leader
@@ -49,6 +68,30 @@ log = logging.getLogger("pgha.agent")
 
 # actions after which a stopped PostgreSQL is the agent's doing, not a crash
 _STOPS_PG = (StopPostgres, Demote, HandOver, RestartPostgres, Reinitialize)
+# the leader's housekeeping: expected in every cycle, not a repeated action
+_HOUSEKEEPING = (SyncSlots, PublishStatus)
+REPEAT_GUARD = 0.25  # seconds: the first spacing after a decision repeated without progress
+
+
+def progress_key(me: str, view: ClusterView | None, pg: PgState, decision: Decision,
+                 ok: bool) -> tuple[Any, ...] | None:
+    """What must change between two cycles for the second to count as progress (see the
+    module docstring; our own member key, which we write, does not count); None when the
+    decision runs no action but housekeeping and did not fail (a no-op decision never needs
+    guarding)."""
+    actions = tuple(type(a).__name__ for a in decision.actions
+                    if not isinstance(a, _HOUSEKEEPING))
+    if ok and not actions:
+        return None
+    observed: tuple[Any, ...] = ()
+    if view is not None:
+        leader = (view.leader.name, view.leader.session) if view.leader else None
+        members = tuple(sorted((n, m.role, m.state) for n, m in view.members.items()
+                               if n != me))
+        failover = tuple(sorted((str(k), str(v)) for k, v in (view.failover or {}).items()))
+        observed = (leader, members, failover, view.initialize, view.settings.pause)
+    return (decision.reason, actions, ok, observed, pg.data, pg.running, pg.accepting,
+            pg.role, pg.timeline, pg.busy)
 
 
 @dataclass(frozen=True)
@@ -82,6 +125,14 @@ class DecisionCycle:
         self.stopping = False
         self.last_decision: Decision | None = None
         self.handover_failed = False  # see LocalState.handover_failed
+        self.dcs_wake = asyncio.Event()  # the DCS watch saw a change (subject to the guard)
+        self.repeats = 0  # cycles in a row that repeated a decision without progress
+        self._last_progress_key: tuple[Any, ...] | None = None
+
+    def dcs_changed(self) -> None:
+        """The DCS watch saw a change under the scope: start a cycle, once the repeat guard
+        allows it (see the module docstring)."""
+        self.dcs_wake.set()
 
     def request_stop(self) -> None:
         """Begin a clean stop (idempotent)."""
@@ -130,6 +181,7 @@ class DecisionCycle:
         if any(isinstance(a, _STOPS_PG) for a in decision.actions):
             s.observer.agent_stops_postgres()
         ok = await s.executor.run(decision.actions)
+        self._note_progress(progress_key(s.name, view, pg_state, decision, ok))
         self._track_failed_handover(view, local)
         restarted = restart and decision.reason is Reason.RESTART
         if restart:
@@ -180,7 +232,7 @@ class DecisionCycle:
             wall_time=wall, restart_requested=s.commands.due_restart(wall),
             reinit_requested=reinit is not None,
             reinit_from_leader=reinit is not None and reinit.from_leader,
-            handover_failed=self.handover_failed,
+            handover_failed=self.handover_failed, session_id=s.store.kv.session_id,
         )
         if view is not None and needs_peer_statuses(view, local):
             local = replace(local, peers=await s.observer.peer_statuses(view))
@@ -221,12 +273,39 @@ class DecisionCycle:
             scheduled_restart=scheduled.to_json() if scheduled else None,
             failure=s.executor.retry.failure())
 
+    def _note_progress(self, key: tuple[Any, ...] | None) -> None:
+        """Count the cycles in a row that repeated a decision without progress."""
+        if key is not None and key == self._last_progress_key:
+            self.repeats += 1
+            if self.repeats in (1, 4) or self.repeats % 50 == 0:
+                log.warning("decision repeated %d time(s) without progress: next cycle in "
+                            "%.2fs at the earliest", self.repeats, self.guard_time())
+        else:
+            self.repeats = 0
+        self._last_progress_key = key
+
+    def guard_time(self) -> float:
+        """The least time before the next cycle may start on a DCS change (0: no guard)."""
+        if self.repeats == 0:
+            return 0.0
+        loop_wait = self.s.observer.settings.loop_wait
+        return float(min(loop_wait, REPEAT_GUARD * 2 ** min(self.repeats - 1, 16)))
+
     async def _sleep(self, ok: bool) -> None:
+        """Until ``wake`` is set, the timeout passes, or a DCS change is reported once the
+        repeat guard has passed."""
         timeout = self._sleep_time(ok)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self.wake.wait()
+        guard = min(self.guard_time(), timeout)
+        if guard > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(guard):
+                    await self.wake.wait()
+        if not self.wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, timeout - guard)):
+                    await _either(self.wake, self.dcs_wake)
         self.wake.clear()
+        self.dcs_wake.clear()
 
     def _sleep_time(self, ok: bool) -> float:
         s = self.s
@@ -241,6 +320,7 @@ class DecisionCycle:
             timeout = min(timeout, max(0.5, retry_in))
         elif last is not None and last.actions and last.reason is not Reason.LEADER_HEALTHY:
             timeout = min(timeout, 0.2)  # re-observe soon after changing something
+        timeout = max(timeout, self.guard_time())  # not faster than the repeat guard
         st = s.publisher.status.pg
         if st.running and st.role is PgRole.PRIMARY:
             until = s.lease.confirmed_until
@@ -257,3 +337,16 @@ class DecisionCycle:
                 await self.s.store.delete_member(self.s.name)
         except (DCSError, TimeoutError) as exc:
             log.warning("could not delete our member key: %s", describe(exc))
+
+
+async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
+    """Return once ``a`` or ``b`` is set."""
+    if a.is_set() or b.is_set():
+        return
+    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)

@@ -30,6 +30,7 @@ from pgha.core.actions import (
     HandOver,
     Promote,
     PublishStatus,
+    RebindLeader,
     Reinitialize,
     Rejoin,
     ReleaseLeader,
@@ -226,6 +227,8 @@ class Executor:
                 return await self._acquire_leader(action)
             case ReleaseLeader():
                 return await self._release_leader(action)
+            case RebindLeader():
+                return await self._rebind_leader(action)
             case ClearFailover():
                 return await self._clear_failover(action)
             case PublishStatus():
@@ -274,6 +277,14 @@ class Executor:
         async with asyncio.timeout(self.dcs_timeout):
             await self.store.release_leader()
         return True
+
+    async def _rebind_leader(self, action: RebindLeader) -> bool:
+        """DESIGN.md safety rule 7: confirm our lease, then move the leader key (holding our
+        name, bound to another session) onto our session by compare-and-set."""
+        if not await self.lease.confirm():
+            return False
+        async with asyncio.timeout(self.dcs_timeout):
+            return await self.store.rebind_leader(action.revision)
 
     async def _clear_failover(self, action: ClearFailover) -> bool:
         async with asyncio.timeout(self.dcs_timeout):

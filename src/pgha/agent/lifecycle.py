@@ -9,8 +9,9 @@
 * the REST API server (:mod:`pgha.api`), which reads the published status and hands operator
   commands to :class:`pgha.agent.commands.CommandHandler`.
 
-Order on start: DCS client, peer HTTP client, REST API and callback runner are entered; a live
-agent already answering for our name makes the start fail (:class:`DuplicateMemberError`); a
+Order on start: DCS client and peer HTTP client are entered; a live agent already running
+under our name makes the start fail (:class:`DuplicateMemberError`, checked before our own
+REST API listens: :mod:`pgha.agent.unique`); REST API and callback runner are entered; a
 first keep-alive; then the tasks. Shutdown (SIGTERM/SIGINT): the loop runs one last decision
 with ``shutting_down`` set (stop PostgreSQL, then release the lock), deletes the member key,
 and every task ends; the DCS session is closed on the way out and ``run`` returns. SIGHUP
@@ -39,6 +40,7 @@ from pgha.agent.observe import Observer
 from pgha.agent.peers import PeerClient
 from pgha.agent.publish import Publisher, StatusRefresher
 from pgha.agent.reload import Reloader
+from pgha.agent.unique import api_answers, duplicate_message
 from pgha.api.server import ApiServer
 from pgha.config import Config
 from pgha.core.commands import Command, Outcome
@@ -58,7 +60,7 @@ log = logging.getLogger("pgha.agent")
 
 
 class DuplicateMemberError(AgentFatal):
-    """Another live agent already publishes a member key with our name."""
+    """Another live agent already runs under our name; the message is Patroni's refusal."""
 
 
 class Agent:
@@ -154,27 +156,25 @@ class Agent:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         fatal: BaseException | None = None
-        async with (
-            self.kv,
-            self.peers,
-            self.api,
-            self.configurator,
-        ):
+        async with self.kv, self.peers:
+            # before our own REST API listens: an answer at our api_url is someone else
             await self._refuse_duplicate_name()
-            await self.lease.confirm()
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._decision_loop(), name="decision-supervisor")
-                    tg.create_task(self._supervised(self.lease.keepalive_loop, "keepalive"),
-                                   name="keepalive-supervisor")
-                    tg.create_task(self._watch_loop(), name="dcs-watch")
-                    tg.create_task(self._postmaster_watch(), name="postmaster-watch")
-            except* _Finished:
-                pass
-            except* AgentFatal as group:
-                fatal = group.exceptions[0]
-            finally:
-                await self.pg.close()
+            async with self.api, self.configurator:
+                await self.lease.confirm()
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._decision_loop(), name="decision-supervisor")
+                        tg.create_task(self._supervised(self.lease.keepalive_loop,
+                                                        "keepalive"),
+                                       name="keepalive-supervisor")
+                        tg.create_task(self._watch_loop(), name="dcs-watch")
+                        tg.create_task(self._postmaster_watch(), name="postmaster-watch")
+                except* _Finished:
+                    pass
+                except* AgentFatal as group:
+                    fatal = group.exceptions[0]
+                finally:
+                    await self.pg.close()
         if fatal is not None:
             raise fatal  # after the DCS session is closed and the API stopped
         log.info("agent stopped")
@@ -184,7 +184,10 @@ class Agent:
         raise _Finished  # a clean stop: cancel the sibling tasks
 
     async def _refuse_duplicate_name(self) -> None:
-        """Refuse to start when a live agent already answers for our member name."""
+        """Refuse to start when a live agent already runs under our member name: its member
+        key exists and its REST API answers, asked with the cluster's REST client TLS
+        settings (what counts as alive: :mod:`pgha.agent.unique`). Runs before our own REST
+        API listens, so an answer at our own ``api_url`` is another process."""
         try:
             async with asyncio.timeout(self.observer.settings.retry_timeout):
                 view = await self.store.load()
@@ -193,11 +196,13 @@ class Agent:
         other = view.members.get(self.name)
         if other is None or not other.api_url:
             return
-        if other.api_url == self.api_url:
-            return  # our own previous incarnation; its API port is ours now
-        if await self.peers.status_of(other, timeout=1.0) is not None:
-            raise DuplicateMemberError(
-                f"a member named {self.name!r} is already running ({other.api_url})")
+        alive = await api_answers(other.api_url, self.config, timeout=3.0)
+        if alive is not None:
+            log.error("member key %s exists and %s", self.store.key(f"members/{self.name}"),
+                      alive)
+            raise DuplicateMemberError(duplicate_message(self.name))
+        log.info("member key of %s exists but nothing answers at %s: a previous process of "
+                 "ours; starting", self.name, other.api_url)
 
     async def _supervised(self, factory: Callable[[], Coroutine[Any, Any, None]],
                           name: str) -> None:
@@ -232,7 +237,7 @@ class Agent:
                 async for event in self.store.watch(revision):
                     revision = max(revision, event.revision)
                     if event.key not in self._quiet_keys:
-                        self.wake.set()
+                        self.cycle.dcs_changed()
             except DCSError as exc:
                 log.warning("DCS watch failed: %s", describe(exc))
             await asyncio.sleep(0.5)

@@ -50,10 +50,14 @@ class Publisher:
                 pending_restart_reason: Mapping[str, Any] | None,
                 scheduled_restart: Mapping[str, Any] | None,
                 failure: ActionFailure | None = None) -> None:
-        """Replace the status snapshot. We hold the lock when the last view names us leader
-        and the DCS answered, or when failsafe mode keeps us primary."""
+        """Replace the status snapshot. We hold the lock when the last view shows the leader
+        key naming us AND bound to our current session (DESIGN.md safety rule 7: a key that
+        merely holds our name is not our lock) and the DCS answered, or when failsafe mode
+        keeps us primary."""
         failsafe_active = decision.reason is Reason.FAILSAFE_ACTIVE
+        session = self.store.kv.session_id
         holds = bool(view and view.leader and view.leader.name == self.status.name
+                     and session is not None and view.leader.session == session
                      and dcs_ok) or failsafe_active
         old = self.status
         self.status = AgentStatus(

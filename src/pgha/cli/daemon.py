@@ -72,7 +72,7 @@ def run(
     try:
         asyncio.run(agent.run())
     except DuplicateMemberError as exc:
-        log.critical("can't start: %s", exc)
+        log.critical("%s", exc)  # Patroni's words: Can't start; there is already a node ...
         raise typer.Exit(1) from None
     except AgentFatal as exc:
         log.critical("%s", exc)

@@ -111,7 +111,18 @@ class Demote:
 
 @dataclass(frozen=True)
 class ReleaseLeader:
-    """Delete the leader key if it still names us."""
+    """Delete the leader key if it still names us and is bound to our session (a key that
+    merely holds our name, bound to another session, is never deleted: DESIGN.md rule 7)."""
+
+
+@dataclass(frozen=True)
+class RebindLeader:
+    """The leader key holds our name but is bound to another session (a previous process of
+    ours, DESIGN.md safety rule 7): confirm our lease, then bind the key to our session by a
+    compare-and-set on ``revision`` (the key's revision as seen). Fails when the key changed
+    or vanished since (another member may have taken it): the lock is then not ours."""
+
+    revision: int
 
 
 @dataclass(frozen=True)
@@ -188,6 +199,7 @@ Action = (
     | Promote
     | Demote
     | ReleaseLeader
+    | RebindLeader
     | StopPostgres
     | HandOver
     | ClearFailover

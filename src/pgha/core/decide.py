@@ -10,7 +10,10 @@ Order of precedence (first match wins), which is also the order of the safety ru
 2. Fail closed: a writable primary whose lease is not confirmed until ``now`` demotes at once,
    whatever else is true (DESIGN.md safety rule 2).
 3. With no usable DCS view, nothing else changes (replicas never promote).
-4. Withdrawing the request a failed hand-over of ours left in the DCS, before anything may
+4. A leader key that names us but is not bound to our session: rebind it or leave it alone
+   (DESIGN.md safety rule 7, :mod:`pgha.core.lock`). "Holding the lock" below always means
+   the key names us AND is bound to our session.
+   Withdrawing the request a failed hand-over of ours left in the DCS, before anything may
    start, promote or hand over again (:func:`pgha.core.operator.withdraw_failed_switchover`).
 5. A long action in flight; an operator's re-initialization.
 6. Maintenance mode (``pause``): only operator requests change anything.
@@ -48,6 +51,8 @@ from pgha.core.actions import (
 from pgha.core.decision import RACE_REFUSALS, Decision, Reason
 from pgha.core.decision import decision as _d
 from pgha.core.decision import upstream_of as _upstream
+from pgha.core.lock import holds_lock as _holds_lock
+from pgha.core.lock import names_us, stale_lock, stale_lock_decision
 from pgha.core.model import ClusterView, DataState, LocalState, Member, PgRole
 from pgha.core.operator import (
     candidate_refusal,
@@ -84,15 +89,12 @@ def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
     if view is None or not local.dcs_ok:
         return _dcs_unreachable(view, local)
     holds_lock = _holds_lock(view, local)
-    return (withdraw_failed_switchover(view, local, holds_lock)
+    return (stale_lock_decision(view, local)
+            or withdraw_failed_switchover(view, local, holds_lock)
             or _busy_or_reinit(view, local, holds_lock)
             or (_paused(view, local) if view.settings.pause else None)
             or _data_directory(view, local, holds_lock)
             or _by_postgres_state(view, local, holds_lock, now))
-
-
-def _holds_lock(view: ClusterView | None, local: LocalState) -> bool:
-    return view is not None and view.leader is not None and view.leader.name == local.name
 
 
 def _is_writable_primary(local: LocalState) -> bool:
@@ -105,8 +107,8 @@ def _shutdown(view: ClusterView | None, local: LocalState) -> Decision | None:
         return None
     if view is not None and view.settings.pause:
         return _d(Reason.SHUTDOWN_PAUSED, "paused: leaving PostgreSQL running")
-    if _holds_lock(view, local) or (local.lease_deadline is not None
-                                    and _is_writable_primary(local)):
+    if _holds_lock(view, local) or (local.lease_deadline is not None and not stale_lock(
+            view, local) and _is_writable_primary(local)):
         return _d(Reason.SHUTDOWN, "stopping PostgreSQL, then releasing the leader lock",
                   StopPostgres(StopMode.FAST), ReleaseLeader())
     return _d(Reason.SHUTDOWN, "stopping PostgreSQL", StopPostgres(StopMode.FAST))
@@ -114,11 +116,12 @@ def _shutdown(view: ClusterView | None, local: LocalState) -> Decision | None:
 
 def _fail_closed(view: ClusterView | None, local: LocalState, now: float) -> Decision | None:
     """2. A writable primary (not paused) whose lease is not confirmed until ``now`` demotes at
-    once, when it holds the lock or cannot know who does (safety rule 2)."""
+    once, when the leader key names us (bound to our session or not) or it cannot know who
+    holds it (safety rule 2)."""
     paused = view is not None and view.settings.pause
     if not _is_writable_primary(local) or paused or _lease_confirmed(view, local, now):
         return None
-    if not (_holds_lock(view, local) or view is None or not local.dcs_ok):
+    if not (names_us(view, local) or view is None or not local.dcs_ok):
         return None
     return _d(Reason.LEASE_UNCONFIRMED,
               "leader lease not confirmed in time: demoting before it can expire",

@@ -28,6 +28,8 @@ class Reason(StrEnum):
     ADOPT_DATA = "adopt_existing_data"
     SYSID_MISMATCH = "sysid_mismatch"
     LEADER_HEALTHY = "leader_healthy"
+    LEADER_REBIND = "leader_rebind"  # the key names us, bound to another session: rebind it
+    LEADER_KEY_NOT_OURS = "leader_key_not_ours"  # ... and we may not rebind it: wait
     LEADER_DATA_LOST = "leader_data_lost"
     OTHER_LEADER_DEMOTE = "other_leader_demote"
     RETAKE_LOCK_AS_PRIMARY = "retake_lock_as_primary"

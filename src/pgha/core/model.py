@@ -146,10 +146,16 @@ class Member:
 
 @dataclass(frozen=True)
 class Leader:
-    """The ``leader`` key: who holds the lock, and the store's revision of that key."""
+    """The ``leader`` key: the member name it holds, the store's revision of that key (the
+    ``if_revision`` of a compare-and-set), and ``session``: the session the key is bound to
+    (etcd lease, ZooKeeper ephemeral owner, Consul session, as the backend's ``session_id``
+    spells it; None when the key is bound to none). The lock is held by the member it names
+    only when it is bound to that member's current session (DESIGN.md safety rule 7): see
+    :func:`pgha.core.lock.holds_lock`."""
 
     name: str
     revision: int = 0
+    session: str | None = None
 
 
 @dataclass(frozen=True)
@@ -363,6 +369,8 @@ class LocalState:
     ``restart_requested``: an operator restart whose conditions the agent already checked.
     ``reinit_requested``: an operator re-clone; ``reinit_from_leader`` clones from the leader
     even when a ``clonefrom`` member exists.
+    ``session_id``: the identifier of our current DCS session (the backend's ``session_id``;
+    None when there is none), compared with :attr:`Leader.session`.
     ``handover_failed``: a HandOver of ours failed because its candidate could not be asked or
     did not confirm our final WAL, and the agent has not yet seen the DCS without a request
     this member acts on as leader (see :func:`pgha.core.operator.withdraw_failed_switchover`).
@@ -383,3 +391,4 @@ class LocalState:
     reinit_requested: bool = False
     reinit_from_leader: bool = False
     handover_failed: bool = False
+    session_id: str | None = None

@@ -35,12 +35,16 @@ class SessionExpired(DCSError):
 class KeyValue:
     """One key as stored. ``revision`` is the store's modification index for the key, the value
     to pass as ``if_revision`` for a compare-and-set. ``ephemeral`` is True when the key is bound
-    to some session (ours or another client's)."""
+    to some session (ours or another client's); ``session`` names that session exactly as the
+    binding client's :attr:`KVStore.session_id` does (etcd: lease id, ZooKeeper: the znode's
+    ephemeral owner, Consul: the Session holding the key), None when the key is bound to none.
+    ``kv.session == store.session_id`` tells whether a key is bound to our session."""
 
     key: str
     value: bytes
     revision: int
     ephemeral: bool = False
+    session: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,10 @@ class KVStore(abc.ABC):
         if_revision: int | None = None,
     ) -> bool:
         """Write ``key``. With ``if_revision`` the write happens only if the key's current
-        revision equals it (compare-and-set); returns False when it does not."""
+        revision equals it (compare-and-set); returns False when it does not. ``ephemeral``
+        binds the key to our session even when it was bound to another session before (with
+        ``if_revision``: atomically with the revision check), which is how a key left by a
+        previous process is taken over (DESIGN.md safety rule 7)."""
 
     @abc.abstractmethod
     async def delete(

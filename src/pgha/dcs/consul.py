@@ -256,8 +256,10 @@ class ConsulStore(KVStore):
         result: dict[str, KeyValue] = {}
         for item in items:
             key = _ours(str(item["Key"]))
+            session = item.get("Session")
             result[key] = KeyValue(key, bytes(item.get("Value") or b""),
-                                   int(item["ModifyIndex"]), bool(item.get("Session")))
+                                   int(item["ModifyIndex"]), bool(session),
+                                   str(session) if session else None)
         return Snapshot(index, result)
 
     async def _txn(self, what: str, ops: list[dict[str, Any]]) -> bool:
@@ -279,11 +281,12 @@ class ConsulStore(KVStore):
         log.debug("%s rolled back: %s", where, "; ".join(errors))
         return False
 
-    async def _lock_if(self, key: str, value: bytes, check: dict[str, Any]) -> bool:
-        """``check`` then acquire ``key`` with ``value`` for our session, atomically."""
+    async def _lock_if(self, key: str, value: bytes, *checks: dict[str, Any]) -> bool:
+        """``checks`` (and the operations among them) then acquire ``key`` with ``value`` for
+        our session, atomically."""
         session = await self._ensure_session()
         return await self._txn(f"put {_ours(key)}", [
-            check, {"Verb": "lock", "Key": key, "Value": _b64(value), "Session": session}])
+            *checks, {"Verb": "lock", "Key": key, "Value": _b64(value), "Session": session}])
 
     async def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> bool:
         k = _wire(key)
@@ -294,16 +297,21 @@ class ConsulStore(KVStore):
 
     async def put(self, key: str, value: bytes, *, ephemeral: bool = False,
                   if_revision: int | None = None) -> bool:
-        """Without ``if_revision`` an ephemeral write takes the key over even from another
-        session (delete + lock in one transaction) - as etcd rebinds a key to the writer's
-        lease; False only when Consul's lock-delay still protects it."""
+        """An ephemeral write takes the key over even from another session (delete + lock in
+        one transaction) - as etcd rebinds a key to the writer's lease; with ``if_revision``
+        the transaction checks the key's ModifyIndex first, so a key held by a previous
+        session of ours is moved to the current one only if nobody changed it meanwhile
+        (DESIGN.md safety rule 7; no gap in which another member could take it). False when
+        the check fails, or when Consul's lock-delay still protects the key (a session that
+        held it was invalidated within ``lock_delay``)."""
         k = _wire(key)
         if if_revision == 0:
             return await self.create(key, value, ephemeral=ephemeral)
         if if_revision is not None:
             if ephemeral:
                 return await self._lock_if(
-                    k, value, {"Verb": "check-index", "Key": k, "Index": if_revision})
+                    k, value, {"Verb": "check-index", "Key": k, "Index": if_revision},
+                    {"Verb": "delete", "Key": k})
             ok = await self._call(f"put {key}", lambda c: c.kv.put(k, value, cas=if_revision))
             return ok is True
         if not ephemeral:

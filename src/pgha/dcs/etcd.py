@@ -229,7 +229,9 @@ class EtcdStore(KVStore):
         items: dict[str, KeyValue] = {}
         for kv in result.kvs:
             key = bytes(kv.key).decode("utf-8", "replace")
-            items[key] = KeyValue(key, bytes(kv.value), int(kv.mod_revision), kv.lease != 0)
+            lease = int(kv.lease)
+            items[key] = KeyValue(key, bytes(kv.value), int(kv.mod_revision), lease != 0,
+                                  f"{lease:x}" if lease else None)
         return Snapshot(int(result.header.revision), items)
 
     async def _txn(self, what: str, compare: Callable[[Any], list[Any]],

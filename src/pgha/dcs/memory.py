@@ -204,7 +204,8 @@ class MemoryStore(KVStore):
     async def get_prefix(self, prefix: str) -> Snapshot:
         b = await self._enter()
         items = {
-            k: KeyValue(k, e.value, e.revision, e.session is not None)
+            k: KeyValue(k, e.value, e.revision, e.session is not None,
+                        None if e.session is None else str(e.session))
             for k, e in sorted(b._data.items())
             if k.startswith(prefix)
         }

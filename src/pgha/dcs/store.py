@@ -100,7 +100,7 @@ def _settings(config: Mapping[str, Any] | None, key: str) -> HaSettings:
 def _leader(kv: KeyValue) -> Leader | None:
     text = _text(kv)
     if text:
-        return Leader(text, kv.revision)
+        return Leader(text, kv.revision, kv.session)
     if text is not None:
         log.warning("ignoring DCS key %s: empty leader name", kv.key)
     return None
@@ -203,6 +203,7 @@ class ClusterStore:
         self.scope = scope
         self.name = name
         self.prefix = scope_prefix(namespace, scope)
+        self._rebound_to: str | None = None  # the session our last rebind_leader bound it to
 
     def key(self, name: str) -> str:
         """Absolute key of ``name`` (e.g. ``leader``, ``members/pg1``)."""
@@ -234,8 +235,49 @@ class ClusterStore:
         return await self.kv.create(self.key("leader"), self.name.encode(), ephemeral=True)
 
     async def release_leader(self) -> bool:
-        """Delete the leader key only if it holds our name. True if deleted."""
-        return await self.kv.delete(self.key("leader"), if_value=self.name.encode())
+        """Delete the leader key only if it holds our name AND is bound to our current session
+        (compare-and-delete on the revision read). A key that merely holds our name, bound to
+        another session (a previous process of ours, or another agent started with our name),
+        is left alone and logged (DESIGN.md safety rule 7). True if deleted."""
+        key = self.key("leader")
+        kv = await self._get("leader")
+        if kv is None or kv.value != self.name.encode():
+            return False
+        session = self.kv.session_id
+        if session is None or kv.session != session:
+            log.warning("not releasing the leader key %s: it holds our name but is bound to "
+                        "session %s, not ours (%s)", key, kv.session or "none",
+                        session or "none")
+            return False
+        return await self.kv.delete(key, if_revision=kv.revision)
+
+    async def rebind_leader(self, revision: int) -> bool:
+        """Bind the leader key, seen holding our name at ``revision`` but bound to another
+        session, to our session (opened on demand): one compare-and-set on ``revision``
+        (etcd: a transaction on the key's mod_revision putting it with our lease; ZooKeeper:
+        an ephemeral owner cannot change, so delete at the seen version and create it
+        ephemeral in ONE multi - a delete followed by a separate create would leave a gap in
+        which another member could take the lock; Consul: one transaction check-index,
+        delete, lock with our session - a release by the old session and an acquire by ours
+        would leave the same gap). No backend leaves the key absent at any moment. False
+        when the key changed or vanished since: it is then not ours.
+        Having to rebind again while our session is the one we bound it to means another
+        agent runs under our name: logged CRITICAL."""
+        session = self.kv.session_id
+        if session is not None and session == self._rebound_to:
+            log.critical("the leader key was bound to our session %s and was moved to another "
+                         "one under our name: another agent named %r is running", session,
+                         self.name)
+        rebound = await self.kv.put(self.key("leader"), self.name.encode(), ephemeral=True,
+                                    if_revision=revision)
+        if rebound:
+            self._rebound_to = self.kv.session_id
+            log.warning("leader key %s rebound to our session %s (it held our name, bound to "
+                        "another session)", self.key("leader"), self._rebound_to)
+        else:
+            log.error("could not rebind the leader key %s: it changed or vanished since it "
+                      "was read; it is not our lock", self.key("leader"))
+        return rebound
 
     async def touch_member(self, data: Mapping[str, Any]) -> None:
         """Write our ``members/<name>`` JSON, bound to our session."""

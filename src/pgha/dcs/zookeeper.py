@@ -281,7 +281,8 @@ class ZooKeeperStore(KVStore):
             if _zxids(again) == _zxids(nodes):
                 break
             nodes = again
-        items = {p: KeyValue(p, data, stat.mzxid, stat.ephemeralOwner != 0)
+        items = {p: KeyValue(p, data, stat.mzxid, stat.ephemeralOwner != 0,
+                             f"{stat.ephemeralOwner:x}" if stat.ephemeralOwner else None)
                  for p, (data, stat) in _keys(nodes, prefix).items()}
         return Snapshot(_revision(nodes), items)
 
