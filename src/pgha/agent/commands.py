@@ -40,7 +40,7 @@ from pgha.core.commands import (
     Switchover,
     merge_patch,
 )
-from pgha.core.model import PeerStatus
+from pgha.core.model import ClusterView, PeerStatus
 from pgha.core.operator import restart_problem
 from pgha.core.switchover import FailoverRequest, switchover_problem
 from pgha.dcs.base import DCSError
@@ -49,6 +49,7 @@ from pgha.errors import bounded, describe
 
 log = logging.getLogger("pgha.agent.commands")
 
+_LAG_RECHECK = 0.25
 _POLL = 0.05
 
 
@@ -178,12 +179,7 @@ class CommandHandler:
             leader = view.leader.name
         at = cmd.scheduled_at.timestamp() if cmd.scheduled_at is not None else None
         request = FailoverRequest(leader, cmd.candidate, at)
-        peers: dict[str, PeerStatus | None] = {}
-        if at is None:
-            peers = await self.observer.peer_statuses(view)
-            if self.name in view.members:
-                peers[self.name] = self.publisher.own_peer_status()
-        problem = switchover_problem(view, request, peers, check_health=at is None)
+        problem = await self._switchover_problem(view, request, at is None)
         if problem is not None:
             return Outcome(412, problem)
         await bounded(self.store.write_failover(request.to_json()),
@@ -193,6 +189,26 @@ class CommandHandler:
             return Outcome(202, f"Switchover scheduled at {cmd.scheduled_at}")
         return await self._wait_for_new_leader(view.leader.name if view.leader else None,
                                                cmd.candidate)
+
+    async def _switchover_problem(self, view: ClusterView, request: FailoverRequest,
+                                  check_health: bool) -> str | None:
+        """:func:`switchover_problem` with the members' live statuses. A candidate's status is
+        up to ``loop_wait`` old, and the leader's position may have just jumped (a WAL segment
+        switch at the end of a base backup): a lag refusal is asked again with fresh statuses
+        until ``loop_wait + 1`` seconds have passed before it is final."""
+        deadline = time.monotonic() + self.observer.settings.loop_wait + 1
+        while True:
+            peers: dict[str, PeerStatus | None] = {}
+            if check_health:
+                peers = await self.observer.peer_statuses(view)
+                if self.name in view.members:
+                    peers[self.name] = self.publisher.own_peer_status()
+            problem = switchover_problem(view, request, peers, check_health=check_health)
+            if problem is None or "maximum_lag_on_failover" not in problem or \
+                    time.monotonic() >= deadline:
+                return problem
+            await asyncio.sleep(_LAG_RECHECK)
+            view = self.observer.view or view
 
     async def _wait_for_new_leader(self, old: str | None, candidate: str | None) -> Outcome:
         """Wait (``2 * max(10, loop_wait)`` s) until a leader other than ``old`` (``candidate``
