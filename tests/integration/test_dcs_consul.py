@@ -153,8 +153,13 @@ async def test_ephemeral_writes(make_store: Factory, emulator: ConsulEmulator) -
     assert await kv.put(k, b"2", ephemeral=True, if_revision=rev)
     item = (await kv.get_prefix(k)).items[k]
     assert item.value == b"2" and item.ephemeral
+    # another session's compare-and-set takes the key over, as on etcd and ZooKeeper (the
+    # rebind of a leader key, DESIGN.md rule 7); a stale revision still loses
     other = make_store("o")
-    assert await other.kv.put(k, b"3", ephemeral=True, if_revision=item.revision) is False
+    assert await other.kv.put(k, b"3", ephemeral=True, if_revision=item.revision - 1) is False
+    assert await other.kv.put(k, b"3", ephemeral=True, if_revision=item.revision)
+    key_path = k.lstrip("/")
+    assert emulator.dump()[key_path].session == other.kv.session_id
 
 
 async def test_watch_names_changed_and_deleted_keys(make_store: Factory,
