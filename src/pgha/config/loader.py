@@ -24,10 +24,10 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pgha.config.base import (
     _UNSUPPORTED_DCS,
@@ -53,6 +53,7 @@ from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
 logger = logging.getLogger("pgha.config")
 
 CatalogueSource = Callable[[str], ParamCatalogue]
+M = TypeVar("M", bound=BaseModel)
 """``bin_dir -> catalogue`` of its server binary (:func:`pgha.pg.catalogue.load_catalogue`)."""
 
 
@@ -139,16 +140,10 @@ def _depth_error(data: Any, prefix: str = "") -> ConfigError | None:
 def _validate(raw: dict[str, Any], env: Mapping[str, str],
               catalogue: CatalogueSource | None = None) -> Config:
     key_errors = _check_keys(raw)
-    for kind in DCS_KINDS:  # null = absent, as for every other key
-        if kind in raw and raw[kind] is None:
-            del raw[kind]
-    present = [k for k in DCS_KINDS if k in raw]
+    present = _present_dcs(raw)
     errors = _dcs_count_errors(present, [k for k in _UNSUPPORTED_DCS if raw.get(k) is not None])
     errors += key_errors
-    rename = {"etcd": "etcd3"} if "etcd3" in raw and "etcd" not in raw else {}
-    if "etcd3" in raw:
-        raw.setdefault("etcd", raw["etcd3"])
-        del raw["etcd3"]
+    rename = _store_etcd3_as_etcd(raw)
     pg = raw.get("postgresql")
     if isinstance(pg, dict) and not pg.get("bin_dir"):
         pg["bin_dir"] = default_bin_dir(env.get("PATH", os.environ.get("PATH")))
@@ -164,13 +159,36 @@ def _validate(raw: dict[str, Any], env: Mapping[str, str],
                         default_bin_dir(env.get("PATH", os.environ.get("PATH"))))
     errors += _filter_params_at(raw, ("postgresql", "parameters"), cat)
     errors += _filter_params_at(raw, ("bootstrap", "dcs", "postgresql", "parameters"), cat)
+    return _validated(Config, raw, errors, rename)
+
+
+def _present_dcs(raw: dict[str, Any]) -> list[str]:
+    """The DCS sections in ``raw`` (a ``null`` one is removed: absent, as for every key)."""
+    for kind in DCS_KINDS:
+        if kind in raw and raw[kind] is None:
+            del raw[kind]
+    return [k for k in DCS_KINDS if k in raw]
+
+
+def _store_etcd3_as_etcd(raw: dict[str, Any]) -> dict[str, str]:
+    """Move ``etcd3`` to ``etcd``; the rename for error paths (``etcd`` -> ``etcd3``)."""
+    rename = {"etcd": "etcd3"} if "etcd3" in raw and "etcd" not in raw else {}
+    if "etcd3" in raw:
+        raw.setdefault("etcd", raw["etcd3"])
+        del raw["etcd3"]
+    return rename
+
+
+def _validated(model: type[M], raw: dict[str, Any], errors: list[tuple[str, str]],
+               rename: Mapping[str, str]) -> M:
+    """``model`` from ``raw``; ConfigError with ``errors`` and the model's own errors."""
     try:
-        config = Config.model_validate(raw)
+        result = model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(errors + _convert(exc, rename=rename)) from None
     if errors:
         raise ConfigError(errors)
-    return config
+    return result
 
 
 def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
@@ -313,24 +331,11 @@ def parse_cluster_access(data: Mapping[str, Any], env: Mapping[str, str] | None 
             for kind in (*DCS_KINDS, *_UNSUPPORTED_DCS):
                 raw.pop(kind, None)
         raw.update(copy.deepcopy(dict(override)))
-    for kind in DCS_KINDS:
-        if kind in raw and raw[kind] is None:
-            del raw[kind]
-    present = [k for k in DCS_KINDS if k in raw]
+    present = _present_dcs(raw)
     errors = _dcs_count_errors(present) if len(present) > 1 else []
     errors += [(k, f"DCS {k} is not supported: use one of {', '.join(DCS_KINDS)}")
                for k in _UNSUPPORTED_DCS if raw.get(k) is not None and not present]
-    rename = {"etcd": "etcd3"} if "etcd3" in raw and "etcd" not in raw else {}
-    if "etcd3" in raw:
-        raw.setdefault("etcd", raw["etcd3"])
-        del raw["etcd3"]
-    try:
-        access = ClusterAccess.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(errors + _convert(exc, rename=rename)) from None
-    if errors:
-        raise ConfigError(errors)
-    return access
+    return _validated(ClusterAccess, raw, errors, _store_etcd3_as_etcd(raw))
 
 
 def load_cluster_access(path: str | os.PathLike[str] | None,
