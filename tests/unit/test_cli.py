@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import ssl
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +20,8 @@ from pgha.cli.output import format_rows, render_table
 from pgha.cli.rest import Call, RestError, api_base, basic_auth, call_all, credentials, ssl_context
 from pgha.config import Config, load_config
 from pgha.core.model import ClusterView, HaSettings, Leader, Member, SyncKey, Tags
+
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "configs" / "patroni-example.yml"
@@ -54,16 +54,6 @@ bootstrap:
 postgresql:
   listen: 127.0.0.1:5432
 """
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """validate-config reconfigures the root logger onto the runner's (later closed) stderr."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ the key path and exit status 2, never a traceback, from ``pgha validate-config``
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,8 @@ from typer.testing import CliRunner
 
 from pgha.cli.main import app
 from pgha.config import ConfigError, load_config, parse_config, parse_dynamic_config
+
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 BASE = """\
 scope: demo
@@ -71,15 +71,6 @@ CASES: list[tuple[str, bytes, str, str]] = [
     ("postgresql-wildcard", BASE.replace("127.0.0.1:5432", "'*:5432'").encode(),
      "postgresql.listen", "postgresql.connect_address must say"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +33,8 @@ from pgha.core.model import HaSettings
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
 
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "configs" / "patroni-example.yml"
 POSTGRES0 = Path(__file__).parent / "fixtures" / "postgres0.yml"
@@ -56,15 +57,6 @@ def warnings_of(data: dict[str, Any], caplog: pytest.LogCaptureFixture) -> list[
     with caplog.at_level(logging.WARNING, logger="pgha.config"):
         parse_config(data, NO_ENV)
     return [r.getMessage() for r in caplog.records if r.name == "pgha.config"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 # ------------------------------------------------------------------------- the registry

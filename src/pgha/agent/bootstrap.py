@@ -16,11 +16,9 @@ Contract (Patroni's semantics):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shlex
-import signal
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -29,13 +27,13 @@ from pgha.core.model import PgState
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import AgentFatal, describe
+from pgha.pg.cmd import kill_group
 from pgha.pg.connparams import client_files, local_superuser_url
 from pgha.pg.errors import PgError
 from pgha.pg.settings import PgSettings
 
 log = logging.getLogger("pgha.executor")
 
-_KILL_WAIT = 5.0
 
 
 class BootstrapFailed(AgentFatal):
@@ -152,17 +150,10 @@ class ClusterBootstrap:
                 out, _ = await proc.communicate()
             except BaseException:
                 log.error("post_bootstrap did not finish in time: killing it")
-                await asyncio.shield(_kill_group(proc))
+                await asyncio.shield(kill_group(proc))
                 raise
         for line in out.decode(errors="replace").splitlines():
             log.info("post_bootstrap: %s", line)
         if proc.returncode != 0:
             raise BootstrapFailed(f"post_bootstrap exited with {proc.returncode}")
 
-
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(_KILL_WAIT):
-            await proc.wait()

@@ -8,6 +8,7 @@ logged with its outcome. ``asyncio.CancelledError`` is never swallowed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -177,7 +178,9 @@ class Executor:
                          failure.error if failure is not None else "?")
                 return False
             started = time.monotonic()
-            with ErrorCapture() as capture:
+            kind = self.retry.kind(action)  # only gated actions keep their last error
+            capture = ErrorCapture()
+            with capture if kind is not None else contextlib.nullcontext():
                 try:
                     ok = await self._apply(action)
                     if isinstance(action, _CHANGES_PG) and not isinstance(action, Demote):
@@ -186,9 +189,11 @@ class Executor:
                     log.error("action %s failed: %s", name, describe(exc))
                     ok = False
             elapsed = time.monotonic() - started
-            delay = self.retry.record(action, ok, capture.last)
-            if self.metrics is not None and (kind := self.retry.kind(action)) is not None:
-                self.metrics.record_action(kind, ok, self.retry.failing_kinds())
+            delay = None
+            if kind is not None:
+                delay = self.retry.record(action, ok, capture.last)
+                if self.metrics is not None:
+                    self.metrics.record_action(kind, ok, self.retry.failing_kinds())
             if not ok:
                 retry = f"; next attempt in {delay:g}s" if delay is not None else ""
                 log.warning("action %s did not succeed (%.2fs); skipping the rest%s", name,

@@ -32,13 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shlex
-import signal
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
+
+from pgha.pg.cmd import kill_group
 
 log = logging.getLogger("pgha.callbacks")
 
@@ -188,11 +188,11 @@ class CallbackRunner:
                 code = await proc.wait()
         except TimeoutError:
             log.error("callback %s timed out after %gs: killing it", job.action, self.timeout)
-            await _kill_group(proc)
+            await kill_group(proc, _KILL_WAIT)
             return
         except asyncio.CancelledError:
             log.warning("callback %s interrupted: killing it", job.action)
-            await asyncio.shield(_kill_group(proc))
+            await asyncio.shield(kill_group(proc, _KILL_WAIT))
             raise
         if code == 0:
             log.info("callback %s finished", job.action)
@@ -209,17 +209,6 @@ class CallbackRunner:
             if not line:
                 return
             log.log(level, "callback %s: %s", action, line.decode(errors="replace").rstrip())
-
-
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the callback's process group (it leads its own session) and reap it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-    with contextlib.suppress(TimeoutError, ProcessLookupError):
-        async with asyncio.timeout(_KILL_WAIT):
-            await proc.wait()
 
 
 def lifecycle_callbacks(before: tuple[bool, str | None], after: tuple[bool, str | None],

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,18 @@ def tree_size(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.stat(os.path.join(root, name)).st_size
     return total
+
+
+async def kill_group(proc: asyncio.subprocess.Process, wait: float = 5.0) -> None:
+    """SIGKILL the process group ``proc`` leads (it was started in its own session) and reap
+    ``proc`` within ``wait`` seconds. Never raises for a process that is already gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(TimeoutError, ProcessLookupError):
+        async with asyncio.timeout(wait):
+            await proc.wait()
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
