@@ -120,10 +120,35 @@ def wait_healthy(cluster: LocalCluster, timeout: float = 120.0) -> MemberProc:
         return leader
 
     try:
-        return wait_until(check, timeout, "a primary and streaming replicas")
+        leader = wait_until(check, timeout, "a primary and streaming replicas")
     except Timeout:
         dump_logs(cluster)
         raise
+    _settle_positions(cluster, leader)
+    return leader
+
+
+def _position(body: dict[str, Any], *keys: str) -> int:
+    xlog = body.get("xlog") or {}
+    return max((v for k in keys if isinstance(v := xlog.get(k), int)), default=0)
+
+
+def _settle_positions(cluster: LocalCluster, leader: MemberProc, within: int = 1 << 20,
+                      limit: float = 10.0) -> None:
+    """Best effort, at most ``limit`` s: wait until every live replica's published position is
+    within ``within`` bytes of the leader's. Statuses are published once a cycle, so right
+    after a clone (whose base backup ends with a WAL segment switch) a replica may still show a
+    position a segment behind, and a switchover asked at that moment is refused for lag."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            target = _position(status(leader), "location") - within
+            if all(_position(status(m), "received_location", "replayed_location") >= target
+                   for m in cluster.procs.values() if m is not leader and m.alive):
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
 
 
 def dump_logs(cluster: LocalCluster, tail: int = 60) -> None:
