@@ -74,8 +74,9 @@ def cluster_view(leader: str | None = "pg1", optime: int | None = None,
     }
     if kw.get("sync") is not None:
         kw["sync"] = sync_from_json(kw["sync"])  # the key's JSON, decoded as the store does
+    settings = replace(HaSettings.from_config(kw.get("config") or {}), pause=pause)
     return ClusterView(initialize=SYSID, leader=Leader(leader) if leader else None,
-               members=members, optime=optime, settings=HaSettings(pause=pause), **kw)
+               members=members, optime=optime, settings=settings, **kw)
 
 
 def primary_status(**kw: Any) -> AgentStatus:

@@ -158,8 +158,9 @@ async def test_sync_standby_flags_in_patroni_and_cluster() -> None:
 
 
 def test_sync_key_as_decoded_by_the_store() -> None:
+    config = {"synchronous_mode": True}
     view = ClusterView(leader=cluster_view().leader, members=cluster_view().members,
-                       config={"synchronous_mode": True},
+                       config=config, settings=HaSettings.from_config(config),
                        sync=SyncKey(leader="pg1", sync_standby=frozenset({"pg2"})))
     state = sync_state(view)
     assert state is not None and state.standbys == {"pg2"}

@@ -370,7 +370,7 @@ class TestSlots:
         v = view(member(ME, role="primary"), member("pg-2.a"), member("PG3"), leader=ME)
         d = decide(v, local(primary_pg()), NOW)
         assert d.reason is Reason.LEADER_HEALTHY
-        assert d.actions == (SyncSlots(frozenset({"pg_2_a", "pg3"})), PublishStatus(optime=POS))
+        assert d.actions == (PublishStatus(optime=POS), SyncSlots(frozenset({"pg_2_a", "pg3"})))
 
     def test_recently_seen_members_are_kept_within_member_slots_ttl(self) -> None:
         v = view(member(ME, role="primary"), member("pg2"), leader=ME,
@@ -378,20 +378,20 @@ class TestSlots:
         seen = {"pg2": NOW, "gone-recently": NOW - 599, "gone-long-ago": NOW - 600,
                 ME: NOW}
         d = decide(v, local(primary_pg(), member_seen=seen), NOW)
-        assert d.actions[0] == SyncSlots(frozenset({"pg2", "gone_recently"}))
+        assert d.actions[1] == SyncSlots(frozenset({"pg2", "gone_recently"}))
 
     def test_permanent_slots_from_config_are_kept(self) -> None:
         config = {"slots": {"archiver": {"type": "physical"},
                             "cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}}
         v = view(member(ME, role="primary"), member("pg2"), leader=ME, config=config)
         d = decide(v, local(primary_pg()), NOW)
-        assert d.actions[0] == SyncSlots(frozenset({"pg2", "archiver", "cdc"}))
+        assert d.actions[1] == SyncSlots(frozenset({"pg2", "archiver", "cdc"}))
 
     def test_garbage_permanent_slots_ignored(self) -> None:
         v = view(member(ME, role="primary"), member("pg2"), leader=ME,
                  config={"slots": ["archiver"]})
         d = decide(v, local(primary_pg()), NOW)
-        assert d.actions[0] == SyncSlots(frozenset({"pg2"}))
+        assert d.actions[1] == SyncSlots(frozenset({"pg2"}))
 
     def test_no_sync_slots_when_use_slots_false(self) -> None:
         v = view(member(ME, role="primary"), member("pg2"), leader=ME,
@@ -413,8 +413,8 @@ class TestRunningPrimary:
         v = view(member(ME, role="primary"), member("pg2"), leader=None)
         d = decide(v, local(primary_pg(), peers={"pg2": peer("pg2"), "pg3": None}), NOW)
         assert d.reason is Reason.RETAKE_LOCK_AS_PRIMARY
-        assert d.actions == (AcquireLeader(), SyncSlots(frozenset({"pg2"})),
-                             PublishStatus(optime=POS))
+        assert d.actions == (AcquireLeader(), PublishStatus(optime=POS),
+                             SyncSlots(frozenset({"pg2"})))
 
     def test_no_leader_but_timeline_behind_a_member_demotes(self) -> None:
         v = view(member(ME, role="primary", timeline=2), member("pg2", timeline=3), leader=None)
@@ -457,7 +457,7 @@ class TestRunningReplica:
         v = view(member(ME), member("pg2"), leader=ME)
         d = decide(v, local(replica_pg()), NOW)
         assert d.reason is Reason.PROMOTE_HOLDING_LOCK
-        assert d.actions == (Promote(), SyncSlots(frozenset({"pg2"})), PublishStatus(optime=POS))
+        assert d.actions == (Promote(), PublishStatus(optime=POS), SyncSlots(frozenset({"pg2"})))
 
     @pytest.mark.parametrize("upstream", [None, "pg3", "pg9"])
     def test_wrong_upstream_follows_the_leader(self, upstream: str | None) -> None:
@@ -522,8 +522,8 @@ def race_local(pg: PgState | None = None, **kw: Any) -> LocalState:
     return local(pg or replica_pg(), **kw)
 
 
-RACE_ACTIONS = (AcquireLeader(), Promote(), SyncSlots(frozenset({"pg2", "pg3"})),
-                PublishStatus(optime=POS))
+RACE_ACTIONS = (AcquireLeader(), Promote(), PublishStatus(optime=POS),
+                SyncSlots(frozenset({"pg2", "pg3"})))
 
 
 class TestLeaderRace:

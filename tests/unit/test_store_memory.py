@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -291,22 +292,37 @@ async def test_key_revisions_list_every_key_read(stores: list[ClusterStore]) -> 
     assert view.failover is None  # unparseable, yet its revision is known
 
 
-@pytest.mark.parametrize(("value", "leader", "standbys"), [
-    (b'{"leader": "pg0", "sync_standby": "pg1, pg2,"}', "pg0", {"pg1", "pg2"}),
-    (b'{"leader": "pg0", "sync_standby": ["pg1"], "quorum": 1}', "pg0", {"pg1"}),
-    (b'{"leader": "pg0", "sync_standby": null}', "pg0", set()),
-    (b'{}', None, set()),
+@pytest.mark.parametrize(("value", "leader", "standbys", "quorum"), [
+    (b'{"leader": "pg0", "sync_standby": "pg1, pg2,"}', "pg0", {"pg1", "pg2"}, 0),
+    (b'{"leader": "pg0", "sync_standby": ["pg1"], "quorum": 1}', "pg0", {"pg1"}, 1),
+    (b'{"leader": "pg0", "sync_standby": null, "quorum": null}', "pg0", set(), 0),
+    (b'{}', None, set(), 0),
 ])
 async def test_sync_key_is_parsed(stores: list[ClusterStore], value: bytes, leader: str | None,
-                                  standbys: set[str]) -> None:
+                                  standbys: set[str], quorum: int) -> None:
     s = stores[0]
     assert (await s.load()).sync is None
     await s.kv.put(s.key("sync"), value)
-    assert (await s.load()).sync == SyncKey(leader, frozenset(standbys))
+    assert (await s.load()).sync == SyncKey(leader, frozenset(standbys), quorum)
+
+
+async def test_sync_key_round_trips_in_patronis_layout(stores: list[ClusterStore]) -> None:
+    s = stores[0]
+    await s.write_sync(["pg2", "pg1"], 1)
+    raw = (await s.kv.get_prefix(s.key("sync"))).items[s.key("sync")].value
+    assert json.loads(raw) == {"leader": s.name, "sync_standby": "pg1,pg2", "quorum": 1}
+    assert (await s.load()).sync == SyncKey(s.name, frozenset({"pg1", "pg2"}), 1)
+    await s.write_sync([], 0)
+    assert json.loads((await s.kv.get_prefix(s.key("sync"))).items[s.key("sync")].value) == {
+        "leader": s.name, "sync_standby": None, "quorum": 0}
+    assert await s.delete_sync()
+    assert (await s.load()).sync is None
 
 
 @pytest.mark.parametrize("value", [b"[]", b'{"leader": 1}', b'{"sync_standby": 5}',
-                                   b'{"sync_standby": ["pg1", 2]}', b"{bad"])
+                                   b'{"sync_standby": ["pg1", 2]}', b"{bad",
+                                   b'{"leader": "pg0", "quorum": -1}',
+                                   b'{"leader": "pg0", "quorum": "2"}'])
 async def test_bad_sync_key_is_logged_and_ignored(stores: list[ClusterStore], value: bytes,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     s = stores[0]

@@ -179,6 +179,33 @@ class SyncSlots:
 
 
 @dataclass(frozen=True)
+class WriteSyncKey:
+    """Leader only: write the ``sync`` key as ours (``leader`` = our name) with ``voters`` as
+    its ``sync_standby`` and ``quorum``. Ordering (DESIGN.md safety rule 8,
+    :mod:`pgha.core.sync`): a voter leaves the key before PostgreSQL stops waiting for it and
+    joins it only after PostgreSQL waited for it since a position it has flushed; a member
+    about to promote writes it with no voter before promoting."""
+
+    voters: tuple[str, ...] = ()
+    quorum: int = 0
+
+
+@dataclass(frozen=True)
+class ClearSyncKey:
+    """Leader only, synchronous mode off: delete the ``sync`` key (before PostgreSQL's
+    ``synchronous_standby_names`` is given back to the user's configuration)."""
+
+
+@dataclass(frozen=True)
+class SetSyncStandbys:
+    """Set ``synchronous_standby_names`` (``value``; None gives it back to the user's
+    configuration) in the managed configuration, reload a running server and wait until it
+    runs with it. Kept across restarts of PostgreSQL and of the agent."""
+
+    value: str | None
+
+
+@dataclass(frozen=True)
 class PublishStatus:
     """Leader only: write the ``status`` key with ``optime`` (our WAL position when observed;
     None: not written), and with ``failsafe`` set, the ``failsafe`` key (``{member: api_url}``
@@ -207,6 +234,9 @@ Action = (
     | Reinitialize
     | SyncSlots
     | PublishStatus
+    | WriteSyncKey
+    | ClearSyncKey
+    | SetSyncStandbys
 )
 
 

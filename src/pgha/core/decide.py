@@ -63,6 +63,8 @@ from pgha.core.operator import (
 )
 from pgha.core.race import cluster_timeline, race_refusal
 from pgha.core.switchover import parse_failover
+from pgha.core.sync import before_promote
+from pgha.core.sync import plan as sync_plan
 from pgha.core.topology import clone_source, follow_target
 
 __all__ = ["RACE_REFUSALS", "Decision", "Reason", "decide", "needs_peer_statuses"]
@@ -271,7 +273,7 @@ def _paused_switchover(view: ClusterView, local: LocalState,
             return replace(refusal, message=f"paused: {refusal.message}")
         return _d(Reason.SWITCHOVER_CANDIDATE,
                   "paused: named candidate and the lock is free: taking it",
-                  AcquireLeader(), Promote(planned=True), ClearFailover(),
+                  AcquireLeader(), *_promote(view, local, planned=True), ClearFailover(),
                   PublishStatus(optime=pg.wal_position))
     return None
 
@@ -306,16 +308,29 @@ def _slots_to_keep(view: ClusterView, local: LocalState, now: float) -> frozense
 
 
 def _leader_housekeeping(view: ClusterView, local: LocalState, now: float) -> list[Action]:
-    actions: list[Action] = []
-    if view.settings.use_slots:
-        actions.append(SyncSlots(_slots_to_keep(view, local, now)))
+    """The leader's work every cycle, after what the decision is about: publish our WAL
+    position first (a failing later action must never leave ``maximum_lag_on_failover``
+    judged against a stale position), then synchronous replication (a running primary only:
+    a member that promotes in this cycle has nothing observed to plan from yet, and
+    :func:`pgha.core.sync.before_promote` already ran), then the replication slots."""
     failsafe = None
     if view.settings.failsafe_mode:
         wanted = {n: m.api_url for n, m in view.members.items() if m.api_url}
         if wanted != dict(view.failsafe or {}):
             failsafe = wanted
-    actions.append(PublishStatus(failsafe, local.pg.wal_position))
+    actions: list[Action] = [PublishStatus(failsafe, local.pg.wal_position)]
+    if _is_writable_primary(local) and local.pg.accepting:
+        actions += sync_plan(view, local).actions
+    if view.settings.use_slots:
+        actions.append(SyncSlots(_slots_to_keep(view, local, now)))
     return actions
+
+
+def _promote(view: ClusterView, local: LocalState, planned: bool) -> tuple[Action, ...]:
+    """Promotion of a replica that holds the lock: in synchronous mode the ``sync`` key and
+    ``synchronous_standby_names`` are set for its first commits before it accepts any
+    (:func:`pgha.core.sync.before_promote`)."""
+    return (*before_promote(view, local), Promote(planned=planned))
 
 
 def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
@@ -324,6 +339,10 @@ def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
         switchover = leader_switchover(view, local)
         if switchover is not None:
             return switchover
+        pending = sync_plan(view, local).pending
+        if pending is not None:
+            return _d(Reason.SYNC_PENDING, f"holding the leader lock as a running primary; "
+                      f"{pending}", *_leader_housekeeping(view, local, now))
         return _d(Reason.LEADER_HEALTHY, "holding the leader lock as a running primary",
                   *_leader_housekeeping(view, local, now))
     if view.leader is not None:
@@ -362,7 +381,7 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
             return _d(Reason.LEASE_UNCONFIRMED,
                       "the leader key names us but our lease is not confirmed: not promoting")
         return _d(Reason.PROMOTE_HOLDING_LOCK, "holding the leader lock as a replica: promoting",
-                  Promote(planned=view.failover is not None),
+                  *_promote(view, local, planned=view.failover is not None),
                   *_leader_housekeeping(view, local, now))
     if view.leader is not None:
         return _replica_of_leader(view, local, view.leader.name)
@@ -397,7 +416,7 @@ def _free_lock(view: ClusterView, local: LocalState, now: float) -> Decision:
                 return refusal
             return _d(Reason.SWITCHOVER_CANDIDATE,
                       "named switchover/failover candidate and the lock is free: taking it",
-                      AcquireLeader(), Promote(planned=True), ClearFailover(),
+                      AcquireLeader(), *_promote(view, local, planned=True), ClearFailover(),
                       *_leader_housekeeping(view, local, now))
         peer = local.peers.get(request.candidate)
         if peer is not None and peer.state == "running":
@@ -408,7 +427,7 @@ def _free_lock(view: ClusterView, local: LocalState, now: float) -> Decision:
         return refusal
     clear = (ClearFailover(),) if view.failover is not None else ()
     return _d(Reason.RACE, "no leader and this member is the healthiest: taking the lock",
-              AcquireLeader(), Promote(planned=bool(clear)), *clear,
+              AcquireLeader(), *_promote(view, local, planned=bool(clear)), *clear,
               *_leader_housekeeping(view, local, now))
 
 

@@ -28,6 +28,7 @@ class Reason(StrEnum):
     ADOPT_DATA = "adopt_existing_data"
     SYSID_MISMATCH = "sysid_mismatch"
     LEADER_HEALTHY = "leader_healthy"
+    SYNC_PENDING = "sync_pending"  # leader: synchronous standbys not settled yet
     LEADER_REBIND = "leader_rebind"  # the key names us, bound to another session: rebind it
     LEADER_KEY_NOT_OURS = "leader_key_not_ours"  # ... and we may not rebind it: wait
     LEADER_DATA_LOST = "leader_data_lost"
@@ -48,11 +49,14 @@ class Reason(StrEnum):
     RACE_REFUSED_PEER_AHEAD = "race_refused_peer_ahead"
     RACE_REFUSED_PEER_PRIORITY = "race_refused_peer_priority"
     RACE_REFUSED_PRIMARY_RUNNING = "race_refused_primary_running"
+    RACE_REFUSED_NOT_SYNC = "race_refused_not_sync"  # synchronous_mode on: not in sync
+    RACE_REFUSED_QUORUM = "race_refused_quorum"  # quorum mode: too few votes
     # refusals of a named switchover/failover candidate: see pgha.core.operator
     CANDIDATE_REFUSED_NOFAILOVER = "candidate_refused_nofailover"
     CANDIDATE_REFUSED_LAG = "candidate_refused_lag"
     CANDIDATE_REFUSED_FAILSAFE_PRIMARY_ALIVE = "candidate_refused_failsafe_primary_alive"
     CANDIDATE_REFUSED_PRIMARY_RUNNING = "candidate_refused_primary_running"
+    CANDIDATE_REFUSED_NOT_SYNC = "candidate_refused_not_sync"
     PG_STARTING = "pg_starting"
     PRIMARY_START_TIMEOUT = "primary_start_timeout"
     RESTART_PRIMARY = "restart_primary"
@@ -77,10 +81,13 @@ RACE_REFUSALS: frozenset[Reason] = frozenset({
     Reason.RACE_REFUSED_PEER_AHEAD,
     Reason.RACE_REFUSED_PEER_PRIORITY,
     Reason.RACE_REFUSED_PRIMARY_RUNNING,
+    Reason.RACE_REFUSED_NOT_SYNC,
+    Reason.RACE_REFUSED_QUORUM,
     Reason.CANDIDATE_REFUSED_NOFAILOVER,
     Reason.CANDIDATE_REFUSED_LAG,
     Reason.CANDIDATE_REFUSED_FAILSAFE_PRIMARY_ALIVE,
     Reason.CANDIDATE_REFUSED_PRIMARY_RUNNING,
+    Reason.CANDIDATE_REFUSED_NOT_SYNC,
 })
 """Every reason for staying out of a free leader lock (a race or a named candidacy): a decision
 with one of them has no actions, and the agent re-observes soon (the better peer may be a

@@ -24,6 +24,26 @@ class DataState(StrEnum):
     INVALID = "invalid"  # non-empty but not a readable cluster; needs an operator
 
 
+class SyncMode(StrEnum):
+    """``synchronous_mode`` of the dynamic configuration."""
+
+    OFF = "off"
+    ON = "on"
+    QUORUM = "quorum"
+
+    @staticmethod
+    def parse(value: Any) -> SyncMode | None:
+        """True/"on"/"true"/"yes" -> ON, False/"off"/... -> OFF, "quorum" -> QUORUM; None for
+        anything else."""
+        if isinstance(value, bool):
+            return SyncMode.ON if value else SyncMode.OFF
+        if not isinstance(value, str):
+            return None
+        return {"on": SyncMode.ON, "true": SyncMode.ON, "yes": SyncMode.ON,
+                "off": SyncMode.OFF, "false": SyncMode.OFF, "no": SyncMode.OFF,
+                "quorum": SyncMode.QUORUM}.get(value.strip().lower())
+
+
 class PgRole(StrEnum):
     PRIMARY = "primary"
     REPLICA = "replica"
@@ -188,6 +208,10 @@ class HaSettings:
     check_timeline: bool = False
     pause: bool = False
     failsafe_mode: bool = False
+    synchronous_mode: SyncMode = SyncMode.OFF
+    synchronous_mode_strict: bool = False
+    synchronous_node_count: int = 1
+    maximum_lag_on_syncnode: int = -1
 
     @staticmethod
     def from_config(raw: Mapping[str, Any]) -> HaSettings:
@@ -213,6 +237,12 @@ class HaSettings:
             value = src.get(key)
             return value if isinstance(value, bool) else bool(getattr(default, key))
 
+        def integer(key: str, least: int) -> int:
+            value = raw.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= least:
+                return value
+            return int(getattr(default, key))
+
         return HaSettings(
             ttl=num("ttl"),
             loop_wait=num("loop_wait"),
@@ -225,6 +255,10 @@ class HaSettings:
             check_timeline=flag("check_timeline"),
             pause=flag("pause"),
             failsafe_mode=flag("failsafe_mode"),
+            synchronous_mode=SyncMode.parse(raw.get("synchronous_mode", False)) or SyncMode.OFF,
+            synchronous_mode_strict=flag("synchronous_mode_strict"),
+            synchronous_node_count=integer("synchronous_node_count", 1),
+            maximum_lag_on_syncnode=integer("maximum_lag_on_syncnode", -1),
         )
 
     def adjusted(self) -> HaSettings:
@@ -252,13 +286,15 @@ def safety_margin_for(ttl: float) -> float:
 
 @dataclass(frozen=True)
 class SyncKey:
-    """The ``sync`` key: the leader that wrote it and the members it names as synchronous
-    (or quorum) standbys. Field names follow the key's JSON (``leader``, ``sync_standby``).
+    """The ``sync`` key: the leader that wrote it, the members it names as synchronous (or
+    quorum) standbys - the voters - and ``quorum``. Field names follow the key's JSON
+    (``leader``, ``sync_standby``, ``quorum``). What it promises: :mod:`pgha.core.sync`.
     Whether it is current (written by the present leader, synchronous mode on) is for the
     reader to judge (see :func:`pgha.core.status.sync_state`)."""
 
     leader: str | None = None
     sync_standby: frozenset[str] = frozenset()
+    quorum: int = 0  # votes a candidate needs from the other voters (0: any voter may lead)
 
 
 @dataclass(frozen=True)
@@ -311,6 +347,19 @@ class ClusterView:
 
 
 @dataclass(frozen=True)
+class StandbyConn:
+    """One row of the primary's ``pg_stat_replication``: ``name`` is the application name
+    (pgha's replicas use their member name), ``state`` e.g. ``streaming``/``catchup``,
+    ``sync_state`` ``async``/``potential``/``sync``/``quorum``, ``flush_lsn`` what the standby
+    reported flushed."""
+
+    name: str
+    state: str = "streaming"
+    sync_state: str = "async"
+    flush_lsn: int | None = None
+
+
+@dataclass(frozen=True)
 class PgState:
     """What the agent observed about its own PostgreSQL.
 
@@ -333,6 +382,11 @@ class PgState:
     down_since: float | None = None
     stopped_by_agent: bool = False
     busy: str | None = None  # a long action is in flight (e.g. "creating replica")
+    # a running primary's synchronous replication (see pgha.core.sync):
+    standbys: tuple[StandbyConn, ...] = ()  # pg_stat_replication
+    sync_standby_names: str | None = None  # the value the server runs with
+    sync_names_since: int | None = None  # our WAL position when that value was first seen
+    sync_managed: bool = False  # pgha owns synchronous_standby_names (not the user's value)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pgha.core.switchover import (
     pick_candidate,
     request_for_leader,
 )
+from pgha.core.sync import failover_refusal
 from pgha.core.topology import clone_source, follow_target
 
 
@@ -64,11 +65,15 @@ def candidate_refusal(view: ClusterView, local: LocalState,
     WAL positions with its peers (the leader checked them before handing over). A switchover
     (the request names a leader) still needs the candidate within ``maximum_lag_on_failover``
     of the last leader position: a leader that died before handing over must not turn a
-    planned switchover into a lossy failover. Only a manual failover (no leader named) waives
-    it."""
+    planned switchover into a lossy failover. For the same reason a switchover candidate in
+    synchronous mode must be allowed by the ``sync`` key (:func:`pgha.core.sync.
+    failover_refusal`). Only a manual failover (no leader named) waives both: the operator
+    accepted the loss."""
     if not local.tags.can_be_leader:
         return _d(Reason.CANDIDATE_REFUSED_NOFAILOVER,
                   "named candidate but tagged nofailover: never taking the lock")
+    if request.leader and (why := failover_refusal(view, local)) is not None:
+        return _d(Reason.CANDIDATE_REFUSED_NOT_SYNC, f"switchover candidate, but {why}")
     position, limit = local.pg.wal_position, view.settings.maximum_lag_on_failover
     if request.leader and view.optime is not None and (
             position is None or view.optime - position > limit):

@@ -5,7 +5,10 @@ asked it to stay out (failsafe), its own WAL position is known and within
 ``maximum_lag_on_failover`` of the last known leader position, it is not behind the cluster's
 timeline (with ``check_timeline``), and no reachable peer runs as primary, is ahead of it, or
 has the same position and a higher ``failover_priority``. Unreachable peers (``None`` in
-``local.peers``) and peers that may not become leader are not compared.
+``local.peers``) and peers that may not become leader are not compared. In synchronous mode
+(safety rule 8) it must also be allowed by the ``sync`` key (:func:`pgha.core.sync.
+failover_refusal`: a voter, or enough voters' votes in quorum mode), and the key's former
+leader is not compared (it may be ahead with WAL no standby acknowledged).
 
 Each refusal has its own reason code (see :data:`pgha.core.decision.RACE_REFUSALS`).
 """
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 from pgha.core.decision import Decision, Reason
 from pgha.core.decision import decision as _d
-from pgha.core.model import ClusterView, LocalState
+from pgha.core.model import ClusterView, LocalState, SyncMode
+from pgha.core.sync import failover_refusal
 
 
 def cluster_timeline(view: ClusterView) -> int | None:
@@ -32,8 +36,26 @@ def race_refusal(view: ClusterView, local: LocalState) -> Decision | None:
     refusal = _own_refusal(view, local)
     position = local.pg.wal_position  # known when _own_refusal found nothing
     if refusal is None and position is not None:
-        refusal = _peer_refusal(local, position)
+        refusal = _peer_refusal(local, position, _former_leader(view))
+    if refusal is None:
+        refusal = _sync_refusal(view, local)
     return refusal
+
+
+def _former_leader(view: ClusterView) -> str | None:
+    """The ``sync`` key's leader in synchronous mode: not compared in the race."""
+    if view.settings.synchronous_mode is SyncMode.OFF or view.sync is None:
+        return None
+    return view.sync.leader
+
+
+def _sync_refusal(view: ClusterView, local: LocalState) -> Decision | None:
+    why = failover_refusal(view, local)
+    if why is None:
+        return None
+    reason = (Reason.RACE_REFUSED_QUORUM if view.sync is not None and view.sync.quorum > 0
+              else Reason.RACE_REFUSED_NOT_SYNC)
+    return _d(reason, f"synchronous mode: {why}")
 
 
 def _own_refusal(view: ClusterView, local: LocalState) -> Decision | None:
@@ -59,16 +81,17 @@ def _own_refusal(view: ClusterView, local: LocalState) -> Decision | None:
     return None
 
 
-def _peer_refusal(local: LocalState, mine: int) -> Decision | None:
+def _peer_refusal(local: LocalState, mine: int, ignored: str | None) -> Decision | None:
     """Refusals because of a reachable peer (checked by peer name); ``mine`` is this member's
-    WAL position."""
+    WAL position; ``ignored`` (the former leader in synchronous mode) is only checked for
+    running as a primary."""
     for name in sorted(local.peers):
         peer = local.peers[name]
         if name == local.name or peer is None:
             continue
         if peer.is_running_primary:
             return _d(Reason.RACE_REFUSED_PRIMARY_RUNNING, f"primary {name} is still running")
-        if not peer.tags.can_be_leader or peer.wal_position is None:
+        if name == ignored or not peer.tags.can_be_leader or peer.wal_position is None:
             continue
         if peer.wal_position > mine:
             return _d(Reason.RACE_REFUSED_PEER_AHEAD,

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgha import __version__
-from pgha.core.model import ClusterView, PgRole, PgState, Tags
+from pgha.core.model import ClusterView, PgRole, PgState, SyncMode, Tags
 
 
 @dataclass(frozen=True)
@@ -187,19 +187,17 @@ class SyncState:
 def sync_state(view: ClusterView | None) -> SyncState | None:
     """Who is a synchronous (or quorum) standby, or None when that is not known.
 
-    Known only when synchronous mode is on (``synchronous_mode`` true or ``quorum`` in the
-    view's raw config), the view carries a ``sync`` key and that key was written by the
-    current leader.
+    Known only when synchronous mode is on (``synchronous_mode`` on or ``quorum`` in the
+    view's settings), the view carries a ``sync`` key and that key was written by the current
+    leader.
     """
     if view is None or view.leader is None or view.sync is None:
         return None
     leader = view.sync.leader
     if leader is None or leader != view.leader.name:
         return None
-    mode = (view.config or {}).get("synchronous_mode", False)
-    if isinstance(mode, str):
-        mode = {"on": True, "true": True, "quorum": "quorum"}.get(mode.strip().lower(), False)
-    if mode is not True and mode != "quorum":
+    mode = view.settings.synchronous_mode
+    if mode is SyncMode.OFF:
         return None
     return SyncState(leader=leader, standbys=view.sync.sync_standby - {leader},
-                     quorum=mode == "quorum")
+                     quorum=mode is SyncMode.QUORUM)

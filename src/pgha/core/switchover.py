@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgha.core.model import ClusterView, PeerStatus
+from pgha.core.sync import switchover_refusal, sync_candidates
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,15 @@ def candidate_problem(view: ClusterView, name: str, peer: PeerStatus | None, *,
                       check_lag: bool) -> str | None:
     """Why member ``name`` cannot take over now, or None when it can. ``peer`` is its
     ``/patroni`` answer (None: unreachable). With ``check_lag`` (a switchover, where a leader
-    exists) it must also be within ``maximum_lag_on_failover`` of the leader."""
+    exists) it must also be within ``maximum_lag_on_failover`` of the leader and, in
+    synchronous mode, listed in the leader's ``sync`` key."""
     member = view.members.get(name)
     if member is None:
         return f"{name} is not a member of the cluster"
     if not member.tags.can_be_leader:
         return f"{name} is tagged nofailover"
+    if check_lag and (refusal := switchover_refusal(view, name)) is not None:
+        return refusal
     if peer is None:
         return f"{name} does not answer on its REST API"
     if peer.state != "running":
@@ -114,8 +118,9 @@ def candidate_problem(view: ClusterView, name: str, peer: PeerStatus | None, *,
 
 def pick_candidate(view: ClusterView, peers: Mapping[str, PeerStatus | None],
                    me: str) -> str | None:
-    """The healthiest member other than ``me`` that may take over: highest WAL position, then
-    highest ``failover_priority``, then name. None when nobody is fit."""
+    """The healthiest member other than ``me`` that may take over (in synchronous mode one of
+    the ``sync`` key's): highest WAL position, then highest ``failover_priority``, then
+    name. None when nobody is fit."""
     fit = sorted((-(p.wal_position or 0), -p.tags.failover_priority, name)
                  for name, p in peers.items()
                  if name != me and p is not None and p.role == "replica"
@@ -148,6 +153,8 @@ def switchover_problem(view: ClusterView, request: FailoverRequest,
                                  check_lag=leader is not None)
     if leader is None:
         return "a failover needs a candidate"
+    if sync_candidates(view) == frozenset():
+        return "can not find sync_standby"
     if check_health and pick_candidate(view, peers, leader) is None:
         return "no good candidates have been found"
     return None

@@ -138,9 +138,9 @@ def history_entry_from_json(item: Any) -> HistoryEntry:
 
 
 def sync_from_json(data: Any) -> SyncKey:
-    """Decode the ``sync`` value ``{"leader": name, "sync_standby": "a,b" | [names]}``
-    (other fields, e.g. ``quorum``, are ignored). Names are stripped; empty ones dropped.
-    Raises ValueError on wrong types."""
+    """Decode the ``sync`` value ``{"leader": name, "sync_standby": "a,b" | [names],
+    "quorum": N}`` (other fields are ignored; a missing or null ``quorum`` is 0). Names are
+    stripped; empty ones dropped. Raises ValueError on wrong types."""
     if not isinstance(data, Mapping):
         raise ValueError("sync value must be a JSON object")
     leader = data.get("leader")
@@ -155,5 +155,19 @@ def sync_from_json(data: Any) -> SyncKey:
         names = standbys
     else:
         raise ValueError("sync_standby must be a comma-separated string or a list of names")
+    quorum = data.get("quorum")
+    if quorum is None:
+        quorum = 0
+    if isinstance(quorum, bool) or not isinstance(quorum, int) or quorum < 0:
+        raise ValueError("sync quorum must be a non-negative integer")
     return SyncKey(leader=leader or None,
-                   sync_standby=frozenset(n.strip() for n in names if n.strip()))
+                   sync_standby=frozenset(n.strip() for n in names if n.strip()),
+                   quorum=quorum)
+
+
+def sync_to_json(key: SyncKey) -> dict[str, Any]:
+    """The ``sync`` value as Patroni writes it: ``sync_standby`` a comma-separated string of
+    sorted names (null when there is none), ``quorum`` an integer."""
+    return {"leader": key.leader,
+            "sync_standby": ",".join(sorted(key.sync_standby)) or None,
+            "quorum": key.quorum}

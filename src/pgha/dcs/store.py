@@ -13,7 +13,7 @@ WARNING on the ``pgha.dcs`` logger, naming the key, and leaves them out of the v
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from pgha.core.model import ClusterView, HaSettings, HistoryEntry, Leader, Member, SyncKey
@@ -25,6 +25,7 @@ from pgha.dcs.codec import (
     loads,
     member_from_json,
     sync_from_json,
+    sync_to_json,
 )
 
 log = logging.getLogger("pgha.dcs")
@@ -347,6 +348,17 @@ class ClusterStore:
     async def write_status(self, optime: int, slots: Mapping[str, int] | None = None) -> None:
         """Publish the leader's WAL position: ``{"optime": ..., "slots": {...}}``."""
         await self.kv.put(self.key("status"), dumps({"optime": optime, "slots": dict(slots or {})}))
+
+    async def write_sync(self, voters: Iterable[str], quorum: int) -> None:
+        """Write the ``sync`` key as ours: ``leader`` = our name, ``voters`` as its
+        ``sync_standby``, ``quorum``. Only the leader writes it (the lock makes it the only
+        writer); what it promises: :mod:`pgha.core.sync`."""
+        key = SyncKey(leader=self.name, sync_standby=frozenset(voters), quorum=quorum)
+        await self.kv.put(self.key("sync"), dumps(sync_to_json(key)))
+
+    async def delete_sync(self) -> bool:
+        """Delete the ``sync`` key (synchronous mode switched off). False when absent."""
+        return await self.kv.delete(self.key("sync"))
 
     async def write_failsafe(self, members: Mapping[str, str]) -> None:
         """The leader's list of members that must confirm it while the DCS is unreachable

@@ -42,6 +42,7 @@ HEADER = (
 )
 _ROLE_TAG = "# pgha-role: "
 _UPSTREAM_TAG = "# pgha-upstream: "
+_SYNC_TAG = "# pgha-synchronous-standby-names: "
 
 _GUC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 MIN_WAL_SENDERS = 10
@@ -125,6 +126,8 @@ def managed_parameters(settings: PgSettings, role: str,
                 log.warning("parameter %s is managed by pgha; the configured value is ignored",
                             name)
             continue
+        if name == "synchronous_standby_names" and settings.synchronous_standby_names is not None:
+            continue  # synchronous replication owns it (written below)
         if not _GUC_NAME.match(name) or value is None:
             log.warning("ignoring invalid parameter %r", name)
             continue
@@ -132,6 +135,8 @@ def managed_parameters(settings: PgSettings, role: str,
             log.warning("ignoring parameter %s: its value contains a newline", name)
             continue
         out[name] = value
+    if settings.synchronous_standby_names is not None:
+        out["synchronous_standby_names"] = settings.synchronous_standby_names
     if role == "replica":
         out["primary_conninfo"] = primary_conninfo(settings, upstream) if upstream else ""
         if upstream and settings.use_slots:
@@ -150,10 +155,34 @@ def render_postgresql_conf(settings: PgSettings, role: str, upstream: Upstream |
     if upstream is not None:
         blob = json.dumps({"name": upstream.name, "conn_url": upstream.conn_url})
         lines.append(f"{_UPSTREAM_TAG}{blob}\n")
+    if settings.synchronous_standby_names is not None:
+        lines.append(f"{_SYNC_TAG}{json.dumps(settings.synchronous_standby_names)}\n")
     lines.append(f"\ninclude '{BASE_CONF}'\n\n")
     for name, value in managed_parameters(settings, role, upstream).items():
         lines.append(f"{name} = {quote_guc(value)}\n")
     return "".join(lines)
+
+
+def read_managed_sync_names(data_dir: Path) -> str | None:
+    """The ``synchronous_standby_names`` synchronous replication last wrote into our
+    postgresql.conf (None: not ours, or the user's value), so that a restarted agent keeps
+    making PostgreSQL wait for the standbys the ``sync`` key names."""
+    try:
+        text = (data_dir / CONF).read_text(errors="replace")
+    except OSError:
+        return None
+    if not text.startswith(HEADER):
+        return None
+    for line in text.splitlines():
+        if line.startswith(_SYNC_TAG):
+            try:
+                value = json.loads(line[len(_SYNC_TAG):])
+            except ValueError:
+                return None
+            return value if isinstance(value, str) else None
+        if not line.startswith("#"):
+            break
+    return None
 
 
 def read_managed_state(data_dir: Path) -> tuple[str, Upstream | None] | None:

@@ -17,10 +17,15 @@ from dataclasses import replace
 from typing import Any
 
 from pgha.core.actions import StopMode, Upstream
-from pgha.core.model import ControlState, DataState, PgRole, PgState
+from pgha.core.model import ControlState, DataState, PgRole, PgState, StandbyConn
 from pgha.pg import bootstrap, controldata, rewind, slots
 from pgha.pg.cmd import tail_file
-from pgha.pg.conf import STANDBY_SIGNAL, read_managed_state, write_config
+from pgha.pg.conf import (
+    STANDBY_SIGNAL,
+    read_managed_state,
+    read_managed_sync_names,
+    write_config,
+)
 from pgha.pg.errors import PgError
 from pgha.pg.probe import (
     LocalProbe,
@@ -55,12 +60,25 @@ class Postgres:
     new configuration."""
 
     def __init__(self, settings: PgSettings) -> None:
+        self._sync_names = read_managed_sync_names(settings.data_dir)
         self.settings = settings
         self._probe = LocalProbe()
+        self._sync_seen: tuple[str, int | None] | None = None  # (value, position first seen)
+        self._replication: list[dict[str, Any]] = []  # pg_stat_replication of the last observe
         self._sysid: str | None = None
         self._upstream: Upstream | None = None
         self._upstream_known = False  # False: read it back from our postgresql.conf header
         self._tli_seen: tuple[str | None, int | None] = (None, None)  # (postmaster start, tli)
+
+    @property
+    def settings(self) -> PgSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: PgSettings) -> None:
+        """Replaced settings keep the ``synchronous_standby_names`` synchronous replication
+        set (see :meth:`set_sync_standby_names`)."""
+        self._settings = replace(value, synchronous_standby_names=self._sync_names)
 
     # ----------------------------------------------------------------- cheap, synchronous
     def conn_url(self) -> str:
@@ -155,13 +173,42 @@ class Postgres:
                            control_state=controldata.control_state(cd))
         if self._sysid is None:
             await self.controldata()
+        standbys: tuple[StandbyConn, ...] = ()
+        since: int | None = None
+        if not snap.in_recovery:
+            standbys = await self._standbys()
+            since = self._sync_since(snap)
         return PgState(
             data=data, running=True, accepting=True,
             role=PgRole.REPLICA if snap.in_recovery else PgRole.PRIMARY,
             sysid=self._sysid, timeline=snap.timeline, wal_position=snap.wal_position,
             control_state=(ControlState.IN_ARCHIVE_RECOVERY if snap.in_recovery
                            else ControlState.IN_PRODUCTION),
-            upstream=(u.name if snap.in_recovery and (u := self._current_upstream()) else None))
+            upstream=(u.name if snap.in_recovery and (u := self._current_upstream()) else None),
+            standbys=standbys,
+            sync_standby_names=None if snap.in_recovery else snap.sync_standby_names,
+            sync_names_since=since, sync_managed=self._sync_names is not None)
+
+    async def _standbys(self) -> tuple[StandbyConn, ...]:
+        """The primary's pg_stat_replication (kept for :meth:`status` of the same cycle);
+        empty when it cannot be read."""
+        try:
+            self._replication = await self._probe.replication(self.settings)
+        except PgError as exc:
+            log.debug("pg_stat_replication unavailable: %s", exc)
+            self._replication = []
+        return tuple(StandbyConn(str(r.get("application_name") or ""), str(r.get("state") or ""),
+                                 str(r.get("sync_state") or ""), r.get("flush_lsn"))
+                     for r in self._replication)
+
+    def _sync_since(self, snap: Snapshot) -> int | None:
+        """Our flush position when this process first saw the server run with its current
+        ``synchronous_standby_names`` (a standby named since then that has flushed it holds
+        every commit acknowledged so far: :mod:`pgha.core.sync`)."""
+        value = snap.sync_standby_names or ""
+        if self._sync_seen is None or self._sync_seen[0] != value:
+            self._sync_seen = (value, snap.flush_lsn)
+        return self._sync_seen[1]
 
     async def status(self) -> dict[str, Any]:
         """Status fields for ``GET /patroni``. Only ``database_system_identifier`` (when known)
@@ -170,12 +217,43 @@ class Postgres:
         if snap is None:
             return {"database_system_identifier": self._sysid} if self._sysid else {}
         out = status_fields(snap, self._sysid)
+        if not snap.in_recovery:
+            out["replication"] = [{k: v for k, v in r.items() if k != "flush_lsn"}
+                                  for r in self._replication]
+            return out
         try:
-            out["replication"] = await self._probe.replication(self.settings)
+            out["replication"] = [{k: v for k, v in r.items() if k != "flush_lsn"}
+                                  for r in await self._probe.replication(self.settings)]
         except PgError as exc:
             log.debug("pg_stat_replication unavailable: %s", exc)
             out["replication"] = []
         return out
+
+    async def set_sync_standby_names(self, value: str | None,
+                                     timeout: float = 10.0) -> bool:
+        """Make ``value`` the ``synchronous_standby_names`` of the managed configuration (None:
+        give it back to the user's configuration); a running server is reloaded and this
+        returns once it runs with the value (False when it does not within ``timeout``). The
+        value is recorded in postgresql.conf's header, so a restarted agent keeps it."""
+        self._sync_names = value
+        self.settings = self._settings
+        if not await self.reload():
+            return False
+        if not self.is_running():
+            return True
+        want = value if value is not None else self.settings.parameters.get(
+            "synchronous_standby_names")
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = await self._snapshot()
+            if snap is not None and (want is None or snap.sync_standby_names == str(want)):
+                log.info("synchronous_standby_names = %r", snap.sync_standby_names)
+                return True
+            if time.monotonic() >= deadline:
+                log.error("PostgreSQL does not run with synchronous_standby_names %r after "
+                          "%gs", want, timeout)
+                return False
+            await asyncio.sleep(_READY_POLL)
 
     # ---------------------------------------------------------------------- running it
     async def _wait_ready(self, replica: bool, deadline: float,

@@ -46,12 +46,13 @@ SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END AS paused,
        (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_tli,
        (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
-       (SELECT received_tli FROM pg_stat_wal_receiver) AS received_tli
+       (SELECT received_tli FROM pg_stat_wal_receiver) AS received_tli,
+       current_setting('synchronous_standby_names') AS sync_standby_names
 """
 
 REPLICATION_SQL = """
 SELECT usename, application_name, client_addr::text AS client_addr, state, sync_state,
-       sync_priority
+       sync_priority, pg_wal_lsn_diff(flush_lsn, '0/0')::bigint AS flush_lsn
   FROM pg_stat_replication
  ORDER BY application_name, pid
 """
@@ -74,6 +75,7 @@ class Snapshot:
     checkpoint_tli: int | None
     receiver_status: str | None
     received_tli: int | None
+    sync_standby_names: str | None = None
 
     @property
     def timeline(self) -> int | None:
@@ -130,6 +132,7 @@ async def snapshot(conn: Connection, timeout: float = QUERY_TIMEOUT) -> Snapshot
         checkpoint_tli=_int(row["checkpoint_tli"]),
         receiver_status=_text(row["receiver_status"]),
         received_tli=_int(row["received_tli"]),
+        sync_standby_names=_text(row["sync_standby_names"]),
     )
 
 
