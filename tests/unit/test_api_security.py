@@ -8,6 +8,7 @@ import base64
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -164,18 +165,67 @@ async def test_allowlist_is_checked_before_credentials() -> None:
     assert "WWW-Authenticate" not in resp.headers
 
 
-async def test_failsafe_post_skips_the_allowlist_but_not_authentication() -> None:
+def _view_with(member: Member, failsafe: dict[str, str] | None = None) -> Any:
+    view = cluster_view()
+    return replace(view, members={**view.members, member.name: member}, failsafe=failsafe)
+
+
+async def test_failsafe_post_from_a_non_member_outside_the_allowlist_is_denied() -> None:
     config = restapi(allowlist=["10.0.0.1"], authentication=AUTH)
-    body = {"name": "pg1"}
-    code, _, source = await post(config, "/failsafe", json=body,
-                                 source=Source(replica_status()))
+    code, resp, source = await post(config, "/failsafe", json={"name": "pg1"},
+                                    headers={"Authorization": GOOD},
+                                    source=Source(replica_status()))
+    assert code == 403
+    assert await resp.text() == "Access is denied"
+    assert source.failsafe_calls == []
+
+
+async def test_failsafe_post_with_only_include_members_denies_non_members() -> None:
+    code, _, source = await post(restapi(allowlist_include_members=True), "/failsafe",
+                                 json={"name": "pg1"}, source=Source(replica_status()))
+    assert code == 403
+    assert source.failsafe_calls == []
+
+
+@pytest.mark.parametrize("member", [
+    Member("pg9", api_url="http://127.0.0.1:8008/patroni"),
+    Member("pg9", api_url="http://10.0.0.9:8008/patroni",
+           conn_url="postgres://127.0.0.1:5432/postgres"),
+    Member("pg9", api_url="https://member-a:8008/patroni"),  # resolves to the client
+], ids=["api_url", "conn_url", "host-name"])
+async def test_failsafe_post_from_a_member_passes_the_allowlist_not_authentication(
+        member: Member) -> None:
+    config = restapi(allowlist=["10.0.0.1"], authentication=AUTH)
+    resolver = FakeResolver({"member-a": ["127.0.0.1"]})
+    source = Source(replica_status(view=_view_with(member)))
+    code, _, _ = await post(config, "/failsafe", json={"name": "pg1"}, source=source,
+                            resolver=resolver)
     assert code == 401
-    code, _, source = await post(config, "/failsafe", json=body, headers={"Authorization": GOOD},
-                                 source=Source(replica_status()))
+    code, _, _ = await post(config, "/failsafe", json={"name": "pg1"}, source=source,
+                            resolver=resolver, headers={"Authorization": GOOD})
     assert code == 200
     assert source.failsafe_calls == ["pg1"]
-    code, _, _ = await post(config, "/reload", headers={"Authorization": GOOD})
-    assert code == 403  # other routes stay behind the allowlist
+    code, _, _ = await post(config, "/reload", headers={"Authorization": GOOD}, source=source,
+                            resolver=resolver)
+    assert code == 403  # members pass the allowlist for peer calls only
+
+
+async def test_failsafe_post_from_a_host_in_the_failsafe_key_passes() -> None:
+    view = replace(cluster_view(), failsafe={"pg9": "http://127.0.0.1:8008/patroni"})
+    source = Source(replica_status(view=view))
+    code, _, _ = await post(restapi(allowlist=["10.0.0.1"]), "/failsafe", json={"name": "pg1"},
+                            source=source)
+    assert code == 200 and source.failsafe_calls == ["pg1"]
+
+
+@pytest.mark.parametrize("config", [None, restapi(authentication=AUTH),
+                                    restapi(allowlist=["127.0.0.1"], authentication=AUTH)],
+                         ids=["no-restapi", "no-allowlist", "in-allowlist"])
+async def test_failsafe_post_without_a_list_or_inside_it_passes(config: Any) -> None:
+    source = Source(replica_status())
+    code, _, _ = await post(config, "/failsafe", json={"name": "pg1"}, source=source,
+                            headers={"Authorization": GOOD})
+    assert code == 200 and source.failsafe_calls == ["pg1"]
 
 
 # --------------------------------------------------------------------------- TLS

@@ -41,12 +41,25 @@ class Failsafe:
         return name if self.clock.monotonic() - at < ttl else None
 
     def accept(self, name: str, view: ClusterView | None, pg: PgState) -> tuple[int, str]:
-        """A ``POST /failsafe`` from primary ``name``. Answers (HTTP code, text): 200 accepted;
-        502 when failsafe_mode is off; 500 when we run as a primary ourselves."""
+        """A ``POST /failsafe`` from primary ``name``. Answers (HTTP code, text), the first
+        that applies: 502 when failsafe_mode is off (or no view yet); 500 when we run as a
+        primary ourselves; 409 when ``name`` is not the leader of ``view`` (the last DCS view)
+        or, when that view names no leader (the key expired while the primary was cut off),
+        not a member listed in its ``failsafe`` key, or is this member; else 200 and ``name``
+        is recorded (keeping us out of any race for ``ttl``). Only a 200 changes state."""
         if view is None or not view.settings.failsafe_mode:
             return 502, "failsafe_mode is off"
         if pg.running and pg.role is PgRole.PRIMARY:
             return 500, "this member runs as a primary"
+        if view.leader is not None:
+            known = name == view.leader.name
+        else:
+            known = name in (view.failsafe or {})
+        if not known or name == self.name:
+            leader = view.leader.name if view.leader is not None else None
+            log.warning("failsafe: refused a request naming %r (last leader: %s)", name,
+                        leader or "none; failsafe key: " + ", ".join(sorted(view.failsafe or {})))
+            return 409, f"{name} is not the leader this member knows"
         self._asked_by = (name, self.clock.monotonic())
         return 200, "Accepted"
 

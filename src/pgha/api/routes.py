@@ -46,7 +46,7 @@ class Route:
     body_required: bool = False
     code_only: bool = False  # HEAD and OPTIONS answer the same code without a body
     check: Check | None = None  # health-check condition (handler "health")
-    allowlist: bool = True  # unsafe route subject to restapi.allowlist
+    allowlist: bool = True  # False: every cluster member passes restapi.allowlist (peer calls)
 
     @property
     def unsafe(self) -> bool:
@@ -207,7 +207,10 @@ ROUTES: tuple[Route, ...] = (
         body=REINIT_BODY),
     Route("POST", ("/failsafe",), "failsafe_post",
           "A primary asks this member not to take over while the DCS is unreachable", {
-              200: ("Accepted", TEXT), 500: ("This member runs as a primary", TEXT),
+              200: ("Accepted", TEXT),
+              409: ("The named member is not the leader of this member's last DCS view "
+                    "(nor, without a leader there, listed in its failsafe key)", TEXT),
+              500: ("This member runs as a primary", TEXT),
               502: ("failsafe_mode is off", TEXT)},
           body=FAILSAFE_BODY, body_required=True, allowlist=False),
 )

@@ -5,8 +5,12 @@ in this order, the first failure answering at once:
 
 1. ``restapi.allowlist`` (IPs, CIDRs, host names) plus, with ``allowlist_include_members``, the
    hosts of the members' ``api_url`` in the last DCS view: a client address outside it gets
-   403 ``Access is denied``. No list configured = everyone passes. Routes that peers call
-   (``POST /failsafe``) skip this step.
+   403 ``Access is denied``. Neither configured = everyone passes. Routes that peers call
+   (``POST /failsafe``, ``allowlist=False`` in the route table) also admit every member of
+   the cluster, ``allowlist_include_members`` or not: the hosts of each member's ``api_url``
+   and ``conn_url`` in the last DCS view and of the ``api_url`` in its ``failsafe`` key (a
+   primary cut off from the DCS must reach its replicas); anyone else outside the list still
+   gets 403. (Patroni only leaves the members out of that check.)
 2. Over HTTPS with ``verify_client`` optional or required: no verified client certificate
    gets 403 ``client certificate required`` (with ``required`` the TLS handshake already
    refuses clients without one).
@@ -110,23 +114,20 @@ class Allowlist:
     def active(self) -> bool:
         return bool(self.networks or self.hosts or self.include_members)
 
-    async def admits(self, remote: str | None, view: ClusterView | None) -> bool:
-        """Whether client address ``remote`` is in the list (members from ``view``)."""
+    async def admits(self, remote: str | None, view: ClusterView | None, *,
+                     members: bool = False) -> bool:
+        """Whether client address ``remote`` is in the list (members' ``api_url`` hosts from
+        ``view`` with ``include_members``); with ``members``, every host :func:`member_hosts`
+        names in ``view`` passes too."""
         addr = _address(remote)
         if addr is None:
             return False
         if any(addr in net for net in self.networks):
             return True
         hosts = list(self.hosts)
-        if self.include_members and view is not None:
-            for member in view.members.values():
-                try:
-                    host = urlsplit(member.api_url).hostname
-                except ValueError:
-                    host = None
-                if host:
-                    hosts.append(host)
-        for host in hosts:
+        if view is not None and (self.include_members or members):
+            hosts.extend(member_hosts(view, every_url=members))
+        for host in dict.fromkeys(hosts):
             literal = _address(host)
             if literal is not None:
                 if literal == addr:
@@ -134,6 +135,24 @@ class Allowlist:
             elif addr in await self.resolver.addresses(host):
                 return True
         return False
+
+
+def _host(url: str | None) -> str | None:
+    try:
+        return urlsplit(url).hostname if url else None
+    except ValueError:
+        return None
+
+
+def member_hosts(view: ClusterView, *, every_url: bool = False) -> list[str]:
+    """The hosts of the members' ``api_url`` in ``view``; with ``every_url`` also of their
+    ``conn_url`` and of the ``api_url`` values in the ``failsafe`` key. Unparsable URLs are
+    left out."""
+    urls = [m.api_url for m in view.members.values()]
+    if every_url:
+        urls += [m.conn_url for m in view.members.values()]
+        urls += list((view.failsafe or {}).values())
+    return [h for h in map(_host, urls) if h]
 
 
 class AccessGuard:
@@ -159,11 +178,13 @@ class AccessGuard:
         self.credentials = f"{auth.username}:{auth.password}".encode() if auth else None
 
     async def check(self, request: web.Request, *, allowlist: bool = True) -> web.Response | None:
-        """None when the request may proceed, else the 401/403 answer to send."""
+        """None when the request may proceed, else the 401/403 answer to send.
+        ``allowlist=False`` (routes peers call): every member of the cluster passes the
+        allowlist too (step 1 of the module docstring); the other steps are the same."""
         # one configuration for the whole check, even if a reload lands while we resolve
         allowed, need_cert, credentials = self.allowlist, self.need_cert, self.credentials
-        if allowlist and allowed.active and \
-                not await allowed.admits(request.remote, self.view()):
+        if allowed.active and not await allowed.admits(request.remote, self.view(),
+                                                       members=not allowlist):
             return web.Response(status=403, text="Access is denied")
         if need_cert:
             transport = request.transport

@@ -10,7 +10,9 @@ Contract:
 - the base URL of a member is its published ``api_url`` without the trailing ``/patroni``;
 - unsafe methods (POST, PUT, PATCH, DELETE) carry HTTP Basic credentials: the ``ctl`` section's
   ``authentication`` {username, password} when present, else ``restapi.authentication``; GETs
-  never carry them;
+  carry them only to a member that answered a GET without them with 401 (repeated once with
+  them, and sent with them for the rest of the command); credentials over plain http log one
+  warning per member (:class:`pgha.api.client_tls.PeerAuth`);
 - TLS: CA file ``ctl.cacert`` (else ``restapi.cafile``), client certificate ``ctl.certfile`` /
   ``ctl.keyfile`` (else ``restapi.certfile``/``keyfile`` when ``restapi.verify_client`` is
   set), no verification with ``ctl.insecure: true`` or the global ``-k``;
@@ -30,7 +32,7 @@ from typing import Any, Self
 
 import aiohttp
 
-from pgha.api.client_tls import basic_auth, credentials, ssl_context
+from pgha.api.client_tls import PeerAuth, basic_auth, credentials, send, ssl_context
 from pgha.config import ClusterAccess
 from pgha.core.model import Member
 
@@ -38,7 +40,6 @@ __all__ = ["Call", "Reply", "RestClient", "RestError", "api_base", "basic_auth",
            "credentials", "ssl_context"]
 
 DEFAULT_TIMEOUT = 10.0
-UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class RestError(Exception):
@@ -77,7 +78,7 @@ class RestClient:
 
     def __init__(self, config: ClusterAccess, *, insecure: bool = False,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.auth = credentials(config)
+        self.auth = PeerAuth(credentials(config))
         self.timeout = timeout
         self._config = config
         self._insecure = insecure
@@ -100,21 +101,18 @@ class RestClient:
     async def request(self, member: Member, method: str, path: str, body: Any = None,
                       timeout: float | None = None) -> Reply:
         """``method`` ``path`` on ``member``'s API with an optional JSON ``body``; at most
-        ``timeout`` seconds (default: the client's). Raises RestError when there is no
-        answer."""
+        ``timeout`` seconds (default: the client's, for both attempts when a GET is repeated
+        with credentials after a 401). Raises RestError when there is no answer."""
         if self._session is None:
             raise RuntimeError("RestClient used outside 'async with'")
         if not member.api_url:
             raise RestError(f"member {member.name} publishes no api_url")
         url = api_base(member.api_url) + path
         method = method.upper()
-        limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
-        headers = {"Authorization": self.auth} if self.auth and method in UNSAFE else {}
         try:
-            async with self._session.request(
-                method, url, json=body, timeout=limit, headers=headers,
-            ) as response:
-                return Reply(response.status, await response.text())
+            status, data = await send(self._session, self.auth, method, url,
+                                      timeout=timeout or self.timeout, body=body)
+            return Reply(status, data.decode(errors="replace"))
         except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
             detail = str(exc) or ("timed out" if isinstance(exc, TimeoutError)
                                   else type(exc).__name__)
