@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from pgha.agent.clock import Clock
-from pgha.agent.cycle import REPEAT_GUARD, progress_key
+from pgha.agent.cycle import REPEAT_GUARD, SYNC_RECHECK, progress_key
 from pgha.agent.executor import Executor
 from pgha.agent.publish import Publisher
 from pgha.agent.retry import RetryGate
@@ -419,6 +419,8 @@ class Sim:
             timeout = min(timeout, 0.5)
         elif decision.actions and decision.reason is not Reason.LEADER_HEALTHY:
             timeout = min(timeout, 0.2)
+        elif decision.reason is Reason.SYNC_PENDING:
+            timeout = min(timeout, SYNC_RECHECK)
         if not m.handover_failed:
             timeout = max(timeout, self._guard(m))
         if m.pg.writable and m.lease_deadline is not None:

@@ -71,6 +71,7 @@ _STOPS_PG = (StopPostgres, Demote, HandOver, RestartPostgres, Reinitialize)
 # the leader's housekeeping: expected in every cycle, not a repeated action
 _HOUSEKEEPING = (SyncSlots, PublishStatus)
 REPEAT_GUARD = 0.25  # seconds: the first spacing after a decision repeated without progress
+SYNC_RECHECK = 1.0  # seconds: how soon a leader re-checks standbys joining synchronous replication
 
 
 def progress_key(me: str, view: ClusterView | None, pg: PgState, decision: Decision,
@@ -320,6 +321,8 @@ class DecisionCycle:
             timeout = min(timeout, max(0.5, retry_in))
         elif last is not None and last.actions and last.reason is not Reason.LEADER_HEALTHY:
             timeout = min(timeout, 0.2)  # re-observe soon after changing something
+        elif last is not None and last.reason is Reason.SYNC_PENDING:
+            timeout = min(timeout, SYNC_RECHECK)  # a standby may confirm synchronous replication
         timeout = max(timeout, self.guard_time())  # not faster than the repeat guard
         st = s.publisher.status.pg
         if st.running and st.role is PgRole.PRIMARY:

@@ -25,6 +25,7 @@ from pgha.core.actions import (
     Action,
     BootstrapCluster,
     ClearFailover,
+    ClearSyncKey,
     CloneReplica,
     Demote,
     Follow,
@@ -36,12 +37,14 @@ from pgha.core.actions import (
     Rejoin,
     ReleaseLeader,
     RestartPostgres,
+    SetSyncStandbys,
     StartPostgres,
     StopMode,
     StopPostgres,
     SyncSlots,
     Upstream,
     WriteInitialize,
+    WriteSyncKey,
 )
 from pgha.core.model import HistoryEntry, PgState
 from pgha.core.switchover import FailoverRequest
@@ -90,6 +93,8 @@ class PgControl(Protocol):
     async def wipe(self) -> None: ...
 
     async def sync_slots(self, keep: frozenset[str]) -> None: ...
+
+    async def set_sync_standby_names(self, value: str | None) -> bool: ...
 
     async def checkpoint(self) -> None: ...
 
@@ -262,6 +267,17 @@ class Executor:
                 return await self._reinitialize(action)
             case SyncSlots():
                 return await self._sync_slots(action)
+            case WriteSyncKey():
+                async with asyncio.timeout(self.dcs_timeout):
+                    await self.store.write_sync(action.voters, action.quorum)
+                return True
+            case ClearSyncKey():
+                async with asyncio.timeout(self.dcs_timeout):
+                    await self.store.delete_sync()
+                return True
+            case SetSyncStandbys():
+                async with asyncio.timeout(self.pg_ctl_timeout):
+                    return await self.pg.set_sync_standby_names(action.value)
         raise AssertionError(f"unhandled action {action!r}")
 
     # ------------------------------------------------------------------ DCS only

@@ -45,6 +45,7 @@ from pgha.pg.process import (
 )
 from pgha.pg.rejoin import rejoin as rejoin_procedure
 from pgha.pg.settings import PgSettings, format_conn_url
+from pgha.pg.syncrep import PrimaryReplication
 
 log = logging.getLogger("pgha.pg")
 
@@ -63,8 +64,7 @@ class Postgres:
         self._sync_names = read_managed_sync_names(settings.data_dir)
         self.settings = settings
         self._probe = LocalProbe()
-        self._sync_seen: tuple[str, int | None] | None = None  # (value, position first seen)
-        self._replication: list[dict[str, Any]] = []  # pg_stat_replication of the last observe
+        self._syncrep = PrimaryReplication()
         self._sysid: str | None = None
         self._upstream: Upstream | None = None
         self._upstream_known = False  # False: read it back from our postgresql.conf header
@@ -176,8 +176,8 @@ class Postgres:
         standbys: tuple[StandbyConn, ...] = ()
         since: int | None = None
         if not snap.in_recovery:
-            standbys = await self._standbys()
-            since = self._sync_since(snap)
+            standbys = await self._syncrep.standbys(self._probe, self.settings)
+            since = self._syncrep.since(snap)
         return PgState(
             data=data, running=True, accepting=True,
             role=PgRole.REPLICA if snap.in_recovery else PgRole.PRIMARY,
@@ -189,27 +189,6 @@ class Postgres:
             sync_standby_names=None if snap.in_recovery else snap.sync_standby_names,
             sync_names_since=since, sync_managed=self._sync_names is not None)
 
-    async def _standbys(self) -> tuple[StandbyConn, ...]:
-        """The primary's pg_stat_replication (kept for :meth:`status` of the same cycle);
-        empty when it cannot be read."""
-        try:
-            self._replication = await self._probe.replication(self.settings)
-        except PgError as exc:
-            log.debug("pg_stat_replication unavailable: %s", exc)
-            self._replication = []
-        return tuple(StandbyConn(str(r.get("application_name") or ""), str(r.get("state") or ""),
-                                 str(r.get("sync_state") or ""), r.get("flush_lsn"))
-                     for r in self._replication)
-
-    def _sync_since(self, snap: Snapshot) -> int | None:
-        """Our flush position when this process first saw the server run with its current
-        ``synchronous_standby_names`` (a standby named since then that has flushed it holds
-        every commit acknowledged so far: :mod:`pgha.core.sync`)."""
-        value = snap.sync_standby_names or ""
-        if self._sync_seen is None or self._sync_seen[0] != value:
-            self._sync_seen = (value, snap.flush_lsn)
-        return self._sync_seen[1]
-
     async def status(self) -> dict[str, Any]:
         """Status fields for ``GET /patroni``. Only ``database_system_identifier`` (when known)
         while PostgreSQL is not answering."""
@@ -217,45 +196,31 @@ class Postgres:
         if snap is None:
             return {"database_system_identifier": self._sysid} if self._sysid else {}
         out = status_fields(snap, self._sysid)
-        if not snap.in_recovery:
-            out["replication"] = [{k: v for k, v in r.items() if k != "flush_lsn"}
-                                  for r in self._replication]
-            return out
-        try:
-            out["replication"] = [{k: v for k, v in r.items() if k != "flush_lsn"}
-                                  for r in await self._probe.replication(self.settings)]
-        except PgError as exc:
-            log.debug("pg_stat_replication unavailable: %s", exc)
-            out["replication"] = []
+        out["replication"] = await self._syncrep.rows_for_status(
+            self._probe, self.settings, primary=not snap.in_recovery)
         return out
 
-    async def set_sync_standby_names(self, value: str | None,
-                                     timeout: float = 10.0) -> bool:
-        """Make ``value`` the ``synchronous_standby_names`` of the managed configuration (None:
-        give it back to the user's configuration); a running server is reloaded and this
-        returns once it runs with the value (False when it does not within ``timeout``). The
-        value is recorded in postgresql.conf's header, so a restarted agent keeps it."""
+    async def set_sync_standby_names(self, value: str | None, timeout: float = 10.0) -> bool:
+        """Make ``value`` the managed ``synchronous_standby_names`` (None: the user's again),
+        recorded in postgresql.conf's header so a restarted agent keeps it; a running server
+        is reloaded and True returned once it runs with the value (False after ``timeout``)."""
         self._sync_names = value
         self.settings = self._settings
         if not await self.reload():
             return False
         if not self.is_running():
-            return True
+            return True  # written: the next start runs with it
         want = value if value is not None else self.settings.parameters.get(
             "synchronous_standby_names")
         deadline = time.monotonic() + timeout
-        while True:
-            snap = await self._snapshot()
-            if snap is not None and (want is None or snap.sync_standby_names == str(want)):
-                log.info("synchronous_standby_names = %r", snap.sync_standby_names)
-                return True
+        while (snap := await self._snapshot()) is None or (
+                want is not None and snap.sync_standby_names != str(want)):
             if time.monotonic() >= deadline:
-                log.error("PostgreSQL does not run with synchronous_standby_names %r after "
-                          "%gs", want, timeout)
+                log.error("PostgreSQL does not run with synchronous_standby_names %r", want)
                 return False
             await asyncio.sleep(_READY_POLL)
-
-    # ---------------------------------------------------------------------- running it
+        log.info("synchronous_standby_names = %r", snap.sync_standby_names)
+        return True
     async def _wait_ready(self, replica: bool, deadline: float,
                           poll: float = _READY_POLL) -> bool:
         while True:
