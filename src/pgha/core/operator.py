@@ -48,7 +48,8 @@ def _hand_over(view: ClusterView, local: LocalState, request: FailoverRequest) -
         return _d(Reason.SWITCHOVER_IMPOSSIBLE,
                   "switchover requested but no candidate is fit: removing the request",
                   ClearFailover())
-    problem = candidate_problem(view, candidate, local.peers.get(candidate), check_lag=True)
+    problem = candidate_problem(view, candidate, local.peers.get(candidate), check_lag=True,
+                                check_sync=bool(request.leader) or not request.candidate)
     member = view.members.get(candidate)
     if problem is not None or member is None or not member.conn_url:
         return _d(Reason.SWITCHOVER_IMPOSSIBLE,

@@ -88,17 +88,21 @@ def request_for_leader(raw: Mapping[str, Any] | None, name: str) -> FailoverRequ
 
 
 def candidate_problem(view: ClusterView, name: str, peer: PeerStatus | None, *,
-                      check_lag: bool) -> str | None:
+                      check_lag: bool, check_sync: bool | None = None) -> str | None:
     """Why member ``name`` cannot take over now, or None when it can. ``peer`` is its
     ``/patroni`` answer (None: unreachable). With ``check_lag`` (a switchover, where a leader
-    exists) it must also be within ``maximum_lag_on_failover`` of the leader and, in
-    synchronous mode, listed in the leader's ``sync`` key."""
+    exists) it must also be within ``maximum_lag_on_failover`` of the leader. With
+    ``check_sync`` (default: ``check_lag``; a switchover, where the request names the leader)
+    it must in synchronous mode be listed in the leader's ``sync`` key: a failover to an
+    asynchronous member is the operator's choice to accept a loss."""
     member = view.members.get(name)
     if member is None:
         return f"{name} is not a member of the cluster"
     if not member.tags.can_be_leader:
         return f"{name} is tagged nofailover"
-    if check_lag and (refusal := switchover_refusal(view, name)) is not None:
+    if check_sync is None:
+        check_sync = check_lag
+    if check_sync and (refusal := switchover_refusal(view, name)) is not None:
         return refusal
     if peer is None:
         return f"{name} does not answer on its REST API"
@@ -150,7 +154,8 @@ def switchover_problem(view: ClusterView, request: FailoverRequest,
             return None if request.candidate in view.members else \
                 f"{request.candidate} is not a member of the cluster"
         return candidate_problem(view, request.candidate, peers.get(request.candidate),
-                                 check_lag=leader is not None)
+                                 check_lag=leader is not None,
+                                 check_sync=bool(request.leader))
     if leader is None:
         return "a failover needs a candidate"
     if sync_candidates(view) == frozenset():

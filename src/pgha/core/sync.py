@@ -96,6 +96,8 @@ def _split_names(text: str) -> tuple[str, ...]:
             else:
                 current.append(c)
         elif c == '"':
+            if not quoted and not "".join(current).strip():
+                current = []  # spaces before the opening quote
             in_quotes = quoted = True
         elif c == ",":
             names.append("".join(current) if quoted else "".join(current).strip())
@@ -294,10 +296,12 @@ def before_promote(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
     take the ``sync`` key over with no voter (from now on only it may be promoted), and set
     ``synchronous_standby_names`` for its first commits: empty (until standbys join) or, in
     strict mode, the former leader and voters other than itself (or the placeholder) so that
-    no commit is acknowledged unprotected."""
+    no commit is acknowledged unprotected. Mode off: a managed value is given back to the
+    user's configuration."""
     sync = settings_of(view)
     if sync.mode is SyncMode.OFF:
-        return ()
+        # a value left from when this member last led must not make its commits wait
+        return (SetSyncStandbys(None),) if local.pg.sync_managed else ()
     names: SyncNames = SyncNames()
     if sync.strict:
         previous = set(view.sync.sync_standby) if view.sync is not None else set()
