@@ -94,7 +94,7 @@ def test_reference_doc_is_up_to_date() -> None:
     assert doc.read_text() == reference_markdown(), "run scripts/config-reference"
     text = doc.read_text()
     assert "| `synchronous_mode` | `off` | yes |" in text
-    assert "not supported yet (issue 10)" in text
+    assert "not supported yet (issue 13)" in text
     assert "[docs/configuration.md](docs/configuration.md)" in (ROOT / "README.md").read_text()
 
 
@@ -134,11 +134,9 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
     messages = warnings_of(data, caplog)
     by_path = {m.split(":", 1)[0]: m for m in messages}
     assert set(by_path) == {
-        "bootstrap.dcs.synchronous_mode", "bootstrap.dcs.standby_cluster", "bootstrap.dcs.slots",
+        "bootstrap.dcs.standby_cluster", "bootstrap.dcs.slots",
         "bootstrap.method", "watchdog", "log.type", "postgresql.create_replica_methods",
         "postgresql.recovery_conf", "kubernetes"}, messages
-    assert "issue 10" in by_path["bootstrap.dcs.synchronous_mode"]
-    assert "NOT protected" in by_path["bootstrap.dcs.synchronous_mode"]
     assert "issue 13" in by_path["bootstrap.dcs.standby_cluster"]
     assert "issue 12" in by_path["bootstrap.dcs.slots"]
     assert "issue 14" in by_path["watchdog"] and "issue 14" in by_path["log.type"]
@@ -222,8 +220,8 @@ def test_dynamic_configuration_unknown_is_error_unsupported_warns(
     assert path == "config.synchronous_mod"
     assert message.startswith("unknown key; did you mean synchronous_mode or ")
     with caplog.at_level(logging.WARNING, logger="pgha.config"):
-        parse_dynamic_config({"synchronous_mode": "on"})
-    assert "synchronous_mode: not supported yet (planned in issue 10)" in caplog.text
+        parse_dynamic_config({"standby_cluster": {"host": "10.0.0.9"}})
+    assert "standby_cluster: not supported yet (planned in issue 13)" in caplog.text
     # from the DCS (written by someone else): everything is only reported, never raised
     assert dynamic_config_warnings({"ttl": 30, "bogus": 1, "slots": {"a": {}}}) == [
         "config.bogus: unknown key",
@@ -251,15 +249,14 @@ async def test_patch_config_misspelled_refused_and_dcs_config_warned_once(
         good = await handler.submit(PatchConfig(patch={"loop_wait": 5}))
         assert good.code == 200
         # someone else writes an unknown and an unsupported key: the member only warns, once
-        assert await store.write_config({"ttl": 30, "tll": 20, "synchronous_mode": True})
+        assert await store.write_config({"ttl": 30, "tll": 20, "slots": {"s1": {}}})
         with caplog.at_level(logging.WARNING, logger="pgha.agent"):
             for _ in range(3):
                 assert (await observer.dcs_view(2.0)) is not None
     lines = [r.getMessage() for r in caplog.records if r.name == "pgha.agent"]
     assert lines == ["DCS config.tll: unknown key; did you mean ttl?",
-                     "DCS config.synchronous_mode: not supported yet (planned in issue 10), "
-                     "ignored: synchronous replication: commits are NOT protected by a "
-                     "synchronous standby"]
+                     "DCS config.slots: not supported yet (planned in issue 12), "
+                     "ignored: permanent replication slots are not created"]
 
 
 # ------------------------------------------------------------------------- CLI
@@ -274,10 +271,10 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 def test_validate_config_prints_warnings_and_exits_0(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
-    path.write_text(yaml.safe_dump(minimal(bootstrap={"dcs": {"synchronous_mode": True}})))
+    path.write_text(yaml.safe_dump(minimal(bootstrap={"dcs": {"slots": {"s1": {}}}})))
     result = runner.invoke(app, ["validate-config", str(path)])
     assert result.exit_code == 0, result.output
-    assert "WARNING: bootstrap.dcs.synchronous_mode: not supported yet" in result.stderr
+    assert "WARNING: bootstrap.dcs.slots: not supported yet" in result.stderr
     assert "configuration is valid" in result.stdout
 
 

@@ -397,3 +397,15 @@ def test_leader_housekeeping_publishes_first_then_sync_then_slots() -> None:
     assert d.actions[1:3] == (WriteSyncKey((), 0), SetSyncStandbys("FIRST 1 (pg2)"))
     assert isinstance(d.actions[3], SyncSlots)
     assert d.reason is Reason.SYNC_PENDING
+
+
+def test_primary_stop_timeout_bounds_a_clean_stop_in_synchronous_mode_only() -> None:
+    from pgha.core.actions import ReleaseLeader, StopMode, StopPostgres
+    cfg = {"synchronous_mode": True, "primary_stop_timeout": 7}
+    v = replace(sync_view(member("pg2")), leader=Leader(ME, 1, "session-pg1"),
+                settings=HaSettings.from_config(cfg))
+    d = decide(v, replace(leader_local(), shutting_down=True), 0.0)
+    assert d.actions == (StopPostgres(StopMode.FAST, 7.0), ReleaseLeader())
+    off = replace(v, settings=HaSettings.from_config({**cfg, "synchronous_mode": False}))
+    d = decide(off, replace(leader_local(), shutting_down=True), 0.0)
+    assert d.actions == (StopPostgres(StopMode.FAST, None), ReleaseLeader())

@@ -358,8 +358,8 @@ class Executor:
         return stopped
 
     async def _stop_postgres(self, action: StopPostgres) -> bool:
-        async with asyncio.timeout(self.pg_ctl_timeout + 5):
-            return await self.pg.stop(action.mode)
+        async with asyncio.timeout(2 * self.pg_ctl_timeout + 5):
+            return await self.pg.stop(action.mode, action.timeout)
 
     async def _restart_postgres(self, action: RestartPostgres) -> bool:
         async with asyncio.timeout(self._long(2 * self.pg_ctl_timeout + 10)):

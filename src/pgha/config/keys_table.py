@@ -16,7 +16,7 @@ from typing import Any
 
 OK, PLANNED, NEVER, IGNORED = "implemented", "planned", "never", "ignored"
 
-SYNC, SLOTS, METHODS, OPS = 10, 12, 13, 14  # issues that will implement the planned keys
+SLOTS, METHODS, OPS = 12, 13, 14  # issues that will implement the planned keys
 
 _OFF = ("false", "off", "no", "0")
 
@@ -248,13 +248,12 @@ LOCAL: tuple[Key, ...] = (
     _k("tags.noloadbalance", "false"),
     _k("tags.clonefrom", "false"),
     _k("tags.replicatefrom", note="cascading: stream from that member"),
-    _p("tags.nosync", SYNC, "synchronous replication", "false", inert=_OFF),
-    _p("tags.sync_priority", SYNC, "synchronous replication", "1", inert=("1",)),
+    _k("tags.nosync", "false", note="never a synchronous standby nor a quorum voter"),
+    _k("tags.sync_priority", "1", note="higher first; 0 = never synchronous"),
     _p("tags.nostream", METHODS, "archive-only replicas", "false", inert=_OFF),
     _k("tags.*", note="custom tag (any name)", free=True),
 )
 
-_SYNC_NOTE = "synchronous replication: commits are NOT protected by a synchronous standby"
 
 DYNAMIC: tuple[Key, ...] = (
     _k("ttl", "30", note="leader lock TTL (s)"),
@@ -269,13 +268,14 @@ DYNAMIC: tuple[Key, ...] = (
     _k("member_slots_ttl", "30min"),
     _p("primary_race_backoff", None, "leader race backoff (Patroni master)", "0",
        inert=("0",)),
-    _p("primary_stop_timeout", SYNC, "applies with synchronous replication", "0",
-       inert=("0",)),
+    _k("primary_stop_timeout", "0",
+       note="synchronous mode: a primary's clean stop turns immediate after this many seconds"),
     _p("max_timelines_history", None, "history is never trimmed", "0", inert=("0",)),
-    _p("synchronous_mode", SYNC, _SYNC_NOTE, "off", inert=_OFF),
-    _p("synchronous_mode_strict", SYNC, _SYNC_NOTE, "false", inert=_OFF),
-    _p("synchronous_node_count", SYNC, _SYNC_NOTE, "1", inert=("1",)),
-    _p("maximum_lag_on_syncnode", SYNC, _SYNC_NOTE, "-1", inert=("-1",)),
+    _k("synchronous_mode", "off", note="off, on (true) or quorum"),
+    _k("synchronous_mode_strict", "false",
+       note="never acknowledge a commit without a synchronous standby"),
+    _k("synchronous_node_count", "1"),
+    _k("maximum_lag_on_syncnode", "-1", note="bytes; -1: no limit"),
     _p("slots", SLOTS, "permanent replication slots are not created", free=True),
     _p("ignore_slots", SLOTS, "slots pgha would ignore", free=True),
     _p("standby_cluster", METHODS, "standby clusters: this cluster runs as a primary"),

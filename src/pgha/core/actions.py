@@ -127,7 +127,12 @@ class RebindLeader:
 
 @dataclass(frozen=True)
 class StopPostgres:
+    """Stop PostgreSQL with ``mode``; a FAST stop still running after ``timeout`` seconds
+    (None: ``pg_ctl_timeout``) is finished with an immediate one (``primary_stop_timeout``:
+    in synchronous mode commits waiting for a standby that is gone can hold a shutdown)."""
+
     mode: StopMode = StopMode.FAST
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)

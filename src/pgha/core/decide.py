@@ -53,7 +53,7 @@ from pgha.core.decision import decision as _d
 from pgha.core.decision import upstream_of as _upstream
 from pgha.core.lock import holds_lock as _holds_lock
 from pgha.core.lock import names_us, stale_lock, stale_lock_decision
-from pgha.core.model import ClusterView, DataState, LocalState, Member, PgRole
+from pgha.core.model import ClusterView, DataState, LocalState, Member, PgRole, SyncMode
 from pgha.core.operator import (
     candidate_refusal,
     leader_switchover,
@@ -112,8 +112,20 @@ def _shutdown(view: ClusterView | None, local: LocalState) -> Decision | None:
     if _holds_lock(view, local) or (local.lease_deadline is not None and not stale_lock(
             view, local) and _is_writable_primary(local)):
         return _d(Reason.SHUTDOWN, "stopping PostgreSQL, then releasing the leader lock",
-                  StopPostgres(StopMode.FAST), ReleaseLeader())
+                  StopPostgres(StopMode.FAST, _primary_stop_timeout(view, local)),
+                  ReleaseLeader())
     return _d(Reason.SHUTDOWN, "stopping PostgreSQL", StopPostgres(StopMode.FAST))
+
+
+def _primary_stop_timeout(view: ClusterView | None, local: LocalState) -> float | None:
+    """``primary_stop_timeout`` for a primary's clean stop in synchronous mode (None: not
+    cut short)."""
+    if view is None or not _is_writable_primary(local):
+        return None
+    settings = view.settings
+    if settings.synchronous_mode is SyncMode.OFF or settings.primary_stop_timeout <= 0:
+        return None
+    return settings.primary_stop_timeout
 
 
 def _fail_closed(view: ClusterView | None, local: LocalState, now: float) -> Decision | None:

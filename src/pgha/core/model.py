@@ -202,6 +202,7 @@ class HaSettings:
     retry_timeout: float = 10.0
     maximum_lag_on_failover: int = 1048576
     primary_start_timeout: float = 300.0
+    primary_stop_timeout: float = 0.0
     use_pg_rewind: bool = False
     use_slots: bool = True
     member_slots_ttl: float = 1800.0
@@ -249,6 +250,7 @@ class HaSettings:
             retry_timeout=num("retry_timeout"),
             maximum_lag_on_failover=int(num("maximum_lag_on_failover")),
             primary_start_timeout=num("primary_start_timeout", alias="master_start_timeout"),
+            primary_stop_timeout=num("primary_stop_timeout"),
             use_pg_rewind=flag("use_pg_rewind", pg),
             use_slots=flag("use_slots", pg),
             member_slots_ttl=num("member_slots_ttl"),
