@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from pgha.agent.clock import Clock
-from pgha.agent.cycle import REPEAT_GUARD, SYNC_RECHECK, progress_key
+from pgha.agent.cycle import REPEAT_GUARD, SYNC_RECHECK, changes_something, progress_key
 from pgha.agent.executor import Executor
 from pgha.agent.publish import Publisher
 from pgha.agent.retry import RetryGate
@@ -417,7 +417,7 @@ class Sim:
             timeout = 0.01  # the failed hand-over wakes the loop at once
         elif not ok or decision.reason in RACE_REFUSALS:
             timeout = min(timeout, 0.5)
-        elif decision.actions and decision.reason is not Reason.LEADER_HEALTHY:
+        elif changes_something(decision):
             timeout = min(timeout, 0.2)
         elif decision.reason is Reason.SYNC_PENDING:
             timeout = min(timeout, SYNC_RECHECK)

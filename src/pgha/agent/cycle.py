@@ -74,6 +74,14 @@ REPEAT_GUARD = 0.25  # seconds: the first spacing after a decision repeated with
 SYNC_RECHECK = 1.0  # seconds: how soon a leader re-checks standbys joining synchronous replication
 
 
+def changes_something(decision: Decision) -> bool:
+    """The decision runs an action beyond the leader's housekeeping (a healthy leader's
+    cycle is not a change worth re-observing at once)."""
+    if decision.reason is Reason.LEADER_HEALTHY:
+        return False
+    return any(not isinstance(a, _HOUSEKEEPING) for a in decision.actions)
+
+
 def progress_key(me: str, view: ClusterView | None, pg: PgState, decision: Decision,
                  ok: bool) -> tuple[Any, ...] | None:
     """What must change between two cycles for the second to count as progress (see the
@@ -319,7 +327,7 @@ class DecisionCycle:
             retry_in = 0.0 if last is None else max(
                 (s.executor.retry.wait_left(a) for a in last.actions), default=0.0)
             timeout = min(timeout, max(0.5, retry_in))
-        elif last is not None and last.actions and last.reason is not Reason.LEADER_HEALTHY:
+        elif last is not None and changes_something(last):
             timeout = min(timeout, 0.2)  # re-observe soon after changing something
         elif last is not None and last.reason is Reason.SYNC_PENDING:
             timeout = min(timeout, SYNC_RECHECK)  # a standby may confirm synchronous replication
