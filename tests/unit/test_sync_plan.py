@@ -366,6 +366,7 @@ def test_the_former_leader_is_not_compared_in_synchronous_mode() -> None:
 def test_before_promote() -> None:
     v = replica_view(True, SyncKey("pg4", frozenset({"pg1", "pg3"})))
     assert before_promote(v, local(replica_pg())) == (WriteSyncKey((), 0), SetSyncStandbys(""))
+    assert before_promote(v, local(replica_pg(sync_standby_names=""))) == (WriteSyncKey((), 0),)
     strict_cfg = {"synchronous_mode": True, "synchronous_mode_strict": True}
     strict = replace(v, settings=HaSettings.from_config(strict_cfg))
     assert before_promote(strict, local(replica_pg())) == (
@@ -373,6 +374,8 @@ def test_before_promote() -> None:
     nobody = replace(strict, sync=SyncKey("pg1", frozenset()))
     assert before_promote(nobody, local(replica_pg())) == (
         WriteSyncKey((), 0), SetSyncStandbys(f"FIRST 1 ({PLACEHOLDER})"))
+    managed = local(replica_pg(sync_managed=True, sync_standby_names=""))
+    assert before_promote(v, managed) == (WriteSyncKey((), 0),)  # nothing to reload
     off = replica_view(False, None)
     assert before_promote(off, local(replica_pg(sync_managed=True))) == (SetSyncStandbys(None),)
     assert before_promote(off, local(replica_pg())) == ()

@@ -384,9 +384,9 @@ class PgState:
     down_since: float | None = None
     stopped_by_agent: bool = False
     busy: str | None = None  # a long action is in flight (e.g. "creating replica")
-    # a running primary's synchronous replication (see pgha.core.sync):
-    standbys: tuple[StandbyConn, ...] = ()  # pg_stat_replication
-    sync_standby_names: str | None = None  # the value the server runs with
+    # synchronous replication (see pgha.core.sync):
+    standbys: tuple[StandbyConn, ...] = ()  # a running primary's pg_stat_replication
+    sync_standby_names: str | None = None  # the value the running server runs with
     sync_names_since: int | None = None  # our WAL position when that value was first seen
     sync_managed: bool = False  # pgha owns synchronous_standby_names (not the user's value)
 

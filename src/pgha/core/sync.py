@@ -310,7 +310,10 @@ def before_promote(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
         previous.discard(local.name)
         kept = tuple(sorted(n for n in previous if n in view.members)) or (PLACEHOLDER,)
         names = SyncNames(kept, 1, sync.mode is SyncMode.QUORUM)
-    return (WriteSyncKey((), 0), SetSyncStandbys(names.render()))
+    value = names.render()
+    if local.pg.sync_standby_names == value:
+        return (WriteSyncKey((), 0),)  # already in force: promote without a reload
+    return (WriteSyncKey((), 0), SetSyncStandbys(value))
 
 
 # ----------------------------------------------------------------------- who may take over

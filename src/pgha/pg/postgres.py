@@ -186,7 +186,7 @@ class Postgres:
                            else ControlState.IN_PRODUCTION),
             upstream=(u.name if snap.in_recovery and (u := self._current_upstream()) else None),
             standbys=standbys,
-            sync_standby_names=None if snap.in_recovery else snap.sync_standby_names,
+            sync_standby_names=snap.sync_standby_names,
             sync_names_since=since, sync_managed=self._sync_names is not None)
 
     async def status(self) -> dict[str, Any]:
