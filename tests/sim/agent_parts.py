@@ -3,7 +3,9 @@ memoised cluster store, the lease gate and the status sink the executor is given
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from pgha.agent.publish import Publisher
@@ -72,8 +74,8 @@ class SimLease:
         self.deadline = sent + ttl - HaSettings(ttl=ttl).safety_margin
         return True
 
-    def mark_busy(self, seconds: float) -> None:
-        return None
+    def busy(self, seconds: float) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()  # the simulation has no keep-alive gate
 
 
 @dataclass

@@ -267,3 +267,42 @@ async def test_published_lock_needs_the_key_bound_to_our_session(member: Member)
                              pending_restart=False, pending_restart_reason=None,
                              scheduled_restart=None)
     assert not member.publisher.status.holds_lock and not member.publisher.status.is_primary
+
+
+async def test_backstop_acts_when_the_cycle_after_a_late_decision_stalls(member: Member) -> None:
+    """Issue 10 B9: a cycle decides and completes 0.4 s before the lease runs out (DCS cut
+    off, so the keep-alive cannot renew it); the next cycle stalls before ``decide``. At the
+    deadline the keep-alive's backstop must stop the primary: no decision saw the lease as
+    run out, however recent the last completed cycle."""
+    assert await member.lease.confirm()
+    await member.cycle.run_once()
+    await member.cycle.run_once()
+    assert member.pg.running and member.pg.role is PgRole.PRIMARY
+    member.kv.partitioned = True
+    deadline = member.lease.lease_deadline
+    assert deadline is not None
+    member.world.t = deadline - 0.4
+    await member.cycle.run_once()
+    decision = member.cycle.last_decision
+    assert decision is not None and decision.reason is Reason.DCS_UNREACHABLE_LEASE_VALID
+    assert member.pg.running and member.lease.heartbeat == deadline - 0.4
+    member.world.t = deadline  # the next cycle is stuck before decide()
+    await member.lease.keepalive_round()
+    assert member.lease.lease_deadline == deadline  # the keep-alive could not renew it
+    assert not member.pg.running
+
+
+async def test_backstop_leaves_a_primary_whose_lease_the_keepalive_renewed(
+        member: Member) -> None:
+    assert await member.lease.confirm()
+    await member.cycle.run_once()
+    await member.cycle.run_once()
+    deadline = member.lease.lease_deadline
+    assert deadline is not None
+    member.world.t = deadline - 0.4
+    await member.cycle.run_once()
+    member.world.t = deadline  # the loop is alive: the keep-alive renews the lease
+    await member.lease.keepalive_round()
+    renewed = member.lease.lease_deadline
+    assert renewed is not None and renewed > deadline
+    assert member.pg.running

@@ -5,6 +5,7 @@ cleans up and ends the agent with its cause; post_bootstrap is killed with its p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -109,7 +110,8 @@ class Lease:
     async def confirm(self) -> bool:
         return True
 
-    def mark_busy(self, seconds: float) -> None: ...
+    def busy(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 def make_executor(pg: Any, clock: Clock, metrics: AgentMetrics | None = None) -> Executor:

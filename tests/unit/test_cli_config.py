@@ -155,6 +155,18 @@ def test_edit_config_invalid_values_exit_2(env: CliEnv) -> None:
     assert "cannot parse" in bad_yaml.stderr
 
 
+@pytest.mark.parametrize(("setting", "error"), [
+    ("ttl=0", "  ttl: must be >= 5"), ("retry_timeout=0", "  retry_timeout: must be >= 1")])
+def test_edit_config_refuses_timings_below_the_minimum(env: CliEnv, setting: str,
+                                                       error: str) -> None:
+    env.cluster(config=BASE)
+    before = env.revision("config")
+    result = env.invoke("edit-config", "-s", setting, "--force")
+    assert result.exit_code == 2
+    assert error in result.stderr.splitlines()  # the key and the valid range, one line
+    assert env.revision("config") == before
+
+
 def test_edit_config_lost_race(env: CliEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     env.cluster(config=BASE)
     real_load = common.load_view

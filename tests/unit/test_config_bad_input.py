@@ -38,6 +38,10 @@ CASES: list[tuple[str, bytes, str, str]] = [
      "finite"),
     ("ttl-1e400", (BASE + "bootstrap:\n  dcs:\n    ttl: 1e400\n").encode(), "bootstrap.dcs.ttl",
      "finite"),
+    ("ttl-0", (BASE + "bootstrap:\n  dcs:\n    ttl: 0\n").encode(), "bootstrap.dcs.ttl",
+     "must be >= 5"),
+    ("retry-timeout-0", (BASE + "bootstrap:\n  dcs:\n    retry_timeout: 0\n").encode(),
+     "bootstrap.dcs.retry_timeout", "must be >= 1"),
     ("loop-wait-nan", (BASE + "bootstrap:\n  dcs:\n    loop_wait: .nan\n").encode(),
      "bootstrap.dcs.loop_wait", "finite"),
     ("pg-ctl-timeout-inf", BASE.replace("bin_dir", "pg_ctl_timeout: 1.0e+400\n  bin_dir")

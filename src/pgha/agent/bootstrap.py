@@ -20,6 +20,7 @@ import logging
 import os
 import shlex
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from pgha.core.actions import StopMode, Upstream
@@ -62,7 +63,9 @@ class BootstrapPg(Protocol):
 class LeaseConfirm(Protocol):
     async def confirm(self) -> bool: ...
 
-    def mark_busy(self, seconds: float) -> None: ...
+    def busy(self, seconds: float) -> AbstractContextManager[None]:
+        """Not a stuck loop until the block exits (at most ``seconds``)."""
+        ...
 
 
 class ClusterBootstrap:
@@ -90,15 +93,15 @@ class ClusterBootstrap:
         log.info("won the initialize race: bootstrapping a new cluster")
         try:
             budget = self.pg_ctl_timeout * 4 + 60
-            self.lease.mark_busy(budget)
-            async with asyncio.timeout(budget):
-                if not await pg.initdb():
-                    raise BootstrapFailed("initdb failed")
-                if not await pg.start("primary", None):
-                    raise BootstrapFailed("PostgreSQL did not start after initdb")
-                await pg.create_roles()
-                if self.post_bootstrap:
-                    await self._run_post_bootstrap(self.post_bootstrap)
+            with self.lease.busy(budget):
+                async with asyncio.timeout(budget):
+                    if not await pg.initdb():
+                        raise BootstrapFailed("initdb failed")
+                    if not await pg.start("primary", None):
+                        raise BootstrapFailed("PostgreSQL did not start after initdb")
+                    await pg.create_roles()
+                    if self.post_bootstrap:
+                        await self._run_post_bootstrap(self.post_bootstrap)
             async with asyncio.timeout(self.dcs_timeout):
                 await store.create_config(self.bootstrap_config)
             if not await self.lease.confirm():

@@ -183,7 +183,9 @@ class DecisionCycle:
         view, pg_state, details = await self._observe()
         local = await self._local_state(view, pg_state)
         restart, reinit = local.restart_requested, local.reinit_requested
-        decision = decide(view, local, self.clock.monotonic())
+        now = self.clock.monotonic()
+        decision = decide(view, local, now)
+        s.lease.decided(now)  # the backstop waits for a decision taken after the lease ran out
         self._log_decision(decision)
         if reinit:
             s.commands.reinit_started(decision.reason is Reason.REINITIALIZE, decision.message)

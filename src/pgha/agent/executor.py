@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -59,7 +60,6 @@ log = logging.getLogger("pgha.executor")
 _CHANGES_PG = (CloneReplica, StartPostgres, Follow, Rejoin, Promote, Demote, StopPostgres,
                BootstrapCluster, HandOver, RestartPostgres, Reinitialize)
 _HANDOVER_POLL = 0.02
-_BUSY_TICK = 30.0
 
 
 class PgControl(Protocol):
@@ -112,8 +112,9 @@ class LeaseGate(Protocol):
         """One keep-alive round trip; True when the lease is confirmed from now."""
         ...
 
-    def mark_busy(self, seconds: float) -> None:
-        """A long action runs for up to ``seconds`` (not a stuck loop)."""
+    def busy(self, seconds: float) -> AbstractContextManager[None]:
+        """Around a long action that runs for up to ``seconds`` (``math.inf``: no limit of
+        its own): not a stuck loop until the block exits, however it exits."""
         ...
 
 
@@ -209,25 +210,20 @@ class Executor:
                     elapsed)
         return True
 
-    def _long(self, seconds: float) -> float:
-        self.lease.mark_busy(seconds)
-        return seconds
+    @contextlib.asynccontextmanager
+    async def _long(self, seconds: float) -> AsyncIterator[None]:
+        """The block of a long action, cut off after ``seconds`` (TimeoutError); while it
+        runs, and only then, the lease keeper counts the loop as busy, not stuck."""
+        with self.lease.busy(seconds):
+            async with asyncio.timeout(seconds):
+                yield
 
     async def _while_busy(self, work: Awaitable[bool]) -> bool:
         """Await ``work`` (a clone or rejoin), with no time limit of its own: the PostgreSQL
-        layer stops such work when it stops making progress. Meanwhile the lease keeper is told
-        the loop is busy, not stuck."""
-        task = asyncio.ensure_future(work)
-        try:
-            while True:
-                self.lease.mark_busy(_BUSY_TICK * 2)
-                done, _ = await asyncio.wait({task}, timeout=_BUSY_TICK)
-                if done:
-                    return task.result()
-        finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
+        layer stops such work when it stops making progress. While it runs, and only then,
+        the lease keeper counts the loop as busy, not stuck."""
+        with self.lease.busy(math.inf):
+            return await work
 
     async def _apply(self, action: Action) -> bool:
         match action:
@@ -330,7 +326,7 @@ class Executor:
         return await self._while_busy(self.pg.clone(action.source))
 
     async def _start_postgres(self, action: StartPostgres) -> bool:
-        async with asyncio.timeout(self._long(self.pg_ctl_timeout + 5)):
+        async with self._long(self.pg_ctl_timeout + 5):
             return await self.pg.start(action.role, action.upstream)
 
     async def _follow(self, action: Follow) -> bool:
@@ -362,14 +358,14 @@ class Executor:
             return await self.pg.stop(action.mode, action.timeout)
 
     async def _restart_postgres(self, action: RestartPostgres) -> bool:
-        async with asyncio.timeout(self._long(2 * self.pg_ctl_timeout + 10)):
+        async with self._long(2 * self.pg_ctl_timeout + 10):
             if not await self.pg.stop(StopMode.FAST):
                 return False
             await self.status.pg_changed()
             return await self.pg.start(action.role, action.upstream)
 
     async def _reinitialize(self, action: Reinitialize) -> bool:
-        async with asyncio.timeout(self._long(3600)):
+        async with self._long(3600):
             if not await self.pg.stop(StopMode.IMMEDIATE):
                 return False
             await self.status.pg_changed()

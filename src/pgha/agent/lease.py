@@ -2,13 +2,15 @@
 
 The keep-alive renews the DCS session every quarter of its TTL, but only while the decision
 loop has completed a cycle recently (:meth:`LeaseKeeper.beat`; a stuck loop must let the lease
-expire). The lease is counted from the moment the keep-alive was SENT, with the TTL of the
+expire) or runs a long action (:meth:`LeaseKeeper.busy`, for as long as the action runs, never
+longer). The lease is counted from the moment the keep-alive was SENT, with the TTL of the
 session the store actually holds. When the lease (and any failsafe confirmation) has run out and
-the decision loop has not acted, the keep-alive task stops a writable primary itself (the
-backstop; the verdicts are :mod:`pgha.core.lease`).
+the decision loop has not decided since (:meth:`LeaseKeeper.decided`), the keep-alive task stops
+a writable primary itself (the backstop; the verdicts are :mod:`pgha.core.lease`).
 
-State owned here: ``lease_deadline``, the loop ``heartbeat``, ``busy_until`` and the decision
-task (for its stack in the log). Nothing here raises into the caller except CancelledError.
+State owned here: ``lease_deadline``, the loop ``heartbeat``, ``decided_at``, the open busy
+windows and the decision task (for its stack in the log). Nothing here raises into the caller
+except CancelledError.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from pgha.agent.clock import SYSTEM_CLOCK, Clock
@@ -54,7 +58,9 @@ class LeaseKeeper:
         self.wake = wake
         self.lease_deadline: float | None = None
         self.heartbeat = self.clock.monotonic()
-        self.busy_until = 0.0
+        self.decided_at = -math.inf  # the ``now`` of the loop's last decide (none yet)
+        self._busy: dict[int, float] = {}  # open busy windows: token -> end
+        self._tokens = itertools.count()
         self.decision_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ read by others
@@ -70,6 +76,11 @@ class LeaseKeeper:
             return 0.0
         return max(0.0, self.lease_deadline - self.clock.monotonic())
 
+    @property
+    def busy_until(self) -> float:
+        """The end of the latest busy window still open (0: none is)."""
+        return max(self._busy.values(), default=0.0)
+
     def dcs_budget(self) -> float:
         """Time a DCS call of the decision loop may take (:func:`pgha.core.lease.dcs_budget`)."""
         return rules.dcs_budget(self.settings(), self.publisher.status.pg,
@@ -80,9 +91,22 @@ class LeaseKeeper:
         """The decision loop completed a cycle (gates the keep-alive)."""
         self.heartbeat = self.clock.monotonic()
 
-    def mark_busy(self, seconds: float) -> None:
-        """A long action runs for up to ``seconds``: not a stuck loop."""
-        self.busy_until = max(self.busy_until, self.clock.monotonic() + seconds)
+    def decided(self, now: float) -> None:
+        """The decision loop ran ``decide`` with ``now`` (what the backstop waits for)."""
+        self.decided_at = max(self.decided_at, now)
+
+    @contextlib.contextmanager
+    def busy(self, seconds: float) -> Iterator[None]:
+        """Around a long action that runs for up to ``seconds`` (``math.inf``: no limit of
+        its own): until the block exits, however it exits (return, exception, timeout,
+        cancellation), and at most ``seconds``, the keep-alive counts the loop as alive, not
+        stuck. Windows may nest or overlap; each ends with its own block."""
+        token = next(self._tokens)
+        self._busy[token] = self.clock.monotonic() + seconds
+        try:
+            yield
+        finally:
+            del self._busy[token]
 
     # ------------------------------------------------------------------ the keep-alive
     async def confirm(self) -> bool:
@@ -107,19 +131,25 @@ class LeaseKeeper:
         return True
 
     async def keepalive_loop(self) -> None:
-        """Runs until cancelled: renew while the loop is alive; backstop when it is overdue."""
+        """Runs until cancelled: :meth:`keepalive_round`, every quarter of the session TTL
+        (at most every half safety margin)."""
         while True:
+            await self.keepalive_round()
             interval = max(0.25, self.kv.session_ttl / 4)
-            now = self.clock.monotonic()
-            if rules.loop_is_alive(self.settings(), self.heartbeat, self.busy_until, now):
-                await self.confirm()
-            else:
-                log.error("decision loop stalled: not renewing the lease")
-            if rules.decision_overdue(self.confirmed_until, self.heartbeat, self.clock.monotonic()):
-                log.critical("lease deadline passed and the decision loop has not acted")
-                self._log_decision_stack()
-                await self.backstop()
             await asyncio.sleep(min(interval, safety_margin_for(self.kv.session_ttl) / 2))
+
+    async def keepalive_round(self) -> None:
+        """Renew the lease when the loop is alive; then the backstop when the lease has run
+        out and the loop has not decided since."""
+        now = self.clock.monotonic()
+        if rules.loop_is_alive(self.settings(), self.heartbeat, self.busy_until, now):
+            await self.confirm()
+        else:
+            log.error("decision loop stalled: not renewing the lease")
+        if rules.decision_overdue(self.confirmed_until, self.decided_at, self.clock.monotonic()):
+            log.critical("lease deadline passed and the decision loop has not decided since")
+            self._log_decision_stack()
+            await self.backstop()
 
     async def backstop(self) -> None:
         """Carry out :func:`pgha.core.lease.backstop` (called when ``decide`` cannot run)."""

@@ -16,7 +16,9 @@ first keep-alive; then the tasks. Shutdown (SIGTERM/SIGINT): the loop runs one l
 with ``shutting_down`` set (stop PostgreSQL, then release the lock), deletes the member key,
 and every task ends; the DCS session is closed on the way out and ``run`` returns. SIGHUP
 re-reads the YAML. The decision loop and the keep-alive are supervised against stray
-cancellations.
+cancellations (their exceptions end the agent: :class:`AgentFatal` is how the loop exits). The
+two watches are auxiliary and never end the agent: :func:`keep_running` restarts them after any
+exception or stray cancellation, with backoff.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +170,11 @@ class Agent:
                         tg.create_task(self._supervised(self.lease.keepalive_loop,
                                                         "keepalive"),
                                        name="keepalive-supervisor")
-                        tg.create_task(self._watch_loop(), name="dcs-watch")
-                        tg.create_task(self._postmaster_watch(), name="postmaster-watch")
+                        tg.create_task(keep_running(self._watch_loop, "dcs-watch"),
+                                       name="dcs-watch-supervisor")
+                        tg.create_task(keep_running(self._postmaster_watch,
+                                                    "postmaster-watch"),
+                                       name="postmaster-watch-supervisor")
                 except* _Finished:
                     pass
                 except* AgentFatal as group:
@@ -255,6 +261,55 @@ class Agent:
                     async with asyncio.timeout(1.0):
                         await started.wait()
                 started.clear()
+
+
+_TRACEBACK_EVERY = 300.0  # seconds: the same failure's traceback is logged at most this often
+
+
+async def keep_running(factory: Callable[[], Coroutine[Any, Any, None]], name: str, *,
+                       sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                       clock: Callable[[], float] = time.monotonic, first: float = 0.5,
+                       cap: float = 30.0, healthy: float = 60.0) -> None:
+    """Runs ``factory()`` (an auxiliary task such as a watch) as a child task until it
+    returns; nothing it raises ends the caller. After an exception, or a cancellation we did
+    not request, it is logged (with the traceback when the failure differs from the last one
+    logged so, or once every ``_TRACEBACK_EVERY`` s; else one line) and a new ``factory()``
+    starts after a delay doubling from ``first`` to ``cap`` seconds, back to ``first`` when
+    the failed run had lasted ``healthy`` seconds. Our own cancellation cancels the child,
+    waits for it, and is passed on."""
+    delay = first
+    last_traceback: tuple[str, float] | None = None  # (failure, when)
+    failures = 0
+    while True:
+        started = clock()
+        task = asyncio.get_running_loop().create_task(factory(), name=name)
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.wait({task})
+            raise
+        if task.cancelled():
+            exc: BaseException = asyncio.CancelledError("cancelled from outside")
+        elif (error := task.exception()) is not None:
+            exc = error
+        else:
+            return
+        now = clock()
+        if now - started >= healthy:
+            delay, failures = first, 0
+        failures += 1
+        what = describe(exc)
+        if last_traceback is None or last_traceback[0] != what or \
+                now - last_traceback[1] >= _TRACEBACK_EVERY:
+            last_traceback = (what, now)
+            log.error("the %s task failed: %s; restarting it in %gs", name, what, delay,
+                      exc_info=exc)
+        else:
+            log.error("the %s task failed again (%d times in a row): %s; restarting it in %gs",
+                      name, failures, what, delay)
+        await sleep(delay)
+        delay = min(cap, delay * 2)
 
 
 class _Finished(Exception):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, field_validator
 
 from pgha.config.base import Duration, Seconds, _Section
+from pgha.core.model import HA_MINIMUMS
 
 
 class DynamicPostgresql(_Section):
@@ -28,13 +29,14 @@ class DynamicConfig(_Section):
     """Dynamic configuration (``bootstrap.dcs`` and the DCS ``config`` key); extra keys kept.
 
     ``synchronous_mode`` is True, False or ``"quorum"`` (on/off/true/false accepted).
-    ``member_slots_ttl`` is in seconds (``"30min"``-style strings accepted). The rule
+    ``member_slots_ttl`` is in seconds (``"30min"``-style strings accepted). ``ttl``,
+    ``loop_wait`` and ``retry_timeout`` are refused below :data:`HA_MINIMUMS`. The rule
     ``loop_wait + 2 * retry_timeout <= ttl`` is not enforced: see :meth:`adjusted`.
     """
 
-    ttl: Seconds = Field(default=30, ge=5)
-    loop_wait: Seconds = Field(default=10, ge=1)
-    retry_timeout: Seconds = Field(default=10, ge=1)
+    ttl: Seconds = Field(default=30, ge=HA_MINIMUMS["ttl"])
+    loop_wait: Seconds = Field(default=10, ge=HA_MINIMUMS["loop_wait"])
+    retry_timeout: Seconds = Field(default=10, ge=HA_MINIMUMS["retry_timeout"])
     maximum_lag_on_failover: int = Field(default=1048576, ge=0)
     maximum_lag_on_syncnode: int = -1
     primary_start_timeout: Seconds = Field(default=300, ge=0, validation_alias=AliasChoices(

@@ -49,6 +49,7 @@ from pgha.config.keys import (
 )
 from pgha.config.models import ClusterAccess, Config, _dcs_count_errors
 from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
+from pgha.core.model import HA_MINIMUMS, HaSettings
 
 logger = logging.getLogger("pgha.config")
 
@@ -232,11 +233,20 @@ def parse_dynamic_config(data: Mapping[str, Any], prefix: str = "") -> DynamicCo
 
 def dynamic_config_warnings(data: Mapping[str, Any]) -> list[str]:
     """What a member should log about a dynamic configuration read from the DCS (written by
-    someone else): unsupported and unknown keys alike, as ``"path: message"``; never raises."""
+    someone else): unsupported and unknown keys alike, and timing values the member does not
+    use (ill-typed, or below :data:`HA_MINIMUMS`: :meth:`HaSettings.from_config` keeps the
+    default), as ``"path: message"``; never raises."""
     if too_deep(data) is not None:
         return [f"config: nested more than {MAX_DEPTH} levels deep"]
     errors, warnings = check_dynamic(data, "config")
-    return [f"{path}: {message}" for path, message in errors + warnings]
+    found = [f"{path}: {message}" for path, message in errors + warnings]
+    used = HaSettings.from_config(data)
+    for key, minimum in HA_MINIMUMS.items():
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or value != getattr(used, key)):
+            found.append(f"config.{key}: {value!r} is not usable (a number >= {minimum:g} is "
+                         f"needed): using the default {getattr(used, key):g}")
+    return found
 
 
 # ---------------------------------------------------------------------------- files

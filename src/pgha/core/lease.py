@@ -29,12 +29,15 @@ def loop_is_alive(settings: HaSettings, heartbeat: float, busy_until: float,
     return now - heartbeat < limit or now < busy_until
 
 
-def decision_overdue(until: float | None, heartbeat: float, now: float) -> bool:
-    """The lease (and any failsafe confirmation) ran out at ``until`` and no decision cycle
-    completed since: the decision loop is stuck and cannot demote the primary itself."""
+def decision_overdue(until: float | None, decided_at: float, now: float) -> bool:
+    """The lease (and any failsafe confirmation) ran out at ``until`` and the decision loop
+    has not decided since: ``decided_at``, the ``now`` its last ``decide`` ran with, is before
+    ``until``. Only a decision taken at or after ``until`` saw the lease as run out (and chose
+    the demotion); one taken earlier, however shortly before, did not, and the cycle after it
+    may be stuck before its own ``decide``. Then the loop cannot demote the primary itself."""
     if until is None or now < until:
         return False  # no lease to be late on (decide demotes such a primary), or not late
-    return heartbeat < until - 0.5
+    return decided_at < until
 
 
 def _writable(pg: PgState) -> bool:

@@ -193,6 +193,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+HA_MINIMUMS: Mapping[str, float] = {"ttl": 5.0, "loop_wait": 1.0, "retry_timeout": 1.0}
+"""The least usable value of each timing setting (seconds); others need only be >= 0. Below
+them every DCS call would time out (``retry_timeout: 0``) or the lease expire at once."""
+
+
 @dataclass(frozen=True)
 class HaSettings:
     """The dynamic configuration values the core needs (DCS ``config``, with defaults)."""
@@ -216,8 +221,9 @@ class HaSettings:
 
     @staticmethod
     def from_config(raw: Mapping[str, Any]) -> HaSettings:
-        """Lenient parse of the DCS ``config`` JSON: a missing or ill-typed value keeps its
-        default (the store logs garbage; the core never fails on it)."""
+        """Lenient parse of the DCS ``config`` JSON: a missing or ill-typed value, or one below
+        its :data:`HA_MINIMUMS` (else 0), keeps its default (the observer logs such values;
+        the core never fails on them)."""
         default = HaSettings()
         pg = raw.get("postgresql")
         pg = pg if isinstance(pg, Mapping) else {}
@@ -232,7 +238,8 @@ class HaSettings:
                 out = float(value)
             except OverflowError:
                 return float(getattr(default, key))
-            return out if math.isfinite(out) and out >= 0 else float(getattr(default, key))
+            usable = math.isfinite(out) and out >= HA_MINIMUMS.get(key, 0.0)
+            return out if usable else float(getattr(default, key))
 
         def flag(key: str, src: Mapping[str, Any] = raw) -> bool:
             value = src.get(key)
