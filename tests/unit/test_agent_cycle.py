@@ -306,3 +306,22 @@ async def test_backstop_leaves_a_primary_whose_lease_the_keepalive_renewed(
     renewed = member.lease.lease_deadline
     assert renewed is not None and renewed > deadline
     assert member.pg.running
+
+
+async def test_backstop_acts_after_the_session_expired_under_a_stuck_loop(
+        member: Member) -> None:
+    """The session expires (our keys are gone, another member may take the lock) while the
+    decision loop is stuck: the keep-alive learns it, and its backstop must still stop the
+    primary - an expired session is a lease run out, not "no lease to be late on"."""
+    assert await member.lease.confirm()
+    await member.cycle.run_once()
+    await member.cycle.run_once()
+    assert member.pg.running and member.pg.role is PgRole.PRIMARY
+    session = member.kv.session_id
+    assert session is not None
+    member.kv.backend.revoke_session(int(session))  # the store dropped it
+    member.world.t += 0.5  # the loop is stuck from now on; the keep-alive runs
+    await member.lease.keepalive_round()
+    deadline = member.lease.lease_deadline
+    assert deadline is not None and deadline <= member.world.t
+    assert not member.pg.running

@@ -119,7 +119,10 @@ class LeaseKeeper:
             await bounded(self.store.keepalive(), self.settings().retry_timeout)
         except SessionExpired:
             log.warning("DCS session expired: our lock and member key are gone")
-            self.lease_deadline = None
+            # keep a deadline, already passed: the backstop must still stop a writable
+            # primary whose decision loop is stuck (None would mean "no lease to be late on")
+            if self.lease_deadline is not None:
+                self.lease_deadline = min(self.lease_deadline, sent)
             self.publisher.forget_member_key()
             self.wake.set()
             return False
