@@ -103,3 +103,16 @@ async def test_a_member_ignores_values_below_the_minimum_in_the_dcs_and_warns_on
         "DCS config.ttl: 0 is not usable (a number >= 5 is needed): using the default 30",
         "DCS config.retry_timeout: 0 is not usable (a number >= 1 is needed): using the "
         "default 10"]
+
+
+def test_numbers_written_as_strings_in_the_dcs_are_used_not_ignored() -> None:
+    """PATCH /config writes the operator's JSON as it came: ``"20"`` passes validation (as in
+    Patroni), so the members must use it rather than silently keep the default."""
+    settings = HaSettings.from_config({"ttl": "20", "loop_wait": "2", "retry_timeout": "3s",
+                                       "member_slots_ttl": "10min", "synchronous_node_count": "2",
+                                       "maximum_lag_on_failover": "1000"})
+    assert (settings.ttl, settings.loop_wait, settings.retry_timeout) == (20.0, 2.0, 3.0)
+    assert settings.member_slots_ttl == 600.0
+    assert settings.synchronous_node_count == 2
+    assert settings.maximum_lag_on_failover == 1000
+    assert HaSettings.from_config({"ttl": "soon"}).ttl == 30.0

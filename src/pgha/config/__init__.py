@@ -40,7 +40,6 @@ from pgha.config.base import (
     Seconds,
     default_bin_dir,
     join_host_port,
-    parse_duration,
     split_host_port,
 )
 from pgha.config.dynamic import BootstrapConfig, DynamicConfig, DynamicPostgresql, UserSpec
@@ -68,6 +67,7 @@ from pgha.config.models import (
     WatchdogConfig,
 )
 from pgha.config.pg_parameters import filter_pg_parameters
+from pgha.core.units import parse_duration
 
 logger = logging.getLogger("pgha.config")
 

@@ -9,7 +9,6 @@ are errors) and ``_Endpoint`` (``listen``/``connect_address`` as ``host:port``).
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -26,6 +25,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from pgha.core.units import parse_duration
 
 DEFAULT_BIN_DIR = "/usr/lib/postgresql/15/bin"
 ETCD_DEFAULT_PORT = 2379
@@ -78,21 +79,6 @@ def default_bin_dir(path_env: str | None = None) -> str:
     (so it holds ``postgres``, ``initdb``... too), else DEFAULT_BIN_DIR."""
     found = shutil.which("pg_ctl", path=path_env)
     return os.path.dirname(os.path.realpath(found)) if found else DEFAULT_BIN_DIR
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string such as ``"90"``, ``"500ms"``, ``"90s"``, ``"30min"``,
-    ``"1h"``, ``"1d"``. Raises ``ValueError`` for anything else or a negative value."""
-    match = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?\s*", str(value))
-    if isinstance(value, bool) or match is None:
-        raise ValueError("expected a duration such as 30min, 1h, 90s or a number of seconds")
-    seconds = float(match[1]) * {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400}[
-        match[2] or "s"]
-    if seconds < 0:
-        raise ValueError("must be >= 0")
-    if not math.isfinite(seconds):
-        raise ValueError("must be a finite number")
-    return seconds
 
 
 def _num_out(value: float) -> int | float:

@@ -50,6 +50,7 @@ from pgha.config.keys import (
 from pgha.config.models import ClusterAccess, Config, _dcs_count_errors
 from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
 from pgha.core.model import HA_MINIMUMS, HaSettings
+from pgha.core.units import parse_duration
 
 logger = logging.getLogger("pgha.config")
 
@@ -240,13 +241,21 @@ def dynamic_config_warnings(data: Mapping[str, Any]) -> list[str]:
         return [f"config: nested more than {MAX_DEPTH} levels deep"]
     errors, warnings = check_dynamic(data, "config")
     found = [f"{path}: {message}" for path, message in errors + warnings]
-    used = HaSettings.from_config(data)
+    used, default = HaSettings.from_config(data), HaSettings()
     for key, minimum in HA_MINIMUMS.items():
         value = data.get(key)
-        if value is not None and (isinstance(value, bool) or value != getattr(used, key)):
+        if value is not None and getattr(used, key) == getattr(default, key) and (
+                isinstance(value, bool) or not _same_number(value, getattr(default, key))):
             found.append(f"config.{key}: {value!r} is not usable (a number >= {minimum:g} is "
                          f"needed): using the default {getattr(used, key):g}")
     return found
+
+
+def _same_number(value: Any, number: float) -> bool:
+    try:
+        return parse_duration(value) == number
+    except (ValueError, OverflowError):
+        return False
 
 
 # ---------------------------------------------------------------------------- files

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from pgha.core.units import parse_duration
+
 
 class DataState(StrEnum):
     """What the local data directory holds, as far as the agent could tell."""
@@ -189,10 +191,6 @@ class HistoryEntry:
     new_leader: str | None = None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 HA_MINIMUMS: Mapping[str, float] = {"ttl": 5.0, "loop_wait": 1.0, "retry_timeout": 1.0}
 """The least usable value of each timing setting (seconds); others need only be >= 0. Below
 them every DCS call would time out (``retry_timeout: 0``) or the lease expire at once."""
@@ -230,13 +228,11 @@ class HaSettings:
 
         def num(key: str, src: Mapping[str, Any] = raw, alias: str | None = None) -> float:
             value = src.get(key)
-            if alias and not _is_number(value):
+            if alias and value is None:
                 value = src.get(alias)
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                return float(getattr(default, key))
             try:
-                out = float(value)
-            except OverflowError:
+                out = parse_duration(value)  # numbers, and strings such as "20" or "30min"
+            except (ValueError, OverflowError):
                 return float(getattr(default, key))
             usable = math.isfinite(out) and out >= HA_MINIMUMS.get(key, 0.0)
             return out if usable else float(getattr(default, key))
@@ -247,6 +243,8 @@ class HaSettings:
 
         def integer(key: str, least: int) -> int:
             value = raw.get(key)
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value.strip())
             if isinstance(value, int) and not isinstance(value, bool) and value >= least:
                 return value
             return int(getattr(default, key))
