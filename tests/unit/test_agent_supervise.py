@@ -152,3 +152,23 @@ async def test_a_postmaster_watch_that_raises_is_restarted() -> None:
     with pytest.raises(asyncio.CancelledError):
         await supervisor
     assert sleeps.delays == [0.5, 1.0, 2.0]
+
+
+async def test_a_dcs_watch_failing_with_dcs_errors_backs_off_until_an_event(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that keeps refusing the watch (DCS down) is asked again with growing delays,
+    not every half second; the first event resets the delay; every reopening wakes the
+    decision loop once (changes may have been missed meanwhile)."""
+    from pgha.agent import lifecycle
+    from pgha.dcs.base import DCSError
+    store = FlakyStore([DCSError("connection refused")] * 6)
+    changed: list[int] = []
+    sleeps = Sleeps()
+    monkeypatch.setattr(lifecycle, "_watch_pause", sleeps)
+    task = asyncio.create_task(Agent._watch_loop(watching_agent(store, changed)))
+    await store.waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sleeps.delays == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert len(changed) == 6 + 1  # one look after each failure, then the event itself

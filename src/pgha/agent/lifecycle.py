@@ -238,15 +238,22 @@ class Agent:
         await self.observer.first_view.wait()
         view = self.observer.view
         revision = view.revision if view is not None else 0
+        delay = _WATCH_RETRY
         while True:
             try:
                 async for event in self.store.watch(revision):
+                    delay = _WATCH_RETRY  # it works again
                     revision = max(revision, event.revision)
                     if event.key not in self._quiet_keys:
                         self.cycle.dcs_changed()
             except DCSError as exc:
-                log.warning("DCS watch failed: %s", describe(exc))
-            await asyncio.sleep(0.5)
+                if delay == _WATCH_RETRY:
+                    log.warning("DCS watch failed: %s", describe(exc))
+                else:
+                    log.debug("DCS watch failed again: %s", describe(exc))
+            self.cycle.dcs_changed()  # events may have been missed meanwhile: look once
+            await _watch_pause(delay)
+            delay = min(_WATCH_RETRY_CAP, delay * 2)
 
     async def _postmaster_watch(self) -> None:
         started = self.observer.pg_started
@@ -310,6 +317,14 @@ async def keep_running(factory: Callable[[], Coroutine[Any, Any, None]], name: s
                       name, failures, what, delay)
         await sleep(delay)
         delay = min(cap, delay * 2)
+
+
+_WATCH_RETRY = 0.5  # seconds before a failed or ended DCS watch is opened again ...
+_WATCH_RETRY_CAP = 8.0  # ... doubling while it keeps failing without an event
+
+
+async def _watch_pause(seconds: float) -> None:
+    await asyncio.sleep(seconds)
 
 
 class _Finished(Exception):
