@@ -293,12 +293,15 @@ class ClusterStore:
                       "was read; it is not our lock", self.key("leader"))
         return rebound
 
-    async def switch_session(self, ttl: float) -> SessionSwitch:
+    async def switch_session(self, ttl: float,
+                             opened: Callable[[], None] | None = None) -> SessionSwitch:
         """Move our keys to a new session granted for ``ttl`` (a ``ttl`` change), never leaving
         the leader key absent or bound to a session nobody renews (DESIGN.md rules 2 and 7):
 
         1. ``kv.open_session(ttl)``: the new session S2 becomes current, the old S1 is
            retired; both are renewed by every keep-alive and counted with the smaller TTL;
+           ``opened()`` is called then, before any key moves to S2 (the lease keeper caps its
+           deadline there);
         2. the leader key, when it holds our name and is bound to S1, is moved to S2 with one
            compare-and-set on the revision read (the primitive :meth:`rebind_leader` uses:
            etcd transaction, ZooKeeper multi delete+create, Consul transaction), so it is
@@ -313,6 +316,8 @@ class ClusterStore:
         kv = self.kv
         if kv.retired_session_id is None:
             await kv.open_session(ttl)
+            if opened is not None:
+                opened()
         old = kv.retired_session_id
         leader: bool | None = None
         if old is not None:
