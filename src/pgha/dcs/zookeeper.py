@@ -40,6 +40,7 @@ log = logging.getLogger("pgha.dcs")
 
 _CAS_MISS = (kx.BadVersionError, kx.NoNodeError, kx.NodeExistsError)
 _RECONNECTED = object()  # queued to every watch when the connection is (re)established
+_STOPPING: set[asyncio.Future[None]] = set()  # clients being stopped in the background
 _Node = tuple[bytes, Any]  # data, ZnodeStat
 
 
@@ -62,6 +63,10 @@ def _zxids(nodes: dict[str, _Node | None]) -> dict[str, tuple[int, int] | None]:
 
 def _revision(nodes: dict[str, _Node | None]) -> int:
     return int(max([0, *(max(n[1].mzxid, n[1].pzxid) for n in nodes.values() if n is not None)]))
+
+
+def _hex(conn: _Conn | None) -> str | None:  # the session id as session_id spells it
+    return None if conn is None or conn.session is None else f"{conn.session:x}"
 
 
 @dataclass(eq=False)
@@ -148,13 +153,11 @@ class ZooKeeperStore(KVStore):
 
     @property
     def session_id(self) -> str | None:
-        session = None if self._conn is None else self._conn.session
-        return None if session is None else f"{session:x}"
+        return _hex(self._conn)
 
     @property
     def retired_session_id(self) -> str | None:
-        session = None if self._retired is None else self._retired.session
-        return None if session is None else f"{session:x}"
+        return _hex(self._retired)
 
     def _adopt(self, conn: _Conn) -> None:
         """Check/adopt the session of ``conn`` to renew and to bind ephemeral znodes to:
@@ -239,8 +242,8 @@ class ZooKeeperStore(KVStore):
     async def close(self) -> None:
         """Close the sessions (their ephemeral znodes vanish at once), the connections and the
         running watches. Never raises."""
-        conn, retired, self._conn, self._retired = self._conn, self._retired, None, None
-        self._closed = True
+        conn, retired = self._conn, self._retired
+        self._conn, self._retired, self._closed = None, None, True
         for push in list(self._watches):
             push(None)
         await self._stop(conn)
@@ -293,12 +296,12 @@ class ZooKeeperStore(KVStore):
         except (kx.KazooException, OSError) as exc:
             raise DCSError(f"ZooKeeper: {what} failed: {exc!r}") from exc
 
-    async def _ping(self, conn: _Conn, what: str) -> None:
+    async def _ping(self, conn: _Conn | None, what: str) -> None:
         """One ``exists('/')`` round trip on the adopted session of ``conn`` (adopting its
         current one if none); SessionExpired when that session is gone, also when it was
         replaced during the round trip."""
         await self._call(what, _op("exists_async", "/"), adopt=True, conn=conn)
-        if conn.current_session() not in (None, conn.session):
+        if conn is not None and conn.current_session() not in (None, conn.session):
             self._adopt(conn)
 
     async def keepalive(self) -> None:
@@ -314,9 +317,7 @@ class ZooKeeperStore(KVStore):
                     self._retired = None
                     await self._stop(retired)
                 raise
-        if conn is None:
-            raise DCSError("ZooKeeper store is closed")
-        await self._ping(conn, "keepalive")
+        await self._ping(conn, "keepalive")  # DCSError when closed
 
     async def open_session(self, ttl: float) -> None:
         """A new kazoo client (a ZooKeeper session's timeout is fixed when it is created, so a
@@ -334,14 +335,15 @@ class ZooKeeperStore(KVStore):
             async with asyncio.timeout(self.timeout):
                 await conn.connected.wait()
             self._adopt(conn)
-        except (TimeoutError, DCSError) as exc:
-            await self._stop(conn)
-            raise DCSError(f"ZooKeeper: no new session within {self.timeout}s") from exc
+        except BaseException as exc:  # the new client must not outlive a failure
+            _STOPPING.add(task := asyncio.ensure_future(self._stop(conn)))
+            task.add_done_callback(_STOPPING.discard)
+            if isinstance(exc, (TimeoutError, DCSError)):
+                raise DCSError(f"ZooKeeper: no new session within {self.timeout}s") from exc
+            raise
         self._conn, self.ttl = conn, ttl
-        if old.session is not None:
-            self._retired = old
-        else:
-            await self._stop(old)
+        self._retired = old if old.session is not None else None
+        await self._stop(None if self._retired else old)  # a client without our session
         for push in list(self._watches):
             push(_RECONNECTED)
 
