@@ -71,9 +71,8 @@ def _hex(conn: _Conn | None) -> str | None:  # the session id as session_id spel
 
 @dataclass(eq=False)
 class _Conn:
-    """One kazoo client and the session it runs: ``session`` is the adopted one (see
-    ``ZooKeeperStore._adopt``), ``lost`` set by kazoo's LOST state, ``negotiated`` the session
-    timeout the server granted (recorded by the connect hook)."""
+    """One kazoo client and its session: ``session`` the adopted one (``_adopt``), ``lost`` set
+    by kazoo's LOST state, ``negotiated`` the timeout granted (recorded by the connect hook)."""
 
     client: Any
     ttl: float
@@ -132,6 +131,9 @@ class ZooKeeperStore(KVStore):
     @property
     def _client(self) -> Any:  # the current kazoo client
         return None if self._conn is None else self._conn.client
+
+    def _current_session(self) -> int | None:  # the session the current client runs now
+        return None if self._conn is None else self._conn.current_session()
 
     @property
     def requested_timeout(self) -> float:
@@ -192,8 +194,7 @@ class ZooKeeperStore(KVStore):
 
         kc._connect, kc._send_ping = hooked_connect, gated_ping
 
-    def _on_state(self, loop: asyncio.AbstractEventLoop, conn: _Conn,
-                  state: Any) -> None:  # kazoo thread
+    def _on_state(self, loop: asyncio.AbstractEventLoop, conn: _Conn, state: Any) -> None:
         if state == KazooState.LOST and conn.session is not None:
             conn.lost = True
         live = state == KazooState.CONNECTED
@@ -203,21 +204,19 @@ class ZooKeeperStore(KVStore):
                 push(_RECONNECTED)
 
     async def _start(self, ttl: float) -> _Conn:
-        """A new kazoo client asking for a session for ``ttl``, started (not yet connected)."""
+        """A new kazoo client asking for a session for ``ttl``, started (not connected yet)."""
         client = KazooClient(
             hosts=",".join(f"{h}:{p}" for h, p in self.hosts), timeout=ttl * 2 / 3,
             connection_retry={"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0},
             **self._options)
-        conn = _Conn(client, ttl)
-        self._hook(conn)
+        self._hook(conn := _Conn(client, ttl))
         loop = asyncio.get_running_loop()
-        client.add_listener(lambda state: self._on_state(loop, conn, state))
+        client.add_listener(lambda state: self._on_state(loop, conn, state))  # kazoo thread
         await asyncio.to_thread(client.start_async)
         return conn
 
     async def _stop(self, conn: _Conn | None) -> None:
-        """Close the session of ``conn`` (its ephemeral znodes vanish at once) and its
-        connection. Best effort, never raises."""
+        """Close ``conn``'s session (its ephemeral znodes vanish at once). Never raises."""
         client = None if conn is None else conn.client
         try:
             async with asyncio.timeout(max(2.0, self.timeout)):
