@@ -28,6 +28,7 @@ Cases: exclusive acquisition under concurrency; session expiry (bounds: gone wit
 ``kv.ttl + EXPIRY_TOLERANCE`` of the last renewal, present until ``session_ttl - EARLY_MARGIN``);
 keepalive holds the session; close() removes ephemeral keys at once; compare-and-set conflicts;
 the session a key is bound to and the rebind of the leader key (DESIGN.md safety rule 7);
+the session switch of a TTL change (keys moved to the new session without a gap);
 watch (leader deleted, member added, ends on close); survival of a server restart; garbage
 values ignored by ClusterStore.load; get_prefix scoping and revisions; initialize semantics.
 """
@@ -438,6 +439,81 @@ async def test_leader_key_session_and_rebind(clients: Clients) -> None:
     assert after is not None and after.session == new.kv.session_id
     assert await new.release_leader()
     assert (await new.load()).leader is None
+
+
+# -- (4c) a TTL change: the session switch (DESIGN.md rules 2 and 7) ---------------------------
+
+
+async def test_session_switch_moves_keys_without_a_gap(clients: Clients) -> None:
+    """``switch_session(ttl)`` moves our leader and member keys to a new session granted for
+    the new ``ttl``: a reader polling throughout never finds the leader key absent nor bound
+    to anything but the old or the new session; afterwards both keys are bound to the new
+    session, the old one is closed (no retired session left) and its end removed nothing;
+    a watch running from before the switch keeps reporting changes."""
+    a, b = await clients.new("pg0"), await clients.new("pg1")
+    assert await a.acquire_leader()
+    await a.touch_member({"state": "running"})
+    await b.touch_member({"state": "running"})
+    old, old_session_ttl = a.kv.session_id, a.kv.session_ttl
+    leader, member = a.key("leader"), a.key("members/pg0")
+    seen: list[str | None] = []
+    done = asyncio.Event()
+
+    async def poll() -> None:
+        while not done.is_set():
+            item = (await b.kv.get_prefix(leader)).items.get(leader)
+            seen.append(None if item is None else item.session)
+            await asyncio.sleep(0.005)
+
+    start = (await b.load()).revision
+    async with watching(b, start) as watch:
+        poller = asyncio.create_task(poll())
+        try:
+            result = await a.switch_session(clients.ttl * 2)
+        finally:
+            done.set()
+            await poller
+        assert result.old == old and result.leader is True
+        assert result.new == a.kv.session_id and result.new not in (None, old)
+        assert seen and None not in seen, seen
+        assert set(seen) <= {old, result.new}, (set(seen), old, result.new)
+        assert a.kv.ttl == clients.ttl * 2 and a.kv.retired_session_id is None
+        assert a.kv.session_ttl > old_session_ttl
+        await a.keepalive()
+        items = (await b.kv.get_prefix(a.prefix)).items
+        assert items[leader].session == result.new and items[member].session == result.new
+        assert items[a.key("members/pg1")].session == b.kv.session_id  # others untouched
+        view = await b.load()
+        assert view.leader is not None and view.leader.session == result.new
+        # the watch re-arms on the new client where it has to: a release is still reported
+        assert await a.release_leader()
+        event = await watch.next(lambda e: e.key in (None, leader) and (
+            e.key is None or e.deleted), WATCH_BOUND, "leader key released after the switch")
+        if event.key is None:
+            assert (await b.load()).leader is None
+
+
+async def test_session_switch_leaves_a_key_that_is_not_ours(clients: Clients) -> None:
+    """The leader key moves only when it names us AND is bound to the session being retired:
+    a key of another member, or one holding our name but bound to another session (a
+    previous process), is left alone (``leader`` None) and survives the switch."""
+    other, a = await clients.new("pg1"), await clients.new("pg0")
+    assert await other.acquire_leader()
+    await a.touch_member({"state": "running"})
+    result = await a.switch_session(clients.ttl * 2)
+    assert result.leader is None and result.new == a.kv.session_id
+    view = await other.load()
+    assert view.leader is not None and view.leader.name == "pg1"
+    assert view.leader.session == other.kv.session_id
+    assert "pg0" in view.members
+    # a key holding our name left by a previous process of ours: not moved either
+    assert await other.release_leader()
+    previous = await clients.new("pg0")
+    assert await previous.acquire_leader()
+    result = await a.switch_session(clients.ttl)
+    assert result.leader is None
+    held = (await a.load()).leader
+    assert held is not None and held.session == previous.kv.session_id
 
 
 # -- (5) watch --------------------------------------------------------------------------------

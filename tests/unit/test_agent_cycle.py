@@ -23,6 +23,7 @@ from pgha.agent.metrics import AgentMetrics
 from pgha.agent.observe import Observer
 from pgha.agent.peers import PeerClient
 from pgha.agent.publish import Publisher, StatusRefresher
+from pgha.agent.session import SessionFollower
 from pgha.core.decision import Reason
 from pgha.core.model import DataState, HaSettings, PgRole, PgState, Tags
 from pgha.core.status import AgentStatus
@@ -118,13 +119,14 @@ async def member() -> AsyncIterator[Member]:
                               restart_timeout=30.0)
     executor = Executor(pg, store, lease=lease, status=StatusRefresher(observer, publisher),
                         bootstrap_config={"ttl": TTL}, post_bootstrap=None, pg_ctl_timeout=5.0,
-                        dcs_timeout=2.0)
+                        dcs_timeout=lambda: observer.settings.retry_timeout)
     stages = Stages(name="m0", store=store, session_ttl=lambda: kv.session_ttl,
                     local_config=SimpleNamespace(reload_requested=False, tags=Tags()),  # type: ignore[arg-type]
                     observer=observer, configurator=Configurator(),  # type: ignore[arg-type]
                     failsafe=failsafe, commands=commands, executor=executor,
                     publisher=publisher, lease=lease, metrics=AgentMetrics(),
-                    reloader=SimpleNamespace())  # type: ignore[arg-type]  # never reloads
+                    reloader=SimpleNamespace(),  # type: ignore[arg-type]  # never reloads
+                    session=SessionFollower(kv, lease, publisher, clock=clock))
     async with kv:
         yield Member(world, kv, pg, DecisionCycle(stages, wake, clock=clock), lease, publisher,
                      store)
@@ -325,3 +327,35 @@ async def test_backstop_acts_after_the_session_expired_under_a_stuck_loop(
     deadline = member.lease.lease_deadline
     assert deadline is not None and deadline <= member.world.t
     assert not member.pg.running
+
+
+async def test_ttl_and_retry_timeout_changes_reach_the_session_and_the_timeouts(
+        member: Member, caplog: pytest.LogCaptureFixture) -> None:
+    """A ``ttl`` change in the DCS config moves the leader's keys to a new session granted
+    for it within the next cycle, the member staying leader (no demotion, the key never
+    released); ``retry_timeout`` becomes the DCS client's and the executor's timeout."""
+    assert await member.lease.confirm()
+    await member.cycle.run_once()
+    await member.cycle.run_once()
+    old = member.kv.session_id
+    config, revision = await member.store.read_config()
+    assert config is not None and member.kv.ttl == TTL
+    assert await member.store.write_config({**config, "ttl": 24, "retry_timeout": 5},
+                                           if_revision=revision)
+    caplog.set_level("INFO", logger="pgha.agent")
+    assert await member.cycle.run_once()
+    decision = member.cycle.last_decision
+    assert decision is not None and decision.reason is Reason.LEADER_HEALTHY
+    assert member.pg.running and member.pg.role is PgRole.PRIMARY
+    assert member.kv.ttl == 24 and member.kv.session_ttl == 24
+    assert member.kv.session_id not in (None, old) and member.kv.retired_session_id is None
+    view = await member.store.load()
+    assert view.leader is not None and view.leader.session == member.kv.session_id
+    assert view.members["m0"] is not None
+    assert int(old or 0) not in member.kv.backend.sessions()  # the old session is closed
+    assert "DCS session renewed with ttl 24 (was 10)" in caplog.text
+    assert member.kv.timeout == 5
+    assert member.cycle.s.executor.dcs_timeout == 5
+    await member.cycle.run_once()  # nothing more to switch
+    assert sum("DCS session renewed" in r.message for r in caplog.records) == 1
+    assert member.kv.session_id == view.leader.session

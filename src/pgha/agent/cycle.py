@@ -4,8 +4,10 @@ One cycle (:meth:`DecisionCycle.run_once`):
 
 1. observe: re-read the YAML when asked; the DCS view (bounded by the lease when we are a
    writable primary); apply the dynamic configuration; probe PostgreSQL (republishing at once
-   when it changed under us); a failsafe round when the DCS is unreachable; the operator's
-   pending restart / re-initialise requests; peers' statuses when a race may follow;
+   when it changed under us); a failsafe round when the DCS is unreachable; the DCS session
+   and client follow the ``ttl`` / ``retry_timeout`` in force (:mod:`pgha.agent.session`; the
+   view is re-read when our session changed); the operator's pending restart / re-initialise
+   requests; peers' statuses when a race may follow;
 2. decide: :func:`pgha.core.decide.decide`, logged as one line with its reason code;
 3. execute: the executor runs the actions in order, stopping at the first failure;
 4. publish: callbacks for what changed, the status snapshot, the member key; then the
@@ -47,6 +49,7 @@ from pgha.agent.metrics import AgentMetrics
 from pgha.agent.observe import Observer
 from pgha.agent.publish import Publisher
 from pgha.agent.reload import Reloader
+from pgha.agent.session import SessionFollower
 from pgha.core.actions import (
     Demote,
     HandOver,
@@ -120,6 +123,7 @@ class Stages:
     lease: LeaseKeeper
     metrics: AgentMetrics
     reloader: Reloader  # applies a re-read YAML (SIGHUP, POST /reload)
+    session: SessionFollower  # the DCS session follows the ttl / retry_timeout in force
 
 
 class DecisionCycle:
@@ -181,6 +185,8 @@ class DecisionCycle:
         Refreshes the heartbeat (which gates the lease keep-alive) only when it completes."""
         s = self.s
         view, pg_state, details = await self._observe()
+        if await s.session.follow(s.observer.settings, s.lease.dcs_budget()):
+            view = await s.observer.dcs_view(s.lease.dcs_budget())  # our keys moved
         local = await self._local_state(view, pg_state)
         restart, reinit = local.restart_requested, local.reinit_requested
         now = self.clock.monotonic()
@@ -227,7 +233,8 @@ class DecisionCycle:
         if not s.observer.dcs_ok:
             body = {"name": s.name, "conn_url": s.publisher.status.conn_url,
                     "api_url": s.publisher.status.api_url}
-            await s.failsafe.confirm(s.observer.peers, view, pg_state, body, s.session_ttl())
+            await s.failsafe.confirm(s.observer.peers, view, pg_state, body, s.session_ttl(),
+                                     s.observer.settings.ttl)
         return view, pg_state, details
 
     async def _local_state(self, view: ClusterView | None, pg_state: PgState) -> LocalState:

@@ -138,7 +138,9 @@ class Executor:
     for a switchover candidate to receive our final WAL; ``metrics`` counts promotions,
     failovers and demotions. After :meth:`run`, ``failed_handover`` names the candidate of a
     HandOver that failed because the candidate could not be asked or did not confirm our
-    final WAL (the request is then left in the DCS for the core to withdraw), else None."""
+    final WAL (the request is then left in the DCS for the core to withdraw), else None.
+    ``dcs_timeout`` bounds each DCS call of an action: a number, or a callable read at every
+    call (the dynamic ``retry_timeout``)."""
 
     def __init__(
         self,
@@ -150,7 +152,7 @@ class Executor:
         bootstrap_config: Mapping[str, Any],
         post_bootstrap: str | None,
         pg_ctl_timeout: float,
-        dcs_timeout: float,
+        dcs_timeout: float | Callable[[], float],
         handover_timeout: float = 10.0,
         metrics: AgentMetrics | None = None,
         retry: RetryGate | None = None,
@@ -160,14 +162,20 @@ class Executor:
         self.lease = lease
         self.status = status
         self.pg_ctl_timeout = pg_ctl_timeout
-        self.dcs_timeout = dcs_timeout
+        self._dcs_timeout = dcs_timeout if callable(dcs_timeout) else lambda: dcs_timeout
         self.handover_timeout = handover_timeout
         self.metrics = metrics
         self.retry = retry if retry is not None else RetryGate(SYSTEM_CLOCK)
         self.bootstrapper = ClusterBootstrap(
             pg, store, lease, bootstrap_config=bootstrap_config, post_bootstrap=post_bootstrap,
-            pg_ctl_timeout=pg_ctl_timeout, dcs_timeout=dcs_timeout)
+            pg_ctl_timeout=pg_ctl_timeout, dcs_timeout=self.dcs_timeout)
         self.failed_handover: Upstream | None = None
+
+    @property
+    def dcs_timeout(self) -> float:
+        """The limit of one DCS call of an action: ``dcs_timeout`` as given, or its value now
+        when given as a callable (the agent passes the ``retry_timeout`` in force)."""
+        return self._dcs_timeout()
 
     async def run(self, actions: Sequence[Action]) -> bool:
         """Run ``actions`` in order; False at the first one that fails (the rest skipped).

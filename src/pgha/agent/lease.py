@@ -8,9 +8,13 @@ session the store actually holds. When the lease (and any failsafe confirmation)
 the decision loop has not decided since (:meth:`LeaseKeeper.decided`), the keep-alive task stops
 a writable primary itself (the backstop; the verdicts are :mod:`pgha.core.lease`).
 
+A session switch (a ``ttl`` change, :meth:`LeaseKeeper.switch_session`) and the keep-alive
+never run at the same time: a keep-alive racing with it could renew, or find gone, a session
+being retired.
+
 State owned here: ``lease_deadline``, the loop ``heartbeat``, ``decided_at``, the open busy
 windows and the decision task (for its stack in the log). Nothing here raises into the caller
-except CancelledError.
+except CancelledError (and :meth:`LeaseKeeper.switch_session`'s documented failures).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pgha.core import lease as rules
 from pgha.core.actions import StopPostgres
 from pgha.core.model import ClusterView, HaSettings, safety_margin_for
 from pgha.dcs.base import DCSError, KVStore, SessionExpired
-from pgha.dcs.store import ClusterStore
+from pgha.dcs.store import ClusterStore, SessionSwitch
 from pgha.errors import bounded, describe
 from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
@@ -62,6 +66,7 @@ class LeaseKeeper:
         self._busy: dict[int, float] = {}  # open busy windows: token -> end
         self._tokens = itertools.count()
         self.decision_task: asyncio.Task[None] | None = None
+        self._session_lock = asyncio.Lock()  # keep-alive vs session switch
 
     # ------------------------------------------------------------------ read by others
     @property
@@ -114,6 +119,10 @@ class LeaseKeeper:
         the request was sent (the store may have renewed it earlier than its answer shows),
         using the TTL of the session the store holds (``kv.session_ttl``), not the dynamic
         configuration's, which may differ until the session is renewed with it."""
+        async with self._session_lock:
+            return await self._confirm()
+
+    async def _confirm(self) -> bool:
         sent = self.clock.monotonic()
         try:
             await bounded(self.store.keepalive(), self.settings().retry_timeout)
@@ -132,6 +141,27 @@ class LeaseKeeper:
         lease_ttl = self.kv.session_ttl
         self.lease_deadline = sent + lease_ttl - safety_margin_for(lease_ttl)
         return True
+
+    async def switch_session(self, ttl: float, budget: float) -> SessionSwitch:
+        """Move our keys to a new DCS session granted for ``ttl``
+        (:meth:`ClusterStore.switch_session`) within ``budget`` seconds, with no keep-alive
+        running meanwhile. The lease deadline is capped the moment the new session is open,
+        before any key moves to it: ``min(deadline, sent + kv.session_ttl - margin)``, ``sent``
+        taken before the grant was asked for - our leader key is then bound either to the old
+        session (which the current deadline covers) or to the new one (granted after ``sent``
+        for at least ``session_ttl``), so the deadline never exceeds what the session the key
+        is bound to guarantees (DESIGN.md rules 2 and 7). DCSError/TimeoutError propagate; the
+        old session keeps working (or both are renewed, when the switch failed half-way)."""
+        async with self._session_lock:
+            sent = self.clock.monotonic()
+
+            def opened() -> None:
+                if self.lease_deadline is not None:
+                    ttl_now = self.kv.session_ttl
+                    self.lease_deadline = min(self.lease_deadline,
+                                              sent + ttl_now - safety_margin_for(ttl_now))
+
+            return await bounded(self.store.switch_session(ttl, opened), budget)
 
     async def keepalive_loop(self) -> None:
         """Runs until cancelled: :meth:`keepalive_round`, every quarter of the session TTL

@@ -43,6 +43,7 @@ from pgha.agent.observe import Observer
 from pgha.agent.peers import PeerClient
 from pgha.agent.publish import Publisher, StatusRefresher
 from pgha.agent.reload import Reloader
+from pgha.agent.session import SessionFollower
 from pgha.agent.unique import api_answers, duplicate_message
 from pgha.api.server import ApiServer
 from pgha.config import Config
@@ -108,7 +109,7 @@ class Agent:
             bootstrap_config=dyn.model_dump(mode="json", exclude_none=True),
             post_bootstrap=config.bootstrap.post_bootstrap,
             pg_ctl_timeout=config.postgresql.pg_ctl_timeout,
-            dcs_timeout=settings.retry_timeout,
+            dcs_timeout=lambda: self.observer.settings.retry_timeout,
             handover_timeout=min(10.0, settings.ttl / 2),
             metrics=self._metrics,
         )
@@ -118,7 +119,8 @@ class Agent:
             configurator=self.configurator, failsafe=self.failsafe, commands=self.commands,
             executor=self.executor, publisher=self.publisher, lease=self.lease,
             metrics=self._metrics, reloader=Reloader(
-                self.local_config, self.configurator, self.publisher, self.peers, self.api)),
+                self.local_config, self.configurator, self.publisher, self.peers, self.api),
+            session=SessionFollower(self.kv, self.lease, self.publisher)),
             self.wake)
         # our own writes must not wake our own loop (they would make it spin)
         self._quiet_keys = {self.store.key(f"members/{self.name}"), self.store.key("status")}

@@ -8,6 +8,16 @@ Keys are absolute strings such as ``/service/demo/leader``. Values are bytes.
 Sessions: each client owns at most one *session* (etcd lease, Consul session, ZooKeeper session)
 with a TTL. Keys written with ``ephemeral=True`` are bound to it and vanish when it expires or is
 closed. ``keepalive()`` renews it; the caller measures time from the moment it *sent* the request.
+``ttl`` is the TTL the current session is (or will be) granted for: it changes only with
+:meth:`KVStore.open_session`, so ``session_ttl`` always describes sessions the store really holds.
+``timeout`` (the per-call limit) may be changed at any time and applies from the next call.
+
+Session switch (a ``ttl`` change, DESIGN.md safety rules 2 and 7): :meth:`KVStore.open_session`
+grants a new session and makes it the current one while the previous one is kept as the
+*retired* session: ``keepalive()`` renews both and ``session_ttl`` is the smaller of their TTLs,
+so whichever of them a key is bound to stays alive and is counted conservatively. The caller
+(:meth:`pgha.dcs.store.ClusterStore.switch_session`) moves its keys from the retired session to
+the current one with compare-and-set puts, then calls :meth:`KVStore.close_retired`.
 
 Failure behaviour: every call raises :class:`DCSError` when the store cannot be reached or
 answers with an error (after the backend's own endpoint failover, bounded by its timeout).
@@ -77,7 +87,9 @@ class KVStore(abc.ABC):
     def session_ttl(self) -> float:
         """The TTL our session is granted with. A backend may choose less than ``ttl`` so that
         our ephemeral keys are gone within ``ttl`` of the last renewal despite the store's own
-        expiry granularity; never more. The agent counts its lease deadline with this value."""
+        expiry granularity; never more. While a retired session exists (:meth:`open_session`),
+        the smaller of its TTL and the current one's. The agent counts its lease deadline with
+        this value."""
         return self.ttl
 
     async def __aenter__(self) -> Self:
@@ -137,8 +149,31 @@ class KVStore(abc.ABC):
 
     @abc.abstractmethod
     async def keepalive(self) -> None:
-        """Renew our session, opening one if there is none. Raises :class:`SessionExpired` if
-        the store no longer knows our session (a new one is opened on the next call)."""
+        """Renew our session, opening one if there is none, and the retired session if there
+        is one (see the module docstring). Raises :class:`SessionExpired` if the store no
+        longer knows our session (a new one is opened on the next call) or the retired one
+        (which is then forgotten: the keys bound to it are gone)."""
+
+    @abc.abstractmethod
+    async def open_session(self, ttl: float) -> None:
+        """Grant a new session for ``ttl`` and make it the current one (``ttl``,
+        ``session_id`` and the binding of later ephemeral writes follow it). The session that
+        was current becomes the retired session (nothing to retire when there was none): it
+        is renewed by ``keepalive()`` until :meth:`close_retired`; no key changes its binding.
+        Raises DCSError when the new session cannot be opened: then nothing changed. Must not
+        be called while a retired session exists (ValueError)."""
+
+    @abc.abstractmethod
+    async def close_retired(self) -> None:
+        """End the retired session (its ephemeral keys vanish at once); a no-op when there is
+        none. Call it only once no key of ours is bound to it any more. Never raises: when
+        the store cannot be told, the session is forgotten and expires on its own."""
+
+    @property
+    @abc.abstractmethod
+    def retired_session_id(self) -> str | None:
+        """Identifier of the retired session (see :meth:`open_session`), None when there is
+        none."""
 
     @abc.abstractmethod
     def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:

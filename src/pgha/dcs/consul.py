@@ -4,7 +4,9 @@ asyncio client (``consul.aio``). It talks to one agent (normally the local one).
 Mapping (keys lose their leading ``/`` on the wire and get it back in results):
 
 * session = a Consul session (``Behavior: delete``, ``LockDelay: 1ms``, no health checks, TTL
-  as in :attr:`ConsulStore.session_ttl`), created on demand; ``keepalive()`` = session renew;
+  as in :attr:`ConsulStore.session_ttl`), created on demand; ``keepalive()`` = session renew
+  (two while a retired session exists); ``open_session`` creates a new session and retires
+  the old one, ``close_retired`` destroys it;
 * ephemeral key = a key *acquired* by our session (``PUT ?acquire=``): deleted with it;
 * ``get_prefix`` = one recursive read: revision = ``X-Consul-Index``, a key's = ``ModifyIndex``;
 * create-if-absent = ``PUT ?cas=0``; compare-and-set = ``PUT ?cas=<ModifyIndex>``. Consul
@@ -58,6 +60,11 @@ def _ours(key: str) -> str:
     return "/" + key
 
 
+def _granted_seconds(ttl: float) -> int:
+    """The session TTL asked of Consul for ``ttl`` (see :attr:`ConsulStore.session_ttl`)."""
+    return min(86400, max(SESSION_TTL_MIN, int(ttl // 2)))  # Consul's bounds
+
+
 def _b64(value: bytes) -> str:
     return base64.b64encode(value).decode()
 
@@ -89,6 +96,7 @@ class ConsulStore(KVStore):
                                          "dc": dc, "consistency": consistency}
         self._client: Any = None
         self._session: str | None = None
+        self._retired: tuple[str, float] | None = None  # session id, its session_ttl
         self._session_lock = asyncio.Lock()
         self._closed = False
         self._closed_event = asyncio.Event()
@@ -141,17 +149,23 @@ class ConsulStore(KVStore):
         return self._session
 
     @property
+    def retired_session_id(self) -> str | None:
+        return None if self._retired is None else self._retired[0]
+
+    @property
     def session_ttl(self) -> float:
         """``max(10, ttl // 2)`` seconds granted (whole seconds; never more than ``ttl`` is
         reported). Consul may keep a session up to twice its TTL after the last renewal, so
         our keys are gone within ``ttl`` of it, and present for at least the session TTL.
         With ``ttl < 20`` that cannot be honoured exactly: Consul refuses TTLs under 10 s, so
-        a dead client's keys may outlive ``ttl`` (up to 20 s)."""
-        return float(min(self.ttl, self._granted_ttl))
+        a dead client's keys may outlive ``ttl`` (up to 20 s). While a session is retired, the
+        smaller of both."""
+        current = float(min(self.ttl, _granted_seconds(self.ttl)))
+        return current if self._retired is None else min(current, self._retired[1])
 
     @property
     def _granted_ttl(self) -> int:
-        return min(86400, max(SESSION_TTL_MIN, int(self.ttl // 2)))  # Consul's bounds
+        return _granted_seconds(self.ttl)
 
     def _new_client(self) -> Any:
         with warnings.catch_warnings():  # py-consul passes deprecated aiohttp arguments
@@ -199,11 +213,10 @@ class ConsulStore(KVStore):
         """Destroy the session (its keys are deleted at once), end running watches and close
         the HTTP client. Never raises."""
         session, self._session = self._session, None
-        if session is not None and not self._closed:
-            try:
-                await self._call("session destroy", lambda c: c.session.destroy(session))
-            except Exception as exc:  # best effort
-                log.debug("destroying consul session %s failed: %s", session, exc)
+        retired, self._retired = self._retired, None
+        for one in (session, retired[0] if retired is not None else None):
+            if one is not None:
+                await self._destroy(one)
         self._closed = True
         self._closed_event.set()
         client, self._client = self._client, None
@@ -216,29 +229,71 @@ class ConsulStore(KVStore):
 
     # -- sessions ----------------------------------------------------------------------------
 
+    async def _destroy(self, session: str) -> None:
+        """Destroy ``session`` (its keys are deleted at once); best effort, never raises."""
+        if self._closed:
+            return
+        try:
+            await self._call("session destroy", lambda c: c.session.destroy(session))
+        except Exception as exc:  # best effort
+            log.debug("destroying consul session %s failed: %s", session, exc)
+
+    async def _create_session(self, ttl: float) -> str:
+        granted = _granted_seconds(ttl)
+        sid = await self._call("session create", lambda c: c.session.create(
+            name="pgha", behavior="delete", ttl=granted, lock_delay=LOCK_DELAY, checks=[]))
+        log.debug("created consul session %s (ttl %ss)", sid, granted)
+        return str(sid)
+
     async def _ensure_session(self) -> str:
         async with self._session_lock:
             if self._session is None:
-                ttl = self._granted_ttl
-                sid = await self._call("session create", lambda c: c.session.create(
-                    name="pgha", behavior="delete", ttl=ttl, lock_delay=LOCK_DELAY, checks=[]))
-                self._session = str(sid)
-                log.debug("created consul session %s (ttl %ss)", self._session, ttl)
+                self._session = await self._create_session(self.ttl)
             return self._session
 
+    async def _renew(self, session: str) -> bool:
+        """One renew of ``session``; False when Consul answers 404 (it dropped it)."""
+        try:
+            await self._call("session renew", lambda c: c.session.renew(session))
+        except consul.NotFound:
+            return False
+        return True
+
     async def keepalive(self) -> None:
-        """One session renew (or a create when there is none). A 404 means Consul dropped
-        the session: it is forgotten and SessionExpired raised."""
+        """One session renew (or a create when there is none), and one of the retired session
+        if any. A 404 means Consul dropped the session: it is forgotten and SessionExpired
+        raised."""
+        retired = self._retired
+        if retired is not None and not await self._renew(retired[0]):
+            if self._retired == retired:
+                self._retired = None
+            raise SessionExpired(f"consul retired session {retired[0]} expired")
         session = self._session
         if session is None:
             await self._ensure_session()
             return
-        try:
-            await self._call("session renew", lambda c: c.session.renew(session))
-        except consul.NotFound as exc:
+        if not await self._renew(session):
             if self._session == session:
                 self._session = None
-            raise SessionExpired(f"consul session {session} expired") from exc
+            raise SessionExpired(f"consul session {session} expired")
+
+    async def open_session(self, ttl: float) -> None:
+        """Create a session for ``ttl`` and make it current; the previous one (if any) is
+        retired (see :meth:`KVStore.open_session`)."""
+        if self._retired is not None:
+            raise ValueError("a retired consul session is still open")
+        async with self._session_lock:
+            new = await self._create_session(ttl)
+            old, old_ttl = self._session, self.session_ttl
+            self._session, self.ttl = new, ttl
+            if old is not None:
+                self._retired = (old, old_ttl)
+
+    async def close_retired(self) -> None:
+        """Destroy the retired session (best effort; forgotten either way)."""
+        retired, self._retired = self._retired, None
+        if retired is not None:
+            await self._destroy(retired[0])
 
     # -- key/value ---------------------------------------------------------------------------
 

@@ -4,13 +4,15 @@ Mapping onto etcd:
 
 * session = one etcd lease of ``floor(ttl - 0.5)`` seconds (see ``session_ttl``), granted on
   demand (first ephemeral write or first ``keepalive()``); ``keepalive()`` is one
-  LeaseKeepAlive round trip;
+  LeaseKeepAlive round trip (two while a retired lease exists); ``open_session`` grants a new
+  lease and retires the old one, ``close_retired`` revokes it;
 * create-if-absent = transaction comparing ``create_revision == 0``;
   compare-and-set = transaction comparing ``mod_revision`` (and/or the value);
 * ``get_prefix`` = one linearizable range request; the snapshot revision is the header revision;
 * ``watch`` = an etcd watch from ``start_revision + 1`` on a connection of its own.
 
-Failure behaviour: every call runs under ``asyncio.timeout(self.timeout)``; timeouts, gRPC and
+Failure behaviour: every call runs under ``asyncio.timeout(self.timeout)`` (aetcd's own
+per-request deadline follows a changed ``timeout`` from the next call); timeouts, gRPC and
 connection errors become :class:`DCSError`. After a connection-level error the client of the
 current endpoint is dropped and the *next* call goes to the next endpoint (round robin); a
 request-level refusal (bad argument, failed precondition) keeps the endpoint. A write that names
@@ -44,12 +46,18 @@ from pgha.dcs.etcd_client import (
     close_in_background,
     connect_client,
     read_file,
+    set_request_timeout,
     stray_cancellation,
 )
 
 log = logging.getLogger("pgha.dcs")
 
 _T = TypeVar("_T")
+
+
+def _lease_seconds(ttl: float) -> int:
+    """The lease TTL granted for ``ttl`` (see :attr:`EtcdStore.session_ttl`)."""
+    return max(1, math.floor(ttl - 0.5))
 
 
 class EtcdStore(KVStore):
@@ -87,6 +95,7 @@ class EtcdStore(KVStore):
         self._index = 0
         self._client: Any = None
         self._lease_id: int | None = None
+        self._retired: tuple[int, float] | None = None  # lease id, its session_ttl
         self._lease_lock = asyncio.Lock()
         self._closed = False
         self._closed_event = asyncio.Event()
@@ -102,6 +111,10 @@ class EtcdStore(KVStore):
     @property
     def session_id(self) -> str | None:
         return None if self._lease_id is None else f"{self._lease_id:x}"
+
+    @property
+    def retired_session_id(self) -> str | None:
+        return None if self._retired is None else f"{self._retired[0]:x}"
 
     def _new_client(self, index: int) -> Any:
         host, port = self.endpoints[index]
@@ -137,6 +150,7 @@ class EtcdStore(KVStore):
         if self._client is None:
             self._client = self._new_client(self._index)
         client = self._client
+        set_request_timeout(client, self.timeout)
         host, port = self.endpoints[self._index]
         where = f"{host}:{port}"
         try:
@@ -172,18 +186,25 @@ class EtcdStore(KVStore):
         if self._client is None:
             self._client = self._new_client(self._index)
 
-    async def close(self) -> None:
-        """Revoke the lease (best effort, at most two endpoints tried), close every connection
-        and end running watches. Never raises."""
-        lease, self._lease_id = self._lease_id, None
+    async def _revoke(self, lease: int) -> None:
+        """Revoke ``lease`` (best effort, at most two endpoints tried). Never raises."""
         attempts = min(2, len(self.endpoints))
-        while lease is not None and not self._closed and attempts > 0:
+        while not self._closed and attempts > 0:
             attempts -= 1
             try:
                 await self._call("revoke lease", lambda c: c.revoke_lease(lease))
-                break
+                return
             except DCSError as exc:
                 log.debug("revoking lease %x failed: %s", lease, exc)
+
+    async def close(self) -> None:
+        """Revoke the leases (best effort), close every connection and end running watches.
+        Never raises."""
+        lease, self._lease_id = self._lease_id, None
+        retired, self._retired = self._retired, None
+        for one in (lease, retired[0] if retired is not None else None):
+            if one is not None:
+                await self._revoke(one)
         self._closed = True
         self._closed_event.set()
         client, self._client = self._client, None
@@ -193,34 +214,72 @@ class EtcdStore(KVStore):
 
     # -- sessions ----------------------------------------------------------------------------
 
+    async def _grant(self, ttl: float) -> int:
+        seconds = _lease_seconds(ttl)
+        lease = await self._call("lease grant", lambda c: c.lease(seconds))
+        log.debug("granted etcd lease %x (ttl %ss)", int(lease.id), lease.ttl)
+        return int(lease.id)
+
     async def _ensure_lease(self) -> int:
         async with self._lease_lock:
             if self._lease_id is None:
-                ttl = int(self.session_ttl)
-                lease = await self._call("lease grant", lambda c: c.lease(ttl))
-                self._lease_id = int(lease.id)
-                log.debug("granted etcd lease %x (ttl %ss)", self._lease_id, lease.ttl)
+                self._lease_id = await self._grant(self.ttl)
             return self._lease_id
 
     @property
     def session_ttl(self) -> float:
         """Whole seconds (etcd leases are integral), half a second under ``ttl`` at least:
         etcd revokes expired leases in a loop that runs every 500 ms, so a lease of
-        ``floor(ttl - 0.5)`` is gone within ``ttl`` of its last keep-alive."""
-        return float(max(1, math.floor(self.ttl - 0.5)))
+        ``floor(ttl - 0.5)`` is gone within ``ttl`` of its last keep-alive. While a lease is
+        retired, the smaller of both."""
+        current = float(_lease_seconds(self.ttl))
+        return current if self._retired is None else min(current, self._retired[1])
+
+    async def _refresh(self, lease: int) -> bool:
+        """One LeaseKeepAlive of ``lease``; False when etcd dropped it."""
+        reply = await self._call("keepalive", lambda c: c.refresh_lease(lease), lease)
+        return reply is not None and int(reply.TTL) > 0
 
     async def keepalive(self) -> None:
-        """One LeaseKeepAlive round trip (or a grant when there is no lease). An answer with
-        TTL <= 0 means etcd dropped the lease: it is forgotten and SessionExpired raised."""
+        """One LeaseKeepAlive round trip (or a grant when there is no lease), and one for the
+        retired lease if any. An answer with TTL <= 0 (or "lease not found") means etcd
+        dropped the lease: it is forgotten and SessionExpired raised."""
+        retired = self._retired
+        if retired is not None:
+            try:
+                alive = await self._refresh(retired[0])
+            except SessionExpired:
+                alive = False
+            if not alive:
+                if self._retired == retired:
+                    self._retired = None
+                raise SessionExpired(f"etcd retired lease {retired[0]:x} expired")
         lease = self._lease_id
         if lease is None:
             await self._ensure_lease()
             return
-        reply = await self._call("keepalive", lambda c: c.refresh_lease(lease), lease)
-        if reply is None or int(reply.TTL) <= 0:
+        if not await self._refresh(lease):
             if self._lease_id == lease:
                 self._lease_id = None
             raise SessionExpired(f"etcd lease {lease:x} expired")
+
+    async def open_session(self, ttl: float) -> None:
+        """Grant a lease of ``floor(ttl - 0.5)`` seconds and make it current; the previous
+        lease (if any) is retired (see :meth:`KVStore.open_session`)."""
+        if self._retired is not None:
+            raise ValueError("a retired etcd lease is still open")
+        async with self._lease_lock:
+            new = await self._grant(ttl)
+            old, old_ttl = self._lease_id, self.session_ttl
+            self._lease_id, self.ttl = new, ttl
+            if old is not None:
+                self._retired = (old, old_ttl)
+
+    async def close_retired(self) -> None:
+        """Revoke the retired lease (best effort; forgotten either way)."""
+        retired, self._retired = self._retired, None
+        if retired is not None:
+            await self._revoke(retired[0])
 
     # -- key/value ---------------------------------------------------------------------------
 

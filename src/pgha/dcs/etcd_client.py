@@ -95,6 +95,13 @@ async def connect_client(client: Any) -> None:
             client._watcher._metadata = client.metadata
 
 
+def set_request_timeout(client: Any, seconds: float) -> None:
+    """Make ``client`` (aetcd) give its next requests a deadline of ``seconds``: aetcd reads
+    its ``_timeout`` at every request, set once at construction otherwise."""
+    if getattr(client, "_timeout", seconds) != seconds:
+        client._timeout = seconds
+
+
 def stray_cancellation() -> bool:
     """Inside ``except CancelledError``: True when the current task is not being cancelled
     (``Task.cancelling() == 0``), i.e. the error comes from grpc.aio, whose awaited call raises

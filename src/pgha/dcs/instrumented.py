@@ -2,7 +2,7 @@
 
 It forwards every call unchanged to the wrapped backend, so no backend needs to know about
 metrics. Per operation (``connect``, ``get_prefix``, ``create``, ``put``, ``delete``,
-``keepalive``):
+``keepalive``; ``open_session``, a session grant as well, counts as ``keepalive``):
 
 * the call's duration goes into the ``duration`` histogram, whether it answered or failed;
 * a call that raised (``DCSError``, a timeout, any other error) or was cancelled before it
@@ -10,8 +10,8 @@ metrics. Per operation (``connect``, ``get_prefix``, ``create``, ``put``, ``dele
   A lost compare-and-set returns False and is not an error.
 
 The watch is a long-lived stream: it is not timed, but each error it raises counts under
-``watch``. ``close`` never raises and is not measured. ``ttl``, ``timeout`` and
-``session_ttl`` are the wrapped backend's.
+``watch``. ``close`` and ``close_retired`` never raise and are not measured. ``ttl``,
+``timeout`` and ``session_ttl`` are the wrapped backend's.
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ class InstrumentedKV(KVStore):
     def session_id(self) -> str | None:
         return self.inner.session_id
 
+    @property
+    def retired_session_id(self) -> str | None:
+        return self.inner.retired_session_id
+
     async def _timed(self, operation: str, call: Awaitable[T]) -> T:
         started = time.monotonic()
         try:
@@ -114,6 +118,12 @@ class InstrumentedKV(KVStore):
 
     async def keepalive(self) -> None:
         await self._timed("keepalive", self.inner.keepalive())
+
+    async def open_session(self, ttl: float) -> None:
+        await self._timed("keepalive", self.inner.open_session(ttl))
+
+    async def close_retired(self) -> None:
+        await self.inner.close_retired()
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
         events = self.inner.watch(prefix, start_revision)

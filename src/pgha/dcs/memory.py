@@ -150,12 +150,21 @@ class MemoryStore(KVStore):
         self.backend = backend
         self.partitioned = False
         self._session: int | None = None
+        self._retired: tuple[int, float] | None = None  # session id, ttl
         self._closed = False
         self._watches: set[_Watch] = set()
 
     @property
     def session_id(self) -> str | None:
         return None if self._session is None else str(self._session)
+
+    @property
+    def retired_session_id(self) -> str | None:
+        return None if self._retired is None else str(self._retired[0])
+
+    @property
+    def session_ttl(self) -> float:
+        return min(self.ttl, self._retired[1]) if self._retired is not None else self.ttl
 
     async def _enter(self) -> MemoryBackend:
         await asyncio.sleep(0)
@@ -181,17 +190,25 @@ class MemoryStore(KVStore):
         self._closed = False
 
     async def close(self) -> None:
-        """Revoke the session (its keys vanish at once) and end this client's watches."""
+        """Revoke the sessions (their keys vanish at once) and end this client's watches."""
         b = self.backend
-        if self._session is not None and not (b.fail or self.partitioned):
-            b.revoke_session(self._session)
-        self._session = None
+        if not (b.fail or self.partitioned):
+            for sid in (self._session, self.retired_session_id):
+                if sid is not None:
+                    b.revoke_session(int(sid))
+        self._session, self._retired = None, None
         self._closed = True
         for w in list(self._watches):
             w.queue.put_nowait(None)
 
     async def keepalive(self) -> None:
         b = await self._enter()
+        if self._retired is not None:
+            retired = b._sessions.get(self._retired[0])
+            if retired is None:
+                self._retired = None
+                raise SessionExpired("memory retired session expired")
+            retired.expires = b.clock() + retired.ttl
         if self._session is None:
             self._session = b._grant(self.ttl)
             return
@@ -200,6 +217,22 @@ class MemoryStore(KVStore):
             self._session = None
             raise SessionExpired("memory session expired")
         session.expires = b.clock() + session.ttl
+
+    async def open_session(self, ttl: float) -> None:
+        if self._retired is not None:
+            raise ValueError("a retired session is still open")
+        b = await self._enter()
+        new = b._grant(ttl)
+        if self._session is not None and self._session in b._sessions:
+            self._retired = (self._session, b._sessions[self._session].ttl)
+        self._session, self.ttl = new, ttl
+
+    async def close_retired(self) -> None:
+        retired, self._retired = self._retired, None
+        b = self.backend
+        if retired is not None and not (b.fail or self.partitioned or self._closed):
+            b.calls += 1
+            b.revoke_session(retired[0])
 
     async def get_prefix(self, prefix: str) -> Snapshot:
         b = await self._enter()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pgha.core.model import ClusterView, HaSettings, HistoryEntry, Leader, Member, SyncKey
@@ -191,6 +192,19 @@ def parse_snapshot(prefix: str, snapshot: Snapshot) -> ClusterView:
     )
 
 
+@dataclass(frozen=True)
+class SessionSwitch:
+    """What :meth:`ClusterStore.switch_session` did: ``old`` is the session our keys were
+    moved from (None: we held none), ``new`` the session we hold now. ``leader``: True when
+    the leader key (ours, bound to ``old``) was moved to ``new``; False when its
+    compare-and-set was lost - the key changed or vanished since it was read, so it was not
+    our lock any more; None when there was no leader key of ours to move."""
+
+    old: str | None
+    new: str | None
+    leader: bool | None
+
+
 class ClusterStore:
     """The cluster's DCS state, as seen and changed by member ``name``.
 
@@ -279,6 +293,48 @@ class ClusterStore:
             log.error("could not rebind the leader key %s: it changed or vanished since it "
                       "was read; it is not our lock", self.key("leader"))
         return rebound
+
+    async def switch_session(self, ttl: float,
+                             opened: Callable[[], None] | None = None) -> SessionSwitch:
+        """Move our keys to a new session granted for ``ttl`` (a ``ttl`` change), never leaving
+        the leader key absent or bound to a session nobody renews (DESIGN.md rules 2 and 7):
+
+        1. ``kv.open_session(ttl)``: the new session S2 becomes current, the old S1 is
+           retired; both are renewed by every keep-alive and counted with the smaller TTL;
+           ``opened()`` is called then, before any key moves to S2 (the lease keeper caps its
+           deadline there);
+        2. the leader key, when it holds our name and is bound to S1, is moved to S2 with one
+           compare-and-set on the revision read (the primitive :meth:`rebind_leader` uses:
+           etcd transaction, ZooKeeper multi delete+create, Consul transaction), so it is
+           bound to S1 or to S2 at every instant and never absent;
+        3. our member key, when bound to S1, is moved the same way;
+        4. ``kv.close_retired()`` ends S1, to which no key of ours is bound any more.
+
+        DCSError at any step propagates and leaves a consistent state: nothing changed (step
+        1), or S1 still retired and renewed with our keys bound to S1 or S2 (the core sees a
+        leader key on S1 as not bound to our session and rebinds it, rule 7). Calling again
+        then resumes at step 2 without opening another session."""
+        kv = self.kv
+        if kv.retired_session_id is None:
+            await kv.open_session(ttl)
+            if opened is not None:
+                opened()
+        old = kv.retired_session_id
+        leader: bool | None = None
+        if old is not None:
+            lkv = await self._get("leader")
+            if lkv is not None and lkv.value == self.name.encode() and lkv.session == old:
+                leader = await kv.put(self.key("leader"), lkv.value, ephemeral=True,
+                                      if_revision=lkv.revision)
+                if not leader:
+                    log.error("could not move the leader key %s to our new session %s: it "
+                              "changed or vanished since it was read; it is not our lock",
+                              self.key("leader"), kv.session_id)
+            mkv = await self._get(f"members/{self.name}")
+            if mkv is not None and mkv.session == old:
+                await kv.put(mkv.key, mkv.value, ephemeral=True, if_revision=mkv.revision)
+            await kv.close_retired()
+        return SessionSwitch(old, kv.session_id, leader)
 
     async def touch_member(self, data: Mapping[str, Any]) -> None:
         """Write our ``members/<name>`` JSON, bound to our session."""

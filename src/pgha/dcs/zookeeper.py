@@ -6,8 +6,9 @@ key when it holds data or never had children (``cversion == 0``), so directories
 ``mzxid``, ``Snapshot.revision`` = the largest ``mzxid``/``pzxid`` read. Compare-and-set checks
 ``mzxid`` on a fresh stat and writes at that stat's version; an owner change (ephemeral <->
 persistent, another session) is one ``multi``. The session is kazoo's, *adopted* by the first
-keepalive or ephemeral write (see ``_adopt`` and ``session_ttl``). kazoo 2.11 has no persistent
-recursive watch: ``watch`` arms data and child watches on the whole tree.
+keepalive or ephemeral write (see ``_adopt`` and ``session_ttl``); a session's timeout is fixed
+at its creation, so ``open_session`` (a TTL change) starts a second kazoo client. kazoo 2.11
+has no persistent recursive watch: ``watch`` arms data and child watches on the whole tree.
 
 Two instance-level hooks on kazoo's connection handler (kazoo 2.11) record the negotiated session
 timeout and suppress kazoo's background pings while the adopted session is current, so only our
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from operator import methodcaller as _op
 from typing import Any
 
@@ -38,6 +40,7 @@ log = logging.getLogger("pgha.dcs")
 
 _CAS_MISS = (kx.BadVersionError, kx.NoNodeError, kx.NodeExistsError)
 _RECONNECTED = object()  # queued to every watch when the connection is (re)established
+_STOPPING: set[asyncio.Future[None]] = set()  # clients being stopped in the background
 _Node = tuple[bytes, Any]  # data, ZnodeStat
 
 
@@ -60,6 +63,31 @@ def _zxids(nodes: dict[str, _Node | None]) -> dict[str, tuple[int, int] | None]:
 
 def _revision(nodes: dict[str, _Node | None]) -> int:
     return int(max([0, *(max(n[1].mzxid, n[1].pzxid) for n in nodes.values() if n is not None)]))
+
+
+def _hex(conn: _Conn | None) -> str | None:  # the session id as session_id spells it
+    return None if conn is None or conn.session is None else f"{conn.session:x}"
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One kazoo client and its session: ``session`` the adopted one (``_adopt``), ``lost`` set
+    by kazoo's LOST state, ``negotiated`` the timeout granted (recorded by the connect hook)."""
+
+    client: Any
+    ttl: float
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    negotiated: float | None = None
+    session: int | None = None
+    lost: bool = False
+
+    @property
+    def session_ttl(self) -> float:
+        return min(self.negotiated or self.ttl * 2 / 3, self.ttl)  # see requested_timeout
+
+    def current_session(self) -> int | None:
+        cid = self.client.client_id
+        return None if cid is None else int(cid[0])
 
 
 class ZooKeeperStore(KVStore):
@@ -95,12 +123,17 @@ class ZooKeeperStore(KVStore):
         self._options: dict[str, Any] = {
             "auth_data": list(auth or []) or None, "use_ssl": use_ssl, "ca": ca,
             "certfile": certfile, "keyfile": keyfile, "verify_certs": verify_certs}
-        self._client: Any = None
-        self._session: int | None = None  # the adopted session
-        self._lost, self._closed = False, True
-        self._negotiated: float | None = None
-        self._connected = asyncio.Event()
+        self._conn: _Conn | None = None  # the current client and session
+        self._retired: _Conn | None = None  # see KVStore.open_session
+        self._closed = True
         self._watches: set[Callable[[object], None]] = set()  # thread-safe feeds of watch()
+
+    @property
+    def _client(self) -> Any:  # the current kazoo client
+        return None if self._conn is None else self._conn.client
+
+    def _current_session(self) -> int | None:  # the session the current client runs now
+        return None if self._conn is None else self._conn.current_session()
 
     @property
     def requested_timeout(self) -> float:
@@ -114,86 +147,77 @@ class ZooKeeperStore(KVStore):
     def session_ttl(self) -> float:
         """The negotiated session timeout (the server clamps ours into [minSessionTimeout,
         maxSessionTimeout]), at most ``ttl``. The session cannot expire sooner after a keep-alive
-        was *sent* (the server counts from receipt): ``sent + session_ttl - margin`` is safe."""
-        return min(self._negotiated or self.requested_timeout, self.ttl)
+        was *sent* (the server counts from receipt): ``sent + session_ttl - margin`` is safe.
+        While a session is retired, the smaller of both."""
+        current = (self._conn.session_ttl if self._conn is not None
+                   else min(self.requested_timeout, self.ttl))
+        return current if self._retired is None else min(current, self._retired.session_ttl)
 
     @property
     def session_id(self) -> str | None:
-        return None if self._session is None else f"{self._session:x}"
+        return _hex(self._conn)
 
-    def _current_session(self) -> int | None:
-        cid = self._client.client_id if self._client is not None else None
-        return None if cid is None else int(cid[0])
+    @property
+    def retired_session_id(self) -> str | None:
+        return _hex(self._retired)
 
-    def _adopt(self) -> None:
-        """Check/adopt the session to renew and to bind ephemeral znodes to: SessionExpired when
-        the adopted one is gone (LOST, or kazoo runs another), DCSError when not connected."""
-        current = self._current_session()
-        if self._session is not None and (self._lost or current not in (None, self._session)):
-            old, self._session, self._lost = self._session, None, False
+    def _adopt(self, conn: _Conn) -> None:
+        """Check/adopt the session of ``conn`` to renew and to bind ephemeral znodes to:
+        SessionExpired when the adopted one is gone (LOST, or kazoo runs another), DCSError
+        when not connected."""
+        current = conn.current_session()
+        if conn.session is not None and (conn.lost or current not in (None, conn.session)):
+            old, conn.session, conn.lost = conn.session, None, False
             raise SessionExpired(f"ZooKeeper session {old:x} expired")
         if current is None:
             raise DCSError("ZooKeeper: not connected")
-        if self._session is None:
-            self._session, self._lost = current, False
-            log.debug("using ZooKeeper session %x (timeout %.3fs)", current, self.session_ttl)
+        if conn.session is None:
+            conn.session, conn.lost = current, False
+            log.debug("using ZooKeeper session %x (timeout %.3fs)", current, conn.session_ttl)
 
-    def _hook(self, client: Any) -> None:
-        conn = client._connection
-        connect, ping = conn._connect, conn._send_ping
+    @staticmethod
+    def _hook(conn: _Conn) -> None:
+        kc = conn.client._connection
+        connect, ping = kc._connect, kc._send_ping
 
         def hooked_connect(*args: Any) -> Any:
             read_timeout, connect_timeout = connect(*args)
-            self._negotiated = round(read_timeout * 1.5) / 1000.0  # kazoo: 2/3 of it, in ms
-            if self._negotiated > self.requested_timeout + 0.001:
+            conn.negotiated = round(read_timeout * 1.5) / 1000.0  # kazoo: 2/3 of it, in ms
+            if conn.negotiated > conn.ttl * 2 / 3 + 0.001:
                 log.warning("ZooKeeper granted a %.3fs session (%.3fs asked for, sessions may "
-                            "outlive ttl)", self._negotiated, self.requested_timeout)
+                            "outlive ttl)", conn.negotiated, conn.ttl * 2 / 3)
             return read_timeout, connect_timeout
 
         def gated_ping(*args: Any) -> Any:
-            adopted = self._session is not None and self._session == self._current_session()
+            adopted = conn.session is not None and conn.session == conn.current_session()
             return None if adopted else ping(*args)
 
-        conn._connect, conn._send_ping = hooked_connect, gated_ping
+        kc._connect, kc._send_ping = hooked_connect, gated_ping
 
-    def _on_state(self, loop: asyncio.AbstractEventLoop, state: Any) -> None:  # kazoo thread
-        if state == KazooState.LOST and self._session is not None:
-            self._lost = True
+    def _on_state(self, loop: asyncio.AbstractEventLoop, conn: _Conn, state: Any) -> None:
+        if state == KazooState.LOST and conn.session is not None:
+            conn.lost = True
         live = state == KazooState.CONNECTED
         with contextlib.suppress(RuntimeError):  # the loop is closed
-            loop.call_soon_threadsafe(self._connected.set if live else self._connected.clear)
-            for push in list(self._watches) if live else []:
+            loop.call_soon_threadsafe(conn.connected.set if live else conn.connected.clear)
+            for push in list(self._watches) if live and conn is self._conn else []:
                 push(_RECONNECTED)
 
-    async def connect(self) -> None:
-        """Start kazoo's connection (in a thread) and wait up to ``timeout`` for it. Never
-        fails for an unreachable ensemble: calls raise DCSError until it is reachable."""
-        if self._client is not None:
-            return
-        self._closed = False
-        self._connected = asyncio.Event()
+    async def _start(self, ttl: float) -> _Conn:
+        """A new kazoo client asking for a session for ``ttl``, started (not connected yet)."""
         client = KazooClient(
-            hosts=",".join(f"{h}:{p}" for h, p in self.hosts), timeout=self.requested_timeout,
+            hosts=",".join(f"{h}:{p}" for h, p in self.hosts), timeout=ttl * 2 / 3,
             connection_retry={"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0},
             **self._options)
-        self._hook(client)
+        self._hook(conn := _Conn(client, ttl))
         loop = asyncio.get_running_loop()
-        client.add_listener(lambda state: self._on_state(loop, state))
-        self._client = client
+        client.add_listener(lambda state: self._on_state(loop, conn, state))  # kazoo thread
         await asyncio.to_thread(client.start_async)
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._connected.wait()
-        except TimeoutError:
-            log.warning("ZooKeeper %s not reachable yet", self.hosts)
+        return conn
 
-    async def close(self) -> None:
-        """Close the session (its ephemeral znodes vanish at once), the connection and the
-        running watches. Never raises."""
-        client, self._client = self._client, None
-        self._closed, self._session = True, None
-        for push in list(self._watches):
-            push(None)
+    async def _stop(self, conn: _Conn | None) -> None:
+        """Close ``conn``'s session (its ephemeral znodes vanish at once). Never raises."""
+        client = None if conn is None else conn.client
         try:
             async with asyncio.timeout(max(2.0, self.timeout)):
                 if client is not None:
@@ -201,13 +225,39 @@ class ZooKeeperStore(KVStore):
         except Exception as exc:  # best effort
             log.debug("closing ZooKeeper client failed: %r", exc)
 
-    async def _call(self, what: str, start: Callable[[Any], Any], *, adopt: bool = False) -> Any:
+    async def connect(self) -> None:
+        """Start kazoo's connection (in a thread) and wait up to ``timeout`` for it. Never
+        fails for an unreachable ensemble: calls raise DCSError until it is reachable."""
+        if self._conn is not None:
+            return
+        self._closed = False
+        self._conn = conn = await self._start(self.ttl)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await conn.connected.wait()
+        except TimeoutError:
+            log.warning("ZooKeeper %s not reachable yet", self.hosts)
+
+    async def close(self) -> None:
+        """Close the sessions (their ephemeral znodes vanish at once), the connections and the
+        running watches. Never raises."""
+        conn, retired = self._conn, self._retired
+        self._conn, self._retired, self._closed = None, None, True
+        for push in list(self._watches):
+            push(None)
+        await self._stop(conn)
+        await self._stop(retired)
+
+    async def _call(self, what: str, start: Callable[[Any], Any], *, adopt: bool = False,
+                    conn: _Conn | None = None) -> Any:
         """Wait for the connection, check/adopt the session if asked, run ``start(client)`` (a
-        kazoo ``*_async`` call) and await its result, all within ``timeout``. NoNode/NodeExists/
-        BadVersion pass through; other failures become DCSError (or SessionExpired)."""
-        client = self._client
-        if client is None or self._closed:
+        kazoo ``*_async`` call) and await its result, all within ``timeout``, on ``conn``
+        (default: the current one). NoNode/NodeExists/BadVersion pass through; other failures
+        become DCSError (or SessionExpired)."""
+        conn = conn or self._conn
+        if conn is None or self._closed:
             raise DCSError("ZooKeeper store is closed")
+        client = conn.client
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
 
@@ -224,11 +274,11 @@ class ZooKeeperStore(KVStore):
 
         try:
             async with asyncio.timeout(self.timeout):
-                if adopt and self._lost and self._session is not None:
-                    self._adopt()  # raises SessionExpired
-                await self._connected.wait()
+                if adopt and conn.lost and conn.session is not None:
+                    self._adopt(conn)  # raises SessionExpired
+                await conn.connected.wait()
                 if adopt:
-                    self._adopt()
+                    self._adopt(conn)
                 start(client).rawlink(done)
                 return await fut
         except TimeoutError as exc:
@@ -245,13 +295,61 @@ class ZooKeeperStore(KVStore):
         except (kx.KazooException, OSError) as exc:
             raise DCSError(f"ZooKeeper: {what} failed: {exc!r}") from exc
 
+    async def _ping(self, conn: _Conn | None, what: str) -> None:
+        """One ``exists('/')`` round trip on the adopted session of ``conn`` (adopting its
+        current one if none); SessionExpired when that session is gone, also when it was
+        replaced during the round trip."""
+        await self._call(what, _op("exists_async", "/"), adopt=True, conn=conn)
+        if conn is not None and conn.current_session() not in (None, conn.session):
+            self._adopt(conn)
+
     async def keepalive(self) -> None:
-        """One ``exists('/')`` round trip on the adopted session (adopting the current one if
-        none), waiting for a reconnect within ``timeout`` (else DCSError). SessionExpired when
-        the adopted session is gone, also when it was replaced during the round trip."""
-        await self._call("keepalive", _op("exists_async", "/"), adopt=True)
-        if self._current_session() not in (None, self._session):
-            self._adopt()
+        """A round trip on the retired session if any, then on the current one, each waiting
+        for a reconnect within ``timeout`` (else DCSError). SessionExpired when the adopted
+        session is gone (a retired one is then closed and forgotten)."""
+        retired, conn = self._retired, self._conn
+        if retired is not None:
+            try:
+                await self._ping(retired, "keepalive (retired session)")
+            except SessionExpired:
+                if self._retired is retired:
+                    self._retired = None
+                    await self._stop(retired)
+                raise
+        await self._ping(conn, "keepalive")  # DCSError when closed
+
+    async def open_session(self, ttl: float) -> None:
+        """A new kazoo client (a ZooKeeper session's timeout is fixed when it is created, so a
+        new TTL needs a new session, hence a new connection), connected and adopted within
+        ``timeout``, becomes current; the previous client, when it runs an adopted session,
+        is kept as the retired one (its pings stay gated: only ``keepalive`` renews it).
+        Running watches are told to re-read (and so re-arm on the new client)."""
+        if self._retired is not None:
+            raise ValueError("a retired ZooKeeper session is still open")
+        old = self._conn
+        if old is None or self._closed:
+            raise DCSError("ZooKeeper store is closed")
+        conn = await self._start(ttl)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await conn.connected.wait()
+            self._adopt(conn)
+        except BaseException as exc:  # the new client must not outlive a failure
+            _STOPPING.add(task := asyncio.ensure_future(self._stop(conn)))
+            task.add_done_callback(_STOPPING.discard)
+            if isinstance(exc, (TimeoutError, DCSError)):
+                raise DCSError(f"ZooKeeper: no new session within {self.timeout}s") from exc
+            raise
+        self._conn, self.ttl = conn, ttl
+        self._retired = old if old.session is not None else None
+        await self._stop(None if self._retired else old)  # a client without our session
+        for push in list(self._watches):
+            push(_RECONNECTED)
+
+    async def close_retired(self) -> None:
+        """Close the retired client and its session (best effort; forgotten either way)."""
+        retired, self._retired = self._retired, None
+        await self._stop(retired)
 
     async def _read(self, path: str, prefix: str, watch: Any = None) -> dict[str, _Node | None]:
         """``path`` and its descendants relevant to ``prefix``; None for a missing znode."""
@@ -307,7 +405,8 @@ class ZooKeeperStore(KVStore):
                     if await self.create(key, value, ephemeral=ephemeral):
                         return True
                     continue  # lost a create race: read again
-                if stat.ephemeralOwner != ((self._session or 0) if ephemeral else 0):
+                owner = self._conn.session if self._conn is not None else None
+                if stat.ephemeralOwner != ((owner or 0) if ephemeral else 0):
                     await self._replace(key, value, ephemeral, stat.version)
                 else:
                     await self._call(f"set {key}", _op("set_async", key, bytes(value),
