@@ -296,3 +296,19 @@ def test_edit_config_misspelled_key_exits_2_and_writes_nothing(
     assert result.exit_code == 2
     assert "loop_wiat: unknown key; did you mean loop_wait?" in result.stderr
     assert env.revision("config") == before
+
+
+def test_synchronous_standby_names_set_by_hand_is_named_when_synchronous_mode_owns_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    data = minimal(bootstrap={"dcs": {"synchronous_mode": "quorum"}},
+                   postgresql={"data_dir": "/tmp/pg1", "bin_dir": "/opt/pg/bin",
+                               "parameters": {"synchronous_standby_names": "*"}})
+    assert warnings_of(data, caplog) == [
+        "postgresql.parameters.synchronous_standby_names: ignored while synchronous_mode is "
+        "on: pgha sets it from the synchronous standbys it chooses"]
+    assert dynamic_config_warnings({"synchronous_mode": True, "postgresql": {
+        "parameters": {"synchronous_standby_names": "pg2"}}}) == [
+        "config.postgresql.parameters.synchronous_standby_names: ignored while "
+        "synchronous_mode is on: pgha sets it from the synchronous standbys it chooses"]
+    assert dynamic_config_warnings({"synchronous_mode": False, "postgresql": {
+        "parameters": {"synchronous_standby_names": "pg2"}}}) == []

@@ -137,6 +137,10 @@ def check_local(data: Mapping[str, Any]) -> tuple[Findings, Findings]:
     """``(errors, warnings)`` for the keys of a local YAML mapping (see the module doc)."""
     walk = _Walk(_methods(data))
     walk.mapping(data, _LOCAL, "", "", local_root=True)
+    bootstrap = data.get("bootstrap")
+    dcs = bootstrap.get("dcs") if isinstance(bootstrap, Mapping) else None
+    if isinstance(dcs, Mapping) and _sync_mode_on(dcs):
+        walk.warnings += _managed_sync_names(data.get("postgresql"), "postgresql")
     return walk.errors, walk.warnings
 
 
@@ -144,7 +148,27 @@ def check_dynamic(data: Mapping[str, Any], prefix: str = "") -> tuple[Findings, 
     """``(errors, warnings)`` for a dynamic configuration; paths start with ``prefix``."""
     walk = _Walk(set())
     walk.mapping(data, _DYNAMIC, "", prefix)
+    if _sync_mode_on(data):
+        walk.warnings += _managed_sync_names(data.get("postgresql"),
+                                             f"{prefix}.postgresql" if prefix else "postgresql")
     return walk.errors, walk.warnings
+
+
+def _sync_mode_on(dynamic: Mapping[str, Any]) -> bool:
+    mode = dynamic.get("synchronous_mode", False)
+    return mode is True or (isinstance(mode, str) and mode.strip().lower() in (
+        "on", "true", "yes", "quorum"))
+
+
+def _managed_sync_names(section: Any, path: str) -> Findings:
+    """A ``synchronous_standby_names`` parameter while synchronous mode is on: pgha writes
+    its own value (named in a warning, never silently dropped)."""
+    params = section.get("parameters") if isinstance(section, Mapping) else None
+    if not isinstance(params, Mapping):
+        return []
+    return [(f"{path}.parameters.{name}", "ignored while synchronous_mode is on: pgha sets "
+             "it from the synchronous standbys it chooses")
+            for name in params if str(name).lower() == "synchronous_standby_names"]
 
 
 # ------------------------------------------------------------------------- environment
