@@ -26,7 +26,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -224,10 +224,25 @@ def set_tags(m: MemberProc, **tags: Any) -> None:
 
 @contextlib.contextmanager
 def logs_on_failure(c: LocalCluster, request: pytest.FixtureRequest) -> Iterator[None]:
+    """For a fixture's teardown: the agents' logs when the test failed."""
     yield
     rep = getattr(request.node, "rep_call", None)
     if rep is None or rep.failed:
         dump_logs(c)
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path, request: pytest.FixtureRequest
+                 ) -> Iterator[Callable[..., LocalCluster]]:
+    """``make_cluster(members, **dynamic)``: a started cluster, stopped after the test."""
+    with contextlib.ExitStack() as stack:
+        def make(members: int, **dynamic: Any) -> LocalCluster:
+            c = new_cluster(tmp_path / "c", members=members, **dynamic)
+            stack.enter_context(c)
+            stack.enter_context(logs_on_failure(c, request))
+            c.start_all(stagger=0.3)
+            return c
+        yield make
 
 
 # --------------------------------------------------------------------------- three members
@@ -274,18 +289,23 @@ def test_enable_on_a_running_cluster(c3: LocalCluster) -> None:
     s, a = c3.procs[sync], c3.procs[asyn]
     wait_until(lambda: sync_states(leader) == {sync: "streaming/sync", asyn: "streaming/async"},
                30, "pg_stat_replication sync states")
-    wait_until(lambda: codes(s, "/sync", "/async", "/read-only-sync") ==
-               {"/sync": 200, "/async": 503, "/read-only-sync": 200}, 30, "checks on the sync")
-    assert codes(a, "/sync", "/async", "/read-only-sync", "/quorum") == {
-        "/sync": 503, "/async": 200, "/read-only-sync": 503, "/quorum": 503}
-    assert codes(leader, "/sync", "/read-only-sync") == {"/sync": 503, "/read-only-sync": 200}
+    # each agent judges from its own view of the DCS: wait for it to see the key
+    wait_until(lambda: codes(s, "/sync", "/async", "/read-only-sync", "/quorum") ==
+               {"/sync": 200, "/async": 503, "/read-only-sync": 200, "/quorum": 503}, 30,
+               "checks on the sync standby")
+    wait_until(lambda: codes(a, "/sync", "/async", "/read-only-sync", "/quorum") == {
+        "/sync": 503, "/async": 200, "/read-only-sync": 503, "/quorum": 503}, 30,
+        "checks on the async standby")
+    wait_until(lambda: codes(leader, "/sync", "/async", "/read-only-sync") == {
+        "/sync": 503, "/async": 503, "/read-only-sync": 200}, 30, "checks on the leader")
     assert metric(s, "patroni_sync_standby") == 1 and metric(a, "patroni_sync_standby") == 0
     assert metric(s, "patroni_quorum_standby") == 0
-    assert cluster_roles(a) == {leader.name: "leader", sync: "sync_standby", asyn: "replica"}
+    wait_until(lambda: cluster_roles(a) == {leader.name: "leader", sync: "sync_standby",
+                                            asyn: "replica"}, 30, "roles in GET /cluster")
     assert list_roles(c3) == {leader.name: "Leader", sync: "Sync Standby", asyn: "Replica"}
     assert status(s).get("sync_standby") is True
     write(leader)
-    assert rows(s) == rows(leader)  # the sync standby flushed it; a replica replays at once
+    wait_until(lambda: rows(s) == rows(leader) == 1, 30, "the row on the sync standby")
 
 
 def test_two_synchronous_standbys(c3: LocalCluster) -> None:
@@ -320,7 +340,9 @@ def test_quorum_mode_with_three_members(c3: LocalCluster) -> None:
         assert metric(m, "patroni_sync_standby") == 0
     assert codes(leader, "/read-only-quorum", "/quorum") == {"/read-only-quorum": 200,
                                                              "/quorum": 503}
-    assert set(cluster_roles(leader).values()) == {"leader", "quorum_standby"}
+    wait_until(lambda: cluster_roles(leader) == {leader.name: "leader",
+                                                 **{n: "quorum_standby" for n in reps}}, 30,
+               "quorum roles in GET /cluster")
     assert list_roles(c3) == {leader.name: "Leader", **{n: "Quorum Standby" for n in reps}}
     write(leader)
     patch_config(leader, {"synchronous_mode": True})
@@ -400,6 +422,8 @@ def test_failover_goes_to_the_sync_standby(c3: LocalCluster) -> None:
     c3.kill_node(leader.name)
     new = wait_until(new_primary, 90, "a new primary")
     assert new.name == sync and seen_primary == {sync}
+    code, history = call(new, "GET", "/history")
+    assert code == 200 and history[-1][4] == sync
     assert rows(new) == committed
     # the async standby follows and becomes the new leader's synchronous standby
     wait_converged(c3, new, f"FIRST 1 ({asyn})", {asyn})
@@ -419,88 +443,97 @@ def test_disable_clears_key_and_names(c3: LocalCluster) -> None:
     wait_until(lambda: all(r in ("leader", "replica") for r in cluster_roles(leader).values()),
                30, "no synchronous roles left")
     for m in others(c3, leader.name):
-        assert codes(m, "/sync", "/async") == {"/sync": 503, "/async": 200}
-        assert metric(m, "patroni_sync_standby") == 0
-    assert sync_states(leader) and all(s.endswith("/async") for s in sync_states(leader).values())
+        wait_until(lambda m=m: codes(m, "/sync", "/async") == {"/sync": 503, "/async": 200}
+                   and metric(m, "patroni_sync_standby") == 0, 30, f"{m.name} async")
+    wait_until(lambda: sync_states(leader) and all(
+        s.endswith("/async") for s in sync_states(leader).values()), 30,
+        "every standby async in pg_stat_replication")
     write(leader)
 
 
 # --------------------------------------------------------------------------- strict mode
-def test_strict_mode_blocks_commits_without_standby(tmp_path: Path,
-                                                    request: pytest.FixtureRequest) -> None:
-    c = new_cluster(tmp_path / "c", members=2, synchronous_mode=True,
-                    synchronous_mode_strict=True)
-    with c, logs_on_failure(c, request):
-        c.start_all(stagger=0.3)
-        leader = wait_healthy(c)
-        (replica,) = others(c, leader.name)
-        wait_converged(c, leader, f"FIRST 1 ({replica.name})", {replica.name})
-        commit_completes(leader, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
-        c.stop(replica.name)
-        # the names stay: a commit waits for the standby, it is not acknowledged unprotected
-        pending = subprocess.Popen(_psql_args(leader, "INSERT INTO t VALUES (2)"),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            wait_until(lambda: sync_waiters(leader) >= 1, 30, "a commit waiting on SyncRep")
-            assert pending.poll() is None
-            assert ssn(leader) != ""
-            # a client that gives up (cancels) is told its commit is not replicated
-            giving_up = subprocess.Popen(_psql_args(leader, "INSERT INTO t VALUES (3)"),
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         text=True)
-            wait_until(lambda: sync_waiters(leader) >= 2, 30, "a second commit waiting")
-            psql(leader, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
-                         "WHERE wait_event = 'SyncRep' AND query LIKE '%VALUES (3)%'")
-            _, err = giving_up.communicate(timeout=30)
-            assert SYNC_WARNING in err, err
-            assert ssn(leader) != ""
-            assert pending.poll() is None
-            c.start(replica.name)
-            _, err = pending.communicate(timeout=120)
-            assert pending.returncode == 0, err
-            assert SYNC_WARNING not in err
-        finally:
-            if pending.poll() is None:
-                pending.kill()
-                pending.wait()
-        wait_healthy(c)
-        wait_converged(c, leader, f"FIRST 1 ({replica.name})", {replica.name})
-        write(leader)
-        wait_until(lambda: psql(replica, "SELECT count(*) FROM t") == "4", 30, "rows")
+def test_strict_mode_blocks_commits_without_standby(
+        make_cluster: Callable[..., LocalCluster]) -> None:
+    c = make_cluster(2, synchronous_mode=True, synchronous_mode_strict=True)
+    leader = wait_healthy(c)
+    (replica,) = others(c, leader.name)
+    wait_converged(c, leader, f"FIRST 1 ({replica.name})", {replica.name})
+    commit_completes(leader, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+    c.stop(replica.name)
+    # the names stay: a commit waits for the standby, it is not acknowledged unprotected
+    pending = subprocess.Popen(_psql_args(leader, "INSERT INTO t VALUES (2)"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: sync_waiters(leader) >= 1, 30, "a commit waiting on SyncRep")
+        assert pending.poll() is None
+        assert ssn(leader) != ""
+        # a client that gives up (cancels) is told its commit is not replicated
+        giving_up = subprocess.Popen(_psql_args(leader, "INSERT INTO t VALUES (3)"),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        wait_until(lambda: sync_waiters(leader) >= 2, 30, "a second commit waiting")
+        psql(leader, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                     "WHERE wait_event = 'SyncRep' AND query LIKE '%VALUES (3)%'")
+        _, err = giving_up.communicate(timeout=30)
+        assert SYNC_WARNING in err, err
+        assert ssn(leader) != ""
+        assert pending.poll() is None
+        c.start(replica.name)
+        _, err = pending.communicate(timeout=120)
+        assert pending.returncode == 0, err
+        assert SYNC_WARNING not in err
+    finally:
+        if pending.poll() is None:
+            pending.kill()
+            pending.wait()
+    wait_healthy(c)
+    wait_converged(c, leader, f"FIRST 1 ({replica.name})", {replica.name})
+    write(leader)
+    wait_until(lambda: rows(replica) == rows(leader) == 4, 30, "every row on the standby")
 
 
 # --------------------------------------------------------------------------- quorum, four
-def test_quorum_four_members_node_count_and_nosync(tmp_path: Path,
-                                                   request: pytest.FixtureRequest) -> None:
-    c = new_cluster(tmp_path / "c", members=4, synchronous_mode="quorum")
-    with c, logs_on_failure(c, request):
-        c.start_all(stagger=0.3)
-        leader = wait_healthy(c)
-        reps = sorted(m.name for m in others(c, leader.name))
-        wait_converged(c, leader, f"ANY 1 ({','.join(reps)})", set(reps), quorum=2)
-        patch_config(leader, {"synchronous_node_count": 2})
-        wait_converged(c, leader, f"ANY 2 ({','.join(reps)})", set(reps), quorum=1)
-        commit_completes(leader, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
-        for n in reps:
-            assert code_of(c.procs[n], "/quorum") == 200
+def test_quorum_four_members_node_count_and_nosync(
+        make_cluster: Callable[..., LocalCluster]) -> None:
+    c = make_cluster(4, synchronous_mode="quorum")
+    leader = wait_healthy(c)
+    reps = sorted(m.name for m in others(c, leader.name))
+    wait_converged(c, leader, f"ANY 1 ({','.join(reps)})", set(reps), quorum=2)
+    patch_config(leader, {"synchronous_node_count": 2})
+    wait_converged(c, leader, f"ANY 2 ({','.join(reps)})", set(reps), quorum=1)
+    commit_completes(leader, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+    wait_until(lambda: sync_states(leader) == {n: "streaming/quorum" for n in reps}, 30,
+               "three quorum standbys in pg_stat_replication")
+    for n in reps:
+        m = c.procs[n]
+        wait_until(lambda m=m: code_of(m, "/quorum") == 200
+                   and metric(m, "patroni_quorum_standby") == 1, 30, f"{n} a quorum standby")
 
-        # nosync: never named, never a voter, an async replica
-        nosync = c.procs[reps[-1]]
-        voting = reps[:-1]
-        set_tags(nosync, nosync=True)
-        assert nosync.proc is not None
-        nosync.proc.send_signal(signal.SIGHUP)
-        wait_converged(c, leader, f"ANY 2 ({','.join(voting)})", set(voting), quorum=0)
-        wait_until(lambda: codes(nosync, "/async", "/quorum", "/read-only-quorum") == {
-            "/async": 200, "/quorum": 503, "/read-only-quorum": 503}, 30, "nosync checks")
-        assert metric(nosync, "patroni_quorum_standby") == 0
-        assert cluster_roles(leader)[nosync.name] == "replica"
-        assert list_roles(c)[nosync.name] == "Replica"
-        patch_config(leader, {"synchronous_node_count": 1})
-        wait_converged(c, leader, f"ANY 1 ({','.join(voting)})", set(voting), quorum=1)
-        # mode on: the nosync member is not picked either
-        patch_config(leader, {"synchronous_mode": True, "synchronous_node_count": 3})
-        wait_converged(c, leader, f"FIRST 2 ({','.join(voting)})", set(voting))
-        assert sync_states(leader)[nosync.name] == "streaming/async"
-        assert code_of(nosync, "/async") == 200
-        write(leader)
+    # nosync: never named, never a voter, an async replica
+    nosync = c.procs[reps[-1]]
+    voting = reps[:-1]
+    set_tags(nosync, nosync=True)
+    assert nosync.proc is not None
+    nosync.proc.send_signal(signal.SIGHUP)
+    wait_converged(c, leader, f"ANY 2 ({','.join(voting)})", set(voting), quorum=0)
+    wait_until(lambda: codes(nosync, "/async", "/quorum", "/read-only-quorum") == {
+        "/async": 200, "/quorum": 503, "/read-only-quorum": 503}, 30, "nosync checks")
+    wait_until(lambda: sync_states(leader) == {**{n: "streaming/quorum" for n in voting},
+                                               nosync.name: "streaming/async"}, 30,
+               "the nosync member async in pg_stat_replication")
+    assert metric(nosync, "patroni_quorum_standby") == 0
+    wait_until(lambda: cluster_roles(leader)[nosync.name] == "replica", 30, "its role")
+    assert list_roles(c)[nosync.name] == "Replica"
+    patch_config(leader, {"synchronous_node_count": 1})
+    wait_converged(c, leader, f"ANY 1 ({','.join(voting)})", set(voting), quorum=1)
+    # mode on: the nosync member is not picked either
+    patch_config(leader, {"synchronous_mode": True, "synchronous_node_count": 3})
+    wait_converged(c, leader, f"FIRST 2 ({','.join(voting)})", set(voting))
+    wait_until(lambda: sync_states(leader) == {**{n: "streaming/sync" for n in voting},
+                                               nosync.name: "streaming/async"}, 30,
+               "two sync standbys and the nosync member async")
+    wait_until(lambda: code_of(nosync, "/async") == 200 and code_of(nosync, "/sync") == 503,
+               30, "/async on the nosync member")
+    assert list_roles(c) == {leader.name: "Leader", nosync.name: "Replica",
+                             **{n: "Sync Standby" for n in voting}}
+    write(leader)
