@@ -105,6 +105,8 @@ def test_managed_parameters_enforce_minimums(tmp_path: Path) -> None:
     assert params["port"] == 5432 and params["hot_standby"] is True
     assert params["work_mem"] == "8MB"
     assert params["primary_conninfo"] == ""
+    # kept on promotion: a setting that vanishes from the file reads as a pending restart
+    assert params["recovery_target_timeline"] == "latest"
 
 
 def test_replica_conf_and_state_round_trip(tmp_path: Path) -> None:

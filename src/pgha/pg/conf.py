@@ -147,6 +147,9 @@ def managed_parameters(settings: PgSettings, role: str,
     else:
         out["primary_conninfo"] = ""
         out["primary_slot_name"] = ""
+        # PostgreSQL's default, written for both roles: dropping it from the file on
+        # promotion would make the server report a pending restart for an unchanged value
+        out["recovery_target_timeline"] = "latest"
     return out
 
 
