@@ -48,6 +48,9 @@ class Source:
     commands: list[Command] = field(default_factory=list)
     metrics: AgentMetrics | None = None
 
+    async def live_status(self) -> AgentStatus:
+        return self.status
+
     def accept_failsafe(self, name: str) -> tuple[int, str]:
         self.failsafe_calls.append(name)
         return self.failsafe_answer

@@ -46,6 +46,9 @@ class Source:
     status: AgentStatus
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
 
+    async def live_status(self) -> AgentStatus:
+        return self.status
+
     def accept_failsafe(self, name: str) -> tuple[int, str]:
         return 503, "not in this test"
 

@@ -48,7 +48,7 @@ from pgha.agent.unique import api_answers, duplicate_message
 from pgha.api.server import ApiServer
 from pgha.config import Config
 from pgha.core.commands import Command, Outcome
-from pgha.core.model import HaSettings
+from pgha.core.model import HaSettings, PgState
 from pgha.core.status import AgentStatus
 from pgha.dcs.base import DCSError
 from pgha.dcs.factory import open_kv
@@ -137,6 +137,14 @@ class Agent:
     async def submit(self, command: Command) -> Outcome:
         """Carry out an operator command from the REST API (codes: :mod:`pgha.core.commands`)."""
         return await self.commands.submit(command)
+
+    async def live_status(self) -> AgentStatus:
+        """The status with WAL positions read from PostgreSQL now (``GET /patroni``)."""
+        return await self.publisher.live(self._probe_postgres)
+
+    async def _probe_postgres(self) -> tuple[PgState, dict[str, Any]]:
+        state = await self.pg.observe()
+        return state, (await self.pg.status() if state.accepting else {})
 
     def accept_failsafe(self, name: str) -> tuple[int, str]:
         """``POST /failsafe`` from primary ``name`` (see :meth:`Failsafe.accept`)."""

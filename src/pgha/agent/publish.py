@@ -10,8 +10,9 @@ retried on the next cycle; nothing here raises into the caller except CancelledE
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -24,10 +25,12 @@ from pgha.core.status import ActionFailure, AgentStatus
 from pgha.dcs.base import DCSError, SessionExpired
 from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
+from pgha.pg.errors import PgError
 
 log = logging.getLogger("pgha.agent")
 
 _BUSY_PUBLISH_BUDGET = 3.0
+LIVE_TIMEOUT = 1.0  # seconds GET /patroni waits for PostgreSQL's live positions
 
 # member-key fields that change with every write on the primary
 _POSITIONS = frozenset({"xlog_location", "receive_lsn", "replay_lsn"})
@@ -86,6 +89,27 @@ class Publisher:
         """A long action (Patroni's state string, e.g. ``creating replica``) is in flight."""
         self.status = replace(self.status, pg=replace(self.status.pg, busy=what),
                               heartbeat=self.clock.monotonic())
+
+    async def live(self, probe: Callable[[], Awaitable[tuple[PgState, Mapping[str, Any]]]],
+                   timeout: float = LIVE_TIMEOUT) -> AgentStatus:
+        """The status with PostgreSQL's WAL positions and details read now by ``probe`` (as
+        Patroni's ``GET /patroni`` does): a peer comparing positions in a leader race, or
+        counting quorum votes, must see the WAL we received since our last cycle. The
+        published status as it is when PostgreSQL does not answer within ``timeout``, or no
+        longer runs in the role published (the decision loop republishes that)."""
+        status = self.status
+        if not (status.pg.running and status.pg.accepting):
+            return status
+        try:
+            async with asyncio.timeout(timeout):
+                pg, details = await probe()
+        except (PgError, OSError, TimeoutError) as exc:
+            log.debug("live status unavailable: %s", describe(exc))
+            return status
+        if (pg.running, pg.accepting, pg.role) != (True, True, status.pg.role):
+            return status
+        return replace(status, pg=replace(status.pg, wal_position=pg.wal_position,
+                                          timeline=pg.timeline), pg_details=details)
 
     def own_peer_status(self) -> PeerStatus | None:
         """Our own published status as a peer would see it over ``GET /patroni``."""

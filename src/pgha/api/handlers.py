@@ -53,6 +53,11 @@ class StatusSource(Protocol):
         """pgha's own metrics, rendered by GET /metrics (None: only Patroni's gauges)."""
         ...
 
+    async def live_status(self) -> AgentStatus:
+        """The published status with PostgreSQL's WAL positions read now (``GET /patroni``,
+        which peers compare in a leader race)."""
+        ...
+
     def accept_failsafe(self, name: str) -> tuple[int, str]: ...
 
     async def submit(self, command: Command) -> Outcome:
@@ -162,7 +167,7 @@ class Handlers:
     async def patroni(self, request: web.Request) -> web.StreamResponse:
         if request.method in CODE_ONLY:
             return web.Response(status=200)
-        return web.Response(body=self.json.body(self.source.status),
+        return web.Response(body=self.json.body(await self.source.live_status()),
                             content_type="application/json")
 
     async def unknown(self, request: web.Request) -> web.StreamResponse:
