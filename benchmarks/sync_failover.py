@@ -64,7 +64,8 @@ def etcd_get(endpoint: str, key: str) -> Any:
     """The value of ``key`` through etcd's v3 JSON gateway (JSON-decoded when it is JSON);
     None when absent. Raises OSError or ValueError when etcd does not answer."""
     body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
-    req = urllib.request.Request(f"{endpoint}/v3/kv/range", data=body, method="POST",
+    url = endpoint if "://" in endpoint else f"http://{endpoint}"
+    req = urllib.request.Request(f"{url}/v3/kv/range", data=body, method="POST",
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=2) as resp:
         kvs = json.loads(resp.read()).get("kvs") or []
@@ -266,7 +267,7 @@ def main() -> int:
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated: off,on,quorum")
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--writers", type=int, default=4, help="writer threads")
-    ap.add_argument("--interval", type=float, default=0.02,
+    ap.add_argument("--interval", type=float, default=0.05,
                     help="seconds between one writer's inserts")
     ap.add_argument("--commit-timeout", type=float, default=1.0,
                     help="seconds one write attempt (connect + INSERT) may take")
