@@ -168,12 +168,24 @@ def machine() -> dict[str, Any]:
                                 / 2**30, 1)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+def timing_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser described by ``doc`` with the cluster's timing options ``--ttl``,
+    ``--loop-wait`` and ``--retry-timeout`` (see :func:`timing_of`)."""
+    ap = argparse.ArgumentParser(description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ttl", type=float, default=20)
     ap.add_argument("--loop-wait", type=float, default=2)
     ap.add_argument("--retry-timeout", type=float, default=3)
+    return ap
+
+
+def timing_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The dynamic configuration's timing keys from :func:`timing_parser`'s options."""
+    return {"ttl": args.ttl, "loop_wait": args.loop_wait, "retry_timeout": args.retry_timeout}
+
+
+def main() -> None:
+    ap = timing_parser(__doc__)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--dcs", default="etcd", choices=sorted(SERVERS),
@@ -184,7 +196,7 @@ def main() -> None:
     reason = available(args.dcs)
     if reason:
         ap.error(f"--dcs {args.dcs}: {reason}")
-    dynamic = {"ttl": args.ttl, "loop_wait": args.loop_wait, "retry_timeout": args.retry_timeout}
+    dynamic = timing_of(args)
     runs: list[dict[str, Any]] = []
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="pgha-bench-") as tmp:

@@ -29,7 +29,6 @@ Run as an unprivileged user (PostgreSQL refuses root), for example:
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import json
@@ -49,7 +48,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from failover import ROOT, machine, psql_rows, save_logs, start_bench_cluster
+from failover import (
+    ROOT,
+    machine,
+    psql_rows,
+    save_logs,
+    start_bench_cluster,
+    timing_of,
+    timing_parser,
+)
 from tests.support.cluster import Timeout as WaitTimeout
 from tests.support.cluster import new_cluster, primary_of, psql, wait_until
 from tests.support.writer import Writer
@@ -258,11 +265,7 @@ def summarise(mode: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ttl", type=float, default=20)
-    ap.add_argument("--loop-wait", type=float, default=2)
-    ap.add_argument("--retry-timeout", type=float, default=3)
+    ap = timing_parser(__doc__)
     ap.add_argument("--repeat", type=int, default=20, help="runs per mode")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated: off,on,quorum")
     ap.add_argument("--members", type=int, default=3)
@@ -279,7 +282,7 @@ def main() -> int:
         ap.error(f"--modes: unknown {','.join(bad)} (off, on, quorum)")
     if args.members < 3:
         ap.error("--members: at least 3 (a quorum failover needs two surviving voters)")
-    dynamic = {"ttl": args.ttl, "loop_wait": args.loop_wait, "retry_timeout": args.retry_timeout}
+    dynamic = timing_of(args)
     rng = random.Random(args.seed)
     phases = [rng.uniform(0, args.ttl / 4) for _ in range(args.repeat)]
     runs: list[dict[str, Any]] = []
