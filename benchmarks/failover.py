@@ -80,16 +80,30 @@ def run_scenario(name: str, base: Path, dynamic: dict[str, Any], phase: float = 
         server.close()
 
 
+def start_bench_cluster(cluster: LocalCluster) -> MemberProc:
+    """Start every member of the prepared ``cluster``, wait for a primary and streaming
+    replicas, create the ``bench`` table the writers insert into; return the leader."""
+    cluster.start_all(stagger=0.3)
+    leader = wait_healthy(cluster, timeout=180)
+    subprocess.run(
+        ["/usr/lib/postgresql/15/bin/psql", "-h", str(leader.data_dir.parent), "-p",
+         str(leader.pg_port), "-U", "postgres", "-XAtq", "-c",
+         "CREATE TABLE bench (seq int PRIMARY KEY, at timestamptz DEFAULT now())"],
+        check=True, capture_output=True, timeout=30)
+    time.sleep(1.0)
+    return leader
+
+
+def save_logs(cluster_dir: Path, dest: Path) -> None:
+    """Copy every member's logs under ``cluster_dir`` to ``dest`` (created when there is one)."""
+    for log in cluster_dir.glob("*/*.log"):
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, dest / f"{log.parent.name}-{log.name}")
+
+
 def _run(name: str, cluster: LocalCluster, phase: float) -> dict[str, Any]:
     with cluster:
-        cluster.start_all(stagger=0.3)
-        leader = wait_healthy(cluster, timeout=180)
-        subprocess.run(
-            ["/usr/lib/postgresql/15/bin/psql", "-h", str(leader.data_dir.parent), "-p",
-             str(leader.pg_port), "-U", "postgres", "-XAtq", "-c",
-             "CREATE TABLE bench (seq int PRIMARY KEY, at timestamptz DEFAULT now())"],
-            check=True, capture_output=True, timeout=30)
-        time.sleep(1.0)
+        leader = start_bench_cluster(cluster)
         writer = Writer(list(cluster.procs.values()))
         thread = writer.run_in_thread()
         # steady state, then a random phase within the keep-alive period (every ttl/4), so the
@@ -154,12 +168,24 @@ def machine() -> dict[str, Any]:
                                 / 2**30, 1)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+def timing_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser described by ``doc`` with the cluster's timing options ``--ttl``,
+    ``--loop-wait`` and ``--retry-timeout`` (see :func:`timing_of`)."""
+    ap = argparse.ArgumentParser(description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ttl", type=float, default=20)
     ap.add_argument("--loop-wait", type=float, default=2)
     ap.add_argument("--retry-timeout", type=float, default=3)
+    return ap
+
+
+def timing_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The dynamic configuration's timing keys from :func:`timing_parser`'s options."""
+    return {"ttl": args.ttl, "loop_wait": args.loop_wait, "retry_timeout": args.retry_timeout}
+
+
+def main() -> None:
+    ap = timing_parser(__doc__)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--dcs", default="etcd", choices=sorted(SERVERS),
@@ -170,7 +196,7 @@ def main() -> None:
     reason = available(args.dcs)
     if reason:
         ap.error(f"--dcs {args.dcs}: {reason}")
-    dynamic = {"ttl": args.ttl, "loop_wait": args.loop_wait, "retry_timeout": args.retry_timeout}
+    dynamic = timing_of(args)
     runs: list[dict[str, Any]] = []
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="pgha-bench-") as tmp:
@@ -180,10 +206,8 @@ def main() -> None:
                 r = run_scenario(scenario, Path(tmp) / f"{scenario}-{i}", dynamic, phase,
                                  args.dcs)
                 r["fault_phase_s"] = round(phase, 3)
-                logs = args.out / "logs" / f"{args.dcs}-ttl{args.ttl:g}-{scenario}-{i + 1}"
-                for log in (Path(tmp) / f"{scenario}-{i}").glob("*/*.log"):
-                    logs.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(log, logs / f"{log.parent.name}-{log.name}")
+                save_logs(Path(tmp) / f"{scenario}-{i}",
+                          args.out / "logs" / f"{args.dcs}-ttl{args.ttl:g}-{scenario}-{i + 1}")
                 print(f"  {scenario} #{i + 1}: {r['unavailable_s']:.2f}s, lost {r['lost']}",
                       flush=True)
                 runs.append(r)

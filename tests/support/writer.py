@@ -33,12 +33,20 @@ class Write:
 @dataclass
 class Writer:
     """Inserts one row every ``interval`` seconds into whichever member accepts writes, trying
-    the last primary first (as a client with target_session_attrs=read-write would)."""
+    the last primary first (as a client with target_session_attrs=read-write would).
+
+    Rows are tagged ``seq_start + k * seq_step`` (k = 1, 2, ...), so several writers with the
+    same ``seq_step`` and distinct ``seq_start`` in ``[0, seq_step)`` never share a tag. One
+    attempt on one member (connect and INSERT, autocommit) is given ``timeout`` seconds; a write
+    is acknowledged when the INSERT's COMMIT returned within it."""
 
     members: list[MemberProc]
     interval: float = 0.05
     writes: list[Write] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    seq_start: int = 0
+    seq_step: int = 1
+    timeout: float = 0.5
 
     def run_in_thread(self) -> threading.Thread:
         t = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -48,15 +56,15 @@ class Writer:
     async def _run(self) -> None:
         conns: dict[str, asyncpg.Connection] = {}
         primary: str | None = None
-        seq = 0
+        seq = self.seq_start
         tick = time.monotonic()
         while not self.stop.is_set():
-            seq += 1
+            seq += self.seq_step
             w = Write(seq, time.monotonic())
             order = sorted(self.members, key=lambda m: m.name != primary)
             for m in order:
                 try:
-                    async with asyncio.timeout(0.5):
+                    async with asyncio.timeout(self.timeout):
                         conn = conns.get(m.name)
                         if conn is None or conn.is_closed():
                             conn = await _connect(m)
