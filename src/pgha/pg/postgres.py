@@ -9,10 +9,10 @@ program failed; SQL helpers raise :class:`PgError`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +31,7 @@ from pgha.pg.probe import (
     LocalProbe,
     Snapshot,
     local_connection,
-    remote_connection,
+    received_position,
     status_fields,
 )
 from pgha.pg.process import (
@@ -52,7 +52,10 @@ log = logging.getLogger("pgha.pg")
 EXECUTE_TIMEOUT = 60.0
 _READY_POLL = 0.05
 _PROMOTE_POLL = 0.01  # writes resume the moment recovery ends: a switchover waits on this
-_RECEIVED_SQL = "SELECT pg_last_wal_receive_lsn() - '0/0'"
+# A promotion not done after this many seconds is signalled again: a request reaching the
+# startup process just before it sleeps out wal_retrieve_retry_interval (after failing to
+# stream from the dead primary, e.g. right after a reload) is only seen after that sleep.
+_PROMOTE_RESIGNAL = 0.5
 
 
 class Postgres:
@@ -76,8 +79,7 @@ class Postgres:
 
     @settings.setter
     def settings(self, value: PgSettings) -> None:
-        """Replaced settings keep the ``synchronous_standby_names`` synchronous replication
-        set (see :meth:`set_sync_standby_names`)."""
+        """Keeps the value :meth:`set_sync_standby_names` set."""
         self._settings = replace(value, synchronous_standby_names=self._sync_names)
 
     # ----------------------------------------------------------------- cheap, synchronous
@@ -311,19 +313,23 @@ class Postgres:
         return True
 
     async def promote(self) -> bool:
-        """``pg_ctl promote -w``, then wait (pg_ctl_timeout) until ``pg_is_in_recovery()`` is
-        false; then rewrite the configuration as primary and reload. True once writable."""
+        """``pg_ctl promote``, repeated every ``_PROMOTE_RESIGNAL`` until ``pg_is_in_recovery()``
+        is false (within pg_ctl_timeout); then rewrite the configuration as primary and reload.
+        True once writable."""
         snap = await self._snapshot() if self.is_running() else None
         if snap is None:
             log.error("promote: PostgreSQL is not running/answering")
             return False
         deadline = time.monotonic() + self.settings.pg_ctl_timeout
-        if snap.in_recovery:
+        while snap.in_recovery:
             log.info("promoting PostgreSQL")
             result = await pg_ctl_promote(self.settings)
             if not result.ok:
                 log.warning("pg_ctl promote: %s", result.describe())
-            if not await self._wait_ready(False, deadline, poll=_PROMOTE_POLL):
+            until = min(deadline, time.monotonic() + _PROMOTE_RESIGNAL)
+            if await self._wait_ready(False, until, poll=_PROMOTE_POLL):
+                break
+            if time.monotonic() >= deadline or not self.is_running():
                 log.error("promote: still in recovery")
                 return False
         try:
@@ -461,22 +467,10 @@ class Postgres:
         async with local_connection(self.settings) as conn:
             await slots.sync_slots(conn, slots.wanted_slots(keep, self.settings.name))
 
-    @contextlib.asynccontextmanager
-    async def peer_received_position(self, conn_url: str,
-                                     ) -> AsyncIterator[Callable[[], Awaitable[int | None]]]:
-        """A connection to another member, open while entered (raises PgError when it cannot
-        be opened), yielding a function that returns the WAL position that member's
-        PostgreSQL has received (None when the query fails or it receives nothing)."""
-        async with remote_connection(self.settings, conn_url) as conn:
-            async def received() -> int | None:
-                try:
-                    value = await conn.fetchval(_RECEIVED_SQL, timeout=1.0)
-                except Exception as exc:  # asyncpg errors of every kind: the caller polls again
-                    log.debug("received position query failed: %s", exc)
-                    return None
-                return int(value) if value is not None else None
-
-            yield received
+    def peer_received_position(self, conn_url: str) -> AbstractAsyncContextManager[
+            Callable[[], Awaitable[int | None]]]:
+        """See :func:`pgha.pg.probe.received_position` (raises PgError when entered)."""
+        return received_position(self.settings, conn_url)
 
     async def checkpoint(self) -> None:
         """CHECKPOINT on the local server. Raises PgError."""

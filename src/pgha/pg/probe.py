@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +223,27 @@ async def remote_connection(settings: PgSettings, conn_url: str) -> AsyncIterato
         yield conn
     finally:
         await close_quietly(conn)
+
+
+_RECEIVED_SQL = "SELECT pg_last_wal_receive_lsn() - '0/0'"
+
+
+@contextlib.asynccontextmanager
+async def received_position(settings: PgSettings, conn_url: str,
+                            ) -> AsyncIterator[Callable[[], Awaitable[int | None]]]:
+    """A connection to another member, open while entered (raises PgError when it cannot be
+    opened), yielding a function that returns the WAL position that member's PostgreSQL has
+    received (None when the query fails or it receives nothing)."""
+    async with remote_connection(settings, conn_url) as conn:
+        async def received() -> int | None:
+            try:
+                value = await conn.fetchval(_RECEIVED_SQL, timeout=1.0)
+            except Exception as exc:  # asyncpg errors of every kind: the caller polls again
+                log.debug("received position query failed: %s", exc)
+                return None
+            return int(value) if value is not None else None
+
+        yield received
 
 
 class LocalProbe:
