@@ -15,6 +15,14 @@ call; nothing ever sleeps, so a run depends on the seed alone. Invariants are ch
 every event (:meth:`Sim.check_invariants`) and when PostgreSQL is started as primary or
 promoted (:class:`~tests.support.fake_pg.FakeWorld` hooks); a violation raises
 :class:`InvariantViolation`.
+
+Synchronous replication (``sync_mode``): :meth:`Sim.advance_wal` tracks the latest commit the
+primary acknowledged while its ``synchronous_standby_names`` named standbys and the DCS config
+had synchronous mode on (:attr:`Sim.acked`: the primary's WAL cut there; an empty value
+acknowledges unprotected and does not count; the config switched off withdraws the promise,
+``acked`` is forgotten). Whoever is promoted or started as primary while the config has
+synchronous mode on must hold it ("acknowledged commit lost"), except a member an operator's
+failover named with no leader named (it accepts the loss, as for the lag limit).
 """
 
 from __future__ import annotations
@@ -35,14 +43,31 @@ from pgha.agent.executor import Executor
 from pgha.agent.publish import Publisher
 from pgha.agent.retry import RetryGate
 from pgha.core.decide import RACE_REFUSALS, Decision, Reason, decide, needs_peer_statuses
-from pgha.core.model import ClusterView, HaSettings, LocalState, PeerStatus, PgRole, Tags
+from pgha.core.model import (
+    ClusterView,
+    HaSettings,
+    LocalState,
+    PeerStatus,
+    PgRole,
+    SyncKey,
+    SyncMode,
+    Tags,
+)
 from pgha.core.status import AgentStatus
 from pgha.core.switchover import request_for_leader
 from pgha.dcs.base import DCSError
+from pgha.dcs.codec import sync_from_json
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
 from tests.sim.agent_parts import NAMESPACE, SCOPE, SimClusterStore, SimKV, SimLease, StatusSink
-from tests.support.fake_pg import FakePostgres, common_prefix, consistent
+from tests.support.fake_pg import (
+    FakePostgres,
+    Segments,
+    common_prefix,
+    consistent,
+    truncate,
+    wal_end,
+)
 
 T = TypeVar("T")
 DecideFn = Callable[[ClusterView | None, LocalState, float], Decision]
@@ -105,7 +130,9 @@ class Sim:
                  faults: bool = True, autostart: bool = True, decide_fn: DecideFn = decide,
                  fake: FakeFactory = FakePostgres, write_rate: float = 200_000,
                  lags: tuple[int, ...] = (0, 0, 0, 1000, 50_000, 3_000_000),
-                 peer_loss: float = 0.05, strict_lock_session: bool = False) -> None:
+                 peer_loss: float = 0.05, strict_lock_session: bool = False,
+                 sync_mode: str | None = None, strict: bool = False,
+                 node_count: int = 1) -> None:
         self.rng = random.Random(seed)
         self.now_ = 0.0
         self.settings = HaSettings(ttl=ttl, loop_wait=loop_wait, retry_timeout=2.0,
@@ -114,6 +141,13 @@ class Sim:
         self.config = {"ttl": ttl, "loop_wait": loop_wait, "retry_timeout": 2.0,
                        "maximum_lag_on_failover": max_lag, "primary_start_timeout": 5.0,
                        "member_slots_ttl": 60.0, "postgresql": {"use_pg_rewind": True}}
+        self.sync_mode = sync_mode  # synchronous replication modelled (and its faults drawn)
+        if sync_mode is not None:
+            self.config.update(synchronous_mode=sync_mode, synchronous_mode_strict=strict,
+                               synchronous_node_count=node_count)
+        self.acked: Segments = ()  # the latest protected acknowledged commit (see above)
+        self.acked_at: float | None = None  # when it last advanced
+        self._config_cache: tuple[bytes | None, HaSettings] = (None, HaSettings())
         self.decide = decide_fn
         self.strict_lock_session = strict_lock_session
         self.write_rate, self.lags, self.peer_loss = write_rate, lags, peer_loss
@@ -161,6 +195,7 @@ class Sim:
         if not self._holds_lease(self.members[pg.name]):
             self.violation(f"{pg.name} started as primary without the lock and a confirmed "
                            "lease")
+        self._check_acked(pg, "started as primary", waived=False)
 
     def before_promote(self, pg: FakePostgres) -> None:
         if not self._holds_lease(self.members[pg.name]):
@@ -182,7 +217,30 @@ class Sim:
         limit = self.settings.maximum_lag_on_failover
         if isinstance(optime, int) and not waived and optime - switch > limit:
             self.violation(f"{pg.name} promoted {optime - switch} bytes behind the last optime")
+        self._check_acked(pg, "promoted", waived)
         self.promotions.append((self.now_, pg.name, pg.timeline))
+
+    def dcs_settings(self) -> HaSettings:
+        """The dynamic configuration in the DCS now (defaults when there is none)."""
+        raw = self._key("config")
+        if raw != self._config_cache[0]:
+            config = self._key_json("config")
+            settings = HaSettings.from_config(config if isinstance(config, dict) else {})
+            self._config_cache = (raw, settings)
+        return self._config_cache[1]
+
+    def sync_on(self) -> bool:
+        return (self.sync_mode is not None
+                and self.dcs_settings().synchronous_mode is not SyncMode.OFF)
+
+    def _check_acked(self, pg: FakePostgres, what: str, waived: bool) -> None:
+        """The new primary holds the latest protected acknowledged commit (synchronous mode
+        on); afterwards only what it holds counts (a waived loss is accepted)."""
+        held = common_prefix(pg.segments, self.acked)
+        if self.sync_on() and not waived and held < wal_end(self.acked):
+            self.violation(f"{pg.name} {what}: acknowledged commit lost (it holds WAL up to "
+                           f"{held} of the acknowledged {self.acked})")
+        self.acked = truncate(self.acked, held)
 
     # -- DCS inspection --------------------------------------------------------------------
     def _key(self, name: str) -> bytes | None:
@@ -194,6 +252,13 @@ class Sim:
             return json.loads(raw) if raw else None
         except ValueError:
             return None
+
+    def dcs_sync_key(self) -> SyncKey | None:
+        """The ``sync`` key now (None: absent or unreadable)."""
+        raw = self._key_json("sync")
+        if not isinstance(raw, dict):
+            return None
+        return sync_from_json(raw)
 
     @property
     def leader(self) -> str | None:
@@ -313,6 +378,7 @@ class Sim:
         m.restart_requested = m.reinit_requested = m.handover_failed = False
         m.next_cycle = None
         m.repeats, m.progress, m.guard_until = 0, None, 0.0
+        m.pg.agent_restarted()
         self.schedule_agent(0.0, m, "keepalive")
         self.schedule_agent(delay, m, "cycle")
 
@@ -377,7 +443,7 @@ class Sim:
         except DCSError:
             view, dcs_ok = m.last_view, False
         local = LocalState(
-            name=m.name, tags=m.tags, pg=m.pg.state(), dcs_ok=dcs_ok,
+            name=m.name, tags=m.tags, pg=await m.pg.observe(), dcs_ok=dcs_ok,
             lease_deadline=m.lease_deadline, member_seen=dict(m.member_seen),
             shutting_down=shutting_down, wall_time=self.wall_time(),
             restart_requested=m.restart_requested, reinit_requested=m.reinit_requested,
@@ -449,6 +515,23 @@ class Sim:
             m.pg.learn(up)  # connected, even when the transfer is stalled
             if m.pg.stalled_until <= self.now_:
                 m.pg.receive(up, up.wal - self.rng.choice(self.lags))
+        if self.sync_mode is not None:
+            self._acknowledge(prim, self.now_ + dt)
+
+    def _acknowledge(self, prim: SimMember | None, at: float) -> None:
+        """Advance :attr:`acked` to what the primary's standbys acknowledged (see the module
+        docstring); synchronous mode off in the DCS forgets it."""
+        if not self.sync_on():
+            self.acked = ()
+            return
+        lsn = prim.pg.sync_ack_lsn() if prim is not None else None
+        if prim is None or lsn is None or lsn <= wal_end(self.acked):
+            return
+        acked = truncate(prim.pg.segments, lsn)
+        if not consistent(acked, self.acked):
+            self.violation(f"{prim.name} acknowledged commits on WAL that diverged from the "
+                           "acknowledged ones")
+        self.acked, self.acked_at = acked, at
 
     # -- invariants ------------------------------------------------------------------------
     def violation(self, what: str) -> None:
