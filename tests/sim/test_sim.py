@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pgha.core.decision import Reason
-from tests.sim.cluster import Sim
+from tests.sim.cluster import InvariantViolation, Sim
 from tests.sim.scenario import run_commands
 from tests.support.fake_pg import wal_end
 
@@ -129,3 +129,36 @@ def test_synchronous_cluster_recovers_after_faults(mode: str, strict: bool, seed
     assert key is not None and key.leader == leader and key.sync_standby, (key, sim.log)
     assert sim.acked_at is not None and sim.acked_at > healed + 60.0, sim.log
     assert wal_end(sim.acked) > 0
+
+
+# A leader in quorum mode stops cleanly right after m2's replication stalled: m1 received and
+# acknowledged (ANY 1) commits m2 lacks, but GET /patroni answers with the WAL position of the
+# peer's last cycle, so m2 sees m1 "not ahead", counts its vote and takes over.
+STALE_PEER_POSITION = """
+sim n=3 ttl=10 loop_wait=2 seed=3 sync=quorum write_rate=200kB
+start m0
+run 5s
+start m1 m2
+run 25s
+run 1.7s
+stall m2 for 60s
+run 300ms
+stop-agent m0
+run 30s
+"""
+
+
+@pytest.mark.xfail(strict=True, raises=InvariantViolation, reason=(
+    "known bug outside pgha.core: the leader race compares peers' WAL positions from "
+    "GET /patroni, which pgha answers from the peer's last cycle (up to loop_wait old); a "
+    "quorum vote counted on a stale position loses acknowledged commits"))
+def test_quorum_vote_uses_live_peer_positions() -> None:
+    run_commands(STALE_PEER_POSITION)
+
+
+def test_quorum_vote_with_live_peer_positions_keeps_acknowledged_commits() -> None:
+    """The same run with positions read live (what the fix must give the race): m1, which
+    holds the acknowledged commits, takes over."""
+    scenario = run_commands(STALE_PEER_POSITION, live_peer_positions=True)
+    assert scenario.sim is not None
+    assert [name for _, name, _ in scenario.sim.promotions] == ["m1"]
