@@ -16,13 +16,8 @@ every event (:meth:`Sim.check_invariants`) and when PostgreSQL is started as pri
 promoted (:class:`~tests.support.fake_pg.FakeWorld` hooks); a violation raises
 :class:`InvariantViolation`.
 
-Synchronous replication (``sync_mode``): :meth:`Sim.advance_wal` tracks the latest commit the
-primary acknowledged while its ``synchronous_standby_names`` named standbys and the DCS config
-had synchronous mode on (:attr:`Sim.acked`: the primary's WAL cut there; an empty value
-acknowledges unprotected and does not count; the config switched off withdraws the promise,
-``acked`` is forgotten). Whoever is promoted or started as primary while the config has
-synchronous mode on must hold it ("acknowledged commit lost"), except a member an operator's
-failover named with no leader named (it accepts the loss, as for the lag limit).
+Synchronous replication (``sync_mode``): acknowledged commits are tracked and checked by
+:class:`tests.sim.acked.AckedCommits`.
 """
 
 from __future__ import annotations
@@ -49,24 +44,19 @@ from pgha.core.model import (
     LocalState,
     PeerStatus,
     PgRole,
-    SyncKey,
-    SyncMode,
     Tags,
 )
 from pgha.core.status import AgentStatus
 from pgha.core.switchover import request_for_leader
 from pgha.dcs.base import DCSError
-from pgha.dcs.codec import sync_from_json
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
+from tests.sim.acked import AckedCommits
 from tests.sim.agent_parts import NAMESPACE, SCOPE, SimClusterStore, SimKV, SimLease, StatusSink
 from tests.support.fake_pg import (
     FakePostgres,
-    Segments,
     common_prefix,
     consistent,
-    truncate,
-    wal_end,
 )
 
 T = TypeVar("T")
@@ -121,7 +111,7 @@ class SimMember:
         return self.lease.deadline if self.lease is not None else None
 
 
-class Sim:
+class Sim(AckedCommits):
     """A seeded run. ``step()`` processes one event. With ``faults`` a fault is injected every
     15-45 s (see :mod:`tests.sim.faults`); scenario scripts drive a Sim without them."""
 
@@ -141,14 +131,11 @@ class Sim:
         self.config = {"ttl": ttl, "loop_wait": loop_wait, "retry_timeout": 2.0,
                        "maximum_lag_on_failover": max_lag, "primary_start_timeout": 5.0,
                        "member_slots_ttl": 60.0, "postgresql": {"use_pg_rewind": True}}
-        self.sync_mode = sync_mode  # synchronous replication modelled (and its faults drawn)
         self.live_peer_positions = live_peer_positions
         if sync_mode is not None:
             self.config.update(synchronous_mode=sync_mode, synchronous_mode_strict=strict,
                                synchronous_node_count=node_count)
-        self.acked: Segments = ()  # the latest protected acknowledged commit (see above)
-        self.acked_at: float | None = None  # when it last advanced
-        self._config_cache: tuple[bytes | None, HaSettings] = (None, HaSettings())
+        self.init_acked(sync_mode)
         self.decide = decide_fn
         self.strict_lock_session = strict_lock_session
         self.write_rate, self.lags, self.peer_loss = write_rate, lags, peer_loss
@@ -221,28 +208,6 @@ class Sim:
         self._check_acked(pg, "promoted", waived)
         self.promotions.append((self.now_, pg.name, pg.timeline))
 
-    def dcs_settings(self) -> HaSettings:
-        """The dynamic configuration in the DCS now (defaults when there is none)."""
-        raw = self._key("config")
-        if raw != self._config_cache[0]:
-            config = self._key_json("config")
-            settings = HaSettings.from_config(config if isinstance(config, dict) else {})
-            self._config_cache = (raw, settings)
-        return self._config_cache[1]
-
-    def sync_on(self) -> bool:
-        return (self.sync_mode is not None
-                and self.dcs_settings().synchronous_mode is not SyncMode.OFF)
-
-    def _check_acked(self, pg: FakePostgres, what: str, waived: bool) -> None:
-        """The new primary holds the latest protected acknowledged commit (synchronous mode
-        on); afterwards only what it holds counts (a waived loss is accepted)."""
-        held = common_prefix(pg.segments, self.acked)
-        if self.sync_on() and not waived and held < wal_end(self.acked):
-            self.violation(f"{pg.name} {what}: acknowledged commit lost (it holds WAL up to "
-                           f"{held} of the acknowledged {self.acked})")
-        self.acked = truncate(self.acked, held)
-
     # -- DCS inspection --------------------------------------------------------------------
     def _key(self, name: str) -> bytes | None:
         return self.backend.dump().get(f"{NAMESPACE}/{SCOPE}/{name}")
@@ -253,13 +218,6 @@ class Sim:
             return json.loads(raw) if raw else None
         except ValueError:
             return None
-
-    def dcs_sync_key(self) -> SyncKey | None:
-        """The ``sync`` key now (None: absent or unreadable)."""
-        raw = self._key_json("sync")
-        if not isinstance(raw, dict):
-            return None
-        return sync_from_json(raw)
 
     @property
     def leader(self) -> str | None:
@@ -523,22 +481,7 @@ class Sim:
             if m.pg.stalled_until <= self.now_:
                 m.pg.receive(up, up.wal - self.rng.choice(self.lags))
         if self.sync_mode is not None:
-            self._acknowledge(prim, self.now_ + dt)
-
-    def _acknowledge(self, prim: SimMember | None, at: float) -> None:
-        """Advance :attr:`acked` to what the primary's standbys acknowledged (see the module
-        docstring); synchronous mode off in the DCS forgets it."""
-        if not self.sync_on():
-            self.acked = ()
-            return
-        lsn = prim.pg.sync_ack_lsn() if prim is not None else None
-        if prim is None or lsn is None or lsn <= wal_end(self.acked):
-            return
-        acked = truncate(prim.pg.segments, lsn)
-        if not consistent(acked, self.acked):
-            self.violation(f"{prim.name} acknowledged commits on WAL that diverged from the "
-                           "acknowledged ones")
-        self.acked, self.acked_at = acked, at
+            self._acknowledge(prim.pg if prim is not None else None, self.now_ + dt)
 
     # -- invariants ------------------------------------------------------------------------
     def violation(self, what: str) -> None:
