@@ -15,6 +15,9 @@ call; nothing ever sleeps, so a run depends on the seed alone. Invariants are ch
 every event (:meth:`Sim.check_invariants`) and when PostgreSQL is started as primary or
 promoted (:class:`~tests.support.fake_pg.FakeWorld` hooks); a violation raises
 :class:`InvariantViolation`.
+
+Synchronous replication (``sync_mode``): acknowledged commits are tracked and checked by
+:class:`tests.sim.acked.AckedCommits`.
 """
 
 from __future__ import annotations
@@ -35,14 +38,26 @@ from pgha.agent.executor import Executor
 from pgha.agent.publish import Publisher
 from pgha.agent.retry import RetryGate
 from pgha.core.decide import RACE_REFUSALS, Decision, Reason, decide, needs_peer_statuses
-from pgha.core.model import ClusterView, HaSettings, LocalState, PeerStatus, PgRole, Tags
+from pgha.core.model import (
+    ClusterView,
+    HaSettings,
+    LocalState,
+    PeerStatus,
+    PgRole,
+    Tags,
+)
 from pgha.core.status import AgentStatus
 from pgha.core.switchover import request_for_leader
 from pgha.dcs.base import DCSError
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
+from tests.sim.acked import AckedCommits
 from tests.sim.agent_parts import NAMESPACE, SCOPE, SimClusterStore, SimKV, SimLease, StatusSink
-from tests.support.fake_pg import FakePostgres, common_prefix, consistent
+from tests.support.fake_pg import (
+    FakePostgres,
+    common_prefix,
+    consistent,
+)
 
 T = TypeVar("T")
 DecideFn = Callable[[ClusterView | None, LocalState, float], Decision]
@@ -96,7 +111,7 @@ class SimMember:
         return self.lease.deadline if self.lease is not None else None
 
 
-class Sim:
+class Sim(AckedCommits):
     """A seeded run. ``step()`` processes one event. With ``faults`` a fault is injected every
     15-45 s (see :mod:`tests.sim.faults`); scenario scripts drive a Sim without them."""
 
@@ -105,7 +120,9 @@ class Sim:
                  faults: bool = True, autostart: bool = True, decide_fn: DecideFn = decide,
                  fake: FakeFactory = FakePostgres, write_rate: float = 200_000,
                  lags: tuple[int, ...] = (0, 0, 0, 1000, 50_000, 3_000_000),
-                 peer_loss: float = 0.05, strict_lock_session: bool = False) -> None:
+                 peer_loss: float = 0.05, strict_lock_session: bool = False,
+                 sync_mode: str | None = None, strict: bool = False,
+                 node_count: int = 1, live_peer_positions: bool = False) -> None:
         self.rng = random.Random(seed)
         self.now_ = 0.0
         self.settings = HaSettings(ttl=ttl, loop_wait=loop_wait, retry_timeout=2.0,
@@ -114,6 +131,11 @@ class Sim:
         self.config = {"ttl": ttl, "loop_wait": loop_wait, "retry_timeout": 2.0,
                        "maximum_lag_on_failover": max_lag, "primary_start_timeout": 5.0,
                        "member_slots_ttl": 60.0, "postgresql": {"use_pg_rewind": True}}
+        self.live_peer_positions = live_peer_positions
+        if sync_mode is not None:
+            self.config.update(synchronous_mode=sync_mode, synchronous_mode_strict=strict,
+                               synchronous_node_count=node_count)
+        self.init_acked(sync_mode)
         self.decide = decide_fn
         self.strict_lock_session = strict_lock_session
         self.write_rate, self.lags, self.peer_loss = write_rate, lags, peer_loss
@@ -161,6 +183,7 @@ class Sim:
         if not self._holds_lease(self.members[pg.name]):
             self.violation(f"{pg.name} started as primary without the lock and a confirmed "
                            "lease")
+        self._check_acked(pg, "started as primary", waived=False)
 
     def before_promote(self, pg: FakePostgres) -> None:
         if not self._holds_lease(self.members[pg.name]):
@@ -182,6 +205,7 @@ class Sim:
         limit = self.settings.maximum_lag_on_failover
         if isinstance(optime, int) and not waived and optime - switch > limit:
             self.violation(f"{pg.name} promoted {optime - switch} bytes behind the last optime")
+        self._check_acked(pg, "promoted", waived)
         self.promotions.append((self.now_, pg.name, pg.timeline))
 
     # -- DCS inspection --------------------------------------------------------------------
@@ -313,6 +337,7 @@ class Sim:
         m.restart_requested = m.reinit_requested = m.handover_failed = False
         m.next_cycle = None
         m.repeats, m.progress, m.guard_until = 0, None, 0.0
+        m.pg.agent_restarted()
         self.schedule_agent(0.0, m, "keepalive")
         self.schedule_agent(delay, m, "cycle")
 
@@ -348,11 +373,17 @@ class Sim:
         return EPOCH + self.now_
 
     def peer_status(self, name: str) -> PeerStatus | None:
-        """A peer's ``GET /patroni`` as its agent last published it (None: unreachable)."""
+        """A peer's ``GET /patroni`` as its agent last published it (None: unreachable), as
+        pgha's REST API answers: the WAL position of the peer's last cycle. With
+        ``live_peer_positions`` the position is its PostgreSQL's now instead (as Patroni's
+        API answers; a what-if for the known bug in tests/sim/test_sim.py)."""
         p = self.members[name]
         if not p.agent_alive or p.publisher is None or self.rng.random() < self.peer_loss:
             return None
-        return p.publisher.own_peer_status()
+        status = p.publisher.own_peer_status()
+        if status is not None and self.live_peer_positions:
+            status = replace(status, wal_position=p.pg.state().wal_position)
+        return status
 
     # -- the decision loop (pgha.agent.cycle, compacted) ---------------------------------
     def cycle(self, m: SimMember, shutting_down: bool = False) -> None:
@@ -377,7 +408,7 @@ class Sim:
         except DCSError:
             view, dcs_ok = m.last_view, False
         local = LocalState(
-            name=m.name, tags=m.tags, pg=m.pg.state(), dcs_ok=dcs_ok,
+            name=m.name, tags=m.tags, pg=await m.pg.observe(), dcs_ok=dcs_ok,
             lease_deadline=m.lease_deadline, member_seen=dict(m.member_seen),
             shutting_down=shutting_down, wall_time=self.wall_time(),
             restart_requested=m.restart_requested, reinit_requested=m.reinit_requested,
@@ -449,6 +480,8 @@ class Sim:
             m.pg.learn(up)  # connected, even when the transfer is stalled
             if m.pg.stalled_until <= self.now_:
                 m.pg.receive(up, up.wal - self.rng.choice(self.lags))
+        if self.sync_mode is not None:
+            self._acknowledge(prim.pg if prim is not None else None, self.now_ + dt)
 
     # -- invariants ------------------------------------------------------------------------
     def violation(self, what: str) -> None:

@@ -2,7 +2,9 @@
 
 One fault every 15-45 s of simulated time, drawn from the mix below; some schedule a second
 fault soon after (a leader that dies while replication is stalled or while its keep-alives
-fail). Every draw comes from the Sim's seeded generator, so a run depends on its seed alone.
+fail). A Sim modelling synchronous replication also draws operator changes of the dynamic
+configuration (:data:`SYNC_KINDS`). Every draw comes from the Sim's seeded generator, so a
+run depends on its seed alone.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
 KINDS = ("node_death", "postmaster_kill", "partition", "clean_stop", "leader_node_death",
          "replication_stall", "keepalive_broken", "store_extends_sessions", "switchover",
          "switchover", "restart", "reinit")
+SYNC_KINDS = ("sync_mode_change", "sync_node_count")
+NEXT_SYNC_MODE = {"off": "on", "on": "quorum", "quorum": "off"}
 
 
 class Faults:
@@ -30,7 +34,7 @@ class Faults:
         if not live:
             return
         m = rng.choice(live)
-        kind = rng.choice(KINDS)
+        kind = rng.choice(KINDS + SYNC_KINDS if sim.sync_mode is not None else KINDS)
         if kind == "leader_node_death":
             m = next((x for x in live if sim.leader == x.name), m)
             kind = "node_death"
@@ -62,6 +66,8 @@ class Faults:
             sim.schedule_agent(0.01, m, "cycle")
         elif kind == "store_extends_sessions":
             extend_sessions(sim)
+        elif kind in SYNC_KINDS:
+            self.patch_sync_config(kind)
         elif kind == "replication_stall":
             for other in live:
                 if other is not m and rng.random() < 0.7:
@@ -84,6 +90,24 @@ class Faults:
             at = sim.wall_time() + rng.uniform(1, 20)
             request["scheduled_at"] = datetime.fromtimestamp(at, UTC).isoformat()
         sim.run_async(sim.operator.write_failover(request))
+
+
+    def patch_sync_config(self, kind: str) -> None:
+        """An operator's PATCH of the dynamic configuration: synchronous mode off -> on ->
+        quorum -> off, or another ``synchronous_node_count`` (1-3)."""
+        sim, rng = self.sim, self.sim.rng
+        config, revision = sim.run_async(sim.operator.read_config())
+        if config is None:
+            return  # not bootstrapped yet
+        if kind == "sync_mode_change":
+            mode = str(sim.dcs_settings().synchronous_mode)
+            config["synchronous_mode"] = NEXT_SYNC_MODE[mode]
+        else:
+            config["synchronous_node_count"] = rng.randint(1, 3)
+        sim.log.append(f"{sim.now():.2f} config synchronous_mode="
+                       f"{config.get('synchronous_mode')} synchronous_node_count="
+                       f"{config.get('synchronous_node_count')}")
+        sim.run_async(sim.operator.compare_and_set_config(config, revision))
 
 
 def extend_sessions(sim: Sim) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from pgha.core.actions import Action, StopMode, Upstream
 from pgha.core.decision import Decision
 from tests.sim.cluster import Sim
+from tests.support.fake_pg import wal_end
 
 SEPARATOR = "----"
 
@@ -41,9 +42,14 @@ def size(text: str) -> int:
     return int(match.group(1)) * {None: 1, "B": 1, "kB": 1000, "MB": 1_000_000}[match.group(2)]
 
 
+_SHOWN_NUMBERS = frozenset({"quorum"})  # int fields shown as name=value (not positions)
+
+
 def render_action(action: Action) -> str:
-    """``Rejoin(m1, use_pg_rewind)``: member names, modes and true flags; positions, slot
-    sets and failsafe maps are left out (they vary without changing the decision)."""
+    """``Rejoin(m1, use_pg_rewind)``: member names, modes and true flags; strings (quoted
+    when empty or with spaces), name tuples (``m1 m2``, ``-`` when empty) and the sync key's
+    ``quorum=N``; positions, slot sets and failsafe maps are left out (they vary without
+    changing the decision)."""
     args: list[str] = []
     for f in fields(action):
         value = getattr(action, f.name)
@@ -54,7 +60,11 @@ def render_action(action: Action) -> str:
         elif value is True:
             args.append(f.name)
         elif isinstance(value, str):
-            args.append(value)
+            args.append(repr(value) if not value or " " in value else value)
+        elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+            args.append(" ".join(value) or "-")
+        elif f.name in _SHOWN_NUMBERS and isinstance(value, int):
+            args.append(f"{f.name}={value}")
     name = type(action).__name__
     return f"{name}({', '.join(args)})" if args else name
 
@@ -80,14 +90,20 @@ class Scenario:
         return self.sim
 
     def configure(self, args: list[str]) -> None:
-        """``sim n=3 ttl=10 loop_wait=2 max_lag=1MB seed=1 write_rate=20kB``."""
+        """``sim n=3 ttl=10 loop_wait=2 max_lag=1MB seed=1 write_rate=20kB sync=on
+        strict=true node_count=2``."""
         opts = dict(a.split("=", 1) for a in args)
+        sync = opts.get("sync")
+        if sync not in (None, "on", "quorum"):
+            raise ValueError(f"sync: 'on' or 'quorum', not {sync!r}")
         self.sim = Sim(int(opts.get("seed", "1")), n=int(opts.get("n", "3")),
                        ttl=float(opts.get("ttl", "10")),
                        loop_wait=float(opts.get("loop_wait", "2")),
                        max_lag=size(opts.get("max_lag", "1MB")), faults=False, autostart=False,
                        write_rate=size(opts.get("write_rate", "20kB")), lags=(0,),
-                       peer_loss=0.0, **self.overrides)
+                       peer_loss=0.0, sync_mode=sync,
+                       strict=opts.get("strict", "false") == "true",
+                       node_count=int(opts.get("node_count", "1")), **self.overrides)
 
     def execute(self, command: str) -> list[str]:
         """Run one command line; returns its output lines."""
@@ -133,11 +149,31 @@ class Scenario:
             until = sim.now() + duration(args[-1])
             for name in args[:-2]:
                 sim.members[name].pg.stalled_until = until
+        elif verb == "set-config":  # set-config synchronous_node_count=1
+            self.set_config(args)
         elif verb == "state":
             return self.state_lines()
         else:
             raise ValueError(f"unknown command {verb!r}")
         return self.decision_lines(mark) or ["ok"]
+
+    def set_config(self, args: list[str]) -> None:
+        """An operator's PATCH of the dynamic configuration: ``key=value`` (integers, ``true``
+        / ``false``, else strings)."""
+        sim = self.sim_or_default()
+        config, revision = sim.run_async(sim.operator.read_config())
+        if config is None:
+            raise ValueError("set-config: no configuration in the DCS yet")
+        for arg in args:
+            key, _, text = arg.partition("=")
+            value: Any = text
+            if text in ("true", "false"):
+                value = text == "true"
+            elif text.isdigit():
+                value = int(text)
+            config[key] = value
+        if not sim.run_async(sim.operator.compare_and_set_config(config, revision)):
+            raise ValueError("set-config: the configuration changed meanwhile")
 
     def decision_lines(self, mark: int) -> list[str]:
         sim = self.sim_or_default()
@@ -160,8 +196,32 @@ class Scenario:
             extra = f" upstream={pg.upstream}" if pg.running and pg.upstream else ""
             if pg.rewinds:
                 extra += f" rewinds={pg.rewinds}"
+            if sim.sync_mode is not None and pg.writable:
+                extra += f" synchronous_standby_names={pg.sync_names!r}"
             agent = "up" if m.agent_alive else "down"
             out.append(f"{name} agent={agent} pg={role} timeline={pg.timeline}{extra}")
+        if sim.sync_mode is not None:
+            out.extend(self.sync_lines())
+        return out
+
+    def sync_lines(self) -> list[str]:
+        """The sync key, and whether the primary's commits are all acknowledged (protected)."""
+        sim = self.sim_or_default()
+        key = sim.dcs_sync_key()
+        if key is None:
+            out = ["sync key: none"]
+        else:
+            voters = " ".join(sorted(key.sync_standby)) or "-"
+            out = [f"sync key: leader={key.leader or '-'} voters={voters} quorum={key.quorum}"]
+        prim = sim.primary()
+        when = f"last at t={sim.acked_at:.1f}" if sim.acked_at is not None else "none yet"
+        if prim is None:
+            state = "no primary"
+        elif wal_end(sim.acked) >= prim.pg.wal:
+            state = "every commit of the primary acknowledged"
+        else:
+            state = "the primary's later commits wait"
+        out.append(f"acknowledged commits: {when}; {state}")
         return out
 
 

@@ -19,6 +19,15 @@ Semantics otherwise follow the action docstrings in :mod:`pgha.core.actions`:
   exits (unless that replica's replication is stalled); ``IMMEDIATE`` is a crash-like stop;
 * ``promote`` starts a new timeline at the current position and records the switch point in the
   timeline history (``timeline_history``);
+* synchronous replication: ``set_sync_standby_names`` keeps its value (``sync_names``) across
+  restarts of PostgreSQL and of the agent, as postgresql.conf does (a clone does not copy it);
+  a running primary reports one :class:`~pgha.core.model.StandbyConn` per replica streaming
+  from it (running, node up, upstream this member, data not diverged from ours; a stalled one
+  stays connected, its flush does not advance) with the ``sync_state`` PostgreSQL shows for
+  the value in effect, and :meth:`FakePostgres.sync_ack_lsn` says up to where PostgreSQL has
+  acknowledged commits under that value. ``sync_names_since`` is agent-side in the real
+  thing (the primary's WAL when this agent process first observed the value): it is set by
+  :meth:`FakePostgres.observe` and forgotten by :meth:`FakePostgres.agent_restarted`;
 * ``peer_received_position`` answers a hand-over's poll: the candidate's position when it is
   reachable and streams from us, else :class:`~pgha.pg.errors.PgError` at once (standing for
   the statement timeout a stalled network gives; the executor treats both alike, and the
@@ -34,7 +43,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pgha.core.actions import StopMode, Upstream
-from pgha.core.model import ControlState, DataState, PgRole, PgState
+from pgha.core.model import ControlState, DataState, PgRole, PgState, StandbyConn
+from pgha.core.sync import SyncNames, parse_sync_names
 from pgha.pg.errors import PgError
 from pgha.pg.settings import PgSettings, PgUser
 
@@ -84,6 +94,28 @@ def extend(segments: Segments, timeline: int, lsn: int) -> Segments:
     if segments and segments[-1][0] == timeline:
         return (*segments[:-1], (timeline, lsn))
     return (*segments, (timeline, lsn))
+
+
+def _priority(names: SyncNames, standby: str) -> int | None:
+    """The standby's place in the list (its priority; ``*`` matches any), None if unlisted."""
+    folded = standby.casefold()
+    for i, name in enumerate(names.names):
+        if name == "*" or name.casefold() == folded:
+            return i
+    return None
+
+
+def sync_states(names: SyncNames, connected: list[str]) -> dict[str, str]:
+    """``sync_state`` of each connected standby as PostgreSQL shows it for ``names``: ``ANY``:
+    listed ones ``quorum``; ``FIRST n``: the first ``n`` listed in list order ``sync``, other
+    listed ones ``potential``; unlisted (or an empty value) ``async``."""
+    out = dict.fromkeys(connected, "async")
+    if names.empty:
+        return out
+    listed = sorted((p, n) for n in connected if (p := _priority(names, n)) is not None)
+    for i, (_, name) in enumerate(listed):
+        out[name] = "quorum" if names.quorum else ("sync" if i < names.num else "potential")
+    return out
 
 
 class FakeWorld(Protocol):
@@ -151,6 +183,9 @@ class FakePostgres:
     fresh_initdb: bool = False  # initdb ran and the cluster was never started
     rewinds: int = 0  # pg_rewind runs (for the scenarios' state lines)
     known_tli: int = 1  # newest timeline whose history file we hold (pg_wal)
+    sync_names: str = ""  # synchronous_standby_names in postgresql.conf ('' : the user's)
+    sync_managed: bool = False  # set by set_sync_standby_names (None gives it back)
+    sync_seen: tuple[str, int] | None = None  # agent-side: (value, our WAL when first observed)
     _settings: PgSettings | None = field(default=None, repr=False)
 
     # -- simulated state -----------------------------------------------------------------
@@ -173,7 +208,57 @@ class FakePostgres:
             timeline=self.timeline if valid else None,
             wal_position=position if valid else None,
             control_state=ControlState.UNKNOWN if self.running else self.control,
-            upstream=self.upstream if self.running else None, down_since=self.down_since)
+            upstream=self.upstream if self.running else None, down_since=self.down_since,
+            **self._sync_state())
+
+    def _sync_state(self) -> dict[str, Any]:
+        if not self.writable:
+            return {"sync_managed": self.sync_managed}
+        seen = self.sync_seen
+        return {"standbys": self.standbys(), "sync_standby_names": self.sync_names,
+                "sync_names_since": seen[1] if seen and seen[0] == self.sync_names else None,
+                "sync_managed": self.sync_managed}
+
+    def streaming_replicas(self) -> list[tuple[str, int]]:
+        """(name, flushed LSN) of the replicas connected to this running primary, in member
+        order: running, node up, streaming from us, data not diverged from ours (a walreceiver
+        would not stream diverged data). A stalled one stays connected."""
+        if not self.writable:
+            return []
+        out: list[tuple[str, int]] = []
+        for name in self.world.member_names():
+            other = self.world.pg(name)
+            if (other is None or other is self or not other.node_up or not other.running
+                    or other.role is not PgRole.REPLICA or other.upstream != self.name
+                    or not consistent(other.segments, self.segments)):
+                continue
+            out.append((name, common_prefix(other.segments, self.segments)))
+        return out
+
+    def standbys(self) -> tuple[StandbyConn, ...]:
+        """``pg_stat_replication`` of a running primary (see the module docstring)."""
+        conns = self.streaming_replicas()
+        states = sync_states(parse_sync_names(self.sync_names), [n for n, _ in conns])
+        return tuple(StandbyConn(n, "streaming", states[n], flush) for n, flush in conns)
+
+    def sync_ack_lsn(self) -> int | None:
+        """Up to where a running primary has acknowledged commits under its
+        ``synchronous_standby_names``: ``FIRST n``: the least flush of the first ``n``
+        connected listed standbys in list order; ``ANY n``: the ``n``-th greatest flush of the
+        connected listed ones; 0 when fewer than ``n`` are connected (commits wait). None when
+        the value names no standby (commits are acknowledged at once, unprotected) or this is
+        not a running primary."""
+        names = parse_sync_names(self.sync_names)
+        if not self.writable or names.empty:
+            return None
+        conns = self.streaming_replicas()
+        ranked = sorted((_priority(names, n), n, flush) for n, flush in conns
+                        if _priority(names, n) is not None)
+        if len(ranked) < names.num:
+            return 0
+        if names.quorum:
+            return sorted((flush for *_, flush in ranked), reverse=True)[names.num - 1]
+        return min(flush for *_, flush in ranked[:names.num])
 
     def details(self) -> dict[str, Any]:
         """The ``xlog`` part of ``GET /patroni`` (what peers compare in a leader race)."""
@@ -261,6 +346,10 @@ class FakePostgres:
         return f"postgres://{self.name}"
 
     async def observe(self) -> PgState:
+        """What the agent observes; a running primary's agent notes its WAL position the
+        first time it sees the current ``synchronous_standby_names``."""
+        if self.writable and (self.sync_seen is None or self.sync_seen[0] != self.sync_names):
+            self.sync_seen = (self.sync_names, self.wal)
         return self.state()
 
     async def initdb(self) -> bool:
@@ -352,6 +441,17 @@ class FakePostgres:
 
     async def sync_slots(self, keep: frozenset[str]) -> None:
         return None
+
+    async def set_sync_standby_names(self, value: str | None) -> bool:
+        """Written into postgresql.conf (kept across restarts) and in effect at once on a
+        running server; None gives it back to the user's value, ``''`` in the simulation."""
+        self.sync_names = value if value is not None else ""
+        self.sync_managed = value is not None
+        return True
+
+    def agent_restarted(self) -> None:
+        """A new agent process: it has not observed the current value yet."""
+        self.sync_seen = None
 
     async def checkpoint(self) -> None:
         return None
