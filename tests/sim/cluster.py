@@ -122,7 +122,7 @@ class Sim(AckedCommits):
                  lags: tuple[int, ...] = (0, 0, 0, 1000, 50_000, 3_000_000),
                  peer_loss: float = 0.05, strict_lock_session: bool = False,
                  sync_mode: str | None = None, strict: bool = False,
-                 node_count: int = 1, live_peer_positions: bool = False) -> None:
+                 node_count: int = 1, stale_peer_positions: bool = False) -> None:
         self.rng = random.Random(seed)
         self.now_ = 0.0
         self.settings = HaSettings(ttl=ttl, loop_wait=loop_wait, retry_timeout=2.0,
@@ -131,7 +131,7 @@ class Sim(AckedCommits):
         self.config = {"ttl": ttl, "loop_wait": loop_wait, "retry_timeout": 2.0,
                        "maximum_lag_on_failover": max_lag, "primary_start_timeout": 5.0,
                        "member_slots_ttl": 60.0, "postgresql": {"use_pg_rewind": True}}
-        self.live_peer_positions = live_peer_positions
+        self.stale_peer_positions = stale_peer_positions
         if sync_mode is not None:
             self.config.update(synchronous_mode=sync_mode, synchronous_mode_strict=strict,
                                synchronous_node_count=node_count)
@@ -373,15 +373,18 @@ class Sim(AckedCommits):
         return EPOCH + self.now_
 
     def peer_status(self, name: str) -> PeerStatus | None:
-        """A peer's ``GET /patroni`` as its agent last published it (None: unreachable), as
-        pgha's REST API answers: the WAL position of the peer's last cycle. With
-        ``live_peer_positions`` the position is its PostgreSQL's now instead (as Patroni's
-        API answers; a what-if for the known bug in tests/sim/test_sim.py)."""
+        """A peer's ``GET /patroni`` (None: unreachable) as pgha's REST API answers it: the
+        status its agent last published, with the WAL position its PostgreSQL has now
+        (:meth:`pgha.agent.publish.Publisher.live`) while it still runs in the role
+        published. ``stale_peer_positions`` (a mutation) answers the position of the peer's
+        last cycle instead."""
         p = self.members[name]
         if not p.agent_alive or p.publisher is None or self.rng.random() < self.peer_loss:
             return None
         status = p.publisher.own_peer_status()
-        if status is not None and self.live_peer_positions:
+        published = p.publisher.status.pg
+        if status is not None and not self.stale_peer_positions and p.pg.running \
+                and p.pg.role is published.role and published.running:
             status = replace(status, wal_position=p.pg.state().wal_position)
         return status
 

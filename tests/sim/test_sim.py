@@ -132,8 +132,8 @@ def test_synchronous_cluster_recovers_after_faults(mode: str, strict: bool, seed
 
 
 # A leader in quorum mode stops cleanly right after m2's replication stalled: m1 received and
-# acknowledged (ANY 1) commits m2 lacks, but GET /patroni answers with the WAL position of the
-# peer's last cycle, so m2 sees m1 "not ahead", counts its vote and takes over.
+# acknowledged (ANY 1) commits m2 lacks. Were GET /patroni to answer with the WAL position of
+# the peer's last cycle, m2 would see m1 "not ahead", count its vote and take over.
 STALE_PEER_POSITION = """
 sim n=3 ttl=10 loop_wait=2 seed=3 sync=quorum write_rate=200kB
 start m0
@@ -148,17 +148,17 @@ run 30s
 """
 
 
-@pytest.mark.xfail(strict=True, raises=InvariantViolation, reason=(
-    "known bug outside pgha.core: the leader race compares peers' WAL positions from "
-    "GET /patroni, which pgha answers from the peer's last cycle (up to loop_wait old); a "
-    "quorum vote counted on a stale position loses acknowledged commits"))
-def test_quorum_vote_uses_live_peer_positions() -> None:
-    run_commands(STALE_PEER_POSITION)
-
-
-def test_quorum_vote_with_live_peer_positions_keeps_acknowledged_commits() -> None:
-    """The same run with positions read live (what the fix must give the race): m1, which
-    holds the acknowledged commits, takes over."""
-    scenario = run_commands(STALE_PEER_POSITION, live_peer_positions=True)
+def test_quorum_vote_counts_live_peer_positions() -> None:
+    """A voter's vote counts only when it is not ahead, judged on the WAL its PostgreSQL has
+    at the time of the race (GET /patroni reads it live): m1, which holds the acknowledged
+    commits, takes over."""
+    scenario = run_commands(STALE_PEER_POSITION)
     assert scenario.sim is not None
     assert [name for _, name, _ in scenario.sim.promotions] == ["m1"]
+
+
+def test_votes_on_positions_of_the_peers_last_cycle_lose_acknowledged_commits() -> None:
+    """The mutation the test above guards against (pgha before the fix): the positions of
+    the peers' last cycles let a candidate missing acknowledged commits gather its votes."""
+    with pytest.raises(InvariantViolation, match="acknowledged commit lost"):
+        run_commands(STALE_PEER_POSITION, stale_peer_positions=True)

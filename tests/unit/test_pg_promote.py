@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.unit.test_pg_helpers import settings
 
 from pgha.pg import postgres as pg_module
 from pgha.pg.cmd import CmdResult
 from pgha.pg.postgres import Postgres
 from pgha.pg.probe import Snapshot
-from tests.unit.test_pg_helpers import settings
 
 IN_RECOVERY = Snapshot(in_recovery=True, server_version=150000, postmaster_start_time=None,
                        sysid="1", flush_lsn=None, walfile_tli=None, receive_lsn=100,
