@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pgha.core.actions import Action, ClearSyncKey, SetSyncStandbys, WriteSyncKey
-from pgha.core.model import ClusterView, LocalState, PeerStatus, StandbyConn, SyncMode
+from pgha.core.model import ClusterView, LocalState, PeerStatus, SyncMode
 
 PLACEHOLDER = "__patroni_strict_sync_replica_placeholder__"
 """A standby name no member has: named alone (strict mode, no eligible standby) it makes every
@@ -371,6 +371,6 @@ def sync_candidates(view: ClusterView) -> frozenset[str] | None:
     return key.sync_standby
 
 
-__all__ = ["PLACEHOLDER", "StandbyConn", "SyncNames", "SyncPlan", "SyncSettings",
+__all__ = ["PLACEHOLDER", "SyncNames", "SyncPlan", "SyncSettings",
            "before_promote", "failover_refusal", "is_safe", "parse_sync_names", "plan",
            "switchover_refusal", "sync_candidates"]
