@@ -28,6 +28,7 @@ class Write:
     started: float
     acked: float | None = None
     member: str | None = None
+    xid: int | None = None  # the committing transaction's id (32 bits, as in the WAL)
 
 
 @dataclass
@@ -38,7 +39,8 @@ class Writer:
     Rows are tagged ``seq_start + k * seq_step`` (k = 1, 2, ...), so several writers with the
     same ``seq_step`` and distinct ``seq_start`` in ``[0, seq_step)`` never share a tag. One
     attempt on one member (connect and INSERT, autocommit) is given ``timeout`` seconds; a write
-    is acknowledged when the INSERT's COMMIT returned within it."""
+    is acknowledged when the INSERT's COMMIT returned within it. While ``pause`` is set no write
+    is started (a checker quiesces the load to compare members)."""
 
     members: list[MemberProc]
     interval: float = 0.05
@@ -47,6 +49,7 @@ class Writer:
     seq_start: int = 0
     seq_step: int = 1
     timeout: float = 0.5
+    pause: threading.Event = field(default_factory=threading.Event)
 
     def run_in_thread(self) -> threading.Thread:
         t = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -59,6 +62,10 @@ class Writer:
         seq = self.seq_start
         tick = time.monotonic()
         while not self.stop.is_set():
+            if self.pause.is_set():
+                await asyncio.sleep(self.interval)
+                tick = time.monotonic()
+                continue
             seq += self.seq_step
             w = Write(seq, time.monotonic())
             order = sorted(self.members, key=lambda m: m.name != primary)
@@ -69,13 +76,16 @@ class Writer:
                         if conn is None or conn.is_closed():
                             conn = await _connect(m)
                             conns[m.name] = conn
-                        await conn.execute("INSERT INTO bench (seq) VALUES ($1)", seq)
+                        xid = await conn.fetchval(
+                            "INSERT INTO bench (seq) VALUES ($1)"
+                            " RETURNING pg_current_xact_id()::text::bigint", seq)
                 except _ERRORS:
                     bad = conns.pop(m.name, None)
                     if bad is not None:
                         bad.terminate()
                     continue
                 w.acked, w.member, primary = time.monotonic(), m.name, m.name
+                w.xid = int(xid) % (1 << 32)
                 break
             self.writes.append(w)
             tick += self.interval

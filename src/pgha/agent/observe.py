@@ -18,12 +18,13 @@ from typing import Any
 from pgha.agent.clock import SYSTEM_CLOCK, Clock
 from pgha.agent.peers import PeerClient
 from pgha.config import dynamic_config_warnings
-from pgha.core.model import ClusterView, HaSettings, PeerStatus, PgState
+from pgha.core.model import ClusterView, HaSettings, Member, PeerStatus, PgState
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
 from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
+from pgha.pg.probe import remote_writable_position
 
 log = logging.getLogger("pgha.agent")
 
@@ -48,6 +49,7 @@ class Observer:
         self.first_view = asyncio.Event()
         self.pg_started = asyncio.Event()
         self._config_checked: dict[str, Any] | None = None  # last DCS config looked up
+        self.last_leader: Member | None = None  # the member key of the last leader seen
 
     async def dcs_view(self, budget: float) -> ClusterView | None:
         """Read the cluster within ``budget`` seconds; the last view when the read fails."""
@@ -65,6 +67,8 @@ class Observer:
             self.member_seen[member] = now
         self.view = view
         self.first_view.set()
+        if view.leader is not None and view.leader.name in view.members:
+            self.last_leader = view.members[view.leader.name]
         if view.config and view.config != self._config_checked:
             self._config_checked = dict(view.config)  # look its keys up once per content
             for warning in dynamic_config_warnings(view.config):
@@ -99,8 +103,36 @@ class Observer:
         return state, details
 
     async def peer_statuses(self, view: ClusterView) -> dict[str, PeerStatus | None]:
-        """Every other member's ``GET /patroni``, in parallel (``min(2, ttl/4)`` s each)."""
-        return await self.peers.statuses(view, timeout=min(2.0, self.settings.ttl / 4))
+        """Every other member's ``GET /patroni``, in parallel (``min(2, ttl/4)`` s each).
+
+        Whose agent does not answer -- a member listed without an answer, or the last leader
+        seen when its keys have expired with its session -- has its PostgreSQL asked directly
+        (its ``conn_url``, the same bound, the cluster's system identifier checked): when that
+        server accepts writes, the member is reported as a running primary (``agent_silent``).
+        Its agent may be dead or frozen while its primary keeps taking writes, and nobody may
+        promote beside it (safety rule 3)."""
+        timeout = min(2.0, self.settings.ttl / 4)
+        statuses = await self.peers.statuses(view, timeout=timeout)
+        silent = [view.members[n] for n, st in statuses.items()
+                  if st is None and n in view.members and view.members[n].conn_url]
+        last = self.last_leader
+        if (view.leader is None and last is not None and last.conn_url
+                and last.name not in view.members and last.name != self.store.name):
+            silent.append(last)
+        if not silent:
+            return statuses
+        system_id = view.initialize or None
+        positions = await asyncio.gather(*(
+            remote_writable_position(self.pg.settings, m.conn_url, timeout, system_id)
+            for m in silent))
+        for member, position in zip(silent, positions, strict=True):
+            if position is not None:
+                log.warning("member %s: agent does not answer, but its PostgreSQL accepts "
+                            "writes", member.name)
+                statuses[member.name] = PeerStatus(
+                    member.name, "primary", "running", position, member.timeline,
+                    member.tags, agent_silent=True)
+        return statuses
 
     def postmaster_exited(self) -> None:
         """The postmaster watch saw PostgreSQL exit: it is down from now."""

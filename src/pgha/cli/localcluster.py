@@ -144,6 +144,8 @@ class LocalCluster:
     first_api_port: int | None = 8008
     etcd_port: int | None = 2379
     python: str = sys.executable
+    # the module each agent runs as ``python -m <module> run <config>``
+    agent_module: str = "pgha.cli.main"
     bin_dir: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     # (member name, etcd endpoint) -> the endpoint written into that member's config; lets a
@@ -252,7 +254,7 @@ class LocalCluster:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         log = open(m.log_path, "ab")
         m.proc = subprocess.Popen(
-            [self.python, "-m", "pgha.cli.main", "run", str(m.config_path)],
+            [self.python, "-m", self.agent_module, "run", str(m.config_path)],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         log.close()

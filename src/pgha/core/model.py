@@ -398,7 +398,10 @@ class PgState:
 
 @dataclass(frozen=True)
 class PeerStatus:
-    """A peer's ``GET /patroni`` answer, reduced to what the leader race needs."""
+    """A peer's ``GET /patroni`` answer, reduced to what the leader race needs.
+
+    ``agent_silent``: the peer's agent did not answer, but its PostgreSQL did, accepting writes
+    (the agent died or hangs while its primary runs on): a running primary all the same."""
 
     name: str
     role: str
@@ -406,6 +409,7 @@ class PeerStatus:
     wal_position: int | None
     timeline: int | None
     tags: Tags = field(default_factory=Tags)
+    agent_silent: bool = False
 
     @property
     def is_running_primary(self) -> bool:

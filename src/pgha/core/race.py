@@ -4,8 +4,11 @@ DESIGN.md safety rule 3: a replica joins the race only if it is not ``nofailover
 asked it to stay out (failsafe), its own WAL position is known and within
 ``maximum_lag_on_failover`` of the last known leader position, it is not behind the cluster's
 timeline (with ``check_timeline``), and no reachable peer runs as primary, is ahead of it, or
-has the same position and a higher ``failover_priority``. Unreachable peers (``None`` in
-``local.peers``) and peers that may not become leader are not compared. In synchronous mode
+has the same position and a higher ``failover_priority``. A peer whose agent does not answer but
+whose PostgreSQL accepts writes counts as a running primary (the observer checks such a peer's
+server directly): a dead or frozen agent does not make its primary stop taking writes, so
+promoting beside it would make two. Unreachable peers (``None`` in ``local.peers``) and peers
+that may not become leader are not compared. In synchronous mode
 (safety rule 8) it must also be allowed by the ``sync`` key (:func:`pgha.core.sync.
 failover_refusal`: a voter, or enough voters' votes in quorum mode), and the key's former
 leader is not compared (it may be ahead with WAL no standby acknowledged).
@@ -90,7 +93,10 @@ def _peer_refusal(local: LocalState, mine: int, ignored: str | None) -> Decision
         if name == local.name or peer is None:
             continue
         if peer.is_running_primary:
-            return _d(Reason.RACE_REFUSED_PRIMARY_RUNNING, f"primary {name} is still running")
+            how = (" (its PostgreSQL accepts writes; its agent does not answer)"
+                   if peer.agent_silent else "")
+            return _d(Reason.RACE_REFUSED_PRIMARY_RUNNING,
+                      f"primary {name} is still running{how}")
         if name == ignored or not peer.tags.can_be_leader or peer.wal_position is None:
             continue
         if peer.wal_position > mine:

@@ -194,6 +194,34 @@ async def connect_remote(settings: PgSettings, conn_url: str,
     return await _connect(settings, host, port, timeout)
 
 
+WRITABLE_POSITION_SQL = (
+    "SELECT system_identifier::text, CASE WHEN pg_is_in_recovery()"
+    " OR current_setting('transaction_read_only')::bool THEN NULL"
+    " ELSE (pg_current_wal_lsn() - '0/0')::bigint END FROM pg_control_system()")
+
+
+async def remote_writable_position(settings: PgSettings, conn_url: str, timeout: float,
+                                   system_id: str | None) -> int | None:
+    """The WAL position of another member's server if it accepts writes now (not in recovery,
+    not read-only) and belongs to the cluster ``system_id`` (any when None); None when it does
+    not, or does not answer within ``timeout`` (connection and query together). Never
+    raises."""
+    conn: Connection | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            conn = await connect_remote(settings, conn_url, timeout)
+            row = await conn.fetchrow(WRITABLE_POSITION_SQL)
+    except (PgError, *_DB_ERRORS) as exc:
+        log.debug("PostgreSQL at %s not checked: %s", conn_url, exc)
+        return None
+    finally:
+        if conn is not None:
+            conn.terminate()
+    if row is None or row[1] is None or (system_id and row[0] != system_id):
+        return None
+    return int(row[1])
+
+
 async def close_quietly(conn: Connection | None) -> None:
     """Close ``conn`` gracefully within a second, else abort it. Never raises."""
     if conn is None:
