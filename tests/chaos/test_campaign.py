@@ -18,7 +18,7 @@ import pytest
 from tests.support.chaos.campaign import Campaign, CampaignConfig
 from tests.support.dcs_servers import available
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def _require(backend: str) -> None:

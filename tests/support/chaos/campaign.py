@@ -317,6 +317,21 @@ class Campaign:
         for s in states:
             if s is not primaries[0] and (not s.streaming or s.timeline != tl):
                 return False, f"{s.name} not streaming on timeline {tl}: {s.as_dict()}"
+        # the next fault starts from a cluster pgha has settled too: the writable member holds
+        # the leader key and every agent answers
+        assert self.cluster is not None
+        primary = self.cluster.procs[primaries[0].name]
+        code, text = rest("GET", f"{primary.api}/cluster", timeout=2)
+        try:
+            listed = json.loads(text).get("members", []) if code == 200 else []
+        except ValueError:
+            listed = []
+        leaders = [m.get("name") for m in listed if m.get("role") == "leader"]
+        if leaders != [primary.name]:
+            return False, f"leader key {leaders}, writable member {primary.name}"
+        for m in self.members():
+            if rest("GET", f"{m.api}/liveness", timeout=2)[0] != 200:
+                return False, f"agent {m.name} does not answer"
         return True, ""
 
     def repair(self) -> None:
