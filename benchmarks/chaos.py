@@ -19,6 +19,8 @@ Run as an unprivileged user (PostgreSQL refuses root), for example:
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
 import tempfile
 import time
@@ -69,6 +71,8 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, help="keep the cluster's data and logs here")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C: every server and agent the campaign started is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = args.dir or Path(tempfile.mkdtemp(prefix="pgha-chaos-"))
     cfg = CampaignConfig(
         base_dir=base, backend=args.backend, members=args.members, faults=args.faults,
@@ -86,7 +90,6 @@ def main() -> int:
         report["wall_s"] = round(time.time() - started, 1)
         report["command"] = " ".join(sys.argv)
         out.parent.mkdir(parents=True, exist_ok=True)
-        import json
         out.write_text(json.dumps(report, indent=1, default=str))
         print(table(campaign))
         print(f"\n{report['wall_s']} s; data and logs in {base}; JSON in {out}")

@@ -73,9 +73,11 @@ def test_consul_emulator(tmp_path: Path) -> None:
 
 def test_probe_catches_a_broken_fail_closed_rule(tmp_path: Path) -> None:
     """Agents that stay primary when their lease is not confirmed: a leader cut off from the
-    DCS longer than the ttl stays writable while another member is promoted."""
+    DCS and its peers longer than the ttl stays writable while another member is promoted.
+    (Cut from the DCS alone, its peers still see it running as primary and stay out of the
+    race: the fail-closed rule is what protects the isolated case.)"""
     campaign = _run(tmp_path, backend="etcd", faults=4, modes=("off",), seed=1,
-                    kinds=("dcs_cut",), overlap=0.0, mutation="no-fail-closed",
+                    kinds=("isolated",), overlap=0.0, mutation="no-fail-closed",
                     stop_on_split_brain=True)
     instants = [i for r in campaign.records for i in r.split_brain]
     assert instants, [(r.kind, r.hold, r.leader_before, r.leader_after)

@@ -405,3 +405,18 @@ def test_tcp_to_the_local_server_without_credentials_is_warned_about(
         "postgresql.use_unix_socket is false: the agent connects to its PostgreSQL over TCP as "
         "postgres, who has neither a password nor a client certificate configured; unless "
         "pg_hba.conf admits it without one, set postgresql.use_unix_socket: true"]
+
+
+def test_member_key_carries_the_port_of_connect_address(tmp_path: Path) -> None:
+    """Peers dial ``connect_address`` (host AND port: a proxy, NAT or pooler may sit in front
+    of the listen port); found by the chaos campaign, whose links listen on other ports."""
+    from pgha.pg.postgres import Postgres
+
+    config = cfg(tmp_path, connect_address="db1.example:6432")
+    st = pg_settings(config, config.bootstrap.dcs)
+    assert (st.port, st.connect_host, st.connect_port) == (5432, "db1.example", 6432)
+    assert Postgres(st).conn_url() == "postgres://db1.example:6432/postgres"
+    assert Postgres(st).conn_url() == config.postgresql.conn_url
+    plain = cfg(tmp_path)
+    assert Postgres(pg_settings(plain, plain.bootstrap.dcs)).conn_url() == \
+        "postgres://127.0.0.1:5432/postgres"

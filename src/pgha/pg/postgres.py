@@ -84,8 +84,10 @@ class Postgres:
 
     # ----------------------------------------------------------------- cheap, synchronous
     def conn_url(self) -> str:
-        """``postgres://connect_host:port/postgres``, as published in the member key."""
-        return format_conn_url(self.settings.connect_host, self.settings.port)
+        """``postgres://<connect_address>/postgres`` (host and port of ``connect_address``, else
+        of ``listen``), as published in the member key."""
+        return format_conn_url(self.settings.connect_host,
+                               self.settings.connect_port or self.settings.port)
 
     def data_state(self) -> DataState:
         """EMPTY: missing or empty directory; VALID: PG_VERSION and global/pg_control exist;

@@ -55,6 +55,9 @@ class PgSettings:
     use_pg_rewind: bool | None = None
     """The local YAML's ``postgresql.use_pg_rewind``; overrides the dynamic one when set."""
     use_unix_socket: bool = True
+    connect_port: int | None = None
+    """The port of ``connect_address`` (what peers dial: a proxy or NAT may put it in front of
+    ``port``); None: ``port``."""
     synchronous_standby_names: str | None = None
     """Set by synchronous replication (:meth:`pgha.pg.postgres.Postgres.set_sync_standby_names`):
     written instead of any configured value; None leaves the user's parameter alone."""

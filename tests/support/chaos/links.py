@@ -25,10 +25,13 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 _CHUNK = 65536
+# Links listen on their own loopback address: a port the OS hands a link can then never be one
+# that a cluster chose (on 127.0.0.1) for a server it has not started yet.
+LISTEN_HOST = "127.0.0.2"
 
 
 class Link:
-    """``endpoint`` (``127.0.0.1:port``) leads to ``target`` unless cut."""
+    """``endpoint`` (``127.0.0.2:port``) leads to ``target`` unless cut."""
 
     def __init__(self, hub: LinkHub, name: str, target: tuple[str, int]) -> None:
         self.hub = hub
@@ -42,10 +45,10 @@ class Link:
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{LISTEN_HOST}:{self.port}"
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, LISTEN_HOST, 0)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
