@@ -94,3 +94,21 @@ async def test_rest_requiring_client_certificates_is_asked_with_the_clusters_tls
         # without the cluster's certificate the handshake fails - still a live process there
         refused = await api_answers(url, config(cafile=str(pki["ca"])), timeout=3.0)
         assert refused is not None and "accepted the connection" in refused
+
+
+@pytest.mark.parametrize("linger", [False, True])
+async def test_a_proxy_with_nothing_behind_it_is_not_alive(linger: bool) -> None:
+    """A TCP proxy (port forward, load balancer) in front of a dead agent accepts the
+    connection, then closes it (at once, or once the request arrived) without answering."""
+    import asyncio
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if linger:
+            await reader.read(100)
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        assert await api_answers(f"http://127.0.0.1:{port}/patroni", config(), 3.0) is None
+        assert await api_answers(f"https://127.0.0.1:{port}/patroni", config(), 3.0) is None

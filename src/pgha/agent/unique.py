@@ -14,8 +14,11 @@ AND something answers at the ``api_url`` it publishes:
   cannot present, a hung API) - starting a second agent under its name is the unsafe side.
 
 Not alive: nothing accepts the connection (refused, unreachable host, unknown name, connect
-timeout) - the usual restart after the agent was killed, whose member key lingers until its
-session expires (the leader key it may hold is then rebound: DESIGN.md safety rule 7).
+timeout), or a plain-HTTP connection closed or reset without a byte of answer -- what a TCP
+proxy, load balancer or port forward in front of a dead agent does (found by the chaos
+campaign, whose links are such proxies). That is the usual restart after the agent was killed,
+whose member key lingers until its session expires (the leader key it may hold is then
+rebound: DESIGN.md safety rule 7).
 
 The caller runs the check before its own REST API listens, so an answer at our own
 ``api_url`` (same ``connect_address``, another ``listen`` port) is another process, never us.
@@ -71,6 +74,15 @@ async def api_answers(url: str, config: Config, timeout: float) -> str | None:
             return None
         except aiohttp.ClientConnectorError:
             return None  # refused, unreachable, unknown name
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if urlsplit(url).scheme == "https":
+                # a TLS server that refuses our certificate closes the same way: alive
+                return f"its REST API at {url} accepted the connection, then: {exc}"
+            # plain HTTP closed (or reset) without a byte of answer: what a TCP proxy or port
+            # forward does when nothing runs behind it; a live agent answers or stalls
+            log.info("REST API at %s closed the connection without answering (%s): no agent "
+                     "there", url, exc or type(exc).__name__)
+            return None
         except (aiohttp.ClientError, TimeoutError) as exc:
             what = str(exc) or type(exc).__name__
             return f"its REST API at {url} accepted the connection, then: {what}"
