@@ -77,13 +77,14 @@ def test_rewound_leader_reports_the_transactions_it_lost(cluster: LocalCluster) 
     for pid in senders:
         os.kill(pid, signal.SIGSTOP)
     try:
+        # an abort record is not flushed: the commits after it make sure it is on disk
+        aborted = psql(old, "BEGIN; INSERT INTO bench VALUES (12, 'rolled back'); "
+                            "SELECT pg_current_xact_id(); ROLLBACK")
         lost = {
             xid_of(old, "INSERT INTO bench VALUES (10, 'lost'), (11, 'lost')"),
             xid_of(old, "UPDATE bench SET v = 'changed' WHERE id = 1"),
             xid_of(old, "DELETE FROM bench WHERE id = 10"),
         }
-        aborted = psql(old, "BEGIN; INSERT INTO bench VALUES (12, 'rolled back'); "
-                            "SELECT pg_current_xact_id(); ROLLBACK")
         for m in replicas:
             assert psql(m, "SELECT count(*) FROM bench") == "1"
         cluster.kill_node(old.name)
