@@ -47,6 +47,10 @@ class Source:
     default: Outcome = field(default_factory=lambda: Outcome(200, "done"))
     commands: list[Command] = field(default_factory=list)
     metrics: AgentMetrics | None = None
+    discarded: list[dict[str, Any]] = field(default_factory=list)  # discarded-WAL reports
+
+    def discarded_reports(self) -> list[dict[str, Any]]:
+        return self.discarded
 
     async def live_status(self) -> AgentStatus:
         return self.status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -51,6 +52,9 @@ class Source:
 
     def accept_failsafe(self, name: str) -> tuple[int, str]:
         return 503, "not in this test"
+
+    def discarded_reports(self) -> tuple[dict[str, Any], ...]:
+        return ()
 
 
 def gauges(status: AgentStatus) -> dict[str, float]:

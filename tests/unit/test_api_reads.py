@@ -37,6 +37,26 @@ async def test_history_lists_timeline_switches() -> None:
     ]
 
 
+async def test_history_attaches_what_this_member_discarded() -> None:
+    """Patroni's five elements stay as they are; a sixth (an object) only on the rows of
+    timelines this member discarded WAL of."""
+    status = replica_status(view=cluster_view(history=HISTORY))
+    report = {"member": "pg3", "timeline": 1, "from_lsn": "0/3000060", "to_lsn": "0/3001000",
+              "bytes": 4000, "transactions": [{"xid": 740, "status": "committed"}]}
+    elsewhere = {**report, "timeline": 7}  # its row was trimmed from the DCS history
+    source = Source(status, discarded=[report, elsewhere])
+    async with api(source) as client:
+        resp = await client.get("/history")
+        body = await resp.json()
+    assert body == [
+        [1, 0x3000060, "no recovery target specified", "2024-06-01T10:00:00+00:00", "pg1",
+         {"discarded": [report]}],
+        [2, 0x4000000, "switchover", "2024-06-02T11:00:00+00:00", "pg2"],
+    ]
+    # a client that indexes the five fields it knows reads every row as before
+    assert [row[:5] for row in body] == json.loads((await call(status, "/history"))[1])
+
+
 @pytest.mark.parametrize("status", [replica_status(), replica_status(view=None)],
                          ids=["no-history", "no-view"])
 async def test_history_empty(status: AgentStatus) -> None:

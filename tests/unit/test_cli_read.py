@@ -161,6 +161,46 @@ def test_history(env: CliEnv) -> None:
                        "Timestamp": "2024-05-02T10:00:00+00:00", "New Leader": ""}
 
 
+DISCARDED_ROWS = [[1, 50331808, "no recovery target specified", "2024-05-01T10:00:00+00:00",
+                   "pg2"],
+                  [2, 83886240, "no recovery target specified", "2024-05-02T10:00:00+00:00",
+                   "pg3"]]
+
+
+def test_history_extended_shows_what_members_discarded(env: CliEnv) -> None:
+    fakes = env.cluster(replicas=1)  # pg1 and pg2 answer; pg3 publishes an unreachable API
+    env.member("pg3", api=False, api_url="http://127.0.0.1:9/patroni")
+    env.put("history", DISCARDED_ROWS)
+    report = {"member": "pg1", "timeline": 1, "from_lsn": "0/3000060", "to_lsn": "0/3001000",
+              "bytes": 4000, "complete": True, "counts": {"committed": 2},
+              "rows": {"insert": 3}, "transactions": []}
+    fakes["pg1"].script("GET", "/history", 200,
+                        [DISCARDED_ROWS[0] + [{"discarded": [report]}], DISCARDED_ROWS[1]])
+    fakes["pg2"].script("GET", "/history", 200, DISCARDED_ROWS)
+    result = env.invoke("history", "-e")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert _cells(lines[1]) == ["TL", "LSN", "Reason", "Timestamp", "New Leader", "Discarded"]
+    assert _cells(lines[3])[5] == ("pg1: 0/3000060..0/3001000 (4000 bytes), 2 committed "
+                                   "transactions (insert 3)")
+    assert _cells(lines[4])[5] == "pg3: unknown"  # no answer: not an error
+    assert _cells(lines[6])[5] == "pg3: unknown"  # timeline 2: nobody reported anything
+    assert all(r.path == "/history" for r in fakes["pg2"].calls())
+    data = json.loads(env.invoke("history", "-e", "-f", "json").stdout)
+    assert data[0]["Discarded"] == [
+        {"member": "pg1", "from_lsn": "0/3000060", "to_lsn": "0/3001000", "bytes": 4000,
+         "transactions": 2, "complete": True},
+        {"member": "pg3", "unknown": True}]
+    assert data[1]["Discarded"] == [{"member": "pg3", "unknown": True}]
+    tsv = env.invoke("history", "-e", "-f", "tsv").stdout.splitlines()
+    assert tsv[1].split("\t")[5] == ("pg1: 0/3000060..0/3001000 (4000 bytes), 2 committed "
+                                     "transactions (insert 3); pg3: unknown")
+    # without -e no member is asked
+    before = len(fakes["pg1"].calls())
+    assert "Discarded" not in env.invoke("history").stdout
+    assert len(fakes["pg1"].calls()) == before
+
+
 def test_history_empty(env: CliEnv) -> None:
     result = env.invoke("history", "-f", "tsv")
     assert result.exit_code == 0

@@ -146,6 +146,10 @@ class Agent:
         state = await self.pg.observe()
         return state, (await self.pg.status() if state.accepting else {})
 
+    def discarded_reports(self) -> tuple[dict[str, Any], ...]:
+        """The discarded-WAL reports this member's rejoins recorded (``GET /history``)."""
+        return self.pg.discarded.reports
+
     def accept_failsafe(self, name: str) -> tuple[int, str]:
         """``POST /failsafe`` from primary ``name`` (see :meth:`Failsafe.accept`)."""
         answer = self.failsafe.accept(name, self.observer.view, self.publisher.status.pg)

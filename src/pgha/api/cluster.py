@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pgha.core.model import ClusterView, Member
@@ -88,9 +88,27 @@ def cluster_json(view: ClusterView, scope: str, own: AgentStatus | None = None) 
     return out
 
 
-def history_json(view: ClusterView | None) -> list[list[Any]]:
+def history_json(view: ClusterView | None,
+                 discarded: Sequence[Mapping[str, Any]] = ()) -> list[list[Any]]:
     """The ``GET /history`` body: ``[timeline, lsn, reason, timestamp, new_leader]`` per
-    timeline switch, oldest first; empty without a DCS view."""
+    timeline switch, oldest first; empty without a DCS view.
+
+    A row for a timeline this member discarded WAL of (``discarded``: its reports, see
+    :mod:`pgha.pg.waldump`) gets a sixth element ``{"discarded": [report, ...]}``; every
+    other row keeps Patroni's five. Why a trailing element: Patroni's own rows grew the same
+    way (three, then four, then five elements; older rows stay short in the DCS), so its
+    clients index the fields they know and tolerate rows of other lengths (patronictl pads
+    short rows); a separate key or a changed row would break them. Reports for a timeline
+    that has no row (history trimmed by ``max_timelines_history``) are not shown here."""
     if view is None:
         return []
-    return [[h.timeline, h.lsn, h.reason, h.timestamp, h.new_leader] for h in view.history]
+    by_timeline: dict[Any, list[dict[str, Any]]] = {}
+    for report in discarded:
+        by_timeline.setdefault(report.get("timeline"), []).append(dict(report))
+    rows: list[list[Any]] = []
+    for h in view.history:
+        row: list[Any] = [h.timeline, h.lsn, h.reason, h.timestamp, h.new_leader]
+        if h.timeline in by_timeline:
+            row.append({"discarded": by_timeline[h.timeline]})
+        rows.append(row)
+    return rows

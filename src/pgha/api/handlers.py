@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -59,6 +59,11 @@ class StatusSource(Protocol):
         ...
 
     def accept_failsafe(self, name: str) -> tuple[int, str]: ...
+
+    def discarded_reports(self) -> Sequence[Mapping[str, Any]]:
+        """What rewinds and re-clones of this member threw away (in memory; see
+        :mod:`pgha.pg.waldump` for the report), oldest first."""
+        ...
 
     async def submit(self, command: Command) -> Outcome:
         """Carry out an operator command (see :mod:`pgha.core.commands` for the codes)."""
@@ -185,7 +190,8 @@ class Handlers:
         return web.json_response(cluster_json(status.view, status.scope, status), dumps=dumps)
 
     async def history(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(history_json(self.source.status.view), dumps=dumps)
+        return web.json_response(
+            history_json(self.source.status.view, self.source.discarded_reports()), dumps=dumps)
 
     async def config_get(self, request: web.Request) -> web.StreamResponse:
         view = self.source.status.view

@@ -85,8 +85,11 @@ _SCHEMAS: dict[str, Any] = {
                                                     "to": {"type": "string"}}},
         },
     },
-    "History": {"type": "array", "items": {"type": "array", "minItems": 5, "maxItems": 5,
-                                           "items": {}}},
+    "History": {"type": "array", "items": {
+        "type": "array", "minItems": 5, "maxItems": 6, "items": {},
+        "description": "[timeline, lsn, reason, timestamp, new_leader], plus "
+                       "{\"discarded\": [report, ...]} on a timeline this member discarded "
+                       "WAL of (rewind or re-clone)"}},
     "Object": {"type": "object"},
 }
 

@@ -163,7 +163,8 @@ ROUTES: tuple[Route, ...] = (
         200: ("The cluster", "Cluster"),
         503: ("No DCS view yet (empty member list)", "Cluster")}),
     Route("GET", ("/history",), "history", "Timeline history from the DCS", {
-        200: ("List of [timeline, lsn, reason, timestamp, new_leader]", "History")}),
+        200: ("List of [timeline, lsn, reason, timestamp, new_leader]; a sixth element "
+              "{discarded: [...]} on timelines whose WAL this member discarded", "History")}),
     Route("GET", ("/config",), "config_get", "The dynamic configuration in the DCS", {
         200: ("The config JSON", "Object"), 502: ("No configuration in the DCS", TEXT)}),
     Route("GET", ("/failsafe",), "failsafe_get", "Members listed in the failsafe key", {

@@ -26,6 +26,7 @@ from pgha.pg.conf import (
     read_managed_sync_names,
     write_config,
 )
+from pgha.pg.discarded import DiscardedLog, report_path
 from pgha.pg.errors import PgError
 from pgha.pg.probe import (
     LocalProbe,
@@ -72,6 +73,7 @@ class Postgres:
         self._upstream: Upstream | None = None
         self._upstream_known = False  # False: read it back from our postgresql.conf header
         self._tli_seen: tuple[str | None, int | None] = (None, None)  # (postmaster start, tli)
+        self.discarded = DiscardedLog(report_path(settings))  # what rejoins threw away
 
     @property
     def settings(self) -> PgSettings:
@@ -459,8 +461,9 @@ class Postgres:
 
     async def rejoin(self, leader: Upstream, use_pg_rewind: bool) -> bool:
         """Bring this (stopped) data back as a replica of ``leader``; see
-        :mod:`pgha.pg.rejoin`. True once it runs as a replica."""
-        return await rejoin_procedure(self, leader, use_pg_rewind)
+        :mod:`pgha.pg.rejoin` (discarded WAL is recorded in :attr:`discarded`). True once it
+        runs as a replica."""
+        return await rejoin_procedure(self, leader, use_pg_rewind, self.discarded)
 
     # ------------------------------------------------------------------------------ SQL
     async def sync_slots(self, keep: frozenset[str]) -> None:

@@ -163,16 +163,17 @@ async def replication(conn: Connection, timeout: float = QUERY_TIMEOUT) -> list[
     return [dict(row) for row in rows]
 
 
-async def _connect(settings: PgSettings, host: str, port: int, timeout: float) -> Connection:
-    """Connect as the superuser to ``host:port`` (a socket directory when it starts with
-    ``/``). A client key libpq would refuse is refused here too, naming the file."""
+async def _connect(settings: PgSettings, host: str, port: int, timeout: float,
+                   database: str = "postgres") -> Connection:
+    """Connect as the superuser to ``database`` on ``host:port`` (a socket directory when it
+    starts with ``/``). A client key libpq would refuse is refused here too, naming the file."""
     if not host.startswith("/") and (problem := check_key_file(settings.superuser, "superuser")):
         raise PgError(f"cannot connect to {host}:{port}: {problem}")
     kwargs = asyncpg_params(settings.superuser, host, port)
     try:
         async with asyncio.timeout(timeout + 1):
             return await asyncpg.connect(
-                database="postgres", timeout=timeout,
+                database=database, timeout=timeout,
                 server_settings={"application_name": APPLICATION_NAME}, **kwargs)
     except (*_DB_ERRORS, ValueError) as exc:
         raise PgError(f"cannot connect to {host}:{port}: {exc}") from exc
@@ -185,13 +186,14 @@ async def connect_local(settings: PgSettings, timeout: float = CONNECT_TIMEOUT) 
 
 
 async def connect_remote(settings: PgSettings, conn_url: str,
-                         timeout: float = CONNECT_TIMEOUT) -> Connection:
+                         timeout: float = CONNECT_TIMEOUT,
+                         database: str = "postgres") -> Connection:
     """Superuser connection to another member (host/port of its ``conn_url``); raises PgError."""
     try:
         host, port = parse_conn_url(conn_url)
     except ValueError as exc:
         raise PgError(str(exc)) from exc
-    return await _connect(settings, host, port, timeout)
+    return await _connect(settings, host, port, timeout, database)
 
 
 WRITABLE_POSITION_SQL = (
@@ -244,9 +246,11 @@ async def local_connection(settings: PgSettings) -> AsyncIterator[Connection]:
 
 
 @contextlib.asynccontextmanager
-async def remote_connection(settings: PgSettings, conn_url: str) -> AsyncIterator[Connection]:
-    """A short-lived superuser connection to another member (closed on exit)."""
-    conn = await connect_remote(settings, conn_url)
+async def remote_connection(settings: PgSettings, conn_url: str,
+                            database: str = "postgres") -> AsyncIterator[Connection]:
+    """A short-lived superuser connection to ``database`` on another member (closed on
+    exit)."""
+    conn = await connect_remote(settings, conn_url, database=database)
     try:
         yield conn
     finally:
