@@ -8,8 +8,9 @@ write gap around each kind of fault (median, p95, max). Writes the JSON (configu
 machine, summary, every fault with its target, hold, note, states before and after, lost rows)
 to ``benchmarks/results/chaos-<backend>.json`` unless ``--json`` says otherwise.
 
-Exit status 1 when a split-brain instant was seen, or an acknowledged write was lost in a
-synchronous phase (``on`` / ``quorum``); else 0.
+Exit status 1 when a split-brain instant was seen, an acknowledged write was lost in a
+synchronous phase (``on`` / ``quorum``), or a lost write is named by no discarded-WAL report;
+else 0.
 
 Run as an unprivileged user (PostgreSQL refuses root), for example:
     runuser -u postgres -- /opt/pgha/venv/bin/python benchmarks/chaos.py --backend etcd3 \\
@@ -40,13 +41,20 @@ def table(campaign: Campaign) -> str:
     summary = campaign.summary()
     lines = []
     head = (f"{'mode':7} {'faults':>6} {'pairs':>5} {'split':>5} {'ovl':>4} {'acked':>7} "
-            f"{'lost':>5} {'fo':>4} {'oper':>4} {'err':>4}")
+            f"{'lost':>5} {'unexpl':>6} {'rejoin':>6} {'disc.max':>9} {'fo':>4} {'oper':>4} "
+            f"{'restart':>7} {'err':>4}")
     lines += [head, "-" * len(head)]
     for mode, s in summary.items():
         lines.append(f"{mode:7} {s['faults']:>6} {s['overlapping_pairs']:>5} "
                      f"{s['split_brain_instants']:>5} {s['overlapping_commits']:>4} "
-                     f"{s['acked']:>7} {s['lost']:>5} {s['failovers']:>4} "
-                     f"{s['needs_operator']:>4} {s['errors']:>4}")
+                     f"{s['acked']:>7} {s['lost']:>5} {s['lost_unexplained']:>6} "
+                     f"{s['rejoins_reported']:>6} {s['discarded_bytes']['max']!s:>9} "
+                     f"{s['failovers']:>4} {s['needs_operator']:>4} {s['agent_restarts']:>7} "
+                     f"{s['errors']:>4}")
+    lines += ["split: split-brain instants; ovl: commits on two members in overlapping windows;",
+              "lost: acknowledged writes missing; unexpl: of them, named by no discard report;",
+              "rejoin: rewinds/re-clones reported; disc.max: largest discarded WAL (bytes);",
+              "fo: leader changes; oper: members needing an operator; restart: agent exits"]
     lines += ["", f"{'mode':7} {'fault kind':20} {'n':>3} {'gap median':>10} {'p95':>7} "
                   f"{'max':>7}"]
     for mode, s in summary.items():
@@ -94,8 +102,8 @@ def main() -> int:
         print(table(campaign))
         print(f"\n{report['wall_s']} s; data and logs in {base}; JSON in {out}")
     summary = campaign.summary()
-    bad = any(s["split_brain_instants"] for s in summary.values()) or any(
-        s["lost"] for mode, s in summary.items() if mode != "off")
+    bad = any(s["split_brain_instants"] or s["lost_unexplained"] for s in summary.values()) \
+        or any(s["lost"] for mode, s in summary.items() if mode != "off")
     return 1 if bad else 0
 
 

@@ -41,6 +41,7 @@ from tests.support.chaos.checkers import (
 )
 from tests.support.chaos.cluster import ChaosCluster, chaos_cluster
 from tests.support.chaos.dcs import DcsTopology, start_topology
+from tests.support.chaos.discards import DiscardWatch, brief
 from tests.support.chaos.faults import PlannedFault, Scheduler, Target, resolve, rest
 from tests.support.writer import Write, Writer
 
@@ -88,6 +89,9 @@ class FaultRecord:
     write_gap: float | None = None  # longest time without an acknowledged write
     lost: list[int] = field(default_factory=list)  # seq of acknowledged writes lost
     lost_xids: list[int] = field(default_factory=list)
+    unexplained_lost: list[int] = field(default_factory=list)  # no discard report names them
+    discarded: list[dict[str, Any]] = field(default_factory=list)  # pgha's reports (brief)
+    agent_restarts: int = 0  # agents that exited on their own, restarted by the supervisor
     split_brain: list[tuple[float, float, list[str]]] = field(default_factory=list)
     overlapping_commits: int = 0
     needs_operator: str | None = None
@@ -107,6 +111,7 @@ class Campaign:
         self.probe: SplitBrainProbe | None = None
         self.phases: list[tuple[float, str]] = []  # (monotonic start, mode)
         self.lost_seen: set[int] = set()
+        self.discards: DiscardWatch | None = None
         self.final: dict[str, Any] = {}
         self.log_lines: list[str] = []
 
@@ -176,7 +181,9 @@ class Campaign:
         self.writers = [Writer(self.members(), interval=cfg.write_interval, seq_start=i,
                                seq_step=cfg.writers) for i in range(cfg.writers)]
         self.probe = SplitBrainProbe(self.members(), interval=cfg.probe_interval)
-        threads = [w.run_in_thread() for w in self.writers] + [self.probe.run_in_thread()]
+        self.discards = DiscardWatch(self.members())
+        threads = [w.run_in_thread() for w in self.writers] + [self.probe.run_in_thread(),
+                                                               cluster.supervise()]
         scheduler = Scheduler(cfg.seed, self.ttl, self.topology.has_leader, cfg.kinds,
                               cfg.overlap)
         try:
@@ -193,6 +200,7 @@ class Campaign:
             for writer in self.writers:
                 writer.stop.set()
             self.probe.stop.set()
+            cluster.supervisor_stop.set()
             for t in threads:
                 t.join(15)
             self.finish()
@@ -235,6 +243,7 @@ class Campaign:
                              before=[s.as_dict() for s in cluster_states(self.members())])
         busy: set[str] = set()
         heals = []
+        restarts = cluster.restarts
         started = time.monotonic()
         record.started = self.rel(started)
         try:
@@ -278,6 +287,7 @@ class Campaign:
             settled = self.settle()
         now = time.monotonic()
         record.settled = self.rel(now) if settled else None
+        record.agent_restarts = cluster.restarts - restarts
         self.judge(record, started, now)
         return record
 
@@ -369,12 +379,21 @@ class Campaign:
                 self.lost_seen |= {w.seq for w in lost}
                 record.lost = sorted(w.seq for w in lost)
                 record.lost_xids = sorted(w.xid for w in lost if w.xid is not None)
+        if self.discards is not None:
+            record.discarded = [brief(r) for r in self.discards.new_reports()]
+            lost_writes_ = [w for w in self.writes() if w.seq in set(record.lost)]
+            record.unexplained_lost = sorted(
+                w.seq for w in self.discards.unexplained(lost_writes_))
         change = (f" leader {record.leader_before}->{record.leader_after}"
                   if record.leader_before != record.leader_after else "")
+        extra = [f"UNEXPLAINED {len(record.unexplained_lost)}"] if record.unexplained_lost else []
+        extra += [f"discarded {d['member']} {d['bytes']} B {d['committed']} commits"
+                  for d in record.discarded]
+        extra += [f"ERROR {record.error}"] if record.error else []
+        extra += [f"agent restarts {record.agent_restarts}"] if record.agent_restarts else []
         self.log(f"#{record.index} settled {record.settled}s{change}"
                  f" gap {record.write_gap}s lost {len(record.lost)}"
-                 f" split-brain {len(record.split_brain)}"
-                 f"{' ERROR ' + record.error if record.error else ''}")
+                 f" split-brain {len(record.split_brain)} " + " ".join(extra))
 
     def finish(self) -> None:
         writes = self.writes()
@@ -405,6 +424,14 @@ class Campaign:
                 "acked": sum(1 for w in writes if w.acked is not None
                              and self.mode_of(w.started) == mode),
                 "lost": sum(len(r.lost) for r in recs),
+                "lost_unexplained": sum(len(r.unexplained_lost) for r in recs),
+                "rejoins_reported": sum(len(r.discarded) for r in recs),
+                "discarded_bytes": stats([float(d["bytes"]) for r in recs for d in r.discarded
+                                          if isinstance(d.get("bytes"), int)]),
+                "discarded_over_lag_limit": sum(
+                    1 for r in recs for d in r.discarded if isinstance(d.get("bytes"), int)
+                    and d["bytes"] > self.cfg.maximum_lag_on_failover),
+                "agent_restarts": sum(r.agent_restarts for r in recs),
                 "failovers": sum(1 for r in recs if r.leader_before != r.leader_after),
                 "needs_operator": sum(1 for r in recs if r.needs_operator),
                 "errors": sum(1 for r in recs if r.error),

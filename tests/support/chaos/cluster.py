@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,10 @@ class ChaosCluster(LocalCluster):
     links: dict[str, MemberLinks] = field(default_factory=dict)
     frozen: dict[str, list[int]] = field(default_factory=dict)
     mutation: str | None = None
+    restart_after: float = 5.0  # the supervisor's delay, as systemd's RestartSec
+    restarts: int = 0
+    supervisor_stop: threading.Event = field(default_factory=threading.Event)
+    _starting: threading.Lock = field(default_factory=threading.Lock)
 
     def member_config(self, m: MemberProc) -> dict[str, Any]:
         assert self.topology is not None
@@ -76,7 +81,33 @@ class ChaosCluster(LocalCluster):
     def start(self, name: str) -> MemberProc:
         if self.mutation is not None:
             self.env = {**self.env, "PGHA_CHAOS_MUTATION": self.mutation}
-        return super().start(name)
+        with self._starting:
+            return super().start(name)
+
+    def supervise(self) -> threading.Thread:
+        """A daemon thread standing in for systemd's ``Restart=on-failure``: an agent that
+        exited on its own (not one a fault killed: those have no process until the fault is
+        healed) is started again ``restart_after`` seconds later; :attr:`restarts` counts."""
+        def loop() -> None:
+            exited: dict[str, float] = {}
+            while not self.supervisor_stop.wait(0.5):
+                now = time.monotonic()
+                for name, m in self.procs.items():
+                    if m.proc is None or m.proc.poll() is None:
+                        exited.pop(name, None)
+                        continue
+                    since = exited.setdefault(name, now)
+                    if now - since >= self.restart_after:
+                        exited.pop(name)
+                        with self._starting:
+                            if m.proc is not None and m.proc.poll() is not None:
+                                m.proc = None
+                                self.restarts += 1
+                                LocalCluster.start(self, name)
+
+        thread = threading.Thread(target=loop, daemon=True, name="chaos-supervisor")
+        thread.start()
+        return thread
 
     # ------------------------------------------------------------------ network faults
     def cut_dcs(self, name: str) -> None:
@@ -146,6 +177,7 @@ class ChaosCluster(LocalCluster):
                     os.killpg(ident, signal.SIGCONT)
 
     def stop_all(self) -> None:
+        self.supervisor_stop.set()
         for name in list(self.frozen):
             self.thaw(name)
         for name in self.links:
