@@ -255,6 +255,8 @@ class Campaign:
                      f"for {plan.hold}s")
             heals.append(plan.kind.inject(target))
             record.note = target.note
+            if record.note:
+                self.log(f"#{index}   {record.note}")
             if plan.second is not None:
                 time.sleep(plan.offset)
                 second = plan.second
