@@ -12,7 +12,7 @@ from tests.unit.test_decide_operator import WALL, cluster, peers
 
 from pgha.core.decide import decide
 from pgha.core.decision import RACE_REFUSALS, Reason
-from pgha.core.model import ClusterView, HaSettings, HistoryEntry, Tags
+from pgha.core.model import ClusterView, HaSettings, HistoryEntry, SyncKey, SyncMode, Tags
 from pgha.core.race import cluster_timeline, race_refusal
 
 
@@ -100,3 +100,30 @@ def test_candidate_refusal_codes(failover: dict[str, str], kw: dict[str, object]
     d = decide(v, local(pg, wall_time=WALL, **kw), NOW)  # type: ignore[arg-type]
     assert d.reason is reason and d.actions == ()
     assert d.message.startswith("paused: ") is paused
+
+
+@pytest.mark.parametrize(("mode", "voters", "quorum", "key_leader"), [
+    # the wedge the chaos campaign found (quorum mode): the former primary pg2 died, ME took
+    # the lock and the key over (no voter), died before promoting, came back; pg2, ahead with
+    # WAL no standby acknowledged and outside the key, must not keep ME out for good
+    (SyncMode.QUORUM, (), 0, ME),
+    # mode on: an asynchronous replica that received more WAL than the synchronous standby
+    # must not keep the standby out of the race (it may not take the lock itself)
+    (SyncMode.ON, (ME,), 0, "pg9"),
+])
+def test_members_outside_the_sync_key_are_not_compared(
+        mode: SyncMode, voters: tuple[str, ...], quorum: int, key_leader: str) -> None:
+    settings = HaSettings(synchronous_mode=mode)
+    v = replace(race_view(), settings=settings,
+                sync=SyncKey(key_leader, frozenset(voters), quorum))
+    ahead = {"pg2": peer("pg2", wal=POS + 336)}
+    assert race_refusal(v, local(replica_pg(), peers=ahead)) is None
+    # a voter that is ahead is still compared
+    v2 = replace(v, sync=SyncKey(key_leader, frozenset(voters) | {"pg2"}, quorum))
+    refusal = race_refusal(v2, local(replica_pg(), peers=ahead))
+    assert refusal is not None and refusal.reason in (Reason.RACE_REFUSED_PEER_AHEAD,
+                                                      Reason.RACE_REFUSED_QUORUM)
+    # and a member outside the key that runs as primary still keeps everyone out
+    running = {"pg2": peer("pg2", role="primary", wal=POS - 1)}
+    refusal = race_refusal(v, local(replica_pg(), peers=running))
+    assert refusal is not None and refusal.reason is Reason.RACE_REFUSED_PRIMARY_RUNNING

@@ -10,8 +10,9 @@ server directly): a dead or frozen agent does not make its primary stop taking w
 promoting beside it would make two. Unreachable peers (``None`` in ``local.peers``) and peers
 that may not become leader are not compared. In synchronous mode
 (safety rule 8) it must also be allowed by the ``sync`` key (:func:`pgha.core.sync.
-failover_refusal`: a voter, or enough voters' votes in quorum mode), and the key's former
-leader is not compared (it may be ahead with WAL no standby acknowledged).
+failover_refusal`: a voter, or enough voters' votes in quorum mode), and only the key's voters
+are compared: not its former leader (it may be ahead with WAL no standby acknowledged), nor a
+member outside the key (it cannot win, and an ahead one must not keep the voters out).
 
 Each refusal has its own reason code (see :data:`pgha.core.decision.RACE_REFUSALS`).
 """
@@ -39,17 +40,24 @@ def race_refusal(view: ClusterView, local: LocalState) -> Decision | None:
     refusal = _own_refusal(view, local)
     position = local.pg.wal_position  # known when _own_refusal found nothing
     if refusal is None and position is not None:
-        refusal = _peer_refusal(local, position, _former_leader(view))
+        refusal = _peer_refusal(local, position, _compared(view))
     if refusal is None:
         refusal = _sync_refusal(view, local)
     return refusal
 
 
-def _former_leader(view: ClusterView) -> str | None:
-    """The ``sync`` key's leader in synchronous mode: not compared in the race."""
-    if view.settings.synchronous_mode is SyncMode.OFF or view.sync is None:
+def _compared(view: ClusterView) -> frozenset[str] | None:
+    """The peers whose WAL position counts in the race; None: every peer. In synchronous mode
+    with a ``sync`` key naming a leader: its voters but that leader. The key's leader may be
+    ahead with WAL no standby acknowledged; a member outside the key may not take the lock
+    and holds no acknowledged commit the voters lack, so its position decides nothing --
+    comparing it would let an ineligible member (say the former primary, after another
+    member took the key over and died before promoting) keep every eligible one out of the
+    race for good."""
+    key = view.sync
+    if view.settings.synchronous_mode is SyncMode.OFF or key is None or not key.leader:
         return None
-    return view.sync.leader
+    return frozenset(key.sync_standby - {key.leader})
 
 
 def _sync_refusal(view: ClusterView, local: LocalState) -> Decision | None:
@@ -84,9 +92,10 @@ def _own_refusal(view: ClusterView, local: LocalState) -> Decision | None:
     return None
 
 
-def _peer_refusal(local: LocalState, mine: int, ignored: str | None) -> Decision | None:
+def _peer_refusal(local: LocalState, mine: int, compared: frozenset[str] | None
+                  ) -> Decision | None:
     """Refusals because of a reachable peer (checked by peer name); ``mine`` is this member's
-    WAL position; ``ignored`` (the former leader in synchronous mode) is only checked for
+    WAL position; a peer outside ``compared`` (None: every peer compares) is only checked for
     running as a primary."""
     for name in sorted(local.peers):
         peer = local.peers[name]
@@ -97,7 +106,8 @@ def _peer_refusal(local: LocalState, mine: int, ignored: str | None) -> Decision
                    if peer.agent_silent else "")
             return _d(Reason.RACE_REFUSED_PRIMARY_RUNNING,
                       f"primary {name} is still running{how}")
-        if name == ignored or not peer.tags.can_be_leader or peer.wal_position is None:
+        if (compared is not None and name not in compared) or not peer.tags.can_be_leader \
+                or peer.wal_position is None:
             continue
         if peer.wal_position > mine:
             return _d(Reason.RACE_REFUSED_PEER_AHEAD,
