@@ -20,7 +20,6 @@ Run as an unprivileged user (PostgreSQL refuses root), for example:
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import tempfile
@@ -87,20 +86,18 @@ def main() -> int:
         seed=args.seed, modes=tuple(m for m in args.modes.split(",") if m),
         kinds=tuple(k for k in args.kinds.split(",") if k), overlap=args.overlap,
         mutation=args.mutation)
+    out = args.json or ROOT / "benchmarks" / "results" / f"chaos-{args.backend}.json"
+    cfg.progress_json = out
     started = time.time()
     campaign = Campaign(cfg)
+    campaign.extra = {"machine": machine(), "command": " ".join(sys.argv)}
     try:
         campaign.run()
     finally:
-        out = args.json or ROOT / "benchmarks" / "results" / f"chaos-{args.backend}.json"
-        report = campaign.report()
-        report["machine"] = machine()
-        report["wall_s"] = round(time.time() - started, 1)
-        report["command"] = " ".join(sys.argv)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1, default=str))
+        campaign.extra["wall_s"] = round(time.time() - started, 1)
+        campaign.write_json(out)
         print(table(campaign))
-        print(f"\n{report['wall_s']} s; data and logs in {base}; JSON in {out}")
+        print(f"\n{campaign.extra['wall_s']} s; data and logs in {base}; JSON in {out}")
     summary = campaign.summary()
     bad = any(s["split_brain_instants"] or s["lost_unexplained"] for s in summary.values()) \
         or any(s["lost"] for mode, s in summary.items() if mode != "off")

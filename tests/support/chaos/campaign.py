@@ -68,6 +68,7 @@ class CampaignConfig:
     settle_limit: float | None = None  # default: max(90, 15 * ttl)
     maximum_lag_on_failover: int = 1048576
     stop_on_split_brain: bool = False
+    progress_json: Path | None = None  # the report rewritten after every fault
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Campaign:
         self.discards: DiscardWatch | None = None
         self.final: dict[str, Any] = {}
         self.log_lines: list[str] = []
+        self.extra: dict[str, Any] = {}  # merged into the report (machine, command, ...)
 
     # ------------------------------------------------------------------ plumbing
     def rel(self, t: float) -> float:
@@ -194,6 +196,8 @@ class Campaign:
                     index += 1
                     record = self.cycle(index, mode, scheduler.next(), scheduler)
                     self.records.append(record)
+                    if cfg.progress_json is not None:
+                        self.write_json(cfg.progress_json)
                     if cfg.stop_on_split_brain and record.split_brain:
                         return
         finally:
@@ -447,7 +451,7 @@ class Campaign:
                            for k, v in asdict(self.cfg).items()},
                 "ttl": self.ttl if self.topology else None,
                 "summary": self.summary(), "final": self.final,
-                "faults": [asdict(r) for r in self.records]}
+                "faults": [asdict(r) for r in self.records], **self.extra}
 
     def write_json(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
