@@ -62,6 +62,10 @@ FAULTS = frozenset({"kill-node", "crash-postmaster", "partition", "break-keepali
 
 KINDS = FAULTS | {"run", "cycle", "restart-node", "heal"}
 
+INSTANT = frozenset({"kill-node", "restart-node", "crash-postmaster", "partition", "heal",
+                     "break-keepalive", "stall"})
+"""Event kinds that act on one member at once (no time passes, no cycle runs)."""
+
 
 @dataclass(frozen=True)
 class Menu:
@@ -71,18 +75,22 @@ class Menu:
     apply (``heal`` only to a partitioned member, ``switchover`` only from the leader to a
     running replica when no request is pending, ...)."""
 
-    steps: tuple[str, ...] = ("2s", "10s")
+    steps: tuple[str, ...] = ("2s", "12s")  # loop_wait; past ttl (expiry and the race)
     kinds: frozenset[str] = KINDS
     max_faults: int | None = None
     write: str = "10kB"
     fault_for: str = "10m"  # duration of a stall or of broken keep-alives
 
-    def events(self, sim: Sim, faults: int, after: int = 0) -> list[str]:
+    def events(self, sim: Sim, faults: int, after: int = 0,
+               upto: int | None = None) -> list[str]:
         """The events enabled in ``sim`` for a path that used ``faults`` so far and whose
         last event was an instant one on the ``after``-th member (0 otherwise): see
-        :func:`instant_member`."""
+        :func:`instant_member`. With ``upto`` only the instant events on the members
+        ``after`` to ``upto - 1`` (the ones a previous visit of the state pruned)."""
         allowed = {k for k in self.kinds
                    if k not in FAULTS or self.max_faults is None or faults < self.max_faults}
+        if upto is not None:
+            allowed &= INSTANT
         now = sim.now()
         out = [f"run {s}" for s in self.steps] if "run" in allowed else []
         for index, (name, m) in enumerate(sim.members.items()):
@@ -99,8 +107,9 @@ class Menu:
                 "stall": (m.pg.running and m.pg.role is PgRole.REPLICA
                           and m.pg.stalled_until <= now),
             }
+            in_order = index >= after and (upto is None or index < upto)
             for kind, ok in offered.items():
-                if ok and kind in allowed and (kind == "cycle" or index >= after):
+                if ok and kind in allowed and (kind not in INSTANT or in_order):
                     out.append(_command(kind, name, self.fault_for))
         leader = sim.leader
         if "switchover" in allowed and leader is not None and sim._key("failover") is None:
@@ -121,8 +130,6 @@ def is_fault(event: str) -> bool:
     return event.split()[0] in FAULTS
 
 
-_INSTANT = frozenset({"kill-node", "restart-node", "crash-postmaster", "partition", "heal",
-                      "break-keepalive", "stall"})
 
 
 def instant_member(sim: Sim, event: str) -> int:
@@ -131,7 +138,7 @@ def instant_member(sim: Sim, event: str) -> int:
     explored. Returns the index of the member ``event`` acts on when it is such an event
     (the next event may then act on it or a later member only), else 0."""
     words = event.split()
-    if words[0] not in _INSTANT:
+    if words[0] not in INSTANT:
         return 0
     return list(sim.members).index(words[1])
 
@@ -323,7 +330,7 @@ class Report:
     per_depth: list[int] = field(default_factory=lambda: [1])
     seconds: float = 0.0
     complete: bool = True
-    revisits: int = 0  # states expanded again, reached with less pruning (instant_member)
+    revisits: int = 0  # states reached again with less pruning (for the events pruned)
     violation: Violation | None = None
 
     @property
@@ -353,6 +360,7 @@ class _Node:
     path: int  # index into Explorer's path table
     faults: int
     after: int  # see Menu.events
+    upto: int | None = None  # a revisit: only the events a previous visit pruned
 
 
 @contextmanager
@@ -426,9 +434,10 @@ class Explorer:
             root = self.start()
             seen = {self._key(root, 0): 0}
             level = [_Node(self._dump(root), 0, 0, 0)]
-            for _ in range(depth):
+            for d in range(depth):
                 known = len(seen)
-                nxt = self._expand(level, seen, report, max_states, stop_at_first)
+                nxt = self._expand(level, seen, report, max_states, stop_at_first,
+                                   last=d == depth - 1)
                 if report.violation is not None and stop_at_first:
                     break
                 report.per_depth.append(len(seen) - known)
@@ -439,14 +448,15 @@ class Explorer:
         return report
 
     def _expand(self, level: list[_Node], seen: dict[bytes, int], report: Report,
-                max_states: int | None, stop_at_first: bool) -> list[_Node]:
+                max_states: int | None, stop_at_first: bool, last: bool) -> list[_Node]:
         """The next level: each new state once, or again when reached with fewer successors
-        pruned by the partial-order reduction (``seen``: key -> the least ``after``)."""
+        pruned by the partial-order reduction (``seen``: key -> the least ``after``). The
+        states of the ``last`` level are counted, not kept (none will be expanded)."""
         nxt: list[_Node] = []
         for node in level:
             parent = self._load(node.blob)
             assert parent.sim is not None
-            events = self.menu.events(parent.sim, node.faults, node.after)
+            events = self.menu.events(parent.sim, node.faults, node.after, node.upto)
             report.expanded += 1
             for i, event in enumerate(events):
                 child = parent if i == len(events) - 1 else self._load(node.blob)
@@ -463,12 +473,15 @@ class Explorer:
                     self._found(report, "error", node.path, event, e)
                 else:
                     key = self._key(child, faults)
-                    if seen.get(key, after + 1) <= after:
+                    pruned = seen.get(key)
+                    if pruned is not None and pruned <= after:
                         continue
-                    report.revisits += key in seen
+                    report.revisits += pruned is not None
                     seen[key] = after
-                    self._paths.append((node.path, event))
-                    nxt.append(_Node(self._dump(child), len(self._paths) - 1, faults, after))
+                    if not last:
+                        self._paths.append((node.path, event))
+                        nxt.append(_Node(self._dump(child), len(self._paths) - 1, faults,
+                                         after, pruned))
                     if max_states is not None and len(seen) >= max_states:
                         report.complete = False
                         return nxt
