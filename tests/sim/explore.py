@@ -16,7 +16,7 @@ Search: breadth-first from the state the setup script leaves, so the first viola
 is reached by a shortest event sequence. Each state is kept as a pickle (a Sim is picklable
 between events), and every successor is an unpickled copy with one more event applied:
 cheaper than replaying the sequence from the start. Successors are deduplicated by
-:func:`fingerprint`, an abstraction of the state: roles, PostgreSQL states, timelines, WAL
+:func:`~tests.sim.abstract.fingerprint`, an abstraction of the state: roles, PostgreSQL states, timelines, WAL
 positions as their order (and whether they are past the lag limit) rather than their bytes,
 DCS keys, lease and session deadlines as buckets of time relative to now, fault switches. Two
 states with one fingerprint are explored once (the abstraction may merge states whose
@@ -32,20 +32,19 @@ measured for the report only).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import pickle
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pgha.core.model import PgRole
+from tests.sim.abstract import fingerprint
 from tests.sim.cluster import InvariantViolation, Sim
-from tests.sim.scenario import SEPARATOR, Scenario, duration
-from tests.support.fake_pg import Segments
+from tests.sim.scenario import SEPARATOR, Scenario
 
 SETUP = """
 sim n=3 ttl=10 loop_wait=2 seed=1 {opts}
@@ -141,165 +140,6 @@ def instant_member(sim: Sim, event: str) -> int:
     if words[0] not in INSTANT:
         return 0
     return list(sim.members).index(words[1])
-
-
-# -- the abstract state ----------------------------------------------------------------------
-HORIZON = 40  # relative instants are kept up to this many quanta either side of now
-
-
-def fingerprint(sim: Sim, quantum: float = 0.5) -> tuple[Any, ...]:
-    """The abstract state of ``sim`` (see the module docstring): equal for states the
-    exploration treats as one. Reads only; changes nothing (no session expiry either)."""
-    now = sim.now()
-
-    def when(t: float | None) -> int | None:
-        if t is None:
-            return None
-        return max(-HORIZON, min(HORIZON, round((t - now) / quantum)))
-
-    keys = {k.rsplit("/sim/", 1)[1]: v for k, v in sim.backend.dump().items()}
-    parsed = {k: _json(v) for k, v in keys.items() if k != "leader" and k != "initialize"}
-    rank = _ranks(sim, parsed)
-    limit = sim.settings.maximum_lag_on_failover
-    status = parsed.get("status")
-    optime = status.get("optime") if isinstance(status, dict) else None
-    optime = optime if isinstance(optime, int) else None
-    leader_name = keys["leader"].decode() if "leader" in keys else None
-    lead_key = parsed.get(f"members/{leader_name}")
-    lead_pos = lead_key.get("xlog_location") if isinstance(lead_key, dict) else None
-    head = max([p for p in (optime, lead_pos) if isinstance(p, int)], default=None)
-
-    def segs(s: Segments) -> tuple[tuple[int, int], ...]:
-        return tuple((tl, rank[end]) for tl, end in s)
-
-    members = []
-    for name, m in sim.members.items():
-        pg = m.pg
-        seen = pg.sync_seen
-        members.append((
-            name, pg.node_up, pg.data.value, pg.running, pg.role, pg.timeline, pg.upstream,
-            pg.control.value, rank.get(pg.ckpt_lsn), segs(pg.segments),
-            tuple((tl, rank[lsn]) for tl, lsn in pg.history), pg.known_tli, pg.sync_names,
-            pg.sync_managed, None if seen is None else (seen[0], rank[seen[1]]),
-            pg.fresh_initdb, when(pg.down_since), pg.stalled_until > now,
-            None if optime is None else optime - pg.wal > limit,
-            None if head is None else head - pg.wal > limit,
-            _agent(sim, name, when)))
-    leader = None
-    if leader_name is not None:
-        entry = sim.backend._data.get("/service/sim/leader")  # no public accessor
-        leader = (leader_name, _session_owner(sim, entry.session if entry else None))
-    dcs = tuple(sorted((k, _abstract(v, rank)) for k, v in parsed.items()))
-    return (tuple(members), leader, keys.get("initialize"), dcs, segs(sim.acked),
-            sim._watched == sim._watch_signature(), sim.backend.fail)
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
-
-
-_POSITIONS = frozenset({"xlog_location", "receive_lsn", "replay_lsn", "optime", "lsn"})
-_DROPPED = frozenset({"conn_url", "api_url", "version", "scheduled_at", "timestamp"})
-
-
-def _abstract(value: Any, rank: dict[int | None, int]) -> Any:
-    """A DCS value with WAL positions replaced by their rank and addresses or timestamps
-    left out; hashable."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, rank[v] if k in _POSITIONS and isinstance(v, int)
-                             else _abstract(v, rank))
-                            for k, v in value.items() if k not in _DROPPED))
-    if isinstance(value, list):
-        # history entries: [timeline, lsn, reason, timestamp, new_leader]
-        if len(value) >= 2 and all(isinstance(v, int) for v in value[:2]) \
-                and not isinstance(value[0], bool):
-            return (value[0], rank[value[1]], *(_abstract(v, rank) for v in value[2:3]),
-                    *(_abstract(v, rank) for v in value[4:]))
-        return tuple(_abstract(v, rank) for v in value)
-    return value
-
-
-def _positions(value: Any) -> Iterator[int]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k in _POSITIONS and isinstance(v, int):
-                yield v
-            else:
-                yield from _positions(v)
-    elif isinstance(value, list):
-        if len(value) >= 2 and all(isinstance(v, int) for v in value[:2]) \
-                and not isinstance(value[0], bool):
-            yield value[1]
-        for v in value:
-            yield from _positions(v)
-
-
-def _ranks(sim: Sim, parsed: dict[str, Any]) -> dict[int | None, int]:
-    """Every WAL position the state holds -> its rank among them (their order is what the
-    abstraction keeps)."""
-    points: set[int] = set(_positions(list(parsed.values())))
-    points.update(end for _, end in sim.acked)
-    for m in sim.members.values():
-        pg = m.pg
-        points.update(end for _, end in pg.segments)
-        points.update(lsn for _, lsn in pg.history)
-        if pg.ckpt_lsn is not None:
-            points.add(pg.ckpt_lsn)
-        if pg.sync_seen is not None:
-            points.add(pg.sync_seen[1])
-    return {p: i for i, p in enumerate(sorted(points))}
-
-
-def _session_owner(sim: Sim, session: int | None) -> str | None:
-    """Whose session ``session`` is: ``m0`` (current), ``m0~`` (retired), ``?`` (another)."""
-    if session is None:
-        return None
-    for name, m in sim.members.items():
-        kv = m.kv
-        if kv is None:
-            continue
-        if kv.session_id == str(session):
-            return name
-        if kv.retired_session_id == str(session):
-            return name + "~"
-    return "?"
-
-
-def _agent(sim: Sim, name: str, when: Callable[[float | None], int | None]) -> tuple[Any, ...]:
-    """The agent-side state of member ``name``: its loop, lease, session, DCS client."""
-    m = sim.members[name]
-    kv = m.kv
-    sessions = sim.backend._sessions  # no public accessor with the ttl
-    session = None
-    if kv is not None:
-        own = sessions.get(int(kv.session_id)) if kv.session_id else None
-        retired = sessions.get(int(kv.retired_session_id)) if kv.retired_session_id else None
-        session = (kv.session_id is not None, when(own.expires) if own else None,
-                   when(retired.expires) if retired else None, kv._closed,
-                   kv.keepalive_broken_until > sim.now(), kv.partitioned)
-    if not m.agent_alive:
-        return (False, session)
-    assert m.executor is not None and m.publisher is not None
-    retry = m.executor.retry
-    records = tuple(sorted((k, min(r.failures, 4), when(r.retry_at))
-                           for k, r in retry._records.items())) if retry is not None else ()
-    written = m.publisher._member_json
-    published = None if written is None else tuple(sorted(
-        (k, str(v)) for k, v in written.items() if k not in _POSITIONS))
-    keepalive = min((t for t, _, who, kind in sim.events
-                     if kind == "keepalive" and who == f"{name}#{m.generation}"), default=None)
-    view = m.last_view
-    last_view = None if view is None else (
-        view.revision == sim.backend.revision, view.leader.name if view.leader else None)
-    failed = m.executor.failed_handover
-    return (True, session, when(m.lease_deadline), when(m.next_cycle), when(keepalive),
-            when(m.guard_until) if m.guard_until > sim.now() else None, min(m.repeats, 4),
-            m.handover_failed, m.restart_requested, m.reinit_requested,
-            failed.name if failed is not None else None, records, published,
-            when(m.publisher._member_written), last_view)
 
 
 # -- the search ------------------------------------------------------------------------------
@@ -520,7 +360,3 @@ def transcript(setup: str, events: tuple[str, ...], **overrides: Any) -> str:
             out.append("")
     return "\n".join(out) + "\n"
 
-
-def step_seconds(menu: Menu) -> tuple[float, ...]:
-    """The ``run`` durations of ``menu`` in seconds (for reports)."""
-    return tuple(duration(s) for s in menu.steps)

@@ -11,8 +11,9 @@ import pickle
 
 import pytest
 
+from tests.sim.abstract import fingerprint
 from tests.sim.cluster import InvariantViolation
-from tests.sim.explore import KINDS, SETUP, Explorer, Menu, fingerprint, transcript
+from tests.sim.explore import KINDS, SETUP, Explorer, Menu, transcript
 from tests.sim.scenario import Scenario, run_commands
 from tests.sim.test_mutations import no_fail_closed, race_ignores_sync_key
 
