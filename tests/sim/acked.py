@@ -79,6 +79,13 @@ class AckedCommits:
                            f"{held} of the acknowledged {self.acked})")
         self.acked = truncate(self.acked, held)
 
+    def acknowledge_now(self, prim: FakePostgres) -> None:
+        """:meth:`_acknowledge` at once (a scripted write, between two steps of time)."""
+        self._acknowledge(prim, self.now())
+
+    def now(self) -> float:
+        raise NotImplementedError
+
     def _acknowledge(self, prim: FakePostgres | None, at: float) -> None:
         """Advance :attr:`acked` to what the primary's standbys acknowledged by ``at`` (see
         the module docstring); synchronous mode off in the DCS forgets it."""

@@ -1,8 +1,10 @@
 """The agent's parts the simulation supplies itself: the DCS client with fault switches, the
-memoised cluster store, the lease gate and the status sink the executor is given."""
+memoised cluster store, the lease gate and the status sink the executor is given (and the
+executor's DCS timeout, a module function so that a Sim stays picklable)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -16,6 +18,21 @@ from pgha.dcs.store import ClusterStore, parse_snapshot
 from tests.support.fake_pg import FakePostgres
 
 NAMESPACE, SCOPE = "/service", "sim"
+DCS_TIMEOUT = 5.0
+_copies_loop: list[asyncio.AbstractEventLoop] = []
+
+
+def dcs_timeout() -> float:
+    """The executor's limit of one DCS call (a module function: a Sim must stay picklable)."""
+    return DCS_TIMEOUT
+
+
+def copies_loop() -> asyncio.AbstractEventLoop:
+    """The event loop of every copied or unpickled Sim of this process: each of their calls
+    runs to completion, so sharing it never interleaves two Sims."""
+    if not _copies_loop:
+        _copies_loop.append(asyncio.new_event_loop())
+    return _copies_loop[0]
 
 
 class SimKV(MemoryStore):

@@ -18,6 +18,10 @@ promoted (:class:`~tests.support.fake_pg.FakeWorld` hooks); a violation raises
 
 Synchronous replication (``sync_mode``): acknowledged commits are tracked and checked by
 :class:`tests.sim.acked.AckedCommits`.
+
+Between events (no coroutine pending) a Sim can be pickled or deep-copied: the copy continues
+exactly as the original would (the exhaustive explorer, :mod:`tests.sim.explore`, branches
+this way). A copy runs on an event loop shared by every copy in the process.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from pgha.core.switchover import request_for_leader
 from pgha.dcs.base import DCSError
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
+from tests.sim import agent_parts
 from tests.sim.acked import AckedCommits
 from tests.sim.agent_parts import NAMESPACE, SCOPE, SimClusterStore, SimKV, SimLease, StatusSink
 from tests.support.fake_pg import (
@@ -165,6 +170,14 @@ class Sim(AckedCommits):
         if autostart:
             for name in self.members:
                 self.start_agent(name, delay=self.rng.uniform(0, 0.5))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the event loop (valid between events only)."""
+        return {k: v for k, v in self.__dict__.items() if k != "loop"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.loop = agent_parts.copies_loop()
 
     # -- FakeWorld -------------------------------------------------------------------------
     def now(self) -> float:
@@ -330,7 +343,7 @@ class Sim(AckedCommits):
         m.lease = SimLease(m.store, m.kv, m.publisher, self.now)
         m.executor = Executor(m.pg, m.store, lease=m.lease, status=StatusSink(m.pg, m.publisher),
                               bootstrap_config=self.config, post_bootstrap=None,
-                              pg_ctl_timeout=60.0, dcs_timeout=5.0,
+                              pg_ctl_timeout=60.0, dcs_timeout=agent_parts.dcs_timeout,
                               retry=RetryGate(clock))
         m.agent_alive = True
         m.last_view, m.member_seen, m.last_decision = None, {}, None

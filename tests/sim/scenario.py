@@ -137,9 +137,23 @@ class Scenario:
             sim.run_async(sim.operator.write_failover(request))
         elif verb == "partition":  # partition m0 from dcs
             sim.members[args[0]].partitioned = True
-        elif verb == "heal":
+        elif verb == "heal":  # a partition and broken keep-alives
             for name in args or list(sim.members):
                 sim.members[name].partitioned = False
+                kv = sim.members[name].kv
+                if kv is not None:
+                    kv.keepalive_broken_until = 0.0
+        elif verb == "break-keepalive":  # break-keepalive m0 for 60s
+            kv = sim.members[args[0]].kv
+            if kv is not None:
+                kv.keepalive_broken_until = sim.now() + duration(args[-1])
+        elif verb == "cycle":  # the loop of m0 wakes now (a watch event, an API command)
+            m = sim.members[args[0]]
+            if m.agent_alive:
+                sim.schedule_agent(0.0, m, "cycle")
+                sim.run(until=sim.now())
+        elif verb == "write":
+            self.write(size(args[0]))
         elif verb == "dcs-down":
             sim.backend.fail = True
         elif verb == "dcs-up":
@@ -156,6 +170,23 @@ class Scenario:
         else:
             raise ValueError(f"unknown command {verb!r}")
         return self.decision_lines(mark) or ["ok"]
+
+    def write(self, nbytes: int) -> None:
+        """The primary accepts ``nbytes`` of commits: the standbys its commits wait for
+        (:meth:`~tests.support.fake_pg.FakePostgres.acknowledgers`) flush them at once unless
+        stalled (then they are acknowledged); the other replicas have not received them yet."""
+        sim = self.sim_or_default()
+        prim = sim.primary()
+        if prim is None:
+            return
+        prim.pg.write(nbytes)
+        for name in prim.pg.acknowledgers():
+            standby = sim.members[name].pg
+            if standby.stalled_until <= sim.now():
+                standby.receive(prim.pg, prim.pg.wal)
+        if sim.sync_mode is not None:
+            sim.acknowledge_now(prim.pg)
+        sim.check_invariants()
 
     def set_config(self, args: list[str]) -> None:
         """An operator's PATCH of the dynamic configuration: ``key=value`` (integers, ``true``

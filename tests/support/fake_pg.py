@@ -260,6 +260,18 @@ class FakePostgres:
             return sorted((flush for *_, flush in ranked), reverse=True)[names.num - 1]
         return min(flush for *_, flush in ranked[:names.num])
 
+    def acknowledgers(self) -> list[str]:
+        """The standbys whose flush a commit on this running primary waits for under its
+        ``synchronous_standby_names``: the first ``n`` connected listed ones in list order
+        (for ``ANY n`` any ``n`` would do: these are the ones the simulation lets answer
+        first). Empty when the value names no standby or fewer than ``n`` are connected."""
+        names = parse_sync_names(self.sync_names)
+        if not self.writable or names.empty:
+            return []
+        ranked = sorted((p, n) for n, _ in self.streaming_replicas()
+                        if (p := _priority(names, n)) is not None)
+        return [n for _, n in ranked[:names.num]] if len(ranked) >= names.num else []
+
     def details(self) -> dict[str, Any]:
         """The ``xlog`` part of ``GET /patroni`` (what peers compare in a leader race)."""
         if not self.running:
