@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 from tests.support.cluster import (
-    dump_logs,
     http_get,
     is_primary,
-    new_cluster,
     psql,
+    running_cluster,
     wait_healthy,
     wait_until,
 )
@@ -36,13 +35,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    c = new_cluster(tmp_path / "c")
-    with c:
-        c.start_all(stagger=0.3)
+    with running_cluster(tmp_path / "c", request) as c:
         yield c
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            dump_logs(c)
 
 
 def _leader_key(cluster: LocalCluster) -> str | None:

@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 from tests.support.cluster import (
     SRC,
-    dump_logs,
     http_get,
-    new_cluster,
     primary_of,
     psql,
+    running_cluster,
     status,
     wait_healthy,
     wait_until,
@@ -39,13 +38,8 @@ TABLE = "postgres/public.bench"
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    c = new_cluster(tmp_path / "c")
-    with c:
-        c.start_all(stagger=0.3)
+    with running_cluster(tmp_path / "c", request) as c:
         yield c
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            dump_logs(c)
 
 
 def xid_of(member: MemberProc, sql: str) -> int:

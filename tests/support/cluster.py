@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,9 +10,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 from pgha.cli.localcluster import LocalCluster, MemberProc
 
@@ -102,6 +105,20 @@ def new_cluster(base: Path, members: int = 3, dcs_section: dict[str, Any] | None
     return LocalCluster(base, members=members, dynamic=dyn, first_pg_port=None,
                         first_api_port=None, etcd_port=None, dcs_section=dcs_section,
                         env={"PYTHONPATH": pythonpath}, bin_dir=str(PG_BIN))
+
+
+@contextlib.contextmanager
+def running_cluster(base: Path, request: pytest.FixtureRequest, **dynamic: Any
+                    ) -> Iterator[LocalCluster]:
+    """A started :func:`new_cluster` for a fixture to yield; every process is stopped on exit
+    and the logs are printed when the test failed (``rep_call``, see tests/conftest.py)."""
+    c = new_cluster(base, **dynamic)
+    with c:
+        c.start_all(stagger=0.3)
+        yield c
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.failed:
+            dump_logs(c)
 
 
 def wait_healthy(cluster: LocalCluster, timeout: float = 120.0) -> MemberProc:

@@ -77,40 +77,28 @@ def agent_kill(t: Target) -> Heal:
     return lambda: t.cluster.start(name) and None
 
 
-def agent_freeze(t: Target) -> Heal:
-    assert t.member is not None
-    name = t.member
-    t.cluster.freeze_agent(name)
-    return lambda: t.cluster.thaw(name)
+def _member_fault(act: Callable[[ChaosCluster, str], None],
+                  heal: Callable[[ChaosCluster, str], None]) -> Callable[[Target], Heal]:
+    """A fault that does ``act`` to the target member and is healed by ``heal``."""
+    def inject(t: Target) -> Heal:
+        assert t.member is not None
+        name = t.member
+        act(t.cluster, name)
+        return lambda: heal(t.cluster, name)
+
+    return inject
 
 
-def postgres_freeze(t: Target) -> Heal:
-    assert t.member is not None
-    name = t.member
-    t.cluster.freeze_postgres(name)
-    return lambda: t.cluster.thaw(name)
+def _isolate(cluster: ChaosCluster, name: str) -> None:
+    cluster.cut_dcs(name)
+    cluster.cut_peers(name)
 
 
-def dcs_cut(t: Target) -> Heal:
-    assert t.member is not None
-    name = t.member
-    t.cluster.cut_dcs(name)
-    return lambda: t.cluster.heal_links(name)
-
-
-def peers_cut(t: Target) -> Heal:
-    assert t.member is not None
-    name = t.member
-    t.cluster.cut_peers(name)
-    return lambda: t.cluster.heal_links(name)
-
-
-def isolated(t: Target) -> Heal:
-    assert t.member is not None
-    name = t.member
-    t.cluster.cut_dcs(name)
-    t.cluster.cut_peers(name)
-    return lambda: t.cluster.heal_links(name)
+agent_freeze = _member_fault(ChaosCluster.freeze_agent, ChaosCluster.thaw)
+postgres_freeze = _member_fault(ChaosCluster.freeze_postgres, ChaosCluster.thaw)
+dcs_cut = _member_fault(ChaosCluster.cut_dcs, ChaosCluster.heal_links)
+peers_cut = _member_fault(ChaosCluster.cut_peers, ChaosCluster.heal_links)
+isolated = _member_fault(_isolate, ChaosCluster.heal_links)
 
 
 def dcs_slow(t: Target) -> Heal:
