@@ -186,6 +186,9 @@ class FakePostgres:
     sync_names: str = ""  # synchronous_standby_names in postgresql.conf ('' : the user's)
     sync_managed: bool = False  # set by set_sync_standby_names (None gives it back)
     sync_seen: tuple[str, int] | None = None  # agent-side: (value, our WAL when first observed)
+    # a running replica reports this timeline instead of its own (a real one whose WAL receiver
+    # is down reports pg_control's, which lags until the next restartpoint)
+    stale_timeline: int | None = None
     _settings: PgSettings | None = field(default=None, repr=False)
 
     # -- simulated state -----------------------------------------------------------------
@@ -205,7 +208,8 @@ class FakePostgres:
         return PgState(
             data=self.data, running=self.running, accepting=self.running,
             role=self.role if self.running else None, sysid=self.sysid,
-            timeline=self.timeline if valid else None,
+            timeline=(self.stale_timeline if self.stale_timeline is not None and self.running
+                      and self.role is PgRole.REPLICA else self.timeline) if valid else None,
             wal_position=position if valid else None,
             control_state=ControlState.UNKNOWN if self.running else self.control,
             upstream=self.upstream if self.running else None, down_since=self.down_since,

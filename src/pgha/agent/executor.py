@@ -449,20 +449,10 @@ class Executor:
         async with asyncio.timeout(self.pg_ctl_timeout + 5):
             if not await self.pg.promote():
                 return False
-        if before.timeline is not None and before.wal_position is not None and before.role \
-                and before.role.value == "replica":
-            entry = HistoryEntry(
-                timeline=before.timeline,
-                lsn=await self._switch_point(before.timeline, before.wal_position),
-                reason="no recovery target specified",
-                timestamp=datetime.now(UTC).isoformat(),
-                new_leader=self.pg.settings.name,
-            )
-            try:
-                async with asyncio.timeout(self.dcs_timeout):
-                    await self.store.append_history(entry)
-            except DCSError as exc:
-                log.warning("could not record the promotion in history: %s", describe(exc))
+        if before.role is not None and before.role.value == "replica":
+            entry = await self._ended_timeline(before)
+            if entry is not None:
+                await self._record_history(entry)
         # A CHECKPOINT puts the new timeline into pg_control, which pg_rewind reads on a former
         # primary rejoining us. It runs after promotion: writes are already accepted.
         try:
@@ -472,14 +462,38 @@ class Executor:
             log.warning("post-promote checkpoint failed: %s", describe(exc))
         return True
 
-    async def _switch_point(self, timeline: int, fallback: int) -> int:
-        """Where ``timeline`` ended, from our own new timeline's history file (exact, a record
-        boundary); ``fallback`` (the WAL position seen before promoting) if it is unreadable."""
+    async def _ended_timeline(self, before: PgState) -> HistoryEntry | None:
+        """The ``history`` entry of the promotion that just happened: the timeline it ended
+        and where, from the last line of our new timeline's history file (exact). The
+        timeline observed before promoting is only a fallback: a replica whose WAL receiver
+        is down reports pg_control's timeline, which lags until the next restartpoint (it
+        may name the timeline before the one the replica was replaying)."""
         me = Upstream(self.pg.settings.name, self.pg.conn_url())
+        ended: tuple[int, int] | None = None
         try:
             async with asyncio.timeout(self.dcs_timeout):
                 history = await self.pg.timeline_history(me)
+            ended = history[-1] if history else None
         except (PgError, OSError, TimeoutError) as exc:
             log.warning("could not read our timeline history: %s", describe(exc))
-            return fallback
-        return next((lsn for tl, lsn in history if tl == timeline), fallback)
+        if ended is None:
+            if before.timeline is None or before.wal_position is None:
+                return None
+            ended = (before.timeline, before.wal_position)
+        return HistoryEntry(timeline=ended[0], lsn=ended[1],
+                            reason="no recovery target specified",
+                            timestamp=datetime.now(UTC).isoformat(),
+                            new_leader=self.pg.settings.name)
+
+    async def _record_history(self, entry: HistoryEntry) -> None:
+        """Append ``entry`` to the DCS ``history`` key; a failure is logged, not fatal (the
+        promotion stands; replicas still check divergence against our history file when
+        they rejoin)."""
+        try:
+            async with asyncio.timeout(self.dcs_timeout):
+                if await self.store.append_history(entry):
+                    return
+            log.warning("could not record the promotion in history: every compare-and-set "
+                        "lost its race")
+        except (DCSError, TimeoutError) as exc:
+            log.warning("could not record the promotion in history: %s", describe(exc))
