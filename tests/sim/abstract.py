@@ -60,7 +60,7 @@ def fingerprint(sim: Sim, quantum: float = 0.5) -> tuple[Any, ...]:
             pg.control.value, rank.get(pg.ckpt_lsn), segs(pg.segments),
             tuple((tl, rank[lsn]) for tl, lsn in pg.history), pg.known_tli, pg.sync_names,
             pg.sync_managed, None if seen is None else (seen[0], rank[seen[1]]),
-            pg.fresh_initdb, when(pg.down_since), pg.stalled_until > now,
+            pg.fresh_initdb, when(pg.down_since), pg.stalled_until > now, pg.isolated,
             None if optime is None else optime - pg.wal > limit,
             None if head is None else head - pg.wal > limit,
             _agent(sim, name, when)))
@@ -70,7 +70,8 @@ def fingerprint(sim: Sim, quantum: float = 0.5) -> tuple[Any, ...]:
         leader = (leader_name, _session_owner(sim, entry.session if entry else None))
     dcs = tuple(sorted((k, _abstract(v, rank)) for k, v in parsed.items()))
     return (tuple(members), leader, keys.get("initialize"), dcs, segs(sim.acked),
-            sim._watched == sim._watch_signature(), sim.backend.fail)
+            sim._watched == sim._watch_signature(), sim.backend.fail,
+            tuple(sorted(sim._unfenced_now)))
 
 
 def _json(raw: bytes) -> Any:
@@ -178,4 +179,6 @@ def _agent(sim: Sim, name: str, when: Callable[[float | None], int | None]) -> t
             when(m.guard_until) if m.guard_until > sim.now() else None, min(m.repeats, 4),
             m.handover_failed, m.restart_requested, m.reinit_requested,
             failed.name if failed is not None else None, records, published,
-            when(m.publisher._member_written), last_view)
+            when(m.publisher._member_written), last_view,
+            m.last_leader.name if m.last_leader is not None else None,
+            tuple(sorted(m.known_members)))

@@ -1,6 +1,7 @@
 """The agent's parts the simulation supplies itself: the DCS client with fault switches, the
 memoised cluster store, the lease gate and the status sink the executor is given (and the
-executor's DCS timeout, a module function so that a Sim stays picklable)."""
+executor's DCS timeout, a module function so that a Sim stays picklable), the loop's timing
+policy, and :class:`SimMember`, one member's node and agent."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from pgha.agent.cycle import REPEAT_GUARD, SYNC_RECHECK, changes_something
+from pgha.agent.executor import Executor
 from pgha.agent.publish import Publisher
-from pgha.core.model import ClusterView, HaSettings
+from pgha.core.decide import RACE_REFUSALS
+from pgha.core.decision import Decision, Reason
+from pgha.core.model import ClusterView, HaSettings, Member, Tags
 from pgha.dcs.base import DCSError, SessionExpired
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore, parse_snapshot
@@ -25,6 +31,33 @@ _copies_loop: list[asyncio.AbstractEventLoop] = []
 def dcs_timeout() -> float:
     """The executor's limit of one DCS call (a module function: a Sim must stay picklable)."""
     return DCS_TIMEOUT
+
+
+def repeat_guard(settings: HaSettings, repeats: int) -> float:
+    """The real loop's repeat guard (pgha.agent.cycle.DecisionCycle.guard_time)."""
+    if repeats == 0:
+        return 0.0
+    return min(settings.loop_wait, REPEAT_GUARD * 2 ** min(repeats - 1, 16))
+
+
+def sleep_time(settings: HaSettings, repeats: int, handover_failed: bool, decision: Decision,
+               ok: bool, lease_deadline: float | None, now: float) -> float:
+    """The real loop's sleep policy (pgha.agent.cycle.DecisionCycle._sleep_time);
+    ``lease_deadline`` only for a member whose PostgreSQL is writable."""
+    timeout = settings.loop_wait
+    if handover_failed:
+        timeout = 0.01  # the failed hand-over wakes the loop at once
+    elif not ok or decision.reason in RACE_REFUSALS:
+        timeout = min(timeout, 0.5)
+    elif changes_something(decision):
+        timeout = min(timeout, 0.2)
+    elif decision.reason is Reason.SYNC_PENDING:
+        timeout = min(timeout, SYNC_RECHECK)
+    if not handover_failed:
+        timeout = max(timeout, repeat_guard(settings, repeats))
+    if lease_deadline is not None:
+        timeout = min(timeout, max(0.05, lease_deadline - now))
+    return timeout
 
 
 def copies_loop() -> asyncio.AbstractEventLoop:
@@ -107,3 +140,46 @@ class StatusSink:
 
     async def busy(self, what: str) -> None:
         self.publisher.set_busy(what)
+
+
+@dataclass
+class SimMember:
+    """One member: its node's PostgreSQL and, while ``agent_alive``, its agent's parts (built
+    anew by :meth:`Sim.start_agent`, as a restarted agent process would)."""
+
+    name: str
+    pg: FakePostgres
+    tags: Tags = field(default_factory=Tags)
+    agent_alive: bool = False
+    kv: SimKV | None = None
+    store: ClusterStore | None = None
+    publisher: Publisher | None = None
+    lease: SimLease | None = None
+    executor: Executor | None = None
+    last_view: ClusterView | None = None
+    member_seen: dict[str, float] = field(default_factory=dict)
+    restart_requested: bool = False
+    reinit_requested: bool = False
+    handover_failed: bool = False
+    last_decision: Decision | None = None
+    generation: int = 0  # agent incarnation: events of a dead agent are dropped
+    next_cycle: float | None = None  # when the pending cycle runs (one loop per agent)
+    cycle_token: int = 0  # identifies the pending cycle event; older ones are dropped
+    repeats: int = 0  # decisions repeated without progress (pgha.agent.cycle's repeat guard)
+    progress: tuple[Any, ...] | None = None  # progress_key of the last cycle
+    guard_until: float = 0.0  # DCS-change wake-ups wait until then
+    last_leader: Member | None = None  # the leader's member key last seen (observer's)
+    known_members: dict[str, Member] = field(default_factory=dict)  # every member key seen
+
+    @property
+    def partitioned(self) -> bool:
+        return self.kv is not None and self.kv.partitioned
+
+    @partitioned.setter
+    def partitioned(self, value: bool) -> None:
+        if self.kv is not None:
+            self.kv.partitioned = value
+
+    @property
+    def lease_deadline(self) -> float | None:
+        return self.lease.deadline if self.lease is not None else None

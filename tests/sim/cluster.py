@@ -33,20 +33,19 @@ import logging
 import random
 import weakref
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from pgha.agent.clock import Clock
-from pgha.agent.cycle import REPEAT_GUARD, SYNC_RECHECK, changes_something, progress_key
+from pgha.agent.cycle import progress_key
 from pgha.agent.executor import Executor
 from pgha.agent.publish import Publisher
 from pgha.agent.retry import RetryGate
-from pgha.core.decide import RACE_REFUSALS, Decision, Reason, decide, needs_peer_statuses
+from pgha.core.decide import Decision, Reason, decide, needs_peer_statuses
 from pgha.core.model import (
     ClusterView,
     HaSettings,
     LocalState,
-    PeerStatus,
     PgRole,
     Tags,
 )
@@ -57,7 +56,18 @@ from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
 from tests.sim import agent_parts
 from tests.sim.acked import AckedCommits
-from tests.sim.agent_parts import NAMESPACE, SCOPE, SimClusterStore, SimKV, SimLease, StatusSink
+from tests.sim.agent_parts import (
+    NAMESPACE,
+    SCOPE,
+    SimClusterStore,
+    SimKV,
+    SimLease,
+    SimMember,
+    StatusSink,
+    repeat_guard,
+    sleep_time,
+)
+from tests.sim.peers import note_view, peer_statuses
 from tests.support.fake_pg import (
     FakePostgres,
     common_prefix,
@@ -73,47 +83,6 @@ EPOCH = 946684800.0  # the simulation starts at 2000-01-01T00:00:00Z
 
 class InvariantViolation(AssertionError):
     """A safety invariant did not hold (the message says which, when and where)."""
-
-
-@dataclass
-class SimMember:
-    """One member: its node's PostgreSQL and, while ``agent_alive``, its agent's parts (built
-    anew by :meth:`Sim.start_agent`, as a restarted agent process would)."""
-
-    name: str
-    pg: FakePostgres
-    tags: Tags = field(default_factory=Tags)
-    agent_alive: bool = False
-    kv: SimKV | None = None
-    store: ClusterStore | None = None
-    publisher: Publisher | None = None
-    lease: SimLease | None = None
-    executor: Executor | None = None
-    last_view: ClusterView | None = None
-    member_seen: dict[str, float] = field(default_factory=dict)
-    restart_requested: bool = False
-    reinit_requested: bool = False
-    handover_failed: bool = False
-    last_decision: Decision | None = None
-    generation: int = 0  # agent incarnation: events of a dead agent are dropped
-    next_cycle: float | None = None  # when the pending cycle runs (one loop per agent)
-    cycle_token: int = 0  # identifies the pending cycle event; older ones are dropped
-    repeats: int = 0  # decisions repeated without progress (pgha.agent.cycle's repeat guard)
-    progress: tuple[Any, ...] | None = None  # progress_key of the last cycle
-    guard_until: float = 0.0  # DCS-change wake-ups wait until then
-
-    @property
-    def partitioned(self) -> bool:
-        return self.kv is not None and self.kv.partitioned
-
-    @partitioned.setter
-    def partitioned(self, value: bool) -> None:
-        if self.kv is not None:
-            self.kv.partitioned = value
-
-    @property
-    def lease_deadline(self) -> float | None:
-        return self.lease.deadline if self.lease is not None else None
 
 
 class Sim(AckedCommits):
@@ -159,6 +128,8 @@ class Sim(AckedCommits):
         self.seq = 0
         self.promotions: list[tuple[float, str, int]] = []
         self.switchovers = 0  # completed hand-overs
+        self.unfenced: list[tuple[float, str]] = []  # see check_invariants
+        self._unfenced_now: set[str] = set()  # exempt until no longer writable
         self.log: list[str] = []
         self.decisions: list[tuple[float, str, Decision]] = []
         self._watched = self._watch_signature()
@@ -298,7 +269,7 @@ class Sim(AckedCommits):
         elif m is not None and kind == "restart_agent" and not m.agent_alive:
             self.start_agent(name, delay=0.1)
         elif m is not None and kind == "heal":
-            m.partitioned = False
+            m.partitioned = m.pg.isolated = False
         if self._watch_signature() != self._watched:
             self.wake_all()
         self.check_invariants()
@@ -346,13 +317,19 @@ class Sim(AckedCommits):
                               pg_ctl_timeout=60.0, dcs_timeout=agent_parts.dcs_timeout,
                               retry=RetryGate(clock))
         m.agent_alive = True
-        m.last_view, m.member_seen, m.last_decision = None, {}, None
+        m.last_view, m.member_seen, m.last_decision, m.last_leader = None, {}, None, None
+        m.known_members = {}
         m.restart_requested = m.reinit_requested = m.handover_failed = False
         m.next_cycle = None
         m.repeats, m.progress, m.guard_until = 0, None, 0.0
         m.pg.agent_restarted()
         self.schedule_agent(0.0, m, "keepalive")
         self.schedule_agent(delay, m, "cycle")
+
+    def kill_agent_only(self, name: str) -> None:
+        """SIGKILL of the agent alone: PostgreSQL runs on as it was (a primary keeps taking
+        writes), the session lingers until it expires."""
+        self.members[name].agent_alive = False
 
     def kill_agent(self, name: str) -> None:
         """The node dies: the agent stops, PostgreSQL crashes, the session lingers until it
@@ -385,22 +362,6 @@ class Sim(AckedCommits):
         """Epoch seconds: the simulation starts at 2000-01-01T00:00:00Z."""
         return EPOCH + self.now_
 
-    def peer_status(self, name: str) -> PeerStatus | None:
-        """A peer's ``GET /patroni`` (None: unreachable) as pgha's REST API answers it: the
-        status its agent last published, with the WAL position its PostgreSQL has now
-        (:meth:`pgha.agent.publish.Publisher.live`) while it still runs in the role
-        published. ``stale_peer_positions`` (a mutation) answers the position of the peer's
-        last cycle instead."""
-        p = self.members[name]
-        if not p.agent_alive or p.publisher is None or self.rng.random() < self.peer_loss:
-            return None
-        status = p.publisher.own_peer_status()
-        published = p.publisher.status.pg
-        if status is not None and not self.stale_peer_positions and p.pg.running \
-                and p.pg.role is published.role and published.running:
-            status = replace(status, wal_position=p.pg.state().wal_position)
-        return status
-
     # -- the decision loop (pgha.agent.cycle, compacted) ---------------------------------
     def cycle(self, m: SimMember, shutting_down: bool = False) -> None:
         """One observe-decide-execute-publish round of ``m``'s agent, then its next wake-up."""
@@ -408,9 +369,11 @@ class Sim(AckedCommits):
         key = progress_key(m.name, m.last_view, m.pg.state(), decision, ok)
         m.repeats = m.repeats + 1 if key is not None and key == m.progress else 0
         m.progress = key
-        m.guard_until = self.now_ + self._guard(m)
+        m.guard_until = self.now_ + repeat_guard(self.settings, m.repeats)
         if not shutting_down:
-            self.schedule_agent(self._sleep_time(m, decision, ok), m, "cycle")
+            deadline = m.lease_deadline if m.pg.writable else None
+            self.schedule_agent(sleep_time(self.settings, m.repeats, m.handover_failed,
+                                           decision, ok, deadline, self.now_), m, "cycle")
 
     async def _cycle(self, m: SimMember, shutting_down: bool) -> tuple[Decision, bool]:
         assert m.store is not None and m.executor is not None and m.publisher is not None
@@ -419,6 +382,7 @@ class Sim(AckedCommits):
             view = await m.store.load()
             dcs_ok = True
             m.last_view = view
+            note_view(m, view)
             for name in view.members:
                 m.member_seen[name] = self.now_
         except DCSError:
@@ -430,7 +394,7 @@ class Sim(AckedCommits):
             restart_requested=m.restart_requested, reinit_requested=m.reinit_requested,
             handover_failed=m.handover_failed, session_id=m.kv.session_id if m.kv else None)
         if view is not None and needs_peer_statuses(view, local):
-            peers = {n: self.peer_status(n) for n in view.members if n != m.name}
+            peers = peer_statuses(self, m, view)
             local = replace(local, peers=peers)
         decision = self.decide(view, local, self.now_)
         m.restart_requested = m.reinit_requested = False  # answered by this cycle
@@ -451,29 +415,6 @@ class Sim(AckedCommits):
                                                     self.settings.retry_timeout) and ok
         return decision, ok
 
-    def _guard(self, m: SimMember) -> float:
-        """The real loop's repeat guard (pgha.agent.cycle.DecisionCycle.guard_time)."""
-        if m.repeats == 0:
-            return 0.0
-        return min(self.settings.loop_wait, REPEAT_GUARD * 2 ** min(m.repeats - 1, 16))
-
-    def _sleep_time(self, m: SimMember, decision: Decision, ok: bool) -> float:
-        """The real loop's sleep policy (pgha.agent.cycle.DecisionCycle._sleep_time)."""
-        timeout = self.settings.loop_wait
-        if m.handover_failed:
-            timeout = 0.01  # the failed hand-over wakes the loop at once
-        elif not ok or decision.reason in RACE_REFUSALS:
-            timeout = min(timeout, 0.5)
-        elif changes_something(decision):
-            timeout = min(timeout, 0.2)
-        elif decision.reason is Reason.SYNC_PENDING:
-            timeout = min(timeout, SYNC_RECHECK)
-        if not m.handover_failed:
-            timeout = max(timeout, self._guard(m))
-        if m.pg.writable and m.lease_deadline is not None:
-            timeout = min(timeout, max(0.05, m.lease_deadline - self.now_))
-        return timeout
-
     # -- the simulated world ---------------------------------------------------------------
     def primary(self) -> SimMember | None:
         for m in self.members.values():
@@ -491,7 +432,7 @@ class Sim(AckedCommits):
         for m in self.members.values():
             up = self.pg(m.pg.upstream or "")
             if not (m.pg.running and m.pg.role is PgRole.REPLICA and up is not None
-                    and up.running and up.node_up):
+                    and up.running and up.node_up and m.pg.reaches(up)):
                 continue
             m.pg.learn(up)  # connected, even when the transfer is stalled
             if m.pg.stalled_until <= self.now_:
@@ -505,10 +446,26 @@ class Sim(AckedCommits):
 
     def check_invariants(self) -> None:
         """Never two writable primaries. (The other invariants are checked where they can
-        break: start as primary, promotion, rejoin; see the FakeWorld hooks above.)"""
-        writable = [m.name for m in self.members.values() if m.pg.writable]
-        if len(writable) > 1:
-            self.violation(f"two writable primaries {writable}")
+        break: start as primary, promotion, rejoin; see the FakeWorld hooks above.)
+
+        One case is beyond what software on the other nodes can fence, and is recorded in
+        :attr:`unfenced` instead: a primary whose agent is dead while its node is cut off
+        from every peer (its lease runs out, nobody can reach its server to find it still
+        writable, and no agent of its own demotes it). It stays exempt until it stops being
+        writable (after the partition heals, only its restarted agent demotes it). Only a
+        hardware watchdog armed by the agent closes that gap (issue 14); Patroni has the same
+        limit without one."""
+        writable = [m for m in self.members.values() if m.pg.writable]
+        exempt = self._unfenced_now = {n for n in self._unfenced_now
+                                       if self.members[n].pg.writable}
+        for m in writable:
+            if not m.agent_alive and m.pg.isolated and m.name not in exempt and len(writable) > 1:
+                exempt.add(m.name)
+                self.unfenced.append((self.now_, m.name))
+                self.log.append(f"{self.now_:.2f} unfenced primary {m.name} (agent dead, "
+                                "node isolated) beside another")
+        if len([m for m in writable if m.name not in exempt]) > 1:
+            self.violation(f"two writable primaries {[m.name for m in writable]}")
 
     def summary(self) -> dict[str, Any]:
         return {"promotions": len(self.promotions), "leader": self.leader,

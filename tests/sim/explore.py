@@ -6,8 +6,9 @@ enumerates them. A *state* is a :class:`~tests.sim.scenario.Scenario` (a
 PostgreSQL and a fake clock) between two commands. An *event* is one command of the golden
 script language (``tests/sim/golden/README.md``), drawn from a finite :class:`Menu`: time
 passing (``run 2s``: every agent runs its cycles and keep-alives on its own schedule), one
-member's loop waking out of turn (``cycle m1``), node death and return, postmaster crash,
-a DCS partition and its heal, broken keep-alives, a replication stall, an operator
+member's loop waking out of turn (``cycle m1``), node death and return, the agent alone
+killed (its PostgreSQL runs on), postmaster crash, a network partition of one node (from the
+DCS and from its peers) and its heal, broken keep-alives, a replication stall, an operator
 switchover, and commits on the primary (``write``, acknowledged by the standbys its commits
 wait for). So a violation's event sequence, after the setup commands, is a script that can
 be pasted into a golden file.
@@ -57,14 +58,14 @@ run 25s
 """
 """A healthy three-member cluster: m0 leads, m1 and m2 stream from it."""
 
-FAULTS = frozenset({"kill-node", "crash-postmaster", "partition", "break-keepalive", "stall",
-                    "switchover", "write"})
+FAULTS = frozenset({"kill-node", "kill-agent", "crash-postmaster", "partition",
+                    "break-keepalive", "stall", "switchover", "write"})
 """Event kinds counted against :attr:`Menu.max_faults`; time, cycles and repairs are not."""
 
 KINDS = FAULTS | {"run", "cycle", "restart-node", "heal"}
 
-INSTANT = frozenset({"kill-node", "restart-node", "crash-postmaster", "partition", "heal",
-                     "break-keepalive", "stall"})
+INSTANT = frozenset({"kill-node", "kill-agent", "restart-node", "crash-postmaster",
+                     "partition", "heal", "break-keepalive", "stall"})
 """Event kinds that act on one member at once (no time passes, no cycle runs)."""
 
 
@@ -100,6 +101,7 @@ class Menu:
             offered = {
                 "cycle": m.agent_alive,
                 "kill-node": m.agent_alive,
+                "kill-agent": m.agent_alive and m.pg.running,
                 "restart-node": not m.agent_alive,
                 "crash-postmaster": m.pg.running,
                 "partition": m.agent_alive and not m.partitioned,
@@ -122,7 +124,7 @@ class Menu:
 
 
 def _command(kind: str, name: str, fault_for: str) -> str:
-    return {"partition": f"partition {name} from dcs",
+    return {"partition": f"partition {name} from all",
             "break-keepalive": f"break-keepalive {name} for {fault_for}",
             "stall": f"stall {name} for {fault_for}"}.get(kind, f"{kind} {name}")
 

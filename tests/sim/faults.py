@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tests.sim.cluster import Sim
 
-KINDS = ("node_death", "postmaster_kill", "partition", "clean_stop", "leader_node_death",
-         "replication_stall", "keepalive_broken", "store_extends_sessions", "switchover",
-         "switchover", "restart", "reinit")
+KINDS = ("node_death", "agent_death", "postmaster_kill", "partition", "clean_stop",
+         "leader_node_death", "replication_stall", "keepalive_broken", "store_extends_sessions",
+         "switchover", "switchover", "restart", "reinit")
 SYNC_KINDS = ("sync_mode_change", "sync_node_count")
 NEXT_SYNC_MODE = {"off": "on", "on": "quorum", "quorum": "off"}
 
@@ -38,15 +38,21 @@ class Faults:
         if kind == "leader_node_death":
             m = next((x for x in live if sim.leader == x.name), m)
             kind = "node_death"
+        if kind == "agent_death" and rng.random() < 0.5:  # most often the leader's agent
+            m = next((x for x in live if sim.leader == x.name), m)
         sim.log.append(f"{sim.now():.2f} fault {kind} on {m.name}")
         if kind == "node_death":
             sim.kill_agent(m.name)
+            sim.schedule(rng.uniform(5, 30), m.name, "restart_agent")
+        elif kind == "agent_death":
+            sim.kill_agent_only(m.name)
             sim.schedule(rng.uniform(5, 30), m.name, "restart_agent")
         elif kind == "postmaster_kill":
             m.pg.crash()
             sim.schedule_agent(rng.uniform(0.01, 0.5), m, "cycle")
         elif kind == "partition":
             m.partitioned = True
+            m.pg.isolated = rng.random() < 0.5  # from the other nodes too, not only the DCS
             sim.schedule(rng.uniform(2, 25), m.name, "heal")
         elif kind == "clean_stop":
             sim.clean_stop(m.name)

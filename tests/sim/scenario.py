@@ -125,6 +125,10 @@ class Scenario:
             sim.kill_agent(args[0])
         elif verb == "restart-node":
             sim.start_agent(args[0], delay=0.1)
+        elif verb == "kill-agent":  # SIGKILL of the agent alone: PostgreSQL runs on
+            sim.kill_agent_only(args[0])
+        elif verb == "restart-agent":  # its supervisor starts it again
+            sim.start_agent(args[0], delay=0.1)
         elif verb == "stop-agent":
             sim.clean_stop(args[0])
         elif verb == "crash-postmaster":
@@ -135,11 +139,12 @@ class Scenario:
         elif verb == "switchover":  # switchover m0 -> m1
             request = {"leader": args[0], "member": args[2]}
             sim.run_async(sim.operator.write_failover(request))
-        elif verb == "partition":  # partition m0 from dcs
+        elif verb == "partition":  # partition m0 from dcs | partition m0 from all
             sim.members[args[0]].partitioned = True
+            sim.members[args[0]].pg.isolated = args[-1] == "all"
         elif verb == "heal":  # a partition and broken keep-alives
             for name in args or list(sim.members):
-                sim.members[name].partitioned = False
+                sim.members[name].partitioned = sim.members[name].pg.isolated = False
                 kv = sim.members[name].kv
                 if kv is not None:
                     kv.keepalive_broken_until = 0.0

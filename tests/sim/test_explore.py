@@ -28,8 +28,9 @@ VARIANTS = [
 @pytest.mark.parametrize(("opts", "least"), VARIANTS)
 def test_every_schedule_up_to_depth_3_keeps_the_invariants(opts: str, least: int) -> None:
     """Every sequence of three events of the full menu (time steps, out-of-turn cycles,
-    node death and return, postmaster crash, partition and heal, broken keep-alives,
-    replication stalls, switchovers, acknowledged commits) from a healthy cluster."""
+    node death and return, agent death, postmaster crash, network partition and heal, broken
+    keep-alives, replication stalls, switchovers, acknowledged commits) from a healthy
+    cluster."""
     explorer = Explorer(SETUP.format(opts=opts), Menu())
     report = explorer.run(depth=3)
     assert report.violation is None, report.violation.script(explorer.setup) + \
@@ -49,7 +50,7 @@ def test_explorer_finds_a_primary_that_keeps_running_without_its_lease() -> None
     assert violation is not None and violation.kind == "invariant"
     assert "two writable primaries" in violation.message
     assert len(violation.events) <= 3
-    assert "partition m0 from dcs" in violation.events, violation.events
+    assert "partition m0 from all" in violation.events, violation.events
     text = transcript(explorer.setup, violation.events, decide_fn=no_fail_closed)
     assert "!! " in text and "two writable primaries" in text, text
     with pytest.raises(InvariantViolation, match="two writable primaries"):
@@ -120,6 +121,6 @@ def test_every_menu_kind_is_offered_somewhere(kind: str) -> None:
     assert start.sim is not None
     offered = {e.split()[0] for e in menu.events(start.sim, 0)}
     start.execute("kill-node m2")
-    start.execute("partition m1 from dcs")
+    start.execute("partition m1 from all")
     offered |= {e.split()[0] for e in menu.events(start.sim, 0)}
     assert kind in offered

@@ -36,4 +36,5 @@ def test_replay_is_deterministic() -> None:
 def test_every_required_scenario_exists() -> None:
     names = {p.stem for p in golden_files(GOLDEN)}
     assert {"bootstrap", "failover", "postmaster_crash", "switchover", "rejoin_rewind",
-            "dcs_loss", "sync_failover", "quorum_failover", "strict_blocking"} <= names
+            "dcs_loss", "sync_failover", "quorum_failover", "strict_blocking",
+            "agent_death"} <= names

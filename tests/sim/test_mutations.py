@@ -49,14 +49,21 @@ kill-node m0
 run 30s
 """
 
+# cut off from the DCS and from its peers (who could otherwise find its server accepting writes)
 PARTITIONED_LEADER = CLUSTER + """
-partition m0 from dcs
+partition m0 from all
 run 30s
 """
 
 OLD_PRIMARY_RETURNS = FAILOVER + """
 restart-node m0
 run 20s
+"""
+
+# the leader's agent dies, its PostgreSQL runs on as primary; its session and keys expire
+LEADER_AGENT_DIES = CLUSTER + """
+kill-agent m0
+run 30s
 """
 
 DIVERGED_OLD_PRIMARY = CLUSTER + """
@@ -76,6 +83,13 @@ def promote_without_lock(view: ClusterView | None, local: LocalState, now: float
             and local.pg.role is PgRole.REPLICA:
         return replace(d, actions=(Promote(),))
     return d
+
+
+def ignore_silent_agents(view: ClusterView | None, local: LocalState, now: float) -> Decision:
+    """Mutation: a peer whose agent is silent counts as unreachable even though its
+    PostgreSQL was found accepting writes."""
+    peers = {n: None if p is not None and p.agent_silent else p for n, p in local.peers.items()}
+    return decide(view, replace(local, peers=peers), now)
 
 
 def ignore_lag_limit(view: ClusterView | None, local: LocalState, now: float) -> Decision:
@@ -271,6 +285,8 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
      "behind the last optime", {"decide_fn": ignore_lag_limit}),
     ("no_fail_closed", PARTITIONED_LEADER, "two writable primaries",
      {"decide_fn": no_fail_closed}),
+    ("ignore_silent_agents", LEADER_AGENT_DIES, "two writable primaries",
+     {"decide_fn": ignore_silent_agents}),
     ("rejoin_as_primary", OLD_PRIMARY_RETURNS, "started as primary without the lock",
      {"decide_fn": rejoin_as_primary}),
     ("loses_data_on_promote", FAILOVER.format(opts="write_rate=400kB"),

@@ -180,6 +180,7 @@ class FakePostgres:
     history: tuple[tuple[int, int], ...] = ()  # (timeline, switch lsn) of ended timelines
     node_up: bool = True
     stalled_until: float = 0.0
+    isolated: bool = False  # the node is cut off from every other node (and the DCS)
     fresh_initdb: bool = False  # initdb ran and the cluster was never started
     rewinds: int = 0  # pg_rewind runs (for the scenarios' state lines)
     known_tli: int = 1  # newest timeline whose history file we hold (pg_wal)
@@ -233,6 +234,7 @@ class FakePostgres:
         for name in self.world.member_names():
             other = self.world.pg(name)
             if (other is None or other is self or not other.node_up or not other.running
+                    or not self.reaches(other)
                     or other.role is not PgRole.REPLICA or other.upstream != self.name
                     or not consistent(other.segments, self.segments)):
                 continue
@@ -334,13 +336,18 @@ class FakePostgres:
         for name in self.world.member_names():
             other = self.world.pg(name)
             if (other is not None and other is not self and other.node_up and other.running
+                    and self.reaches(other)
                     and other.role is PgRole.REPLICA and other.upstream == self.name
                     and other.stalled_until <= now):
                 other.receive(self, self.wal)
 
+    def reaches(self, other: FakePostgres) -> bool:
+        """The network between our node and ``other``'s works (neither is isolated)."""
+        return not (self.isolated or other.isolated)
+
     def _source(self, name: str) -> FakePostgres | None:
         src = self.world.pg(name)
-        if src is None or not src.node_up or not src.running:
+        if src is None or not src.node_up or not src.running or not self.reaches(src):
             return None
         return src
 
@@ -474,7 +481,7 @@ class FakePostgres:
 
     async def timeline_history(self, source: Upstream) -> list[tuple[int, int]]:
         src = self.world.pg(source.name)
-        if src is None or not src.node_up:
+        if src is None or not src.node_up or not self.reaches(src):
             raise PgError(f"{source.name} unreachable")
         return list(src.history)
 
@@ -486,7 +493,7 @@ class FakePostgres:
                         ) -> AsyncIterator[Callable[[], Awaitable[int | None]]]:
         name = conn_url.removeprefix("postgres://")
         cand = self.world.pg(name)
-        if cand is None or not cand.node_up or not cand.running:
+        if cand is None or not cand.node_up or not cand.running or not self.reaches(cand):
             raise PgError(f"cannot connect to {name}")
 
         async def received() -> int | None:

@@ -319,7 +319,7 @@ class Executor:
     async def _publish_status(self, action: PublishStatus) -> bool:
         async with asyncio.timeout(self.dcs_timeout):
             if action.optime is not None:
-                await self.store.write_status(action.optime)
+                await self.store.write_status(action.optime, conn_url=self.pg.conn_url())
             if action.failsafe is not None:
                 await self.store.write_failsafe(action.failsafe)
         return True

@@ -18,7 +18,7 @@ from typing import Any
 from pgha.agent.clock import SYSTEM_CLOCK, Clock
 from pgha.agent.peers import PeerClient
 from pgha.config import dynamic_config_warnings
-from pgha.core.model import ClusterView, HaSettings, Member, PeerStatus, PgState
+from pgha.core.model import ClusterView, HaSettings, Member, PeerStatus, PgState, Tags
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
@@ -50,6 +50,7 @@ class Observer:
         self.pg_started = asyncio.Event()
         self._config_checked: dict[str, Any] | None = None  # last DCS config looked up
         self.last_leader: Member | None = None  # the member key of the last leader seen
+        self.known_members: dict[str, Member] = {}  # every member key seen, the latest of each
 
     async def dcs_view(self, budget: float) -> ClusterView | None:
         """Read the cluster within ``budget`` seconds; the last view when the read fails."""
@@ -63,8 +64,9 @@ class Observer:
         self.dcs_ok = True
         self.dcs_last_seen = self.clock.wall()
         now = self.clock.monotonic()
-        for member in view.members:
-            self.member_seen[member] = now
+        for name, member in view.members.items():
+            self.member_seen[name] = now
+            self.known_members[name] = member
         self.view = view
         self.first_view.set()
         if view.leader is not None and view.leader.name in view.members:
@@ -105,25 +107,27 @@ class Observer:
     async def peer_statuses(self, view: ClusterView) -> dict[str, PeerStatus | None]:
         """Every other member's ``GET /patroni``, in parallel (``min(2, ttl/4)`` s each).
 
-        Whose agent does not answer -- a member listed without an answer, or the last leader
-        seen when its keys have expired with its session -- has its PostgreSQL asked directly
-        (its ``conn_url``, the same bound, the cluster's system identifier checked): when that
-        server accepts writes, the member is reported as a running primary (``agent_silent``).
-        Its agent may be dead or frozen while its primary keeps taking writes, and nobody may
-        promote beside it (safety rule 3)."""
+        Whose agent does not answer has its PostgreSQL asked directly (its ``conn_url``, the
+        same bound, the cluster's system identifier checked): a member listed without an
+        answer and, while no leader holds the lock, every server a member whose keys expired
+        with its session may still run: the leader that last wrote the ``status`` key (the key
+        has no lease: even an agent that never saw that leader finds it), each member this
+        agent has seen and that is no longer listed (the last leader first), and the upstream
+        our own replica was configured to stream from (kept in the data directory). A server
+        that accepts writes is reported as a running primary (``agent_silent``): its agent may
+        be dead or frozen while its primary keeps taking writes, and nobody may promote beside
+        it (safety rule 3)."""
         timeout = min(2.0, self.settings.ttl / 4)
         system_id = view.initialize or None
-        last = self.last_leader
-        if (view.leader is None and last is not None and last.conn_url
-                and last.name not in view.members and last.name != self.store.name):
-            # its keys expired: ask its server at once, beside the others' REST APIs, so a
-            # dead host costs one timeout, not two
-            statuses, last_position = await asyncio.gather(
-                self.peers.statuses(view, timeout=timeout),
-                remote_writable_position(self.pg.settings, last.conn_url, timeout, system_id))
-            self._writable_primary(statuses, last, last_position)
-        else:
-            statuses = await self.peers.statuses(view, timeout=timeout)
+        vanished = self._vanished_servers(view)
+        # the vanished ones are asked at once, beside the others' REST APIs, so a dead host
+        # costs one timeout, not two
+        asked = asyncio.gather(*(remote_writable_position(self.pg.settings, url, timeout,
+                                                          system_id)
+                                 for _, url, _ in vanished))
+        statuses, found = await asyncio.gather(self.peers.statuses(view, timeout=timeout), asked)
+        for (name, _, member), position in zip(vanished, found, strict=True):
+            self._writable_primary(statuses, name, member, position)
         silent = [view.members[n] for n, st in statuses.items()
                   if st is None and n in view.members and view.members[n].conn_url]
         if silent:
@@ -131,19 +135,43 @@ class Observer:
                 remote_writable_position(self.pg.settings, m.conn_url, timeout, system_id)
                 for m in silent))
             for member, position in zip(silent, positions, strict=True):
-                self._writable_primary(statuses, member, position)
+                self._writable_primary(statuses, member.name, member, position)
         return statuses
 
+    def _vanished_servers(self, view: ClusterView) -> list[tuple[str, str, Member | None]]:
+        """``(name, conn_url, member key if known)`` of the servers a member whose keys
+        expired may still run on, each once, the ``status`` key's leader first: none while a
+        leader holds the lock."""
+        if view.leader is not None:
+            return []
+        known = dict(self.known_members)
+        if self.last_leader is not None:
+            known = {self.last_leader.name: self.last_leader, **known}
+        candidates: list[tuple[str, str, Member | None]] = []
+        if view.status_leader is not None:
+            name, url = view.status_leader
+            candidates.append((name, url, known.get(name)))
+        candidates += [(name, m.conn_url, m) for name, m in known.items()]
+        upstream = self.pg.current_upstream()
+        if upstream is not None:
+            candidates.append((upstream.name, upstream.conn_url, known.get(upstream.name)))
+        out: dict[str, tuple[str, str, Member | None]] = {}
+        for name, url, member in candidates:
+            if url and name not in view.members and name != self.store.name:
+                out.setdefault(name, (name, url, member))
+        return list(out.values())
+
     @staticmethod
-    def _writable_primary(statuses: dict[str, PeerStatus | None], member: Member,
-                          position: int | None) -> None:
-        """Record ``member`` as a running primary when its server accepted writes."""
+    def _writable_primary(statuses: dict[str, PeerStatus | None], name: str,
+                          member: Member | None, position: int | None) -> None:
+        """Record ``name`` as a running primary when its server accepted writes."""
         if position is None:
             return
-        log.warning("member %s: agent does not answer, but its PostgreSQL accepts writes",
-                    member.name)
-        statuses[member.name] = PeerStatus(member.name, "primary", "running", position,
-                                           member.timeline, member.tags, agent_silent=True)
+        log.warning("member %s: agent does not answer, but its PostgreSQL accepts writes", name)
+        statuses[name] = PeerStatus(name, "primary", "running", position,
+                                    member.timeline if member is not None else None,
+                                    member.tags if member is not None else Tags(),
+                                    agent_silent=True)
 
     def postmaster_exited(self) -> None:
         """The postmaster watch saw PostgreSQL exit: it is down from now."""

@@ -323,6 +323,7 @@ class ClusterView:
     leader: Leader | None = None
     members: Mapping[str, Member] = field(default_factory=dict)
     optime: int | None = None  # leader's last published WAL position (``status``)
+    status_leader: tuple[str, str] | None = None  # (name, conn_url) of who wrote ``status``
     history: tuple[HistoryEntry, ...] = ()
     failover: Mapping[str, Any] | None = None
     failsafe: Mapping[str, str] | None = None  # member name -> api_url, kept by the leader

@@ -143,6 +143,19 @@ def _optime(keys: Mapping[str, KeyValue]) -> int | None:
     return None
 
 
+def _status_leader(keys: Mapping[str, KeyValue]) -> tuple[str, str] | None:
+    """``(name, conn_url)`` of the leader that last wrote ``status`` (pgha's own field), if
+    any and well formed."""
+    status = _maybe(keys, "status", _json_object)
+    ours = status.get("pgha") if status is not None else None
+    if not isinstance(ours, dict):
+        return None
+    name, url = ours.get("leader"), ours.get("conn_url")
+    if isinstance(name, str) and name and isinstance(url, str) and url:
+        return name, url
+    return None
+
+
 def _failover(kv: KeyValue) -> dict[str, Any] | None:
     """The switchover/failover request; an empty value means none."""
     return _json_object(kv) if kv.value.strip() else None
@@ -183,6 +196,7 @@ def parse_snapshot(prefix: str, snapshot: Snapshot) -> ClusterView:
         leader=_maybe(keys, "leader", _leader),
         members=_members(keys),
         optime=_optime(keys),
+        status_leader=_status_leader(keys),
         history=_maybe(keys, "history", _history) or (),
         failover=_maybe(keys, "failover", _failover),
         failsafe=_maybe(keys, "failsafe", _failsafe),
@@ -401,9 +415,16 @@ class ClusterStore:
             return await self.create_config(config)
         return await self.write_config(config, if_revision=revision)
 
-    async def write_status(self, optime: int, slots: Mapping[str, int] | None = None) -> None:
-        """Publish the leader's WAL position: ``{"optime": ..., "slots": {...}}``."""
-        await self.kv.put(self.key("status"), dumps({"optime": optime, "slots": dict(slots or {})}))
+    async def write_status(self, optime: int, slots: Mapping[str, int] | None = None,
+                           conn_url: str | None = None) -> None:
+        """Publish the leader's WAL position: ``{"optime": ..., "slots": {...}}``, with
+        ``"pgha": {"leader": <our name>, "conn_url": ...}`` when ``conn_url`` is given (the
+        key outlives the leader's session: whoever races after the leader's keys expired can
+        still find its server). Patroni reads the fields it knows and ignores that one."""
+        value: dict[str, Any] = {"optime": optime, "slots": dict(slots or {})}
+        if conn_url:
+            value["pgha"] = {"leader": self.name, "conn_url": conn_url}
+        await self.kv.put(self.key("status"), dumps(value))
 
     async def write_sync(self, voters: Iterable[str], quorum: int) -> None:
         """Write the ``sync`` key as ours: ``leader`` = our name, ``voters`` as its

@@ -111,7 +111,9 @@ class Postgres:
     def _set_upstream(self, upstream: Upstream | None) -> None:
         self._upstream, self._upstream_known = upstream, True
 
-    def _current_upstream(self) -> Upstream | None:
+    def current_upstream(self) -> Upstream | None:
+        """The upstream this replica was last configured to stream from (kept in the data
+        directory: it survives an agent restart); None for a primary or unknown."""
         if not self._upstream_known:
             state = read_managed_state(self.settings.data_dir)
             self._set_upstream(state[1] if state and state[0] == "replica" else None)
@@ -190,7 +192,7 @@ class Postgres:
             sysid=self._sysid, timeline=snap.timeline, wal_position=snap.wal_position,
             control_state=(ControlState.IN_ARCHIVE_RECOVERY if snap.in_recovery
                            else ControlState.IN_PRODUCTION),
-            upstream=(u.name if snap.in_recovery and (u := self._current_upstream()) else None),
+            upstream=(u.name if snap.in_recovery and (u := self.current_upstream()) else None),
             standbys=standbys,
             sync_standby_names=snap.sync_standby_names,
             sync_names_since=since, sync_managed=self._sync_names is not None)
@@ -257,7 +259,7 @@ class Postgres:
             log.warning("start(%s): PostgreSQL already running (%s)", role,
                         "same role" if same else "different role or not answering")
             if same and upstream is not None and role == "replica" \
-                    and upstream != self._current_upstream():
+                    and upstream != self.current_upstream():
                 return await self.follow(upstream)
             return same
         if self.data_state() != DataState.VALID:
@@ -372,7 +374,7 @@ class Postgres:
                 role = "replica" if snap.in_recovery else "primary"
         if role is not None:
             try:
-                upstream = self._current_upstream() if role == "replica" else None
+                upstream = self.current_upstream() if role == "replica" else None
                 await asyncio.to_thread(write_config, self.settings, role, upstream)
             except (OSError, ValueError) as exc:
                 log.error("reload: writing configuration failed: %s", exc)
