@@ -305,7 +305,9 @@ class Sim(AckedCommits):
         m = self.members[name]
         m.pg.node_up = True
         m.generation += 1
+        partitioned = m.partitioned  # the node's network, not the agent process
         m.kv = SimKV(self.backend, self.settings.ttl, self.now)
+        m.kv.partitioned = partitioned
         m.store = SimClusterStore(m.kv, name, self.views)
         clock = Clock(monotonic=self.now, wall=self.wall_time)
         status = AgentStatus(name=name, scope=SCOPE, tags=m.tags, conn_url=m.pg.conn_url(),
