@@ -98,3 +98,35 @@ def test_no_promotion_beside_a_primary_whose_agent_is_silent(cluster: LocalClust
         for t in threads:
             t.join(10)
     assert probe.overlaps == [], f"two writable primaries at once: {probe.overlaps[:5]}"
+
+
+def test_an_agent_restarted_after_the_leader_keys_expired_does_not_promote(
+        cluster: LocalCluster) -> None:
+    """The leader's agent dies; once its keys have expired, both replicas' agents are killed
+    and started again: they never saw that leader, yet find its server (through the
+    ``status`` key and their replicas' upstream) and stay out of the race (found by the
+    simulation once it modelled agent-only deaths)."""
+    old = wait_healthy(cluster)
+    probe = WritableProbe(list(cluster.procs.values()))
+    thread = probe.run_in_thread()
+    others = [m for m in cluster.procs.values() if m is not old]
+    try:
+        wait_until(lambda: probe.samples > 20, 10, "probe running")
+        cluster.kill_agent(old.name)
+        wait_until(lambda: _leader_key(cluster) is None, 20, "the leader key expired")
+        sizes = {}
+        for m in others:
+            cluster.kill_agent(m.name)
+            sizes[m.name] = m.log_path.stat().st_size
+            cluster.start(m.name)
+        time.sleep(12)  # several of the restarted agents' races
+        assert not [m.name for m in others if is_primary(m)]
+        assert psql(old, "SELECT pg_is_in_recovery()") == "f"
+        for m in others:
+            with m.log_path.open() as f:
+                f.seek(sizes[m.name])
+                assert "race_refused_primary_running" in f.read(), m.name
+    finally:
+        probe.stop.set()
+        thread.join(10)
+    assert probe.overlaps == [], f"two writable primaries at once: {probe.overlaps[:5]}"
