@@ -164,35 +164,30 @@ def test_votes_on_positions_of_the_peers_last_cycle_lose_acknowledged_commits() 
         run_commands(STALE_PEER_POSITION, stale_peer_positions=True)
 
 
+ISOLATED_LEADER = """
+sim n=3 ttl=10 loop_wait=2 seed=7
+start m0
+run 5s
+start m1 m2
+run 25s
+partition m0 from all
+{agent}
+run 30s
+"""
+
+
 def test_an_isolated_primary_whose_agent_died_is_recorded_as_unfenced() -> None:
     """The one case beyond fencing by software (see Sim.check_invariants): the leader's node
     is cut off from everyone, then its agent dies. Its lease runs out, a replica promotes,
     and the old primary's server, which nobody can reach and no agent demotes, stays
     writable. The Sim records it in ``unfenced`` rather than as a violation; a watchdog
     (issue 14) is what would reset that node."""
-    scenario = run_commands("""
-sim n=3 ttl=10 loop_wait=2 seed=7
-start m0
-run 5s
-start m1 m2
-run 25s
-partition m0 from all
-kill-agent m0
-run 30s
-""")
+    scenario = run_commands(ISOLATED_LEADER.format(agent="kill-agent m0"))
     sim = scenario.sim
     assert sim is not None
     assert [name for _, name in sim.unfenced] == ["m0"]
     assert sim.members["m0"].pg.writable and sim.leader in {"m1", "m2"}
     # the same with the agent alive: it demotes before its lease ends, nothing unfenced
-    alive = run_commands("""
-sim n=3 ttl=10 loop_wait=2 seed=7
-start m0
-run 5s
-start m1 m2
-run 25s
-partition m0 from all
-run 30s
-""").sim
+    alive = run_commands(ISOLATED_LEADER.format(agent="")).sim
     assert alive is not None and alive.unfenced == []
     assert not alive.members["m0"].pg.writable

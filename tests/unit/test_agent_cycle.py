@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tests.support.agent_stubs import StillWorld
 from tests.support.fake_pg import FakePostgres
 
 from pgha.agent.clock import Clock
@@ -32,34 +33,6 @@ from pgha.dcs.store import ClusterStore
 from pgha.pg.dynconf import PgConfigState
 
 TTL = 10.0
-
-
-@dataclass
-class World:
-    """The fake clock and the fake PostgreSQL of one member (the FakeWorld protocol)."""
-
-    t: float = 1000.0
-    pgs: dict[str, FakePostgres] = field(default_factory=dict)
-
-    def now(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return 1_700_000_000.0 + self.t
-
-    def member_names(self) -> list[str]:
-        return list(self.pgs)
-
-    def pg(self, name: str) -> FakePostgres | None:
-        return self.pgs.get(name)
-
-    def before_start_primary(self, pg: FakePostgres) -> None: ...
-
-    def before_promote(self, pg: FakePostgres) -> None: ...
-
-    def after_promote(self, pg: FakePostgres, old_timeline: int) -> None: ...
-
-    def after_rejoin(self, pg: FakePostgres, leader: FakePostgres) -> None: ...
 
 
 class ObservablePostgres(FakePostgres):
@@ -87,7 +60,7 @@ class Configurator:
 
 @dataclass
 class Member:
-    world: World
+    world: StillWorld
     kv: MemoryStore
     pg: ObservablePostgres
     cycle: DecisionCycle
@@ -98,7 +71,7 @@ class Member:
 
 @pytest.fixture
 async def member() -> AsyncIterator[Member]:
-    world = World()
+    world = StillWorld()
     clock = Clock(monotonic=world.now, wall=world.wall)
     backend = MemoryBackend(clock=world.now)
     kv = MemoryStore(backend, ttl=TTL, timeout=2.0)

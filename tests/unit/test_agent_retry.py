@@ -5,7 +5,6 @@ cleans up and ends the agent with its cause; post_bootstrap is killed with its p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.agent_stubs import NullSink, OpenLease
 
 from pgha.agent.bootstrap import BootstrapFailed, ClusterBootstrap
 from pgha.agent.clock import Clock
@@ -100,24 +100,10 @@ class FailingPg:
         return True
 
 
-class Sink:
-    async def pg_changed(self) -> None: ...
-
-    async def busy(self, what: str) -> None: ...
-
-
-class Lease:
-    async def confirm(self) -> bool:
-        return True
-
-    def busy(self, seconds: float) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-
 def make_executor(pg: Any, clock: Clock, metrics: AgentMetrics | None = None) -> Executor:
     kv = MemoryStore(MemoryBackend(clock=clock.monotonic), ttl=10, timeout=1)
     store = ClusterStore(kv, "/service/", "demo", "pg3")
-    return Executor(pg, store, lease=Lease(), status=Sink(), bootstrap_config={},
+    return Executor(pg, store, lease=OpenLease(), status=NullSink(), bootstrap_config={},
                     post_bootstrap=None, pg_ctl_timeout=5, dcs_timeout=1, metrics=metrics,
                     retry=RetryGate(clock))
 
@@ -207,7 +193,7 @@ def pg_settings(tmp: Path) -> PgSettings:
 def bootstrap(pg: BootPg, post: str | None = None) -> tuple[ClusterBootstrap, ClusterStore]:
     kv = MemoryStore(MemoryBackend(), ttl=10, timeout=1)
     store = ClusterStore(kv, "/service/", "demo", "pg1")
-    return ClusterBootstrap(pg, store, Lease(), bootstrap_config={"ttl": 10},
+    return ClusterBootstrap(pg, store, OpenLease(), bootstrap_config={"ttl": 10},
                             post_bootstrap=post, pg_ctl_timeout=5, dcs_timeout=1), store
 
 

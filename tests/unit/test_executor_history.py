@@ -5,9 +5,7 @@ primary that had run past the real switch point was never told it diverged."""
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field
-
+from tests.support.agent_stubs import NullSink, OpenLease, StillWorld
 from tests.support.fake_pg import FakePostgres, extend
 
 from pgha.agent.executor import Executor
@@ -20,46 +18,7 @@ SWITCH_53 = 0x67722F8  # where timeline 53 ended (already in the DCS history)
 SWITCH_54 = 0x6884948  # how far the replica replayed timeline 54 before its primary died
 
 
-@dataclass
-class World:
-    pgs: dict[str, FakePostgres] = field(default_factory=dict)
-
-    def now(self) -> float:
-        return 1000.0
-
-    def wall(self) -> float:
-        return 1_700_000_000.0
-
-    def member_names(self) -> list[str]:
-        return list(self.pgs)
-
-    def pg(self, name: str) -> FakePostgres | None:
-        return self.pgs.get(name)
-
-    def before_start_primary(self, pg: FakePostgres) -> None: ...
-
-    def before_promote(self, pg: FakePostgres) -> None: ...
-
-    def after_promote(self, pg: FakePostgres, old_timeline: int) -> None: ...
-
-    def after_rejoin(self, pg: FakePostgres, leader: FakePostgres) -> None: ...
-
-
-class Sink:
-    async def pg_changed(self) -> None: ...
-
-    async def busy(self, what: str) -> None: ...
-
-
-class Lease:
-    async def confirm(self) -> bool:
-        return True
-
-    def busy(self, seconds: float) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-
-def replica_on_54(world: World, reported: int | None) -> FakePostgres:
+def replica_on_54(world: StillWorld, reported: int | None) -> FakePostgres:
     pg = FakePostgres("pg1", world, data=DataState.VALID, running=True, role=PgRole.REPLICA,
                       timeline=54, sysid="7", history=((53, SWITCH_53),), known_tli=54,
                       segments=extend(((53, SWITCH_53),), 54, SWITCH_54),
@@ -69,13 +28,13 @@ def replica_on_54(world: World, reported: int | None) -> FakePostgres:
 
 
 async def promote_and_read_history(reported: int | None) -> tuple[HistoryEntry, ...]:
-    world = World()
+    world = StillWorld()
     pg = replica_on_54(world, reported)
     kv = MemoryStore(MemoryBackend(clock=world.now), ttl=10.0, timeout=2.0)
     async with kv:
         store = ClusterStore(kv, "/service/", "demo", "pg1")
         assert await store.append_history(HistoryEntry(53, SWITCH_53, "earlier promotion"))
-        executor = Executor(pg, store, lease=Lease(), status=Sink(), bootstrap_config={},
+        executor = Executor(pg, store, lease=OpenLease(), status=NullSink(), bootstrap_config={},
                             post_bootstrap=None, pg_ctl_timeout=5, dcs_timeout=1)
         assert await executor.run([Promote()])
         assert pg.role is PgRole.PRIMARY and pg.timeline == 55
