@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 from tests.support.cluster import (
     SRC,
-    dump_logs,
     is_primary,
-    new_cluster,
     primary_of,
     psql,
+    running_cluster,
     status,
     wait_healthy,
     wait_until,
@@ -32,13 +31,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    c = new_cluster(tmp_path / "c")
-    with c:
-        c.start_all(stagger=0.3)
+    with running_cluster(tmp_path / "c", request) as c:
         yield c
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            dump_logs(c)
 
 
 def _replicas(cluster: LocalCluster, leader_name: str) -> list[str]:

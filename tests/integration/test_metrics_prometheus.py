@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.cluster import dump_logs, new_cluster, wait_healthy, wait_until
+from tests.support.cluster import running_cluster, wait_healthy, wait_until
 from tests.support.prom import PATRONI_COUNTER_LINTS, PrometheusServer, parse, promtool_problems
 
 from pgha.cli.localcluster import LocalCluster
@@ -31,13 +31,8 @@ SCOPE = "demo"
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    c = new_cluster(tmp_path / "c", members=2)
-    with c:
-        c.start_all(stagger=0.3)
+    with running_cluster(tmp_path / "c", request, members=2) as c:
         yield c
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            dump_logs(c)
 
 
 def scrape(api: str) -> str:

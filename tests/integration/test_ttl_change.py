@@ -17,9 +17,8 @@ from typing import Any
 import aetcd
 import pytest
 from tests.support.cluster import (
-    dump_logs,
-    new_cluster,
     primary_of,
+    running_cluster,
     status,
     wait_healthy,
     wait_until,
@@ -34,13 +33,8 @@ PREFIX = "/service/demo/"
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    c = new_cluster(tmp_path / "c")
-    with c:
-        c.start_all(stagger=0.3)
+    with running_cluster(tmp_path / "c", request) as c:
         yield c
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            dump_logs(c)
 
 
 def leases(cluster: LocalCluster) -> dict[str, tuple[str, int, int]]:

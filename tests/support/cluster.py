@@ -108,11 +108,11 @@ def new_cluster(base: Path, members: int = 3, dcs_section: dict[str, Any] | None
 
 
 @contextlib.contextmanager
-def running_cluster(base: Path, request: pytest.FixtureRequest, **dynamic: Any
-                    ) -> Iterator[LocalCluster]:
+def running_cluster(base: Path, request: pytest.FixtureRequest, members: int = 3,
+                    **dynamic: Any) -> Iterator[LocalCluster]:
     """A started :func:`new_cluster` for a fixture to yield; every process is stopped on exit
     and the logs are printed when the test failed (``rep_call``, see tests/conftest.py)."""
-    c = new_cluster(base, **dynamic)
+    c = new_cluster(base, members=members, **dynamic)
     with c:
         c.start_all(stagger=0.3)
         yield c
