@@ -176,11 +176,42 @@ class Reinitialize:
 
 
 @dataclass(frozen=True)
-class SyncSlots:
-    """On the primary: make the set of physical replication slots named after members equal to
-    ``keep`` (create missing ones, drop member-like slots not in ``keep``)."""
+class SlotSpec:
+    """A replication slot pgha wants: ``type`` ``physical`` or ``logical`` (then with the
+    ``database`` it was created in and its output ``plugin``)."""
 
-    keep: frozenset[str]
+    name: str
+    type: str = "physical"
+    database: str | None = None
+    plugin: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncSlots:
+    """Bring this member's replication slots in line with the slot plan
+    (:mod:`pgha.core.slots`), in this order: ``drop`` the named slots (each only while it is
+    inactive: a slot that became active since it was observed is kept), ``create`` the missing
+    ones (physical slots reserve WAL at once; logical ones only on a primary), then
+    ``advance`` copies to at least the given LSN (``pg_replication_slot_advance``, which
+    clamps to what this server has replayed; never backwards). One slot's failure does not
+    stop the others; a copy that cannot be advanced because its WAL is gone is dropped and
+    (physical) recreated, and logged."""
+
+    create: tuple[SlotSpec, ...] = ()
+    drop: tuple[str, ...] = ()
+    advance: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class CopyLogicalSlots:
+    """Replica only (PostgreSQL before 17 cannot create logical slots on a standby): read the
+    state of ``slots`` from ``source`` (the running primary; ``pg_read_binary_file`` of each
+    ``pg_replslot/<name>/state``, checked to be the same type, database and plugin), stop
+    PostgreSQL, write them into our ``pg_replslot`` (fsynced) and start again as a replica of
+    ``source``. Afterwards :class:`SyncSlots` advances them from the leader's ``status``."""
+
+    source: Upstream
+    slots: tuple[SlotSpec, ...]
 
 
 @dataclass(frozen=True)
@@ -213,11 +244,14 @@ class SetSyncStandbys:
 @dataclass(frozen=True)
 class PublishStatus:
     """Leader only: write the ``status`` key with ``optime`` (our WAL position when observed;
-    None: not written), and with ``failsafe`` set, the ``failsafe`` key (``{member: api_url}``
+    None: not written), ``slots`` (the position of every permanent and member slot, so
+    replicas advance their copies) and ``retain_slots``; and with ``failsafe`` set, the ``failsafe`` key (``{member: api_url}``
     of every member)."""
 
     failsafe: Mapping[str, str] | None = None
     optime: int | None = None
+    slots: Mapping[str, int] | None = None  # slot -> position published with ``optime``
+    retain_slots: tuple[str, ...] = ()  # member slots kept for ``member_slots_ttl``
 
 
 Action = (
@@ -238,6 +272,7 @@ Action = (
     | RestartPostgres
     | Reinitialize
     | SyncSlots
+    | CopyLogicalSlots
     | PublishStatus
     | WriteSyncKey
     | ClearSyncKey

@@ -324,6 +324,8 @@ class ClusterView:
     members: Mapping[str, Member] = field(default_factory=dict)
     optime: int | None = None  # leader's last published WAL position (``status``)
     status_leader: tuple[str, str] | None = None  # (name, conn_url) of who wrote ``status``
+    status_slots: Mapping[str, int] = field(default_factory=dict)  # ``status`` slots: LSNs
+    retain_slots: tuple[str, ...] = ()  # ``status`` retain_slots: member slots to keep
     history: tuple[HistoryEntry, ...] = ()
     failover: Mapping[str, Any] | None = None
     failsafe: Mapping[str, str] | None = None  # member name -> api_url, kept by the leader
@@ -368,6 +370,21 @@ class StandbyConn:
 
 
 @dataclass(frozen=True)
+class ObservedSlot:
+    """One row of ``pg_replication_slots`` on this member's server. ``position``: a physical
+    slot's ``restart_lsn``, a logical slot's ``confirmed_flush_lsn`` (None when unset).
+    ``lost``: ``wal_status = 'lost'`` (the WAL it needed is gone; it can never be used again)."""
+
+    name: str
+    type: str = "physical"
+    database: str | None = None
+    plugin: str | None = None
+    active: bool = False
+    position: int | None = None
+    lost: bool = False
+
+
+@dataclass(frozen=True)
 class PgState:
     """What the agent observed about its own PostgreSQL.
 
@@ -395,6 +412,9 @@ class PgState:
     sync_standby_names: str | None = None  # the value the running server runs with
     sync_names_since: int | None = None  # our WAL position when that value was first seen
     sync_managed: bool = False  # pgha owns synchronous_standby_names (not the user's value)
+    # replication slots on this server; None when not observed (not accepting, or the read
+    # failed): nothing is created or dropped from a missing observation
+    slots: tuple[ObservedSlot, ...] | None = None
 
 
 @dataclass(frozen=True)
