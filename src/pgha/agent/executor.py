@@ -14,12 +14,12 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pgha.agent.bootstrap import ClusterBootstrap
 from pgha.agent.clock import SYSTEM_CLOCK
 from pgha.agent.metrics import AgentMetrics
+from pgha.agent.promotion import promote_and_record
 from pgha.agent.retry import ErrorCapture, RetryGate
 from pgha.core.actions import (
     AcquireLeader,
@@ -28,6 +28,7 @@ from pgha.core.actions import (
     ClearFailover,
     ClearSyncKey,
     CloneReplica,
+    CopyLogicalSlots,
     Demote,
     Follow,
     HandOver,
@@ -39,6 +40,7 @@ from pgha.core.actions import (
     ReleaseLeader,
     RestartPostgres,
     SetSyncStandbys,
+    SlotSpec,
     StartPostgres,
     StopMode,
     StopPostgres,
@@ -47,7 +49,7 @@ from pgha.core.actions import (
     WriteInitialize,
     WriteSyncKey,
 )
-from pgha.core.model import HistoryEntry, PgState
+from pgha.core.model import PgState
 from pgha.core.switchover import FailoverRequest
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
@@ -58,7 +60,7 @@ from pgha.pg.settings import PgSettings
 log = logging.getLogger("pgha.executor")
 
 _CHANGES_PG = (CloneReplica, StartPostgres, Follow, Rejoin, Promote, Demote, StopPostgres,
-               BootstrapCluster, HandOver, RestartPostgres, Reinitialize)
+               BootstrapCluster, HandOver, RestartPostgres, Reinitialize, CopyLogicalSlots)
 _HANDOVER_POLL = 0.02
 
 
@@ -92,7 +94,9 @@ class PgControl(Protocol):
 
     async def wipe(self) -> None: ...
 
-    async def sync_slots(self, keep: frozenset[str]) -> None: ...
+    async def sync_slots(self, plan: SyncSlots) -> dict[str, str]: ...
+
+    async def copy_logical_slots(self, source: Upstream, slots: tuple[SlotSpec, ...]) -> bool: ...
 
     async def set_sync_standby_names(self, value: str | None) -> bool: ...
 
@@ -138,7 +142,8 @@ class Executor:
     for a switchover candidate to receive our final WAL; ``metrics`` counts promotions,
     failovers and demotions. After :meth:`run`, ``failed_handover`` names the candidate of a
     HandOver that failed because the candidate could not be asked or did not confirm our
-    final WAL (the request is then left in the DCS for the core to withdraw), else None.
+    final WAL (the request is then left in the DCS for the core to withdraw), else None;
+    ``slot_problems`` holds what the last SyncSlots could not do normally (slot -> why).
     ``dcs_timeout`` bounds each DCS call of an action: a number, or a callable read at every
     call (the dynamic ``retry_timeout``)."""
 
@@ -170,6 +175,7 @@ class Executor:
             pg, store, lease, bootstrap_config=bootstrap_config, post_bootstrap=post_bootstrap,
             pg_ctl_timeout=pg_ctl_timeout, dcs_timeout=self.dcs_timeout)
         self.failed_handover: Upstream | None = None
+        self.slot_problems: dict[str, str] = {}
 
     @property
     def dcs_timeout(self) -> float:
@@ -270,7 +276,12 @@ class Executor:
             case Reinitialize():
                 return await self._reinitialize(action)
             case SyncSlots():
-                return await self._sync_slots(action)
+                async with asyncio.timeout(self.pg_ctl_timeout):
+                    self.slot_problems = await self.pg.sync_slots(action)
+                return True
+            case CopyLogicalSlots():
+                async with self._long(2 * self.pg_ctl_timeout + 10):
+                    return await self.pg.copy_logical_slots(action.source, action.slots)
             case WriteSyncKey():
                 async with asyncio.timeout(self.dcs_timeout):
                     await self.store.write_sync(action.voters, action.quorum)
@@ -319,7 +330,8 @@ class Executor:
     async def _publish_status(self, action: PublishStatus) -> bool:
         async with asyncio.timeout(self.dcs_timeout):
             if action.optime is not None:
-                await self.store.write_status(action.optime, conn_url=self.pg.conn_url())
+                await self.store.write_status(action.optime, action.slots, action.retain_slots,
+                                              conn_url=self.pg.conn_url())
             if action.failsafe is not None:
                 await self.store.write_failsafe(action.failsafe)
         return True
@@ -345,7 +357,8 @@ class Executor:
         return await self._while_busy(self.pg.rejoin(action.leader, action.use_pg_rewind))
 
     async def _promote(self, action: Promote) -> bool:
-        promoted = await self._promote_and_record()
+        promoted = await promote_and_record(self.pg, self.store, pg_ctl_timeout=self.pg_ctl_timeout,
+                                            dcs_timeout=self.dcs_timeout)
         if promoted and self.metrics is not None:
             self.metrics.record_promotion(requested=action.planned)
         return promoted
@@ -381,11 +394,6 @@ class Executor:
             await self.pg.wipe()
             return (await self.pg.clone(action.source)
                     and await self.pg.start("replica", action.leader))
-
-    async def _sync_slots(self, action: SyncSlots) -> bool:
-        async with asyncio.timeout(self.pg_ctl_timeout):
-            await self.pg.sync_slots(action.keep)
-        return True
 
     async def _hand_over(self, candidate: Upstream) -> bool:
         """See :class:`pgha.core.actions.HandOver`. Until the lock is released we remain the
@@ -443,57 +451,3 @@ class Executor:
                 return True
             await asyncio.sleep(_HANDOVER_POLL)
         return False
-
-    async def _promote_and_record(self) -> bool:
-        before = await self.pg.observe()
-        async with asyncio.timeout(self.pg_ctl_timeout + 5):
-            if not await self.pg.promote():
-                return False
-        if before.role is not None and before.role.value == "replica":
-            entry = await self._ended_timeline(before)
-            if entry is not None:
-                await self._record_history(entry)
-        # A CHECKPOINT puts the new timeline into pg_control, which pg_rewind reads on a former
-        # primary rejoining us. It runs after promotion: writes are already accepted.
-        try:
-            async with asyncio.timeout(self.pg_ctl_timeout):
-                await self.pg.checkpoint()
-        except (PgError, OSError, TimeoutError) as exc:
-            log.warning("post-promote checkpoint failed: %s", describe(exc))
-        return True
-
-    async def _ended_timeline(self, before: PgState) -> HistoryEntry | None:
-        """The ``history`` entry of the promotion that just happened: the timeline it ended
-        and where, from the last line of our new timeline's history file (exact). The
-        timeline observed before promoting is only a fallback: a replica whose WAL receiver
-        is down reports pg_control's timeline, which lags until the next restartpoint (it
-        may name the timeline before the one the replica was replaying)."""
-        me = Upstream(self.pg.settings.name, self.pg.conn_url())
-        ended: tuple[int, int] | None = None
-        try:
-            async with asyncio.timeout(self.dcs_timeout):
-                history = await self.pg.timeline_history(me)
-            ended = history[-1] if history else None
-        except (PgError, OSError, TimeoutError) as exc:
-            log.warning("could not read our timeline history: %s", describe(exc))
-        if ended is None:
-            if before.timeline is None or before.wal_position is None:
-                return None
-            ended = (before.timeline, before.wal_position)
-        return HistoryEntry(timeline=ended[0], lsn=ended[1],
-                            reason="no recovery target specified",
-                            timestamp=datetime.now(UTC).isoformat(),
-                            new_leader=self.pg.settings.name)
-
-    async def _record_history(self, entry: HistoryEntry) -> None:
-        """Append ``entry`` to the DCS ``history`` key; a failure is logged, not fatal (the
-        promotion stands; replicas still check divergence against our history file when
-        they rejoin)."""
-        try:
-            async with asyncio.timeout(self.dcs_timeout):
-                if await self.store.append_history(entry):
-                    return
-            log.warning("could not record the promotion in history: every compare-and-set "
-                        "lost its race")
-        except (DCSError, TimeoutError) as exc:
-            log.warning("could not record the promotion in history: %s", describe(exc))

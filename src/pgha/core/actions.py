@@ -245,8 +245,8 @@ class SetSyncStandbys:
 class PublishStatus:
     """Leader only: write the ``status`` key with ``optime`` (our WAL position when observed;
     None: not written), ``slots`` (the position of every permanent and member slot, so
-    replicas advance their copies) and ``retain_slots``; and with ``failsafe`` set, the ``failsafe`` key (``{member: api_url}``
-    of every member)."""
+    replicas advance their copies) and ``retain_slots``; and with ``failsafe`` set, the
+    ``failsafe`` key (``{member: api_url}`` of every member)."""
 
     failsafe: Mapping[str, str] | None = None
     optime: int | None = None

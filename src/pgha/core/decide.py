@@ -26,7 +26,6 @@ Order of precedence (first match wins), which is also the order of the safety ru
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 
 from pgha.core.actions import (
@@ -44,13 +43,12 @@ from pgha.core.actions import (
     StartPostgres,
     StopMode,
     StopPostgres,
-    SyncSlots,
     WriteInitialize,
-    slot_name,
 )
 from pgha.core.decision import RACE_REFUSALS, Decision, Reason
 from pgha.core.decision import decision as _d
 from pgha.core.decision import upstream_of as _upstream
+from pgha.core.housekeeping import leader_housekeeping, leader_slots, leader_status, replica_slots
 from pgha.core.lock import holds_lock as _holds_lock
 from pgha.core.lock import names_us, stale_lock, stale_lock_decision
 from pgha.core.model import ClusterView, DataState, LocalState, Member, PgRole, SyncMode
@@ -94,7 +92,7 @@ def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
     return (stale_lock_decision(view, local)
             or withdraw_failed_switchover(view, local, holds_lock)
             or _busy_or_reinit(view, local, holds_lock)
-            or (_paused(view, local) if view.settings.pause else None)
+            or (_paused(view, local, now) if view.settings.pause else None)
             or _data_directory(view, local, holds_lock)
             or _by_postgres_state(view, local, holds_lock, now))
 
@@ -234,7 +232,7 @@ def _dcs_unreachable(view: ClusterView | None, local: LocalState) -> Decision:
               StartPostgres("replica", upstream))
 
 
-def _paused(view: ClusterView, local: LocalState) -> Decision:
+def _paused(view: ClusterView, local: LocalState, now: float) -> Decision:
     """6. Maintenance mode: change nothing in PostgreSQL except on an operator's request
     (restart, switchover); keep publishing as leader if we are."""
     holds_lock = _holds_lock(view, local)
@@ -254,7 +252,7 @@ def _paused(view: ClusterView, local: LocalState) -> Decision:
                   Rejoin(_upstream(leader), view.settings.use_pg_rewind))
     if holds_lock and _is_writable_primary(local):
         return _d(Reason.PAUSED, "paused: leader, publishing status only",
-                  PublishStatus(optime=pg.wal_position))
+                  leader_status(view, local, now), *leader_slots(view, local, now))
     if holds_lock:
         return _d(Reason.PAUSED, "paused: not a running primary, releasing the lock",
                   ReleaseLeader())
@@ -307,37 +305,6 @@ def _empty_data(view: ClusterView, local: LocalState, holds_lock: bool) -> Decis
               CloneReplica(_upstream(source)), StartPostgres("replica", _upstream(leader)))
 
 
-def _slots_to_keep(view: ClusterView, local: LocalState, now: float) -> frozenset[str]:
-    names = {n for n in view.members if n != local.name}
-    ttl = view.settings.member_slots_ttl
-    names |= {n for n, seen in local.member_seen.items()
-              if n != local.name and now - seen < ttl}
-    keep = {slot_name(n) for n in names}
-    permanent = (view.config or {}).get("slots")
-    if isinstance(permanent, Mapping):
-        keep |= {str(k) for k in permanent}
-    return frozenset(keep)
-
-
-def _leader_housekeeping(view: ClusterView, local: LocalState, now: float) -> list[Action]:
-    """The leader's work every cycle, after what the decision is about: publish our WAL
-    position first (a failing later action must never leave ``maximum_lag_on_failover``
-    judged against a stale position), then synchronous replication (a running primary only:
-    a member that promotes in this cycle has nothing observed to plan from yet, and
-    :func:`pgha.core.sync.before_promote` already ran), then the replication slots."""
-    failsafe = None
-    if view.settings.failsafe_mode:
-        wanted = {n: m.api_url for n, m in view.members.items() if m.api_url}
-        if wanted != dict(view.failsafe or {}):
-            failsafe = wanted
-    actions: list[Action] = [PublishStatus(failsafe, local.pg.wal_position)]
-    if _is_writable_primary(local) and local.pg.accepting:
-        actions += sync_plan(view, local).actions
-    if view.settings.use_slots:
-        actions.append(SyncSlots(_slots_to_keep(view, local, now)))
-    return actions
-
-
 def _promote(view: ClusterView, local: LocalState, planned: bool) -> tuple[Action, ...]:
     """Promotion of a replica that holds the lock: in synchronous mode the ``sync`` key and
     ``synchronous_standby_names`` are set for its first commits before it accepts any
@@ -354,9 +321,9 @@ def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
         pending = sync_plan(view, local).pending
         if pending is not None:
             return _d(Reason.SYNC_PENDING, f"holding the leader lock as a running primary; "
-                      f"{pending}", *_leader_housekeeping(view, local, now))
+                      f"{pending}", *leader_housekeeping(view, local, now))
         return _d(Reason.LEADER_HEALTHY, "holding the leader lock as a running primary",
-                  *_leader_housekeeping(view, local, now))
+                  *leader_housekeeping(view, local, now))
     if view.leader is not None:
         return _d(Reason.OTHER_LEADER_DEMOTE,
                   f"{view.leader.name} holds the lock while we run as primary: demoting",
@@ -372,7 +339,7 @@ def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
                       f"no leader lock and {name} also runs as primary: demoting",
                       Demote(StopMode.IMMEDIATE))
     return _d(Reason.RETAKE_LOCK_AS_PRIMARY, "no leader lock: running primary takes it",
-              AcquireLeader(), *_leader_housekeeping(view, local, now))
+              AcquireLeader(), *leader_housekeeping(view, local, now))
 
 
 def _replica_diverged(view: ClusterView, local: LocalState, leader: Member) -> bool:
@@ -394,13 +361,14 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
                       "the leader key names us but our lease is not confirmed: not promoting")
         return _d(Reason.PROMOTE_HOLDING_LOCK, "holding the leader lock as a replica: promoting",
                   *_promote(view, local, planned=view.failover is not None),
-                  *_leader_housekeeping(view, local, now))
+                  *leader_housekeeping(view, local, now))
     if view.leader is not None:
-        return _replica_of_leader(view, local, view.leader.name)
+        return _replica_of_leader(view, local, view.leader.name, now)
     return _free_lock(view, local, now)
 
 
-def _replica_of_leader(view: ClusterView, local: LocalState, leader_name: str) -> Decision:
+def _replica_of_leader(view: ClusterView, local: LocalState, leader_name: str,
+                       now: float) -> Decision:
     """A running replica while ``leader_name`` holds the lock: stream from the right member,
     or stop to rejoin when it went past the end of its timeline."""
     leader = view.leader_member
@@ -414,7 +382,10 @@ def _replica_of_leader(view: ClusterView, local: LocalState, leader_name: str) -
     target = follow_target(view, local) or leader
     if local.pg.upstream != target.name:
         return _d(Reason.FOLLOW, f"following {target.name}", Follow(_upstream(target)))
-    return _d(Reason.REPLICA_HEALTHY, f"replica streaming from {target.name}")
+    slots = replica_slots(view, local, now, leader)
+    if isinstance(slots, Decision):
+        return slots
+    return _d(Reason.REPLICA_HEALTHY, f"replica streaming from {target.name}", *slots)
 
 
 def _free_lock(view: ClusterView, local: LocalState, now: float) -> Decision:
@@ -429,7 +400,7 @@ def _free_lock(view: ClusterView, local: LocalState, now: float) -> Decision:
             return _d(Reason.SWITCHOVER_CANDIDATE,
                       "named switchover/failover candidate and the lock is free: taking it",
                       AcquireLeader(), *_promote(view, local, planned=True), ClearFailover(),
-                      *_leader_housekeeping(view, local, now))
+                      *leader_housekeeping(view, local, now))
         peer = local.peers.get(request.candidate)
         if peer is not None and peer.state == "running":
             return _d(Reason.SWITCHOVER_ELSEWHERE,
@@ -440,7 +411,7 @@ def _free_lock(view: ClusterView, local: LocalState, now: float) -> Decision:
     clear = (ClearFailover(),) if view.failover is not None else ()
     return _d(Reason.RACE, "no leader and this member is the healthiest: taking the lock",
               AcquireLeader(), *_promote(view, local, planned=bool(clear)), *clear,
-              *_leader_housekeeping(view, local, now))
+              *leader_housekeeping(view, local, now))
 
 
 def _starting(view: ClusterView, local: LocalState, holds_lock: bool, now: float) -> Decision:

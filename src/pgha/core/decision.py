@@ -39,6 +39,7 @@ class Reason(StrEnum):
     REPLICA_DIVERGED = "replica_diverged"
     FOLLOW = "follow"
     REPLICA_HEALTHY = "replica_healthy"
+    COPY_LOGICAL_SLOTS = "copy_logical_slots"  # replica: logical slot copies need a restart
     RACE = "race"
     # refusals of the leader race (safety rule 3), one per rule: see pgha.core.race
     RACE_REFUSED_NOFAILOVER = "race_refused_nofailover"

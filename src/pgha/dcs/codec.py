@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pgha.core.model import HistoryEntry, Member, SyncKey, Tags
@@ -171,3 +172,63 @@ def sync_to_json(key: SyncKey) -> dict[str, Any]:
     return {"leader": key.leader,
             "sync_standby": ",".join(sorted(key.sync_standby)) or None,
             "quorum": key.quorum}
+
+
+@dataclass(frozen=True)
+class StatusKey:
+    """The ``status`` key: the leader's ``optime``, its slots' positions (``slots``), the
+    member slots it keeps for ``member_slots_ttl`` (``retain_slots``) and, in pgha's own
+    ``pgha`` field, ``(leader, conn_url)`` of the writer."""
+
+    optime: int | None = None
+    slots: Mapping[str, int] = field(default_factory=dict)
+    retain_slots: tuple[str, ...] = ()
+    writer: tuple[str, str] | None = None
+
+
+def _lsn(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
+
+
+def status_from_json(data: Mapping[str, Any]) -> tuple[StatusKey, list[str]]:
+    """Decode a ``status`` value leniently: a field of the wrong type is left out and named
+    in the returned problems (the caller logs them); entries of ``slots`` that are not
+    ``name: LSN`` are dropped the same way."""
+    problems: list[str] = []
+    optime = _lsn(data.get("optime"))
+    if optime is None and data.get("optime") is not None:
+        problems.append("optime must be a non-negative integer")
+    slots: dict[str, int] = {}
+    raw_slots = data.get("slots")
+    if isinstance(raw_slots, Mapping):
+        for name, value in raw_slots.items():
+            if isinstance(name, str) and (lsn := _lsn(value)) is not None:
+                slots[name] = lsn
+            else:
+                problems.append(f"slots.{name}: expected an LSN, got {value!r}")
+    elif raw_slots is not None:
+        problems.append("slots must be an object of slot name to LSN")
+    retain = data.get("retain_slots")
+    retain_slots: tuple[str, ...] = ()
+    if isinstance(retain, list) and all(isinstance(n, str) for n in retain):
+        retain_slots = tuple(retain)
+    elif retain is not None:
+        problems.append("retain_slots must be a list of slot names")
+    writer = None
+    ours = data.get("pgha")
+    if isinstance(ours, Mapping):
+        name, url = ours.get("leader"), ours.get("conn_url")
+        if isinstance(name, str) and name and isinstance(url, str) and url:
+            writer = (name, url)
+    return StatusKey(optime, slots, retain_slots, writer), problems
+
+
+def status_to_json(key: StatusKey) -> dict[str, Any]:
+    """The ``status`` value Patroni reads (``optime``, ``slots``, ``retain_slots``), plus
+    ``pgha`` when ``writer`` is set (Patroni ignores fields it does not know)."""
+    out: dict[str, Any] = {"optime": key.optime, "slots": dict(key.slots),
+                           "retain_slots": list(key.retain_slots)}
+    if key.writer is not None:
+        out["pgha"] = {"leader": key.writer[0], "conn_url": key.writer[1]}
+    return out

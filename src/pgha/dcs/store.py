@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pgha.core.model import ClusterView, HaSettings, HistoryEntry, Leader, Member, SyncKey
 from pgha.dcs.base import KeyValue, KVStore, Snapshot, WatchEvent, scope_prefix
 from pgha.dcs.codec import (
+    StatusKey,
     dumps,
     history_entry_from_json,
     history_entry_to_json,
     loads,
     member_from_json,
+    status_from_json,
+    status_to_json,
     sync_from_json,
     sync_to_json,
 )
@@ -127,33 +130,20 @@ def _members(keys: Mapping[str, KeyValue]) -> dict[str, Member]:
     return members
 
 
-def _optime(keys: Mapping[str, KeyValue]) -> int | None:
-    """The leader's published WAL position: ``status`` optime, else the ``optime/leader``
-    key old Patroni versions write."""
-    status = _maybe(keys, "status", _json_object)
-    if status is not None:
-        value = status.get("optime")
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if value is not None:
-            log.warning("ignoring DCS key %s: optime must be an integer", keys["status"].key)
-    text = _maybe(keys, "optime/leader", _text)
-    if text is not None and text.strip().isdigit():
-        return int(text.strip())
-    return None
-
-
-def _status_leader(keys: Mapping[str, KeyValue]) -> tuple[str, str] | None:
-    """``(name, conn_url)`` of the leader that last wrote ``status`` (pgha's own field), if
-    any and well formed."""
-    status = _maybe(keys, "status", _json_object)
-    ours = status.get("pgha") if status is not None else None
-    if not isinstance(ours, dict):
-        return None
-    name, url = ours.get("leader"), ours.get("conn_url")
-    if isinstance(name, str) and name and isinstance(url, str) and url:
-        return name, url
-    return None
+def _status(keys: Mapping[str, KeyValue]) -> StatusKey:
+    """The ``status`` key (fields of the wrong type logged and left out); its ``optime``
+    falls back to the ``optime/leader`` key old Patroni versions write."""
+    data = _maybe(keys, "status", _json_object)
+    key = StatusKey()
+    if data is not None:
+        key, problems = status_from_json(data)
+        for problem in problems:
+            log.warning("ignoring part of DCS key %s: %s", keys["status"].key, problem)
+    if key.optime is None:
+        text = _maybe(keys, "optime/leader", _text)
+        if text is not None and text.strip().isdigit():
+            key = replace(key, optime=int(text.strip()))
+    return key
 
 
 def _failover(kv: KeyValue) -> dict[str, Any] | None:
@@ -189,14 +179,17 @@ def parse_snapshot(prefix: str, snapshot: Snapshot) -> ClusterView:
     keys = {key[len(prefix):]: kv for key, kv in snapshot.items.items()
             if key.startswith(prefix)}
     config = _maybe(keys, "config", _json_object)
+    status = _status(keys)
     return ClusterView(
         initialize=_maybe(keys, "initialize", _text),
         settings=_settings(config, prefix + "config"),
         config=config,
         leader=_maybe(keys, "leader", _leader),
         members=_members(keys),
-        optime=_optime(keys),
-        status_leader=_status_leader(keys),
+        optime=status.optime,
+        status_leader=status.writer,
+        status_slots=status.slots,
+        retain_slots=status.retain_slots,
         history=_maybe(keys, "history", _history) or (),
         failover=_maybe(keys, "failover", _failover),
         failsafe=_maybe(keys, "failsafe", _failsafe),
@@ -416,15 +409,15 @@ class ClusterStore:
         return await self.write_config(config, if_revision=revision)
 
     async def write_status(self, optime: int, slots: Mapping[str, int] | None = None,
+                           retain_slots: Iterable[str] = (),
                            conn_url: str | None = None) -> None:
-        """Publish the leader's WAL position: ``{"optime": ..., "slots": {...}}``, with
-        ``"pgha": {"leader": <our name>, "conn_url": ...}`` when ``conn_url`` is given (the
-        key outlives the leader's session: whoever races after the leader's keys expired can
-        still find its server). Patroni reads the fields it knows and ignores that one."""
-        value: dict[str, Any] = {"optime": optime, "slots": dict(slots or {})}
-        if conn_url:
-            value["pgha"] = {"leader": self.name, "conn_url": conn_url}
-        await self.kv.put(self.key("status"), dumps(value))
+        """Publish the leader's WAL position, its slots' positions and the member slots it
+        retains (:class:`~pgha.dcs.codec.StatusKey`), with ``(our name, conn_url)`` as the
+        writer when ``conn_url`` is given (the key outlives the leader's session: whoever
+        races after the leader's keys expired can still find its server)."""
+        key = StatusKey(optime, dict(slots or {}), tuple(retain_slots),
+                        (self.name, conn_url) if conn_url else None)
+        await self.kv.put(self.key("status"), dumps(status_to_json(key)))
 
     async def write_sync(self, voters: Iterable[str], quorum: int) -> None:
         """Write the ``sync`` key as ours: ``leader`` = our name, ``voters`` as its
