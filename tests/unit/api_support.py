@@ -48,6 +48,7 @@ class Source:
     commands: list[Command] = field(default_factory=list)
     metrics: AgentMetrics | None = None
     discarded: list[dict[str, Any]] = field(default_factory=list)  # discarded-WAL reports
+    failsafe_slots: dict[str, int] = field(default_factory=dict)  # slots of the last POST
 
     def discarded_reports(self) -> list[dict[str, Any]]:
         return self.discarded
@@ -55,8 +56,10 @@ class Source:
     async def live_status(self) -> AgentStatus:
         return self.status
 
-    def accept_failsafe(self, name: str) -> tuple[int, str]:
+    def accept_failsafe(self, name: str,
+                        slots: Mapping[str, int] | None = None) -> tuple[int, str]:
         self.failsafe_calls.append(name)
+        self.failsafe_slots = dict(slots or {})
         return self.failsafe_answer
 
     async def submit(self, command: Command) -> Outcome:

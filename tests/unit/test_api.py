@@ -369,6 +369,16 @@ async def test_failsafe_post_is_handed_to_the_agent() -> None:
     assert src.failsafe_calls == ["pg1"]
 
 
+async def test_failsafe_post_hands_over_the_slot_positions_and_answers_our_lsn() -> None:
+    src = Source(replica_status())
+    async with api(src) as client:
+        resp = await client.post("/failsafe", json={
+            "name": "pg1", "slots": {"cdc": 500, "pg2": 400, "bad": "x", "neg": -1}})
+        assert resp.status == 200
+        assert resp.headers["lsn"] == str(src.status.pg.wal_position)
+    assert src.failsafe_slots == {"cdc": 500, "pg2": 400}
+
+
 @pytest.mark.parametrize("answer", [(502, "failsafe_mode is off"),
                                     (500, "this member runs as a primary")])
 async def test_failsafe_post_refusals_keep_their_code(answer: tuple[int, str]) -> None:

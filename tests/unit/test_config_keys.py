@@ -134,11 +134,10 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
     messages = warnings_of(data, caplog)
     by_path = {m.split(":", 1)[0]: m for m in messages}
     assert set(by_path) == {
-        "bootstrap.dcs.standby_cluster", "bootstrap.dcs.slots",
+        "bootstrap.dcs.standby_cluster",
         "bootstrap.method", "watchdog", "log.type", "postgresql.create_replica_methods",
         "postgresql.recovery_conf", "kubernetes"}, messages
     assert "issue 13" in by_path["bootstrap.dcs.standby_cluster"]
-    assert "issue 12" in by_path["bootstrap.dcs.slots"]
     assert "issue 14" in by_path["watchdog"] and "issue 14" in by_path["log.type"]
     assert "not supported by pgha" in by_path["kubernetes"]
 
@@ -223,10 +222,12 @@ def test_dynamic_configuration_unknown_is_error_unsupported_warns(
         parse_dynamic_config({"standby_cluster": {"host": "10.0.0.9"}})
     assert "standby_cluster: not supported yet (planned in issue 13)" in caplog.text
     # from the DCS (written by someone else): everything is only reported, never raised
-    assert dynamic_config_warnings({"ttl": 30, "bogus": 1, "slots": {"a": {}}}) == [
+    assert dynamic_config_warnings({"ttl": 30, "bogus": 1, "standby_cluster": {"port": 1}}) == [
         "config.bogus: unknown key",
-        "config.slots: not supported yet (planned in issue 12), ignored: permanent replication "
-        "slots are not created"]
+        "config.standby_cluster: not supported yet (planned in issue 13), ignored: standby "
+        "clusters: this cluster runs as a primary"]
+    assert dynamic_config_warnings({"slots": {"a": {"type": "x"}}}) == [
+        "config.slots.a.type: must be physical or logical, got 'x' (entry not used)"]
     deep: Any = 1
     for _ in range(5000):
         deep = {"k": deep}
@@ -249,14 +250,15 @@ async def test_patch_config_misspelled_refused_and_dcs_config_warned_once(
         good = await handler.submit(PatchConfig(patch={"loop_wait": 5}))
         assert good.code == 200
         # someone else writes an unknown and an unsupported key: the member only warns, once
-        assert await store.write_config({"ttl": 30, "tll": 20, "slots": {"s1": {}}})
+        assert await store.write_config({"ttl": 30, "tll": 20,
+                                          "standby_cluster": {"port": 1}})
         with caplog.at_level(logging.WARNING, logger="pgha.agent"):
             for _ in range(3):
                 assert (await observer.dcs_view(2.0)) is not None
     lines = [r.getMessage() for r in caplog.records if r.name == "pgha.agent"]
     assert lines == ["DCS config.tll: unknown key; did you mean ttl?",
-                     "DCS config.slots: not supported yet (planned in issue 12), "
-                     "ignored: permanent replication slots are not created"]
+                     "DCS config.standby_cluster: not supported yet (planned in issue 13), "
+                     "ignored: standby clusters: this cluster runs as a primary"]
 
 
 # ------------------------------------------------------------------------- CLI
@@ -271,10 +273,10 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 def test_validate_config_prints_warnings_and_exits_0(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
-    path.write_text(yaml.safe_dump(minimal(bootstrap={"dcs": {"slots": {"s1": {}}}})))
+    path.write_text(yaml.safe_dump(minimal(bootstrap={"dcs": {"standby_cluster": {"port": 1}}})))
     result = runner.invoke(app, ["validate-config", str(path)])
     assert result.exit_code == 0, result.output
-    assert "WARNING: bootstrap.dcs.slots: not supported yet" in result.stderr
+    assert "WARNING: bootstrap.dcs.standby_cluster: not supported yet" in result.stderr
     assert "configuration is valid" in result.stdout
 
 

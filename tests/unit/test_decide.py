@@ -24,6 +24,7 @@ from pgha.core.actions import (
     PublishStatus,
     Rejoin,
     ReleaseLeader,
+    SlotSpec,
     StartPostgres,
     StopMode,
     StopPostgres,
@@ -42,6 +43,7 @@ from pgha.core.model import (
     Leader,
     LocalState,
     Member,
+    ObservedSlot,
     PeerStatus,
     PgRole,
     PgState,
@@ -139,6 +141,18 @@ def kinds(decision: Decision) -> list[type]:
     return [type(a) for a in decision.actions]
 
 
+def published(*members: str) -> PublishStatus:
+    """The ``status`` a leader ME at POS publishes with ``members`` (besides itself) in the
+    cluster: its own slot at its position, every member slot retained."""
+    return PublishStatus(optime=POS, slots={ME: POS},
+                         retain_slots=tuple(sorted({ME, *(slot_name(m) for m in members)})))
+
+
+def created(*slots: str) -> SyncSlots:
+    """The slot work of a member whose server has no slot yet and wants ``slots``."""
+    return SyncSlots(create=tuple(SlotSpec(s) for s in sorted(slots)))
+
+
 # Three-member cluster views used by many tests.
 def leader_view(leader: str = "pg2", **kw: Any) -> ClusterView:
     return view(member(ME), member("pg2", role="primary", timeline=1),
@@ -215,7 +229,7 @@ class TestFailClosed:
         v = view(member(ME, role="primary"), leader=ME, settings=HaSettings(pause=True))
         d = decide(v, local(primary_pg(), lease_deadline=None), NOW)
         assert d.reason is Reason.PAUSED
-        assert d.actions == (PublishStatus(optime=POS),)
+        assert d.actions == (published(),)
 
 
 class TestDcsUnreachable:
@@ -370,34 +384,37 @@ class TestSlots:
         v = view(member(ME, role="primary"), member("pg-2.a"), member("PG3"), leader=ME)
         d = decide(v, local(primary_pg()), NOW)
         assert d.reason is Reason.LEADER_HEALTHY
-        assert d.actions == (PublishStatus(optime=POS), SyncSlots(frozenset({"pg_2_a", "pg3"})))
+        assert d.actions == (published("pg-2.a", "PG3"),)
+        d = decide(v, local(primary_pg(slots=())), NOW)
+        assert d.actions == (published("pg-2.a", "PG3"), created("pg_2_a", "pg3"))
 
     def test_recently_seen_members_are_kept_within_member_slots_ttl(self) -> None:
         v = view(member(ME, role="primary"), member("pg2"), leader=ME,
                  settings=HaSettings(member_slots_ttl=600))
         seen = {"pg2": NOW, "gone-recently": NOW - 599, "gone-long-ago": NOW - 600,
                 ME: NOW}
-        d = decide(v, local(primary_pg(), member_seen=seen), NOW)
-        assert d.actions[1] == SyncSlots(frozenset({"pg2", "gone_recently"}))
+        d = decide(v, local(primary_pg(slots=()), member_seen=seen), NOW)
+        assert d.actions[1] == created("pg2", "gone_recently")
 
     def test_permanent_slots_from_config_are_kept(self) -> None:
         config = {"slots": {"archiver": {"type": "physical"},
                             "cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}}
         v = view(member(ME, role="primary"), member("pg2"), leader=ME, config=config)
-        d = decide(v, local(primary_pg()), NOW)
-        assert d.actions[1] == SyncSlots(frozenset({"pg2", "archiver", "cdc"}))
+        d = decide(v, local(primary_pg(slots=())), NOW)
+        assert d.actions[1] == SyncSlots(create=(
+            SlotSpec("archiver"), SlotSpec("cdc", "logical", "app", "pgoutput"), SlotSpec("pg2")))
 
     def test_garbage_permanent_slots_ignored(self) -> None:
         v = view(member(ME, role="primary"), member("pg2"), leader=ME,
                  config={"slots": ["archiver"]})
-        d = decide(v, local(primary_pg()), NOW)
-        assert d.actions[1] == SyncSlots(frozenset({"pg2"}))
+        d = decide(v, local(primary_pg(slots=())), NOW)
+        assert d.actions[1] == created("pg2")
 
     def test_no_sync_slots_when_use_slots_false(self) -> None:
         v = view(member(ME, role="primary"), member("pg2"), leader=ME,
                  settings=HaSettings(use_slots=False))
-        d = decide(v, local(primary_pg()), NOW)
-        assert d.actions == (PublishStatus(optime=POS),)
+        d = decide(v, local(primary_pg(slots=(ObservedSlot("stray"),))), NOW)
+        assert d.actions == (PublishStatus(optime=POS, slots={}),)
 
 
 # --------------------------------------------------------------------------- running primary
@@ -413,8 +430,7 @@ class TestRunningPrimary:
         v = view(member(ME, role="primary"), member("pg2"), leader=None)
         d = decide(v, local(primary_pg(), peers={"pg2": peer("pg2"), "pg3": None}), NOW)
         assert d.reason is Reason.RETAKE_LOCK_AS_PRIMARY
-        assert d.actions == (AcquireLeader(), PublishStatus(optime=POS),
-                             SyncSlots(frozenset({"pg2"})))
+        assert d.actions == (AcquireLeader(), published("pg2"))
 
     def test_no_leader_but_timeline_behind_a_member_demotes(self) -> None:
         v = view(member(ME, role="primary", timeline=2), member("pg2", timeline=3), leader=None)
@@ -457,7 +473,7 @@ class TestRunningReplica:
         v = view(member(ME), member("pg2"), leader=ME)
         d = decide(v, local(replica_pg()), NOW)
         assert d.reason is Reason.PROMOTE_HOLDING_LOCK
-        assert d.actions == (Promote(), PublishStatus(optime=POS), SyncSlots(frozenset({"pg2"})))
+        assert d.actions == (Promote(), published("pg2"))
 
     @pytest.mark.parametrize("upstream", [None, "pg3", "pg9"])
     def test_wrong_upstream_follows_the_leader(self, upstream: str | None) -> None:
@@ -522,8 +538,7 @@ def race_local(pg: PgState | None = None, **kw: Any) -> LocalState:
     return local(pg or replica_pg(), **kw)
 
 
-RACE_ACTIONS = (AcquireLeader(), Promote(), PublishStatus(optime=POS),
-                SyncSlots(frozenset({"pg2", "pg3"})))
+RACE_ACTIONS = (AcquireLeader(), Promote(), published("pg2", "pg3"))
 
 
 class TestLeaderRace:
@@ -744,7 +759,7 @@ PAUSED = HaSettings(pause=True)
 class TestPaused:
     @pytest.mark.parametrize(("v", "pg", "expected"), [
         (view(member(ME, role="primary"), leader=ME, settings=PAUSED), primary_pg(),
-         (PublishStatus(optime=POS),)),
+         (published(),)),
         (view(member(ME), leader=ME, settings=PAUSED), stopped_pg(), (ReleaseLeader(),)),
         (view(member(ME), leader=ME, settings=PAUSED), replica_pg(), (ReleaseLeader(),)),
         (view(member(ME), leader=None, settings=PAUSED), primary_pg(), (AcquireLeader(),)),
@@ -1033,7 +1048,7 @@ class TestFailsafe:
         v = replace(self._leader_view(), failsafe={
             n: f"http://{n}.example:8008/patroni" for n in (ME, "pg2", "pg3")})
         d = decide(v, local(primary_pg()), NOW)
-        assert PublishStatus(None, POS) in d.actions
+        assert published("pg2", "pg3") in d.actions
 
 
 class TestNeverWritableOnAnUnconfirmedLease:

@@ -250,8 +250,10 @@ async def test_status_failover_and_legacy_optime(stores: list[ClusterStore]) -> 
     s = stores[0]
     await s.kv.put(s.key("optime/leader"), b"555")
     assert (await s.load()).optime == 555
-    await s.write_status(1234, {"pg1": 1000})
-    assert (await s.load()).optime == 1234
+    await s.write_status(1234, {"pg1": 1000}, ["pg0", "pg1"])
+    view = await s.load()
+    assert (view.optime, view.status_slots, view.retain_slots) == (
+        1234, {"pg1": 1000}, ("pg0", "pg1"))
     await s.kv.put(s.key("failover"), b'{"leader": "pg0", "member": "pg1"}')
     assert (await s.load()).failover == {"leader": "pg0", "member": "pg1"}
     assert await s.delete_failover()
@@ -581,3 +583,15 @@ async def test_a_second_live_agent_with_our_name_is_reported(
         assert seen is not None and await twin.rebind_leader(seen.revision)
         critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
         assert critical and "another agent named 'pg0' is running" in critical[0]
+
+
+async def test_status_fields_of_the_wrong_type_are_left_out(
+        stores: list[ClusterStore], caplog: pytest.LogCaptureFixture) -> None:
+    s = stores[0]
+    await s.kv.put(s.key("status"), b'{"optime": 7, "slots": {"a": 1, "b": "x"}, '
+                                    b'"retain_slots": "pg1"}')
+    with caplog.at_level(logging.WARNING):
+        view = await s.load()
+    assert (view.optime, view.status_slots, view.retain_slots) == (7, {"a": 1}, ())
+    assert "slots.b: expected an LSN" in caplog.text
+    assert "retain_slots must be a list" in caplog.text

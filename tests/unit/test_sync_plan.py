@@ -395,7 +395,8 @@ def test_switchover_only_to_a_synchronous_standby() -> None:
 
 def test_leader_housekeeping_publishes_first_then_sync_then_slots() -> None:
     v = replace(sync_view(member("pg2")), leader=Leader(ME, 1, "session-pg1"))
-    d = decide(v, leader_local(conn("pg2")), 0.0)
+    local = leader_local(conn("pg2"))
+    d = decide(v, replace(local, pg=replace(local.pg, slots=())), 0.0)
     assert isinstance(d.actions[0], PublishStatus)
     assert d.actions[1:3] == (WriteSyncKey((), 0), SetSyncStandbys("FIRST 1 (pg2)"))
     assert isinstance(d.actions[3], SyncSlots)

@@ -61,6 +61,7 @@ from pgha.core.actions import (
 )
 from pgha.core.decide import RACE_REFUSALS, Decision, Reason, decide, needs_peer_statuses
 from pgha.core.model import ClusterView, LocalState, PgRole, PgState, safety_margin_for
+from pgha.core.slots import failsafe_slots
 from pgha.core.switchover import request_for_leader
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
@@ -232,7 +233,8 @@ class DecisionCycle:
             self._publish(pg_state, details, self.last_decision)
         if not s.observer.dcs_ok:
             body = {"name": s.name, "conn_url": s.publisher.status.conn_url,
-                    "api_url": s.publisher.status.api_url}
+                    "api_url": s.publisher.status.api_url,
+                    "slots": failsafe_slots(pg_state, s.name)}
             await s.failsafe.confirm(s.observer.peers, view, pg_state, body, s.session_ttl(),
                                      s.observer.settings.ttl)
         return view, pg_state, details
@@ -247,6 +249,7 @@ class DecisionCycle:
             lease_deadline=s.lease.lease_deadline, member_seen=dict(s.observer.member_seen),
             shutting_down=self.stopping, failsafe_deadline=s.failsafe.deadline,
             failsafe_primary=s.failsafe.asking_primary(s.observer.settings.ttl),
+            failsafe_slots=s.failsafe.asking_slots(s.observer.settings.ttl),
             wall_time=wall, restart_requested=s.commands.due_restart(wall),
             reinit_requested=reinit is not None,
             reinit_from_leader=reinit is not None and reinit.from_leader,

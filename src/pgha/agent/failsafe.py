@@ -32,6 +32,7 @@ class Failsafe:
         self.name = name
         self.deadline: float | None = None
         self._asked_by: tuple[str, float] | None = None
+        self._slots: dict[str, int] = {}  # slot positions the asking primary sent
 
     def asking_primary(self, ttl: float) -> str | None:
         """The primary that asked us for a confirmation within the last ``ttl`` seconds."""
@@ -40,13 +41,20 @@ class Failsafe:
         name, at = self._asked_by
         return name if self.clock.monotonic() - at < ttl else None
 
-    def accept(self, name: str, view: ClusterView | None, pg: PgState) -> tuple[int, str]:
+    def asking_slots(self, ttl: float) -> dict[str, int]:
+        """The slot positions :meth:`asking_primary` sent with its request (empty when none
+        asked within ``ttl``): replicas advance their copies to them while the DCS is down."""
+        return dict(self._slots) if self.asking_primary(ttl) is not None else {}
+
+    def accept(self, name: str, view: ClusterView | None, pg: PgState,
+               slots: Mapping[str, int] | None = None) -> tuple[int, str]:
         """A ``POST /failsafe`` from primary ``name``. Answers (HTTP code, text), the first
         that applies: 502 when failsafe_mode is off (or no view yet); 500 when we run as a
         primary ourselves; 409 when ``name`` is not the leader of ``view`` (the last DCS view)
         or, when that view names no leader (the key expired while the primary was cut off),
         not a member listed in its ``failsafe`` key, or is this member; else 200 and ``name``
-        is recorded (keeping us out of any race for ``ttl``). Only a 200 changes state."""
+        is recorded (keeping us out of any race for ``ttl``) with the ``slots`` positions it
+        sent. Only a 200 changes state."""
         if view is None or not view.settings.failsafe_mode:
             return 502, "failsafe_mode is off"
         if pg.running and pg.role is PgRole.PRIMARY:
@@ -61,6 +69,7 @@ class Failsafe:
                         leader or "none; failsafe key: " + ", ".join(sorted(view.failsafe or {})))
             return 409, f"{name} is not the leader this member knows"
         self._asked_by = (name, self.clock.monotonic())
+        self._slots = dict(slots or {})
         return 200, "Accepted"
 
     async def confirm(self, peers: PeerClient, view: ClusterView | None,

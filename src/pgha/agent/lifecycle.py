@@ -28,7 +28,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +150,11 @@ class Agent:
         """The discarded-WAL reports this member's rejoins recorded (``GET /history``)."""
         return self.pg.discarded.reports
 
-    def accept_failsafe(self, name: str) -> tuple[int, str]:
+    def accept_failsafe(self, name: str,
+                        slots: Mapping[str, int] | None = None) -> tuple[int, str]:
         """``POST /failsafe`` from primary ``name`` (see :meth:`Failsafe.accept`)."""
-        answer = self.failsafe.accept(name, self.observer.view, self.publisher.status.pg)
+        answer = self.failsafe.accept(name, self.observer.view, self.publisher.status.pg,
+                                      slots)
         if answer[0] == 200:
             self.wake.set()
         return answer

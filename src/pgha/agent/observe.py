@@ -43,7 +43,9 @@ class Observer:
         self.view: ClusterView | None = None
         self.dcs_ok = False
         self.dcs_last_seen: float | None = None  # epoch seconds of the last successful read
-        self.member_seen: dict[str, float] = {}  # member -> monotonic time last listed
+        # member (or, from the status key's retain_slots, slot) name -> monotonic time last
+        # listed, for member_slots_ttl
+        self.member_seen: dict[str, float] = {}
         self.down_since: float | None = self.clock.monotonic()
         self.stopped_by_agent = False
         self.first_view = asyncio.Event()
@@ -67,6 +69,8 @@ class Observer:
         for name, member in view.members.items():
             self.member_seen[name] = now
             self.known_members[name] = member
+        for name in view.retain_slots:  # members the leader saw leave: their slots are kept
+            self.member_seen.setdefault(name, now)
         self.view = view
         self.first_view.set()
         if view.leader is not None and view.leader.name in view.members:

@@ -58,7 +58,8 @@ class StatusSource(Protocol):
         which peers compare in a leader race)."""
         ...
 
-    def accept_failsafe(self, name: str) -> tuple[int, str]: ...
+    def accept_failsafe(self, name: str,
+                        slots: Mapping[str, int] | None = None) -> tuple[int, str]: ...
 
     def discarded_reports(self) -> Sequence[Mapping[str, Any]]:
         """What rewinds and re-clones of this member threw away (in memory; see
@@ -222,8 +223,15 @@ class Handlers:
         name = body.get("name")
         if not isinstance(name, str) or not name:
             return web.Response(status=400, text='body must name the primary: {"name": ...}')
-        code, text = self.source.accept_failsafe(name)
-        return web.Response(status=code, text=text)
+        raw_slots = body.get("slots")
+        slots = {k: v for k, v in raw_slots.items() if isinstance(k, str) and isinstance(
+            v, int) and not isinstance(v, bool) and v >= 0} if isinstance(raw_slots, dict) else {}
+        code, text = self.source.accept_failsafe(name, slots)
+        headers = {}
+        position = self.source.status.pg.wal_position
+        if code == 200 and position is not None:
+            headers["lsn"] = str(position)  # as Patroni: the primary learns our position
+        return web.Response(status=code, text=text, headers=headers)
 
     def _parse_patch(self, raw: bytes) -> Command:
         view = self.source.status.view

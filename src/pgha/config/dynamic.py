@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, field_validator
 
 from pgha.config.base import Duration, Seconds, _Section
 from pgha.core.model import HA_MINIMUMS
+from pgha.core.slots import ignore_rule, permanent_slot
 
 
 class DynamicPostgresql(_Section):
@@ -50,7 +51,7 @@ class DynamicConfig(_Section):
     max_timelines_history: int = Field(default=0, ge=0)
     pause: bool = False
     slots: dict[str, Any] | None = None
-    ignore_slots: list[dict[str, Any]] | None = None
+    ignore_slots: list[Any] | None = None
     member_slots_ttl: Duration = 1800
     standby_cluster: dict[str, Any] | None = None
     postgresql: DynamicPostgresql = Field(default_factory=DynamicPostgresql)
@@ -63,6 +64,22 @@ class DynamicConfig(_Section):
         if not isinstance(value, bool) and str(value).strip().lower() not in modes:
             raise ValueError("expected on, off or quorum")
         return value if isinstance(value, bool) else modes[str(value).strip().lower()]
+
+    @field_validator("slots")
+    @classmethod
+    def _slots(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for name, entry in (value or {}).items():
+            if isinstance(problem := permanent_slot(name, entry), str):
+                raise ValueError(problem)
+        return value
+
+    @field_validator("ignore_slots")
+    @classmethod
+    def _ignore_slots(cls, value: list[Any] | None) -> list[Any] | None:
+        for index, entry in enumerate(value or []):
+            if isinstance(problem := ignore_rule(index, entry), str):
+                raise ValueError(problem)
+        return value
 
     def timing_warnings(self) -> list[str]:
         """One message when ``loop_wait + 2 * retry_timeout > ttl``, else empty."""

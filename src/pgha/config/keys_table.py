@@ -16,7 +16,7 @@ from typing import Any
 
 OK, PLANNED, NEVER, IGNORED = "implemented", "planned", "never", "ignored"
 
-SLOTS, METHODS, OPS = 12, 13, 14  # issues that will implement the planned keys
+METHODS, OPS = 13, 14  # issues that will implement the planned keys
 
 _OFF = ("false", "off", "no", "0")
 
@@ -250,7 +250,8 @@ LOCAL: tuple[Key, ...] = (
     _k("tags.replicatefrom", note="cascading: stream from that member"),
     _k("tags.nosync", "false", note="never a synchronous standby nor a quorum voter"),
     _k("tags.sync_priority", "1", note="higher first; 0 = never synchronous"),
-    _p("tags.nostream", METHODS, "archive-only replicas", "false", inert=_OFF),
+    _k("tags.nostream", "false", note="archive-only replica: never streams, replays through "
+       "restore_command, gets no slot"),
     _k("tags.*", note="custom tag (any name)", free=True),
 )
 
@@ -276,8 +277,11 @@ DYNAMIC: tuple[Key, ...] = (
        note="never acknowledge a commit without a synchronous standby"),
     _k("synchronous_node_count", "1"),
     _k("maximum_lag_on_syncnode", "-1", note="bytes; -1: no limit"),
-    _p("slots", SLOTS, "permanent replication slots are not created", free=True),
-    _p("ignore_slots", SLOTS, "slots pgha would ignore", free=True),
+    _k("slots", note="permanent slots: {name: {type: physical}} or {type: logical, database, "
+       "plugin}; on the leader and on every member that may become primary, logical ones "
+       "copied to replicas and advanced there", free=True),
+    _k("ignore_slots", note="list of {name, type, database, plugin} rules: matching slots are "
+       "never created or dropped", free=True),
     _p("standby_cluster", METHODS, "standby clusters: this cluster runs as a primary"),
     *(_p(f"standby_cluster.{k}", METHODS, "standby clusters") for k in (
         "host", "port", "primary_slot_name", "restore_command", "archive_cleanup_command",

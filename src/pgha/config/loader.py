@@ -50,6 +50,7 @@ from pgha.config.keys import (
 from pgha.config.models import ClusterAccess, Config, _dcs_count_errors
 from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
 from pgha.core.model import HA_MINIMUMS, HaSettings
+from pgha.core.slots import config_problems as slot_config_problems
 from pgha.core.units import parse_duration
 
 logger = logging.getLogger("pgha.config")
@@ -241,6 +242,7 @@ def dynamic_config_warnings(data: Mapping[str, Any]) -> list[str]:
         return [f"config: nested more than {MAX_DEPTH} levels deep"]
     errors, warnings = check_dynamic(data, "config")
     found = [f"{path}: {message}" for path, message in errors + warnings]
+    found += [f"config.{problem} (entry not used)" for problem in slot_config_problems(data)]
     used, default = HaSettings.from_config(data), HaSettings()
     for key, minimum in HA_MINIMUMS.items():
         value = data.get(key)

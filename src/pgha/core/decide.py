@@ -48,7 +48,13 @@ from pgha.core.actions import (
 from pgha.core.decision import RACE_REFUSALS, Decision, Reason
 from pgha.core.decision import decision as _d
 from pgha.core.decision import upstream_of as _upstream
-from pgha.core.housekeeping import leader_housekeeping, leader_slots, leader_status, replica_slots
+from pgha.core.housekeeping import (
+    failsafe_replica_slots,
+    leader_housekeeping,
+    leader_slots,
+    leader_status,
+    replica_slots,
+)
 from pgha.core.lock import holds_lock as _holds_lock
 from pgha.core.lock import names_us, stale_lock, stale_lock_decision
 from pgha.core.model import ClusterView, DataState, LocalState, Member, PgRole, SyncMode
@@ -87,7 +93,7 @@ def decide(view: ClusterView | None, local: LocalState, now: float) -> Decision:
     if first is not None:
         return first
     if view is None or not local.dcs_ok:
-        return _dcs_unreachable(view, local)
+        return _dcs_unreachable(view, local, now)
     holds_lock = _holds_lock(view, local)
     return (stale_lock_decision(view, local)
             or withdraw_failed_switchover(view, local, holds_lock)
@@ -206,7 +212,7 @@ def _lease_confirmed(view: ClusterView | None, local: LocalState, now: float) ->
             and now < local.failsafe_deadline)
 
 
-def _dcs_unreachable(view: ClusterView | None, local: LocalState) -> Decision:
+def _dcs_unreachable(view: ClusterView | None, local: LocalState, now: float) -> Decision:
     """No usable DCS: nothing may be promoted. A primary keeps writing only while its lease
     is confirmed (the fail-closed rule above demotes it); a stopped member is started
     read-only (as a replica of the last known leader, or of nobody) so reads keep working.
@@ -220,6 +226,10 @@ def _dcs_unreachable(view: ClusterView | None, local: LocalState) -> Decision:
         return _d(Reason.DCS_UNREACHABLE_LEASE_VALID,
                   "DCS unreachable; lease still valid, staying primary until it runs out")
     paused = view is not None and view.settings.pause
+    if view is not None and pg.running and pg.accepting and not paused and (
+            slots := failsafe_replica_slots(view, local, now)):
+        return _d(Reason.DCS_UNREACHABLE, "DCS unreachable: advancing slot copies to the "
+                  f"positions {local.failsafe_primary} sent", *slots)
     if pg.running or pg.data is not DataState.VALID or pg.busy is not None or paused:
         return _d(Reason.DCS_UNREACHABLE, "DCS unreachable: changing nothing")
     leader = view.leader_member if view is not None else None

@@ -10,6 +10,7 @@ then the slots.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from pgha.core.actions import Action, CopyLogicalSlots, PublishStatus
 from pgha.core.decision import Decision, Reason
@@ -69,3 +70,14 @@ def replica_slots(view: ClusterView, local: LocalState, now: float,
                   CopyLogicalSlots(_upstream(leader), missing))
     work = slot_sync(plan, local.pg.slots, primary=False, paused=False)
     return (work,) if work is not None else ()
+
+
+def failsafe_replica_slots(view: ClusterView, local: LocalState, now: float) -> list[Action]:
+    """While the DCS is down, a replica that a failsafe primary asked keeps advancing its
+    copies to the positions that primary sent (``failsafe_slots``); nothing is dropped or
+    copied from a view that may be stale."""
+    if not local.failsafe_primary or not local.failsafe_slots or local.pg.slots is None:
+        return []
+    plan = slot_plan(replace(view, status_slots=local.failsafe_slots), local, now, leader=False)
+    work = slot_sync(plan, local.pg.slots, primary=False, paused=True)
+    return [work] if work is not None else []

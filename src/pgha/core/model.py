@@ -450,7 +450,8 @@ class LocalState:
     ``failsafe_deadline`` (primary, ``failsafe_mode``): until when every member listed in the
     ``failsafe`` key has confirmed over the REST API that it will not take over, counted like
     ``lease_deadline`` from when the confirmation round was sent. ``failsafe_primary`` (replica):
-    the member that sent us such a request within the last ``ttl``; we stay out of any race.
+    the member that sent us such a request within the last ``ttl``; we stay out of any race;
+    ``failsafe_slots``: the slot positions it sent (copies are advanced to them).
     ``wall_time`` is the epoch time of this cycle (scheduled switchovers are wall-clock).
     ``restart_requested``: an operator restart whose conditions the agent already checked.
     ``reinit_requested``: an operator re-clone; ``reinit_from_leader`` clones from the leader
@@ -472,6 +473,7 @@ class LocalState:
     shutting_down: bool = False
     failsafe_deadline: float | None = None
     failsafe_primary: str | None = None
+    failsafe_slots: Mapping[str, int] = field(default_factory=dict)
     wall_time: float = 0.0
     restart_requested: bool = False
     reinit_requested: bool = False

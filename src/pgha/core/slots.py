@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgha.core.actions import SlotSpec, SyncSlots, slot_name
-from pgha.core.model import ClusterView, LocalState, Member, ObservedSlot, Tags
+from pgha.core.model import ClusterView, LocalState, Member, ObservedSlot, PgState, Tags
 
 PHYSICAL, LOGICAL = "physical", "logical"
 SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
@@ -63,10 +63,10 @@ class IgnoreRule:
 
 
 def permanent_slot(name: str, value: Any) -> SlotSpec | str:
-    """The slot a ``slots`` entry defines, or why it is invalid (a one-line reason naming
-    ``slots.<name>``). ``null``/``0``/``{}`` is physical; without ``type``, an entry naming
-    both ``database`` and ``plugin`` is logical."""
-    where = f"slots.{name}"
+    """The slot a ``slots`` entry defines, or why it is invalid (one line, starting with the
+    entry's path below ``slots``). ``null``/``0``/``{}`` is physical; without ``type``, an
+    entry naming both ``database`` and ``plugin`` is logical."""
+    where = str(name)
     if not isinstance(name, str) or not SLOT_NAME.match(name):
         return (f"{where}: a slot name may only contain lower-case letters, digits and "
                 "underscores (at most 63)")
@@ -110,8 +110,9 @@ def permanent_slots(config: Mapping[str, Any] | None) -> dict[str, SlotSpec]:
 
 
 def ignore_rule(index: int, value: Any) -> IgnoreRule | str:
-    """An ``ignore_slots`` entry, or why it is invalid (naming ``ignore_slots[<index>]``)."""
-    where = f"ignore_slots[{index}]"
+    """An ``ignore_slots`` entry, or why it is invalid (one line, starting with the entry's
+    path below ``ignore_slots``: ``[<index>]``)."""
+    where = f"[{index}]"
     if not isinstance(value, Mapping):
         return f"{where}: expected a mapping of name/type/database/plugin, got {value!r}"
     unknown = sorted(str(k) for k in value if k not in ("name", "type", "database", "plugin"))
@@ -147,12 +148,13 @@ def config_problems(config: Mapping[str, Any] | None) -> list[str]:
     if raw is not None and not isinstance(raw, Mapping):
         out.append(f"slots: expected a mapping of slot name to definition, got {raw!r}")
     elif isinstance(raw, Mapping):
-        out += [p for n, v in raw.items() if isinstance(p := permanent_slot(n, v), str)]
+        out += ["slots." + p for n, v in raw.items() if isinstance(p := permanent_slot(n, v), str)]
     rules = (config or {}).get("ignore_slots")
     if rules is not None and not isinstance(rules, list):
         out.append(f"ignore_slots: expected a list of rules, got {rules!r}")
     elif isinstance(rules, list):
-        out += [q for i, v in enumerate(rules) if isinstance(q := ignore_rule(i, v), str)]
+        out += ["ignore_slots" + q for i, v in enumerate(rules)
+                if isinstance(q := ignore_rule(i, v), str)]
     return out
 
 
@@ -178,11 +180,13 @@ def slot_on_primary(view: ClusterView, name: str, tags: Tags) -> str | None:
 @dataclass(frozen=True)
 class SlotPlan:
     """This member's slots: ``wanted`` (name -> what it must be), ``positions`` (name ->
-    the LSN a copy must reach at least), ``ignore`` (never touched)."""
+    the LSN a copy must reach at least), ``ignore`` (never touched). ``managed`` is False
+    when ``use_slots`` is off: then no slot is created, dropped or advanced."""
 
     wanted: Mapping[str, SlotSpec] = field(default_factory=dict)
     positions: Mapping[str, int] = field(default_factory=dict)
     ignore: tuple[IgnoreRule, ...] = ()
+    managed: bool = True
 
     def ignored(self, slot: ObservedSlot | SlotSpec) -> bool:
         return any(rule.matches(slot) for rule in self.ignore)
@@ -235,7 +239,7 @@ def slot_plan(view: ClusterView, local: LocalState, now: float, leader: bool) ->
     """The slots this member keeps (``leader``: it holds or is taking the lock). Empty when
     ``use_slots`` is off: then pgha leaves slots alone."""
     if not view.settings.use_slots:
-        return SlotPlan()
+        return SlotPlan(managed=False)
     members = _member_slots(view, local, now, leader)
     wanted: dict[str, SlotSpec] = {name: SlotSpec(name) for name in members}
     if not local.tags.nofailover:
@@ -277,6 +281,8 @@ def sync_slots(plan: SlotPlan, observed: Iterable[ObservedSlot], primary: bool,
     nothing. Ignored slots are never touched. In pause nothing is dropped. Logical slots are
     created only on a primary (a replica copies them: :func:`logical_to_copy`); logical slots
     are advanced only on a replica (on a primary their consumer moves them)."""
+    if not plan.managed:
+        return None
     have = {s.name: s for s in observed}
     drop: list[str] = []
     for name, slot in sorted(have.items()):
@@ -379,3 +385,13 @@ def _feedback_needed(view: ClusterView, name: str, tags: Tags, now: float,
     return any(_feedback_needed(view, m.name, m.tags, now, local, seen)
                for m in view.members.values()
                if m.tags.replicatefrom == name and m.name != leader and m.name not in seen)
+
+
+def failsafe_slots(pg: PgState, name: str) -> dict[str, int]:
+    """The slot positions a primary sends with ``POST /failsafe`` while the DCS is down (the
+    ``status`` key cannot carry them): every slot on its server, and its own slot name at
+    its WAL position."""
+    out = {s.name: s.position for s in pg.slots or () if s.position is not None}
+    if pg.wal_position is not None:
+        out[slot_name(name)] = pg.wal_position
+    return out
