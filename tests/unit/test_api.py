@@ -400,3 +400,22 @@ async def test_failsafe_post_with_a_bad_body_is_400_and_changes_nothing(body: by
 
 async def test_failsafe_get_is_502_when_failsafe_mode_is_off() -> None:
     assert await code(replica_status(), "/failsafe") == 502
+
+
+def test_cluster_lists_member_retained_and_permanent_slots_with_their_positions() -> None:
+    config = {"slots": {"archiver": 0, "cdc": {"type": "logical", "database": "app",
+                                                "plugin": "pgoutput"}}}
+    view = replace(cluster_view(config=config), status_slots={"pg2": 0x3000060, "cdc": 16},
+                   retain_slots=("pg1", "pg2", "pg3", "old_member"))
+    slots = cluster_json(view, "demo")["slots"]
+    assert slots == {
+        "archiver": {"type": "physical", "permanent": True, "lsn": "unknown"},
+        "cdc": {"type": "logical", "permanent": True, "database": "app", "plugin": "pgoutput",
+                "lsn": "0/10"},
+        "old_member": {"type": "physical", "retained": True, "lsn": "unknown"},
+        "pg1": {"type": "physical", "member": "pg1", "lsn": "unknown"},
+        "pg2": {"type": "physical", "member": "pg2", "lsn": "0/3000060"},
+        "pg3": {"type": "physical", "member": "pg3", "lsn": "unknown"},
+    }
+    off = replace(view, settings=replace(view.settings, use_slots=False))
+    assert "slots" not in cluster_json(off, "demo")

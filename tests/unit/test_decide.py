@@ -308,6 +308,16 @@ class TestDataDirectory:
         # first running clonefrom replica by name; PostgreSQL still streams from the leader
         assert d.actions == (CloneReplica(up("pg3")), StartPostgres("replica", up("pg2")))
 
+    def test_a_cascading_replica_clones_and_streams_from_its_replicatefrom_member(self) -> None:
+        v = view(member("pg2", role="primary"), member("pg3", tags=Tags(clonefrom=True)),
+                 member("pg4"), leader="pg2")
+        cascading = local(PgState(data=DataState.EMPTY), tags=Tags(replicatefrom="pg4"))
+        d = decide(v, cascading, NOW)
+        assert d.actions == (CloneReplica(up("pg4")), StartPostgres("replica", up("pg4")))
+        gone = replace(v, members={n: m for n, m in v.members.items() if n != "pg4"})
+        d = decide(gone, cascading, NOW)  # parent gone: clonefrom member, then the leader
+        assert d.actions == (CloneReplica(up("pg3")), StartPostgres("replica", up("pg2")))
+
     def test_clonefrom_ignored_when_not_a_running_replica(self) -> None:
         v = view(member("pg2", role="primary"),
                  member("pg3", state="stopped", tags=Tags(clonefrom=True)),

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pgha.core.actions import slot_name
 from pgha.core.model import ClusterView, Member
+from pgha.core.slots import permanent_slots
 from pgha.core.status import AgentStatus, sync_state
 
 
@@ -39,6 +41,27 @@ def scheduled_switchover(view: ClusterView) -> dict[str, Any] | None:
     if failover.get("member"):
         out["to"] = failover["member"]
     return out
+
+
+def cluster_slots(view: ClusterView) -> dict[str, dict[str, Any]]:
+    """The cluster's replication slots, by name: every streaming member's slot (``member``),
+    those kept for members gone (``retained``) and the permanent ones (``permanent``, with
+    ``database``/``plugin`` for logical slots), each with its ``type`` and the ``lsn`` the
+    leader last published for it (``unknown`` when none)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, member in sorted(view.members.items()):
+        if not member.tags.nostream:
+            out[slot_name(name)] = {"type": "physical", "member": name}
+    for name in view.retain_slots:
+        out.setdefault(name, {"type": "physical", "retained": True})
+    for name, spec in permanent_slots(view.config).items():
+        entry = out.setdefault(name, {"type": spec.type})
+        entry["permanent"] = True
+        if spec.type == "logical":
+            entry.update(database=spec.database, plugin=spec.plugin)
+    for name, entry in out.items():
+        entry["lsn"] = lsn_text(view.status_slots.get(name))
+    return dict(sorted(out.items()))
 
 
 def cluster_json(view: ClusterView, scope: str, own: AgentStatus | None = None) -> dict[str, Any]:
@@ -80,6 +103,8 @@ def cluster_json(view: ClusterView, scope: str, own: AgentStatus | None = None) 
                 item[f"{prefix}lag"] = "unknown" if lag is None else lag
         members.append(item)
     out: dict[str, Any] = {"members": members, "scope": scope}
+    if view.settings.use_slots:
+        out["slots"] = cluster_slots(view)
     if view.settings.pause:
         out["pause"] = True
     switchover = scheduled_switchover(view)

@@ -159,7 +159,7 @@ ROUTES: tuple[Route, ...] = (
             "maximum_lag_on_failover)", (LAG, MODE)),
     Route("GET", ("/patroni",), "patroni", "This member's status", {
         200: ("The status JSON (always)", STATUS)}, code_only=True),
-    Route("GET", ("/cluster",), "cluster", "Members, roles, lag and scheduled operations", {
+    Route("GET", ("/cluster",), "cluster", "Members, roles, lag, slots and scheduled operations", {
         200: ("The cluster", "Cluster"),
         503: ("No DCS view yet (empty member list)", "Cluster")}),
     Route("GET", ("/history",), "history", "Timeline history from the DCS", {

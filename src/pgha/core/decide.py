@@ -311,8 +311,9 @@ def _empty_data(view: ClusterView, local: LocalState, holds_lock: bool) -> Decis
     if leader is None or not leader.is_running_primary or not leader.conn_url:
         return _d(Reason.WAITING_FOR_LEADER, "empty data directory: waiting for a running leader")
     source = clone_source(view, local) or leader
+    upstream = follow_target(view, local) or leader
     return _d(Reason.CLONE, f"creating replica from {source.name}",
-              CloneReplica(_upstream(source)), StartPostgres("replica", _upstream(leader)))
+              CloneReplica(_upstream(source)), StartPostgres("replica", _upstream(upstream)))
 
 
 def _promote(view: ClusterView, local: LocalState, planned: bool) -> tuple[Action, ...]:
