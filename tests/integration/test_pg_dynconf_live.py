@@ -14,6 +14,7 @@ from test_pg_support import (
     free_port,
     new_cluster,
     requires_pg,
+    sync_member_slots,
     upstream,
 )
 
@@ -206,7 +207,7 @@ async def test_pg_hba_from_dcs_applied_and_bad_list_rejected(cluster: Cluster) -
 async def test_replica_keeps_shared_memory_values_of_its_primary(cluster: Cluster) -> None:
     prim, pconfig = await primary(cluster, "a")
     replica, rconfig = member(cluster, "b")
-    await prim.sync_slots(frozenset({"b"}))
+    assert await sync_member_slots(prim, {"b"}) == {}
     assert await replica.clone(upstream(prim))
     assert await replica.start("replica", upstream(prim))
     on_primary = DynamicConfigApplier(prim, pconfig)

@@ -18,6 +18,7 @@ from test_pg_support import (
     make_replica,
     new_cluster,
     requires_pg,
+    sync_member_slots,
     upstream,
     wait_rows,
 )
@@ -124,7 +125,7 @@ async def test_replica_streams_through_its_slot(cluster: Cluster) -> None:
                                            "replayed_timestamp", "paused"}
 
     # the member slot is the one in use; a stale inactive slot is dropped, the active one kept
-    await primary.sync_slots(frozenset({"replica-1", "a"}))
+    assert await sync_member_slots(primary, {"replica-1", "a"}) == {}
     slots = {r["slot_name"]: r["active"] for r in await primary.execute(
         "SELECT slot_name, active FROM pg_replication_slots")}
     assert slots == {slot_name("replica-1"): True}
@@ -199,7 +200,7 @@ asyncio.run(main())
 async def test_postmaster_survives_agent_kill_and_is_adopted(cluster: Cluster) -> None:
     primary = await make_primary(cluster, "a")
     replica = cluster.node("b")
-    await primary.sync_slots(frozenset({"b"}))
+    assert await sync_member_slots(primary, {"b"}) == {}
     assert await replica.clone(upstream(primary))
     script = AGENT_SCRIPT.format(settings=repr(replica.settings), up_name="a",
                                  up_url=primary.conn_url())

@@ -14,13 +14,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pgha.core.actions import Upstream
+from pgha.core.actions import SlotSpec, SyncSlots, Upstream, slot_name
 from pgha.pg.postgres import Postgres
 from pgha.pg.process import pid_alive, postmaster_pid
 from pgha.pg.settings import PgSettings, PgUser
@@ -119,11 +119,25 @@ async def make_primary(cluster: Cluster, name: str = "a") -> Postgres:
     return pg
 
 
+async def sync_member_slots(pg: Postgres, keep: Iterable[str]) -> dict[str, str]:
+    """Member slots as a slot plan would have them: create the physical slots of ``keep``
+    (member names; our own left out) and drop the inactive physical slots not in it."""
+    wanted = {slot_name(n) for n in keep} - {slot_name(pg.settings.name)}
+    state = await pg.observe()
+    assert state.slots is not None, "slots not observed"
+    existing = {s.name: s for s in state.slots}
+    plan = SyncSlots(
+        create=tuple(SlotSpec(n) for n in sorted(wanted - existing.keys())),
+        drop=tuple(n for n, s in sorted(existing.items())
+                   if s.type == "physical" and not s.active and n not in wanted))
+    return await pg.sync_slots(plan)
+
+
 async def make_replica(cluster: Cluster, primary: Postgres, name: str,
                        also_keep: frozenset[str] = frozenset()) -> Postgres:
     """Clone ``name`` from ``primary`` (after creating its slot there) and start it."""
     replica = cluster.node(name)
-    await primary.sync_slots(frozenset({name}) | also_keep)
+    assert await sync_member_slots(primary, {name} | also_keep) == {}
     assert await replica.clone(upstream(primary))
     assert await replica.start("replica", upstream(primary))
     return replica

@@ -28,6 +28,15 @@ Semantics otherwise follow the action docstrings in :mod:`pgha.core.actions`:
   acknowledged commits under that value. ``sync_names_since`` is agent-side in the real
   thing (the primary's WAL when this agent process first observed the value): it is set by
   :meth:`FakePostgres.observe` and forgotten by :meth:`FakePostgres.agent_restarted`;
+* replication slots (``slots``, by name): :meth:`FakePostgres.sync_slots` drops (only while
+  inactive), creates (physical ones at the current WAL position; logical ones on a primary
+  only) and advances (never backwards, never past our own WAL; a ``lost`` copy is recreated
+  when physical, dropped when logical), returning ``{slot: problem}`` like the real one;
+  :meth:`FakePostgres.copy_logical_slots` copies the source's matching logical slots when the
+  source is a running, reachable primary and we are a running replica. A physical slot is
+  active while the member it is named after streams from us (its position then follows that
+  member's flush). A clone starts without slots (pg_basebackup copies none), pg_rewind keeps
+  none either, a promotion keeps them;
 * ``peer_received_position`` answers a hand-over's poll: the candidate's position when it is
   reachable and streams from us, else :class:`~pgha.pg.errors.PgError` at once (standing for
   the statement timeout a stalled network gives; the executor treats both alike, and the
@@ -38,12 +47,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from pgha.core.actions import StopMode, Upstream
-from pgha.core.model import ControlState, DataState, PgRole, PgState, StandbyConn
+from pgha.core.actions import SlotSpec, StopMode, SyncSlots, Upstream, slot_name
+from pgha.core.model import (
+    ControlState,
+    DataState,
+    ObservedSlot,
+    PgRole,
+    PgState,
+    StandbyConn,
+)
 from pgha.core.sync import SyncNames, parse_sync_names
 from pgha.pg.errors import PgError
 from pgha.pg.settings import PgSettings, PgUser
@@ -190,6 +206,7 @@ class FakePostgres:
     # a running replica reports this timeline instead of its own (a real one whose WAL receiver
     # is down reports pg_control's, which lags until the next restartpoint)
     stale_timeline: int | None = None
+    slots: dict[str, ObservedSlot] = field(default_factory=dict)  # stored state (active: no)
     _settings: PgSettings | None = field(default=None, repr=False)
 
     # -- simulated state -----------------------------------------------------------------
@@ -214,7 +231,19 @@ class FakePostgres:
             wal_position=position if valid else None,
             control_state=ControlState.UNKNOWN if self.running else self.control,
             upstream=self.upstream if self.running else None, down_since=self.down_since,
+            slots=self.observed_slots() if self.running else None,
             **self._sync_state())
+
+    def observed_slots(self) -> tuple[ObservedSlot, ...]:
+        """``pg_replication_slots``: the stored slots, a physical one active (at the flush
+        position) while the member it is named after streams from us."""
+        streaming = {slot_name(n): flush for n, flush in self.streaming_replicas()}
+        out: list[ObservedSlot] = []
+        for name, slot in sorted(self.slots.items()):
+            if slot.type == "physical" and name in streaming and not slot.lost:
+                slot = replace(slot, active=True, position=streaming[name])
+            out.append(slot)
+        return tuple(out)
 
     def _sync_state(self) -> dict[str, Any]:
         if not self.writable:
@@ -352,6 +381,7 @@ class FakePostgres:
         return src
 
     def _copy_from(self, src: FakePostgres) -> None:
+        self.slots = {}
         self.data, self.sysid, self.timeline = DataState.VALID, src.sysid, src.timeline
         self.segments, self.history = src.segments, src.history
         self.known_tli = max(src.known_tli, src.timeline)
@@ -454,6 +484,7 @@ class FakePostgres:
     def rewind(self, src: FakePostgres) -> None:
         """pg_rewind: our data back to where it diverged from ``src``'s."""
         self.segments = truncate(self.segments, common_prefix(self.segments, src.segments))
+        self.slots = {}
         self.rewinds += 1
 
     async def wipe(self) -> None:
@@ -461,9 +492,62 @@ class FakePostgres:
         self.data, self.sysid, self.segments, self.history = DataState.EMPTY, None, (), ()
         self.control, self.ckpt_lsn, self.timeline = ControlState.UNKNOWN, None, 1
         self.known_tli = 1
+        self.slots = {}
 
-    async def sync_slots(self, keep: frozenset[str]) -> None:
-        return None
+    async def sync_slots(self, plan: SyncSlots) -> dict[str, str]:
+        """See the module docstring; PgError when PostgreSQL does not run."""
+        if not self.running or not self.node_up:
+            raise PgError(f"{self.name}: PostgreSQL is not running")
+        problems: dict[str, str] = {}
+        active = {s.name for s in self.observed_slots() if s.active}
+        for name in plan.drop:
+            if name in active:
+                problems[name] = "not dropped: it is in use"
+            else:
+                self.slots.pop(name, None)
+        for spec in plan.create:
+            have = self.slots.get(spec.name)
+            if have is not None:
+                if (have.type, have.database, have.plugin) != (spec.type, spec.database,
+                                                               spec.plugin):
+                    problems[spec.name] = "not created: a different slot of that name exists"
+            elif spec.type == "logical" and self.role is not PgRole.PRIMARY:
+                problems[spec.name] = "a logical slot cannot be created on a standby"
+            else:
+                self.slots[spec.name] = ObservedSlot(spec.name, spec.type, spec.database,
+                                                     spec.plugin, position=self.wal)
+        for name, lsn in plan.advance:
+            slot = self.slots.get(name)
+            if slot is None:
+                problems[name] = "cannot be advanced: it does not exist"
+            elif name in active:
+                problems[name] = "cannot be advanced: it is in use"
+            elif slot.lost and slot.type == "physical":
+                self.slots[name] = ObservedSlot(name, position=self.wal)
+                problems[name] = "recreated: its WAL was removed"
+            elif slot.lost:
+                del self.slots[name]
+                problems[name] = "dropped: its WAL was removed"
+            elif slot.position is None or slot.position < lsn:
+                self.slots[name] = replace(slot, position=max(slot.position or 0,
+                                                              min(lsn, self.wal)))
+        return problems
+
+    async def copy_logical_slots(self, source: Upstream, slots: tuple[SlotSpec, ...]) -> bool:
+        """See the module docstring (the restart that loads the copies is instantaneous)."""
+        src = self._source(source.name)
+        if src is None or not src.writable or not self.running \
+                or self.role is not PgRole.REPLICA:
+            return False
+        copied = False
+        for spec in slots:
+            theirs = src.slots.get(spec.name)
+            if theirs is not None and not theirs.lost and (
+                    theirs.type, theirs.database, theirs.plugin) == (
+                    "logical", spec.database, spec.plugin):
+                self.slots[spec.name] = replace(theirs, active=False)
+                copied = True
+        return copied
 
     async def set_sync_standby_names(self, value: str | None) -> bool:
         """Written into postgresql.conf (kept across restarts) and in effect at once on a

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ _FORCED = frozenset({
     "config_file", "data_directory",
 })
 _FLOORED = {"max_wal_senders": MIN_WAL_SENDERS, "max_replication_slots": MIN_REPLICATION_SLOTS}
+_SLOT_RAISED = frozenset({"wal_level", "max_replication_slots"})  # managed, raised for slots
 
 
 def quote_guc(value: Any) -> str:
@@ -100,9 +101,92 @@ def _floor(name: str, value: Any) -> int:
         return _FLOORED[name]
 
 
+def _as_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
+_said: set[str] = set()
+
+
+def _once(message: str, level: int = logging.WARNING) -> None:
+    """Log ``message`` the first time it is seen (these functions run on every rewrite)."""
+    if message not in _said:
+        _said.add(message)
+        log.log(level, "%s", message)
+
+# Recovery settings pgha writes itself: never taken from ``recovery_conf``.
+RECOVERY_MANAGED = frozenset({"primary_conninfo", "primary_slot_name",
+                              "recovery_target_timeline", "standby_mode"})
+
+
+def slot_overrides(params: Mapping[str, Any],
+                   slot_parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The values ``slot_parameters`` (what the slot plan needs) change in the user's
+    ``params``: ``hot_standby_feedback`` turned on, ``wal_level`` raised to ``logical``,
+    ``max_replication_slots`` raised to at least the number given (never lowered below the
+    user's value or pgha's floor); any other name is set as given. Empty when the user's
+    values already suffice. Pure (no logging)."""
+    out: dict[str, Any] = {}
+    for name, wanted in slot_parameters.items():
+        key = str(name).lower()
+        current = params.get(key)
+        if key == "hot_standby_feedback":
+            if _normal(wanted) == "on" and (current is None or _normal(current) != "on"):
+                out[key] = True
+        elif key == "wal_level":
+            if _user_wal_level(wanted) == "logical" \
+                    and _user_wal_level(current or "replica") != "logical":
+                out[key] = "logical"
+        elif key == "max_replication_slots":
+            need = _as_int(wanted)
+            have = max(MIN_REPLICATION_SLOTS, _as_int(current) or 0)
+            if need is not None and need > have:
+                out[key] = need
+        elif wanted is not None and (current is None or _normal(current) != _normal(wanted)):
+            out[key] = wanted
+    return out
+
+
+def effective_parameters(settings: PgSettings) -> dict[str, Any]:
+    """The user's parameters with :func:`slot_overrides` applied (what decides whether a
+    change needs a restart)."""
+    params = dict(settings.parameters)
+    params.update(slot_overrides(params, settings.slot_parameters))
+    return params
+
+
+def recovery_parameters(settings: PgSettings, reserved: Collection[str] = ()) -> dict[str, Any]:
+    """``settings.recovery_conf`` as written on a replica (names lower-cased). Left out, with a
+    warning once: the settings pgha manages (:data:`RECOVERY_MANAGED`, ``reserved``), invalid
+    names, and values that are None or contain a newline."""
+    out: dict[str, Any] = {}
+    for name, value in settings.recovery_conf.items():
+        key = str(name).lower()
+        where = f"postgresql.recovery_conf.{name}"
+        if key in RECOVERY_MANAGED or key in reserved or key in _FORCED:
+            _once(f"{where} is managed by pgha; the configured value is ignored")
+        elif not _GUC_NAME.match(key) or value is None:
+            _once(f"{where}: not a parameter name or no value; ignored")
+        elif isinstance(value, str) and any(c in value for c in "\n\r\0"):
+            _once(f"{where}: the value contains a newline; ignored")
+        else:
+            out[key] = value
+    return out
+
+
 def managed_parameters(settings: PgSettings, role: str,
                        upstream: Upstream | None) -> dict[str, Any]:
-    """All GUCs pgha writes into postgresql.conf, in file order (managed, user, recovery)."""
+    """All GUCs pgha writes into postgresql.conf, in file order (managed, user, recovery).
+
+    What the slot plan needs (``settings.slot_parameters``, :func:`slot_overrides`) wins over
+    the user's values (each change logged once). A replica gets ``recovery_conf``; a
+    ``nostream`` replica gets no ``primary_conninfo`` nor ``primary_slot_name`` whatever its
+    upstream."""
     user = dict(settings.parameters)
     out: dict[str, Any] = {
         "listen_addresses": settings.listen_host,
@@ -120,6 +204,7 @@ def managed_parameters(settings: PgSettings, role: str,
         out["hba_file"] = str(settings.data_dir / HBA)
     if "ident_file" not in user:
         out["ident_file"] = str(settings.data_dir / IDENT)
+    reserved = frozenset(out)
     for name, value in user.items():
         if name in out or name in _FORCED:
             if name in _FORCED and _normal(value) != _normal(out.get(name)):
@@ -135,11 +220,23 @@ def managed_parameters(settings: PgSettings, role: str,
             log.warning("ignoring parameter %s: its value contains a newline", name)
             continue
         out[name] = value
+    for name, value in slot_overrides(user, settings.slot_parameters).items():
+        if name in _FORCED or (name in reserved and name not in _SLOT_RAISED):
+            continue
+        _once(f"{name} = {quote_guc(value)}: needed by the replication slots (configured: "
+              f"{user.get(name, 'default')})", logging.INFO)
+        out[name] = value
     if settings.synchronous_standby_names is not None:
         out["synchronous_standby_names"] = settings.synchronous_standby_names
     if role == "replica":
-        out["primary_conninfo"] = primary_conninfo(settings, upstream) if upstream else ""
-        if upstream and settings.use_slots:
+        out.update(recovery_parameters(settings, reserved))
+        stream = upstream is not None and not settings.nostream
+        if settings.nostream and "restore_command" not in out:
+            _once("tags.nostream is set but no restore_command is configured: this replica "
+                  "receives no WAL")
+        out["primary_conninfo"] = primary_conninfo(settings, upstream) \
+            if stream and upstream is not None else ""
+        if stream and settings.use_slots:
             out["primary_slot_name"] = slot_name(settings.name)
         else:
             out["primary_slot_name"] = ""
@@ -151,6 +248,12 @@ def managed_parameters(settings: PgSettings, role: str,
         # promotion would make the server report a pending restart for an unchanged value
         out["recovery_target_timeline"] = "latest"
     return out
+
+
+def effective_wal_level(settings: PgSettings) -> str:
+    """The ``wal_level`` :func:`managed_parameters` writes (no logging)."""
+    params = effective_parameters(settings)
+    return _user_wal_level(params.get("wal_level", "replica"))
 
 
 def render_postgresql_conf(settings: PgSettings, role: str, upstream: Upstream | None) -> str:

@@ -72,13 +72,15 @@ class PgConfigurator:
         return True
 
     async def apply_dynamic_config(self, dcs_config: Mapping[str, Any] | None, role: str,
-                                   timeout: float) -> None:
-        """Bring PostgreSQL's configuration in line with the DCS ``config`` (reload-only
-        parameters at once, restart-only ones reported as pending_restart), within
-        ``timeout`` seconds (else logged, retried next time)."""
+                                   timeout: float,
+                                   slot_parameters: Mapping[str, Any] | None = None) -> None:
+        """Bring PostgreSQL's configuration in line with the DCS ``config`` and what the slot
+        plan needs (``slot_parameters``; None: as last given), reload-only parameters at once,
+        restart-only ones reported as pending_restart, within ``timeout`` seconds (else
+        logged, retried next time)."""
         try:
             async with asyncio.timeout(timeout):
-                result = await self.dynconf.apply(dcs_config)
+                result = await self.dynconf.apply(dcs_config, slot_parameters=slot_parameters)
         except TimeoutError:
             log.warning("applying the dynamic configuration timed out; retrying next cycle")
             return

@@ -26,6 +26,12 @@ no SQL, no file rewrite, no subprocess. The exception is a replica whose cluster
 shared-memory values are held up by the primary's (:func:`pgha.pg.params.clamp_to_primary`):
 it re-reads ``pg_controldata`` each call until the primary's values allow the configured ones.
 
+What the slot plan needs (``slot_parameters``: ``hot_standby_feedback``, ``wal_level``,
+``max_replication_slots``, computed by the core) is passed to :meth:`DynamicConfigApplier.apply`
+as well and installed as ``PgSettings.slot_parameters`` (:func:`pgha.pg.conf.slot_overrides`
+makes it win over the user's values); a change of it is a configuration change like any other
+(rewrite and reload; postmaster parameters then show as pending a restart).
+
 Bad input never breaks the server. A DCS ``postgresql`` section that fails validation is logged
 and the previous settings are kept. A value PostgreSQL rejects (``pg_file_settings.error`` for a
 parameter that is not waiting for a restart) is pinned to the value the server runs with, the
@@ -57,7 +63,12 @@ from pydantic import ValidationError
 from pgha.config import Config, DynamicPostgresql
 from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
 from pgha.pg import controldata
-from pgha.pg.conf import STANDBY_SIGNAL, read_managed_state, write_config_if_changed
+from pgha.pg.conf import (
+    STANDBY_SIGNAL,
+    effective_parameters,
+    read_managed_state,
+    write_config_if_changed,
+)
 from pgha.pg.errors import PgError
 from pgha.pg.from_config import pg_settings
 from pgha.pg.params import CONTROLDATA_NAMES, clamp_to_primary, restart_needed
@@ -176,6 +187,7 @@ class DynamicConfigApplier:
         self._hba_pin: tuple[str, ...] | None = None
         self._recorded: dict[str, str] | None = None
         self._state = PgConfigState()
+        self._slot_parameters: dict[str, Any] = {}
 
     @property
     def state(self) -> PgConfigState:
@@ -248,7 +260,7 @@ class DynamicConfigApplier:
                 log.info("keeping %s at the primary's values until it runs with lower ones",
                          ", ".join(f"{k}={v}" for k, v in sorted(raised.items())))
         params.update(self._pins)
-        new = replace(new, parameters=params)
+        new = replace(new, parameters=params, slot_parameters=dict(self._slot_parameters))
         if self._hba_pin is not None:
             new = replace(new, pg_hba=self._hba_pin)
         old = self.pg.settings
@@ -259,17 +271,22 @@ class DynamicConfigApplier:
         return new
 
     # ----------------------------------------------------------------- the cycle
-    async def apply(self, dcs_config: Mapping[str, Any] | None) -> ApplyResult:
-        """Bring settings, files and server in line with ``dcs_config`` (see the module doc).
+    async def apply(self, dcs_config: Mapping[str, Any] | None,
+                    slot_parameters: Mapping[str, Any] | None = None) -> ApplyResult:
+        """Bring settings, files and server in line with ``dcs_config`` and
+        ``slot_parameters`` (None: the ones last given, initially none; see the module doc).
 
         Never raises for PostgreSQL or file errors (they are logged and retried on the next
         call); cancellation propagates.
         """
         raw, digest = self._section(dcs_config)
+        if slot_parameters is not None:
+            self._slot_parameters = dict(slot_parameters)
+        slots_key = json.dumps(self._slot_parameters, sort_keys=True, default=str)
         data_dir = self.pg.settings.data_dir
         pid = postmaster_pid(data_dir)
         replica = (data_dir / STANDBY_SIGNAL).exists()
-        key = (digest, self._generation, replica, pid)
+        key = (digest, self._generation, replica, pid, slots_key)
         previous, self._key = self._key, key
         if previous is None or previous[3] != pid:
             self._inspect_due = True  # first call, or the postmaster stopped/(re)started
@@ -293,7 +310,7 @@ class DynamicConfigApplier:
             dyn = self._dyn
         else:
             self._raw, self._dyn = raw, dyn
-        old_hba, old_params = self.pg.settings.pg_hba, dict(self.pg.settings.parameters)
+        old_hba, old_params = self.pg.settings.pg_hba, effective_parameters(self.pg.settings)
         try:
             settings = self._settings(dyn, recorded, pid is not None)
         except ValueError as exc:
@@ -324,7 +341,8 @@ class DynamicConfigApplier:
         restart: dict[str, dict[str, str]] = {}
         if files:
             log.info("configuration changed (%s): reloading PostgreSQL", ", ".join(files))
-            restart = restart_needed(old_params, settings.parameters, self._catalogue)
+            restart = restart_needed(old_params, effective_parameters(settings),
+                                     self._catalogue)
             if restart:
                 log.info("%s take effect after a restart", ", ".join(restart))
         if not files and not self._inspect_due:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pgha.config import Config, DynamicConfig, DynamicPostgresql, RoleAuth
-from pgha.config.pg_parameters import ParamCatalogue
+from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
+from pgha.pg.conf import RECOVERY_MANAGED
 from pgha.pg.connparams import FILE_OPTIONS, LIBPQ_OPTIONS, asyncpg_unsupported
 from pgha.pg.params import merge_judged
 from pgha.pg.settings import PgSettings, PgUser
@@ -90,6 +91,25 @@ def effective_parameters(config: Config, dynamic: DynamicConfig | DynamicPostgre
     return params
 
 
+def recovery_conf(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
+                  catalogue: ParamCatalogue | None = None) -> dict[str, Any]:
+    """The local ``postgresql.recovery_conf`` merged over the dynamic one (names lower-cased),
+    judged against ``catalogue`` like the parameters: unknown names and values PostgreSQL
+    would reject are left out with a warning (once) naming the key. The recovery settings
+    pgha manages (:data:`pgha.pg.conf.RECOVERY_MANAGED`) are passed on unjudged:
+    :func:`pgha.pg.conf.recovery_parameters` ignores them with a warning."""
+    dyn_pg = dynamic.postgresql if isinstance(dynamic, DynamicConfig) else dynamic
+    merged: dict[str, Any] = {}
+    for layer in (dyn_pg.recovery_conf or {}, config.postgresql.recovery_conf):
+        for name, value in layer.items():
+            merged[str(name).lower()] = value
+    managed = {k: v for k, v in merged.items() if k in RECOVERY_MANAGED}
+    judged = judge_parameters({k: v for k, v in merged.items() if k not in managed}, catalogue)
+    for name, why in {**judged.dropped, **judged.invalid}.items():
+        _warn_once(f"postgresql.recovery_conf.{name}: {why}; ignored")
+    return {**judged.kept, **managed}
+
+
 def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
                 catalogue: ParamCatalogue | None = None) -> PgSettings:
     """PgSettings for this member. ``pg_hba`` comes from ``postgresql.pg_hba``, else the
@@ -131,4 +151,6 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
             pgc.remove_data_directory_on_diverged_timelines),
         use_pg_rewind=pgc.use_pg_rewind,
         use_unix_socket=pgc.use_unix_socket,
+        nostream=config.tags.nostream,
+        recovery_conf=recovery_conf(config, dyn_pg, catalogue),
     )

@@ -16,9 +16,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
 
-from pgha.core.actions import StopMode, Upstream
+from pgha.core.actions import SlotSpec, StopMode, SyncSlots, Upstream
 from pgha.core.model import ControlState, DataState, PgRole, PgState, StandbyConn
-from pgha.pg import bootstrap, controldata, rewind, slots
+from pgha.pg import bootstrap, controldata, rewind, slotcopy, slots
 from pgha.pg.cmd import tail_file
 from pgha.pg.conf import (
     STANDBY_SIGNAL,
@@ -69,10 +69,10 @@ class Postgres:
         self.settings = settings
         self._probe = LocalProbe()
         self._syncrep = PrimaryReplication()
+        self._slots = slots.SlotSync()
         self._sysid: str | None = None
         self._upstream: Upstream | None = None
         self._upstream_known = False  # False: read it back from our postgresql.conf header
-        self._tli_seen: tuple[str | None, int | None] = (None, None)  # (postmaster start, tli)
         self.discarded = DiscardedLog(report_path(settings))  # what rejoins threw away
 
     @property
@@ -142,26 +142,14 @@ class Postgres:
             return None
         if snap.sysid:
             self._sysid = snap.sysid
-        # The WAL receiver's timeline vanishes while it reconnects (e.g. after following a
-        # new upstream), and pg_control's lags until a restartpoint: remember the highest
-        # timeline this postmaster has received, so a replica that already streams a newer
-        # timeline never looks as if it ran past the end of an older one.
-        key = snap.postmaster_start_time
-        if key != self._tli_seen[0]:
-            self._tli_seen = (key, None)
-        if snap.in_recovery and snap.timeline is not None:
-            seen = self._tli_seen[1]
-            if seen is not None and seen > snap.timeline:
-                snap = replace(snap, received_tli=seen)
-            else:
-                self._tli_seen = (key, snap.timeline)
         return snap
 
     async def observe(self) -> PgState:
         """What runs and what the data holds. ``down_since``/``stopped_by_agent`` are left for
         the agent. Running but not answering: role is guessed from standby.signal, control
         state read from pg_control, timeline and position unknown (None). Stopped: timeline and
-        position from pg_control (latest checkpoint start, or minRecoveryPoint when later)."""
+        position from pg_control (latest checkpoint start, or minRecoveryPoint when later).
+        ``slots`` only while accepting (None as well when that read failed)."""
         data = self.data_state()
         if postmaster_pid(self.settings.data_dir) is None:
             if data != DataState.VALID:
@@ -195,7 +183,8 @@ class Postgres:
             upstream=(u.name if snap.in_recovery and (u := self.current_upstream()) else None),
             standbys=standbys,
             sync_standby_names=snap.sync_standby_names,
-            sync_names_since=since, sync_managed=self._sync_names is not None)
+            sync_names_since=since, sync_managed=self._sync_names is not None,
+            slots=await slots.observe_slots(self._probe, self.settings))
 
     async def status(self) -> dict[str, Any]:
         """Status fields for ``GET /patroni``. Only ``database_system_identifier`` (when known)
@@ -468,11 +457,15 @@ class Postgres:
         return await rejoin_procedure(self, leader, use_pg_rewind, self.discarded)
 
     # ------------------------------------------------------------------------------ SQL
-    async def sync_slots(self, keep: frozenset[str]) -> None:
-        """Physical slots: create those in ``keep`` (member or slot names, our own excluded),
-        drop inactive physical ones not in it. Raises PgError."""
-        async with local_connection(self.settings) as conn:
-            await slots.sync_slots(conn, slots.wanted_slots(keep, self.settings.name))
+    async def sync_slots(self, plan: SyncSlots) -> dict[str, str]:
+        """Carry out the slot plan; ``{slot: problem}`` (see :class:`pgha.pg.slots.SlotSync`).
+        Raises PgError only when the local server cannot be reached."""
+        return await self._slots.sync(self.settings, plan)
+
+    async def copy_logical_slots(self, source: Upstream, slots: tuple[SlotSpec, ...]) -> bool:
+        """Copy the logical ``slots`` from the primary ``source`` and restart this replica to
+        load them; see :mod:`pgha.pg.slotcopy`. False (logged) on failure."""
+        return await slotcopy.copy_logical_slots(self, source, slots)
 
     def peer_received_position(self, conn_url: str) -> AbstractAsyncContextManager[
             Callable[[], Awaitable[int | None]]]:

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -28,6 +28,7 @@ QUERY_TIMEOUT = 5.0
 APPLICATION_NAME = "pgha"
 
 Connection = Any  # asyncpg.Connection (asyncpg ships no type information)
+T = TypeVar("T")
 
 _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -179,10 +180,11 @@ async def _connect(settings: PgSettings, host: str, port: int, timeout: float,
         raise PgError(f"cannot connect to {host}:{port}: {exc}") from exc
 
 
-async def connect_local(settings: PgSettings, timeout: float = CONNECT_TIMEOUT) -> Connection:
-    """Superuser connection to the local server (socket or TCP, see
+async def connect_local(settings: PgSettings, timeout: float = CONNECT_TIMEOUT,
+                        database: str = "postgres") -> Connection:
+    """Superuser connection to ``database`` on the local server (socket or TCP, see
     :func:`pgha.pg.connparams.local_host`); raises PgError."""
-    return await _connect(settings, local_host(settings), settings.port, timeout)
+    return await _connect(settings, local_host(settings), settings.port, timeout, database)
 
 
 async def connect_remote(settings: PgSettings, conn_url: str,
@@ -236,9 +238,10 @@ async def close_quietly(conn: Connection | None) -> None:
 
 
 @contextlib.asynccontextmanager
-async def local_connection(settings: PgSettings) -> AsyncIterator[Connection]:
-    """A short-lived local superuser connection (closed on exit)."""
-    conn = await connect_local(settings)
+async def local_connection(settings: PgSettings,
+                           database: str = "postgres") -> AsyncIterator[Connection]:
+    """A short-lived local superuser connection to ``database`` (closed on exit)."""
+    conn = await connect_local(settings, database=database)
     try:
         yield conn
     finally:
@@ -287,28 +290,44 @@ class LocalProbe:
     def __init__(self) -> None:
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
+        self._tli_seen: tuple[str | None, int | None] = (None, None)  # (postmaster start, tli)
 
-    async def _run(self, settings: PgSettings, what: str) -> Any:
+    async def run(self, settings: PgSettings,
+                  query: Callable[[Connection], Awaitable[T]]) -> T:
+        """``await query(conn)`` on the pooled connection (connected first when needed). The
+        query must put its own timeout on each statement and raise PgError on failure; any
+        exception closes the connection and propagates."""
         async with self._lock:
             try:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await connect_local(settings)
-                if what == "snapshot":
-                    return await snapshot(self._conn)
-                return await replication(self._conn)
+                return await query(self._conn)
             except BaseException:  # also cancellation: the connection state is unknown
                 conn, self._conn = self._conn, None
                 await close_quietly(conn)
                 raise
 
     async def snapshot(self, settings: PgSettings) -> Snapshot:
-        """Status of the local server; raises PgError when it does not answer."""
-        result: Snapshot = await self._run(settings, "snapshot")
-        return result
+        """Status of the local server; raises PgError when it does not answer.
+
+        The WAL receiver's timeline vanishes while it reconnects (e.g. after following a new
+        upstream), and pg_control's lags until a restartpoint: the highest timeline this
+        postmaster has received is remembered, so a replica that already streams a newer
+        timeline never looks as if it ran past the end of an older one."""
+        snap = await self.run(settings, snapshot)
+        key = snap.postmaster_start_time
+        if key != self._tli_seen[0]:
+            self._tli_seen = (key, None)
+        if snap.in_recovery and snap.timeline is not None:
+            seen = self._tli_seen[1]
+            if seen is not None and seen > snap.timeline:
+                snap = replace(snap, received_tli=seen)
+            else:
+                self._tli_seen = (key, snap.timeline)
+        return snap
 
     async def replication(self, settings: PgSettings) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._run(settings, "replication")
-        return result
+        return await self.run(settings, replication)
 
     async def close(self) -> None:
         async with self._lock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +61,16 @@ class PgSettings:
     synchronous_standby_names: str | None = None
     """Set by synchronous replication (:meth:`pgha.pg.postgres.Postgres.set_sync_standby_names`):
     written instead of any configured value; None leaves the user's parameter alone."""
+    nostream: bool = False
+    """The local ``tags.nostream``: as a replica, never stream (no ``primary_conninfo``, no
+    slot); WAL comes from the archive through ``restore_command`` only."""
+    recovery_conf: Mapping[str, Any] = field(default_factory=dict)
+    """Extra recovery settings (the local ``postgresql.recovery_conf`` merged over the
+    dynamic one), written on replicas only; see :func:`pgha.pg.conf.recovery_parameters`."""
+    slot_parameters: Mapping[str, Any] = field(default_factory=dict)
+    """What the slot plan needs (``hot_standby_feedback``, ``wal_level``,
+    ``max_replication_slots``); they win over ``parameters``, see
+    :func:`pgha.pg.conf.slot_overrides`."""
 
     def binary(self, name: str) -> str:
         """Absolute path of a PostgreSQL program in ``bin_dir``."""
