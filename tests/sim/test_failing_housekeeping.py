@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from pgha.core.actions import SyncSlots
 from pgha.core.decision import Reason
 from pgha.pg.errors import PgError
 from tests.sim.agent_parts import NAMESPACE, SCOPE
@@ -16,9 +17,10 @@ from tests.support.fake_pg import FakePostgres
 class SlotsExhausted(FakePostgres):
     """Creating replication slots fails, as with every slot of max_replication_slots taken."""
 
-    async def sync_slots(self, keep: frozenset[str]) -> None:
-        if keep:
+    async def sync_slots(self, plan: SyncSlots) -> dict[str, str]:
+        if plan.create:
             raise PgError("all replication slots are in use (max_replication_slots)")
+        return await super().sync_slots(plan)
 
 
 def test_failing_slot_housekeeping_does_not_stop_the_position_from_being_published() -> None:

@@ -136,7 +136,7 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
     assert set(by_path) == {
         "bootstrap.dcs.standby_cluster",
         "bootstrap.method", "watchdog", "log.type", "postgresql.create_replica_methods",
-        "postgresql.recovery_conf", "kubernetes"}, messages
+        "kubernetes"}, messages
     assert "issue 13" in by_path["bootstrap.dcs.standby_cluster"]
     assert "issue 14" in by_path["watchdog"] and "issue 14" in by_path["log.type"]
     assert "not supported by pgha" in by_path["kubernetes"]

@@ -60,8 +60,15 @@ from pgha.core.actions import (
     SyncSlots,
 )
 from pgha.core.decide import RACE_REFUSALS, Decision, Reason, decide, needs_peer_statuses
-from pgha.core.model import ClusterView, LocalState, PgRole, PgState, safety_margin_for
-from pgha.core.slots import failsafe_slots
+from pgha.core.model import (
+    ClusterView,
+    HaSettings,
+    LocalState,
+    PgRole,
+    PgState,
+    safety_margin_for,
+)
+from pgha.core.slots import failsafe_slots, slot_parameters
 from pgha.core.switchover import request_for_leader
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
@@ -222,7 +229,8 @@ class DecisionCycle:
         view = await s.observer.dcs_view(s.lease.dcs_budget())
         await s.configurator.apply_dynamic_config(
             view.config if view is not None else None, s.publisher.status.role,
-            timeout=s.observer.settings.retry_timeout + 5)
+            timeout=s.observer.settings.retry_timeout + 5,
+            slot_parameters=self._slot_parameters(view))
         pg_state, details = await s.observer.postgres()
         published = s.publisher.status.pg
         if self.last_decision is not None and (pg_state.running, pg_state.accepting,
@@ -238,6 +246,18 @@ class DecisionCycle:
             await s.failsafe.confirm(s.observer.peers, view, pg_state, body, s.session_ttl(),
                                      s.observer.settings.ttl)
         return view, pg_state, details
+
+    def _slot_parameters(self, view: ClusterView | None) -> dict[str, Any]:
+        """The PostgreSQL parameters our replication slots need (:func:`slot_parameters`),
+        judged on ``view``, or before the first DCS read on the configuration we would
+        bootstrap with (so a new cluster starts with them instead of pending a restart)."""
+        s = self.s
+        if view is None:
+            seed = s.local_config.config.bootstrap.dcs.to_dcs()
+            view = ClusterView(config=seed, settings=HaSettings.from_config(seed))
+        local = LocalState(name=s.name, tags=s.local_config.tags, pg=s.publisher.status.pg,
+                           member_seen=dict(s.observer.member_seen))
+        return slot_parameters(view, local, self.clock.monotonic())
 
     async def _local_state(self, view: ClusterView | None, pg_state: PgState) -> LocalState:
         """This member's observations for ``decide`` (with peers' statuses when needed)."""
@@ -292,7 +312,7 @@ class DecisionCycle:
             pending_restart=state.pending_restart,
             pending_restart_reason=state.pending_restart_reason,
             scheduled_restart=scheduled.to_json() if scheduled else None,
-            failure=s.executor.retry.failure())
+            failure=s.executor.retry.failure(), slot_problems=s.executor.slot_problems)
 
     def _note_progress(self, key: tuple[Any, ...] | None) -> None:
         """Count the cycles in a row that repeated a decision without progress."""

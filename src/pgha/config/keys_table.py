@@ -188,8 +188,9 @@ LOCAL: tuple[Key, ...] = (
     _p("postgresql.create_replica_methods", METHODS, "custom replica methods; pgha clones "
        "with pg_basebackup", "[basebackup]", inert=("basebackup",), free=True),
     _p("postgresql.basebackup", METHODS, "extra pg_basebackup options", free=True),
-    _p("postgresql.recovery_conf", METHODS, "extra recovery settings (restore_command, ...)",
-       free=True),
+    _k("postgresql.recovery_conf", note="recovery settings written on replicas "
+       "(restore_command, archive_cleanup_command, recovery_min_apply_delay, ...); pgha "
+       "manages primary_conninfo, primary_slot_name and recovery_target_timeline", free=True),
     _k("postgresql.pg_ctl_timeout", "60"),
     _k("postgresql.use_pg_rewind", "the dynamic value", note="a local value overrides the "
        "dynamic one"),
@@ -294,8 +295,9 @@ DYNAMIC: tuple[Key, ...] = (
        "warning)", free=True),
     _k("postgresql.pg_hba", free=True),
     _p("postgresql.pg_ident", None, "pg_ident.conf lines", free=True),
-    _p("postgresql.recovery_conf", METHODS, "extra recovery settings (restore_command, ...)",
-       free=True),
+    _k("postgresql.recovery_conf", note="recovery settings written on replicas "
+       "(restore_command, archive_cleanup_command, recovery_min_apply_delay, ...); pgha "
+       "manages primary_conninfo, primary_slot_name and recovery_target_timeline", free=True),
     *(_p(f"postgresql.{k}_{role}", None, "role-specific settings (Patroni master)", free=True)
       for k in ("parameters", "pg_hba", "pg_ident", "pg_hosts")
       for role in ("primary", "replica", "standby_leader")),

@@ -63,6 +63,7 @@ class AgentStatus:
     pending_restart_reason: Mapping[str, Any] | None = None  # {param: {old_value, new_value}}
     scheduled_restart: Mapping[str, Any] | None = None  # {schedule: ISO 8601, ...}
     failure: ActionFailure | None = None  # an action being retried with backoff
+    slot_problems: Mapping[str, str] = field(default_factory=dict)  # slot -> what went wrong
 
     @property
     def pg_state(self) -> str:
@@ -136,6 +137,8 @@ class AgentStatus:
         out["patroni"] = {"version": __version__, "scope": self.scope, "name": self.name}
         out["pgha"] = {"reason": self.reason, "message": self.message,
                        "holds_lock": self.holds_lock}
+        if self.slot_problems:
+            out["pgha"]["slots"] = dict(self.slot_problems)
         return out
 
     def to_member_json(self) -> dict[str, Any]:
