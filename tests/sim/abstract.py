@@ -1,17 +1,18 @@
 """The abstract state of a simulated cluster: what the exhaustive explorer
 (:mod:`tests.sim.explore`) deduplicates states by.
 
-:func:`fingerprint` keeps, per member: its PostgreSQL (node up, data, running, role,
-timeline, upstream, control state, ``synchronous_standby_names``, stalled), its WAL as the
-*order* of the positions the state holds (segments, checkpoint, timeline switch points, the
-acknowledged commits, the DCS positions) rather than their bytes, whether it is past
+:func:`fingerprint` keeps, per member: its PostgreSQL (node up, data, running, role, timeline,
+upstream, control state, ``synchronous_standby_names``, stalled), its WAL as the *order* of the
+positions the state holds (segments, checkpoint, timeline switch points, the acknowledged
+commits, the DCS positions) rather than their bytes, whether it is past
 ``maximum_lag_on_failover`` behind the last known leader position, and its agent (alive, DCS
 session and lease deadlines, next cycle and keep-alive, repeat guard, retry backoff, what it
-last published, partition, broken keep-alives); and the DCS keys (positions by order,
-addresses and timestamps left out), whose session the leader key is bound to, the acknowledged
-commits. Instants are kept relative to now, in quanta, clamped to :data:`HORIZON` quanta: two
-states a few loop_waits apart in a quiet cluster are one. Left out: absolute times, byte
-counts, counters (revisions, generations, session ids), the random generator's state, caches.
+last published, partition, broken keep-alives); and the DCS keys (positions, the ``status``
+key's slot positions included, by order; addresses and timestamps left out), whose session the
+leader key is bound to, the acknowledged commits. Instants are kept relative to now, in quanta,
+clamped to :data:`HORIZON` quanta: two states a few loop_waits apart in a quiet cluster are
+one. Left out: absolute times, byte counts, counters (revisions, generations, session ids), the
+random generator's state, caches.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def _abstract(value: Any, rank: dict[int | None, int]) -> Any:
     left out; hashable."""
     if isinstance(value, dict):
         return tuple(sorted((k, rank[v] if k in _POSITIONS and isinstance(v, int)
+                             else _slot_ranks(v, rank) if k == "slots"
                              else _abstract(v, rank))
                             for k, v in value.items() if k not in _DROPPED))
     if isinstance(value, list):
@@ -102,11 +104,21 @@ def _abstract(value: Any, rank: dict[int | None, int]) -> Any:
     return value
 
 
+def _slot_ranks(value: Any, rank: dict[int | None, int]) -> Any:
+    """The ``status`` key's ``slots`` (slot -> position), positions by rank."""
+    if not isinstance(value, dict):
+        return _abstract(value, rank)
+    return tuple(sorted((k, rank[v] if isinstance(v, int) else _abstract(v, rank))
+                        for k, v in value.items()))
+
+
 def _positions(value: Any) -> Iterator[int]:
     if isinstance(value, dict):
         for k, v in value.items():
             if k in _POSITIONS and isinstance(v, int):
                 yield v
+            elif k == "slots" and isinstance(v, dict):
+                yield from (p for p in v.values() if isinstance(p, int))
             else:
                 yield from _positions(v)
     elif isinstance(value, list):

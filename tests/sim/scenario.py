@@ -14,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from pgha.core.actions import Action, StopMode, Upstream
+from pgha.core.actions import Action, CopyLogicalSlots, StopMode, SyncSlots, Upstream
 from pgha.core.decision import Decision
 from tests.sim.cluster import Sim
 from tests.support.fake_pg import wal_end
@@ -49,7 +49,16 @@ def render_action(action: Action) -> str:
     """``Rejoin(m1, use_pg_rewind)``: member names, modes and true flags; strings (quoted
     when empty or with spaces), name tuples (``m1 m2``, ``-`` when empty) and the sync key's
     ``quorum=N``; positions, slot sets and failsafe maps are left out (they vary without
-    changing the decision)."""
+    changing the decision). Slot work names its slots: ``SyncSlots(+a b, -c, >d)`` creates,
+    drops, advances."""
+    if isinstance(action, SyncSlots):
+        parts = [sign + " ".join(names) for sign, names in (
+            ("+", [s.name for s in action.create]), ("-", list(action.drop)),
+            (">", [n for n, _ in action.advance])) if names]
+        return f"SyncSlots({', '.join(parts)})"
+    if isinstance(action, CopyLogicalSlots):
+        names = " ".join(s.name for s in action.slots)
+        return f"CopyLogicalSlots({action.source.name}, {names})"
     args: list[str] = []
     for f in fields(action):
         value = getattr(action, f.name)

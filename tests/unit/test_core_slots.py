@@ -238,6 +238,8 @@ def test_status_lists_permanent_and_member_slots_and_retains_non_permanent_membe
     assert positions == {"pg0": POS, "pg1": 11, "pg2": 12, "pg3": POS, "test_physical": 14,
                          "test_logical": 15}
     assert retain == ("pg0", "pg1", "pg2")  # pg3 is a permanent slot
+    archive = cluster(member("pg4", tags=Tags(nostream=True)))
+    assert status_slots(archive, me("pg0", primary_pg(slots=found)), NOW)[1] == retain
 
 
 def test_failsafe_body_carries_every_slot_and_our_own_position() -> None:

@@ -249,10 +249,10 @@ class DecisionCycle:
 
     def _slot_parameters(self, view: ClusterView | None) -> dict[str, Any]:
         """The PostgreSQL parameters our replication slots need (:func:`slot_parameters`),
-        judged on ``view``, or before the first DCS read on the configuration we would
+        judged on ``view``, or while the DCS holds no configuration yet on the one we would
         bootstrap with (so a new cluster starts with them instead of pending a restart)."""
         s = self.s
-        if view is None:
+        if view is None or view.config is None:
             seed = s.local_config.config.bootstrap.dcs.to_dcs()
             view = ClusterView(config=seed, settings=HaSettings.from_config(seed))
         local = LocalState(name=s.name, tags=s.local_config.tags, pg=s.publisher.status.pg,

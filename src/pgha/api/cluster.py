@@ -52,7 +52,8 @@ def cluster_slots(view: ClusterView) -> dict[str, dict[str, Any]]:
     for name, member in sorted(view.members.items()):
         if not member.tags.nostream:
             out[slot_name(name)] = {"type": "physical", "member": name}
-    for name in view.retain_slots:
+    archive_only = {slot_name(n) for n, m in view.members.items() if m.tags.nostream}
+    for name in set(view.retain_slots) - archive_only:
         out.setdefault(name, {"type": "physical", "retained": True})
     for name, spec in permanent_slots(view.config).items():
         entry = out.setdefault(name, {"type": spec.type})

@@ -329,8 +329,8 @@ def status_slots(view: ClusterView, local: LocalState, now: float) -> tuple[dict
     """What the leader publishes in ``status``: the position of each of its permanent and
     member slots (with its own slot name at its own WAL position, so the replicas keep WAL
     for it as a future replica) and ``retain_slots``: the slot names of the members (itself
-    included) and of members gone less than ``member_slots_ttl`` ago, permanent slots left
-    out. Both empty when ``use_slots`` is off."""
+    included) and of members gone less than ``member_slots_ttl`` ago, permanent slots and
+    ``nostream`` members (they have no slot) left out. Both empty when ``use_slots`` is off."""
     if not view.settings.use_slots:
         return {}, ()
     plan = slot_plan(view, local, now, leader=True)
@@ -344,8 +344,9 @@ def status_slots(view: ClusterView, local: LocalState, now: float) -> tuple[dict
     retain: tuple[str, ...] = ()
     if view.settings.member_slots_ttl > 0:
         permanent = set(permanent_slots(view.config))
+        archive_only = {slot_name(n) for n, m in view.members.items() if m.tags.nostream}
         names = {slot_name(n) for n in view.members} | _retained(view, local, now, True)
-        retain = tuple(sorted((names | {own}) - permanent))
+        retain = tuple(sorted((names | {own}) - permanent - archive_only))
     return out, retain
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pgha.core.actions import SlotSpec, SyncSlots, Upstream, slot_name
 from pgha.core.model import ObservedSlot
+from pgha.core.slots import SLOT_NAME
 from pgha.pg.controldata import format_lsn
 from pgha.pg.errors import PgError
 from pgha.pg.probe import (
@@ -33,7 +33,6 @@ from pgha.pg.settings import PgSettings
 log = logging.getLogger("pgha.pg")
 
 SLOT_TIMEOUT = 10.0
-_SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
 
 SLOTS_SQL = """
 SELECT s.slot_name, s.slot_type, d.datname AS database, s.plugin, s.active,
@@ -41,6 +40,7 @@ SELECT s.slot_name, s.slot_type, d.datname AS database, s.plugin, s.active,
                             ELSE s.restart_lsn END, '0/0')::bigint AS position,
        coalesce(s.wal_status = 'lost', false) AS lost
   FROM pg_replication_slots s LEFT JOIN pg_database d ON d.oid = s.datoid
+ WHERE NOT s.temporary
  ORDER BY s.slot_name
 """
 # atomic: a slot that became active since it was observed is not dropped
@@ -59,7 +59,7 @@ NO_WAL_RESERVED = "it reserved no WAL"
 
 def valid_slot_name(name: object) -> bool:
     """True for a name PostgreSQL accepts for a slot and pgha uses: ``[a-z0-9_]{1,63}``."""
-    return isinstance(name, str) and _SLOT_NAME.fullmatch(name) is not None
+    return isinstance(name, str) and SLOT_NAME.fullmatch(name) is not None
 
 
 def valid_database(name: object) -> bool:
@@ -98,7 +98,8 @@ def _row_slot(row: Mapping[str, Any]) -> ObservedSlot:
 
 async def read_slots(conn: Connection, timeout: float = SLOT_TIMEOUT,
                      ) -> tuple[ObservedSlot, ...]:
-    """Every row of ``pg_replication_slots`` (by name); raises PgError."""
+    """Every row of ``pg_replication_slots`` (by name) but temporary slots (they belong to a
+    session, e.g. a running pg_basebackup's); raises PgError."""
     try:
         rows = await conn.fetch(SLOTS_SQL, timeout=timeout)
     except Exception as exc:  # asyncpg errors of every kind, timeouts, closed connections
