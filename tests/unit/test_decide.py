@@ -519,6 +519,14 @@ class TestRunningReplica:
         assert d.reason is Reason.WAITING_FOR_LEADER
         assert d.actions == ()
 
+    def test_an_archive_only_replica_is_not_judged_on_its_restartpoint_timeline(self) -> None:
+        v = view(member(ME), member("pg2", role="primary", timeline=2), leader="pg2",
+                 history=(HistoryEntry(1, 0x3000148),))
+        pg = replica_pg(timeline=1, wal_position=0x3000149, upstream="pg2")
+        d = decide(v, local(pg, tags=Tags(nostream=True)), NOW)
+        assert d.reason is Reason.REPLICA_HEALTHY
+        assert d.message == "replica following the archive (nostream)"
+
     def test_diverged_replica_stops(self) -> None:
         v = view(member(ME), member("pg2", role="primary", timeline=2), leader="pg2",
                  history=(HistoryEntry(1, 0x3000148),))

@@ -354,7 +354,11 @@ def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
 
 
 def _replica_diverged(view: ClusterView, local: LocalState, leader: Member) -> bool:
-    """A running replica is past the point where its timeline ended in the cluster history."""
+    """A running replica is past the point where its timeline ended in the cluster history.
+    Not judged for a ``nostream`` member: with no WAL receiver its timeline is known only
+    from its last restartpoint, so after every failover it would look diverged while it
+    replays the new timeline from the archive; its data is checked when it rejoins (a stop,
+    a restart) instead."""
     tl, pos = local.pg.timeline, local.pg.wal_position
     if tl is None or pos is None or leader.timeline is None or tl >= leader.timeline:
         return False
@@ -386,7 +390,7 @@ def _replica_of_leader(view: ClusterView, local: LocalState, leader_name: str,
     if leader is None or not leader.conn_url:
         return _d(Reason.WAITING_FOR_LEADER,
                   f"leader {leader_name} has not published its member key yet")
-    if _replica_diverged(view, local, leader):
+    if not local.tags.nostream and _replica_diverged(view, local, leader):
         return _d(Reason.REPLICA_DIVERGED,
                   f"replica went past the end of timeline {local.pg.timeline}: stopping "
                   "to rejoin", StopPostgres(StopMode.FAST))
@@ -396,7 +400,8 @@ def _replica_of_leader(view: ClusterView, local: LocalState, leader_name: str,
     slots = replica_slots(view, local, now, leader)
     if isinstance(slots, Decision):
         return slots
-    return _d(Reason.REPLICA_HEALTHY, f"replica streaming from {target.name}", *slots)
+    source = "the archive (nostream)" if local.tags.nostream else target.name
+    return _d(Reason.REPLICA_HEALTHY, f"replica following {source}", *slots)
 
 
 def _free_lock(view: ClusterView, local: LocalState, now: float) -> Decision:
