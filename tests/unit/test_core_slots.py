@@ -7,14 +7,19 @@ pg0 (leader), pg1, pg2 and pg3 cascading from pg2, with a permanent physical slo
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from tests.unit.test_decide import NOW, POS, SYSID, member, primary_pg, replica_pg, session_of
 
+from pgha.agent.commands import CommandHandler
+from pgha.agent.observe import Observer
 from pgha.config.dynamic import DynamicConfig
 from pgha.core.actions import CopyLogicalSlots, PublishStatus, SlotSpec, SyncSlots, Upstream
+from pgha.core.commands import PatchConfig
 from pgha.core.decide import Reason, decide
 from pgha.core.model import (
     ClusterView,
@@ -38,6 +43,8 @@ from pgha.core.slots import (
     status_slots,
     sync_slots,
 )
+from pgha.dcs.memory import MemoryBackend, MemoryStore
+from pgha.dcs.store import ClusterStore
 
 LOGICAL = SlotSpec("test_logical", "logical", "postgres", "test_decoding")
 CONFIG: dict[str, Any] = {
@@ -371,3 +378,23 @@ def test_replica_cut_off_from_the_dcs_advances_copies_from_the_failsafe_primary(
     assert isinstance(work, SyncSlots) and work.drop == ()
     assert ("test_logical", 700) in work.advance
     assert decide(view, replace(local, failsafe_primary=None), NOW).actions == ()
+
+
+async def test_patch_config_refuses_bad_slot_entries_and_writes_nothing() -> None:
+    kv = MemoryStore(MemoryBackend(), ttl=30, timeout=2.0)
+    store = ClusterStore(kv, "/service/", "demo", "m0")
+    observer = Observer(store, SimpleNamespace(), SimpleNamespace(),  # type: ignore[arg-type]
+                        HaSettings())
+    handler = CommandHandler("m0", store, observer, SimpleNamespace(),  # type: ignore[arg-type]
+                             asyncio.Event(), request_reload=lambda: None, restart_timeout=30.0)
+    async with kv:
+        assert await store.write_config({"ttl": 30})
+        bad = await handler.submit(PatchConfig(patch={"slots": {"cdc": {"type": "logical",
+                                                                        "database": "x"}}}))
+        assert (bad.code, bad.message) == (
+            400, "invalid configuration: slots: cdc.plugin: a logical slot needs its plugin")
+        bad = await handler.submit(PatchConfig(patch={"ignore_slots": [{"nme": "x"}]}))
+        assert bad.code == 400 and "ignore_slots: [0].nme: unknown field" in bad.message
+        assert (await store.read_config())[0] == {"ttl": 30}
+        good = await handler.submit(PatchConfig(patch={"slots": CONFIG["slots"]}))
+        assert good.code == 200
