@@ -6,21 +6,18 @@ once. No timing is asserted (benchmarks/switchover.py measures the write gap).""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from tests.support.cluster import (
     SRC,
+    call,
     dump_logs,
     http_get,
     new_cluster,
@@ -53,22 +50,6 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalClu
             dump_logs(c)
     assert probe.samples > 0
     assert probe.overlaps == [], f"two writable primaries: {probe.overlaps[:5]}"
-
-
-def call(m: MemberProc, method: str, path: str, body: Any = None,
-         timeout: float = 60.0) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{m.api}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, code = resp.read(), resp.status
-    except urllib.error.HTTPError as err:
-        raw, code = err.read(), err.code
-    try:
-        return code, json.loads(raw)
-    except ValueError:
-        return code, raw.decode(errors="replace")
 
 
 def leader_name(c: LocalCluster) -> str:

@@ -15,20 +15,19 @@ on a new primary, moves the slot there first (``pg_replication_slot_advance``), 
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from tests.support.cluster import (
+    call,
+    dump_logs,
     new_cluster,
     primary_of,
     psql,
+    running_cluster,
     status,
     wait_healthy,
     wait_until,
@@ -41,22 +40,6 @@ pytestmark = pytest.mark.integration
 PERMANENT = {"test_physical": None,
              "cdc": {"type": "logical", "database": "postgres", "plugin": "test_decoding"}}
 IGNORED = [{"name": "unmanaged_slot", "plugin": "test_decoding"}]
-
-
-def call(m: MemberProc, method: str, path: str, body: Any = None,
-         timeout: float = 60.0) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{m.api}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, code = resp.read(), resp.status
-    except urllib.error.HTTPError as err:
-        raw, code = err.read(), err.code
-    try:
-        return code, json.loads(raw)
-    except ValueError:
-        return code, raw.decode(errors="replace")
 
 
 def slots_on(m: MemberProc) -> dict[str, tuple[str, str]]:
@@ -121,14 +104,8 @@ def copies_in_sync(cluster: LocalCluster, leader: MemberProc) -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    c = new_cluster(tmp_path / "slots", slots=PERMANENT, ignore_slots=IGNORED)
-    with c:
-        c.start_all(stagger=0.3)
-        yield c
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            from tests.support.cluster import dump_logs
-            dump_logs(c)
+    yield from running_cluster(tmp_path / "slots", request, slots=PERMANENT,
+                               ignore_slots=IGNORED)
 
 
 def test_permanent_logical_slot_survives_switchover_and_failover(cluster: LocalCluster) -> None:
@@ -212,7 +189,6 @@ def topology(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCl
         yield c
         rep = getattr(request.node, "rep_call", None)
         if rep is None or rep.failed:
-            from tests.support.cluster import dump_logs
             dump_logs(c)
 
 

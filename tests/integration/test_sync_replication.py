@@ -38,6 +38,7 @@ import yaml
 from tests.support.cluster import (
     PG_BIN,
     SRC,
+    call,
     dump_logs,
     http_get,
     new_cluster,
@@ -56,22 +57,6 @@ SYNC_WARNING = "canceling wait for synchronous replication"
 
 
 # --------------------------------------------------------------------------- helpers
-def call(m: MemberProc, method: str, path: str, body: Any = None,
-         timeout: float = 60.0) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{m.api}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, code = resp.read(), resp.status
-    except urllib.error.HTTPError as err:
-        raw, code = err.read(), err.code
-    try:
-        return code, json.loads(raw)
-    except ValueError:
-        return code, raw.decode(errors="replace")
-
-
 def patch_config(m: MemberProc, body: dict[str, Any]) -> None:
     code, text = call(m, "PATCH", "/config", body)
     assert code == 200, text

@@ -56,6 +56,23 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, Any]:
             return err.code, body
 
 
+def call(m: MemberProc, method: str, path: str, body: Any = None,
+         timeout: float = 60.0) -> tuple[int, Any]:
+    """A REST call to member ``m`` with a JSON ``body``: (code, decoded JSON or text)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{m.api}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw, code = resp.read(), resp.status
+    except urllib.error.HTTPError as err:
+        raw, code = err.read(), err.code
+    try:
+        return code, json.loads(raw)
+    except ValueError:
+        return code, raw.decode(errors="replace")
+
+
 def status(m: MemberProc) -> dict[str, Any]:
     code, body = http_get(f"{m.api}/patroni")
     assert code == 200
