@@ -67,6 +67,7 @@ from tests.sim.agent_parts import (
     repeat_guard,
     sleep_time,
 )
+from tests.sim.consumer import SLOT_CONFIG, LogicalConsumer
 from tests.sim.peers import note_view, peer_statuses
 from tests.support.fake_pg import (
     FakePostgres,
@@ -96,7 +97,8 @@ class Sim(AckedCommits):
                  lags: tuple[int, ...] = (0, 0, 0, 1000, 50_000, 3_000_000),
                  peer_loss: float = 0.05, strict_lock_session: bool = False,
                  sync_mode: str | None = None, strict: bool = False,
-                 node_count: int = 1, stale_peer_positions: bool = False) -> None:
+                 node_count: int = 1, stale_peer_positions: bool = False,
+                 cdc: bool = False) -> None:
         self.rng = random.Random(seed)
         self.now_ = 0.0
         self.settings = HaSettings(ttl=ttl, loop_wait=loop_wait, retry_timeout=2.0,
@@ -106,6 +108,9 @@ class Sim(AckedCommits):
                        "maximum_lag_on_failover": max_lag, "primary_start_timeout": 5.0,
                        "member_slots_ttl": 60.0, "postgresql": {"use_pg_rewind": True}}
         self.stale_peer_positions = stale_peer_positions
+        self.consumer = LogicalConsumer() if cdc else None  # reads the permanent slot cdc
+        if cdc:
+            self.config["slots"] = SLOT_CONFIG
         if sync_mode is not None:
             self.config.update(synchronous_mode=sync_mode, synchronous_mode_strict=strict,
                                synchronous_node_count=node_count)
@@ -190,6 +195,8 @@ class Sim(AckedCommits):
         if isinstance(optime, int) and not waived and optime - switch > limit:
             self.violation(f"{pg.name} promoted {optime - switch} bytes behind the last optime")
         self._check_acked(pg, "promoted", waived)
+        if self.consumer is not None and (problem := self.consumer.check_promoted(pg)):
+            self.violation(problem)
         self.promotions.append((self.now_, pg.name, pg.timeline))
 
     # -- DCS inspection --------------------------------------------------------------------
@@ -431,6 +438,8 @@ class Sim(AckedCommits):
         prim = self.primary()
         if prim is not None:
             prim.pg.write(int(dt * self.rng.uniform(0, self.write_rate)))
+            if self.consumer is not None:
+                self.consumer.read(prim.pg)
         for m in self.members.values():
             up = self.pg(m.pg.upstream or "")
             if not (m.pg.running and m.pg.role is PgRole.REPLICA and up is not None

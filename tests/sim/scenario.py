@@ -100,7 +100,8 @@ class Scenario:
 
     def configure(self, args: list[str]) -> None:
         """``sim n=3 ttl=10 loop_wait=2 max_lag=1MB seed=1 write_rate=20kB sync=on
-        strict=true node_count=2``."""
+        strict=true node_count=2 cdc=on`` (``cdc``: a permanent logical slot and its consumer,
+        :mod:`tests.sim.consumer`)."""
         opts = dict(a.split("=", 1) for a in args)
         sync = opts.get("sync")
         if sync not in (None, "on", "quorum"):
@@ -112,7 +113,8 @@ class Scenario:
                        write_rate=size(opts.get("write_rate", "20kB")), lags=(0,),
                        peer_loss=0.0, sync_mode=sync,
                        strict=opts.get("strict", "false") == "true",
-                       node_count=int(opts.get("node_count", "1")), **self.overrides)
+                       node_count=int(opts.get("node_count", "1")),
+                       cdc=opts.get("cdc", "off") == "on", **self.overrides)
 
     def execute(self, command: str) -> list[str]:
         """Run one command line; returns its output lines."""

@@ -19,6 +19,7 @@ from pgha.core.actions import (
     Promote,
     SetSyncStandbys,
     StartPostgres,
+    SyncSlots,
     WriteSyncKey,
 )
 from pgha.core.decide import decide
@@ -276,6 +277,16 @@ def promote_without_before_promote(view: ClusterView | None, local: LocalState,
     return replace(d, actions=kept + d.actions[at:])
 
 
+def advance_copies_to_own_wal(view: ClusterView | None, local: LocalState,
+                              now: float) -> Decision:
+    """Mutation: a replica advances its slot copies as far as its own WAL goes instead of to
+    the positions the leader published."""
+    d = decide(view, local, now)
+    ahead = tuple(replace(a, advance=tuple((n, p + (1 << 30)) for n, p in a.advance))
+                  if isinstance(a, SyncSlots) else a for a in d.actions)
+    return replace(d, actions=ahead)
+
+
 LOST = "acknowledged commit lost"
 
 CASES: list[tuple[str, str, str, dict[str, Any]]] = [
@@ -302,6 +313,8 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
      {"decide_fn": quorum_num_lowered_first}),
     ("sync_promotion_without_before_promote", STALE_NAMES_PROMOTION, LOST,
      {"decide_fn": promote_without_before_promote}),
+    ("slot_copy_ahead_of_its_consumer", FAILOVER.format(opts="cdc=on write_rate=100kB"),
+     "past the .* its consumer confirmed", {"decide_fn": advance_copies_to_own_wal}),
 ]
 
 

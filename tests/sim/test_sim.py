@@ -16,7 +16,8 @@ SEEDS = range(300)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_never_two_writable_primaries_and_no_promotion_past_lag_limit(seed: int) -> None:
     fast = seed % 2 == 0
-    sim = Sim(seed, n=3 + seed % 3, ttl=5.0 if fast else 10.0, loop_wait=1.0 if fast else 2.0)
+    sim = Sim(seed, n=3 + seed % 3, ttl=5.0 if fast else 10.0, loop_wait=1.0 if fast else 2.0,
+              cdc=seed % 3 == 0)  # a third with a logical slot and its consumer
     sim.run(until=600.0)  # check_invariants() raises on the first violation
     assert sim.initialize == "42"
 
