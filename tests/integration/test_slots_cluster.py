@@ -1,9 +1,11 @@
 """Replication slots end to end: real agents, PostgreSQL 15 with ``test_decoding`` and etcd
 (ttl 5 s, loop_wait 1 s).
 
-1. Permanent slots: a consumer reading the permanent logical slot ``cdc`` keeps reading after
-   a switchover and after a node-death failover, missing no change; the permanent physical
-   slot exists on every member; an ignored slot survives both, an unknown one is dropped.
+1. Permanent slots, added to a running cluster (``PATCH /config``, then the restart
+   ``wal_level: logical`` needs): a consumer reading the permanent logical slot ``cdc`` keeps
+   reading after a switchover and after a node-death failover, missing no change; the
+   permanent physical slot exists on every member; an ignored slot survives both, an unknown
+   one is dropped.
 2. Topology: a cascading member (``replicatefrom``) clones and streams from its parent, which
    keeps its slot; an archive-only member (``nostream``) replays through ``restore_command``
    and has no slot anywhere; both follow a failover.
@@ -104,13 +106,27 @@ def copies_in_sync(cluster: LocalCluster, leader: MemberProc) -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    yield from running_cluster(tmp_path / "slots", request, slots=PERMANENT,
-                               ignore_slots=IGNORED)
+    yield from running_cluster(tmp_path / "slots", request, ignore_slots=IGNORED)
+
+
+def configure_permanent_slots(cluster: LocalCluster, leader: MemberProc) -> None:
+    """As a Patroni user adds them to a running cluster: ``PATCH /config``; the logical slot
+    needs ``wal_level: logical``, which pgha sets and reports as a pending restart; the
+    operator restarts every member."""
+    code, text = call(leader, "PATCH", "/config", {"slots": PERMANENT})
+    assert code == 200, text
+    for m in cluster.procs.values():
+        wait_until(lambda m=m: status(m).get("pending_restart"), 60,
+                   f"{m.name} pending a restart for wal_level")
+        code, text = call(m, "POST", "/restart", {})
+        assert code == 200, text
+    for m in cluster.procs.values():
+        assert psql(m, "SHOW wal_level") == "logical"
 
 
 def test_permanent_logical_slot_survives_switchover_and_failover(cluster: LocalCluster) -> None:
     leader = wait_healthy(cluster)
-    assert psql(leader, "SHOW wal_level") == "logical"  # forced: a logical slot is configured
+    configure_permanent_slots(cluster, leader)
     psql(leader, "CREATE TABLE t (id int PRIMARY KEY)")
     psql(leader, "SELECT pg_create_logical_replication_slot('unmanaged_slot', 'test_decoding')")
     psql(leader, "SELECT pg_create_logical_replication_slot('dummy_slot', 'test_decoding')")

@@ -25,6 +25,7 @@ from pgha.agent.observe import Observer
 from pgha.agent.peers import PeerClient
 from pgha.agent.publish import Publisher, StatusRefresher
 from pgha.agent.session import SessionFollower
+from pgha.config.dynamic import DynamicConfig
 from pgha.core.decision import Reason
 from pgha.core.model import DataState, HaSettings, PgRole, PgState, Tags
 from pgha.core.status import AgentStatus
@@ -94,7 +95,9 @@ async def member() -> AsyncIterator[Member]:
                         bootstrap_config={"ttl": TTL}, post_bootstrap=None, pg_ctl_timeout=5.0,
                         dcs_timeout=lambda: observer.settings.retry_timeout)
     stages = Stages(name="m0", store=store, session_ttl=lambda: kv.session_ttl,
-                    local_config=SimpleNamespace(reload_requested=False, tags=Tags()),  # type: ignore[arg-type]
+                    local_config=SimpleNamespace(  # type: ignore[arg-type]
+                        reload_requested=False, tags=Tags(),
+                        config=SimpleNamespace(bootstrap=SimpleNamespace(dcs=DynamicConfig()))),
                     observer=observer, configurator=Configurator(),  # type: ignore[arg-type]
                     failsafe=failsafe, commands=commands, executor=executor,
                     publisher=publisher, lease=lease, metrics=AgentMetrics(),

@@ -18,7 +18,7 @@ DCS_OPERATIONS: tuple[str, ...] = ("connect", "get_prefix", "create", "put", "de
                                    "keepalive", "watch")
 
 #: The actions retried with backoff (:data:`pgha.agent.retry.GATED`), the ``action`` label.
-ACTION_KINDS: tuple[str, ...] = ("clone", "rejoin", "start")
+ACTION_KINDS: tuple[str, ...] = ("clone", "rejoin", "start", "copy_slots")
 
 _LOOP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                  300.0)

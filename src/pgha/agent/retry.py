@@ -8,9 +8,10 @@ the leader and fill the log. :class:`RetryGate` spaces the attempts.
 
 Contract:
 
-* Gated actions: :data:`GATED` (clone, rejoin, start; not the operator's restart and
-  re-initialise, which run once per request and report their outcome). Each attempt is
-  keyed by the action's kind and its target (the upstream or leader member), so a new leader is
+* Gated actions: :data:`GATED` (clone, rejoin, start, and the copy of logical slots from the
+  leader, which fails for as long as the leader's slot needs WAL older than this replica
+  holds; not the operator's restart and re-initialise, which run once per request and report
+  their outcome). Each attempt is keyed by the action's kind and its target (the upstream or leader member), so a new leader is
   tried at once, whatever the backoff against the previous one.
 * After the n-th consecutive failure of a key the next attempt is allowed ``base * 2**(n-1)``
   seconds later, at most ``cap``. A success clears the key.
@@ -31,13 +32,14 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from pgha.agent.clock import Clock
-from pgha.core.actions import Action, CloneReplica, Rejoin, StartPostgres
+from pgha.core.actions import Action, CloneReplica, CopyLogicalSlots, Rejoin, StartPostgres
 from pgha.core.status import ActionFailure
 
 GATED: dict[type, str] = {
     CloneReplica: "clone",
     Rejoin: "rejoin",
     StartPostgres: "start",
+    CopyLogicalSlots: "copy_slots",
 }
 """Action type -> the name used in logs, ``GET /patroni`` and the metrics' ``action`` label."""
 
@@ -55,6 +57,8 @@ def _key(action: Action) -> _Key | None:
             return kind, leader.name
         case StartPostgres(upstream=upstream):
             return kind, upstream.name if upstream is not None else ""
+        case CopyLogicalSlots(source=source):
+            return kind, source.name
     return kind, ""
 
 
