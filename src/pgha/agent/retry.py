@@ -11,8 +11,9 @@ Contract:
 * Gated actions: :data:`GATED` (clone, rejoin, start, and the copy of logical slots from the
   leader, which fails for as long as the leader's slot needs WAL older than this replica
   holds; not the operator's restart and re-initialise, which run once per request and report
-  their outcome). Each attempt is keyed by the action's kind and its target (the upstream or leader member), so a new leader is
-  tried at once, whatever the backoff against the previous one.
+  their outcome). Each attempt is keyed by the action's kind and its target (the upstream or
+  leader member), so a new leader is tried at once, whatever the backoff against the previous
+  one.
 * After the n-th consecutive failure of a key the next attempt is allowed ``base * 2**(n-1)``
   seconds later, at most ``cap``. A success clears the key.
 * A key the core no longer decides (:meth:`RetryGate.forget_except`) is cleared: its failure is

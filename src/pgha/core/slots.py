@@ -269,7 +269,9 @@ def slot_plan(view: ClusterView, local: LocalState, now: float, leader: bool) ->
     return SlotPlan(wanted, positions, ignore_rules(view.config))
 
 
-def _matches(spec: SlotSpec, slot: ObservedSlot) -> bool:
+def slot_matches(spec: SlotSpec, slot: ObservedSlot) -> bool:
+    """``slot`` is what ``spec`` asks for: same type, and for a logical slot the same
+    database and plugin."""
     if spec.type != slot.type:
         return False
     return spec.type == PHYSICAL or (spec.database, spec.plugin) == (slot.database, slot.plugin)
@@ -289,7 +291,7 @@ def sync_slots(plan: SlotPlan, observed: Iterable[ObservedSlot], primary: bool,
         if plan.ignored(slot) or slot.active or paused:
             continue
         spec = plan.wanted.get(name)
-        if spec is None or not _matches(spec, slot) or slot.lost:
+        if spec is None or not slot_matches(spec, slot) or slot.lost:
             drop.append(name)
     create = [spec for name, spec in sorted(plan.wanted.items())
               if (name not in have or name in drop) and not plan.ignored(spec)
@@ -319,7 +321,7 @@ def logical_to_copy(view: ClusterView, plan: SlotPlan,
         if spec.type != LOGICAL or plan.ignored(spec) or name not in view.status_slots:
             continue
         slot = have.get(name)
-        if slot is None or not _matches(spec, slot) or slot.lost:
+        if slot is None or not slot_matches(spec, slot) or slot.lost:
             out.append(spec)
     return tuple(out)
 

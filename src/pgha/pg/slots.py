@@ -18,7 +18,7 @@ from typing import Any
 
 from pgha.core.actions import SlotSpec, SyncSlots, Upstream, slot_name
 from pgha.core.model import ObservedSlot
-from pgha.core.slots import SLOT_NAME
+from pgha.core.slots import SLOT_NAME, slot_matches
 from pgha.pg.controldata import format_lsn
 from pgha.pg.errors import PgError
 from pgha.pg.probe import (
@@ -122,13 +122,6 @@ def _describe(slot: ObservedSlot | SlotSpec) -> str:
     if slot.type != "logical":
         return slot.type
     return f"logical (database {slot.database}, plugin {slot.plugin})"
-
-
-def _matches(have: ObservedSlot, spec: SlotSpec) -> bool:
-    if have.type != spec.type:
-        return False
-    return spec.type != "logical" or (have.database, have.plugin) == (spec.database,
-                                                                      spec.plugin)
 
 
 @dataclass
@@ -247,7 +240,7 @@ class SlotSync:
         as specified."""
         name = spec.name
         if (have := existing.get(name)) is not None:
-            if _matches(have, spec):
+            if slot_matches(spec, have):
                 return True
             self._problem(problems, name, f"not created: a {_describe(have)} slot of that "
                                           f"name exists (wanted {_describe(spec)})")
