@@ -39,7 +39,7 @@ from pgha.cli.localcluster import LocalCluster, MemberProc
 
 pytestmark = pytest.mark.integration
 
-PERMANENT = {"test_physical": None,
+PERMANENT = {"test_physical": 0,  # (null would delete it in a merge patch)
              "cdc": {"type": "logical", "database": "postgres", "plugin": "test_decoding"}}
 IGNORED = [{"name": "unmanaged_slot", "plugin": "test_decoding"}]
 
@@ -106,7 +106,8 @@ def copies_in_sync(cluster: LocalCluster, leader: MemberProc) -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    yield from running_cluster(tmp_path / "slots", request, ignore_slots=IGNORED)
+    with running_cluster(tmp_path / "slots", request, ignore_slots=IGNORED) as c:
+        yield c
 
 
 def configure_permanent_slots(cluster: LocalCluster, leader: MemberProc) -> None:
@@ -247,9 +248,9 @@ def test_cascading_and_archive_only_members_follow_a_failover(topology: LocalClu
     c.kill_node("pg1")
     new = wait_until(lambda: (p := primary_of(c)) is not None and p is not pg1 and p, 90,
                      "a new primary")
-    assert new in (pg2, pg3)
-    replicated(c, new, 2)
+    replicated(c, new, 2)  # every other member has it: pg4 through the archive
     if new is pg2:
-        assert upstream_port(pg3) == pg2.pg_port
-    assert upstream_port(pg4) is None
-    assert status(pg4).get("replication_state") == "in archive recovery"
+        assert upstream_port(pg3) == pg2.pg_port  # still cascading
+    if new is not pg4:  # nostream does not keep a member from leading (as in Patroni)
+        assert upstream_port(pg4) is None
+        assert status(pg4).get("replication_state") == "in archive recovery"

@@ -20,7 +20,15 @@ from pgha.agent.clock import Clock
 from pgha.agent.executor import Executor
 from pgha.agent.metrics import AgentMetrics
 from pgha.agent.retry import ErrorCapture, RetryGate
-from pgha.core.actions import CloneReplica, Rejoin, StartPostgres, StopMode, Upstream
+from pgha.core.actions import (
+    CloneReplica,
+    CopyLogicalSlots,
+    Rejoin,
+    SlotSpec,
+    StartPostgres,
+    StopMode,
+    Upstream,
+)
 from pgha.core.model import PgState, Tags
 from pgha.core.status import ActionFailure, AgentStatus
 from pgha.dcs.memory import MemoryBackend, MemoryStore
@@ -37,6 +45,20 @@ class FakeClock:
 
     def clock(self) -> Clock:
         return Clock(monotonic=lambda: self.t, wall=lambda: 1_700_000_000.0 + self.t)
+
+
+def test_copying_logical_slots_is_gated_per_source() -> None:
+    """The copy fails for as long as the leader's slot needs WAL this replica lacks: it is
+    retried with backoff, and from a new leader at once."""
+    fc = FakeClock()
+    gate = RetryGate(fc.clock(), base=1.0, cap=8.0)
+    copy = CopyLogicalSlots(PG1, (SlotSpec("cdc", "logical", "postgres", "test_decoding"),))
+    assert gate.kind(copy) == "copy_slots"
+    assert [gate.record(copy, False, "too old") for _ in range(3)] == [1.0, 2.0, 4.0]
+    assert gate.wait_left(copy) == 4.0
+    assert gate.wait_left(CopyLogicalSlots(PG2, copy.slots)) == 0
+    failure = gate.failure()
+    assert failure is not None and (failure.action, failure.target) == ("copy_slots", "pg1")
 
 
 def test_backoff_doubles_up_to_the_cap_and_a_success_clears_it() -> None:
