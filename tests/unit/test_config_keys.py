@@ -121,8 +121,9 @@ def test_sample_configs_validate_with_only_the_expected_warnings(
 
 def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFixture) -> None:
     data = minimal(
-        bootstrap={"dcs": {"synchronous_mode": True, "standby_cluster": {"host": "10.0.0.9",
-                                                                         "port": 5432},
+        bootstrap={"dcs": {"synchronous_mode": True, "standby_cluster": {
+                               "host": "10.0.0.9", "port": 5432,
+                               "create_replica_methods": ["basebackup"]},
                            "slots": {"s1": {"type": "physical"}}},
                    "method": "from_backup", "from_backup": {"command": "/bin/restore", "x": 1}},
         watchdog={"mode": "required"}, log={"type": "json", "level": "INFO"},
@@ -134,10 +135,10 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
     messages = warnings_of(data, caplog)
     by_path = {m.split(":", 1)[0]: m for m in messages}
     assert set(by_path) == {
-        "bootstrap.dcs.standby_cluster",
+        "bootstrap.dcs.standby_cluster.create_replica_methods",
         "bootstrap.method", "watchdog", "log.type", "postgresql.create_replica_methods",
         "kubernetes"}, messages
-    assert "issue 13" in by_path["bootstrap.dcs.standby_cluster"]
+    assert "issue 13" in by_path["bootstrap.dcs.standby_cluster.create_replica_methods"]
     assert "issue 14" in by_path["watchdog"] and "issue 14" in by_path["log.type"]
     assert "not supported by pgha" in by_path["kubernetes"]
 
@@ -219,13 +220,15 @@ def test_dynamic_configuration_unknown_is_error_unsupported_warns(
     assert path == "config.synchronous_mod"
     assert message.startswith("unknown key; did you mean synchronous_mode or ")
     with caplog.at_level(logging.WARNING, logger="pgha.config"):
-        parse_dynamic_config({"standby_cluster": {"host": "10.0.0.9"}})
-    assert "standby_cluster: not supported yet (planned in issue 13)" in caplog.text
+        parse_dynamic_config({"standby_cluster": {"host": "10.0.0.9",
+                                                  "create_replica_methods": ["x"]}})
+    assert "standby_cluster.create_replica_methods: not supported yet (planned in issue 13)" \
+        in caplog.text
     # from the DCS (written by someone else): everything is only reported, never raised
     assert dynamic_config_warnings({"ttl": 30, "bogus": 1, "standby_cluster": {"port": 1}}) == [
         "config.bogus: unknown key",
-        "config.standby_cluster: not supported yet (planned in issue 13), ignored: standby "
-        "clusters: this cluster runs as a primary"]
+        "config.standby_cluster: needs a host to stream from or a restore_command to replay "
+        "the archive with (this cluster runs as a primary)"]
     assert dynamic_config_warnings({"slots": {"a": {"type": "x"}}}) == [
         "config.slots.a.type: must be physical or logical, got 'x' (entry not used)"]
     deep: Any = 1
@@ -251,14 +254,15 @@ async def test_patch_config_misspelled_refused_and_dcs_config_warned_once(
         assert good.code == 200
         # someone else writes an unknown and an unsupported key: the member only warns, once
         assert await store.write_config({"ttl": 30, "tll": 20,
-                                          "standby_cluster": {"port": 1}})
+                                          "standby_cluster": {"port": 1}})  # (no host)
         with caplog.at_level(logging.WARNING, logger="pgha.agent"):
             for _ in range(3):
                 assert (await observer.dcs_view(2.0)) is not None
     lines = [r.getMessage() for r in caplog.records if r.name == "pgha.agent"]
     assert lines == ["DCS config.tll: unknown key; did you mean ttl?",
-                     "DCS config.standby_cluster: not supported yet (planned in issue 13), "
-                     "ignored: standby clusters: this cluster runs as a primary"]
+                     "DCS config.standby_cluster: needs a host to stream from or a "
+                     "restore_command to replay the archive with (this cluster runs as a "
+                     "primary)"]
 
 
 # ------------------------------------------------------------------------- CLI
@@ -273,10 +277,12 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 def test_validate_config_prints_warnings_and_exits_0(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
-    path.write_text(yaml.safe_dump(minimal(bootstrap={"dcs": {"standby_cluster": {"port": 1}}})))
+    path.write_text(yaml.safe_dump(minimal(bootstrap={"dcs": {"standby_cluster": {
+        "host": "h", "create_replica_methods": ["basebackup"]}}})))
     result = runner.invoke(app, ["validate-config", str(path)])
     assert result.exit_code == 0, result.output
-    assert "WARNING: bootstrap.dcs.standby_cluster: not supported yet" in result.stderr
+    assert "WARNING: bootstrap.dcs.standby_cluster.create_replica_methods: not supported yet" \
+        in result.stderr
     assert "configuration is valid" in result.stdout
 
 

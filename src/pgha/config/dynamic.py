@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pgha.config.base import Duration, Seconds, _Section
 from pgha.core.model import HA_MINIMUMS
 from pgha.core.slots import ignore_rule, permanent_slot
+from pgha.core.standby import parse_standby_cluster
 
 
 class DynamicPostgresql(_Section):
@@ -71,6 +72,13 @@ class DynamicConfig(_Section):
         for name, entry in (value or {}).items():
             if isinstance(problem := permanent_slot(name, entry), str):
                 raise ValueError(problem)
+        return value
+
+    @field_validator("standby_cluster")
+    @classmethod
+    def _standby_cluster(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if isinstance(problem := parse_standby_cluster(value), str):
+            raise ValueError(problem)
         return value
 
     @field_validator("ignore_slots")

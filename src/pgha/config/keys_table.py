@@ -283,11 +283,16 @@ DYNAMIC: tuple[Key, ...] = (
        "copied to replicas and advanced there", free=True),
     _k("ignore_slots", note="list of {name, type, database, plugin} rules: matching slots are "
        "never created or dropped", free=True),
-    _p("standby_cluster", METHODS, "standby clusters: this cluster runs as a primary"),
-    *(_p(f"standby_cluster.{k}", METHODS, "standby clusters") for k in (
-        "host", "port", "primary_slot_name", "restore_command", "archive_cleanup_command",
-        "recovery_min_apply_delay")),
-    _p("standby_cluster.create_replica_methods", METHODS, "standby clusters", free=True),
+    _k("standby_cluster", note="this cluster replicates from a remote primary: the lock "
+       "holder is a standby leader that never promotes"),
+    _k("standby_cluster.host", note="the remote primary (one host: put a load balancer or a "
+       "VIP in front of several)"),
+    _k("standby_cluster.port", "5432"),
+    _k("standby_cluster.primary_slot_name", note="slot on the remote (created by the operator)"),
+    *(_k(f"standby_cluster.{k}", note="recovery setting of the standby leader") for k in (
+        "restore_command", "archive_cleanup_command", "recovery_min_apply_delay")),
+    _p("standby_cluster.create_replica_methods", METHODS, "a standby cluster is cloned with "
+       "pg_basebackup from the remote", free=True),
     _k("postgresql", note="cluster-wide PostgreSQL settings"),
     _k("postgresql.use_pg_rewind", "false"),
     _k("postgresql.use_slots", "true"),

@@ -51,6 +51,7 @@ from pgha.config.models import ClusterAccess, Config, _dcs_count_errors
 from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
 from pgha.core.model import HA_MINIMUMS, HaSettings
 from pgha.core.slots import config_problems as slot_config_problems
+from pgha.core.standby import parse_standby_cluster
 from pgha.core.units import parse_duration
 
 logger = logging.getLogger("pgha.config")
@@ -243,6 +244,8 @@ def dynamic_config_warnings(data: Mapping[str, Any]) -> list[str]:
     errors, warnings = check_dynamic(data, "config")
     found = [f"{path}: {message}" for path, message in errors + warnings]
     found += [f"config.{problem} (entry not used)" for problem in slot_config_problems(data)]
+    if isinstance(problem := parse_standby_cluster(data.get("standby_cluster")), str):
+        found.append(f"config.standby_cluster: {problem} (this cluster runs as a primary)")
     used, default = HaSettings.from_config(data), HaSettings()
     for key, minimum in HA_MINIMUMS.items():
         value = data.get(key)

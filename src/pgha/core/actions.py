@@ -23,10 +23,15 @@ class StopMode(StrEnum):
 
 @dataclass(frozen=True)
 class Upstream:
-    """A member to stream from or clone from."""
+    """A member to stream from or clone from. The remote primary of a standby cluster
+    (:mod:`pgha.core.standby`) also names the ``slot`` to use there (else the member's own
+    slot name) and ``recovery`` settings (``restore_command``, ...) to replay with; its
+    ``conn_url`` is empty when it is reached through the archive only."""
 
     name: str
     conn_url: str
+    slot: str | None = None
+    recovery: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

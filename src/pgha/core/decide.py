@@ -66,6 +66,15 @@ from pgha.core.operator import (
     withdraw_failed_switchover,
 )
 from pgha.core.race import cluster_timeline, race_refusal
+from pgha.core.standby import (
+    bootstrap_standby,
+    demote_cluster,
+    follow_remote,
+    is_running_leader,
+    standby_cluster,
+    standby_leader,
+    start_standby_leader,
+)
 from pgha.core.switchover import parse_failover
 from pgha.core.sync import before_promote
 from pgha.core.sync import plan as sync_plan
@@ -303,12 +312,14 @@ def _empty_data(view: ClusterView, local: LocalState, holds_lock: bool) -> Decis
         return _d(Reason.LEADER_DATA_LOST, "holding the lock with an empty data directory",
                   ReleaseLeader())
     if view.initialize is None:
+        if (standby := standby_cluster(view)) is not None:
+            return bootstrap_standby(standby)
         return _d(Reason.BOOTSTRAP, "no initialize key: bootstrapping a new cluster",
                   BootstrapCluster())
     if view.initialize == "":
         return _d(Reason.BOOTSTRAP_IN_PROGRESS, "another member is bootstrapping the cluster")
     leader = view.leader_member
-    if leader is None or not leader.is_running_primary or not leader.conn_url:
+    if leader is None or not is_running_leader(leader) or not leader.conn_url:
         return _d(Reason.WAITING_FOR_LEADER, "empty data directory: waiting for a running leader")
     source = clone_source(view, local) or leader
     upstream = follow_target(view, local) or leader
@@ -319,13 +330,18 @@ def _empty_data(view: ClusterView, local: LocalState, holds_lock: bool) -> Decis
 def _promote(view: ClusterView, local: LocalState, planned: bool) -> tuple[Action, ...]:
     """Promotion of a replica that holds the lock: in synchronous mode the ``sync`` key and
     ``synchronous_standby_names`` are set for its first commits before it accepts any
-    (:func:`pgha.core.sync.before_promote`)."""
+    (:func:`pgha.core.sync.before_promote`). In a standby cluster nobody promotes: the new
+    lock holder follows the remote instead."""
+    if (standby := standby_cluster(view)) is not None:
+        return follow_remote(local, standby)
     return (*before_promote(view, local), Promote(planned=planned))
 
 
 def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
                      now: float) -> Decision:
     if holds_lock:
+        if (standby := standby_cluster(view)) is not None:
+            return demote_cluster(standby)
         switchover = leader_switchover(view, local)
         if switchover is not None:
             return switchover
@@ -374,6 +390,8 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
         if not _lease_confirmed(view, local, now):
             return _d(Reason.LEASE_UNCONFIRMED,
                       "the leader key names us but our lease is not confirmed: not promoting")
+        if (standby := standby_cluster(view)) is not None:
+            return standby_leader(view, local, standby, now)
         return _d(Reason.PROMOTE_HOLDING_LOCK, "holding the leader lock as a replica: promoting",
                   *_promote(view, local, planned=view.failover is not None),
                   *leader_housekeeping(view, local, now))
@@ -455,6 +473,8 @@ def _stopped(view: ClusterView, local: LocalState, holds_lock: bool, now: float)
             return _d(Reason.LEASE_UNCONFIRMED,
                       "the leader key names us but our lease is not confirmed: not starting "
                       "PostgreSQL as primary")
+        if (standby := standby_cluster(view)) is not None:
+            return start_standby_leader(view, local, standby)
         if pg.control_state.was_primary:
             return _d(Reason.RESTART_PRIMARY,
                       "PostgreSQL down while holding the lock: restarting it as primary",
@@ -465,9 +485,9 @@ def _stopped(view: ClusterView, local: LocalState, holds_lock: bool, now: float)
         return _d(Reason.START_REPLICA, "no leader: starting read-only to join the race",
                   StartPostgres("replica"))
     leader = view.leader_member
-    if leader is None or not leader.is_running_primary or not leader.conn_url:
+    if leader is None or not is_running_leader(leader) or not leader.conn_url:
         return _d(Reason.WAITING_FOR_LEADER,
-                  f"waiting for leader {view.leader.name} to run as primary")
+                  f"waiting for leader {view.leader.name} to run")
     timeline_changed = (pg.timeline is not None and leader.timeline is not None
                         and pg.timeline != leader.timeline)
     if pg.control_state.was_primary or timeline_changed:

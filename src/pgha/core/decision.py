@@ -40,6 +40,8 @@ class Reason(StrEnum):
     FOLLOW = "follow"
     REPLICA_HEALTHY = "replica_healthy"
     COPY_LOGICAL_SLOTS = "copy_logical_slots"  # replica: logical slot copies need a restart
+    STANDBY_LEADER = "standby_leader"  # holds the lock in a standby cluster: follows the remote
+    DEMOTE_CLUSTER = "demote_cluster"  # a primary whose cluster became a standby cluster
     RACE = "race"
     # refusals of the leader race (safety rule 3), one per rule: see pgha.core.race
     RACE_REFUSED_NOFAILOVER = "race_refused_nofailover"

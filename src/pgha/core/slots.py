@@ -96,15 +96,22 @@ def slot_cluster_type(value: Any) -> str | None:
 
 def permanent_slots(config: Mapping[str, Any] | None) -> dict[str, SlotSpec]:
     """The valid permanent slots of the DCS ``config`` (invalid entries left out: the
-    observer logs them). Entries for standby clusters only (``cluster_type: standby``) are
-    left out: this cluster is a primary cluster."""
+    observer logs them) for the kind of cluster it configures: in a primary cluster those not
+    marked ``cluster_type: standby``; in a standby cluster (a ``standby_cluster`` section)
+    the physical ones not marked ``cluster_type: primary`` (a standby cluster has no logical
+    slots, as in Patroni)."""
     raw = (config or {}).get("slots")
     if not isinstance(raw, Mapping):
         return {}
+    standby = bool((config or {}).get("standby_cluster"))
     out: dict[str, SlotSpec] = {}
     for name, value in raw.items():
         spec = permanent_slot(name, value)
-        if isinstance(spec, SlotSpec) and slot_cluster_type(value) != "standby":
+        if not isinstance(spec, SlotSpec):
+            continue
+        kind = slot_cluster_type(value)
+        if (standby and spec.type == PHYSICAL and kind != "primary") \
+                or (not standby and kind != "standby"):
             out[spec.name] = spec
     return out
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pgha import __version__
 from pgha.core.model import ClusterView, PgRole, PgState, SyncMode, Tags
+from pgha.core.standby import standby_cluster
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,12 @@ class AgentStatus:
 
     @property
     def role(self) -> str:
+        """Patroni's role: ``standby_leader`` for the lock holder of a standby cluster."""
         if self.pg.running and self.pg.role is PgRole.PRIMARY:
             return "primary"
         if self.pg.running and self.pg.role is PgRole.REPLICA:
-            return "replica"
+            standby = self.view is not None and standby_cluster(self.view) is not None
+            return "standby_leader" if standby and self.holds_lock else "replica"
         if self.pg.data.value == "valid":
             return "demoted" if self.pg.control_state.was_primary else "replica"
         return "uninitialized"

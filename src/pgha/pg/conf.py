@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pgha.core.actions import Upstream, slot_name
+from pgha.core.standby import REMOTE
 from pgha.pg.connparams import check_key_file, conninfo, primary_conninfo_params
 from pgha.pg.connparams import quote_conninfo as quote_conninfo  # re-exported
 from pgha.pg.settings import PgSettings, parse_conn_url
@@ -230,13 +231,18 @@ def managed_parameters(settings: PgSettings, role: str,
         out["synchronous_standby_names"] = settings.synchronous_standby_names
     if role == "replica":
         out.update(recovery_parameters(settings, reserved))
-        stream = upstream is not None and not settings.nostream
+        if upstream is not None:  # a standby cluster's remote: its own recovery settings
+            out.update(upstream.recovery)
+        stream = upstream is not None and bool(upstream.conn_url) and not settings.nostream
         if settings.nostream and "restore_command" not in out:
             _once("tags.nostream is set but no restore_command is configured: this replica "
                   "receives no WAL")
         out["primary_conninfo"] = primary_conninfo(settings, upstream) \
             if stream and upstream is not None else ""
-        if stream and settings.use_slots:
+        if stream and upstream is not None and upstream.slot:
+            out["primary_slot_name"] = upstream.slot  # a standby cluster's primary_slot_name
+        elif stream and settings.use_slots and upstream is not None \
+                and upstream.name != REMOTE:
             out["primary_slot_name"] = slot_name(settings.name)
         else:
             out["primary_slot_name"] = ""
@@ -259,7 +265,8 @@ def effective_wal_level(settings: PgSettings) -> str:
 def render_postgresql_conf(settings: PgSettings, role: str, upstream: Upstream | None) -> str:
     lines = [HEADER, f"{_ROLE_TAG}{role}\n"]
     if upstream is not None:
-        blob = json.dumps({"name": upstream.name, "conn_url": upstream.conn_url})
+        blob = json.dumps({"name": upstream.name, "conn_url": upstream.conn_url,
+                           "slot": upstream.slot, "recovery": list(upstream.recovery)})
         lines.append(f"{_UPSTREAM_TAG}{blob}\n")
     if settings.synchronous_standby_names is not None:
         lines.append(f"{_SYNC_TAG}{json.dumps(settings.synchronous_standby_names)}\n")
@@ -307,7 +314,10 @@ def read_managed_state(data_dir: Path) -> tuple[str, Upstream | None] | None:
         elif line.startswith(_UPSTREAM_TAG):
             try:
                 blob = json.loads(line[len(_UPSTREAM_TAG):])
-                upstream = Upstream(str(blob["name"]), str(blob["conn_url"]))
+                slot = blob.get("slot")
+                recovery = tuple((str(k), str(v)) for k, v in blob.get("recovery") or ())
+                upstream = Upstream(str(blob["name"]), str(blob["conn_url"]),
+                                    str(slot) if slot else None, recovery)
             except (ValueError, KeyError, TypeError):
                 upstream = None
         elif not line.startswith("#"):

@@ -19,6 +19,7 @@ from typing import Any
 from pgha.core.actions import SlotSpec, SyncSlots, Upstream, slot_name
 from pgha.core.model import ObservedSlot
 from pgha.core.slots import SLOT_NAME, slot_matches
+from pgha.core.standby import REMOTE
 from pgha.pg.controldata import format_lsn
 from pgha.pg.errors import PgError
 from pgha.pg.probe import (
@@ -328,8 +329,9 @@ async def ensure_own_slot(settings: PgSettings, upstream: Upstream) -> None:
     otherwise retry only every ``wal_retrieve_retry_interval``). Nothing for a ``nostream``
     member (it replays from the archive only) or without ``use_slots``. Best effort: failures
     are logged, never raised; the leader's slot sync creates the slot anyway."""
-    if not settings.use_slots or settings.nostream:
-        return
+    if not settings.use_slots or settings.nostream or upstream.name == REMOTE \
+            or not upstream.conn_url:
+        return  # slots on a standby cluster's remote are the operator's job
     name = slot_name(settings.name)
     try:
         async with remote_connection(settings, upstream.conn_url) as conn:
