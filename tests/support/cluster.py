@@ -112,14 +112,15 @@ def psql(m: MemberProc, sql: str, timeout: float = 10.0) -> str:
 
 
 def new_cluster(base: Path, members: int = 3, dcs_section: dict[str, Any] | None = None,
-                **dynamic: Any) -> LocalCluster:
-    """A LocalCluster on free ports whose agents run this checkout's code, on its own etcd or
-    on the DCS named by ``dcs_section`` (e.g. a test server's ``config_section()``)."""
+                scope: str = "demo", **dynamic: Any) -> LocalCluster:
+    """A LocalCluster (named ``scope``) on free ports whose agents run this checkout's code,
+    on its own etcd or on the DCS named by ``dcs_section`` (e.g. a test server's
+    ``config_section()``, or another cluster's etcd)."""
     if dcs_section is None and shutil.which("etcd") is None:
         raise RuntimeError("etcd is not installed (scripts/setup installs it)")
     dyn = {"ttl": 5, "loop_wait": 1, "retry_timeout": 1, **dynamic}
     pythonpath = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
-    return LocalCluster(base, members=members, dynamic=dyn, first_pg_port=None,
+    return LocalCluster(base, scope=scope, members=members, dynamic=dyn, first_pg_port=None,
                         first_api_port=None, etcd_port=None, dcs_section=dcs_section,
                         env={"PYTHONPATH": pythonpath}, bin_dir=str(PG_BIN))
 

@@ -236,13 +236,16 @@ def _paused_everywhere(ctx: typer.Context, config: ClusterAccess, paused: bool) 
     return True
 
 
-def _set_pause(ctx: typer.Context, config: ClusterAccess, view: ClusterView, paused: bool) -> None:
-    """PATCH /config on the leader, then the others; the DCS key when nobody answers."""
-    action = "pause" if paused else "resume"
+def patch_config(ctx: typer.Context, config: ClusterAccess, view: ClusterView,
+                 patch: dict[str, Any], action: str,
+                 dcs_patch: dict[str, Any] | None = None) -> None:
+    """``PATCH /config`` with ``patch`` on the leader, then the others; when nobody answers,
+    the DCS key merged with ``dcs_patch`` (default ``patch``; compare-and-set). ``action``
+    names the command in messages."""
     errors: list[str] = []
     for member in common.ordered(view):
         try:
-            reply = common.api(ctx, config, member, "PATCH", "/config", {"pause": paused})
+            reply = common.api(ctx, config, member, "PATCH", "/config", patch)
         except RestError as exc:
             errors.append(str(exc))
             continue
@@ -254,11 +257,16 @@ def _set_pause(ctx: typer.Context, config: ClusterAccess, view: ClusterView, pau
         typer.echo(f"warning: {error}", err=True)
     typer.echo("warning: no member's REST API answered; changing the DCS config directly",
                err=True)
-    new = merge_patch(dict(view.config or {}), {"pause": True if paused else None})
+    new = merge_patch(dict(view.config or {}), patch if dcs_patch is None else dcs_patch)
     revision = view.key_revisions.get("config")
     if not common.on_store(config, lambda store: store.compare_and_set_config(new, revision)):
         fail("the configuration was changed by someone else meanwhile; nothing was written: "
              f"run {action} again")
+
+
+def _set_pause(ctx: typer.Context, config: ClusterAccess, view: ClusterView, paused: bool) -> None:
+    patch_config(ctx, config, view, {"pause": paused}, "pause" if paused else "resume",
+                 dcs_patch={"pause": True if paused else None})
 
 
 def _toggle(ctx: typer.Context, cluster: str | None, group: int | None, paused: bool,

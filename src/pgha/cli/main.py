@@ -5,6 +5,7 @@ commands (Patroni's ``patronictl``), one module per command group:
 - :mod:`pgha.cli.switchover`: ``switchover``, ``failover``, ``flush``;
 - :mod:`pgha.cli.members`: ``restart``, ``reload``, ``reinit``;
 - :mod:`pgha.cli.dynamic`: ``show-config``, ``edit-config``, ``pause``, ``resume``;
+- :mod:`pgha.cli.standby`: ``demote-cluster``, ``promote-cluster``;
 - :mod:`pgha.cli.query`: ``query``, ``dsn``;
 - :mod:`pgha.cli.history`: ``history``;
 - :mod:`pgha.cli.maintenance`: ``remove``, ``version``.
@@ -31,6 +32,7 @@ from pgha.cli import (
     maintenance,
     members,
     query,
+    standby,
     switchover,
 )
 
@@ -79,6 +81,8 @@ app.command("show-config")(dynamic.show_config)
 app.command("edit-config")(dynamic.edit_config)
 app.command("pause")(dynamic.pause)
 app.command("resume")(dynamic.resume)
+app.command("demote-cluster")(standby.demote_cluster)
+app.command("promote-cluster")(standby.promote_cluster)
 app.command("query")(query.query)
 app.command("dsn")(query.dsn)
 app.command("history")(history.history)
