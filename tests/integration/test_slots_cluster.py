@@ -121,8 +121,9 @@ def configure_permanent_slots(cluster: LocalCluster, leader: MemberProc) -> None
                    f"{m.name} pending a restart for wal_level")
         code, text = call(m, "POST", "/restart", {})
         assert code == 200, text
-    for m in cluster.procs.values():
-        assert psql(m, "SHOW wal_level") == "logical"
+    for m in cluster.procs.values():  # (a replica restarts once more to load its copies)
+        wait_until(lambda m=m: psql(m, "SHOW wal_level") == "logical", 60,
+                   f"wal_level logical on {m.name}")
 
 
 def test_permanent_logical_slot_survives_switchover_and_failover(cluster: LocalCluster) -> None:
