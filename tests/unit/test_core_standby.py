@@ -117,6 +117,14 @@ def test_a_new_standby_cluster_is_cloned_from_the_remote() -> None:
     assert d.actions == (CloneReplica(REMOTE_UP), StartPostgres("replica", REMOTE_UP))
 
 
+def test_before_the_dcs_has_a_config_the_bootstrap_config_says_standby() -> None:
+    v = view(leader=None, initialize=None)  # no config key yet
+    d = decide(v, local(PgState(data=DataState.EMPTY), bootstrap_config=CONFIG), NOW)
+    assert d.actions == (CloneReplica(REMOTE_UP), StartPostgres("replica", REMOTE_UP))
+    d = decide(v, local(PgState(data=DataState.EMPTY), bootstrap_config={}), NOW)
+    assert d.reason is Reason.BOOTSTRAP
+
+
 def test_members_clone_from_and_follow_the_standby_leader() -> None:
     v = standby_view(member("pg2", role="standby_leader"), leader="pg2")
     d = decide(v, local(PgState(data=DataState.EMPTY)), NOW)

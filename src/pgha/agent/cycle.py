@@ -274,6 +274,8 @@ class DecisionCycle:
             reinit_requested=reinit is not None,
             reinit_from_leader=reinit is not None and reinit.from_leader,
             handover_failed=self.handover_failed, session_id=s.store.kv.session_id,
+            bootstrap_config=s.local_config.config.bootstrap.dcs.to_dcs()
+            if view is None or view.config is None else None,
         )
         if view is not None and needs_peer_statuses(view, local):
             local = replace(local, peers=await s.observer.peer_statuses(view))

@@ -297,8 +297,14 @@ class Executor:
 
     # ------------------------------------------------------------------ DCS only
     async def _write_initialize(self, action: WriteInitialize) -> bool:
+        """Adopt the local data: ``initialize`` with its system identifier, and the dynamic
+        configuration from ``bootstrap.dcs`` when the DCS has none (as a bootstrap writes
+        it: a standby cluster, cloned from its remote, is created this way)."""
         async with asyncio.timeout(self.dcs_timeout):
-            return await self.store.set_initialize(action.sysid)
+            if not await self.store.set_initialize(action.sysid):
+                return False
+            await self.store.create_config(self.bootstrapper.bootstrap_config)
+        return True
 
     async def _acquire_leader(self, action: AcquireLeader) -> bool:
         if not await self.lease.confirm():

@@ -45,7 +45,8 @@ class BootstrapCluster:
 
 @dataclass(frozen=True)
 class WriteInitialize:
-    """Create ``initialize`` with an existing cluster's system identifier (adopt local data)."""
+    """Create ``initialize`` with an existing cluster's system identifier (adopt local data),
+    and the ``config`` key from ``bootstrap.dcs`` when there is none."""
 
     sysid: str
 

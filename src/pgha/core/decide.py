@@ -35,7 +35,6 @@ from pgha.core.actions import (
     ClearFailover,
     CloneReplica,
     Demote,
-    Follow,
     Promote,
     PublishStatus,
     Rejoin,
@@ -53,11 +52,10 @@ from pgha.core.housekeeping import (
     leader_housekeeping,
     leader_slots,
     leader_status,
-    replica_slots,
 )
 from pgha.core.lock import holds_lock as _holds_lock
 from pgha.core.lock import names_us, stale_lock, stale_lock_decision
-from pgha.core.model import ClusterView, DataState, LocalState, Member, PgRole, SyncMode
+from pgha.core.model import ClusterView, DataState, LocalState, PgRole, SyncMode
 from pgha.core.operator import (
     candidate_refusal,
     leader_switchover,
@@ -71,6 +69,7 @@ from pgha.core.standby import (
     demote_cluster,
     follow_remote,
     is_running_leader,
+    new_cluster_standby,
     standby_cluster,
     standby_leader,
     start_standby_leader,
@@ -78,7 +77,7 @@ from pgha.core.standby import (
 from pgha.core.switchover import parse_failover
 from pgha.core.sync import before_promote
 from pgha.core.sync import plan as sync_plan
-from pgha.core.topology import clone_source, follow_target
+from pgha.core.topology import clone_source, follow_target, replica_of_leader
 
 __all__ = ["RACE_REFUSALS", "Decision", "Reason", "decide", "needs_peer_statuses"]
 
@@ -312,7 +311,7 @@ def _empty_data(view: ClusterView, local: LocalState, holds_lock: bool) -> Decis
         return _d(Reason.LEADER_DATA_LOST, "holding the lock with an empty data directory",
                   ReleaseLeader())
     if view.initialize is None:
-        if (standby := standby_cluster(view)) is not None:
+        if (standby := new_cluster_standby(view, local)) is not None:
             return bootstrap_standby(standby)
         return _d(Reason.BOOTSTRAP, "no initialize key: bootstrapping a new cluster",
                   BootstrapCluster())
@@ -369,21 +368,6 @@ def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
               AcquireLeader(), *leader_housekeeping(view, local, now))
 
 
-def _replica_diverged(view: ClusterView, local: LocalState, leader: Member) -> bool:
-    """A running replica is past the point where its timeline ended in the cluster history.
-    Not judged for a ``nostream`` member: with no WAL receiver its timeline is known only
-    from its last restartpoint, so after every failover it would look diverged while it
-    replays the new timeline from the archive; its data is checked when it rejoins (a stop,
-    a restart) instead."""
-    tl, pos = local.pg.timeline, local.pg.wal_position
-    if tl is None or pos is None or leader.timeline is None or tl >= leader.timeline:
-        return False
-    for entry in view.history:
-        if entry.timeline == tl:
-            return pos > entry.lsn
-    return False
-
-
 def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
                      now: float) -> Decision:
     if holds_lock:
@@ -396,30 +380,8 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
                   *_promote(view, local, planned=view.failover is not None),
                   *leader_housekeeping(view, local, now))
     if view.leader is not None:
-        return _replica_of_leader(view, local, view.leader.name, now)
+        return replica_of_leader(view, local, view.leader.name, now)
     return _free_lock(view, local, now)
-
-
-def _replica_of_leader(view: ClusterView, local: LocalState, leader_name: str,
-                       now: float) -> Decision:
-    """A running replica while ``leader_name`` holds the lock: stream from the right member,
-    or stop to rejoin when it went past the end of its timeline."""
-    leader = view.leader_member
-    if leader is None or not leader.conn_url:
-        return _d(Reason.WAITING_FOR_LEADER,
-                  f"leader {leader_name} has not published its member key yet")
-    if not local.tags.nostream and _replica_diverged(view, local, leader):
-        return _d(Reason.REPLICA_DIVERGED,
-                  f"replica went past the end of timeline {local.pg.timeline}: stopping "
-                  "to rejoin", StopPostgres(StopMode.FAST))
-    target = follow_target(view, local) or leader
-    if local.pg.upstream != target.name:
-        return _d(Reason.FOLLOW, f"following {target.name}", Follow(_upstream(target)))
-    slots = replica_slots(view, local, now, leader)
-    if isinstance(slots, Decision):
-        return slots
-    source = "the archive (nostream)" if local.tags.nostream else target.name
-    return _d(Reason.REPLICA_HEALTHY, f"replica following {source}", *slots)
 
 
 def _free_lock(view: ClusterView, local: LocalState, now: float) -> Decision:

@@ -452,6 +452,8 @@ class LocalState:
     ``lease_deadline`` from when the confirmation round was sent. ``failsafe_primary`` (replica):
     the member that sent us such a request within the last ``ttl``; we stay out of any race;
     ``failsafe_slots``: the slot positions it sent (copies are advanced to them).
+    ``bootstrap_config``: the local ``bootstrap.dcs`` (what this member would seed the DCS
+    ``config`` with), for decisions taken before the DCS has a configuration.
     ``wall_time`` is the epoch time of this cycle (scheduled switchovers are wall-clock).
     ``restart_requested``: an operator restart whose conditions the agent already checked.
     ``reinit_requested``: an operator re-clone; ``reinit_from_leader`` clones from the leader
@@ -474,6 +476,7 @@ class LocalState:
     failsafe_deadline: float | None = None
     failsafe_primary: str | None = None
     failsafe_slots: Mapping[str, int] = field(default_factory=dict)
+    bootstrap_config: Mapping[str, Any] | None = None
     wall_time: float = 0.0
     restart_requested: bool = False
     reinit_requested: bool = False

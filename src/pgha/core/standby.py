@@ -112,6 +112,14 @@ def standby_cluster(view: ClusterView) -> StandbyCluster | None:
     return parsed if isinstance(parsed, StandbyCluster) else None
 
 
+def new_cluster_standby(view: ClusterView, local: LocalState) -> StandbyCluster | None:
+    """Whether a cluster being created is a standby cluster: from the DCS configuration, or
+    while there is none yet, from the ``bootstrap.dcs`` this member would seed it with."""
+    config = view.config if view.config is not None else local.bootstrap_config
+    parsed = parse_standby_cluster((config or {}).get("standby_cluster"))
+    return parsed if isinstance(parsed, StandbyCluster) else None
+
+
 def is_running_leader(member: Member) -> bool:
     """A running primary, or a running standby leader."""
     return member.state == "running" and member.role in ("primary", "standby_leader")
