@@ -16,6 +16,7 @@ from pgha.agent import observe
 from pgha.agent.observe import Observer
 from pgha.core.actions import Upstream
 from pgha.core.model import ClusterView, HaSettings, Leader, Member, PeerStatus
+from pgha.core.standby import REMOTE
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
 
@@ -110,6 +111,17 @@ async def test_a_restarted_agent_asks_the_upstream_its_replica_streams_from(
     asked["asked"].clear()
     await obs.peer_statuses(view("m2", "m0", "m2"))
     assert url not in asked["asked"]
+
+
+async def test_a_standby_clusters_remote_primary_is_not_a_vanished_member(
+        asked: dict[str, Any]) -> None:
+    """A standby leader streams from the remote primary, writable by design (and with the
+    same system identifier): it must not keep the standby cluster out of its leader race."""
+    url = "postgres://10.0.0.9:5433/postgres"
+    obs = observer(Peers({"m2": None}), upstream=Upstream(REMOTE, url))
+    asked["writable"][url] = 99
+    statuses = await obs.peer_statuses(view(None, "m0", "m2"))
+    assert url not in asked["asked"] and REMOTE not in statuses
 
 
 async def test_the_upstream_and_the_last_leader_are_asked_once_when_they_are_one(

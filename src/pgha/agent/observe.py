@@ -19,6 +19,7 @@ from pgha.agent.clock import SYSTEM_CLOCK, Clock
 from pgha.agent.peers import PeerClient
 from pgha.config import dynamic_config_warnings
 from pgha.core.model import ClusterView, HaSettings, Member, PeerStatus, PgState, Tags
+from pgha.core.standby import REMOTE
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import bounded, describe
@@ -145,7 +146,8 @@ class Observer:
     def _vanished_servers(self, view: ClusterView) -> list[tuple[str, str, Member | None]]:
         """``(name, conn_url, member key if known)`` of the servers a member whose keys
         expired may still run on, each once, the ``status`` key's leader first: none while a
-        leader holds the lock."""
+        leader holds the lock. The remote primary a standby leader streamed from is none of
+        them."""
         if view.leader is not None:
             return []
         known = dict(self.known_members)
@@ -157,7 +159,8 @@ class Observer:
             candidates.append((name, url, known.get(name)))
         candidates += [(name, m.conn_url, m) for name, m in known.items()]
         upstream = self.pg.current_upstream()
-        if upstream is not None:
+        if upstream is not None and upstream.name != REMOTE:  # a standby cluster's remote
+            # primary is writable by design: not a member of this cluster
             candidates.append((upstream.name, upstream.conn_url, known.get(upstream.name)))
         out: dict[str, tuple[str, str, Member | None]] = {}
         for name, url, member in candidates:
