@@ -6,9 +6,8 @@ balancers only distinguish 200 from everything else, and a typo must not mark a 
 
 Differences from Patroni, on purpose: the primary checks also require PostgreSQL to run as a
 primary accepting connections (Patroni answers 200 on the lock alone), and ``/leader`` requires
-PostgreSQL to run. Standby clusters are not implemented: ``/standby-leader`` answers 200 only
-when the DCS config has a ``standby_cluster`` section and this member holds the lock while
-running as a replica, which pgha's decision core never does today, so in practice it is 503.
+PostgreSQL to run. ``/standby-leader`` answers 200 on the lock holder of a standby cluster
+(a ``standby_cluster`` section in the DCS config; it runs as a replica of the remote primary).
 Synchronous replication is derived from the DCS ``sync`` key (:func:`pgha.core.status.sync_state`);
 while it is unknown the sync/quorum checks answer 503 and the async checks follow the replica
 conditions.

@@ -133,8 +133,8 @@ ROUTES: tuple[Route, ...] = (
             "Holds the leader lock and PostgreSQL runs as a primary"),
     _health(("/leader",), checks.is_leader, "Holds the leader lock and PostgreSQL runs"),
     _health(("/standby-leader", "/standby_leader"), checks.is_standby_leader,
-            "Leader of a standby cluster (not implemented yet: 503 unless the DCS config has "
-            "standby_cluster and this member holds the lock running as a replica)"),
+            "Leader of a standby cluster: holds the lock and runs as a replica of the "
+            "remote primary named by standby_cluster"),
     _health(("/replica",), checks.is_replica,
             "Running replica without the noloadbalance tag, within the filters",
             REPLICA_FILTERS),
