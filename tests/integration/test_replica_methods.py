@@ -98,8 +98,8 @@ def test_a_custom_method_creates_a_streaming_replica_from_a_backup(
     [call] = records(record)
     argv = call["argv"]
     assert argv[:3] == ["--scope=demo", f"--datadir={replica.data_dir}", "--role=replica"]
-    conn = argv[3]
-    assert conn.startswith("--connstring=")
+    assert argv[3].startswith("--connstring=")
+    conn = argv[3].removeprefix("--connstring=")
     for word in ("host=127.0.0.1", f"port={leader.pg_port}", "user=replicator",
                  "dbname=postgres"):
         assert word in conn.split(), conn

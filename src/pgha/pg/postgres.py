@@ -396,11 +396,9 @@ class Postgres:
         no running leader) and write its configuration for ``source`` (not started). Refused
         while PostgreSQL runs, and for data that is not EMPTY unless ``replace_data`` (an
         operator's re-initialisation). On failure the directory is left empty."""
-        if self.is_running():
-            log.error("clone refused: PostgreSQL is running")
-            return False
-        if not replace_data and self.data_state() != DataState.EMPTY:
-            log.error("clone refused: data directory %s is not empty", self.settings.data_dir)
+        if self.is_running() or (not replace_data and self.data_state() != DataState.EMPTY):
+            log.error("clone refused: PostgreSQL is running or %s is not empty",
+                      self.settings.data_dir)
             return False
         await self._probe.close()
         self._sysid = None
