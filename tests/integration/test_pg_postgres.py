@@ -185,7 +185,7 @@ import asyncio, sys
 from pathlib import PosixPath
 from pgha.core.actions import Upstream
 from pgha.pg.postgres import Postgres
-from pgha.pg.settings import PgSettings, PgUser
+from pgha.pg.settings import PgSettings, PgUser, ReplicaMethod
 
 async def main() -> None:
     pg = Postgres({settings})

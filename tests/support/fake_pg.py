@@ -416,7 +416,14 @@ class FakePostgres:
     async def create_roles(self) -> None:
         return None
 
-    async def clone(self, source: Upstream) -> bool:
+    async def clone(self, source: Upstream | None, *, basebackup_only: bool = False,
+                    replace_data: bool = False) -> bool:
+        """A copy of ``source``'s data (the fake has no backups: without a source, False);
+        ``replace_data`` empties the directory first, as the replica methods do."""
+        if replace_data and not self.running:
+            await self.wipe()
+        if source is None:
+            return False
         src = self._source(source.name)
         if src is None or src.data is not DataState.VALID or self.running:
             return False

@@ -109,7 +109,8 @@ class SlowPg:
         self._takes_time()
         return True
 
-    async def clone(self, source: Upstream) -> bool:
+    async def clone(self, source: Upstream | None, *, basebackup_only: bool = False,
+                    replace_data: bool = False) -> bool:
         self._takes_time()
         self.entered.set()
         if self.hold is not None:

@@ -23,6 +23,7 @@ from pgha.agent.retry import ErrorCapture, RetryGate
 from pgha.core.actions import (
     CloneReplica,
     CopyLogicalSlots,
+    Reinitialize,
     Rejoin,
     SlotSpec,
     StartPostgres,
@@ -111,15 +112,25 @@ class FailingPg:
     starts: int = 0
     calls: list[str] = field(default_factory=list)
 
-    async def clone(self, source: Upstream) -> bool:
+    async def clone(self, source: Upstream | None, *, basebackup_only: bool = False,
+                    replace_data: bool = False) -> bool:
         self.clones += 1
+        self.calls.append(f"clone {source.name if source else None} "
+                          f"basebackup_only={basebackup_only} replace_data={replace_data}")
         logging.getLogger("pgha.pg").error("pg_basebackup from %s failed: FATAL: certificate "
-                                           "required", source.name)
+                                           "required", source.name if source else "-")
         return False
 
     async def start(self, role: str, upstream: Upstream | None) -> bool:
         self.starts += 1
         return True
+
+    async def stop(self, mode: StopMode, timeout: float | None = None) -> bool:
+        self.calls.append("stop")
+        return True
+
+    async def wipe(self) -> None:
+        self.calls.append("wipe")
 
 
 def make_executor(pg: Any, clock: Clock, metrics: AgentMetrics | None = None) -> Executor:
@@ -153,6 +164,28 @@ async def test_a_failed_clone_is_not_retried_before_its_backoff() -> None:
     assert 'pgha_action_failing{action="clone"} 1' in text
     assert not await ex.run((CloneReplica(PG2),))  # another upstream: tried at once
     assert pg.clones == 3
+
+
+async def test_a_clone_without_a_leader_backs_off_and_a_leader_is_tried_at_once() -> None:
+    fc, pg = FakeClock(), FailingPg()
+    ex = make_executor(pg, fc.clock())
+    actions = (CloneReplica(None), StartPostgres("replica"))  # the no_leader methods
+    assert not await ex.run(actions)
+    assert not await ex.run(actions)
+    assert pg.clones == 1  # within the backoff: not run again
+    failure = ex.retry.failure()
+    assert failure is not None and (failure.action, failure.target) == ("clone", "")
+    assert not await ex.run((CloneReplica(PG1),))  # a leader runs now: no waiting
+    assert pg.clones == 2
+
+
+@pytest.mark.parametrize("from_leader", [False, True])
+async def test_reinitialize_leaves_the_data_to_the_replica_methods(from_leader: bool) -> None:
+    pg = FailingPg()
+    ex = make_executor(pg, FakeClock().clock())
+    assert not await ex.run((Reinitialize(PG2, PG1, from_leader=from_leader),))
+    # no wipe first: a keep_data method may reuse the files; from_leader: basebackup alone
+    assert pg.calls == ["stop", f"clone pg2 basebackup_only={from_leader} replace_data=True"]
 
 
 def test_the_failure_is_published_in_the_status_and_the_member_key() -> None:

@@ -106,9 +106,8 @@ def test_sample_configs_validate_with_only_the_expected_warnings(
     with caplog.at_level(logging.WARNING, logger="pgha.config"):
         cfg = load_config(EXAMPLE, env=NO_ENV)
     assert cfg.name == "postgresql0"
-    keyed = [r.getMessage() for r in caplog.records if "not supported" in r.getMessage()]
-    assert keyed == ["postgresql.basebackup: not supported yet (planned in issue 13), ignored: "
-                     "extra pg_basebackup options"]
+    assert not [r for r in caplog.records if "not supported" in r.getMessage()]
+    assert cfg.postgresql.basebackup_options() == [("verbose", None), ("max-rate", "100M")]
     errors, warnings = check_local(yaml.safe_load(POSTGRES0.read_text()))
     assert (errors, warnings) == ([], [])
     caplog.clear()
@@ -136,8 +135,7 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
     by_path = {m.split(":", 1)[0]: m for m in messages}
     assert set(by_path) == {
         "bootstrap.dcs.standby_cluster.create_replica_methods",
-        "bootstrap.method", "watchdog", "log.type", "postgresql.create_replica_methods",
-        "kubernetes"}, messages
+        "bootstrap.method", "watchdog", "log.type", "kubernetes"}, messages
     assert "issue 13" in by_path["bootstrap.dcs.standby_cluster.create_replica_methods"]
     assert "issue 14" in by_path["watchdog"] and "issue 14" in by_path["log.type"]
     assert "not supported by pgha" in by_path["kubernetes"]

@@ -339,6 +339,51 @@ class TestDataDirectory:
         assert d.reason is Reason.WAITING_FOR_LEADER
         assert d.actions == ()
 
+    @pytest.mark.parametrize("v", [
+        view(member("pg2", role="primary"), leader=None),
+        view(member("pg2", role="primary", state="stopped"), leader="pg2"),
+        view(member("pg2", role="primary", conn_url=""), leader="pg2"),
+        view(leader="pg2"),
+        view(),
+    ], ids=["no-leader", "leader-stopped", "no-conn-url", "no-member", "no-members"])
+    def test_empty_with_a_no_leader_method_and_no_running_leader_creates_the_replica(
+            self, v: ClusterView) -> None:
+        d = decide(v, local(PgState(data=DataState.EMPTY), replica_without_leader=True), NOW)
+        assert d.reason is Reason.CLONE_WITHOUT_LEADER
+        # no source: only the no_leader methods run; started without an upstream
+        assert d.actions == (CloneReplica(None), StartPostgres("replica"))
+
+    def test_a_no_leader_method_does_not_replace_cloning_from_a_running_leader(self) -> None:
+        d = decide(leader_view(), local(PgState(data=DataState.EMPTY),
+                                        replica_without_leader=True), NOW)
+        assert d.reason is Reason.CLONE
+        assert d.actions == (CloneReplica(up("pg2")), StartPostgres("replica", up("pg2")))
+
+    @pytest.mark.parametrize("initialize", [None, ""], ids=["no-initialize", "bootstrapping"])
+    def test_a_no_leader_method_never_creates_a_replica_of_an_uninitialized_cluster(
+            self, initialize: str | None) -> None:
+        d = decide(view(initialize=initialize),
+                   local(PgState(data=DataState.EMPTY), replica_without_leader=True), NOW)
+        assert CloneReplica(None) not in d.actions
+        assert d.reason in (Reason.BOOTSTRAP, Reason.BOOTSTRAP_IN_PROGRESS)
+
+    def test_a_no_leader_method_waits_in_maintenance_mode(self) -> None:
+        v = view(member("pg2", role="primary", state="stopped"), leader="pg2",
+                 settings=HaSettings(pause=True))
+        d = decide(v, local(PgState(data=DataState.EMPTY), replica_without_leader=True), NOW)
+        assert d.actions == ()
+
+    def test_a_replica_created_without_a_leader_follows_the_leader_once_it_runs(self) -> None:
+        # started without an upstream, no leader: joins the race like any replica (here
+        # refused: nofailover); then a leader appears and it is pointed at it
+        orphan = local(replica_pg(upstream=None), tags=Tags(nofailover=True),
+                       replica_without_leader=True)
+        d = decide(view(member(ME), member("pg2", state="stopped")), orphan, NOW)
+        assert d.reason is Reason.RACE_REFUSED_NOFAILOVER
+        d = decide(leader_view(), orphan, NOW)
+        assert d.reason is Reason.FOLLOW
+        assert d.actions == (Follow(up("pg2")),)
+
     def test_empty_data_holding_the_lock_releases_it(self) -> None:
         v = view(member(ME, role="primary"), member("pg2"), leader=ME)
         d = decide(v, local(PgState(data=DataState.EMPTY)), NOW)

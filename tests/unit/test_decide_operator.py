@@ -235,8 +235,10 @@ class TestRestartAndReinit:
         v = cluster(leader="pg2", pg3=Tags(clonefrom=True))
         d = decide(v, local(replica_pg(), reinit_requested=True), NOW)
         assert d.actions == (Reinitialize(up("pg3"), up("pg2")),)
+        # from_leader: from the leader, and with pg_basebackup alone (the replica methods
+        # configured are not used)
         d = decide(v, local(replica_pg(), reinit_requested=True, reinit_from_leader=True), NOW)
-        assert d.actions == (Reinitialize(up("pg2"), up("pg2")),)
+        assert d.actions == (Reinitialize(up("pg2"), up("pg2"), from_leader=True),)
 
     def test_reinit_refused_to_the_leader_and_without_one(self) -> None:
         d = decide(cluster(), local(primary_pg(), reinit_requested=True), NOW)

@@ -21,7 +21,7 @@ from asyncpg import connect_utils
 
 from pgha.config import ConfigError, parse_config
 from pgha.core.actions import Upstream
-from pgha.pg import bootstrap, connparams, from_config, rewind
+from pgha.pg import connparams, from_config, replica_methods, rewind
 from pgha.pg.conf import managed_parameters, primary_conninfo, render_pgpass
 from pgha.pg.connparams import (
     LIBPQ_OPTIONS,
@@ -168,7 +168,7 @@ def test_pg_basebackup_gets_a_connection_string_with_every_option(
     monkeypatch.setattr(connparams, "key_file_problem", lambda path: None if path == str(key)
                         else "unexpected")
     st = settings(tmp_path, replication=PgUser("replicator", "repl-pw", libpq=EVERY))
-    assert asyncio.run(bootstrap.clone(st, UPSTREAM, timeout=30))
+    assert asyncio.run(replica_methods.basebackup(st, UPSTREAM, timeout=30))
     info = json.loads(record.read_text())
     argv = info["argv"]
     assert argv[:7] == ["-D", str(tmp_path / "data"), "-X", "stream", "-c", "fast", "-w"]
@@ -189,7 +189,7 @@ def test_pg_basebackup_gets_a_connection_string_with_every_option(
 def test_pg_basebackup_without_options_needs_no_service_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     record = recorder(tmp_path, monkeypatch, "pg_basebackup")
-    assert asyncio.run(bootstrap.clone(settings(tmp_path), UPSTREAM, timeout=30))
+    assert asyncio.run(replica_methods.basebackup(settings(tmp_path), UPSTREAM, timeout=30))
     info = json.loads(record.read_text())
     assert info["PGSERVICEFILE"] is None
     assert parse_conninfo(info["argv"][8]) == {
@@ -229,7 +229,7 @@ def test_a_group_readable_key_is_refused_naming_the_file(
     user = PgUser("replicator", None, libpq=(("sslmode", "require"), ("sslkey", str(key))))
     st = settings(tmp_path, replication=user, rewind=replace(user, username="rewind_user"))
     with caplog.at_level(logging.ERROR, "pgha.pg"):
-        assert not asyncio.run(bootstrap.clone(st, UPSTREAM, timeout=30))
+        assert not asyncio.run(replica_methods.basebackup(st, UPSTREAM, timeout=30))
         assert not asyncio.run(rewind.pg_rewind(st, UPSTREAM, timeout=30))
     assert not record.exists()  # neither program ran
     messages = [r.getMessage() for r in caplog.records]

@@ -273,6 +273,7 @@ class DecisionCycle:
             wall_time=wall, restart_requested=s.commands.due_restart(wall),
             reinit_requested=reinit is not None,
             reinit_from_leader=reinit is not None and reinit.from_leader,
+            replica_without_leader=s.executor.pg.settings.replica_without_leader,
             handover_failed=self.handover_failed, session_id=s.store.kv.session_id,
             bootstrap_config=s.local_config.config.bootstrap.dcs.to_dcs()
             if view is None or view.config is None else None,

@@ -80,7 +80,8 @@ class PgControl(Protocol):
 
     async def create_roles(self) -> None: ...
 
-    async def clone(self, source: Upstream) -> bool: ...
+    async def clone(self, source: Upstream | None, *, basebackup_only: bool = False,
+                    replace_data: bool = False) -> bool: ...
 
     async def start(self, role: str, upstream: Upstream | None) -> bool: ...
 
@@ -397,8 +398,9 @@ class Executor:
                 return False
             await self.status.pg_changed()
             await self.status.busy("creating replica")
-            await self.pg.wipe()
-            return (await self.pg.clone(action.source)
+            # the replica methods empty the directory first, except a keep_data one
+            return (await self.pg.clone(action.source, basebackup_only=action.from_leader,
+                                        replace_data=True)
                     and await self.pg.start("replica", action.leader))
 
     async def _hand_over(self, candidate: Upstream) -> bool:

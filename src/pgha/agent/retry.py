@@ -53,7 +53,7 @@ def _key(action: Action) -> _Key | None:
         return None
     match action:
         case CloneReplica(source=source):
-            return kind, source.name
+            return kind, source.name if source is not None else ""
         case Rejoin(leader=leader):
             return kind, leader.name
         case StartPostgres(upstream=upstream):

@@ -18,6 +18,7 @@ layered without cycles (each imports only those listed before it):
 
 - ``base``: ConfigError, constants, scalar parsers, field types, section base classes;
 - ``dynamic``: DynamicConfig and the bootstrap section;
+- ``replica``: pg_basebackup options and the sections of custom replica methods;
 - ``models``: the local sections and Config;
 - ``env``: the ``PGHA_``/``PATRONI_`` environment overrides;
 - ``keys_table``/``keys``: the key registry and the checks over raw mappings;

@@ -185,9 +185,15 @@ LOCAL: tuple[Key, ...] = (
     _k("postgresql.pg_hba", note="lines of pg_hba.conf", free=True),
     _p("postgresql.pg_ident", None, "pg_ident.conf lines", "[]", free=True),
     _p("postgresql.custom_conf", None, "a custom base postgresql.conf"),
-    _p("postgresql.create_replica_methods", METHODS, "custom replica methods; pgha clones "
-       "with pg_basebackup", "[basebackup]", inert=("basebackup",), free=True),
-    _p("postgresql.basebackup", METHODS, "extra pg_basebackup options", free=True),
+    _k("postgresql.create_replica_methods", "[basebackup]", note="replica creation methods "
+       "tried in order until one succeeds: the built-in `basebackup` (pg_basebackup) and "
+       "custom methods, each defined by its section `postgresql.<method>` (`command`, "
+       "`no_params`, `keep_data`, `no_leader`/`no_master`, extra keys passed as "
+       "`--key=value`)", free=True),
+    _k("postgresql.basebackup", note="pg_basebackup options: a list of switches and "
+       "{option: value} items, or a mapping (`max-rate`, `checkpoint`, `waldir`, ...); "
+       "the data directory, WAL method, format and connection options are pgha's",
+       free=True),
     _k("postgresql.recovery_conf", note="recovery settings written on replicas "
        "(restore_command, archive_cleanup_command, recovery_min_apply_delay, ...); pgha "
        "manages primary_conninfo, primary_slot_name and recovery_target_timeline", free=True),

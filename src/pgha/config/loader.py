@@ -13,7 +13,8 @@ error at ``...parameters.NAME``; renamed names are kept as given (they are trans
 server's major when the parameters are merged). Every key is looked up in the registry
 (:mod:`pgha.config.keys`): unsupported ones and ``PATRONI_*`` variables pgha does not act on are
 logged as warnings, unknown keys, bad values (member name, wildcard ``listen``,
-``zookeeper.hosts``), missing certificate files, non-UTF-8 files and nesting deeper than
+``zookeeper.hosts``), a replica method without a valid ``postgresql.<method>`` section,
+missing certificate files, non-UTF-8 files and nesting deeper than
 ``keys.MAX_DEPTH`` are ConfigErrors. Inputs are never modified.
 """
 
@@ -47,8 +48,9 @@ from pgha.config.keys import (
     file_keys,
     too_deep,
 )
-from pgha.config.models import ClusterAccess, Config, _dcs_count_errors
+from pgha.config.models import ClusterAccess, Config, PostgresqlConfig, _dcs_count_errors
 from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
+from pgha.config.replica import ReplicaMethodConfig
 from pgha.core.model import HA_MINIMUMS, HaSettings
 from pgha.core.slots import config_problems as slot_config_problems
 from pgha.core.standby import parse_standby_cluster
@@ -122,14 +124,41 @@ def _convert(exc: ValidationError, prefix: str = "",
 
 
 def _check_keys(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Errors of the key registry (:mod:`pgha.config.keys`) and missing files; its warnings
-    are logged on ``pgha.config``."""
+    """Errors of the key registry (:mod:`pgha.config.keys`), missing files and replica method
+    sections; the registry's warnings are logged on ``pgha.config``."""
     errors, warnings = check_local(raw)
     for path, message in warnings:
         logger.warning("%s: %s", path, message)
     errors += check_values(raw)
+    errors += _replica_method_errors(raw)
     errors += [(path, f"file not found: {name}") for path, name in file_keys(raw)
                if not os.path.exists(name) and name.isprintable()]  # else refused as malformed
+    return errors
+
+
+def _replica_method_errors(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every method of ``postgresql.create_replica_methods`` other than ``basebackup`` needs
+    its section ``postgresql.<method>`` (:class:`ReplicaMethodConfig`); a name of another
+    ``postgresql`` setting is no method."""
+    pg = raw.get("postgresql")
+    methods = pg.get("create_replica_methods") if isinstance(pg, Mapping) else None
+    if not isinstance(pg, Mapping) or not isinstance(methods, list):
+        return []  # absent, or refused by the model with its own error
+    errors: list[tuple[str, str]] = []
+    for i, name in enumerate(methods):
+        where = f"postgresql.create_replica_methods[{i}]"
+        if not isinstance(name, str) or name == "basebackup":
+            continue
+        if not name or "." in name or name in PostgresqlConfig.model_fields:
+            errors.append((where, f"{name!r} cannot name a replica method"))
+        elif not isinstance(section := pg.get(name), Mapping):
+            errors.append((where, f"method {name!r} has no section postgresql.{name} "
+                                  "(with its command)"))
+        else:
+            try:
+                ReplicaMethodConfig.model_validate(dict(section))
+            except ValidationError as exc:
+                errors += _convert(exc, f"postgresql.{name}")
     return errors
 
 

@@ -33,6 +33,8 @@ from pgha.config.base import (
     split_host_port,
 )
 from pgha.config.dynamic import BootstrapConfig
+from pgha.config.replica import Option, ReplicaMethodConfig
+from pgha.config.replica import basebackup_options as _basebackup_options
 
 logger = logging.getLogger("pgha.config")
 
@@ -194,9 +196,34 @@ class PostgresqlConfig(_Endpoint):
     @field_validator("basebackup", mode="before")
     @classmethod
     def _check_basebackup(cls, value: Any) -> Any:
-        if not isinstance(value, list | dict):
-            raise ValueError("expected a list of options or a mapping")
+        _basebackup_options(value)  # raises ValueError naming the option
         return value
+
+    @field_validator("create_replica_methods", mode="before")
+    @classmethod
+    def _default_methods(cls, value: Any) -> Any:
+        return value or ["basebackup"]
+
+    def basebackup_options(self) -> list[Option]:
+        """``basebackup`` as ``(option, value)`` pairs; see
+        :func:`pgha.config.replica.basebackup_options`."""
+        return _basebackup_options(self.basebackup)
+
+    def replica_methods(self) -> list[tuple[str, ReplicaMethodConfig | None]]:
+        """``create_replica_methods`` in order, each with its section (None for the built-in
+        ``basebackup``). Raises ValueError (pydantic's ValidationError) for a method whose
+        section is missing or invalid: :func:`pgha.config.parse_config` reports those as
+        ConfigError with their key paths first."""
+        out: list[tuple[str, ReplicaMethodConfig | None]] = []
+        for name in self.create_replica_methods:
+            if name == "basebackup":
+                out.append((name, None))
+                continue
+            section = (self.model_extra or {}).get(name)
+            if not isinstance(section, dict):
+                raise ValueError(f"replica method {name!r} has no section postgresql.{name}")
+            out.append((name, ReplicaMethodConfig.model_validate(section)))
+        return out
 
     @model_validator(mode="after")
     def _default_config_dir(self) -> PostgresqlConfig:

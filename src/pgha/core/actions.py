@@ -53,10 +53,13 @@ class WriteInitialize:
 
 @dataclass(frozen=True)
 class CloneReplica:
-    """pg_basebackup from ``source`` into the (empty) data directory, then write the replica
-    configuration (standby.signal, primary_conninfo, slot). Does not start PostgreSQL."""
+    """Create the replica's data in the (empty) data directory with the configured replica
+    methods (``create_replica_methods``, tried in order) from ``source``, then write the
+    replica configuration (standby.signal, primary_conninfo, slot). ``source`` None: no
+    leader runs, only the methods allowed to work without one (``no_leader``) are tried.
+    Does not start PostgreSQL."""
 
-    source: Upstream
+    source: Upstream | None
 
 
 @dataclass(frozen=True)
@@ -174,11 +177,14 @@ class RestartPostgres:
 
 @dataclass(frozen=True)
 class Reinitialize:
-    """Operator-requested re-clone of a replica: stop PostgreSQL (IMMEDIATE), wipe the data
-    directory, clone from ``source`` and start as a replica of ``leader``."""
+    """Operator-requested re-clone of a replica: stop PostgreSQL (IMMEDIATE), re-create the
+    data directory from ``source`` with the replica methods (as CloneReplica; a ``keep_data``
+    method may reuse the old files, the others start from an emptied directory) and start as
+    a replica of ``leader``. ``from_leader``: pg_basebackup (from the leader) alone."""
 
     source: Upstream
     leader: Upstream
+    from_leader: bool = False
 
 
 @dataclass(frozen=True)

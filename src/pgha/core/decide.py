@@ -307,6 +307,11 @@ def _paused_switchover(view: ClusterView, local: LocalState,
 
 
 def _empty_data(view: ClusterView, local: LocalState, holds_lock: bool) -> Decision:
+    """An empty data directory: give up a lock we hold, bootstrap a new cluster, or create a
+    replica from the running leader (its ``clonefrom``/``replicatefrom`` member when there is
+    one). With no running leader it waits, unless ``local.replica_without_leader``: then the
+    ``no_leader`` replica methods create it (CloneReplica without a source) and it starts
+    as a replica without an upstream."""
     if holds_lock:
         return _d(Reason.LEADER_DATA_LOST, "holding the lock with an empty data directory",
                   ReleaseLeader())
@@ -319,6 +324,12 @@ def _empty_data(view: ClusterView, local: LocalState, holds_lock: bool) -> Decis
         return _d(Reason.BOOTSTRAP_IN_PROGRESS, "another member is bootstrapping the cluster")
     leader = view.leader_member
     if leader is None or not is_running_leader(leader) or not leader.conn_url:
+        if local.replica_without_leader:
+            # as Patroni: the data comes from elsewhere (a backup); the replica starts without
+            # an upstream and follows the leader once one runs (or joins the race)
+            return _d(Reason.CLONE_WITHOUT_LEADER, "empty data directory and no running "
+                      "leader: creating a replica with the methods that need none (no_leader)",
+                      CloneReplica(None), StartPostgres("replica"))
         return _d(Reason.WAITING_FOR_LEADER, "empty data directory: waiting for a running leader")
     source = clone_source(view, local) or leader
     upstream = follow_target(view, local) or leader

@@ -24,6 +24,7 @@ class Reason(StrEnum):
     BOOTSTRAP = "bootstrap"
     BOOTSTRAP_IN_PROGRESS = "bootstrap_in_progress"
     CLONE = "clone"
+    CLONE_WITHOUT_LEADER = "clone_without_leader"  # no running leader: a no_leader method
     WAITING_FOR_LEADER = "waiting_for_leader"
     ADOPT_DATA = "adopt_existing_data"
     SYSID_MISMATCH = "sysid_mismatch"

@@ -457,7 +457,10 @@ class LocalState:
     ``wall_time`` is the epoch time of this cycle (scheduled switchovers are wall-clock).
     ``restart_requested``: an operator restart whose conditions the agent already checked.
     ``reinit_requested``: an operator re-clone; ``reinit_from_leader`` clones from the leader
-    even when a ``clonefrom`` member exists.
+    (with pg_basebackup) even when a ``clonefrom`` member exists.
+    ``replica_without_leader``: the local configuration has a replica method that may create
+    this replica while no leader runs (``no_leader``); an empty member then creates its data
+    with those methods instead of waiting for a leader.
     ``session_id``: the identifier of our current DCS session (the backend's ``session_id``;
     None when there is none), compared with :attr:`Leader.session`.
     ``handover_failed``: a HandOver of ours failed because its candidate could not be asked or
@@ -481,5 +484,6 @@ class LocalState:
     restart_requested: bool = False
     reinit_requested: bool = False
     reinit_from_leader: bool = False
+    replica_without_leader: bool = False
     handover_failed: bool = False
     session_id: str | None = None

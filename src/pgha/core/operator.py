@@ -136,7 +136,8 @@ def reinitialize_decision(view: ClusterView, local: LocalState) -> Decision | No
         return None
     source = leader if local.reinit_from_leader else (clone_source(view, local) or leader)
     return _d(Reason.REINITIALIZE, f"re-creating this replica from {source.name} on request",
-              Reinitialize(_upstream(source), _upstream(leader)))
+              Reinitialize(_upstream(source), _upstream(leader),
+                           from_leader=local.reinit_from_leader))
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -1,8 +1,8 @@
-"""Creating data: initdb, the cluster's roles, pg_basebackup clones, wiping a data directory."""
+"""Creating data: initdb, the cluster's roles, wiping a data directory (replicas are created by
+:mod:`pgha.pg.replica_methods`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -12,20 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pgha.core.actions import Upstream
-from pgha.pg.cmd import Progress, clean_env, run, tree_size
-from pgha.pg.conf import write_pgpass
-from pgha.pg.connparams import check_key_file, client_files, program_conninfo
+from pgha.pg.cmd import clean_env, run
 from pgha.pg.errors import PgError
 from pgha.pg.probe import Connection, local_connection
-from pgha.pg.settings import PgSettings, PgUser, parse_conn_url
+from pgha.pg.settings import PgSettings, PgUser
 
 log = logging.getLogger("pgha.pg")
 
 INITDB_TIMEOUT = 300.0
-CLONE_TIMEOUT = 30 * 24 * 3600.0  # no practical cut-off: a stalled clone is stopped instead
-CLONE_STALL_TIMEOUT = 600.0
-"""A clone that copies nothing new for this long is stopped (and retried with backoff)."""
 ROLES_TIMEOUT = 30.0
 
 _OPTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
@@ -155,19 +149,6 @@ async def create_roles(settings: PgSettings) -> None:
     log.info("roles created: %s", ", ".join(sorted({u.username for u in users})))
 
 
-def _clone_progress(settings: PgSettings, source: Upstream, stall_timeout: float) -> Progress:
-    logged = [0.0]
-    loop = asyncio.get_running_loop()
-
-    def report(size: int) -> None:
-        if loop.time() - logged[0] >= 60:
-            logged[0] = loop.time()
-            log.info("cloning from %s: %.1f MiB copied so far", source.name, size / 2**20)
-
-    return Progress(lambda: tree_size(settings.data_dir), stall_timeout=stall_timeout,
-                    interval=min(10.0, stall_timeout / 3), report=report)
-
-
 def wipe_data_dir(data_dir: Path) -> None:
     """Remove everything inside ``data_dir`` (the directory itself stays: it may be a mount
     point). The directories that a symlinked ``pg_wal`` and the tablespace links in
@@ -191,43 +172,3 @@ def _empty_dir(path: Path) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
-
-
-async def clone(settings: PgSettings, source: Upstream, timeout: float = CLONE_TIMEOUT,
-                stall_timeout: float = CLONE_STALL_TIMEOUT) -> bool:
-    """pg_basebackup from ``source`` into the empty data directory (WAL streamed, fast
-    checkpoint, as the replication user with its libpq options and the pgpass file; see
-    :mod:`pgha.pg.connparams`). True on success; on failure or cancellation the partial copy
-    is wiped. Writes no configuration and starts nothing.
-
-    There is no fixed time limit (a multi-terabyte copy takes hours): the copy is stopped when
-    the data directory has not grown for :data:`CLONE_STALL_TIMEOUT`; its size is logged every
-    minute."""
-    try:
-        host, port = parse_conn_url(source.conn_url)
-    except ValueError as exc:
-        log.error("cannot clone from %s: %s", source.name, exc)
-        return False
-    if check_key_file(settings.replication, "replication"):
-        return False
-    await asyncio.to_thread(write_pgpass, settings)
-    dsn = program_conninfo(settings, settings.replication, "replication", host, port,
-                           application_name=settings.name)
-    argv = [settings.binary("pg_basebackup"), "-D", str(settings.data_dir), "-X", "stream",
-            "-c", "fast", "-w", "-d", dsn]
-    settings.data_dir.parent.mkdir(parents=True, exist_ok=True)
-    log.info("cloning from %s with pg_basebackup -d %r", source.name, dsn)
-    try:
-        with client_files(settings, settings.replication, "replication") as extra:
-            result = await run(argv, timeout=timeout, env=clean_env(extra),
-                               progress=_clone_progress(settings, source, stall_timeout))
-    except BaseException:
-        await asyncio.shield(asyncio.to_thread(wipe_data_dir, settings.data_dir))
-        raise
-    if not result.ok:
-        log.error("pg_basebackup from %s failed: %s", source.name, result.describe())
-        await asyncio.to_thread(wipe_data_dir, settings.data_dir)
-        return False
-    os.chmod(settings.data_dir, 0o700)
-    log.info("cloned from %s", source.name)
-    return True

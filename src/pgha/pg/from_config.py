@@ -12,7 +12,7 @@ from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
 from pgha.pg.conf import RECOVERY_MANAGED
 from pgha.pg.connparams import FILE_OPTIONS, LIBPQ_OPTIONS, asyncpg_unsupported
 from pgha.pg.params import merge_judged
-from pgha.pg.settings import PgSettings, PgUser
+from pgha.pg.settings import PgSettings, PgUser, ReplicaMethod
 
 log = logging.getLogger("pgha.config")
 _warned: set[str] = set()
@@ -110,6 +110,21 @@ def recovery_conf(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
     return {**judged.kept, **managed}
 
 
+def replica_methods(config: Config) -> tuple[ReplicaMethod, ...]:
+    """``postgresql.create_replica_methods`` with their sections (validated by
+    :func:`pgha.config.parse_config`)."""
+    out: list[ReplicaMethod] = []
+    for name, section in config.postgresql.replica_methods():
+        if section is None:
+            out.append(ReplicaMethod(name))
+        else:
+            out.append(ReplicaMethod(name, section.command, no_params=section.no_params,
+                                     keep_data=section.keep_data,
+                                     no_leader=section.without_leader,
+                                     params=tuple(section.params.items())))
+    return tuple(out)
+
+
 def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
                 catalogue: ParamCatalogue | None = None) -> PgSettings:
     """PgSettings for this member. ``pg_hba`` comes from ``postgresql.pg_hba``, else the
@@ -153,4 +168,6 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
         use_unix_socket=pgc.use_unix_socket,
         nostream=config.tags.nostream,
         recovery_conf=recovery_conf(config, dyn_pg, catalogue),
+        replica_methods=replica_methods(config),
+        basebackup_options=tuple(pgc.basebackup_options()),
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 from pgha.core.actions import SlotSpec, StopMode, SyncSlots, Upstream
 from pgha.core.model import ControlState, DataState, PgRole, PgState, StandbyConn
-from pgha.pg import bootstrap, controldata, rewind, slotcopy, slots
+from pgha.pg import bootstrap, controldata, replica_methods, rewind, slotcopy, slots
 from pgha.pg.cmd import tail_file
 from pgha.pg.conf import (
     STANDBY_SIGNAL,
@@ -390,14 +390,21 @@ class Postgres:
         Raises PgError."""
         await bootstrap.create_roles(self.settings)
 
-    async def clone(self, source: Upstream) -> bool:
-        """pg_basebackup from ``source`` into the EMPTY data directory, then write the replica
-        configuration for ``source`` (not started). On failure the partial copy is wiped."""
-        if self.data_state() != DataState.EMPTY:
-            log.error("clone refused: data directory %s is not empty", self.settings.data_dir)
+    async def clone(self, source: Upstream | None, *, basebackup_only: bool = False,
+                    replace_data: bool = False) -> bool:
+        """Create this replica's data (:func:`pgha.pg.replica_methods.create_replica`; None:
+        no running leader) and write its configuration for ``source`` (not started). Refused
+        while PostgreSQL runs, and for data that is not EMPTY unless ``replace_data`` (an
+        operator's re-initialisation). On failure the directory is left empty."""
+        if self.is_running() or (not replace_data and self.data_state() != DataState.EMPTY):
+            log.error("clone refused: PostgreSQL is running or %s is not empty",
+                      self.settings.data_dir)
             return False
+        await self._probe.close()
         self._sysid = None
-        if not await bootstrap.clone(self.settings, source):
+        self._set_upstream(None)
+        if not await replica_methods.create_replica(self.settings, source,
+                                                    basebackup_only=basebackup_only):
             return False
         try:
             await asyncio.to_thread(write_config, self.settings, "replica", source)

@@ -21,6 +21,29 @@ class PgUser:
     libpq: tuple[tuple[str, str], ...] = ()
 
 
+BASEBACKUP = "basebackup"
+"""The built-in replica method (pg_basebackup)."""
+
+
+@dataclass(frozen=True)
+class ReplicaMethod:
+    """One entry of ``postgresql.create_replica_methods`` (see :mod:`pgha.pg.replica_methods`).
+    The built-in ``basebackup`` has only its name; a custom method has its ``command`` and
+    section: ``no_params``, ``keep_data``, ``no_leader`` (also set by ``no_master``) and the
+    extra keys ``params``, in the order given."""
+
+    name: str
+    command: str = ""
+    no_params: bool = False
+    keep_data: bool = False
+    no_leader: bool = False
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def builtin(self) -> bool:
+        return self.name == BASEBACKUP
+
+
 @dataclass(frozen=True)
 class PgSettings:
     """Everything the PostgreSQL layer needs to run one instance.
@@ -71,6 +94,15 @@ class PgSettings:
     """What the slot plan needs (``hot_standby_feedback``, ``wal_level``,
     ``max_replication_slots``); they win over ``parameters``, see
     :func:`pgha.pg.conf.slot_overrides`."""
+    replica_methods: tuple[ReplicaMethod, ...] = (ReplicaMethod(BASEBACKUP),)
+    """``postgresql.create_replica_methods`` in order, with their sections."""
+    basebackup_options: tuple[tuple[str, str | None], ...] = ()
+    """``postgresql.basebackup`` as validated ``(option, value)`` pairs (None: a switch)."""
+
+    @property
+    def replica_without_leader(self) -> bool:
+        """A replica method may create this replica while no leader runs (``no_leader``)."""
+        return any(m.no_leader and not m.builtin for m in self.replica_methods)
 
     def binary(self, name: str) -> str:
         """Absolute path of a PostgreSQL program in ``bin_dir``."""

@@ -1,0 +1,122 @@
+"""Replica creation settings: ``postgresql.basebackup`` options and the sections of custom
+replica methods (``postgresql.<method>``, named by ``postgresql.create_replica_methods``).
+
+Contract (pure; no IO):
+
+- :func:`basebackup_options` turns Patroni-style pg_basebackup options into ``(name, value)``
+  pairs (``value`` None: a switch), in the order given. Accepted shapes: a list whose items
+  are switches (``"verbose"``) or one-key mappings (``{"max-rate": "100M"}``), or one
+  mapping (``{"checkpoint": "fast", "verbose": true}``; ``true`` is a switch, ``false`` and
+  ``null`` leave the option out). Leading dashes are dropped. The options pgha controls
+  itself (:data:`BASEBACKUP_RESERVED`: data directory, WAL method, output format and target,
+  connection, recovery configuration) are refused, as is any malformed name or a value that
+  is not a scalar; the ValueError names the option.
+- :class:`ReplicaMethodConfig` is one custom method section: ``command`` (required, split as
+  a shell would), ``no_params``, ``keep_data``, ``no_leader`` (``no_master`` is the older
+  spelling) and extra scalar keys, passed to the command as ``--key=value``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from pgha.config.base import _Section
+
+_CONNECTION = "pgha connects to the source member itself (replication user, pgpass)"
+BASEBACKUP_RESERVED: dict[str, str] = {
+    **dict.fromkeys(("pgdata", "D"), "pgha sets the data directory"),
+    **dict.fromkeys(("wal-method", "X", "xlog-method"), "pgha streams the WAL (-X stream)"),
+    **dict.fromkeys(("format", "F", "target", "t", "gzip", "z"),
+                    "a replica needs the plain format in its data directory"),
+    **dict.fromkeys(("write-recovery-conf", "R"), "pgha writes the replica configuration"),
+    **dict.fromkeys(("dbname", "d", "host", "h", "port", "p", "username", "U", "no-password",
+                     "w", "password", "W"), _CONNECTION),
+}
+"""pg_basebackup options pgha sets itself or that would break the replica, with why."""
+
+_OPTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
+Option = tuple[str, str | None]
+
+
+def _option(name: Any, value: Any) -> Option | None:
+    """One option as ``(name, value)``; None when ``value`` leaves it out."""
+    text = str(name).lstrip("-")
+    if not _OPTION_NAME.match(text):
+        raise ValueError(f"option {str(name)!r} is not an option name")
+    if text in BASEBACKUP_RESERVED:
+        raise ValueError(f"option {text!r} is not allowed: {BASEBACKUP_RESERVED[text]}")
+    if value is None or value is False:
+        return None
+    if value is True:
+        return text, None
+    if not isinstance(value, str | int | float):
+        raise ValueError(f"option {text!r}: expected a single value, got {type(value).__name__}")
+    if any(c in str(value) for c in "\n\r\0"):
+        raise ValueError(f"option {text!r}: the value must not contain a line break or NUL")
+    return text, str(value)
+
+
+def basebackup_options(value: Any) -> list[Option]:
+    """See the module docstring. ``None``: no options."""
+    if value is None:
+        return []
+    items: list[tuple[Any, Any]] = []
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, str):
+                items.append((item, True))
+            elif isinstance(item, Mapping) and len(item) == 1:
+                items.extend(item.items())
+            else:
+                raise ValueError(f"{item!r}: expected an option name or a mapping with one "
+                                 "option and its value")
+    else:
+        raise ValueError("expected a list of options or a mapping")
+    return [opt for name, val in items if (opt := _option(name, val)) is not None]
+
+
+class ReplicaMethodConfig(_Section):
+    """A custom replica method section (see the module docstring); extra keys are kept in
+    ``model_extra`` and must be scalars."""
+
+    command: str = Field(min_length=1)
+    no_params: bool = False
+    keep_data: bool = False
+    no_leader: bool = False
+    no_master: bool = False
+
+    @field_validator("command")
+    @classmethod
+    def _splittable(cls, value: str) -> str:
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split into words: {exc}") from None
+        if not words:
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _scalar_extras(self) -> ReplicaMethodConfig:
+        for key, value in (self.model_extra or {}).items():
+            if isinstance(value, Mapping | list):
+                raise ValueError(f"{key}: expected a single value (it is passed to the "
+                                 f"command as --{key}=...)")
+        return self
+
+    @property
+    def without_leader(self) -> bool:
+        """The method may create a replica while no leader runs (``no_leader``/``no_master``)."""
+        return self.no_leader or self.no_master
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The extra keys, in the order given."""
+        return dict(self.model_extra or {})
