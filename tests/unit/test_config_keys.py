@@ -135,7 +135,7 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
     by_path = {m.split(":", 1)[0]: m for m in messages}
     assert set(by_path) == {
         "bootstrap.dcs.standby_cluster.create_replica_methods",
-        "bootstrap.method", "watchdog", "log.type", "kubernetes"}, messages
+        "watchdog", "log.type", "kubernetes"}, messages
     assert "issue 13" in by_path["bootstrap.dcs.standby_cluster.create_replica_methods"]
     assert "issue 14" in by_path["watchdog"] and "issue 14" in by_path["log.type"]
     assert "not supported by pgha" in by_path["kubernetes"]

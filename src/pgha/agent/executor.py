@@ -21,6 +21,7 @@ from pgha.agent.clock import SYSTEM_CLOCK
 from pgha.agent.metrics import AgentMetrics
 from pgha.agent.promotion import promote_and_record
 from pgha.agent.retry import ErrorCapture, RetryGate
+from pgha.config import BootstrapMethod
 from pgha.core.actions import (
     AcquireLeader,
     Action,
@@ -146,7 +147,8 @@ class Executor:
     final WAL (the request is then left in the DCS for the core to withdraw), else None;
     ``slot_problems`` holds what the last SyncSlots could not do normally (slot -> why).
     ``dcs_timeout`` bounds each DCS call of an action: a number, or a callable read at every
-    call (the dynamic ``retry_timeout``)."""
+    call (the dynamic ``retry_timeout``). ``bootstrap_method`` is the custom method a
+    bootstrap runs instead of initdb (``bootstrap.method``; None: initdb)."""
 
     def __init__(
         self,
@@ -162,6 +164,7 @@ class Executor:
         handover_timeout: float = 10.0,
         metrics: AgentMetrics | None = None,
         retry: RetryGate | None = None,
+        bootstrap_method: BootstrapMethod | None = None,
     ) -> None:
         self.pg = pg
         self.store = store
@@ -174,7 +177,8 @@ class Executor:
         self.retry = retry if retry is not None else RetryGate(SYSTEM_CLOCK)
         self.bootstrapper = ClusterBootstrap(
             pg, store, lease, bootstrap_config=bootstrap_config, post_bootstrap=post_bootstrap,
-            pg_ctl_timeout=pg_ctl_timeout, dcs_timeout=self.dcs_timeout)
+            pg_ctl_timeout=pg_ctl_timeout, dcs_timeout=self.dcs_timeout,
+            method=bootstrap_method)
         self.failed_handover: Upstream | None = None
         self.slot_problems: dict[str, str] = {}
 
@@ -345,8 +349,7 @@ class Executor:
 
     # ------------------------------------------------------------------ PostgreSQL
     async def _bootstrap_cluster(self, action: BootstrapCluster) -> bool:
-        await self.status.busy("initializing new cluster")
-        return await self.bootstrapper.run()
+        return await self.bootstrapper.run(self.status)
 
     async def _clone_replica(self, action: CloneReplica) -> bool:
         await self.status.busy("creating replica")

@@ -108,6 +108,7 @@ class Agent:
             status=StatusRefresher(self.observer, self.publisher),
             bootstrap_config=dyn.model_dump(mode="json", exclude_none=True),
             post_bootstrap=config.bootstrap.post_bootstrap,
+            bootstrap_method=config.bootstrap.custom_method,
             pg_ctl_timeout=config.postgresql.pg_ctl_timeout,
             dcs_timeout=lambda: self.observer.settings.retry_timeout,
             handover_timeout=min(10.0, settings.ttl / 2),

@@ -43,7 +43,14 @@ from pgha.config.base import (
     join_host_port,
     split_host_port,
 )
-from pgha.config.dynamic import BootstrapConfig, DynamicConfig, DynamicPostgresql, UserSpec
+from pgha.config.dynamic import (
+    RECOVERY_TARGETS,
+    BootstrapConfig,
+    BootstrapMethod,
+    DynamicConfig,
+    DynamicPostgresql,
+    UserSpec,
+)
 from pgha.config.loader import (
     dynamic_config_warnings,
     load_cluster_access,
@@ -76,8 +83,10 @@ __all__ = [
     "DCS_KINDS",
     "DEFAULT_BIN_DIR",
     "ETCD_DEFAULT_PORT",
+    "RECOVERY_TARGETS",
     "AuthenticationConfig",
     "BootstrapConfig",
+    "BootstrapMethod",
     "CallbacksConfig",
     "ClusterAccess",
     "Config",

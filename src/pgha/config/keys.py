@@ -133,9 +133,24 @@ def _methods(data: Mapping[str, Any]) -> set[tuple[str, str]]:
     return out
 
 
+def _unused_bootstrap_methods(data: Mapping[str, Any]) -> list[str]:
+    """Sections of ``bootstrap`` that look like a custom method (a mapping with a
+    ``command``) but that ``bootstrap.method`` does not name: Patroni ignores them."""
+    boot = data.get("bootstrap")
+    if not isinstance(boot, Mapping):
+        return []
+    return [str(name) for name, section in boot.items()
+            if isinstance(section, Mapping) and "command" in section
+            and name != boot.get("method") and str(name) not in _LOCAL["bootstrap"]]
+
+
 def check_local(data: Mapping[str, Any]) -> tuple[Findings, Findings]:
-    """``(errors, warnings)`` for the keys of a local YAML mapping (see the module doc)."""
-    walk = _Walk(_methods(data))
+    """``(errors, warnings)`` for the keys of a local YAML mapping (see the module doc); a
+    custom bootstrap method section that ``bootstrap.method`` does not name is a warning."""
+    unused = _unused_bootstrap_methods(data)
+    walk = _Walk(_methods(data) | {("bootstrap", name) for name in unused})
+    walk.warnings += [(f"bootstrap.{name}", "not used: bootstrap.method does not name this "
+                       "custom method") for name in unused]
     walk.mapping(data, _LOCAL, "", "", local_root=True)
     bootstrap = data.get("bootstrap")
     dcs = bootstrap.get("dcs") if isinstance(bootstrap, Mapping) else None

@@ -126,8 +126,25 @@ LOCAL: tuple[Key, ...] = (
     _k("bootstrap", note="used by the member that initializes a new cluster"),
     Key("bootstrap.dcs", note="the dynamic configuration written to the DCS at bootstrap "
         "(see the dynamic keys below)", dynamic_section=True),
-    _p("bootstrap.method", METHODS, "custom bootstrap methods; pgha always runs initdb",
-       "initdb", inert=("initdb",)),
+    _k("bootstrap.method", "initdb", note="initdb, or the name of a custom method section "
+       "(`bootstrap.<method>`) run instead; methods are not chained"),
+    _k("bootstrap.<method>", note="a custom bootstrap method, the section bootstrap.method "
+       "names; its command restores a cluster into the empty data directory, then pgha "
+       "recovers it, promotes it and goes on as after initdb (roles, pg_hba, post_bootstrap); a "
+       "method section bootstrap.method does not name is not used (warning)"),
+    _k("bootstrap.<method>.command", note="run with `--scope=<scope> --datadir=<data_dir>` "
+       "and `--key=value` for each extra key of the section (split as a shell would, no "
+       "shell; PGPASSFILE set); a non-zero exit fails the bootstrap"),
+    _k("bootstrap.<method>.no_params", "false", note="pass the command no argument of pgha's"),
+    _k("bootstrap.<method>.keep_existing_recovery_conf", "false", note="recover with the "
+       "recovery.signal/standby.signal and the recovery settings in postgresql.auto.conf "
+       "that the command left (else they are removed; the settings go after the "
+       "promotion either way)"),
+    _k("bootstrap.<method>.recovery_conf", note="recovery settings of the restored cluster "
+       "until it is promoted (restore_command, recovery_target_time, recovery_target_action "
+       "promote or pause, ...); a target or a restore_command starts targeted archive "
+       "recovery", free=True),
+    _k("bootstrap.<method>.*", note="any other key: passed to the command as `--key=value`"),
     _k("bootstrap.initdb", note="initdb options: switches and {option: value} items", free=True),
     _k("bootstrap.post_bootstrap", note="script run after initdb with a superuser URL"),
     _k("bootstrap.post_init", note="older name of post_bootstrap"),

@@ -57,9 +57,11 @@ async def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | N
 
     Never raises for the program's own failure: a missing program or a non-zero exit is reported
     in the result. After ``timeout`` seconds (or when the calling task is cancelled) the program is
-    killed and reaped before returning (or re-raising the cancellation). With ``progress`` the
-    program is also killed when it stops making progress (see :class:`Progress`). The program runs
-    in its own session, so signals sent to the agent's process group do not reach it.
+    killed with its whole process group (a script's children too) and reaped before returning (or
+    re-raising the cancellation). With ``progress`` the program is also killed when it stops
+    making progress (see :class:`Progress`). The program runs in its own session, so signals sent
+    to the agent's process group do not reach it (a postmaster ``pg_ctl start`` launches leaves
+    that session: it is never killed with ``pg_ctl``).
     """
     args = tuple(argv)
     try:
@@ -153,6 +155,9 @@ async def kill_group(proc: asyncio.subprocess.Process, wait: float = 5.0) -> Non
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the process group ``proc`` leads (started in its own session), then reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
     with contextlib.suppress(Exception):
