@@ -7,10 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from tests.support.backups import (
     RESTORE_BACKUP,
     RESTORE_WAL,
@@ -22,6 +20,7 @@ from tests.support.cluster import (
     PG_BIN,
     SRC,
     dump_logs,
+    edit,
     new_cluster,
     primary_of,
     psql,
@@ -33,17 +32,6 @@ from tests.support.cluster import (
 from pgha.cli.localcluster import LocalCluster, MemberProc
 
 pytestmark = pytest.mark.integration
-
-
-def edit(m: MemberProc, change: dict[str, Any]) -> None:
-    cfg = yaml.safe_load(m.config_path.read_text())
-    for path, value in change.items():
-        node = cfg
-        *parents, last = path.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    m.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 def cluster_title(m: MemberProc) -> str:

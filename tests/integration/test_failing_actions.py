@@ -8,23 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from tests.support.cluster import dump_logs, new_cluster, status, wait_healthy, wait_until
-
-from pgha.cli.localcluster import MemberProc
+from tests.support.cluster import dump_logs, edit, new_cluster, status, wait_healthy, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def edit(m: MemberProc, change: dict[str, object]) -> None:
-    cfg = yaml.safe_load(m.config_path.read_text())
-    for path, value in change.items():
-        node = cfg
-        *parents, last = path.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    m.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 def test_failed_bootstrap_exits_with_its_cause_and_frees_initialize(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 from pgha.cli.localcluster import LocalCluster, MemberProc
 
@@ -109,6 +110,19 @@ def psql(m: MemberProc, sql: str, timeout: float = 10.0) -> str:
     if out.returncode != 0:
         raise RuntimeError(f"psql on {m.name} failed: {out.stderr.strip()}")
     return out.stdout.strip()
+
+
+def edit(m: MemberProc, change: dict[str, Any]) -> None:
+    """Set keys of member ``m``'s YAML (``{"postgresql.parameters.x": 1, ...}``: dotted paths,
+    missing sections created)."""
+    cfg = yaml.safe_load(m.config_path.read_text())
+    for path, value in change.items():
+        node = cfg
+        *parents, last = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    m.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 def new_cluster(base: Path, members: int = 3, dcs_section: dict[str, Any] | None = None,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.agent_stubs import NullSink, OpenLease
+from tests.support.agent_stubs import BootPg, NullSink, OpenLease
 
 from pgha.agent.bootstrap import BootstrapFailed, ClusterBootstrap
 from pgha.agent.clock import Clock
@@ -206,34 +206,6 @@ def test_the_failure_is_published_in_the_status_and_the_member_key() -> None:
 
 
 # ---------------------------------------------------------------------------- bootstrap
-
-
-@dataclass
-class BootPg:
-    initdb_ok: bool = True
-    calls: list[str] = field(default_factory=list)
-    settings: Any = None
-
-    async def initdb(self) -> bool:
-        self.calls.append("initdb")
-        return self.initdb_ok
-
-    async def start(self, role: str, upstream: Upstream | None) -> bool:
-        self.calls.append("start")
-        return True
-
-    async def create_roles(self) -> None:
-        self.calls.append("roles")
-
-    async def observe(self) -> PgState:
-        return PgState(sysid="7000")
-
-    async def stop(self, mode: StopMode, timeout: float | None = None) -> bool:
-        self.calls.append(f"stop {mode}")
-        return True
-
-    async def wipe(self) -> None:
-        self.calls.append("wipe")
 
 
 def pg_settings(tmp: Path) -> PgSettings:

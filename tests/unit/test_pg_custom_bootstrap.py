@@ -9,18 +9,16 @@ import os
 import pwd
 import re
 import signal
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from tests.support.agent_stubs import OpenLease
+from tests.support.agent_stubs import BootPg, OpenLease
 
 from pgha.agent.bootstrap import BootstrapFailed, ClusterBootstrap
 from pgha.config import BootstrapMethod
-from pgha.core.actions import StopMode, Upstream
-from pgha.core.model import PgState
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
 from pgha.pg.custom_bootstrap import (
@@ -242,33 +240,6 @@ async def test_the_command_is_killed_with_its_process_group(tmp_path: Path) -> N
 
 
 # ------------------------------------------------------------------ the orchestration
-@dataclass
-class BootPg:
-    settings: PgSettings
-    calls: list[str] = field(default_factory=list)
-
-    async def initdb(self) -> bool:
-        self.calls.append("initdb")
-        return True
-
-    async def start(self, role: str, upstream: Upstream | None) -> bool:
-        self.calls.append("start")
-        return True
-
-    async def create_roles(self) -> None:
-        self.calls.append("roles")
-
-    async def observe(self) -> PgState:
-        return PgState(sysid="7000")
-
-    async def stop(self, mode: StopMode, timeout: float | None = None) -> bool:
-        self.calls.append(f"stop {mode}")
-        return True
-
-    async def wipe(self) -> None:
-        self.calls.append("wipe")
-
-
 class States:
     def __init__(self) -> None:
         self.shown: list[str] = []
