@@ -94,7 +94,7 @@ def test_reference_doc_is_up_to_date() -> None:
     assert doc.read_text() == reference_markdown(), "run scripts/config-reference"
     text = doc.read_text()
     assert "| `synchronous_mode` | `off` | yes |" in text
-    assert "not supported yet (issue 13)" in text
+    assert "not supported yet (issue 14)" in text
     assert "[docs/configuration.md](docs/configuration.md)" in (ROOT / "README.md").read_text()
 
 
@@ -123,7 +123,7 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
         bootstrap={"dcs": {"synchronous_mode": True, "standby_cluster": {
                                "host": "10.0.0.9", "port": 5432,
                                "create_replica_methods": ["basebackup"]},
-                           "slots": {"s1": {"type": "physical"}}},
+                           "slots": {"s1": {"type": "physical"}}, "max_timelines_history": 5},
                    "method": "from_backup", "from_backup": {"command": "/bin/restore", "x": 1}},
         watchdog={"mode": "required"}, log={"type": "json", "level": "INFO"},
         postgresql={"data_dir": "/tmp/pg1", "bin_dir": "/opt/pg/bin",
@@ -134,9 +134,9 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
     messages = warnings_of(data, caplog)
     by_path = {m.split(":", 1)[0]: m for m in messages}
     assert set(by_path) == {
-        "bootstrap.dcs.standby_cluster.create_replica_methods",
+        "bootstrap.dcs.max_timelines_history",
         "watchdog", "log.type", "kubernetes"}, messages
-    assert "issue 13" in by_path["bootstrap.dcs.standby_cluster.create_replica_methods"]
+    assert by_path["bootstrap.dcs.max_timelines_history"].endswith("history is never trimmed")
     assert "issue 14" in by_path["watchdog"] and "issue 14" in by_path["log.type"]
     assert "not supported by pgha" in by_path["kubernetes"]
 
@@ -218,15 +218,14 @@ def test_dynamic_configuration_unknown_is_error_unsupported_warns(
     assert path == "config.synchronous_mod"
     assert message.startswith("unknown key; did you mean synchronous_mode or ")
     with caplog.at_level(logging.WARNING, logger="pgha.config"):
-        parse_dynamic_config({"standby_cluster": {"host": "10.0.0.9",
-                                                  "create_replica_methods": ["x"]}})
-    assert "standby_cluster.create_replica_methods: not supported yet (planned in issue 13)" \
+        parse_dynamic_config({"max_timelines_history": 5})
+    assert "max_timelines_history: not supported yet, ignored: history is never trimmed" \
         in caplog.text
     # from the DCS (written by someone else): everything is only reported, never raised
     assert dynamic_config_warnings({"ttl": 30, "bogus": 1, "standby_cluster": {"port": 1}}) == [
         "config.bogus: unknown key",
-        "config.standby_cluster: needs a host to stream from or a restore_command to replay "
-        "the archive with (this cluster runs as a primary)"]
+        "config.standby_cluster: needs a host to stream from, a restore_command to replay the "
+        "archive with or create_replica_methods (this cluster runs as a primary)"]
     assert dynamic_config_warnings({"slots": {"a": {"type": "x"}}}) == [
         "config.slots.a.type: must be physical or logical, got 'x' (entry not used)"]
     deep: Any = 1
@@ -258,9 +257,9 @@ async def test_patch_config_misspelled_refused_and_dcs_config_warned_once(
                 assert (await observer.dcs_view(2.0)) is not None
     lines = [r.getMessage() for r in caplog.records if r.name == "pgha.agent"]
     assert lines == ["DCS config.tll: unknown key; did you mean ttl?",
-                     "DCS config.standby_cluster: needs a host to stream from or a "
-                     "restore_command to replay the archive with (this cluster runs as a "
-                     "primary)"]
+                     "DCS config.standby_cluster: needs a host to stream from, a "
+                     "restore_command to replay the archive with or create_replica_methods "
+                     "(this cluster runs as a primary)"]
 
 
 # ------------------------------------------------------------------------- CLI
@@ -275,12 +274,10 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 def test_validate_config_prints_warnings_and_exits_0(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
-    path.write_text(yaml.safe_dump(minimal(bootstrap={"dcs": {"standby_cluster": {
-        "host": "h", "create_replica_methods": ["basebackup"]}}})))
+    path.write_text(yaml.safe_dump(minimal(bootstrap={"dcs": {"max_timelines_history": 5}})))
     result = runner.invoke(app, ["validate-config", str(path)])
     assert result.exit_code == 0, result.output
-    assert "WARNING: bootstrap.dcs.standby_cluster.create_replica_methods: not supported yet" \
-        in result.stderr
+    assert "WARNING: bootstrap.dcs.max_timelines_history: not supported yet" in result.stderr
     assert "configuration is valid" in result.stdout
 
 

@@ -60,6 +60,15 @@ def test_custom_methods_reach_the_postgresql_layer_in_order() -> None:
                                            ("verbose", None))
 
 
+def test_every_method_section_is_known_for_a_standby_clusters_own_list() -> None:
+    cfg = parse_config(config(from_repo={"command": "/usr/bin/restore", "target": "latest"},
+                              parameters={"work_mem": "4MB"}), NO_ENV)
+    settings = pg_settings(cfg, cfg.bootstrap.dcs)
+    assert settings.replica_methods == (ReplicaMethod("basebackup"),)  # not listed: not run
+    assert settings.method_sections == {"from_repo": ReplicaMethod(
+        "from_repo", "/usr/bin/restore", params=(("target", "latest"),))}
+
+
 def test_no_leader_on_basebackup_alone_is_not_a_no_leader_method() -> None:
     cfg = parse_config(config(create_replica_methods=["copy", "basebackup"],
                               copy={"command": "cp", "no_leader": False}), NO_ENV)

@@ -62,7 +62,8 @@ def test_the_remote_carries_its_slot_and_recovery_settings() -> None:
     ({"host": "a,b"}, "host: several hosts are not supported"),
     ({"host": "a", "port": "x"}, "port: expected a port number"),
     ({"host": "a", "port": 70000}, "port: expected a port number"),
-    ({"port": 5432}, "needs a host to stream from or a restore_command"),
+    ({"port": 5432}, "needs a host to stream from, a restore_command"),
+    ({"host": "a", "create_replica_methods": "basebackup"}, "create_replica_methods: expected"),
     ({"host": "a", "restore_command": "a\nb"}, "restore_command: expected a single-line"),
     ("10.0.0.9", "expected a mapping"),
 ])
@@ -123,6 +124,18 @@ def test_before_the_dcs_has_a_config_the_bootstrap_config_says_standby() -> None
     assert d.actions == (CloneReplica(REMOTE_UP), StartPostgres("replica", REMOTE_UP))
     d = decide(v, local(PgState(data=DataState.EMPTY), bootstrap_config={}), NOW)
     assert d.reason is Reason.BOOTSTRAP
+
+
+def test_a_standby_cluster_may_be_created_with_its_own_replica_methods() -> None:
+    section = {**SECTION, "create_replica_methods": ["from_repo", "basebackup"]}
+    v = view(leader=None, initialize=None, config={"standby_cluster": section})
+    d = decide(v, local(PgState(data=DataState.EMPTY)), NOW)
+    remote = replace(REMOTE_UP, methods=("from_repo", "basebackup"))
+    assert d.actions == (CloneReplica(remote), StartPostgres("replica", remote))
+    only_methods = {"standby_cluster": {"create_replica_methods": ["from_repo"]}}
+    d = decide(view(leader=None, initialize=None, config=only_methods),
+               local(PgState(data=DataState.EMPTY)), NOW)
+    assert d.reason is Reason.CLONE and isinstance(d.actions[0], CloneReplica)
 
 
 def test_members_clone_from_and_follow_the_standby_leader() -> None:

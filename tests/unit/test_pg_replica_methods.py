@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pgha.core.actions import Upstream
+from pgha.core.standby import REMOTE
 from pgha.pg import replica_methods
 from pgha.pg.postgres import Postgres
 from pgha.pg.replica_methods import basebackup_argv, create_replica, methods_to_run
@@ -171,6 +172,21 @@ def test_without_a_source_only_no_leader_methods_run(
     with caplog.at_level(logging.ERROR, "pgha.pg"):
         assert not asyncio.run(create_replica(st, None))
     assert "no replica method allows it (no_leader)" in caplog.text
+
+
+def test_a_standby_clusters_remote_is_cloned_with_the_sections_own_methods(
+        tmp_path: Path, record: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``standby_cluster.create_replica_methods`` names methods whose sections are in the
+    member's ``postgresql`` (listed in its own ``create_replica_methods`` or not)."""
+    repo = method(tmp_path, "from_repo", "cluster")
+    st = settings(tmp_path, ReplicaMethod("basebackup"), method_sections={"from_repo": repo})
+    remote = Upstream(REMOTE, "postgres://10.0.0.9:5433/postgres",
+                      methods=("missing", "from_repo", "basebackup"))
+    with caplog.at_level(logging.ERROR, "pgha.pg"):
+        assert [m.name for m in methods_to_run(st, remote)] == ["from_repo", "basebackup"]
+    assert "missing has no section postgresql.missing" in caplog.text
+    assert asyncio.run(create_replica(st, remote))
+    assert [r["name"] for r in runs(record)] == ["from_repo"]
 
 
 def test_from_leader_runs_basebackup_alone(tmp_path: Path, record: Path) -> None:

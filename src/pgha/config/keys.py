@@ -133,24 +133,32 @@ def _methods(data: Mapping[str, Any]) -> set[tuple[str, str]]:
     return out
 
 
-def _unused_bootstrap_methods(data: Mapping[str, Any]) -> list[str]:
-    """Sections of ``bootstrap`` that look like a custom method (a mapping with a
-    ``command``) but that ``bootstrap.method`` does not name: Patroni ignores them."""
-    boot = data.get("bootstrap")
-    if not isinstance(boot, Mapping):
+def _unused_methods(data: Mapping[str, Any], parent: str,
+                    named: set[tuple[str, str]]) -> list[str]:
+    """Sections of ``parent`` (``bootstrap`` or ``postgresql``) that look like a custom
+    method (a mapping with a ``command``) but that no method setting in ``data`` names:
+    Patroni ignores them (and a standby cluster's ``create_replica_methods``, set later in the
+    DCS, may name a ``postgresql`` one)."""
+    section = data.get(parent)
+    if not isinstance(section, Mapping):
         return []
-    return [str(name) for name, section in boot.items()
-            if isinstance(section, Mapping) and "command" in section
-            and name != boot.get("method") and str(name) not in _LOCAL["bootstrap"]]
+    return [str(name) for name, value in section.items()
+            if isinstance(value, Mapping) and "command" in value
+            and (parent, str(name)) not in named and str(name) not in _LOCAL[parent]]
 
 
 def check_local(data: Mapping[str, Any]) -> tuple[Findings, Findings]:
     """``(errors, warnings)`` for the keys of a local YAML mapping (see the module doc); a
-    custom bootstrap method section that ``bootstrap.method`` does not name is a warning."""
-    unused = _unused_bootstrap_methods(data)
-    walk = _Walk(_methods(data) | {("bootstrap", name) for name in unused})
+    custom method section that no method setting names is a warning."""
+    named = _methods(data)
+    boot_unused = _unused_methods(data, "bootstrap", named)
+    pg_unused = _unused_methods(data, "postgresql", named)
+    walk = _Walk(named | {("bootstrap", n) for n in boot_unused}
+                 | {("postgresql", n) for n in pg_unused})
     walk.warnings += [(f"bootstrap.{name}", "not used: bootstrap.method does not name this "
-                       "custom method") for name in unused]
+                       "custom method") for name in boot_unused]
+    walk.warnings += [(f"postgresql.{name}", "not used unless a create_replica_methods list "
+                       "names this custom method") for name in pg_unused]
     walk.mapping(data, _LOCAL, "", "", local_root=True)
     bootstrap = data.get("bootstrap")
     dcs = bootstrap.get("dcs") if isinstance(bootstrap, Mapping) else None

@@ -16,7 +16,7 @@ from typing import Any
 
 OK, PLANNED, NEVER, IGNORED = "implemented", "planned", "never", "ignored"
 
-METHODS, OPS = 13, 14  # issues that will implement the planned keys
+OPS = 14  # the issue that will implement the planned keys
 
 _OFF = ("false", "off", "no", "0")
 
@@ -314,8 +314,9 @@ DYNAMIC: tuple[Key, ...] = (
     _k("standby_cluster.primary_slot_name", note="slot on the remote (created by the operator)"),
     *(_k(f"standby_cluster.{k}", note="recovery setting of the standby leader") for k in (
         "restore_command", "archive_cleanup_command", "recovery_min_apply_delay")),
-    _p("standby_cluster.create_replica_methods", METHODS, "a standby cluster is cloned with "
-       "pg_basebackup from the remote", free=True),
+    _k("standby_cluster.create_replica_methods", note="how a new member of the standby "
+       "cluster is created from the remote: basebackup or postgresql.<method> sections",
+       free=True),
     _k("postgresql", note="cluster-wide PostgreSQL settings"),
     _k("postgresql.use_pg_rewind", "false"),
     _k("postgresql.use_slots", "true"),

@@ -25,13 +25,15 @@ class StopMode(StrEnum):
 class Upstream:
     """A member to stream from or clone from. The remote primary of a standby cluster
     (:mod:`pgha.core.standby`) also names the ``slot`` to use there (else the member's own
-    slot name) and ``recovery`` settings (``restore_command``, ...) to replay with; its
-    ``conn_url`` is empty when it is reached through the archive only."""
+    slot name), ``recovery`` settings (``restore_command``, ...) to replay with and the
+    ``methods`` a replica of it is created with; its ``conn_url`` is empty when it is reached
+    through the archive only."""
 
     name: str
     conn_url: str
     slot: str | None = None
     recovery: tuple[tuple[str, str], ...] = ()
+    methods: tuple[str, ...] = ()  # create_replica_methods to clone it with (else our own)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ Rules (Patroni's):
   replica streaming from ``standby_cluster.host``/``port`` (with ``primary_slot_name`` on the
   remote, when set) or replaying the remote's archive (``restore_command``), and it never
   promotes. The other members follow the standby leader, as replicas follow a leader.
-* A new standby cluster is bootstrapped by cloning the remote (``pg_basebackup`` from it)
+* A new standby cluster is bootstrapped by cloning the remote (``pg_basebackup`` from it,
+  or the section's ``create_replica_methods``, e.g. a restore from the backup repository)
   instead of initdb.
 * Failover and switchover happen inside the standby cluster: the new lock holder points its
   replication at the remote; nobody promotes.
@@ -55,13 +56,17 @@ class StandbyCluster:
     port: int = 5432
     primary_slot_name: str | None = None
     recovery: tuple[tuple[str, str], ...] = ()  # restore_command, ... as given
+    methods: tuple[str, ...] = ()  # create_replica_methods for a clone of the remote
 
     @property
     def remote(self) -> Upstream:
         """What the standby leader follows: the remote host (or no host: the archive only),
-        with its slot there and the recovery settings to use."""
+        with its slot there, the recovery settings to use and the methods a new member of
+        the standby cluster is created with from it (``create_replica_methods``: sections
+        ``postgresql.<name>`` of the member's configuration, or ``basebackup``)."""
         url = f"postgres://{_url_host(self.host)}:{self.port}/postgres" if self.host else ""
-        return Upstream(REMOTE, url, slot=self.primary_slot_name, recovery=self.recovery)
+        return Upstream(REMOTE, url, slot=self.primary_slot_name, recovery=self.recovery,
+                        methods=self.methods)
 
 
 def _url_host(host: str) -> str:
@@ -99,10 +104,16 @@ def parse_standby_cluster(value: Any) -> StandbyCluster | str | None:
         if not isinstance(item, str | int) or isinstance(item, bool) or "\n" in str(item):
             return f"{key}: expected a single-line value, got {item!r}"
         recovery.append((key, str(item)))
-    if host is None and not any(k == "restore_command" for k, _ in recovery):
-        return "needs a host to stream from or a restore_command to replay the archive with"
+    methods = value.get("create_replica_methods") or []
+    if not isinstance(methods, list) or not all(isinstance(m, str) and m for m in methods):
+        return f"create_replica_methods: expected a list of method names, got {methods!r}"
+    methods_given = tuple(methods)
+    if host is None and not any(k == "restore_command" for k, _ in recovery) \
+            and not methods_given:
+        return ("needs a host to stream from, a restore_command to replay the archive with "
+                "or create_replica_methods")
     return StandbyCluster(host.strip() if isinstance(host, str) else None, port, slot,
-                          tuple(recovery))
+                          tuple(recovery), methods_given)
 
 
 def standby_cluster(view: ClusterView) -> StandbyCluster | None:
@@ -165,8 +176,9 @@ def bootstrap_standby(standby: StandbyCluster) -> Decision:
     before the cluster is initialized clones it; the first to publish it writes
     ``initialize``, the race then picks the standby leader)."""
     remote = standby.remote
-    if not remote.conn_url:
+    if not remote.conn_url and not remote.methods:
         return _d(Reason.WAITING_FOR_LEADER, "standby cluster without a host: a new member "
-                  "needs a create_replica_method to restore from the archive")
-    return _d(Reason.CLONE, f"bootstrapping a standby cluster from {standby.host}",
+                  "needs create_replica_methods to restore from the archive")
+    source = standby.host or "its create_replica_methods"
+    return _d(Reason.CLONE, f"bootstrapping a standby cluster from {source}",
               CloneReplica(remote), StartPostgres("replica", remote))

@@ -9,6 +9,7 @@ from typing import Any
 
 from pgha.config import Config, DynamicConfig, DynamicPostgresql, RoleAuth
 from pgha.config.pg_parameters import ParamCatalogue, judge_parameters
+from pgha.config.replica import ReplicaMethodConfig
 from pgha.pg.conf import RECOVERY_MANAGED
 from pgha.pg.connparams import FILE_OPTIONS, LIBPQ_OPTIONS, asyncpg_unsupported
 from pgha.pg.params import merge_judged
@@ -110,19 +111,33 @@ def recovery_conf(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
     return {**judged.kept, **managed}
 
 
+def _method(name: str, section: ReplicaMethodConfig | None) -> ReplicaMethod:
+    if section is None:
+        return ReplicaMethod(name)
+    return ReplicaMethod(name, section.command, no_params=section.no_params,
+                         keep_data=section.keep_data, no_leader=section.without_leader,
+                         params=tuple(section.params.items()))
+
+
 def replica_methods(config: Config) -> tuple[ReplicaMethod, ...]:
     """``postgresql.create_replica_methods`` with their sections (validated by
     :func:`pgha.config.parse_config`)."""
-    out: list[ReplicaMethod] = []
-    for name, section in config.postgresql.replica_methods():
-        if section is None:
-            out.append(ReplicaMethod(name))
-        else:
-            out.append(ReplicaMethod(name, section.command, no_params=section.no_params,
-                                     keep_data=section.keep_data,
-                                     no_leader=section.without_leader,
-                                     params=tuple(section.params.items())))
-    return tuple(out)
+    return tuple(_method(name, section) for name, section in config.postgresql.replica_methods())
+
+
+def method_sections(config: Config) -> dict[str, ReplicaMethod]:
+    """Every custom replica method section of ``postgresql`` (a mapping with a ``command``),
+    listed in ``create_replica_methods`` or not: a standby cluster's
+    ``create_replica_methods`` may name others. One that is not valid is left out (logged)."""
+    out: dict[str, ReplicaMethod] = {}
+    for name, section in (config.postgresql.model_extra or {}).items():
+        if not isinstance(section, dict) or "command" not in section:
+            continue
+        try:
+            out[name] = _method(name, ReplicaMethodConfig.model_validate(section))
+        except ValueError as exc:
+            log.warning("postgresql.%s: not a usable replica method: %s", name, exc)
+    return out
 
 
 def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
@@ -169,5 +184,6 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
         nostream=config.tags.nostream,
         recovery_conf=recovery_conf(config, dyn_pg, catalogue),
         replica_methods=replica_methods(config),
+        method_sections=method_sections(config),
         basebackup_options=tuple(pgc.basebackup_options()),
     )

@@ -57,6 +57,16 @@ def methods_to_run(settings: PgSettings, source: Upstream | None,
     if basebackup_only:
         return [ReplicaMethod(BASEBACKUP)]
     methods = list(settings.replica_methods) or [ReplicaMethod(BASEBACKUP)]
+    if source is not None and source.methods:  # a standby cluster's own list for its remote
+        methods = []
+        for name in source.methods:
+            found = ReplicaMethod(BASEBACKUP) if name == BASEBACKUP \
+                else settings.method_sections.get(name)
+            if found is None:
+                log.error("standby_cluster.create_replica_methods: %s has no section "
+                          "postgresql.%s on this member; skipped", name, name)
+            else:
+                methods.append(found)
     if source is None:
         return [m for m in methods if m.no_leader and not m.builtin]
     return methods

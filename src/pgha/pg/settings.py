@@ -96,6 +96,9 @@ class PgSettings:
     :func:`pgha.pg.conf.slot_overrides`."""
     replica_methods: tuple[ReplicaMethod, ...] = (ReplicaMethod(BASEBACKUP),)
     """``postgresql.create_replica_methods`` in order, with their sections."""
+    method_sections: Mapping[str, ReplicaMethod] = field(default_factory=dict)
+    """Every custom method section of ``postgresql`` by name (a standby cluster's
+    ``create_replica_methods`` may name methods the member's own list does not)."""
     basebackup_options: tuple[tuple[str, str | None], ...] = ()
     """``postgresql.basebackup`` as validated ``(option, value)`` pairs (None: a switch)."""
 
