@@ -7,8 +7,8 @@ points it at the primary cluster's current primary, as HAProxy's ``/primary`` ch
 
 Walked through in order: the standby cluster bootstraps by cloning the remote, its lock holder
 is a standby leader (``GET /patroni`` role, ``/standby-leader``, ``pgha list``), the other
-member follows it; the primary cluster's switchover is followed; a node death inside the
-standby cluster gives a new standby leader (never a primary); ``promote-cluster`` makes it a
+member follows it; the primary cluster's switchover is followed; a switchover and a node
+death inside the standby cluster each give a new standby leader (never a primary); ``promote-cluster`` makes it a
 primary; ``demote-cluster`` makes it a standby leader of the remote again (rewound, not
 re-cloned). No timing is asserted. (The member that followed the promoted leader is left on
 that leader's newer timeline: re-pointing it is not part of this test.)
@@ -124,27 +124,35 @@ def test_standby_cluster_follows_fails_over_promotes_and_demotes(
     psql(new, "INSERT INTO marks VALUES (2)")
     marked_everywhere(standby, 2)
 
-    # 3. node death of the standby leader: the other member takes over as standby leader
-    standby.kill_node(sl.name)
+    # 3. a switchover inside the standby cluster: the lock moves, nobody promotes
+    out = pgha(sl, "switchover", "--candidate", other.name, "--force")
+    assert out.returncode == 0, out.stdout + out.stderr
     wait_until(lambda: standby_leader_of(standby) is other, 90, f"{other.name} standby leader")
     assert psql(other, "SELECT pg_is_in_recovery()") == "t"
     psql(new, "INSERT INTO marks VALUES (3)")
-    wait_until(lambda: has_mark(other, 3), 90, "mark 3 through the new standby leader")
-    standby.start(sl.name)
+    marked_everywhere(standby, 3)
 
-    # 4. promote-cluster: the standby leader promotes; the primary cluster is untouched
-    out = pgha(other, "promote-cluster", "--force")
+    # 4. node death of the standby leader: the other member takes over as standby leader
+    standby.kill_node(other.name)
+    wait_until(lambda: standby_leader_of(standby) is sl, 90, f"{sl.name} standby leader")
+    assert psql(sl, "SELECT pg_is_in_recovery()") == "t"
+    psql(new, "INSERT INTO marks VALUES (4)")
+    wait_until(lambda: has_mark(sl, 4), 90, "mark 4 through the new standby leader")
+    standby.start(other.name)
+
+    # 5. promote-cluster: the standby leader promotes; the primary cluster is untouched
+    out = pgha(sl, "promote-cluster", "--force")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert psql(other, "SELECT pg_is_in_recovery()") == "f"
-    psql(other, "INSERT INTO marks VALUES (100)")
+    assert psql(sl, "SELECT pg_is_in_recovery()") == "f"
+    psql(sl, "INSERT INTO marks VALUES (100)")
     assert primary_of(primary) is new
 
-    # 5. demote-cluster: back to a standby cluster of the remote, rewound rather than cloned
-    out = pgha(other, "demote-cluster", "--host", "127.0.0.2", "--port", str(link.port),
+    # 6. demote-cluster: back to a standby cluster of the remote, rewound rather than cloned
+    out = pgha(sl, "demote-cluster", "--host", "127.0.0.2", "--port", str(link.port),
                "--force")
     assert out.returncode == 0, out.stdout + out.stderr
-    psql(new, "INSERT INTO marks VALUES (4)")
+    psql(new, "INSERT INTO marks VALUES (5)")
     leader = wait_until(lambda: standby_leader_of(standby), 90, "a standby leader again")
-    wait_until(lambda: has_mark(leader, 4), 90, "mark 4 on the standby leader")
+    wait_until(lambda: has_mark(leader, 5), 90, "mark 5 on the standby leader")
     assert psql(leader, "SELECT count(*) FROM marks WHERE v = 100") == "0"  # rewound
     assert "Standby Leader" in pgha(leader, "list").stdout

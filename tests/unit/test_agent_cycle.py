@@ -56,7 +56,8 @@ class Configurator:
 
     async def apply_dynamic_config(self, *args: Any, **kwargs: Any) -> None: ...
 
-    def fire_lifecycle_callbacks(self, pg: PgState, restarted: bool) -> None: ...
+    def fire_lifecycle_callbacks(self, pg: PgState, restarted: bool,
+                                 standby_leader: bool = False) -> None: ...
 
 
 @dataclass

@@ -28,6 +28,7 @@ from pgha.core.actions import (
     Promote,
     PublishStatus,
     Rejoin,
+    ReleaseLeader,
     StartPostgres,
     StopMode,
     Upstream,
@@ -83,6 +84,21 @@ def test_standby_leader_follows_the_remote_and_never_promotes() -> None:
     d = decide(v, local(replica_pg(upstream=REMOTE)), NOW)
     assert d.reason is Reason.STANDBY_LEADER
     assert not any(isinstance(a, Follow | Promote) for a in d.actions)
+
+
+def test_a_switchover_in_a_standby_cluster_is_a_release_of_the_lock() -> None:
+    v = replace(standby_view(member(ME), member("pg2")),
+                failover={"leader": ME, "member": "pg2"})
+    pg = replica_pg(upstream=REMOTE)
+    d = decide(v, local(pg, peers={"pg2": peer("pg2", wal=POS)}), NOW)
+    assert (d.reason, d.actions) == (Reason.SWITCHOVER, (ReleaseLeader(),))
+    # the candidate takes the free lock and follows the remote, without promoting
+    candidate = replace(v, leader=None)
+    d = decide(candidate, replace(local(replica_pg(upstream=ME)), name="pg2",
+                                  session_id="session-pg2"), NOW)
+    assert d.reason is Reason.SWITCHOVER_CANDIDATE
+    assert d.actions[:2] == (AcquireLeader(), Follow(REMOTE_UP))
+    assert not any(isinstance(a, Promote) for a in d.actions)
 
 
 def test_race_winner_of_a_standby_cluster_takes_the_lock_without_promoting() -> None:

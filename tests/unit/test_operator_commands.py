@@ -3,12 +3,16 @@ agent's command side)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from pgha.agent.commands import ScheduledRestart
 from pgha.core.commands import Restart, merge_patch
+from pgha.core.model import PgRole, PgState
 from pgha.core.operator import restart_problem
 from pgha.pg.callbacks import lifecycle_callbacks
+from pgha.pg.configurator import PgConfigurator
 
 
 @pytest.mark.parametrize("conditions,role,pending,version,problem", [
@@ -56,8 +60,22 @@ def test_merge_patch_follows_rfc_7396() -> None:
     ((True, "primary"), (True, "primary"), "primary", True, [("on_restart", "primary")]),
     ((True, "replica"), (True, "replica"), "replica", False, []),
     ((False, None), (False, None), "primary", False, []),
+    # a replica taking the lock of a standby cluster (Patroni's standby_cluster feature)
+    ((True, "replica"), (True, "standby_leader"), "replica", False,
+     [("on_role_change", "standby_leader")]),
 ])
 def test_lifecycle_callbacks(before: tuple[bool, str | None], after: tuple[bool, str | None],
                              last: str | None, restarted: bool,
                              events: list[tuple[str, str]]) -> None:
     assert lifecycle_callbacks(before, after, last, restarted) == events
+
+
+def test_the_configurator_reports_a_standby_leader_as_such() -> None:
+    fired: list[tuple[str, str]] = []
+    configurator = PgConfigurator.__new__(PgConfigurator)
+    configurator.callbacks = SimpleNamespace(  # type: ignore[assignment]
+        fire=lambda action, role: fired.append((action, role)))
+    configurator._pg_seen, configurator._last_role = (True, "replica"), "replica"
+    running = PgState(running=True, accepting=True, role=PgRole.REPLICA)
+    configurator.fire_lifecycle_callbacks(running, restarted=False, standby_leader=True)
+    assert fired == [("on_role_change", "standby_leader")]

@@ -212,7 +212,8 @@ class CommandHandler:
 
     async def _wait_for_new_leader(self, old: str | None, candidate: str | None) -> Outcome:
         """Wait (``2 * max(10, loop_wait)`` s) until a leader other than ``old`` (``candidate``
-        when named) runs as primary; 503 when the request is withdrawn or time runs out."""
+        when named) runs as primary (or standby leader); 503 when the request is withdrawn or
+        time runs out."""
         limit = 2 * max(10.0, self.observer.settings.loop_wait)
         deadline = time.monotonic() + limit
         seen_request = False
@@ -220,7 +221,7 @@ class CommandHandler:
             view = self.observer.view
             if view is not None:
                 member = view.leader_member
-                if member is not None and member.name != old and member.is_running_primary \
+                if member is not None and member.name != old and member.is_running_leader \
                         and (candidate is None or member.name == candidate):
                     return Outcome(200, f'Successfully switched over to "{member.name}"')
                 if view.failover is not None:

@@ -213,8 +213,10 @@ class DecisionCycle:
             s.commands.restart_done(restarted, ok, decision.message)
         if decision.actions:
             pg_state, details = await s.observer.postgres()
-        s.configurator.fire_lifecycle_callbacks(pg_state, restarted=restarted and ok)
         self._publish(pg_state, details, decision)
+        s.configurator.fire_lifecycle_callbacks(
+            pg_state, restarted=restarted and ok,
+            standby_leader=s.publisher.status.role == "standby_leader")
         if not self.stopping and s.observer.dcs_ok and not await s.publisher.write_member_key(
                 s.observer.settings.loop_wait, s.lease.dcs_budget()):
             self.wake.set()  # our session expired: the next cycle sees it

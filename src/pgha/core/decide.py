@@ -68,7 +68,6 @@ from pgha.core.standby import (
     bootstrap_standby,
     demote_cluster,
     follow_remote,
-    is_running_leader,
     new_cluster_standby,
     standby_cluster,
     standby_leader,
@@ -323,7 +322,7 @@ def _empty_data(view: ClusterView, local: LocalState, holds_lock: bool) -> Decis
     if view.initialize == "":
         return _d(Reason.BOOTSTRAP_IN_PROGRESS, "another member is bootstrapping the cluster")
     leader = view.leader_member
-    if leader is None or not is_running_leader(leader) or not leader.conn_url:
+    if leader is None or not leader.is_running_leader or not leader.conn_url:
         if local.replica_without_leader:
             # as Patroni: the data comes from elsewhere (a backup); the replica starts without
             # an upstream and follows the leader once one runs (or joins the race)
@@ -458,7 +457,7 @@ def _stopped(view: ClusterView, local: LocalState, holds_lock: bool, now: float)
         return _d(Reason.START_REPLICA, "no leader: starting read-only to join the race",
                   StartPostgres("replica"))
     leader = view.leader_member
-    if leader is None or not is_running_leader(leader) or not leader.conn_url:
+    if leader is None or not leader.is_running_leader or not leader.conn_url:
         return _d(Reason.WAITING_FOR_LEADER,
                   f"waiting for leader {view.leader.name} to run")
     timeline_changed = (pg.timeline is not None and leader.timeline is not None

@@ -165,6 +165,11 @@ class Member:
     def is_running_primary(self) -> bool:
         return self.role == "primary" and self.state == "running"
 
+    @property
+    def is_running_leader(self) -> bool:
+        """A running primary, or a running standby leader (of a standby cluster)."""
+        return self.state == "running" and self.role in ("primary", "standby_leader")
+
 
 @dataclass(frozen=True)
 class Leader:

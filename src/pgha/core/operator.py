@@ -13,7 +13,6 @@ from pgha.core.decision import Decision, Reason
 from pgha.core.decision import decision as _d
 from pgha.core.decision import upstream_of as _upstream
 from pgha.core.model import ClusterView, LocalState, PgRole
-from pgha.core.standby import is_running_leader
 from pgha.core.switchover import (
     FailoverRequest,
     candidate_problem,
@@ -132,7 +131,7 @@ def restart_decision(view: ClusterView, local: LocalState, holds_lock: bool) -> 
 def reinitialize_decision(view: ClusterView, local: LocalState) -> Decision | None:
     """An operator re-clone, possible only from a running leader that is not us."""
     leader = view.leader_member
-    if leader is None or not is_running_leader(leader) or not leader.conn_url:
+    if leader is None or not leader.is_running_leader or not leader.conn_url:
         return None
     source = leader if local.reinit_from_leader else (clone_source(view, local) or leader)
     return _d(Reason.REINITIALIZE, f"re-creating this replica from {source.name} on request",

@@ -12,7 +12,8 @@ Rules (Patroni's):
   or the section's ``create_replica_methods``, e.g. a restore from the backup repository)
   instead of initdb.
 * Failover and switchover happen inside the standby cluster: the new lock holder points its
-  replication at the remote; nobody promotes.
+  replication at the remote; nobody promotes (a switchover is a release of the lock by the
+  standby leader).
 * Removing the section (``pgha promote-cluster``) makes the standby leader promote; adding it
   to a primary cluster (``pgha demote-cluster``) makes the leader stop and come back as a
   standby leader of the remote (rewound when its timeline diverged and ``use_pg_rewind``
@@ -24,7 +25,7 @@ Rules (Patroni's):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pgha.core.actions import (
@@ -32,7 +33,9 @@ from pgha.core.actions import (
     CloneReplica,
     Demote,
     Follow,
+    HandOver,
     Rejoin,
+    ReleaseLeader,
     StartPostgres,
     StopMode,
     Upstream,
@@ -40,7 +43,8 @@ from pgha.core.actions import (
 from pgha.core.decision import Decision, Reason
 from pgha.core.decision import decision as _d
 from pgha.core.housekeeping import leader_housekeeping
-from pgha.core.model import ClusterView, LocalState, Member
+from pgha.core.model import ClusterView, LocalState
+from pgha.core.operator import leader_switchover
 
 REMOTE = "standby_cluster"  # the name a standby leader's upstream goes by
 RECOVERY_KEYS = ("restore_command", "archive_cleanup_command", "recovery_min_apply_delay")
@@ -131,9 +135,6 @@ def new_cluster_standby(view: ClusterView, local: LocalState) -> StandbyCluster 
     return parsed if isinstance(parsed, StandbyCluster) else None
 
 
-def is_running_leader(member: Member) -> bool:
-    """A running primary, or a running standby leader."""
-    return member.state == "running" and member.role in ("primary", "standby_leader")
 
 
 def follow_remote(local: LocalState, standby: StandbyCluster) -> tuple[Action, ...]:
@@ -144,7 +145,14 @@ def follow_remote(local: LocalState, standby: StandbyCluster) -> tuple[Action, .
 
 def standby_leader(view: ClusterView, local: LocalState, standby: StandbyCluster,
                    now: float) -> Decision:
-    """A running replica holding the lock in a standby cluster."""
+    """A running replica holding the lock in a standby cluster. A switchover to a fit
+    candidate (checked as for a primary) is a release of the lock: nothing is written here,
+    so there is no final WAL to hand over; the candidate takes the lock and follows the
+    remote, this member then follows the candidate."""
+    switchover = leader_switchover(view, local)
+    if switchover is not None:
+        return replace(switchover, actions=tuple(
+            ReleaseLeader() if isinstance(a, HandOver) else a for a in switchover.actions))
     target = standby.host or "the archive"
     return _d(Reason.STANDBY_LEADER, f"standby leader replicating from {target}",
               *follow_remote(local, standby), *leader_housekeeping(view, local, now))

@@ -89,9 +89,15 @@ class PgConfigurator:
                      ", ".join(result.files) or "reloaded")
             self.callbacks.fire("on_reload", role)
 
-    def fire_lifecycle_callbacks(self, pg_state: PgState, restarted: bool) -> None:
-        """Run the user's callbacks for what changed in PostgreSQL since the last call."""
+    def fire_lifecycle_callbacks(self, pg_state: PgState, restarted: bool,
+                                 standby_leader: bool = False) -> None:
+        """Run the user's callbacks for what changed in PostgreSQL since the last call. A
+        running replica that is the ``standby_leader`` reports that role (Patroni's
+        ``on_role_change standby_leader`` when a replica takes the lock of a standby
+        cluster)."""
         role = pg_state.role.value if pg_state.running and pg_state.role else None
+        if role == "replica" and standby_leader:
+            role = "standby_leader"
         now = (pg_state.running, role)
         for action, cb_role in lifecycle_callbacks(self._pg_seen, now, self._last_role,
                                                    restarted):
