@@ -7,11 +7,12 @@ points it at the primary cluster's current primary, as HAProxy's ``/primary`` ch
 
 Walked through in order: the standby cluster bootstraps by cloning the remote, its lock holder
 is a standby leader (``GET /patroni`` role, ``/standby-leader``, ``pgha list``), the other
-member follows it; the primary cluster's switchover is followed; a switchover and a node
-death inside the standby cluster each give a new standby leader (never a primary); ``promote-cluster`` makes it a
-primary; ``demote-cluster`` makes it a standby leader of the remote again (rewound, not
-re-cloned). No timing is asserted. (The member that followed the promoted leader is left on
-that leader's newer timeline: re-pointing it is not part of this test.)
+member follows it; the primary cluster's switchover is followed; a switchover and a node death
+inside the standby cluster each give a new standby leader (never a primary);
+``promote-cluster`` makes it a primary; ``demote-cluster`` makes it a standby leader of the
+remote again (rewound, not re-cloned). No timing is asserted. (The member that followed the
+promoted leader is left on that leader's newer timeline: re-pointing it is not part of this
+test.)
 """
 
 from __future__ import annotations
