@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.support.agent_stubs import BootPg, NullSink, OpenLease
+from tests.support.processes import assert_gone
 
 from pgha.agent.bootstrap import BootstrapFailed, ClusterBootstrap
 from pgha.agent.clock import Clock
@@ -260,16 +259,7 @@ async def test_post_bootstrap_is_killed_with_its_process_group(tmp_path: Path) -
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.0):
             await boot._run_post_bootstrap(boot.post_bootstrap or "")
-    child = int(pidfile.read_text())
-    for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        os.kill(child, signal.SIGKILL)
-        pytest.fail("the post_bootstrap child outlived its timeout")
+    await assert_gone(int(pidfile.read_text()), "the post_bootstrap child")
 
 
 class RecordingSink:

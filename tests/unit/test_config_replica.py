@@ -85,7 +85,7 @@ def test_no_leader_on_basebackup_alone_is_not_a_no_leader_method() -> None:
     ({"create_replica_methods": ["wal_g"], "wal_g": {"command": "  "}},
      "postgresql.wal_g.command", "must not be empty"),
     ({"create_replica_methods": ["wal_g"], "wal_g": {"command": "restore 'unclosed"}},
-     "postgresql.wal_g.command", "cannot be split"),
+     "postgresql.wal_g.command", "a shell cannot split it"),
     ({"create_replica_methods": ["wal_g"], "wal_g": {"command": "x", "keep_data": "maybe"}},
      "postgresql.wal_g.keep_data", "boolean"),
     ({"create_replica_methods": ["wal_g"], "wal_g": {"command": "x", "opts": {"a": 1}}},

@@ -8,7 +8,6 @@ import asyncio
 import os
 import pwd
 import re
-import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 from tests.support.agent_stubs import BootPg, OpenLease
+from tests.support.processes import assert_gone
 
 from pgha.agent.bootstrap import BootstrapFailed, ClusterBootstrap
 from pgha.config import BootstrapMethod
@@ -227,16 +227,7 @@ async def test_the_command_is_killed_with_its_process_group(tmp_path: Path) -> N
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.0):
             await run_command(st, method(command=str(cmd)))
-    child = int(pidfile.read_text())
-    for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        os.kill(child, signal.SIGKILL)
-        pytest.fail("the command's child outlived the cancellation")
+    await assert_gone(int(pidfile.read_text()), "the command's child")
 
 
 # ------------------------------------------------------------------ the orchestration

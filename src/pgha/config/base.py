@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar
@@ -67,6 +68,18 @@ def split_host_port(value: str, default_port: int | None = None) -> tuple[str, i
     if not 0 < int(match["port"]) < 65536:
         raise ValueError("port must be between 1 and 65535")
     return match["v6"] or match["host"], int(match["port"])
+
+
+def check_command(value: str) -> str:
+    """A method's ``command``: ``value`` when a shell can split it into at least one word;
+    ValueError (a one-line reason) otherwise."""
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"a shell cannot split it: {exc}") from None
+    if not words:
+        raise ValueError("must not be empty")
+    return value
 
 
 def join_host_port(host: str, port: int) -> str:

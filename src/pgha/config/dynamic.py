@@ -11,7 +11,6 @@ Pure models: no I/O, no environment, no filtering of PostgreSQL parameters (see 
 from __future__ import annotations
 
 import re
-import shlex
 from typing import Any, Literal
 
 from pydantic import (
@@ -25,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from pgha.config.base import Duration, Seconds, _Section
+from pgha.config.base import Duration, Seconds, _Section, check_command
 from pgha.core.model import HA_MINIMUMS
 from pgha.core.slots import ignore_rule, permanent_slot
 from pgha.core.standby import parse_standby_cluster
@@ -166,13 +165,7 @@ class BootstrapMethod(_Section):
     @field_validator("command")
     @classmethod
     def _command(cls, value: str) -> str:
-        try:
-            argv = shlex.split(value)
-        except ValueError as exc:
-            raise ValueError(f"a shell cannot split it: {exc}") from None
-        if not argv:
-            raise ValueError("must not be empty")
-        return value
+        return check_command(value)
 
     @field_validator("recovery_conf", mode="before")
     @classmethod

@@ -19,13 +19,12 @@ Contract (pure; no IO):
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from pgha.config.base import _Section
+from pgha.config.base import _Section, check_command
 
 _CONNECTION = "pgha connects to the source member itself (replication user, pgpass)"
 BASEBACKUP_RESERVED: dict[str, str] = {
@@ -95,13 +94,7 @@ class ReplicaMethodConfig(_Section):
     @field_validator("command")
     @classmethod
     def _splittable(cls, value: str) -> str:
-        try:
-            words = shlex.split(value)
-        except ValueError as exc:
-            raise ValueError(f"cannot be split into words: {exc}") from None
-        if not words:
-            raise ValueError("must not be empty")
-        return value
+        return check_command(value)
 
     @model_validator(mode="after")
     def _scalar_extras(self) -> ReplicaMethodConfig:
