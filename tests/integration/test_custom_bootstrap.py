@@ -21,6 +21,7 @@ from tests.support.cluster import (
     SRC,
     dump_logs,
     edit,
+    exit_of,
     new_cluster,
     primary_of,
     psql,
@@ -169,14 +170,7 @@ def test_a_failing_method_exits_with_its_cause_and_frees_initialize(tmp_path: Pa
         m = c.procs["pg1"]
         edit(m, {"bootstrap.method": "from_backup", "bootstrap.from_backup": {
             "command": f"sh {RESTORE_BACKUP}", "backup": str(junk)}})
-        c.start("pg1")
-        assert m.proc is not None
-        try:
-            code = m.proc.wait(timeout=120)
-        except Exception:
-            dump_logs(c)
-            raise
-        log = m.log_path.read_text()
+        code, log = exit_of(c, "pg1")
         assert code == 1, log
         assert ("CRITICAL pgha: failed to bootstrap the cluster: custom bootstrap script "
                 f"failed: sh: exit 3: not a base backup: {junk}\n") in log, log

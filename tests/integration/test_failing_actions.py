@@ -8,7 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.cluster import dump_logs, edit, new_cluster, status, wait_healthy, wait_until
+from tests.support.cluster import (
+    dump_logs,
+    edit,
+    exit_of,
+    new_cluster,
+    status,
+    wait_healthy,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -18,14 +26,7 @@ def test_failed_bootstrap_exits_with_its_cause_and_frees_initialize(tmp_path: Pa
     with c:
         m = c.procs["pg1"]
         edit(m, {"bootstrap.initdb": [{"encoding": "NO-SUCH-ENCODING"}]})
-        c.start("pg1")
-        assert m.proc is not None
-        try:
-            code = m.proc.wait(timeout=120)
-        except Exception:
-            dump_logs(c)
-            raise
-        log = m.log_path.read_text()
+        code, log = exit_of(c, "pg1")
         assert code == 1, log
         assert "CRITICAL" in log and "failed to bootstrap the cluster: initdb failed" in log
         assert log.count("running initdb") == 1  # no initdb loop

@@ -112,6 +112,19 @@ def psql(m: MemberProc, sql: str, timeout: float = 10.0) -> str:
     return out.stdout.strip()
 
 
+def exit_of(cluster: LocalCluster, name: str, timeout: float = 120.0) -> tuple[int, str]:
+    """Start member ``name``'s agent and wait for it to exit: (exit code, its log). The logs
+    are printed when it does not exit in time."""
+    m = cluster.start(name)
+    assert m.proc is not None
+    try:
+        code = m.proc.wait(timeout=timeout)
+    except Exception:
+        dump_logs(cluster)
+        raise
+    return code, m.log_path.read_text()
+
+
 def edit(m: MemberProc, change: dict[str, Any]) -> None:
     """Set keys of member ``m``'s YAML (``{"postgresql.parameters.x": 1, ...}``: dotted paths,
     missing sections created)."""

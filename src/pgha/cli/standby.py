@@ -21,6 +21,7 @@ from pgha.cli import common
 from pgha.cli.common import fail, usage_error
 from pgha.cli.dynamic import Cluster, patch_config
 from pgha.config import ClusterAccess
+from pgha.core.model import ClusterView
 from pgha.core.standby import parse_standby_cluster, standby_cluster
 
 POLL_INTERVAL = 1.0  # seconds between two reads of the cluster while waiting (tests shorten)
@@ -42,6 +43,23 @@ def _wait_for(config: ClusterAccess, role: str, timeout: float) -> None:
         time.sleep(POLL_INTERVAL)
     fail(f"no {role.replace('_', ' ')} after {timeout:g}s; the configuration is changed, the "
          "members carry it out when they can")
+
+
+def _change(ctx: typer.Context, config: ClusterAccess, view: ClusterView,
+            section: dict[str, Any] | None, force: bool, timeout: float) -> None:
+    """Confirm (unless ``force``), write ``standby_cluster`` (None removes it) and wait for
+    the lock holder's new role."""
+    verb, role = ("demote", "standby_leader") if section is not None else ("promote", "primary")
+    if not force and not typer.confirm(
+            f"Are you sure you want to {verb} the cluster {config.scope}?"):
+        fail("Aborted")
+    patch_config(ctx, config, view, {"standby_cluster": section}, f"{verb}-cluster")
+    done = "configured, waiting for the standby leader" if section is not None \
+        else "removed, waiting for the primary"
+    typer.echo(f"standby_cluster {done}")
+    _wait_for(config, role, timeout)
+    kind = "a standby" if section is not None else "a primary"
+    typer.echo(f"Success: cluster {config.scope} is {kind} cluster")
 
 
 def demote_cluster(
@@ -69,13 +87,7 @@ def demote_cluster(
     view = common.read_view(config)
     if standby_cluster(view) is not None:
         fail("Cluster is already a standby cluster")
-    if not force and not typer.confirm(
-            f"Are you sure you want to demote the cluster {config.scope}?"):
-        fail("Aborted")
-    patch_config(ctx, config, view, {"standby_cluster": section}, "demote-cluster")
-    typer.echo("standby_cluster configured, waiting for the standby leader")
-    _wait_for(config, "standby_leader", timeout)
-    typer.echo(f"Success: cluster {config.scope} is a standby cluster")
+    _change(ctx, config, view, section, force, timeout)
 
 
 def promote_cluster(
@@ -90,10 +102,4 @@ def promote_cluster(
     view = common.read_view(config)
     if not (view.config or {}).get("standby_cluster"):
         fail("Cluster is not a standby cluster")
-    if not force and not typer.confirm(
-            f"Are you sure you want to promote the cluster {config.scope}?"):
-        fail("Aborted")
-    patch_config(ctx, config, view, {"standby_cluster": None}, "promote-cluster")
-    typer.echo("standby_cluster removed, waiting for the primary")
-    _wait_for(config, "primary", timeout)
-    typer.echo(f"Success: cluster {config.scope} is a primary cluster")
+    _change(ctx, config, view, None, force, timeout)

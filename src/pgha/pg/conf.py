@@ -12,6 +12,7 @@ that adopts a running postmaster knows them again (:func:`read_managed_state`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -23,9 +24,9 @@ from typing import Any
 
 from pgha.core.actions import Upstream, slot_name
 from pgha.core.standby import REMOTE
-from pgha.pg.connparams import check_key_file, conninfo, primary_conninfo_params
+from pgha.pg.connparams import check_key_file, conninfo, primary_conninfo_params, program_conninfo
 from pgha.pg.connparams import quote_conninfo as quote_conninfo  # re-exported
-from pgha.pg.settings import PgSettings, parse_conn_url
+from pgha.pg.settings import PgSettings, PgUser, parse_conn_url
 
 log = logging.getLogger("pgha.pg")
 
@@ -393,6 +394,23 @@ def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
 
 def write_pgpass(settings: PgSettings) -> None:
     atomic_write(settings.pgpass, render_pgpass(settings), 0o600)
+
+
+async def source_conninfo(settings: PgSettings, user: PgUser, role: str, source: Upstream,
+                          what: str, **extra: str) -> str | None:
+    """The connection string a program (pg_basebackup, pg_rewind) reaches ``source`` with as
+    ``user`` (:func:`pgha.pg.connparams.program_conninfo`), after the pgpass file it reads is
+    written; None (logged, naming ``what``) when ``source`` has no address or the role's key
+    file would be refused."""
+    try:
+        host, port = parse_conn_url(source.conn_url)
+    except ValueError as exc:
+        log.error("cannot %s from %s: %s", what, source.name, exc)
+        return None
+    if check_key_file(user, role):
+        return None
+    await asyncio.to_thread(write_pgpass, settings)
+    return program_conninfo(settings, user, role, host, port, **extra)
 
 
 def prepare_base_conf(data_dir: Path) -> None:

@@ -39,8 +39,8 @@ from pathlib import Path
 from pgha.core.actions import Upstream
 from pgha.pg.bootstrap import wipe_data_dir
 from pgha.pg.cmd import CmdResult, Progress, clean_env, run, tree_size
-from pgha.pg.conf import write_pgpass
-from pgha.pg.connparams import check_key_file, client_files, program_conninfo
+from pgha.pg.conf import source_conninfo, write_pgpass
+from pgha.pg.connparams import client_files, program_conninfo
 from pgha.pg.methods import method_argv
 from pgha.pg.settings import BASEBACKUP, PgSettings, ReplicaMethod, parse_conn_url
 
@@ -156,16 +156,10 @@ async def basebackup(settings: PgSettings, source: Upstream, timeout: float = CL
                      stall_timeout: float = CLONE_STALL_TIMEOUT) -> bool:
     """pg_basebackup from ``source`` into the (empty) data directory (see the module
     docstring); True when it exited 0. Leaves a partial copy for the caller to wipe."""
-    try:
-        host, port = parse_conn_url(source.conn_url)
-    except ValueError as exc:
-        log.error("cannot clone from %s: %s", source.name, exc)
+    dsn = await source_conninfo(settings, settings.replication, "replication", source, "clone",
+                                application_name=settings.name)
+    if dsn is None:
         return False
-    if check_key_file(settings.replication, "replication"):
-        return False
-    await asyncio.to_thread(write_pgpass, settings)
-    dsn = program_conninfo(settings, settings.replication, "replication", host, port,
-                           application_name=settings.name)
     argv = basebackup_argv(settings, dsn)
     settings.data_dir.parent.mkdir(parents=True, exist_ok=True)
     log.info("cloning from %s: %s", source.name, shlex.join(argv))
