@@ -11,7 +11,14 @@ One cycle (:meth:`DecisionCycle.run_once`):
 2. decide: :func:`pgha.core.decide.decide`, logged as one line with its reason code;
 3. execute: the executor runs the actions in order, stopping at the first failure;
 4. publish: callbacks for what changed, the status snapshot, the member key; then the
-   heartbeat that gates the lease keep-alive.
+   heartbeat that gates the lease keep-alive, and the heartbeat hooks: the watchdog device
+   follows our role (:meth:`pgha.agent.watchdog.LeaderWatchdog.follow`), systemd is told
+   ``READY=1`` (once our member key is published) and our ``STATUS=`` (:mod:`pgha.agent.
+   notify`).
+
+A decision that promotes arms the watchdog device first; when ``watchdog.mode`` is
+``required`` and it cannot be armed, the cycle decides again with ``watchdog_ok`` False (the
+race refusal).
 
 :meth:`DecisionCycle.loop` repeats it until a clean stop, sleeping up to ``loop_wait`` (less
 after a failure, a change or a race sat out; never past the lease while primary) unless
@@ -46,13 +53,16 @@ from pgha.agent.failsafe import Failsafe
 from pgha.agent.lease import LeaseKeeper
 from pgha.agent.local_config import LocalConfig
 from pgha.agent.metrics import AgentMetrics
+from pgha.agent.notify import Notifier, status_line
 from pgha.agent.observe import Observer
 from pgha.agent.publish import Publisher
 from pgha.agent.reload import Reloader
 from pgha.agent.session import SessionFollower
+from pgha.agent.watchdog import LeaderWatchdog
 from pgha.core.actions import (
     Demote,
     HandOver,
+    Promote,
     PublishStatus,
     Reinitialize,
     RestartPostgres,
@@ -132,6 +142,8 @@ class Stages:
     metrics: AgentMetrics
     reloader: Reloader  # applies a re-read YAML (SIGHUP, POST /reload)
     session: SessionFollower  # the DCS session follows the ttl / retry_timeout in force
+    watchdog: LeaderWatchdog | None = None  # the watchdog device (None: never armed)
+    notifier: Notifier | None = None  # systemd notifications (None: none sent)
 
 
 class DecisionCycle:
@@ -199,6 +211,9 @@ class DecisionCycle:
         restart, reinit = local.restart_requested, local.reinit_requested
         now = self.clock.monotonic()
         decision = decide(view, local, now)
+        if s.watchdog is not None and any(isinstance(a, Promote) for a in decision.actions) \
+                and not s.watchdog.arm():
+            decision = decide(view, replace(local, watchdog_ok=False), now)
         s.lease.decided(now)  # the backstop waits for a decision taken after the lease ran out
         self._log_decision(decision)
         if reinit:
@@ -221,7 +236,24 @@ class DecisionCycle:
                 s.observer.settings.loop_wait, s.lease.dcs_budget()):
             self.wake.set()  # our session expired: the next cycle sees it
         s.lease.beat()
+        self._heartbeat_hooks()
         return ok
+
+    def _heartbeat_hooks(self) -> None:
+        """After a completed cycle: the watchdog device is armed while we lead a running
+        primary (not paused, not stopping) and disarmed otherwise; systemd hears ``READY=1``
+        once our member key is published, and our status line when it changed."""
+        s = self.s
+        st = s.publisher.status
+        if s.watchdog is not None:
+            view = s.observer.view
+            s.watchdog.follow(st.holds_lock and st.pg.running and st.pg.role is PgRole.PRIMARY
+                              and not (view is not None and view.settings.pause)
+                              and not self.stopping)
+        if s.notifier is not None:
+            if s.publisher.member_key_published and not self.stopping:
+                s.notifier.ready()
+            s.notifier.status(status_line(st))
 
     # ------------------------------------------------------------------ stages
     async def _observe(self) -> tuple[ClusterView | None, PgState, dict[str, Any]]:
@@ -277,6 +309,7 @@ class DecisionCycle:
             reinit_from_leader=reinit is not None and reinit.from_leader,
             replica_without_leader=s.executor.pg.settings.replica_without_leader,
             handover_failed=self.handover_failed, session_id=s.store.kv.session_id,
+            watchdog_ok=s.watchdog.usable() if s.watchdog is not None else True,
             bootstrap_config=s.local_config.config.bootstrap.dcs.to_dcs()
             if view is None or view.config is None else None,
         )

@@ -45,13 +45,16 @@ log = logging.getLogger("pgha.agent")
 
 class LeaseKeeper:
     """See the module docstring. ``settings()`` returns the current HA settings; ``view()``
-    the last DCS snapshot (for ``pause``); ``wake`` is set when the session was lost."""
+    the last DCS snapshot (for ``pause``); ``wake`` is set when the session was lost;
+    ``renewed(sent)`` is called after each successful keep-alive with its send time."""
 
     def __init__(self, kv: KVStore, store: ClusterStore, pg: Postgres, failsafe: Failsafe,
                  publisher: Publisher, settings: Callable[[], HaSettings],
                  view: Callable[[], ClusterView | None], wake: asyncio.Event,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK,
+                 renewed: Callable[[float], None] | None = None) -> None:
         self.clock = clock
+        self.renewed = renewed  # told the send time of each successful keep-alive
         self.kv = kv
         self.store = store
         self.pg = pg
@@ -140,6 +143,8 @@ class LeaseKeeper:
             return False
         lease_ttl = self.kv.session_ttl
         self.lease_deadline = sent + lease_ttl - safety_margin_for(lease_ttl)
+        if self.renewed is not None:
+            self.renewed(sent)  # the watchdog device is fed here (pgha.agent.watchdog)
         return True
 
     async def switch_session(self, ttl: float, budget: float) -> SessionSwitch:

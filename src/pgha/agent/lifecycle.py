@@ -7,7 +7,15 @@
   writes;
 * the postmaster watch (pidfd), which wakes the loop the moment PostgreSQL dies;
 * the REST API server (:mod:`pgha.api`), which reads the published status and hands operator
-  commands to :class:`pgha.agent.commands.CommandHandler`.
+  commands to :class:`pgha.agent.commands.CommandHandler`;
+* under systemd with ``WatchdogSec``, the ``WATCHDOG=1`` pings, sent while the decision loop's
+  heartbeat is fresh (:mod:`pgha.agent.notify`).
+
+systemd: the notification variables are taken out of the environment first thing in
+:class:`Agent` (before the parameter catalogue runs the server binary), so no child inherits
+them. ``READY=1`` / ``STATUS=`` come from the decision loop, ``STOPPING=1`` from
+:meth:`Agent.request_stop`. The watchdog device (:mod:`pgha.agent.watchdog`) is fed by the
+lease keep-alive, armed and disarmed by the decision loop, and disarmed on the way out.
 
 Order on start: DCS client and peer HTTP client are entered; a live agent already running
 under our name makes the start fail (:class:`DuplicateMemberError`, checked before our own
@@ -39,14 +47,17 @@ from pgha.agent.failsafe import Failsafe
 from pgha.agent.lease import LeaseKeeper
 from pgha.agent.local_config import LocalConfig
 from pgha.agent.metrics import AgentMetrics
+from pgha.agent.notify import Notifier, take_environment
 from pgha.agent.observe import Observer
 from pgha.agent.peers import PeerClient
 from pgha.agent.publish import Publisher, StatusRefresher
 from pgha.agent.reload import Reloader
 from pgha.agent.session import SessionFollower
 from pgha.agent.unique import api_answers, duplicate_message
+from pgha.agent.watchdog import LeaderWatchdog
 from pgha.api.server import ApiServer
 from pgha.config import Config
+from pgha.core import lease as lease_rules
 from pgha.core.commands import Command, Outcome
 from pgha.core.model import HaSettings, PgState
 from pgha.core.status import AgentStatus
@@ -74,6 +85,8 @@ class Agent:
     ``metrics``, ``submit`` and ``accept_failsafe`` are all the API sees of it."""
 
     def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        # first: nothing spawned from here on may inherit NOTIFY_SOCKET / WATCHDOG_*
+        self.notifier = Notifier(take_environment())
         self.name = config.name
         self.config = config
         dyn = config.bootstrap.dcs.adjusted()
@@ -93,9 +106,11 @@ class Agent:
         self.publisher = Publisher(self.store, AgentStatus(
             self.name, config.scope, self.local_config.tags, self.pg.conn_url(), self.api_url))
         self.failsafe = Failsafe(self.name)
+        self.watchdog = LeaderWatchdog(config.watchdog, ttl=lambda: self.kv.session_ttl)
         self.lease = LeaseKeeper(self.kv, self.store, self.pg, self.failsafe, self.publisher,
                                  settings=lambda: self.observer.settings,
-                                 view=lambda: self.observer.view, wake=self.wake)
+                                 view=lambda: self.observer.view, wake=self.wake,
+                                 renewed=self.watchdog.keepalive)
         self._metrics.lease_seconds_left.only.set_function(self.lease.seconds_left)
         self.commands = CommandHandler(
             self.name, self.store, self.observer, self.publisher, self.wake,
@@ -121,7 +136,8 @@ class Agent:
             executor=self.executor, publisher=self.publisher, lease=self.lease,
             metrics=self._metrics, reloader=Reloader(
                 self.local_config, self.configurator, self.publisher, self.peers, self.api),
-            session=SessionFollower(self.kv, self.lease, self.publisher)),
+            session=SessionFollower(self.kv, self.lease, self.publisher),
+            watchdog=self.watchdog, notifier=self.notifier),
             self.wake)
         # our own writes must not wake our own loop (they would make it spin)
         self._quiet_keys = {self.store.key(f"members/{self.name}"), self.store.key("status")}
@@ -162,7 +178,8 @@ class Agent:
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self) -> None:
-        """Begin a clean stop (idempotent)."""
+        """Begin a clean stop (idempotent); systemd hears ``STOPPING=1``."""
+        self.notifier.stopping()
         self.cycle.request_stop()
 
     def request_reload(self) -> None:
@@ -192,11 +209,16 @@ class Agent:
                         tg.create_task(keep_running(self._postmaster_watch,
                                                     "postmaster-watch"),
                                        name="postmaster-watch-supervisor")
+                        tg.create_task(keep_running(self._systemd_watchdog,
+                                                    "systemd-watchdog"),
+                                       name="systemd-watchdog-supervisor")
                 except* _Finished:
                     pass
                 except* AgentFatal as group:
                     fatal = group.exceptions[0]
                 finally:
+                    self.watchdog.disarm()
+                    self.notifier.close()
                     await self.pg.close()
         if fatal is not None:
             raise fatal  # after the DCS session is closed and the API stopped
@@ -249,6 +271,15 @@ class Agent:
             if exc is not None:
                 raise exc
             return
+
+    async def _systemd_watchdog(self) -> None:
+        await self.notifier.watchdog_loop(self._loop_alive)
+
+    def _loop_alive(self) -> bool:
+        """The decision loop completed a cycle recently or runs an announced long action (the
+        same test that gates the lease keep-alive)."""
+        return lease_rules.loop_is_alive(self.observer.settings, self.lease.heartbeat,
+                                         self.lease.busy_until, time.monotonic())
 
     # ------------------------------------------------------------------ watches
     async def _watch_loop(self) -> None:

@@ -116,6 +116,11 @@ class Publisher:
         """Our own published status as a peer would see it over ``GET /patroni``."""
         return parse_peer_status(self.status.name, self.status.to_patroni_json())
 
+    @property
+    def member_key_published(self) -> bool:
+        """The last write of our member key worked (and the session has not been lost since)."""
+        return self._member_json is not None
+
     def forget_member_key(self) -> None:
         """The member key is gone (session lost): write it again on the next cycle."""
         self._member_json = None

@@ -260,12 +260,12 @@ LOCAL: tuple[Key, ...] = (
     _k("ctl.authentication.username", env=True),
     _k("ctl.authentication.password", env=True),
     # -------------------------------------------------------------- watchdog, tags
-    _p("watchdog", OPS, "the Linux watchdog"),
-    _p("watchdog.mode", OPS, "no watchdog is armed", "automatic",
-       inert=(*_OFF, "disable", "disabled")),
-    _p("watchdog.device", OPS, "no watchdog is armed", "/dev/watchdog",
-       inert=("/dev/watchdog",)),
-    _p("watchdog.safety_margin", OPS, "no watchdog is armed", "5", inert=("5",)),
+    _k("watchdog", note="the Linux watchdog device, armed while this member leads a running "
+       "primary; read at start"),
+    _k("watchdog.mode", "off", note="off, automatic (arm it when possible) or required (no "
+       "leader lock without it); Patroni's default is automatic"),
+    _k("watchdog.device", "/dev/watchdog"),
+    _k("watchdog.safety_margin", "5", note="timeout = ttl - safety_margin; -1: ttl / 2"),
     _k("tags", note="member tags; other keys are custom tags (free-form)"),
     _k("tags.nofailover", "false"),
     _k("tags.failover_priority", "1"),

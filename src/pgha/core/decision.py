@@ -46,6 +46,7 @@ class Reason(StrEnum):
     RACE = "race"
     # refusals of the leader race (safety rule 3), one per rule: see pgha.core.race
     RACE_REFUSED_NOFAILOVER = "race_refused_nofailover"
+    RACE_REFUSED_WATCHDOG = "race_refused_watchdog"  # watchdog required but not usable
     RACE_REFUSED_FAILSAFE_PRIMARY_ALIVE = "race_refused_failsafe_primary_alive"
     RACE_REFUSED_POSITION_UNKNOWN = "race_refused_position_unknown"
     RACE_REFUSED_LAG = "race_refused_lag"
@@ -57,6 +58,7 @@ class Reason(StrEnum):
     RACE_REFUSED_QUORUM = "race_refused_quorum"  # quorum mode: too few votes
     # refusals of a named switchover/failover candidate: see pgha.core.operator
     CANDIDATE_REFUSED_NOFAILOVER = "candidate_refused_nofailover"
+    CANDIDATE_REFUSED_WATCHDOG = "candidate_refused_watchdog"
     CANDIDATE_REFUSED_LAG = "candidate_refused_lag"
     CANDIDATE_REFUSED_FAILSAFE_PRIMARY_ALIVE = "candidate_refused_failsafe_primary_alive"
     CANDIDATE_REFUSED_PRIMARY_RUNNING = "candidate_refused_primary_running"
@@ -78,6 +80,7 @@ class Reason(StrEnum):
 
 RACE_REFUSALS: frozenset[Reason] = frozenset({
     Reason.RACE_REFUSED_NOFAILOVER,
+    Reason.RACE_REFUSED_WATCHDOG,
     Reason.RACE_REFUSED_FAILSAFE_PRIMARY_ALIVE,
     Reason.RACE_REFUSED_POSITION_UNKNOWN,
     Reason.RACE_REFUSED_LAG,
@@ -88,6 +91,7 @@ RACE_REFUSALS: frozenset[Reason] = frozenset({
     Reason.RACE_REFUSED_NOT_SYNC,
     Reason.RACE_REFUSED_QUORUM,
     Reason.CANDIDATE_REFUSED_NOFAILOVER,
+    Reason.CANDIDATE_REFUSED_WATCHDOG,
     Reason.CANDIDATE_REFUSED_LAG,
     Reason.CANDIDATE_REFUSED_FAILSAFE_PRIMARY_ALIVE,
     Reason.CANDIDATE_REFUSED_PRIMARY_RUNNING,

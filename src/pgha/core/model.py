@@ -471,6 +471,8 @@ class LocalState:
     ``handover_failed``: a HandOver of ours failed because its candidate could not be asked or
     did not confirm our final WAL, and the agent has not yet seen the DCS without a request
     this member acts on as leader (see :func:`pgha.core.operator.withdraw_failed_switchover`).
+    ``watchdog_ok``: False when ``watchdog.mode`` is ``required`` and the device cannot be
+    armed (:mod:`pgha.agent.watchdog`): the member stays out of any race for the lock.
     """
 
     name: str
@@ -492,3 +494,4 @@ class LocalState:
     replica_without_leader: bool = False
     handover_failed: bool = False
     session_id: str | None = None
+    watchdog_ok: bool = True

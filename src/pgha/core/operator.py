@@ -73,6 +73,10 @@ def candidate_refusal(view: ClusterView, local: LocalState,
     if not local.tags.can_be_leader:
         return _d(Reason.CANDIDATE_REFUSED_NOFAILOVER,
                   "named candidate but tagged nofailover: never taking the lock")
+    if not local.watchdog_ok:
+        return _d(Reason.CANDIDATE_REFUSED_WATCHDOG,
+                  "named candidate, but watchdog mode is required and the device cannot be "
+                  "armed")
     if request.leader and (why := failover_refusal(view, local)) is not None:
         return _d(Reason.CANDIDATE_REFUSED_NOT_SYNC, f"switchover candidate, but {why}")
     position, limit = local.pg.wal_position, view.settings.maximum_lag_on_failover

@@ -1,7 +1,8 @@
 """The leader race: whether a healthy replica may take a free leader lock (pure).
 
-DESIGN.md safety rule 3: a replica joins the race only if it is not ``nofailover``, no primary
-asked it to stay out (failsafe), its own WAL position is known and within
+DESIGN.md safety rule 3: a replica joins the race only if it is not ``nofailover``, its
+watchdog can be armed when ``watchdog.mode`` is ``required`` (``LocalState.watchdog_ok``), no
+primary asked it to stay out (failsafe), its own WAL position is known and within
 ``maximum_lag_on_failover`` of the last known leader position, it is not behind the cluster's
 timeline (with ``check_timeline``), and no reachable peer runs as primary, is ahead of it, or
 has the same position and a higher ``failover_priority``. A peer whose agent does not answer but
@@ -74,6 +75,9 @@ def _own_refusal(view: ClusterView, local: LocalState) -> Decision | None:
     pg = local.pg
     if not local.tags.can_be_leader:
         return _d(Reason.RACE_REFUSED_NOFAILOVER, "tagged nofailover: never taking the lock")
+    if not local.watchdog_ok:
+        return _d(Reason.RACE_REFUSED_WATCHDOG,
+                  "watchdog mode is required and the watchdog device cannot be armed")
     if local.failsafe_primary is not None:
         return _d(Reason.RACE_REFUSED_FAILSAFE_PRIMARY_ALIVE,
                   f"primary {local.failsafe_primary} confirmed it is alive (failsafe)")

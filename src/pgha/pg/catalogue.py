@@ -34,14 +34,14 @@ TIMEOUT = 15.0
 _lock = threading.Lock()
 _cache: dict[tuple[str, int], ParamCatalogue] = {}
 _warned: set[str] = set()
-_ENV = {**os.environ, "LC_ALL": "C", "LANG": "C"}
 
 
 def _run(binary: Path, flag: str, timeout: float) -> str:
     """stdout of ``binary flag``; OSError/TimeoutError/ValueError describe a failure."""
     try:
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}  # read now: the agent may strip it
         done = subprocess.run([str(binary), flag], capture_output=True, text=True,
-                              timeout=timeout, env=_ENV, stdin=subprocess.DEVNULL, check=False,
+                              timeout=timeout, env=env, stdin=subprocess.DEVNULL, check=False,
                               errors="replace")
     except subprocess.TimeoutExpired:
         raise TimeoutError(f"{binary} {flag} did not finish within {timeout:g}s") from None
