@@ -132,14 +132,14 @@ async def test_postgres_location_is_kept_until_a_restart(
     data_dir = agent.local.config.postgresql.data_dir
     agent.write(postgresql={"data_dir": str(tmp_path / "elsewhere"), "bin_dir": "/usr/bin",
                             "parameters": {"work_mem": "8MB"}, "pg_hba": ["local all all peer"]},
-                watchdog={"mode": "automatic"})
+                watchdog={"mode": "required"})
     caplog.set_level(logging.INFO)
     assert await agent.reloader.reload(None, "replica")
     (applied,) = [c for c in agent.pg.applied]
     assert applied is agent.local.config
     assert applied.postgresql.data_dir == applied.postgresql.config_dir == data_dir
     assert applied.postgresql.bin_dir == "/tmp"
-    assert applied.watchdog.mode == "off"
+    assert applied.watchdog.mode == "automatic"
     assert applied.postgresql.parameters == {"work_mem": "8MB"}  # applied at once
     assert applied.postgresql.pg_hba == ["local all all peer"]
     lines = dict((m.split(": ")[1], m) for _, m in reload_lines(caplog))

@@ -73,7 +73,7 @@ def test_example_file_loads() -> None:
     assert cfg.postgresql.parameters == {"unix_socket_directories": ".."}
     assert cfg.postgresql.basebackup == ["verbose", {"max-rate": "100M"}]
     assert cfg.tags.nofailover is False and cfg.tags.can_failover
-    assert cfg.watchdog.mode == "off"
+    assert cfg.watchdog.mode == "automatic"  # Patroni's default
 
 
 def test_example_round_trips_through_dump() -> None:

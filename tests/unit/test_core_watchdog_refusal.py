@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from tests.unit.test_decide import NOW, POS, local, replica_pg
+from tests.unit.test_decide import ME, NOW, POS, local, member, replica_pg, view
 from tests.unit.test_decide_operator import WALL, cluster, peers
 
-from pgha.core.actions import AcquireLeader
+from pgha.core.actions import AcquireLeader, ReleaseLeader
 from pgha.core.decide import decide
 from pgha.core.decision import RACE_REFUSALS, Reason
 from pgha.core.model import ClusterView, HaSettings
@@ -41,3 +41,14 @@ def test_named_candidate_refused_when_the_watchdog_cannot_be_armed(paused: bool)
     d = decide(v, local(replica_pg(), wall_time=WALL, peers=peers(), watchdog_ok=False), NOW)
     assert d.reason is Reason.CANDIDATE_REFUSED_WATCHDOG and d.actions == ()
     assert Reason.CANDIDATE_REFUSED_WATCHDOG in RACE_REFUSALS
+
+
+def test_lock_holder_that_cannot_arm_a_required_watchdog_releases_instead_of_promoting() -> None:
+    """A replica that already holds the lock (a promotion failed after the lock was taken, or
+    the agent restarted) does not promote without its required watchdog: it gives the lock
+    back so a member that can arm one takes it."""
+    v = view(member(ME), member("pg2"), leader=ME)
+    assert decide(v, local(replica_pg()), NOW).reason is Reason.PROMOTE_HOLDING_LOCK
+    d = decide(v, local(replica_pg(), watchdog_ok=False), NOW)
+    assert d.reason is Reason.RELEASE_LOCK_WATCHDOG
+    assert d.actions == (ReleaseLeader(),)

@@ -262,8 +262,8 @@ LOCAL: tuple[Key, ...] = (
     # -------------------------------------------------------------- watchdog, tags
     _k("watchdog", note="the Linux watchdog device, armed while this member leads a running "
        "primary; read at start"),
-    _k("watchdog.mode", "off", note="off, automatic (arm it when possible) or required (no "
-       "leader lock without it); Patroni's default is automatic"),
+    _k("watchdog.mode", "automatic", note="off, automatic (arm it when possible, warn when "
+       "not) or required (no leader lock without it)"),
     _k("watchdog.device", "/dev/watchdog"),
     _k("watchdog.safety_margin", "5", note="timeout = ttl - safety_margin; -1: ttl / 2"),
     _k("tags", note="member tags; other keys are custom tags (free-form)"),

@@ -237,10 +237,11 @@ class PostgresqlConfig(_Endpoint):
 
 
 class WatchdogConfig(_Section):
-    """``watchdog``. Default mode ``off`` (Patroni: automatic) so that no machine watchdog is
-    armed unless asked; YAML ``off`` (False) is accepted. ``safety_margin`` -1 means ttl/2."""
+    """``watchdog``. Default mode ``automatic``, as in Patroni: a leader arms the device when
+    it can open it and warns when it cannot; YAML ``off`` (False) is accepted. ``safety_margin``
+    -1 means ttl/2."""
 
-    mode: Literal["off", "automatic", "required"] = "off"
+    mode: Literal["off", "automatic", "required"] = "automatic"
     device: str = "/dev/watchdog"
     safety_margin: Seconds = 5
 

@@ -386,6 +386,10 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
                       "the leader key names us but our lease is not confirmed: not promoting")
         if (standby := standby_cluster(view)) is not None:
             return standby_leader(view, local, standby, now)
+        if not local.watchdog_ok:
+            return _d(Reason.RELEASE_LOCK_WATCHDOG, "holding the leader lock as a replica, but "
+                      "watchdog.mode is required and the device cannot be armed: releasing it",
+                      ReleaseLeader())
         return _d(Reason.PROMOTE_HOLDING_LOCK, "holding the leader lock as a replica: promoting",
                   *_promote(view, local, planned=view.failover is not None),
                   *leader_housekeeping(view, local, now))

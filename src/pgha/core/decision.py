@@ -37,6 +37,7 @@ class Reason(StrEnum):
     RETAKE_LOCK_AS_PRIMARY = "retake_lock_as_primary"
     BEHIND_CLUSTER_TIMELINE = "behind_cluster_timeline"
     PROMOTE_HOLDING_LOCK = "promote_holding_lock"
+    RELEASE_LOCK_WATCHDOG = "release_lock_watchdog"  # required watchdog unusable: no promote
     REPLICA_DIVERGED = "replica_diverged"
     FOLLOW = "follow"
     REPLICA_HEALTHY = "replica_healthy"
