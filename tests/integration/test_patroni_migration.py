@@ -12,7 +12,8 @@ failover works in both mixed directions (a pgha replica replaces a dead Patroni 
 Patroni replica replaces a dead pgha leader), with the way back (pgha -> Patroni) too.
 
 The figures (the longest write gap of each step) are printed and written to
-``benchmarks/results/migration.json``.
+``benchmarks/results/migration.json`` (or the file ``PGHA_MIGRATION_RESULTS`` names);
+``PGHA_KEEP_LOGS=<dir>`` keeps every node's log (both agents and PostgreSQL) there.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ pytestmark = [
     pytest.mark.skipif(not etcd_available(), reason="etcd is not installed"),
 ]
 
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "migration.json"
+# /work/wt/runtests runs a copy that is removed afterwards: PGHA_MIGRATION_RESULTS names a file
+# that outlives it
+RESULTS = Path(os.environ.get("PGHA_MIGRATION_RESULTS") or Path(__file__).resolve().parents[2]
+               / "benchmarks" / "results" / "migration.json")
 
 
 @dataclass
