@@ -135,9 +135,9 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
     by_path = {m.split(":", 1)[0]: m for m in messages}
     assert set(by_path) == {
         "bootstrap.dcs.max_timelines_history",
-        "watchdog", "log.type", "kubernetes"}, messages
+        "watchdog", "kubernetes"}, messages  # log.type is implemented
     assert by_path["bootstrap.dcs.max_timelines_history"].endswith("history is never trimmed")
-    assert "issue 14" in by_path["watchdog"] and "issue 14" in by_path["log.type"]
+    assert "issue 14" in by_path["watchdog"]
     assert "not supported by pgha" in by_path["kubernetes"]
 
 
@@ -195,16 +195,19 @@ def test_misspelled_keys_are_errors_with_a_hint(data: dict[str, Any], path: str,
 
 def test_environment_variables_pgha_does_not_act_on_warn(caplog: pytest.LogCaptureFixture
                                                          ) -> None:
-    env = {"PATRONI_NAME": "pg9", "PATRONI_LOG_TYPE": "json", "PATRONI_CTL_INSECURE": "true",
-           "PATRONI_RESTAPI_LISTN": "x", "PGHA_ANYTHING": "1", "PATRONI_LOG_LEVEL": ""}
+    env = {"PATRONI_NAME": "pg9", "PATRONI_RESTAPI_REQUEST_QUEUE_SIZE": "5",
+           "PATRONI_CTL_INSECURE": "true", "PATRONI_RESTAPI_LISTN": "x", "PGHA_ANYTHING": "1",
+           "PATRONI_LOG_LEVEL": "", "PATRONI_LOG_TYPE": "json"}  # log.* are implemented
     found = dict(check_env(env))
-    assert set(found) == {"PATRONI_LOG_TYPE", "PATRONI_CTL_INSECURE", "PATRONI_RESTAPI_LISTN"}
-    assert "issue 14" in found["PATRONI_LOG_TYPE"]
+    assert set(found) == {"PATRONI_RESTAPI_REQUEST_QUEUE_SIZE", "PATRONI_CTL_INSECURE",
+                          "PATRONI_RESTAPI_LISTN"}
+    assert "not supported yet" in found["PATRONI_RESTAPI_REQUEST_QUEUE_SIZE"]
     assert "ctl.insecure" in found["PATRONI_CTL_INSECURE"]
     assert "PATRONI_RESTAPI_LISTEN" in found["PATRONI_RESTAPI_LISTN"]
     with caplog.at_level(logging.WARNING, logger="pgha.config"):
         cfg = parse_config(minimal(), {**env, "PATH": ""})
-    assert cfg.name == "pg9" and "PATRONI_LOG_TYPE" in caplog.text
+    assert cfg.name == "pg9" and "PATRONI_RESTAPI_REQUEST_QUEUE_SIZE" in caplog.text
+    assert cfg.log.type == "json"
 
 
 # ------------------------------------------------------------------------- dynamic config
