@@ -94,7 +94,8 @@ def test_reference_doc_is_up_to_date() -> None:
     assert doc.read_text() == reference_markdown(), "run scripts/config-reference"
     text = doc.read_text()
     assert "| `synchronous_mode` | `off` | yes |" in text
-    assert "not supported yet (issue 14)" in text
+    assert "| `restapi.ciphers` |  | no | PATRONI_RESTAPI_CIPHERS | not supported yet: " in text
+    assert "| `watchdog.mode` | `automatic` | no |  | implemented: " in text
     assert "[docs/configuration.md](docs/configuration.md)" in (ROOT / "README.md").read_text()
 
 
@@ -135,9 +136,8 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
     by_path = {m.split(":", 1)[0]: m for m in messages}
     assert set(by_path) == {
         "bootstrap.dcs.max_timelines_history",
-        "log.type", "kubernetes"}, messages  # watchdog is implemented (issue 14)
+        "kubernetes"}, messages  # watchdog and log.* are implemented (issue 14)
     assert by_path["bootstrap.dcs.max_timelines_history"].endswith("history is never trimmed")
-    assert "issue 14" in by_path["log.type"]
     assert "not supported by pgha" in by_path["kubernetes"]
 
 
@@ -195,16 +195,19 @@ def test_misspelled_keys_are_errors_with_a_hint(data: dict[str, Any], path: str,
 
 def test_environment_variables_pgha_does_not_act_on_warn(caplog: pytest.LogCaptureFixture
                                                          ) -> None:
-    env = {"PATRONI_NAME": "pg9", "PATRONI_LOG_TYPE": "json", "PATRONI_CTL_INSECURE": "true",
-           "PATRONI_RESTAPI_LISTN": "x", "PGHA_ANYTHING": "1", "PATRONI_LOG_LEVEL": ""}
+    env = {"PATRONI_NAME": "pg9", "PATRONI_RESTAPI_REQUEST_QUEUE_SIZE": "5",
+           "PATRONI_CTL_INSECURE": "true", "PATRONI_RESTAPI_LISTN": "x", "PGHA_ANYTHING": "1",
+           "PATRONI_LOG_LEVEL": "", "PATRONI_LOG_TYPE": "json"}  # log.* are implemented
     found = dict(check_env(env))
-    assert set(found) == {"PATRONI_LOG_TYPE", "PATRONI_CTL_INSECURE", "PATRONI_RESTAPI_LISTN"}
-    assert "issue 14" in found["PATRONI_LOG_TYPE"]
+    assert set(found) == {"PATRONI_RESTAPI_REQUEST_QUEUE_SIZE", "PATRONI_CTL_INSECURE",
+                          "PATRONI_RESTAPI_LISTN"}
+    assert "not supported yet" in found["PATRONI_RESTAPI_REQUEST_QUEUE_SIZE"]
     assert "ctl.insecure" in found["PATRONI_CTL_INSECURE"]
     assert "PATRONI_RESTAPI_LISTEN" in found["PATRONI_RESTAPI_LISTN"]
     with caplog.at_level(logging.WARNING, logger="pgha.config"):
         cfg = parse_config(minimal(), {**env, "PATH": ""})
-    assert cfg.name == "pg9" and "PATRONI_LOG_TYPE" in caplog.text
+    assert cfg.name == "pg9" and "PATRONI_RESTAPI_REQUEST_QUEUE_SIZE" in caplog.text
+    assert cfg.log.type == "json"
 
 
 # ------------------------------------------------------------------------- dynamic config

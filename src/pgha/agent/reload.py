@@ -11,26 +11,31 @@
 3. then the new configuration is put in force, except the keys that need a restart, which keep
    their running values (:func:`keep_running_values`): the peer HTTP session is renewed when its TLS
    settings or credentials changed, the member key's ``api_url`` follows
-   ``restapi.connect_address``, ``log.level`` is applied, tags are published from the next
-   cycle, and PostgreSQL's settings and callbacks are re-applied (PostgreSQL is reloaded);
+   ``restapi.connect_address``, the ``log`` section is applied (destinations opened in
+   step 2 by :meth:`AgentLogging.prepare`, a ``log.dir`` that cannot be written refuses the
+   reload), tags are published from the next cycle, and PostgreSQL's settings and callbacks
+   are re-applied (PostgreSQL is reloaded);
 4. one line says what changed and was applied, one what changed but needs a restart of the
    agent to take effect (:func:`classify`), one what is only read at bootstrap.
 
 Decisions: ``restapi.listen`` is re-bound in place, as Patroni does: the new address is bound
 before the old one is closed (or, for the same port, the old one is re-opened if the new one
 fails), so a bad address never leaves the agent without its API. The DCS sections, PostgreSQL's
-location and binaries, the watchdog and log files are only read at start: changing them is
-reported as needing a restart.
+location and binaries and the watchdog are only read at start: changing them is reported as
+needing a restart. Without installed logging (:func:`pgha.agent.logsetup.active` is None: an
+agent inside tests) only ``log.level`` is applied.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
+from pgha.agent import logsetup
 from pgha.agent.local_config import LocalConfig
 from pgha.agent.peers import PeerClient
 from pgha.agent.publish import Publisher
@@ -46,7 +51,7 @@ Effect = Literal["applied", "restart", "bootstrap"]
 
 #: Keys (and everything under them) that a reload applies to the running agent.
 LIVE_KEYS: tuple[str, ...] = (
-    "restapi", "ctl", "tags", "log.level",
+    "restapi", "ctl", "tags", "log",
     "postgresql.parameters", "postgresql.pg_hba", "postgresql.pg_ident",
     "postgresql.callbacks", "postgresql.authentication", "postgresql.pgpass",
     "postgresql.remove_data_directory_on_rewind_failure",
@@ -134,10 +139,16 @@ class Reloader:
         if new is None:
             return False
         old = self.local_config.config
+        logs = logsetup.active()
+        prepared_logs: logsetup.Prepared | None = None
         try:
+            if logs is not None and new.log != old.log:
+                prepared_logs = await asyncio.to_thread(logs.prepare, new.log)
             peer_tls = self.peers.prepare(new)
             api = await self.api.reconfigure(new.restapi)
-        except SettingError as exc:
+        except (SettingError, logsetup.LogSettingError) as exc:
+            if prepared_logs is not None:
+                prepared_logs.discard()
             log.error("reload: %s: %s; keeping the running configuration", exc.key,
                       exc.message)
             return False
@@ -146,7 +157,9 @@ class Reloader:
         self.local_config.accept(new)
         peers_renewed = await self.peers.commit(new, peer_tls)
         self.publisher.set_api_url(new.restapi.api_url)
-        if new.log.level != old.log.level:
+        if logs is not None and prepared_logs is not None:
+            logs.apply(prepared_logs)
+        elif logs is None and new.log.level != old.log.level:
             logging.getLogger().setLevel(new.log.level)
         self._log_changes(keys, api, peers_renewed)
         if not await self.configurator.apply_local_config(new, dcs_config, role):

@@ -10,26 +10,11 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from pgha.config import Config, ConfigError, load_config
+from pgha.agent.logsetup import AgentLogging, LogSettingError
+from pgha.config import Config, ConfigError, LogConfig, load_config
 from pgha.pg.catalogue import load_catalogue
 
 log = logging.getLogger("pgha")
-
-
-def setup_logging(config: Config | None, level: str | None = None) -> None:
-    """Log to stderr (and to ``log.dir``/pgha.log when set), one line per record."""
-    lvl = level or (config.log.level if config else "INFO")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if config is not None and config.log.dir:
-        Path(config.log.dir).mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(Path(config.log.dir) / "pgha.log"))
-    logging.basicConfig(
-        level=lvl,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def load_or_exit(path: Path | None) -> Config:
@@ -55,11 +40,23 @@ def config_error_exit(exc: ConfigError, path: Path | None) -> NoReturn:
 def run(
     config_file: Annotated[Path, typer.Argument(help="configuration YAML file or directory")],
 ) -> None:
-    """Run the agent for one PostgreSQL instance, in the foreground, until SIGTERM/SIGINT."""
+    """Run the agent for one PostgreSQL instance, in the foreground, until SIGTERM/SIGINT.
+    Logging follows the ``log`` section (:mod:`pgha.agent.logsetup`); whatever is queued is
+    written out before the process exits, whatever the exit."""
     logging.captureWarnings(True)
-    setup_logging(None)  # so warnings while loading the config are printed
+    logs = AgentLogging.install(LogConfig())  # so warnings while loading the config are printed
+    try:
+        _run(config_file, logs)
+    finally:
+        logs.stop()
+
+
+def _run(config_file: Path, logs: AgentLogging) -> None:
     config = load_or_exit(config_file)
-    setup_logging(config)
+    try:
+        logs.reconfigure(config.log)
+    except LogSettingError as exc:
+        config_error_exit(ConfigError([(exc.key, exc.message)]), config_file)
     for warning in config.bootstrap.dcs.timing_warnings():
         log.warning("%s; adjusting", warning)
     from pgha.agent.lifecycle import Agent, DuplicateMemberError

@@ -60,13 +60,13 @@ from pgha.config.loader import (
     parse_dynamic_config,
     read_yaml,
 )
+from pgha.config.log import LogConfig
 from pgha.config.models import (
     AuthenticationConfig,
     CallbacksConfig,
     ClusterAccess,
     Config,
     EtcdConfig,
-    LogConfig,
     PostgresqlConfig,
     RestApiAuth,
     RestApiConfig,

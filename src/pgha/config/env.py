@@ -7,6 +7,7 @@ YAML flow list. ``*_CONFIGURATION`` (the whole YAML in one variable) is handled 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,10 @@ from pgha.config.base import _ROLE_DEFAULTS, _ROLE_KEYS, _csv
 
 _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "NAME": ("name",), "SCOPE": ("scope",), "NAMESPACE": ("namespace",),
-    "LOG_LEVEL": ("log", "level"), "LOG_DIR": ("log", "dir"),
+    **{f"LOG_{k.upper()}": ("log", k) for k in (
+        "type", "level", "traceback_level", "format", "dateformat", "static_fields",
+        "max_queue_size", "dir", "mode", "file_size", "file_num", "loggers",
+        "deduplicate_heartbeat_logs")},
     "RESTAPI_USERNAME": ("restapi", "authentication", "username"),
     "RESTAPI_PASSWORD": ("restapi", "authentication", "password"),
     "ZOOKEEPER_HOSTS": ("zookeeper", "hosts"),
@@ -31,14 +35,27 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
         "host", "url", "port", "token", "scheme", "dc", "verify", "cacert", "cert", "key")},
 }
 _ENV_LISTS = frozenset({"RESTAPI_ALLOWLIST", "ZOOKEEPER_HOSTS", "ETCD_HOSTS", "ETCD3_HOSTS"})
+#: mappings: a YAML flow mapping, braces optional (``PATRONI_LOG_LOGGERS="aiohttp: ERROR"``)
+_ENV_DICTS = frozenset({"LOG_STATIC_FIELDS", "LOG_LOGGERS"})
+_FORMAT_FIELD = re.compile(r"%\(\w+\)")
 _ETCD_KEYS = ("hosts", "host", "url", "protocol", "username", "password", "cacert", "cert", "key")
 
 
 def _env_value(env: Mapping[str, str], suffix: str) -> Any:
     """``PGHA_<suffix>`` else ``PATRONI_<suffix>`` (empty = unset); list-valued keys take a
-    comma-separated string or a YAML flow list."""
+    comma-separated string or a YAML flow list; mappings a YAML flow mapping; ``LOG_FORMAT``
+    is a list (of JSON fields) when it names no ``%(field)``. Text that does not parse is
+    passed on as is, for validation to refuse it naming the key."""
     value = env.get("PGHA_" + suffix) or env.get("PATRONI_" + suffix) or None
-    if value is None or suffix not in _ENV_LISTS:
+    if value is None:
+        return None
+    if suffix in _ENV_DICTS:
+        text = value.strip()
+        return _yaml(text if text.startswith("{") else "{" + text + "}", value)
+    if suffix == "LOG_FORMAT" and not _FORMAT_FIELD.search(value):
+        text = value.strip()
+        return _yaml(text if text.startswith(("[", "-")) else "[" + text + "]", value)
+    if suffix not in _ENV_LISTS:
         return value
     if value.lstrip().startswith("["):
         try:
@@ -46,6 +63,13 @@ def _env_value(env: Mapping[str, str], suffix: str) -> Any:
         except yaml.YAMLError:
             pass
     return _csv(value)
+
+
+def _yaml(text: str, fallback: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return fallback
 
 
 def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

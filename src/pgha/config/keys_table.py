@@ -16,8 +16,6 @@ from typing import Any
 
 OK, PLANNED, NEVER, IGNORED = "implemented", "planned", "never", "ignored"
 
-OPS = 14  # the issue that will implement the planned keys
-
 _OFF = ("false", "off", "no", "0")
 
 
@@ -105,23 +103,39 @@ LOCAL: tuple[Key, ...] = (
     Key("thread_pool_size", "5", IGNORED, "pgha runs on one asyncio event loop, no thread pool"),
     Key("thread_stack_size", "512kB", IGNORED, "pgha starts no threads of its own"),
     # -------------------------------------------------------------- log
-    _k("log", note="logging of the agent"),
-    _k("log.level", "INFO", env=True),
-    _k("log.dir", note="pgha writes pgha.log there (no rotation yet, see file_num/file_size)",
+    _k("log", note="logging of the agent: records are queued in memory and written by a "
+       "separate thread to stderr and, with log.dir, to a file; a reload applies every key"),
+    _k("log.level", "INFO", note="DEBUG, INFO, WARNING, ERROR or CRITICAL", env=True),
+    _k("log.traceback_level", "ERROR", note="a traceback is written only when the logger is "
+       "enabled for this level (DEBUG: only with log.level DEBUG); otherwise the line ends "
+       "with the exception's one-line description", env=True),
+    _k("log.type", "plain", note="plain (lines per log.format) or json: one JSON object per "
+       "line, keys named after the record attributes as in Patroni (asctime, levelname, name, "
+       "message; rename them with the list form of log.format), then static_fields, every "
+       "extra field of the record (the decision line's reason, role, ...) and exc_info (the "
+       "traceback)", env=True),
+    _k("log.format", "%(asctime)s %(levelname)s %(name)s: %(message)s", note="plain: a "
+       "%-style format of LogRecord attributes (pgha's default adds the logger name to "
+       "Patroni's); json: the same string, or a list of attribute names and {name: new name} "
+       "renames, giving the fields in order", env=True),
+    _k("log.dateformat", note="strftime format of asctime (default: Python's, "
+       "2024-01-31 12:00:00,123)", env=True),
+    _k("log.static_fields", note="json: constant fields added to every line, after the "
+       "format's fields", free=True, env=True),
+    _k("log.max_queue_size", "1000", note="records waiting to be written; when full, records "
+       "are dropped and counted, and the count is logged once there is room", env=True),
+    _k("log.dir", note="pgha writes pgha.log there (Patroni: patroni.log), as well as stderr; "
+       "created if missing", env=True),
+    _k("log.mode", note="permissions of the log files, e.g. 0640 (default: from the umask)",
        env=True),
-    _p("log.type", OPS, "JSON logs", "plain", inert=("plain",), env=True),
-    _p("log.format", OPS, "custom log line format", "%(asctime)s %(levelname)s: %(message)s",
+    _k("log.file_num", "4", note="rotated files kept (pgha.log.1 ... pgha.log.N)", env=True),
+    _k("log.file_size", "25000000", note="bytes after which pgha.log is rotated (0: never)",
        env=True),
-    _p("log.dateformat", OPS, "custom date format", env=True),
-    _p("log.traceback_level", OPS, "traceback level", "ERROR", env=True),
-    _p("log.static_fields", OPS, "extra fields of JSON logs", free=True, env=True),
-    _p("log.max_queue_size", OPS, "pgha logs synchronously", "1000", env=True),
-    _p("log.mode", OPS, "log file permissions", env=True),
-    _p("log.file_num", OPS, "log rotation", "4", env=True),
-    _p("log.file_size", OPS, "log rotation", "25000000", env=True),
-    _p("log.loggers", OPS, "per-logger levels", free=True, env=True),
-    _p("log.deduplicate_heartbeat_logs", OPS, "heartbeat log deduplication", "false",
-       inert=_OFF, env=True),
+    _k("log.loggers", note="levels of single loggers, e.g. {pgha.dcs: DEBUG, aiohttp: "
+       "WARNING}; aiohttp.access is WARNING unless named", free=True, env=True),
+    _k("log.deduplicate_heartbeat_logs", "false", note="the per-cycle `decision ...` line is "
+       "written only when it differs from the previous one, or 10 minutes after it was last "
+       "written", env=True),
     # -------------------------------------------------------------- bootstrap
     _k("bootstrap", note="used by the member that initializes a new cluster"),
     Key("bootstrap.dcs", note="the dynamic configuration written to the DCS at bootstrap "

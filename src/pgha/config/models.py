@@ -33,6 +33,7 @@ from pgha.config.base import (
     split_host_port,
 )
 from pgha.config.dynamic import BootstrapConfig
+from pgha.config.log import LogConfig
 from pgha.config.replica import Option, ReplicaMethodConfig
 from pgha.config.replica import basebackup_options as _basebackup_options
 
@@ -289,20 +290,6 @@ class TagsConfig(_Section):
     def can_failover(self) -> bool:
         """False when ``nofailover`` is set or ``failover_priority`` is 0."""
         return not self.nofailover and self.failover_priority > 0
-
-
-class LogConfig(_Section):
-    level: str = "INFO"
-    dir: str | None = None
-    format: str | list[Any] | None = None
-    type: Annotated[Literal["plain", "json"], _Lower] = "plain"
-
-    @field_validator("level", mode="before")
-    @classmethod
-    def _level(cls, value: Any) -> Any:
-        if str(value).strip().upper() not in logging.getLevelNamesMapping():
-            raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
-        return str(value).strip().upper()
 
 
 class ClusterAccess(_Section):
