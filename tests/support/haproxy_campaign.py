@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgha.cli.localcluster import LocalCluster, MemberProc
-from tests.support.cluster import call, primary_of, psql, wait_healthy, wait_until
+from tests.support.cluster import call, new_primary, psql, wait_healthy, wait_until
 from tests.support.haproxy import EndpointReader, EndpointWriter, HAProxy, Read, reads_through
 
 STEADY_READS = 12  # reads on fresh connections once HAProxy agrees with the cluster
@@ -69,16 +69,14 @@ def _wait_converged(cluster: LocalCluster, haproxy: HAProxy, leader: MemberProc)
 def _switchover(cluster: LocalCluster, haproxy: HAProxy, leader: MemberProc) -> MemberProc:
     code, body = call(leader, "POST", "/switchover", {"leader": leader.name})
     assert code == 200, (code, body)
-    new = wait_until(lambda: (p := primary_of(cluster)) is not None and p is not leader and p,
-                     60, "a new primary after the switchover")
+    new = new_primary(cluster, leader, 60, "a new primary after the switchover")
     wait_healthy(cluster)
     return new
 
 
 def _node_death(cluster: LocalCluster, haproxy: HAProxy, leader: MemberProc) -> MemberProc:
     cluster.kill_node(leader.name)
-    new = wait_until(lambda: (p := primary_of(cluster)) is not None and p is not leader and p,
-                     90, "a new primary after the node death")
+    new = new_primary(cluster, leader, 90, "a new primary after the node death")
     wait_healthy(cluster)
     return new
 
