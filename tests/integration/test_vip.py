@@ -63,8 +63,9 @@ def cluster(tmp_path: Path, netns: NetNS,
         ip_cmd = shlex.join([*netns.prefix, "ip"])
         for i, m in enumerate(c.procs.values(), start=11):
             netns.add_interface(f"vip-{m.name}", f"10.9.0.{i}/24")
+            # no arping here (and it would run outside the namespace): a missing one is named
             command = shlex.join([str(VIP_SH), f"--vip={VIP}/24", f"--iface=vip-{m.name}",
-                                  f"--ip-cmd={ip_cmd}"])
+                                  f"--ip-cmd={ip_cmd}", "--arping=/nonexistent/arping"])
             edit(m, {"postgresql.callbacks": {
                 action: command for action in ("on_start", "on_stop", "on_restart",
                                                "on_role_change")}})
@@ -83,6 +84,9 @@ def _vip_on(netns: NetNS, member: str) -> bool:
 def test_vip_follows_the_leader(cluster: LocalCluster, netns: NetNS) -> None:
     leader = wait_healthy(cluster)
     wait_until(lambda: _vip_on(netns, leader.name), 30, f"the VIP on {leader.name} only")
+    # pgha logs the callback's stderr: the skipped ARP announcement is not silent
+    wait_until(lambda: "/nonexistent/arping not found: no gratuitous ARP for 10.9.0.100"
+               in leader.log_path.read_text(), 10, "the missing arping named in the log")
 
     code, body = call(leader, "POST", "/switchover", {"leader": leader.name})
     assert code == 200, body
