@@ -8,11 +8,12 @@
 # Behaviour (idempotent: adding an address that is there, or removing one that is not, is a
 # no-op, so it is safe to run on every callback):
 #   role primary and action other than on_stop -> ip addr add VIP dev IFACE, then a gratuitous
-#                                                  ARP (arping -U) when arping is installed;
+#                                                  ARP (iputils arping -U); when arping is not
+#                                                  installed a warning says so (stderr);
 #   anything else (on_stop, replica, demoted, standby_leader) -> ip addr del VIP dev IFACE.
 #
-# Settings: environment variables, or --vip=ADDR/PREFIX --iface=DEV --ip-cmd=CMD before the
-# three arguments pgha adds. Changing an address needs CAP_NET_ADMIN: run pgha with that
+# Settings: environment variables, or --vip=ADDR/PREFIX --iface=DEV --ip-cmd=CMD --arping=CMD
+# before the three arguments pgha adds (--arping= with no value: no ARP announcement). Changing an address needs CAP_NET_ADMIN: run pgha with that
 # capability (systemd: AmbientCapabilities=CAP_NET_ADMIN) or set PGHA_VIP_IP_CMD="sudo -n ip"
 # with a matching sudoers rule for the postgres user.
 #
@@ -41,13 +42,15 @@ while [ $# -gt 3 ]; do
         --vip=*) VIP="${1#--vip=}" ;;
         --iface=*) IFACE="${1#--iface=}" ;;
         --ip-cmd=*) IP_CMD="${1#--ip-cmd=}" ;;
+        --arping=*) ARPING="${1#--arping=}" ;;
         *) echo "vip.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 
 if [ $# -ne 3 ]; then
-    echo "usage: vip.sh [--vip=ADDR/PREFIX] [--iface=DEV] [--ip-cmd=CMD] ACTION ROLE SCOPE" >&2
+    echo "usage: vip.sh [--vip=ADDR/PREFIX] [--iface=DEV] [--ip-cmd=CMD] [--arping=CMD]" \
+         "ACTION ROLE SCOPE" >&2
     exit 2
 fi
 ACTION="$1"
@@ -78,11 +81,18 @@ add_vip() {
     # shellcheck disable=SC2086
     $IP_CMD addr add "$VIP" dev "$IFACE" || return 1
     echo "added $VIP on $IFACE ($SCOPE, $ACTION)"
-    if [ -n "$ARPING" ] && command -v "$ARPING" >/dev/null 2>&1; then
-        # unsolicited ARP so switches and neighbours learn the new owner at once
-        "$ARPING" -q -U -c "$ARP_COUNT" -I "$IFACE" "$ADDR" >/dev/null 2>&1 \
-            || echo "arping failed (the address is up; neighbours learn it when their ARP cache expires)" >&2
+    if [ -z "$ARPING" ]; then
+        return 0
     fi
+    if ! command -v "$ARPING" >/dev/null 2>&1; then
+        # not silent: without the announcement clients may keep sending to the old owner's
+        # MAC address until their ARP cache entry expires
+        echo "$ARPING not found: no gratuitous ARP for $ADDR (neighbours learn the new owner when their ARP cache expires; install iputils-arping, or --arping= to turn this off)" >&2
+        return 0
+    fi
+    # unsolicited ARP so switches and neighbours learn the new owner at once
+    "$ARPING" -q -U -c "$ARP_COUNT" -I "$IFACE" "$ADDR" >/dev/null 2>&1 \
+        || echo "arping failed (the address is up; neighbours learn it when their ARP cache expires)" >&2
     return 0
 }
 

@@ -100,6 +100,17 @@ def primary_of(cluster: LocalCluster) -> MemberProc | None:
     return found[0] if len(found) == 1 else None
 
 
+def new_primary(cluster: LocalCluster, old: MemberProc, timeout: float,
+                what: str) -> MemberProc:
+    """Wait until exactly one member other than ``old`` is primary; return it."""
+
+    def found() -> MemberProc | None:
+        p = primary_of(cluster)
+        return p if p is not None and p is not old else None
+
+    return wait_until(found, timeout, what)
+
+
 def psql(m: MemberProc, sql: str, timeout: float = 10.0) -> str:
     """Run SQL as the superuser over the member's unix socket; return the unaligned output."""
     out = subprocess.run(
