@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from pgha.agent.decisions import DecisionLog
 from pgha.agent.metrics import AgentMetrics
 from pgha.api.security import HostResolver
 from pgha.api.server import build_app
@@ -49,6 +50,10 @@ class Source:
     metrics: AgentMetrics | None = None
     discarded: list[dict[str, Any]] = field(default_factory=list)  # discarded-WAL reports
     failsafe_slots: dict[str, int] = field(default_factory=dict)  # slots of the last POST
+    records: DecisionLog = field(default_factory=DecisionLog)  # GET /decisions
+
+    def decisions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.records.to_json(limit)
 
     def discarded_reports(self) -> list[dict[str, Any]]:
         return self.discarded

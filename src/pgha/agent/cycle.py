@@ -8,7 +8,9 @@ One cycle (:meth:`DecisionCycle.run_once`):
    and client follow the ``ttl`` / ``retry_timeout`` in force (:mod:`pgha.agent.session`; the
    view is re-read when our session changed); the operator's pending restart / re-initialise
    requests; peers' statuses when a race may follow;
-2. decide: :func:`pgha.core.decide.decide`, logged as one line with its reason code;
+2. decide: :func:`pgha.core.decide.decide`, logged as one line with its reason code (and
+   kept in :attr:`DecisionCycle.decisions` with its explanation, :mod:`pgha.agent.decisions`,
+   when it changed something or refused the free lock; logged once more then, with it);
 3. execute: the executor runs the actions in order, stopping at the first failure;
 4. publish: callbacks for what changed, the status snapshot, the member key; then the
    heartbeat that gates the lease keep-alive, and the heartbeat hooks: the watchdog device
@@ -48,6 +50,7 @@ from typing import Any
 
 from pgha.agent.clock import SYSTEM_CLOCK, Clock
 from pgha.agent.commands import CommandHandler
+from pgha.agent.decisions import DecisionLog
 from pgha.agent.executor import Executor
 from pgha.agent.failsafe import Failsafe
 from pgha.agent.lease import LeaseKeeper
@@ -70,6 +73,7 @@ from pgha.core.actions import (
     SyncSlots,
 )
 from pgha.core.decide import RACE_REFUSALS, Decision, Reason, decide, needs_peer_statuses
+from pgha.core.explain import explain
 from pgha.core.model import (
     ClusterView,
     HaSettings,
@@ -157,6 +161,7 @@ class DecisionCycle:
         self.wake = wake
         self.stopping = False
         self.last_decision: Decision | None = None
+        self.decisions = DecisionLog()  # recent decisions that changed something or refused
         self.handover_failed = False  # see LocalState.handover_failed
         self.dcs_wake = asyncio.Event()  # the DCS watch saw a change (subject to the guard)
         self.repeats = 0  # cycles in a row that repeated a decision without progress
@@ -215,7 +220,7 @@ class DecisionCycle:
                 and not s.watchdog.arm():
             decision = decide(view, replace(local, watchdog_ok=False), now)
         s.lease.decided(now)  # the backstop waits for a decision taken after the lease ran out
-        self._log_decision(decision)
+        self._log_decision(decision, view, local)
         if reinit:
             s.commands.reinit_started(decision.reason is Reason.REINITIALIZE, decision.message)
         if any(isinstance(a, _STOPS_PG) for a in decision.actions):
@@ -333,12 +338,28 @@ class DecisionCycle:
         await self.s.reloader.reload(view.config if view is not None else None,
                                      self.s.publisher.status.role)
 
-    def _log_decision(self, decision: Decision) -> None:
-        """One line per cycle: the reason code, why, and the actions chosen."""
+    def _log_decision(self, decision: Decision, view: ClusterView | None,
+                      local: LocalState) -> None:
+        """One line per cycle: the reason code, why, and the actions chosen, with ``reason``,
+        ``role``, ``timeline``, ``lag`` and ``leader`` as extra fields. A decision that the
+        decision log keeps is logged once more, with its explanation, when it is recorded."""
         actions = ", ".join(type(a).__name__ for a in decision.actions) or "none"
+        pg = local.pg
+        role = self.s.publisher.status.role
+        leader = view.leader.name if view is not None and view.leader is not None else None
+        lag = view.lag_of(pg.wal_position) if view is not None and \
+            pg.role is not PgRole.PRIMARY else None
         log.info("decision %s: %s [actions: %s]", decision.reason.value, decision.message,
-                 actions)
+                 actions, extra={"reason": decision.reason.value, "role": role,
+                                 "timeline": pg.timeline, "lag": lag, "leader": leader})
         self.last_decision = decision
+        record = self.decisions.note(
+            decision, acted=changes_something(decision), wall=local.wall_time, role=role,
+            timeline=pg.timeline, position=pg.wal_position, lag=lag, leader=leader,
+            standings=explain(view, local, decision) if view is not None else ())
+        if record is not None:
+            log.info("decision recorded: %s", record.describe(),
+                     extra={"decision": record.to_json()})
 
     def _publish(self, pg_state: PgState, details: dict[str, Any], decision: Decision) -> None:
         s = self.s

@@ -82,7 +82,8 @@ class Agent:
     """One pgha agent. Create, then ``await run()``; ``request_stop()`` ends it cleanly.
 
     It is also the REST API's :class:`pgha.api.handlers.StatusSource`: ``status``,
-    ``metrics``, ``submit`` and ``accept_failsafe`` are all the API sees of it."""
+    ``metrics``, ``submit``, ``accept_failsafe`` and ``decisions`` are all the API sees of
+    it."""
 
     def __init__(self, config: Config, config_path: Path | None = None) -> None:
         # first: nothing spawned from here on may inherit NOTIFY_SOCKET / WATCHDOG_*
@@ -166,6 +167,11 @@ class Agent:
     def discarded_reports(self) -> tuple[dict[str, Any], ...]:
         """The discarded-WAL reports this member's rejoins recorded (``GET /history``)."""
         return self.pg.discarded.reports
+
+    def decisions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The recent decisions kept by the decision loop, oldest first (``GET
+        /decisions``; see :mod:`pgha.agent.decisions`)."""
+        return self.cycle.decisions.to_json(limit)
 
     def accept_failsafe(self, name: str,
                         slots: Mapping[str, int] | None = None) -> tuple[int, str]:

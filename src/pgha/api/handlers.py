@@ -66,6 +66,11 @@ class StatusSource(Protocol):
         :mod:`pgha.pg.waldump` for the report), oldest first."""
         ...
 
+    def decisions(self, limit: int | None = None) -> Sequence[Mapping[str, Any]]:
+        """The agent's recent decision records as JSON objects, oldest first; the newest
+        ``limit`` of them when given (see :mod:`pgha.agent.decisions`)."""
+        ...
+
     async def submit(self, command: Command) -> Outcome:
         """Carry out an operator command (see :mod:`pgha.core.commands` for the codes)."""
         ...
@@ -121,6 +126,7 @@ class Handlers:
             "patroni": self.patroni,
             "cluster": self.cluster,
             "history": self.history,
+            "decisions": self.decisions,
             "config_get": self.config_get,
             "failsafe_get": self.failsafe_get,
             "openapi": self.openapi,
@@ -193,6 +199,16 @@ class Handlers:
     async def history(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(
             history_json(self.source.status.view, self.source.discarded_reports()), dumps=dumps)
+
+    async def decisions(self, request: web.Request) -> web.StreamResponse:
+        raw = request.query.get("limit")
+        limit = None
+        if raw is not None:
+            limit = int(raw) if raw.isascii() and raw.isdigit() else -1
+            if limit < 0:
+                return web.Response(status=400,
+                                    text=f"limit: must be a non-negative integer, not {raw!r}")
+        return web.json_response(list(self.source.decisions(limit)), dumps=dumps)
 
     async def config_get(self, request: web.Request) -> web.StreamResponse:
         view = self.source.status.view

@@ -90,6 +90,38 @@ _SCHEMAS: dict[str, Any] = {
         "description": "[timeline, lsn, reason, timestamp, new_leader], plus "
                        "{\"discarded\": [report, ...]} on a timeline this member discarded "
                        "WAL of (rewind or re-clone)"}},
+    "Decisions": {"type": "array", "items": {
+        "type": "object",
+        "required": ["time", "last_seen", "count", "reason", "message", "actions", "role",
+                     "standings"],
+        "description": "A decision that changed something or refused the free lock; a repeat "
+                       "of the same reason and message only raises count and last_seen",
+        "properties": {
+            "time": {"type": "string", "format": "date-time"},
+            "last_seen": {"type": "string", "format": "date-time"},
+            "count": {"type": "integer", "minimum": 1},
+            "reason": {"type": "string", "description": "The decision's reason code"},
+            "message": {"type": "string"},
+            "actions": {"type": "array", "items": {"type": "string"}},
+            "role": {"type": "string"},
+            "timeline": {"type": "integer", "nullable": True},
+            "wal_position": {"type": "integer", "nullable": True},
+            "lag": {"type": "integer", "nullable": True},
+            "leader": {"type": "string", "nullable": True},
+            "standings": {"type": "array", "items": {
+                "type": "object", "required": ["name", "code", "summary", "eligible"],
+                "description": "Why each member may or may not take the free lock, this "
+                               "member first",
+                "properties": {
+                    "name": {"type": "string"}, "code": {"type": "string"},
+                    "summary": {"type": "string"}, "detail": {"type": "string"},
+                    "eligible": {"type": "boolean"},
+                    "position": {"type": "integer", "nullable": True},
+                    "lag": {"type": "integer", "nullable": True},
+                    "limit": {"type": "integer", "nullable": True},
+                    "priority": {"type": "integer", "nullable": True},
+                    "timeline": {"type": "integer", "nullable": True}}}},
+        }}},
     "Object": {"type": "object"},
 }
 

@@ -165,6 +165,13 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", ("/history",), "history", "Timeline history from the DCS", {
         200: ("List of [timeline, lsn, reason, timestamp, new_leader]; a sixth element "
               "{discarded: [...]} on timelines whose WAL this member discarded", "History")}),
+    Route("GET", ("/decisions",), "decisions",
+          "pgha: this member's recent decisions that changed something or refused the free "
+          "leader lock, with what decided them (oldest first)", {
+              200: ("List of decision records", "Decisions"),
+              400: ("Bad limit (reason as text)", TEXT)},
+          params=(Param("limit", "Only the newest N records",
+                        {"type": "integer", "minimum": 0}),)),
     Route("GET", ("/config",), "config_get", "The dynamic configuration in the DCS", {
         200: ("The config JSON", "Object"), 502: ("No configuration in the DCS", TEXT)}),
     Route("GET", ("/failsafe",), "failsafe_get", "Members listed in the failsafe key", {

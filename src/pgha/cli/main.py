@@ -8,6 +8,7 @@ commands (Patroni's ``patronictl``), one module per command group:
 - :mod:`pgha.cli.standby`: ``demote-cluster``, ``promote-cluster``;
 - :mod:`pgha.cli.query`: ``query``, ``dsn``;
 - :mod:`pgha.cli.history`: ``history``;
+- :mod:`pgha.cli.why`: ``why``;
 - :mod:`pgha.cli.maintenance`: ``remove``, ``version``.
 
 Shared helpers: :mod:`pgha.cli.common` (configuration, the DCS through ``ClusterStore``,
@@ -34,6 +35,7 @@ from pgha.cli import (
     query,
     standby,
     switchover,
+    why,
 )
 
 app = typer.Typer(
@@ -86,6 +88,7 @@ app.command("promote-cluster")(standby.promote_cluster)
 app.command("query")(query.query)
 app.command("dsn")(query.dsn)
 app.command("history")(history.history)
+app.command("why")(why.why)
 app.command("remove")(maintenance.remove)
 app.command("version")(maintenance.version)
 

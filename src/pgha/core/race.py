@@ -16,13 +16,18 @@ are compared: not its former leader (it may be ahead with WAL no standby acknowl
 member outside the key (it cannot win, and an ahead one must not keep the voters out).
 
 Each refusal has its own reason code (see :data:`pgha.core.decision.RACE_REFUSALS`).
+
+The rules are also applied to each peer by :mod:`pgha.core.explain` (why each member may or
+may not take the lock): :func:`member_refusal` (a member's own rules, from its tags, WAL
+position and timeline), :func:`peer_refusal` (one peer against this member) and
+:func:`compared_peers`; :func:`race_refusal` is built from the same functions.
 """
 
 from __future__ import annotations
 
 from pgha.core.decision import Decision, Reason
 from pgha.core.decision import decision as _d
-from pgha.core.model import ClusterView, LocalState, SyncMode
+from pgha.core.model import ClusterView, LocalState, PeerStatus, SyncMode, Tags
 from pgha.core.sync import failover_refusal
 
 
@@ -41,13 +46,13 @@ def race_refusal(view: ClusterView, local: LocalState) -> Decision | None:
     refusal = _own_refusal(view, local)
     position = local.pg.wal_position  # known when _own_refusal found nothing
     if refusal is None and position is not None:
-        refusal = _peer_refusal(local, position, _compared(view))
+        refusal = _peer_refusal(local, position, compared_peers(view))
     if refusal is None:
-        refusal = _sync_refusal(view, local)
+        refusal = sync_refusal(view, local)
     return refusal
 
 
-def _compared(view: ClusterView) -> frozenset[str] | None:
+def compared_peers(view: ClusterView) -> frozenset[str] | None:
     """The peers whose WAL position counts in the race; None: every peer. In synchronous mode
     with a ``sync`` key naming a leader: its voters but that leader. The key's leader may be
     ahead with WAL no standby acknowledged; a member outside the key may not take the lock
@@ -61,7 +66,9 @@ def _compared(view: ClusterView) -> frozenset[str] | None:
     return frozenset(key.sync_standby - {key.leader})
 
 
-def _sync_refusal(view: ClusterView, local: LocalState) -> Decision | None:
+def sync_refusal(view: ClusterView, local: LocalState) -> Decision | None:
+    """The synchronous-mode refusal of ``local`` (:func:`pgha.core.sync.failover_refusal`) as
+    a ``RACE_REFUSED_NOT_SYNC`` / ``RACE_REFUSED_QUORUM`` decision; None when it may race."""
     why = failover_refusal(view, local)
     if why is None:
         return None
@@ -71,54 +78,74 @@ def _sync_refusal(view: ClusterView, local: LocalState) -> Decision | None:
 
 
 def _own_refusal(view: ClusterView, local: LocalState) -> Decision | None:
-    """Refusals that depend on this member alone (and the DCS view)."""
-    pg = local.pg
-    if not local.tags.can_be_leader:
-        return _d(Reason.RACE_REFUSED_NOFAILOVER, "tagged nofailover: never taking the lock")
-    if not local.watchdog_ok:
+    """Refusals that depend on this member alone (and the DCS view): :func:`member_refusal`,
+    with a required watchdog that cannot be armed right after ``nofailover`` (only this
+    member knows its device)."""
+    if local.tags.can_be_leader and not local.watchdog_ok:
         return _d(Reason.RACE_REFUSED_WATCHDOG,
                   "watchdog mode is required and the watchdog device cannot be armed")
-    if local.failsafe_primary is not None:
+    return member_refusal(view, local.tags, local.pg.wal_position, local.pg.timeline,
+                          local.failsafe_primary)
+
+
+def member_refusal(view: ClusterView, tags: Tags, position: int | None, timeline: int | None,
+                   failsafe_primary: str | None = None) -> Decision | None:
+    """A member's own rules, first match wins: ``nofailover`` (or ``failover_priority`` 0),
+    a primary that asked it to stay out (failsafe), WAL position unknown, lag past
+    ``maximum_lag_on_failover`` behind ``view.optime``, timeline behind the cluster's (with
+    ``check_timeline``). Messages are worded for the member itself."""
+    if not tags.can_be_leader:
+        return _d(Reason.RACE_REFUSED_NOFAILOVER, "tagged nofailover: never taking the lock")
+    if failsafe_primary is not None:
         return _d(Reason.RACE_REFUSED_FAILSAFE_PRIMARY_ALIVE,
-                  f"primary {local.failsafe_primary} confirmed it is alive (failsafe)")
-    if pg.wal_position is None:
+                  f"primary {failsafe_primary} confirmed it is alive (failsafe)")
+    if position is None:
         return _d(Reason.RACE_REFUSED_POSITION_UNKNOWN, "own WAL position unknown")
     lag_limit = view.settings.maximum_lag_on_failover
-    if view.optime is not None and view.optime - pg.wal_position > lag_limit:
+    if view.optime is not None and view.optime - position > lag_limit:
         return _d(Reason.RACE_REFUSED_LAG,
-                  f"lag {view.optime - pg.wal_position} bytes behind the last leader position "
+                  f"lag {view.optime - position} bytes behind the last leader position "
                   f"exceeds maximum_lag_on_failover {lag_limit}")
     cluster_tl = cluster_timeline(view)
-    if (view.settings.check_timeline and cluster_tl is not None and pg.timeline is not None
-            and pg.timeline < cluster_tl):
+    if (view.settings.check_timeline and cluster_tl is not None and timeline is not None
+            and timeline < cluster_tl):
         return _d(Reason.RACE_REFUSED_TIMELINE_BEHIND,
-                  f"timeline {pg.timeline} behind the cluster's {cluster_tl}")
+                  f"timeline {timeline} behind the cluster's {cluster_tl}")
     return None
 
 
 def _peer_refusal(local: LocalState, mine: int, compared: frozenset[str] | None
                   ) -> Decision | None:
-    """Refusals because of a reachable peer (checked by peer name); ``mine`` is this member's
-    WAL position; a peer outside ``compared`` (None: every peer compares) is only checked for
-    running as a primary."""
+    """Refusals because of a reachable peer, the first by peer name (see
+    :func:`peer_refusal`)."""
     for name in sorted(local.peers):
         peer = local.peers[name]
         if name == local.name or peer is None:
             continue
-        if peer.is_running_primary:
-            how = (" (its PostgreSQL accepts writes; its agent does not answer)"
-                   if peer.agent_silent else "")
-            return _d(Reason.RACE_REFUSED_PRIMARY_RUNNING,
-                      f"primary {name} is still running{how}")
-        if (compared is not None and name not in compared) or not peer.tags.can_be_leader \
-                or peer.wal_position is None:
-            continue
-        if peer.wal_position > mine:
-            return _d(Reason.RACE_REFUSED_PEER_AHEAD,
-                      f"{name} is ahead ({peer.wal_position} > {mine})")
-        if (peer.wal_position == mine
-                and peer.tags.failover_priority > local.tags.failover_priority):
-            return _d(Reason.RACE_REFUSED_PEER_PRIORITY,
-                      f"{name} has the same WAL position and a higher failover_priority "
-                      f"({peer.tags.failover_priority} > {local.tags.failover_priority})")
+        refusal = peer_refusal(local, mine, name, peer, compared)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def peer_refusal(local: LocalState, mine: int | None, name: str, peer: PeerStatus,
+                 compared: frozenset[str] | None) -> Decision | None:
+    """Whether reachable ``peer`` (member ``name``) keeps this member out of the race: it
+    runs as a primary; or it may become leader, counts (in ``compared``; None: every peer
+    does) and is ahead of ``mine`` (this member's WAL position; None: not compared), or at
+    the same position with a higher ``failover_priority``."""
+    if peer.is_running_primary:
+        how = (" (its PostgreSQL accepts writes; its agent does not answer)"
+               if peer.agent_silent else "")
+        return _d(Reason.RACE_REFUSED_PRIMARY_RUNNING, f"primary {name} is still running{how}")
+    if (compared is not None and name not in compared) or not peer.tags.can_be_leader \
+            or peer.wal_position is None or mine is None:
+        return None
+    if peer.wal_position > mine:
+        return _d(Reason.RACE_REFUSED_PEER_AHEAD,
+                  f"{name} is ahead ({peer.wal_position} > {mine})")
+    if peer.wal_position == mine and peer.tags.failover_priority > local.tags.failover_priority:
+        return _d(Reason.RACE_REFUSED_PEER_PRIORITY,
+                  f"{name} has the same WAL position and a higher failover_priority "
+                  f"({peer.tags.failover_priority} > {local.tags.failover_priority})")
     return None
