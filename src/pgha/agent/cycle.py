@@ -55,6 +55,7 @@ from pgha.agent.executor import Executor
 from pgha.agent.failsafe import Failsafe
 from pgha.agent.lease import LeaseKeeper
 from pgha.agent.local_config import LocalConfig
+from pgha.agent.logsetup import logger_backlog
 from pgha.agent.metrics import AgentMetrics
 from pgha.agent.notify import Notifier, status_line
 from pgha.agent.observe import Observer
@@ -371,7 +372,9 @@ class DecisionCycle:
             pending_restart=state.pending_restart,
             pending_restart_reason=state.pending_restart_reason,
             scheduled_restart=scheduled.to_json() if scheduled else None,
-            failure=s.executor.retry.failure(), slot_problems=s.executor.slot_problems)
+            failure=s.executor.retry.failure(), slot_problems=s.executor.slot_problems,
+            watchdog_failed=s.watchdog is not None and not s.watchdog.usable(),
+            logger=logger_backlog())
 
     def _note_progress(self, key: tuple[Any, ...] | None) -> None:
         """Count the cycles in a row that repeated a decision without progress."""

@@ -65,6 +65,13 @@ def active() -> AgentLogging | None:
     return _active
 
 
+def logger_backlog() -> tuple[int, int]:
+    """(records waiting to be written, records dropped since start) of the installed logging;
+    (0, 0) when none is installed."""
+    logs = _active
+    return (logs.queue_size, logs.records_lost) if logs is not None else (0, 0)
+
+
 class LogSettingError(Exception):
     """A ``log`` value that cannot be used: ``key`` is its dotted path."""
 

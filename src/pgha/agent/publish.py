@@ -53,7 +53,8 @@ class Publisher:
                 pending_restart_reason: Mapping[str, Any] | None,
                 scheduled_restart: Mapping[str, Any] | None,
                 failure: ActionFailure | None = None,
-                slot_problems: Mapping[str, str] | None = None) -> None:
+                slot_problems: Mapping[str, str] | None = None,
+                watchdog_failed: bool = False, logger: tuple[int, int] = (0, 0)) -> None:
         """Replace the status snapshot. We hold the lock when the last view shows the leader
         key naming us AND bound to our current session (DESIGN.md safety rule 7: a key that
         merely holds our name is not our lock) and the DCS answered, or when failsafe mode
@@ -72,6 +73,7 @@ class Publisher:
             failsafe_active=failsafe_active, scheduled_restart=scheduled_restart,
             pending_restart=pending_restart, pending_restart_reason=pending_restart_reason,
             failure=failure, slot_problems=dict(slot_problems or {}),
+            watchdog_failed=watchdog_failed, logger=logger,
         )
 
     def set_api_url(self, api_url: str) -> None:

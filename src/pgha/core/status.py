@@ -42,6 +42,12 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
+NORMAL_LOG_BACKLOG = 2
+"""Log records waiting to be written that are still normal: ``GET /patroni`` shows
+``logger_queue_size`` above it (as Patroni does) and ``logger_records_lost`` once any record
+was dropped."""
+
+
 @dataclass(frozen=True)
 class AgentStatus:
     """What the agent knew at the end of its last decision cycle."""
@@ -65,6 +71,8 @@ class AgentStatus:
     scheduled_restart: Mapping[str, Any] | None = None  # {schedule: ISO 8601, ...}
     failure: ActionFailure | None = None  # an action being retried with backoff
     slot_problems: Mapping[str, str] = field(default_factory=dict)  # slot -> what went wrong
+    watchdog_failed: bool = False  # watchdog.mode required and the device cannot be armed
+    logger: tuple[int, int] = (0, 0)  # log records waiting to be written, records dropped
 
     @property
     def pg_state(self) -> str:
@@ -137,6 +145,13 @@ class AgentStatus:
             out["tags"] = tags
         if self.pg.sysid:
             out["database_system_identifier"] = self.pg.sysid
+        if self.watchdog_failed:
+            out["watchdog_failed"] = True
+        waiting, lost = self.logger
+        if waiting > NORMAL_LOG_BACKLOG:
+            out["logger_queue_size"] = waiting
+        if lost:
+            out["logger_records_lost"] = lost
         out["patroni"] = {"version": __version__, "scope": self.scope, "name": self.name}
         out["pgha"] = {"reason": self.reason, "message": self.message,
                        "holds_lock": self.holds_lock}
