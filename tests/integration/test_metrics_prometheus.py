@@ -56,6 +56,8 @@ def test_prometheus_scrapes_one_primary_pgha_metrics_and_a_failover(
         doc = parse(text)
         assert doc.value("patroni_primary") == (1 if m is leader else 0)
         assert doc.value("pgha_dcs_request_duration_seconds_count", operation="get_prefix") > 0
+        # the cluster's maximum_lag_on_failover (the demo cluster's dynamic configuration)
+        assert doc.value("pgha_maximum_lag_on_failover_bytes") == 1048576
 
     # the leader holds a lease with time left on it; a replica reports 0
     wait_until(lambda: parse(scrape(leader.api)).value("pgha_leader_lease_seconds_left") > 0,

@@ -63,6 +63,8 @@ def gauges(status: AgentStatus) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, labels, value in doc.samples:
         assert labels == {"scope": status.scope, "name": status.name}, name
+        if not name.startswith("patroni_"):
+            continue
         assert name not in out, f"{name} twice"
         out[name] = value
     return out
@@ -202,6 +204,19 @@ def test_sync_key_of_a_former_leader_counts_for_nothing() -> None:
                         config={"synchronous_mode": True})
     g = gauges(replace(replica_status(), view=view))
     assert g["patroni_sync_standby"] == 0 and g["patroni_quorum_standby"] == 0
+
+
+def test_maximum_lag_on_failover_follows_the_dynamic_configuration() -> None:
+    view = cluster_view(config={"maximum_lag_on_failover": 5 * MB})
+    doc = parse(render_metrics(replace(replica_status(), view=view), None))
+    assert doc.types["pgha_maximum_lag_on_failover_bytes"] == "gauge"
+    assert doc.value("pgha_maximum_lag_on_failover_bytes", scope="demo") == 5 * MB
+    assert parse(render_metrics(primary_status(), None)).value(
+        "pgha_maximum_lag_on_failover_bytes") == 1048576  # the default
+    # before the first DCS read the limit is unknown: HELP and TYPE, no sample
+    never_read = parse(render_metrics(replace(replica_status(), view=None), None))
+    assert never_read.types["pgha_maximum_lag_on_failover_bytes"] == "gauge"
+    assert never_read.values("pgha_maximum_lag_on_failover_bytes") == []
 
 
 def test_version_number() -> None:

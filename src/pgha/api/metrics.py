@@ -20,6 +20,10 @@ yet) is 0, as Patroni reports it. In particular:
 * ``patroni_cluster_unlocked`` and ``patroni_is_paused`` are 0 until the DCS was read once.
 * ``patroni_postgres_state`` uses Patroni's codes (:data:`POSTGRES_STATE_CODES`); a state
   outside that list (none is published today) is rendered as -1.
+
+After Patroni's metrics come pgha's own status-derived gauges (:data:`PGHA_STATUS_GAUGES`), whose
+value may be unknown: such a gauge then has its HELP and TYPE but no sample (an alert comparing
+with it matches nothing instead of comparing with a made-up 0). Then the agent's registry.
 """
 
 from __future__ import annotations
@@ -133,7 +137,7 @@ class _Gauge:
     name: str
     kind: str
     help_text: str
-    value: Callable[[_Facts], float | str]
+    value: Callable[[_Facts], float | str | None]
 
 
 #: Patroni's metrics, in Patroni's order: name, type, help, and how the value is computed.
@@ -213,10 +217,22 @@ PATRONI_GAUGES: tuple[_Gauge, ...] = (
 )
 
 
-def patroni_gauges(status: AgentStatus) -> list[tuple[str, str, str, float | str]]:
-    """``(name, type, help, value)`` of every Patroni metric, in Patroni's order."""
+#: pgha's gauges computed from the status: a value of None renders no sample.
+PGHA_STATUS_GAUGES: tuple[_Gauge, ...] = (
+    _Gauge("pgha_maximum_lag_on_failover_bytes", "gauge",
+           "The cluster's maximum_lag_on_failover (bytes) from the dynamic configuration in "
+           "the DCS: a replica further behind the leader is no failover candidate. No sample "
+           "until the DCS was read.",
+           lambda c: c.view.settings.maximum_lag_on_failover if c.view is not None else None),
+)
+
+
+def status_gauges(status: AgentStatus) -> list[tuple[str, str, str, float | str | None]]:
+    """``(name, type, help, value)`` of every Patroni metric, in Patroni's order, then pgha's
+    status-derived gauges (whose value may be None: unknown, no sample)."""
     facts = _Facts.of(status)
-    return [(g.name, g.kind, g.help_text, g.value(facts)) for g in PATRONI_GAUGES]
+    return [(g.name, g.kind, g.help_text, g.value(facts))
+            for g in PATRONI_GAUGES + PGHA_STATUS_GAUGES]
 
 
 def render_metrics(status: AgentStatus, metrics: MetricsSource | None) -> str:
@@ -224,11 +240,12 @@ def render_metrics(status: AgentStatus, metrics: MetricsSource | None) -> str:
     const = {"scope": status.scope, "name": status.name}
     labels = format_labels(const.items())
     out: list[str] = []
-    for name, kind, help_text, value in patroni_gauges(status):
+    for name, kind, help_text, value in status_gauges(status):
         out.append(f"# HELP {name} {escape_help(help_text)}")
         out.append(f"# TYPE {name} {kind}")
-        text = value if isinstance(value, str) else format_value(value)
-        out.append(f"{name}{labels} {text}")
+        if value is not None:
+            text = value if isinstance(value, str) else format_value(value)
+            out.append(f"{name}{labels} {text}")
     body = "\n".join(out) + "\n"
     if metrics is not None:
         body += metrics.render(const)

@@ -18,12 +18,14 @@ member selection, prompts, watching), :mod:`pgha.cli.rest` (the REST client) and
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+import pgha
 from pgha.cli import (
     cluster,
     daemon,
@@ -42,9 +44,28 @@ app = typer.Typer(
     name="pgha",
     help="High-availability agent for PostgreSQL (Patroni-compatible).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (shell detected)
     pretty_exceptions_enable=False,
 )
+
+
+def package_version() -> str:
+    """The installed distribution's version when the imported ``pgha`` is the installed one,
+    else (run from a source tree, an editable install, not installed) ``pgha.__version__``."""
+    try:
+        dist = importlib.metadata.distribution("pgha")
+    except importlib.metadata.PackageNotFoundError:
+        return pgha.__version__
+    installed = Path(str(dist.locate_file("pgha/__init__.py")))
+    if not pgha.__file__ or installed.resolve() != Path(pgha.__file__).resolve():
+        return pgha.__version__
+    return dist.version
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"pgha {package_version()}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -64,6 +85,9 @@ def main(
              "SCHEME one of etcd3, etcd, consul, zookeeper")] = None,
     insecure: Annotated[bool, typer.Option(
         "-k", "--insecure", help="do not verify the members' REST API certificates")] = False,
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, expose_value=False,
+        help="print pgha's version and exit")] = False,
 ) -> None:
     ctx.obj = {"config_file": config_file, "dcs_url": dcs_url, "insecure": insecure}
 
