@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.cluster import dump_logs, new_cluster
+from tests.support.cluster import running_cluster
 from tests.support.haproxy import EXAMPLE, HAProxy, render_config
 from tests.support.haproxy_campaign import run_campaign
 
@@ -27,13 +27,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    c = new_cluster(tmp_path / "c", synchronous_mode=True)
-    with c:
-        c.start_all(stagger=0.3)
+    with running_cluster(tmp_path / "c", request, synchronous_mode=True) as c:
         yield c
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            dump_logs(c)
 
 
 def test_example_renders_for_local_members(tmp_path: Path) -> None:

@@ -22,10 +22,11 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import asyncpg
 
@@ -160,9 +161,7 @@ class EndpointWriter:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run_in_thread(self) -> threading.Thread:
-        t = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        t.start()
-        return t
+        return _in_thread(self._run)
 
     async def _run(self) -> None:
         conn: asyncpg.Connection | None = None
@@ -204,6 +203,13 @@ class EndpointWriter:
         return max((b - a for a, b in itertools.pairwise(points)), default=0.0)
 
 
+def _in_thread(run: Callable[[], Coroutine[Any, Any, None]]) -> threading.Thread:
+    """A started daemon thread running ``run()`` in an event loop of its own."""
+    t = threading.Thread(target=lambda: asyncio.run(run()), daemon=True)
+    t.start()
+    return t
+
+
 @dataclass
 class Read:
     at: float
@@ -224,9 +230,7 @@ class EndpointReader:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run_in_thread(self) -> threading.Thread:
-        t = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        t.start()
-        return t
+        return _in_thread(self._run)
 
     async def _run(self) -> None:
         while not self.stop.is_set():
