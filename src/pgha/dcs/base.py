@@ -68,11 +68,14 @@ class Snapshot:
 @dataclass(frozen=True)
 class WatchEvent:
     """Something changed under the watched prefix. ``key`` is None when the backend cannot tell
-    which key (e.g. after a reconnect): callers must then re-read everything."""
+    which key (e.g. after a reconnect): callers must then re-read everything. ``kv`` is the key
+    as written by this change when the backend delivers it with the event (None for a deletion,
+    or when the backend only knows that ``key`` changed: callers must then read it)."""
 
     revision: int
     key: str | None = None
     deleted: bool = False
+    kv: KeyValue | None = None
 
 
 class KVStore(abc.ABC):
