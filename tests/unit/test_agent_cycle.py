@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from tests.support.agent_stubs import StillWorld
 from tests.support.fake_pg import FakePostgres
+from tests.support.fake_watchdog import FakeDevice
 
 from pgha.agent.clock import Clock
 from pgha.agent.commands import CommandHandler
@@ -25,7 +26,9 @@ from pgha.agent.observe import Observer
 from pgha.agent.peers import PeerClient
 from pgha.agent.publish import Publisher, StatusRefresher
 from pgha.agent.session import SessionFollower
+from pgha.agent.watchdog import LeaderWatchdog
 from pgha.config.dynamic import DynamicConfig
+from pgha.config.models import WatchdogConfig
 from pgha.core.decision import Reason
 from pgha.core.model import DataState, HaSettings, PgRole, PgState, Tags
 from pgha.core.status import AgentStatus
@@ -151,6 +154,36 @@ async def test_primary_cut_off_from_the_dcs_demotes_before_its_lease_ends(member
     assert not member.pg.running
     # the store would keep the key until the session's ttl: the demotion came first
     assert member.world.t < member.lease.lease_deadline + member.lease.kv.session_ttl
+
+
+async def test_leader_cut_off_from_the_dcs_stays_fenced_until_it_demotes(member: Member,
+                                                                         ) -> None:
+    """While the lease is still valid a leader that cannot read the DCS stays primary, so the
+    watchdog device must stay armed: were the agent to die now, nothing else would stop a
+    primary that the others may replace once the key expires."""
+    device = FakeDevice()
+    watchdog = LeaderWatchdog(WatchdogConfig(mode="required", safety_margin=-1),
+                              ttl=lambda: member.kv.session_ttl, io=device,
+                              clock=member.world.now)
+    member.cycle.s = replace(member.cycle.s, watchdog=watchdog)
+    member.lease.renewed = watchdog.keepalive
+    assert await member.lease.confirm()
+    await member.cycle.run_once()  # bootstrap: armed before the promotion
+    await member.cycle.run_once()
+    assert member.publisher.status.holds_lock and watchdog.armed
+    member.kv.partitioned = True
+    member.world.t += 2.0
+    await member.cycle.run_once()
+    assert member.cycle.last_decision is not None
+    assert member.cycle.last_decision.reason is Reason.DCS_UNREACHABLE_LEASE_VALID
+    assert not member.publisher.status.holds_lock and member.pg.role is PgRole.PRIMARY
+    assert watchdog.armed and "write-V" not in device.names()  # still fenced
+    assert not await member.lease.confirm()
+    assert member.lease.lease_deadline is not None
+    member.world.t = member.lease.lease_deadline + 0.01
+    await member.cycle.run_once()  # the agent's own deadline: it demotes, then disarms
+    assert not member.pg.running and not watchdog.armed
+    assert device.names()[-2:] == ["write-V", "close"]
 
 
 async def test_stopped_decision_loop_lets_the_backstop_stop_the_primary(member: Member) -> None:

@@ -9,59 +9,14 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.support.fake_watchdog import FakeDevice
 
 from pgha.agent.watchdog import (
-    WDIOC_GETTIMEOUT,
-    WDIOC_KEEPALIVE,
-    WDIOC_SETTIMEOUT,
     LeaderWatchdog,
     OsDeviceIO,
     watchdog_timeout,
 )
 from pgha.config.models import WatchdogConfig
-
-
-class FakeDevice:
-    """Records every call; ``fail_open`` makes opens fail; ``timeout_cap`` mimics a driver
-    that takes a shorter timeout than asked."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int]] = []
-        self.fail_open: OSError | None = None
-        self.timeout = 60
-        self.timeout_cap: int | None = None
-        self.open_fds: set[int] = set()
-
-    def open(self, path: str) -> int:
-        if self.fail_open is not None:
-            raise self.fail_open
-        fd = 100 + len(self.calls)
-        self.open_fds.add(fd)
-        self.calls.append(("open", 0))
-        return fd
-
-    def ioctl(self, fd: int, request: int, arg: int) -> int:
-        assert fd in self.open_fds
-        if request == WDIOC_SETTIMEOUT:
-            self.timeout = arg if self.timeout_cap is None else min(arg, self.timeout_cap)
-            self.calls.append(("settimeout", arg))
-            return self.timeout
-        if request == WDIOC_GETTIMEOUT:
-            return self.timeout
-        assert request == WDIOC_KEEPALIVE
-        self.calls.append(("keepalive", 0))
-        return 0
-
-    def write(self, fd: int, data: bytes) -> None:
-        assert fd in self.open_fds
-        self.calls.append(("write-" + data.decode(), 0))
-
-    def close(self, fd: int) -> None:
-        self.open_fds.remove(fd)
-        self.calls.append(("close", 0))
-
-    def names(self) -> list[str]:
-        return [c[0] for c in self.calls]
 
 
 class Clock:
@@ -180,3 +135,23 @@ def test_fifo_without_reader_does_not_block(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     wd = LeaderWatchdog(WatchdogConfig(mode="automatic", device=str(fifo)), ttl=lambda: 30.0)
     assert wd.arm() is True and wd.state == "failed"  # ENXIO at once, no hang
+
+
+@pytest.mark.parametrize(("ttl", "margin", "advice"), [
+    (10.0, 5, 2),  # fires 5 s after a renewal; pgha itself demotes 7.5 s after it
+    (10.0, 2.5, 2),  # whole seconds: 7 s, still before 7.5 s
+    (10.0, 2, None),
+    (30.0, 5, None),  # 25 s: the same point as pgha's own deadline
+    (30.0, -1, 5),  # ttl / 2
+])
+def test_timeout_before_the_agents_own_deadline_is_warned(
+        caplog: pytest.LogCaptureFixture, ttl: float, margin: float, advice: int | None) -> None:
+    wd, _, _ = make(ttl=ttl, margin=margin)
+    with caplog.at_level(logging.WARNING, logger="pgha.agent"):
+        wd.follow(True)
+    assert wd.armed
+    if advice is None:
+        assert "a DCS outage" not in caplog.text
+    else:
+        assert "a DCS outage longer than" in caplog.text
+        assert f"set watchdog.safety_margin to {advice} or less" in caplog.text

@@ -267,7 +267,9 @@ async def test_failsafe_deadline_counts_the_shorter_of_session_and_dcs_ttl(
                        failsafe={"m0": "http://m0/", "m1": "http://m1/"})
     pg = PgState(running=True, accepting=True, role=PgRole.PRIMARY)
     t0 = clocked.t
-    await failsafe.confirm(Peers(), view, pg, {}, session_ttl, ttl)  # type: ignore[arg-type]
+    sent = await failsafe.confirm(Peers(), view, pg, {}, session_ttl,  # type: ignore[arg-type]
+                                  ttl)
+    assert sent == t0  # what the watchdog device is fed on
     assert failsafe.deadline == t0 + trusted - safety_margin_for(trusted)
     # a replica asked at t0 keeps its promise for the ttl it knows, until t0 + ttl: the
     # primary's deadline ends before

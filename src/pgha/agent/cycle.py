@@ -246,14 +246,20 @@ class DecisionCycle:
         return ok
 
     def _heartbeat_hooks(self) -> None:
-        """After a completed cycle: the watchdog device is armed while we lead a running
-        primary (not paused, not stopping) and disarmed otherwise; systemd hears ``READY=1``
-        once our member key is published, and our status line when it changed."""
+        """After a completed cycle: the watchdog device is armed while PostgreSQL runs as a
+        primary that we lead (not paused, not stopping) and disarmed otherwise. "We lead": we
+        hold the lock, or a lease or failsafe confirmation of ours is still valid - a leader
+        cut off from the DCS stays primary until then, so it must stay fenced until then too
+        (its agent may die meanwhile). systemd hears ``READY=1`` once our member key is
+        published, and our status line when it changed."""
         s = self.s
         st = s.publisher.status
         if s.watchdog is not None:
             view = s.observer.view
-            s.watchdog.follow(st.holds_lock and st.pg.running and st.pg.role is PgRole.PRIMARY
+            confirmed = s.lease.confirmed_until
+            leads = st.holds_lock or (confirmed is not None
+                                      and confirmed > self.clock.monotonic())
+            s.watchdog.follow(leads and st.pg.running and st.pg.role is PgRole.PRIMARY
                               and not (view is not None and view.settings.pause)
                               and not self.stopping)
         if s.notifier is not None:
@@ -283,8 +289,10 @@ class DecisionCycle:
             body = {"name": s.name, "conn_url": s.publisher.status.conn_url,
                     "api_url": s.publisher.status.api_url,
                     "slots": failsafe_slots(pg_state, s.name)}
-            await s.failsafe.confirm(s.observer.peers, view, pg_state, body, s.session_ttl(),
-                                     s.observer.settings.ttl)
+            sent = await s.failsafe.confirm(s.observer.peers, view, pg_state, body,
+                                            s.session_ttl(), s.observer.settings.ttl)
+            if sent is not None and s.watchdog is not None:
+                s.watchdog.keepalive(sent)  # a failsafe confirmation renews like a keep-alive
         return view, pg_state, details
 
     def _slot_parameters(self, view: ClusterView | None) -> dict[str, Any]:

@@ -74,19 +74,21 @@ class Failsafe:
 
     async def confirm(self, peers: PeerClient, view: ClusterView | None,
                       pg: PgState, body: Mapping[str, Any], session_ttl: float,
-                      ttl: float) -> None:
+                      ttl: float) -> float | None:
         """One confirmation round, when we run as a primary in failsafe_mode and the last view
         lists members; ``deadline`` moves only when every one of them answered, to ``sent +
         min(session_ttl, ttl) - margin``: a replica keeps its promise for the DCS ``ttl`` in
         force (:meth:`asking_primary`), which is ``ttl`` here, and a confirmation is never
-        trusted longer than our own session would have held the lock either."""
+        trusted longer than our own session would have held the lock either. Returns ``sent``
+        (monotonic) when the deadline moved (the watchdog device is fed on it), else None."""
         if view is None or not view.settings.failsafe_mode or not view.failsafe \
                 or not (pg.running and pg.role is PgRole.PRIMARY):
-            return
+            return None
         sent = self.clock.monotonic()
         if await peers.failsafe_round(view.failsafe, body,
                                       timeout=min(2.0, view.settings.ttl / 4)):
             trusted = min(session_ttl, ttl)
             self.deadline = sent + trusted - safety_margin_for(trusted)
-        else:
-            log.warning("failsafe: not every member confirmed us")
+            return sent
+        log.warning("failsafe: not every member confirmed us")
+        return None

@@ -2,8 +2,9 @@
 
 Contract:
 
-* Armed only while this member holds the leader lock with PostgreSQL running as primary and the
-  cluster is not paused (:meth:`LeaderWatchdog.follow`, after each decision cycle), and before a
+* Armed only while this member leads with PostgreSQL running as primary and the cluster is not
+  paused (:meth:`LeaderWatchdog.follow`, after each decision cycle; leading is holding the lock,
+  or a lease or failsafe confirmation still valid while the DCS cannot be read), and before a
   decision promotes (:meth:`LeaderWatchdog.arm`, called by the decision loop before it runs the
   actions). Disarmed with the magic close (``V``, then close) when that no longer holds
   (demotion, switchover, pause, lost lock) and on the agent's exit (:meth:`disarm`).
@@ -11,10 +12,13 @@ Contract:
   TTL of the DCS session the leader key is bound to, set with ``WDIOC_SETTIMEOUT`` when armed
   and again when the TTL changes. Fed (``WDIOC_KEEPALIVE``) right after each successful lease
   keep-alive (:meth:`keepalive`, which the lease keeper calls with the moment the keep-alive was
-  SENT), and only when it was sent less than ``ttl - timeout`` seconds ago: the machine then
-  resets before the leader key can expire (``fed + timeout < sent + ttl``). The lease keep-alive
-  is itself gated on the decision loop's heartbeat, so a stuck loop or a lost DCS stops the
-  feeding and the device resets the machine before another member can take the lock.
+  SENT) or failsafe confirmation, and only when it was sent less than ``ttl - timeout`` seconds
+  ago: the machine then resets before the leader key can expire (``fed + timeout < sent +
+  ttl``). The lease keep-alive is itself gated on the decision loop's heartbeat, so a stuck
+  loop, a dead agent or a lost DCS stops the feeding; a live agent cut off from the DCS demotes
+  and disarms at its own deadline, and whatever else happens the device resets the machine
+  before another member can take the lock. A timeout shorter than the agent's own deadline
+  (``ttl < 20`` with the default margin) is warned about: a DCS outage then resets the machine.
 * A device whose ioctls are refused as unsupported (``ENOTTY``/``EINVAL``: not a watchdog driver,
   e.g. a test's stand-in file) is fed by writing a byte; its timeout cannot be set (a warning).
 * ``mode: required``: :meth:`usable` (``LocalState.watchdog_ok``) is False while the device
@@ -31,6 +35,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import math
 import os
 import struct
 import time
@@ -38,6 +43,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from pgha.config.models import WatchdogConfig
+from pgha.core.model import safety_margin_for
 
 log = logging.getLogger("pgha.agent")
 
@@ -202,7 +208,22 @@ class LeaderWatchdog:
         if actual < 1:
             return f"the device reports timeout {actual}s"
         self.timeout = actual
+        self._warn_if_before_demotion(actual)
         return None
+
+    def _warn_if_before_demotion(self, timeout: int) -> None:
+        """Warn when the device fires before the agent's own fail-closed point (a leader cut
+        off from the DCS stops PostgreSQL ``ttl - safety_margin_for(ttl)`` after its last
+        renewal): a DCS outage would then reset the machine although the agent is healthy."""
+        ttl = self.ttl()
+        own = ttl - safety_margin_for(ttl)
+        if timeout < own:
+            log.warning("watchdog %s: timeout %ds (ttl %g - watchdog.safety_margin %g) is "
+                        "shorter than pgha's own demotion point (%.1fs after a lease renewal): "
+                        "a DCS outage longer than %ds resets this machine instead of demoting "
+                        "PostgreSQL; set watchdog.safety_margin to %g or less to avoid it",
+                        self.device, timeout, ttl, self.safety_margin, own, timeout,
+                        ttl - math.ceil(own))
 
     def _feed(self) -> str | None:
         fd = self.fd
