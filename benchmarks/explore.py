@@ -7,7 +7,8 @@ Part 1, coverage: for the asynchronous cluster and synchronous_mode on and quoru
 sequence of the full menu up to ``--depth`` events (no violation expected; exit status 1 if
 one is found): distinct abstract states per depth, transitions, states per second.
 
-Part 2, mutations (the wrappers of tests/sim/test_mutations.py around the real ``decide``):
+Part 2, mutations (the wrappers of tests/sim/test_mutations.py around the real ``decide``; no
+watchdog device, which would reset the node a broken rule fails to fence):
 the explorer searches breadth-first with the full menu until the first violation (at most
 ``--mutation-depth`` events) and reports the states and seconds it needed and the shortest
 sequence; the random simulation runs the seeds of tests/sim/test_sim.py (600 simulated seconds
@@ -84,9 +85,9 @@ def random_seeds(fn: Callable[..., Any], sync_mode: str | None, cap: int) -> dic
         if sync_mode is None:
             fast = seed % 2 == 0
             sim = Sim(seed, n=3 + seed % 3, ttl=5.0 if fast else 10.0,
-                      loop_wait=1.0 if fast else 2.0, decide_fn=fn)
+                      loop_wait=1.0 if fast else 2.0, decide_fn=fn, watchdog="off")
         else:
-            sim = Sim(seed, n=3 + seed % 3, sync_mode=sync_mode, decide_fn=fn)
+            sim = Sim(seed, n=3 + seed % 3, sync_mode=sync_mode, decide_fn=fn, watchdog="off")
         try:
             sim.run(until=600.0)
         except InvariantViolation as e:
@@ -99,7 +100,7 @@ def random_seeds(fn: Callable[..., Any], sync_mode: str | None, cap: int) -> dic
 def mutations(depth: int, cap: int, max_states: int | None) -> dict[str, Any]:
     out = {}
     for name, (fn, opts, sync_mode) in MUTATIONS.items():
-        explorer = Explorer(SETUP.format(opts=opts), Menu(), decide_fn=fn)
+        explorer = Explorer(SETUP.format(opts=opts), Menu(), decide_fn=fn, watchdog="off")
         report = explorer.run(depth, max_states=max_states)
         found = report.violation
         rnd = random_seeds(fn, sync_mode, cap)

@@ -64,7 +64,9 @@ def fingerprint(sim: Sim, quantum: float = 0.5) -> tuple[Any, ...]:
             pg.fresh_initdb, when(pg.down_since), pg.stalled_until > now, pg.isolated,
             None if optime is None else optime - pg.wal > limit,
             None if head is None else head - pg.wal > limit,
-            _agent(sim, name, when)))
+            _agent(sim, name, when),
+            None if m.device is None else (when(m.device.fires_at), m.device.magic,
+                                           m.watchdog is not None and m.watchdog.armed)))
     leader = None
     if leader_name is not None:
         entry = sim.backend._data.get("/service/sim/leader")  # no public accessor

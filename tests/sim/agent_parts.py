@@ -15,12 +15,14 @@ from typing import Any
 from pgha.agent.cycle import REPEAT_GUARD, SYNC_RECHECK, changes_something
 from pgha.agent.executor import Executor
 from pgha.agent.publish import Publisher
+from pgha.agent.watchdog import LeaderWatchdog
 from pgha.core.decide import RACE_REFUSALS
 from pgha.core.decision import Decision, Reason
 from pgha.core.model import ClusterView, HaSettings, Member, Tags
 from pgha.dcs.base import DCSError, SessionExpired
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore, parse_snapshot
+from tests.sim.watchdog_device import NodeDevice
 from tests.support.fake_pg import FakePostgres
 
 NAMESPACE, SCOPE = "/service", "sim"
@@ -110,6 +112,8 @@ class SimLease:
         self.store, self.kv, self.publisher, self.now = store, kv, publisher, now
         self.deadline: float | None = None
 
+    renewed: Callable[[float], None] | None = None  # feeds the watchdog (LeaseKeeper's)
+
     async def confirm(self) -> bool:
         sent = self.now()
         try:
@@ -122,6 +126,8 @@ class SimLease:
             return False
         ttl = self.kv.session_ttl
         self.deadline = sent + ttl - HaSettings(ttl=ttl).safety_margin
+        if self.renewed is not None:
+            self.renewed(sent)
         return True
 
     def busy(self, seconds: float) -> AbstractContextManager[None]:
@@ -170,6 +176,13 @@ class SimMember:
     guard_until: float = 0.0  # DCS-change wake-ups wait until then
     last_leader: Member | None = None  # the leader's member key last seen (observer's)
     known_members: dict[str, Member] = field(default_factory=dict)  # every member key seen
+    device: NodeDevice | None = None  # the node's watchdog device (tests.sim.watchdog_device)
+    watchdog: LeaderWatchdog | None = None  # the agent's hold on it
+
+    def session_ttl(self) -> float:
+        """The TTL of the agent's DCS session (what the watchdog's timeout is counted from)."""
+        assert self.kv is not None
+        return self.kv.session_ttl
 
     @property
     def partitioned(self) -> bool:

@@ -54,7 +54,7 @@ from pgha.core.switchover import request_for_leader
 from pgha.dcs.base import DCSError
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
-from tests.sim import agent_parts
+from tests.sim import agent_parts, watchdog_device
 from tests.sim.acked import AckedCommits
 from tests.sim.agent_parts import (
     NAMESPACE,
@@ -98,7 +98,7 @@ class Sim(AckedCommits):
                  peer_loss: float = 0.05, strict_lock_session: bool = False,
                  sync_mode: str | None = None, strict: bool = False,
                  node_count: int = 1, stale_peer_positions: bool = False,
-                 cdc: bool = False) -> None:
+                 cdc: bool = False, watchdog: str = "lease") -> None:
         self.rng = random.Random(seed)
         self.now_ = 0.0
         self.settings = HaSettings(ttl=ttl, loop_wait=loop_wait, retry_timeout=2.0,
@@ -117,6 +117,7 @@ class Sim(AckedCommits):
         self.init_acked(sync_mode)
         self.decide = decide_fn
         self.strict_lock_session = strict_lock_session
+        self.watchdog_rule = watchdog_device.rule_for(watchdog, ttl)
         self.write_rate, self.lags, self.peer_loss = write_rate, lags, peer_loss
         self.loop = asyncio.new_event_loop()
         weakref.finalize(self, self.loop.close)
@@ -129,6 +130,8 @@ class Sim(AckedCommits):
                                tags=Tags(nofailover=(i == nofailover)))
             for i in range(n)
         }
+        for name, member in self.members.items():
+            member.device = watchdog_device.NodeDevice(self, name)
         self.events: list[tuple[float, int, str, str]] = []
         self.seq = 0
         self.promotions: list[tuple[float, str, int]] = []
@@ -275,6 +278,8 @@ class Sim(AckedCommits):
             self.keepalive(m)
         elif m is not None and kind == "restart_agent" and not m.agent_alive:
             self.start_agent(name, delay=0.1)
+        elif m is not None and kind == "watchdog":
+            watchdog_device.reset_if_due(self, m)
         elif m is not None and kind == "heal":
             m.partitioned = m.pg.isolated = False
         if self._watch_signature() != self._watched:
@@ -321,6 +326,7 @@ class Sim(AckedCommits):
                              api_url=f"http://{name}/patroni")
         m.publisher = Publisher(m.store, status, clock)
         m.lease = SimLease(m.store, m.kv, m.publisher, self.now)
+        watchdog_device.attach(self, m)
         m.executor = Executor(m.pg, m.store, lease=m.lease, status=StatusSink(m.pg, m.publisher),
                               bootstrap_config=self.config, post_bootstrap=None,
                               pg_ctl_timeout=60.0, dcs_timeout=agent_parts.dcs_timeout,
@@ -337,8 +343,11 @@ class Sim(AckedCommits):
 
     def kill_agent_only(self, name: str) -> None:
         """SIGKILL of the agent alone: PostgreSQL runs on as it was (a primary keeps taking
-        writes), the session lingers until it expires."""
-        self.members[name].agent_alive = False
+        writes), the session lingers until it expires; the watchdog device's timer runs on."""
+        m = self.members[name]
+        m.agent_alive = False
+        if m.device is not None:
+            m.device.process_died()
 
     def kill_agent(self, name: str) -> None:
         """The node dies: the agent stops, PostgreSQL crashes, the session lingers until it
@@ -347,6 +356,8 @@ class Sim(AckedCommits):
         m.agent_alive = False
         m.pg.crash()
         m.pg.node_up = False
+        if m.device is not None:
+            m.device.node_died()
 
     def clean_stop(self, name: str) -> None:
         """SIGTERM: one decision with ``shutting_down``, then the member key is deleted and
@@ -359,6 +370,8 @@ class Sim(AckedCommits):
         except DCSError:
             pass
         self.run_async(m.kv.close())
+        if m.watchdog is not None:
+            m.watchdog.disarm()
         m.agent_alive = False
         self.wake_all()
 
@@ -406,6 +419,7 @@ class Sim(AckedCommits):
             peers = peer_statuses(self, m, view)
             local = replace(local, peers=peers)
         decision = self.decide(view, local, self.now_)
+        watchdog_device.before_actions(m, decision)
         m.restart_requested = m.reinit_requested = False  # answered by this cycle
         self.decisions.append((self.now_, m.name, decision))
         m.last_decision = decision
@@ -419,6 +433,7 @@ class Sim(AckedCommits):
         m.publisher.publish(m.pg.state(), m.pg.details(), decision, view=view, dcs_ok=dcs_ok,
                             dcs_last_seen=None, tags=m.tags, pending_restart=False,
                             pending_restart_reason=None, scheduled_restart=None)
+        watchdog_device.follow(self, m, m.pg.state(), shutting_down)
         if dcs_ok and not shutting_down:
             ok = await m.publisher.write_member_key(self.settings.loop_wait,
                                                     self.settings.retry_timeout) and ok
@@ -459,18 +474,18 @@ class Sim(AckedCommits):
         """Never two writable primaries. (The other invariants are checked where they can
         break: start as primary, promotion, rejoin; see the FakeWorld hooks above.)
 
-        One case is beyond what software on the other nodes can fence, and is recorded in
-        :attr:`unfenced` instead: a primary whose agent is dead while its node is cut off
-        from every peer (its lease runs out, nobody can reach its server to find it still
-        writable, and no agent of its own demotes it). It stays exempt until it stops being
-        writable (after the partition heals, only its restarted agent demotes it). Only a
-        hardware watchdog armed by the agent closes that gap (issue 14); Patroni has the same
-        limit without one."""
+        Without a watchdog device (``watchdog="off"``) one case is beyond what software on the
+        other nodes can fence, and is recorded in :attr:`unfenced` instead: a primary whose
+        agent is dead while its node is cut off from every peer (its lease runs out, nobody
+        can reach its server, no agent of its own demotes it). It stays exempt until it stops
+        being writable. With a device (:mod:`tests.sim.watchdog_device`) there is no exemption:
+        the device must reset that node before another member can promote."""
         writable = [m for m in self.members.values() if m.pg.writable]
         exempt = self._unfenced_now = {n for n in self._unfenced_now
                                        if self.members[n].pg.writable}
         for m in writable:
-            if not m.agent_alive and m.pg.isolated and m.name not in exempt and len(writable) > 1:
+            if self.watchdog_rule == "off" and not m.agent_alive and m.pg.isolated \
+                    and m.name not in exempt and len(writable) > 1:
                 exempt.add(m.name)
                 self.unfenced.append((self.now_, m.name))
                 self.log.append(f"{self.now_:.2f} unfenced primary {m.name} (agent dead, "

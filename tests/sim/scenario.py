@@ -100,8 +100,9 @@ class Scenario:
 
     def configure(self, args: list[str]) -> None:
         """``sim n=3 ttl=10 loop_wait=2 max_lag=1MB seed=1 write_rate=20kB sync=on
-        strict=true node_count=2 cdc=on`` (``cdc``: a permanent logical slot and its consumer,
-        :mod:`tests.sim.consumer`)."""
+        strict=true node_count=2 cdc=on watchdog=lease`` (``cdc``: a permanent logical slot
+        and its consumer, :mod:`tests.sim.consumer`; ``watchdog``: a device per node held by
+        the agent, :mod:`tests.sim.watchdog_device`, off by default in scripts)."""
         opts = dict(a.split("=", 1) for a in args)
         sync = opts.get("sync")
         if sync not in (None, "on", "quorum"):
@@ -114,7 +115,8 @@ class Scenario:
                        peer_loss=0.0, sync_mode=sync,
                        strict=opts.get("strict", "false") == "true",
                        node_count=int(opts.get("node_count", "1")),
-                       cdc=opts.get("cdc", "off") == "on", **self.overrides)
+                       cdc=opts.get("cdc", "off") == "on",
+                       **({"watchdog": opts.get("watchdog", "off")} | self.overrides))
 
     def execute(self, command: str) -> list[str]:
         """Run one command line; returns its output lines."""

@@ -41,20 +41,20 @@ def test_every_schedule_up_to_depth_3_keeps_the_invariants(opts: str, least: int
 
 
 def test_explorer_finds_a_primary_that_keeps_running_without_its_lease() -> None:
-    """Mutation (tests/sim/test_mutations.py ``no_fail_closed``): the shortest sequence is a
-    partition of the leader and time past its lease; replayed from scratch it breaks the
-    invariant again."""
-    explorer = Explorer(SETUP.format(opts=""), Menu(), decide_fn=no_fail_closed)
+    """Mutation (tests/sim/test_mutations.py ``no_fail_closed``, no watchdog device): the
+    shortest sequence is a partition of the leader and time past its lease; replayed from
+    scratch it breaks the invariant again."""
+    explorer = Explorer(SETUP.format(opts=""), Menu(), decide_fn=no_fail_closed, watchdog="off")
     report = explorer.run(depth=3)
     violation = report.violation
     assert violation is not None and violation.kind == "invariant"
     assert "two writable primaries" in violation.message
     assert len(violation.events) <= 3
     assert "partition m0 from all" in violation.events, violation.events
-    text = transcript(explorer.setup, violation.events, decide_fn=no_fail_closed)
+    text = transcript(explorer.setup, violation.events, decide_fn=no_fail_closed, watchdog="off")
     assert "!! " in text and "two writable primaries" in text, text
     with pytest.raises(InvariantViolation, match="two writable primaries"):
-        run_commands(violation.script(explorer.setup), decide_fn=no_fail_closed)
+        run_commands(violation.script(explorer.setup), decide_fn=no_fail_closed, watchdog="off")
 
 
 def test_explorer_finds_an_async_member_racing_past_the_sync_key() -> None:

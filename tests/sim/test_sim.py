@@ -17,7 +17,10 @@ SEEDS = range(300)
 def test_never_two_writable_primaries_and_no_promotion_past_lag_limit(seed: int) -> None:
     fast = seed % 2 == 0
     sim = Sim(seed, n=3 + seed % 3, ttl=5.0 if fast else 10.0, loop_wait=1.0 if fast else 2.0,
-              cdc=seed % 3 == 0)  # a third with a logical slot and its consumer
+              cdc=seed % 3 == 0,  # a third with a logical slot and its consumer
+              # ttl 5 leaves no room for a device timeout (none is armed); half the others run
+              # without a device
+              watchdog="off" if seed % 4 == 3 else "lease")
     sim.run(until=600.0)  # check_invariants() raises on the first violation
     assert sim.initialize == "42"
 
@@ -183,12 +186,27 @@ def test_an_isolated_primary_whose_agent_died_is_recorded_as_unfenced() -> None:
     and the old primary's server, which nobody can reach and no agent demotes, stays
     writable. The Sim records it in ``unfenced`` rather than as a violation; a watchdog
     (issue 14) is what would reset that node."""
-    scenario = run_commands(ISOLATED_LEADER.format(agent="kill-agent m0"))
+    scenario = run_commands(ISOLATED_LEADER.format(agent="kill-agent m0"), watchdog="off")
     sim = scenario.sim
     assert sim is not None
     assert [name for _, name in sim.unfenced] == ["m0"]
     assert sim.members["m0"].pg.writable and sim.leader in {"m1", "m2"}
     # the same with the agent alive: it demotes before its lease ends, nothing unfenced
-    alive = run_commands(ISOLATED_LEADER.format(agent="")).sim
+    alive = run_commands(ISOLATED_LEADER.format(agent=""), watchdog="off").sim
     assert alive is not None and alive.unfenced == []
     assert not alive.members["m0"].pg.writable
+
+
+@pytest.mark.parametrize("pause", ["", "run 3s"])
+def test_the_watchdog_resets_an_isolated_leader_whose_agent_died(pause: str) -> None:
+    """With a device held by the agent, the same case is fenced: the agent killed right after
+    the partition, or after it has seen the DCS fail ("run 3s": its lease still valid, so the
+    device stays armed), leaves the device running, which resets the node before its leader
+    key can expire and a replica promote."""
+    sim = run_commands(ISOLATED_LEADER.format(agent=f"{pause}\nkill-agent m0"),
+                       watchdog="lease").sim
+    assert sim is not None and sim.unfenced == []
+    device = sim.members["m0"].device
+    assert device is not None and len(device.resets) == 1
+    assert not sim.members["m0"].pg.writable and sim.leader in {"m1", "m2"}
+    assert device.resets[0] < min(t for t, _, _ in sim.promotions if t > 30)

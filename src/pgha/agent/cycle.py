@@ -63,6 +63,7 @@ from pgha.agent.publish import Publisher
 from pgha.agent.reload import Reloader
 from pgha.agent.session import SessionFollower
 from pgha.agent.watchdog import LeaderWatchdog
+from pgha.core import lease as lease_rules
 from pgha.core.actions import (
     Demote,
     HandOver,
@@ -246,22 +247,18 @@ class DecisionCycle:
         return ok
 
     def _heartbeat_hooks(self) -> None:
-        """After a completed cycle: the watchdog device is armed while PostgreSQL runs as a
-        primary that we lead (not paused, not stopping) and disarmed otherwise. "We lead": we
-        hold the lock, or a lease or failsafe confirmation of ours is still valid - a leader
-        cut off from the DCS stays primary until then, so it must stay fenced until then too
-        (its agent may die meanwhile). systemd hears ``READY=1`` once our member key is
-        published, and our status line when it changed."""
+        """After a completed cycle: the watchdog device is armed or disarmed as
+        :func:`pgha.core.lease.watchdog_armed` says (a leader cut off from the DCS stays
+        fenced while its lease keeps it primary). systemd hears ``READY=1`` once our member
+        key is published, and our status line when it changed."""
         s = self.s
         st = s.publisher.status
         if s.watchdog is not None:
             view = s.observer.view
-            confirmed = s.lease.confirmed_until
-            leads = st.holds_lock or (confirmed is not None
-                                      and confirmed > self.clock.monotonic())
-            s.watchdog.follow(leads and st.pg.running and st.pg.role is PgRole.PRIMARY
-                              and not (view is not None and view.settings.pause)
-                              and not self.stopping)
+            s.watchdog.follow(lease_rules.watchdog_armed(
+                st.pg, st.holds_lock, s.lease.confirmed_until,
+                view is not None and view.settings.pause, self.stopping,
+                self.clock.monotonic()))
         if s.notifier is not None:
             if s.publisher.member_key_published and not self.stopping:
                 s.notifier.ready()

@@ -57,6 +57,17 @@ def backstop(pg: PgState, paused: bool, until: float | None, now: float) -> Deci
                     StopPostgres(StopMode.IMMEDIATE))
 
 
+def watchdog_armed(pg: PgState, holds_lock: bool, until: float | None, paused: bool,
+                   stopping: bool, now: float) -> bool:
+    """Whether the watchdog device must be armed: PostgreSQL runs as a primary that we lead,
+    the cluster is not paused and the agent is not stopping. We lead while we hold the lock,
+    and also while the lease (or failsafe confirmation) ending at ``until`` is still valid
+    although the DCS could not be read: such a primary keeps taking writes until then, so if
+    the agent dies meanwhile only the device stops it before another member may promote."""
+    leads = holds_lock or (until is not None and now < until)
+    return leads and _writable(pg) and not paused and not stopping
+
+
 def dcs_budget(settings: HaSettings, pg: PgState, until: float | None, now: float) -> float:
     """Seconds a DCS call of the decision loop may take: ``retry_timeout``, but for a writable
     primary no longer than its lease is confirmed, so a hanging store never keeps the loop
