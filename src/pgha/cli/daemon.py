@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from pgha.cli.runagent import ExitCode, config_errors, load, run_agent
-from pgha.config import Config, ConfigError
+if TYPE_CHECKING:
+    from pgha.config import Config, ConfigError
 
 
 def load_or_exit(path: Path | None) -> Config:
     """Load the configuration (PostgreSQL parameters judged against the catalogue of the server
     binary in ``postgresql.bin_dir``) or print every error with its key path and exit 2."""
+    from pgha.cli.runagent import ExitCode, load
+
     try:
         return load(path)
     except ExitCode as exc:
@@ -24,6 +26,8 @@ def load_or_exit(path: Path | None) -> Config:
 
 def config_error_exit(exc: ConfigError, path: Path | None) -> NoReturn:
     """Print every error of ``exc`` on its own line with its key path, then exit 2."""
+    from pgha.cli.runagent import config_errors
+
     raise typer.Exit(config_errors(exc, path).code)
 
 
@@ -33,6 +37,8 @@ def run(
     """Run the agent for one PostgreSQL instance, in the foreground, until SIGTERM/SIGINT.
     Logging follows the ``log`` section (:mod:`pgha.agent.logsetup`); whatever is queued is
     written out before the process exits, whatever the exit."""
+    from pgha.cli.runagent import run_agent
+
     code = run_agent(config_file)
     if code:
         raise typer.Exit(code)
