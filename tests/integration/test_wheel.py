@@ -94,7 +94,7 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
     assert "License-Expression: Apache-2.0" in metadata.splitlines()
     assert "License-File: LICENSE" in metadata.splitlines()
     assert f"Version: {version}" in metadata.splitlines()
-    assert "pgha = pgha.cli.main:app" in entry_points
+    assert "pgha = pgha.cli.entry:main" in entry_points
 
     # install into a fresh virtualenv, dependencies from the package index
     venv = tmp_path / "venv"

@@ -21,10 +21,11 @@ import asyncio
 import base64
 import logging
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
+if TYPE_CHECKING:  # the callers hold aiohttp; the operator commands import it only to send
+    import aiohttp
 
 from pgha.config import ClusterAccess
 

@@ -25,7 +25,6 @@ from pgha.api.checks import Check
 from pgha.api.cluster import cluster_json, history_json
 from pgha.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pgha.api.metrics import MetricsSource, render_metrics
-from pgha.api.openapi import build_openapi
 from pgha.api.routes import Route
 from pgha.api.security import AccessGuard
 from pgha.core.commands import CancelRestart, CancelSwitchover, Command, Outcome, Reload
@@ -121,7 +120,7 @@ class Handlers:
         self.source = source
         self.guard = guard
         self.json = StatusJson()
-        self.openapi_body = dumps(build_openapi()).encode()
+        self._openapi_body: bytes | None = None  # built on the first request
         self.table: dict[str, Handler] = {
             "patroni": self.patroni,
             "cluster": self.cluster,
@@ -227,7 +226,11 @@ class Handlers:
         return web.Response(body=body.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=self.openapi_body, content_type="application/json")
+        if self._openapi_body is None:
+            from pgha.api.openapi import build_openapi
+
+            self._openapi_body = dumps(build_openapi()).encode()
+        return web.Response(body=self._openapi_body, content_type="application/json")
 
     # ------------------------------------------------------------------ writes
 

@@ -145,7 +145,7 @@ class LocalCluster:
     etcd_port: int | None = 2379
     python: str = sys.executable
     # the module each agent runs as ``python -m <module> run <config>``
-    agent_module: str = "pgha.cli.main"
+    agent_module: str = "pgha.cli.entry"
     bin_dir: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     # (member name, etcd endpoint) -> the endpoint written into that member's config; lets a

@@ -19,7 +19,6 @@ member selection, prompts, watching), :mod:`pgha.cli.rest` (the REST client) and
 from __future__ import annotations
 
 import importlib.metadata
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -115,11 +114,6 @@ app.command("history")(history.history)
 app.command("why")(why.why)
 app.command("remove")(maintenance.remove)
 app.command("version")(maintenance.version)
-
-
-def entry() -> None:  # pragma: no cover - console script shim
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import asyncpg
 import typer
 from pydantic import ValidationError
 
@@ -122,6 +121,8 @@ async def run_sql(host: str, port: int, user: str, password: str | None, databas
                                                                           list[list[Any]]]:
     """Run ``sql``; returns (column names, rows). A multi-statement script returns
     (["status"], [[command tag]])."""
+    import asyncpg
+
     conn = await asyncpg.connect(host=host, port=port, user=user, password=password,
                                  database=database, timeout=CONNECT_TIMEOUT,
                                  command_timeout=timeout, ssl=sslmode or None)
@@ -186,6 +187,7 @@ def query(
     if password:
         secret = typer.prompt("Password", hide_input=True)
     interval = common.watch_interval(watch, every)
+    import asyncpg  # here, not at the top: the other commands do not need it
 
     def render() -> str:
         target = pick_member(config.scope, common.read_view(config), member, role)

@@ -28,13 +28,14 @@ import json
 import ssl
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Self
 
 from pgha.api.client_tls import PeerAuth, basic_auth, credentials, send, ssl_context
 from pgha.config import ClusterAccess
 from pgha.core.model import Member
+
+if TYPE_CHECKING:  # imported when a request is made, not by every command
+    import aiohttp
 
 __all__ = ["Call", "Reply", "RestClient", "RestError", "api_base", "basic_auth", "call_all",
            "credentials", "ssl_context"]
@@ -85,6 +86,8 @@ class RestClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
+        import aiohttp
+
         try:
             context = ssl_context(self._config, self._insecure)
         except (OSError, ssl.SSLError) as exc:
@@ -103,6 +106,8 @@ class RestClient:
         """``method`` ``path`` on ``member``'s API with an optional JSON ``body``; at most
         ``timeout`` seconds (default: the client's, for both attempts when a GET is repeated
         with credentials after a 401). Raises RestError when there is no answer."""
+        import aiohttp
+
         if self._session is None:
             raise RuntimeError("RestClient used outside 'async with'")
         if not member.api_url:

@@ -116,7 +116,8 @@ _Csv = BeforeValidator(_csv)
 class _Section(BaseModel):
     """Base of config sections: unknown keys are kept; ``null`` for a declared key = default."""
 
-    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False,
+                              defer_build=True)  # schemas built on first use
 
     @model_validator(mode="before")
     @classmethod
