@@ -93,6 +93,7 @@ class EtcdHttpStore(KVStore):
         self._lease_lock = asyncio.Lock()
         self._closed = False
         self.closed_event = asyncio.Event()
+        self.watch_readers: set[asyncio.Task[None]] = set()  # cancelled by close()
 
     # -- connection ------------------------------------------------------------------------
 
@@ -228,6 +229,8 @@ class EtcdHttpStore(KVStore):
                     await self._revoke(one)
         self._closed = True
         self.closed_event.set()
+        for reader in list(self.watch_readers):
+            reader.cancel()
         session, self._session = self._session, None
         if session is not None:
             try:

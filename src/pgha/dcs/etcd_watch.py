@@ -120,6 +120,9 @@ async def watch(store: EtcdHttpStore, prefix: str, start_revision: int
                     raise _Gap(f"HTTP {resp.status}: {body[:200]}")
             queue: asyncio.Queue[bytes | None] = asyncio.Queue()
             reader = asyncio.create_task(_read_lines(resp, queue))
+            store.watch_readers.add(reader)
+            if store.closed:
+                return
             backoff = 0.1
             if resync:
                 resync = False
@@ -145,6 +148,7 @@ async def watch(store: EtcdHttpStore, prefix: str, start_revision: int
                         *store.endpoints[index], str(exc) or exc.__class__.__name__)
         finally:
             if reader is not None:
+                store.watch_readers.discard(reader)
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
