@@ -1,4 +1,4 @@
-"""An etcd member serving clients over TLS with client-certificate authentication
+"""An etcd member serving clients over TLS, optionally with client-certificate authentication
 (``--client-cert-auth``), with a throwaway CA and certificates made by ``openssl``, and a helper
 enabling etcd authentication (root user) through the JSON gateway."""
 
@@ -42,9 +42,11 @@ class EtcdTlsServer(EtcdServer):
     """One etcd member on ``https://127.0.0.1:<port>`` requiring a client certificate. The
     simple auth tokens it issues expire after ``token_ttl`` seconds."""
 
-    def __init__(self, token_ttl: int = 300, **kwargs: Any) -> None:
+    def __init__(self, token_ttl: int = 300, client_cert_auth: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.token_ttl = token_ttl
+        self.client_cert_auth = client_cert_auth
         self.certs = make_certs(self.base_dir)
 
     @property
@@ -66,9 +68,10 @@ class EtcdTlsServer(EtcdServer):
             "--initial-cluster", self.initial_cluster, "--initial-cluster-state", "new",
             "--initial-cluster-token", self.cluster_token,
             "--cert-file", self.certs["server_cert"], "--key-file", self.certs["server_key"],
-            "--trusted-ca-file", self.certs["cacert"], "--client-cert-auth",
             "--auth-token", "simple", "--auth-token-ttl", str(self.token_ttl),
         ]  # fmt: skip
+        if self.client_cert_auth:
+            args += ["--trusted-ca-file", self.certs["cacert"], "--client-cert-auth"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
