@@ -18,7 +18,10 @@ connection errors become :class:`DCSError`. After a connection-level error (or a
 With ``username``/``password`` a token from ``/v3/auth/authenticate`` is sent in the
 ``Authorization`` header; a reply saying the token is invalid (expired) re-authenticates once
 and repeats the request. TLS (``https``) is used when ``ca_cert`` is given, with the client
-certificate ``cert_cert``/``cert_key`` if given.
+certificate ``cert_cert``/``cert_key`` if given. Known limit: etcd's gateway refuses
+``/v3/auth/authenticate`` from a client presenting a certificate when etcd runs with
+``--client-cert-auth`` ("CommonName of client sending a request against gateway will be
+ignored"); such a setup (certificates *and* username/password) needs ``PGHA_ETCD_CLIENT=grpc``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pgha.dcs.base import DCSError, KVStore, SessionExpired, Snapshot, WatchEven
 
 log = logging.getLogger("pgha.dcs")
 
+REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
 CONNECTION_ERRORS = (aiohttp.ClientError, OSError, ValueError)
 
 
@@ -136,7 +140,7 @@ class EtcdHttpStore(KVStore):
         if self._username is None:
             return None
         body = {"name": self._username, "password": self._password}
-        reply = await self._send(index, "/v3/auth/authenticate", body, None)
+        reply = await self._send(index, "/v3/auth/authenticate", body, REQUIRE_LEADER)
         token = reply.get("token")
         if not token:
             raise J.GatewayError(200, 0, "authenticate gave no token")
@@ -148,11 +152,16 @@ class EtcdHttpStore(KVStore):
         self._token = None
 
     async def auth_headers(self, index: int) -> dict[str, str]:
-        """Headers carrying the auth token (authenticating first when there is none)."""
+        """Request headers: the ``hasleader`` requirement (gRPC metadata through the gateway:
+        a member cut off from the raft leader refuses instead of answering stale data) and the
+        auth token (authenticating first when there is none)."""
+        headers = dict(REQUIRE_LEADER)
         token = self._token
         if token is None and self._username is not None:
             token = await self._authenticate(index)
-        return {"Authorization": token} if token else {}
+        if token:
+            headers["Authorization"] = token
+        return headers
 
     async def _send(self, index: int, path: str, body: dict[str, Any],
                     headers: dict[str, str] | None) -> dict[str, Any]:
