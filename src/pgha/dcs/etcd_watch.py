@@ -16,19 +16,36 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 
 from pgha.dcs import etcd_json as J
 from pgha.dcs.base import DCSError, WatchEvent
 
-if TYPE_CHECKING:
-    from pgha.dcs.etcd_http import EtcdHttpStore
-
 log = logging.getLogger("pgha.dcs")
 
 SILENCE = 10.0  # seconds without a stream line before the endpoint is probed
+
+
+class EtcdHttpStore(Protocol):
+    """What the watch needs of :class:`pgha.dcs.etcd_http.EtcdHttpStore`."""
+
+    endpoints: list[tuple[str, int]]
+    timeout: float
+    closed_event: asyncio.Event
+    watch_readers: set[asyncio.Task[None]]
+
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def endpoint(self) -> tuple[str, int]: ...
+    def url(self, index: int, path: str) -> str: ...
+    def http(self) -> aiohttp.ClientSession: ...
+    def forget_token(self) -> None: ...
+    async def auth_headers(self, index: int) -> dict[str, str]: ...
+    async def call(self, what: str, path: str, body: dict[str, Any],
+                   lease: int | None = None) -> dict[str, Any]: ...
 
 
 class _Gap(Exception):
