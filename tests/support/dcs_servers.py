@@ -47,7 +47,7 @@ class DcsServer(Protocol):
         ...
 
 
-def _etcd() -> DcsServer:
+def _etcd(client: str = "grpc") -> DcsServer:
     from tests.support.etcd import EtcdServer
 
     class EtcdDcs:
@@ -70,6 +70,10 @@ def _etcd() -> DcsServer:
             self.server.close()
 
         def make_kv(self, ttl: float, timeout: float) -> KVStore:
+            if client == "http":
+                from pgha.dcs.etcd_http import EtcdHttpStore
+
+                return EtcdHttpStore(self.server.endpoints, ttl=ttl, timeout=timeout)
             from pgha.dcs.etcd import EtcdStore
 
             return EtcdStore(self.server.endpoints, ttl=ttl, timeout=timeout)
@@ -149,6 +153,7 @@ def _consul_agent_available() -> str | None:
 # name -> (factory, availability check returning None or the reason it cannot run)
 SERVERS: dict[str, tuple[Callable[[], DcsServer], Callable[[], str | None]]] = {
     "etcd": (_etcd, _etcd_available),
+    "etcd-http": (lambda: _etcd("http"), _etcd_available),
     "zookeeper": (_zookeeper, _zookeeper_available),
     "consul-emulator": (_consul_emulator, _consul_emulator_available),
     "consul": (_consul_agent, _consul_agent_available),

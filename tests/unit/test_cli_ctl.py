@@ -97,7 +97,7 @@ def test_list_with_a_dcs_only_file_of_each_kind(ctl: Ctl, kind: str) -> None:
 
 
 @pytest.mark.parametrize(("kind", "store"), [
-    ("etcd3", "EtcdStore"), ("etcd", "EtcdStore"), ("consul", "ConsulStore"),
+    ("etcd3", "EtcdHttpStore"), ("etcd", "EtcdHttpStore"), ("consul", "ConsulStore"),
     ("zookeeper", "ZooKeeperStore"),
 ])
 def test_a_dcs_only_file_builds_its_store(ctl: Ctl, kind: str, store: str) -> None:

@@ -1,9 +1,29 @@
-"""Backend selection: the DCS section present in the configuration picks the store."""
+"""Backend selection: the DCS section present in the configuration picks the store.
+
+Each backend's modules are imported only when that backend is configured. etcd is reached over
+its JSON gateway with aiohttp (:mod:`pgha.dcs.etcd_http`) unless the environment variable
+``PGHA_ETCD_CLIENT=grpc`` selects the gRPC client (:mod:`pgha.dcs.etcd`, aetcd + grpcio).
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from pgha.config import ClusterAccess, ConfigError
 from pgha.dcs.base import KVStore
+
+ETCD_CLIENT_ENV = "PGHA_ETCD_CLIENT"
+
+
+def etcd_client_kind(env: Mapping[str, str] | None = None) -> str:
+    """``"http"`` (default) or ``"grpc"``, from :data:`ETCD_CLIENT_ENV`; ConfigError otherwise."""
+    value = (os.environ if env is None else env).get(ETCD_CLIENT_ENV, "http").strip().lower()
+    if value in ("", "http", "json", "gateway"):
+        return "http"
+    if value == "grpc":
+        return "grpc"
+    raise ConfigError([(ETCD_CLIENT_ENV, f"unknown etcd client {value!r}: use http or grpc")])
 
 
 def open_kv(config: ClusterAccess, *, ttl: float, timeout: float) -> KVStore:
@@ -13,10 +33,17 @@ def open_kv(config: ClusterAccess, *, ttl: float, timeout: float) -> KVStore:
     """
     kind = config.dcs_kind()
     if kind == "etcd" and config.etcd is not None:
-        from pgha.dcs.etcd import EtcdStore
-
         etcd = config.etcd
-        return EtcdStore(
+        store_class: type[KVStore]
+        if etcd_client_kind() == "grpc":
+            from pgha.dcs.etcd import EtcdStore
+
+            store_class = EtcdStore
+        else:
+            from pgha.dcs.etcd_http import EtcdHttpStore
+
+            store_class = EtcdHttpStore
+        return store_class(
             etcd.endpoints(), ttl=ttl, timeout=timeout, username=etcd.username,
             password=etcd.password, ca_cert=etcd.cacert, cert_key=etcd.key, cert_cert=etcd.cert,
         )
