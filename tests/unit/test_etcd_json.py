@@ -69,5 +69,8 @@ def test_watch_events() -> None:
 def test_client_selection() -> None:
     assert etcd_client_kind({}) == "http"
     assert etcd_client_kind({"PGHA_ETCD_CLIENT": "GRPC"}) == "grpc"
+    # the gateway refuses a login over a client-certificate connection: gRPC unless told
+    assert etcd_client_kind({}, cert_and_login=True) == "grpc"
+    assert etcd_client_kind({"PGHA_ETCD_CLIENT": "http"}, cert_and_login=True) == "http"
     with pytest.raises(ConfigError):
         etcd_client_kind({"PGHA_ETCD_CLIENT": "carrier-pigeon"})

@@ -2,7 +2,10 @@
 
 Each backend's modules are imported only when that backend is configured. etcd is reached over
 its JSON gateway with aiohttp (:mod:`pgha.dcs.etcd_http`) unless the environment variable
-``PGHA_ETCD_CLIENT=grpc`` selects the gRPC client (:mod:`pgha.dcs.etcd`, aetcd + grpcio).
+``PGHA_ETCD_CLIENT=grpc`` selects the gRPC client (:mod:`pgha.dcs.etcd`, aetcd + grpcio), or
+the configuration has both a client certificate and a username: etcd's gateway refuses the
+login of a client that presents a certificate, so that combination gets gRPC unless
+``PGHA_ETCD_CLIENT=http`` insists.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ from pgha.dcs.base import KVStore
 ETCD_CLIENT_ENV = "PGHA_ETCD_CLIENT"
 
 
-def etcd_client_kind(env: Mapping[str, str] | None = None) -> str:
-    """``"http"`` (default) or ``"grpc"``, from :data:`ETCD_CLIENT_ENV`; ConfigError otherwise."""
-    value = (os.environ if env is None else env).get(ETCD_CLIENT_ENV, "http").strip().lower()
+def etcd_client_kind(env: Mapping[str, str] | None = None, *,
+                     cert_and_login: bool = False) -> str:
+    """``"http"`` or ``"grpc"``, from :data:`ETCD_CLIENT_ENV`; when it is unset, ``"grpc"``
+    if ``cert_and_login`` (a client certificate and a username are configured), else
+    ``"http"``. ConfigError for any other value."""
+    default = "grpc" if cert_and_login else "http"
+    value = (os.environ if env is None else env).get(ETCD_CLIENT_ENV, default).strip().lower()
     if value in ("", "http", "json", "gateway"):
         return "http"
     if value == "grpc":
@@ -35,7 +42,7 @@ def open_kv(config: ClusterAccess, *, ttl: float, timeout: float) -> KVStore:
     if kind == "etcd" and config.etcd is not None:
         etcd = config.etcd
         store_class: type[KVStore]
-        if etcd_client_kind() == "grpc":
+        if etcd_client_kind(cert_and_login=bool(etcd.cert and etcd.username)) == "grpc":
             from pgha.dcs.etcd import EtcdStore
 
             store_class = EtcdStore
