@@ -69,7 +69,7 @@ def _by_method(before: Samples, after: Samples, name: str) -> dict[str, int]:
             continue
         delta = value - before.get((metric, labels), 0.0)
         method = dict(labels).get("grpc_method", "?")
-        calls[method] = calls.get(method, 0) + int(round(delta))
+        calls[method] = calls.get(method, 0) + round(delta)
     return {k: v for k, v in sorted(calls.items()) if v}
 
 
