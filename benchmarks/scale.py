@@ -75,8 +75,10 @@ def print_window(title: str, summary: dict[str, Any], window: dict[str, Any]) ->
         print(f"  {k:32} {v}")
     print(f"  {'etcd calls/member/min by method':32} "
           f"{window['etcd']['calls_per_member_per_min_by_method']}")
-    print(f"  {'etcd stream messages (window)':32} "
+    print(f"  {'etcd msgs received (window)':32} "
           f"{window['etcd']['stream_messages_by_method']}")
+    print(f"  {'etcd msgs sent (window)':32} "
+          f"{window['etcd']['messages_sent_by_method']}")
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -24,6 +24,7 @@ from tests.support.etcd import EtcdServer
 from tests.support.footprint import (
     grpc_calls,
     grpc_messages,
+    grpc_messages_sent,
     proc_sample,
     scrape_etcd,
     unary_p99,
@@ -104,6 +105,7 @@ class Fleet:
             "etcd": {
                 "calls_by_method": calls,
                 "stream_messages_by_method": grpc_messages(m0, m1),
+                "messages_sent_by_method": grpc_messages_sent(m0, m1),
                 "calls_per_member_per_min": round(sum(calls.values()) / n * per_min, 2),
                 "calls_per_member_per_min_by_method": {
                     k: round(v / n * per_min, 2) for k, v in calls.items()},

@@ -84,6 +84,12 @@ def grpc_messages(before: Samples, after: Samples) -> dict[str, int]:
     return _by_method(before, after, "grpc_server_msg_received_total")
 
 
+def grpc_messages_sent(before: Samples, after: Samples) -> dict[str, int]:
+    """Messages sent per gRPC method between two scrapes (e.g. watch responses delivered on
+    streams opened before the window, which ``grpc_calls`` does not see)."""
+    return _by_method(before, after, "grpc_server_msg_sent_total")
+
+
 def unary_p99(before: Samples, after: Samples, q: float = 0.99) -> float | None:
     """The ``q`` quantile (upper bucket bound, seconds) of unary call handling time between
     two scrapes; None without the histogram or without calls."""
