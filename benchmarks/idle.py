@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"  {k + ' (median s)':32} {v}")
     args.out.mkdir(parents=True, exist_ok=True)
     tag = f"-{args.tag}" if args.tag else ""
-    path = args.out / f"idle-{args.agent}{tag}.json"
+    path: Path = args.out / f"idle-{args.agent}{tag}.json"
     path.write_text(json.dumps({"settings": {**settings(args), "cli_runs": runs},
                                 "machine": machine(), "summary": summary, "cli_s": cli,
                                 "window": window}, indent=2))

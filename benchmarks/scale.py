@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"  {'node-death failover (s)':32} {failover['failover_s']}")
     args.out.mkdir(parents=True, exist_ok=True)
     tag = f"-{args.tag}" if args.tag else ""
-    path = args.out / f"scale-{args.agent}-{args.clusters}c{tag}.json"
+    path: Path = args.out / f"scale-{args.agent}-{args.clusters}c{tag}.json"
     path.write_text(json.dumps({"settings": settings(args), "machine": machine(),
                                 "startup_s": started, "summary": summary,
                                 "failover": failover, "window": window}, indent=2))

@@ -12,6 +12,7 @@ until another member accepts a write. Everything is stopped on leaving the ``wit
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ class Fleet:
         for c in self.clusters:
             c.start("pg1")
         for c in self.clusters:
-            wait_until(lambda c=c: primary_of(c), timeout, f"{c.scope} to bootstrap")
+            wait_until(functools.partial(primary_of, c), timeout, f"{c.scope} to bootstrap")
             c.start_all(stagger=0.3)
         for c in self.clusters:
             wait_healthy(c, timeout=timeout)
