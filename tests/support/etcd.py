@@ -50,8 +50,11 @@ class EtcdServer(ManagedServer):
         initial_cluster: str | None = None,
         cluster_token: str = "pgha-test",
         base_dir: str | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.name = name
+        # more etcd flags, e.g. ("--metrics", "extensive") for per-method latency histograms
+        self.extra_args = tuple(extra_args)
         self.client_port = client_port or free_port()
         self.peer_port = peer_port or free_port()
         self._own_dir = base_dir is None
@@ -94,6 +97,7 @@ class EtcdServer(ManagedServer):
             "--initial-cluster", self.initial_cluster,
             "--initial-cluster-state", "new",
             "--initial-cluster-token", self.cluster_token,
+            *self.extra_args,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         with open(self.log_path, "ab") as log:
