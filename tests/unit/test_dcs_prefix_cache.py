@@ -95,3 +95,30 @@ async def test_a_failed_read_leaves_the_cache_stale() -> None:
     with pytest.raises(DCSError):
         await cache.reload()
     assert cache.snapshot() is None
+
+
+# --------------------------------------------------------------------------- leader-only keys
+
+
+async def test_an_unchanged_status_is_not_written_again_until_the_lock_is_taken() -> None:
+    from pgha.dcs.store import ClusterStore
+
+    kv = await _store()
+    store = ClusterStore(kv, "/s", "d", "pg1")
+    await store.write_status(100)
+    rev = (await kv.get_prefix(store.key("status"))).revision
+    await store.write_status(100)
+    await store.write_failsafe({"pg1": "http://a"})
+    await store.write_failsafe({"pg1": "http://a"})
+    snap = await kv.get_prefix("/s/d/")
+    assert snap.items[store.key("status")].revision == rev  # the second write was skipped
+    failsafe_rev = snap.items[store.key("failsafe")].revision
+    await kv.put(store.key("status"), b"written by another leader")
+    assert await store.acquire_leader()  # taking the lock forgets what we wrote
+    await store.write_status(100)
+    await store.write_failsafe({"pg1": "http://a"})
+    snap = await kv.get_prefix("/s/d/")
+    assert snap.items[store.key("status")].value != b"written by another leader"
+    assert snap.items[store.key("failsafe")].revision > failsafe_rev
+    await store.write_status(101)  # a changed position is written at once
+    assert b"101" in (await kv.get_prefix(store.key("status"))).items[store.key("status")].value

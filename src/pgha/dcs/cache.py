@@ -21,7 +21,12 @@ loop. A failed read (``DCSError``/``TimeoutError``) propagates and leaves the ca
 
 from __future__ import annotations
 
+import time
+
 from pgha.dcs.base import KeyValue, KVStore, Snapshot, WatchEvent
+
+#: seconds after which a leader-only key is rewritten even with unchanged content
+REWRITE_AFTER = 60.0
 
 
 class PrefixCache:
@@ -91,3 +96,31 @@ class PrefixCache:
         if not self._current:
             return None
         return Snapshot(self._revision, dict(self._items))
+
+
+class WrittenMemo:
+    """What this member last wrote to its leader-only keys (``status``, ``failsafe``), so an
+    idle leader does not rewrite them every cycle (issue 15). A write is :meth:`due` unless
+    these very bytes were :meth:`record`-ed for the key less than :data:`REWRITE_AFTER`
+    seconds ago. The owner :meth:`clear`-s it whenever it takes, rebinds or releases the
+    leader lock or removes the cluster, so a key another leader wrote meanwhile is always
+    overwritten by our first write as leader; a key deleted by hand comes back within
+    :data:`REWRITE_AFTER`. A failed write records nothing (the next one is due). Readers see
+    the leader's position as fresh as before: it changes in the DCS on the first cycle it
+    changes locally."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[bytes, float]] = {}
+
+    def due(self, key: str, value: bytes) -> bool:
+        last = self._last.pop(key, None)
+        if last is None or last[0] != value or time.monotonic() - last[1] >= REWRITE_AFTER:
+            return True
+        self._last[key] = last
+        return False
+
+    def record(self, key: str, value: bytes) -> None:
+        self._last[key] = (value, time.monotonic())
+
+    def clear(self) -> None:
+        self._last.clear()
