@@ -15,7 +15,7 @@ import pytest
 from pgha.agent.clock import Clock
 from pgha.agent.executor import Executor
 from pgha.agent.failsafe import Failsafe
-from pgha.agent.lease import LeaseKeeper
+from pgha.agent.lease import LeaseKeeper, keepalive_interval
 from pgha.agent.retry import RetryGate
 from pgha.core import lease as rules
 from pgha.core.actions import (
@@ -29,7 +29,7 @@ from pgha.core.actions import (
     StopMode,
     Upstream,
 )
-from pgha.core.model import HaSettings, PgState
+from pgha.core.model import HaSettings, PgState, safety_margin_for
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
 from pgha.pg.errors import PgError
@@ -228,3 +228,23 @@ async def test_busy_windows_end_with_their_blocks_however_they_exit(rig: Rig) ->
         world.t += 101
         assert not alive(keeper)  # and it lasts no longer than announced
     assert keeper.busy_until == 0.0
+
+
+# --------------------------------------------------------------------------- keep-alive cadence
+
+
+@pytest.mark.parametrize("ttl,retry", [(20.0, 3.0), (20.0, 5.0), (30.0, 10.0), (10.0, 3.0),
+                                       (5.0, 1.0), (5.0, 2.0)])
+def test_keepalive_interval_fits_the_lease_deadline(ttl: float, retry: float) -> None:
+    interval = keepalive_interval(ttl, retry)
+    margin = safety_margin_for(ttl)
+    assert 0.25 <= interval <= ttl / 4
+    # an attempt sent one interval after a success is answered or abandoned before the
+    # lease that success confirmed runs out (whenever the bound can be met at all)
+    if ttl - margin - retry >= margin / 2:
+        assert interval + retry < ttl - margin
+
+
+def test_keepalive_interval_is_a_quarter_ttl_for_the_usual_settings() -> None:
+    assert keepalive_interval(20.0, 3.0) == 5.0
+    assert keepalive_interval(30.0, 10.0) == 7.5

@@ -131,6 +131,7 @@ def test_agent_metrics_expose_every_pgha_metric_from_the_start() -> None:
         "pgha_decision_loop_duration_seconds": "histogram",
         "pgha_dcs_request_duration_seconds": "histogram",
         "pgha_dcs_request_errors_total": "counter",
+        "pgha_dcs_requests_total": "counter",
         "pgha_promotions_total": "counter",
         "pgha_demotions_total": "counter",
         "pgha_failovers_total": "counter",
@@ -185,7 +186,7 @@ async def test_instrumented_kv_times_calls_and_counts_errors() -> None:
     backend = MemoryBackend()
     m = AgentMetrics()
     kv = InstrumentedKV(MemoryStore(backend, ttl=7.0, timeout=2.0), m.dcs_duration,
-                        m.dcs_errors)
+                        m.dcs_errors, m.dcs_requests)
     assert (kv.ttl, kv.timeout, kv.session_ttl) == (7.0, 2.0, 7.0)
     async with kv:
         assert await kv.create("/s/d/leader", b"pg1", ephemeral=True)
@@ -207,6 +208,9 @@ async def test_instrumented_kv_times_calls_and_counts_errors() -> None:
     errors = {lb["operation"]: v for lb, v in doc.values("pgha_dcs_request_errors_total")}
     assert errors == {"connect": 0, "get_prefix": 1, "create": 0, "put": 0, "delete": 0,
                       "keepalive": 0, "watch": 0}
+    sent = {lb["operation"]: v for lb, v in doc.values("pgha_dcs_requests_total")}
+    assert sent == {"connect": 1, "get_prefix": 2, "create": 2, "put": 1, "delete": 1,
+                    "keepalive": 1, "watch": 0}
 
 
 async def test_instrumented_kv_counts_abandoned_calls_and_watch_errors() -> None:

@@ -99,7 +99,7 @@ class Agent:
         self._metrics = AgentMetrics()
         self.kv = InstrumentedKV(
             open_kv(config, ttl=settings.ttl, timeout=settings.retry_timeout),
-            self._metrics.dcs_duration, self._metrics.dcs_errors)
+            self._metrics.dcs_duration, self._metrics.dcs_errors, self._metrics.dcs_requests)
         self.store = ClusterStore(self.kv, config.namespace, config.scope, config.name)
         self.api_url = config.restapi.api_url
         self.peers = PeerClient(config, self.name)

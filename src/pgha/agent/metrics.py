@@ -46,8 +46,14 @@ class AgentMetrics:
             "DCS requests that failed (store unreachable or refusing, timed out, or abandoned "
             "by the agent at its retry_timeout), by operation. A lost compare-and-set is not "
             "an error.", labels=("operation",))
+        self.dcs_requests = r.counter(
+            "pgha_dcs_requests_total",
+            "DCS requests sent, by operation, answered or not (a watch counts once per "
+            "opening of the stream; a session grant counts as keepalive).",
+            labels=("operation",))
         for op in DCS_OPERATIONS:
             self.dcs_errors.labels(op)
+            self.dcs_requests.labels(op)
             if op != "watch":
                 self.dcs_duration.labels(op)
         self.promotions = r.counter(

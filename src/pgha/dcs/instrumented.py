@@ -5,13 +5,15 @@ metrics. Per operation (``connect``, ``get_prefix``, ``create``, ``put``, ``dele
 ``keepalive``; ``open_session``, a session grant as well, counts as ``keepalive``):
 
 * the call's duration goes into the ``duration`` histogram, whether it answered or failed;
+* every call adds 1 to ``requests`` when it starts, answered or not, so the request rate per
+  operation is visible (``rate(pgha_dcs_requests_total[1m])``);
 * a call that raised (``DCSError``, a timeout, any other error) or was cancelled before it
   answered (the agent abandons a DCS call at its ``retry_timeout``) adds 1 to ``errors``.
   A lost compare-and-set returns False and is not an error.
 
-The watch is a long-lived stream: it is not timed, but each error it raises counts under
-``watch``. ``close`` and ``close_retired`` never raise and are not measured. ``ttl``,
-``timeout`` and ``session_ttl`` are the wrapped backend's.
+The watch is a long-lived stream: it is not timed, each (re)opening of it counts one ``watch``
+request and each error it raises counts under ``watch``. ``close`` and ``close_retired`` never
+raise and are not measured. ``ttl``, ``timeout`` and ``session_ttl`` are the wrapped backend's.
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ class InstrumentedKV(KVStore):
     """Wraps ``inner``; use it exactly like the backend itself (also as ``async with``)."""
 
     def __init__(self, inner: KVStore, duration: ByOperation[Observer],
-                 errors: ByOperation[Incrementer]) -> None:
+                 errors: ByOperation[Incrementer],
+                 requests: ByOperation[Incrementer] | None = None) -> None:
         self.inner = inner
         self._duration = duration
         self._errors = errors
+        self._requests = requests
         # KVStore.__init__ is not called: ttl and timeout live on the inner store.
 
     @property
@@ -84,7 +88,12 @@ class InstrumentedKV(KVStore):
     def retired_session_id(self) -> str | None:
         return self.inner.retired_session_id
 
+    def _count(self, operation: str) -> None:
+        if self._requests is not None:
+            self._requests.labels(operation).inc()
+
     async def _timed(self, operation: str, call: Awaitable[T]) -> T:
+        self._count(operation)
         started = time.monotonic()
         try:
             return await call
@@ -126,6 +135,7 @@ class InstrumentedKV(KVStore):
         await self.inner.close_retired()
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+        self._count("watch")
         events = self.inner.watch(prefix, start_revision)
         try:
             async for event in events:

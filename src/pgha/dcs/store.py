@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from pgha.core.model import ClusterView, HaSettings, HistoryEntry, Leader, Member, SyncKey
 from pgha.dcs.base import KeyValue, KVStore, Snapshot, WatchEvent, scope_prefix
+from pgha.dcs.cache import WrittenMemo
 from pgha.dcs.codec import (
     StatusKey,
     dumps,
@@ -226,6 +227,7 @@ class ClusterStore:
         self.name = name
         self.prefix = scope_prefix(namespace, scope)
         self._rebound_to: str | None = None  # the session our last rebind_leader bound it to
+        self._written = WrittenMemo()  # the leader-only keys (status, failsafe) we wrote
 
     def key(self, name: str) -> str:
         """Absolute key of ``name`` (e.g. ``leader``, ``members/pg1``)."""
@@ -254,6 +256,7 @@ class ClusterStore:
     async def acquire_leader(self) -> bool:
         """Atomically create the leader key holding our name, bound to our session. False when
         the key exists (held by anyone, including us)."""
+        self._written.clear()
         return await self.kv.create(self.key("leader"), self.name.encode(), ephemeral=True)
 
     async def release_leader(self) -> bool:
@@ -261,6 +264,7 @@ class ClusterStore:
         (compare-and-delete on the revision read). A key that merely holds our name, bound to
         another session (a previous process of ours, or another agent started with our name),
         is left alone and logged (DESIGN.md safety rule 7). True if deleted."""
+        self._written.clear()
         key = self.key("leader")
         kv = await self._get("leader")
         if kv is None or kv.value != self.name.encode():
@@ -285,6 +289,7 @@ class ClusterStore:
         when the key changed or vanished since: it is then not ours.
         Having to rebind again while our session is the one we bound it to means another
         agent runs under our name: logged CRITICAL."""
+        self._written.clear()
         session = self.kv.session_id
         if session is not None and session == self._rebound_to:
             log.critical("the leader key was bound to our session %s and was moved to another "
@@ -408,6 +413,12 @@ class ClusterStore:
             return await self.create_config(config)
         return await self.write_config(config, if_revision=revision)
 
+    async def _put_if_changed(self, name: str, value: bytes) -> None:
+        """Write a leader-only key unless unchanged (:class:`~pgha.dcs.cache.WrittenMemo`)."""
+        if self._written.due(key := self.key(name), value):
+            await self.kv.put(key, value)
+            self._written.record(key, value)
+
     async def write_status(self, optime: int, slots: Mapping[str, int] | None = None,
                            retain_slots: Iterable[str] = (),
                            conn_url: str | None = None) -> None:
@@ -417,7 +428,7 @@ class ClusterStore:
         races after the leader's keys expired can still find its server)."""
         key = StatusKey(optime, dict(slots or {}), tuple(retain_slots),
                         (self.name, conn_url) if conn_url else None)
-        await self.kv.put(self.key("status"), dumps(status_to_json(key)))
+        await self._put_if_changed("status", dumps(status_to_json(key)))
 
     async def write_sync(self, voters: Iterable[str], quorum: int) -> None:
         """Write the ``sync`` key as ours: ``leader`` = our name, ``voters`` as its
@@ -433,7 +444,7 @@ class ClusterStore:
     async def write_failsafe(self, members: Mapping[str, str]) -> None:
         """The leader's list of members that must confirm it while the DCS is unreachable
         (``failsafe_mode``): ``{name: api_url}``."""
-        await self.kv.put(self.key("failsafe"), dumps(dict(members)))
+        await self._put_if_changed("failsafe", dumps(dict(members)))
 
     async def write_failover(self, request: Mapping[str, Any]) -> None:
         """Store a switchover/failover request (``{leader?, member?, scheduled_at?}``)."""
@@ -480,6 +491,7 @@ class ClusterStore:
         """Delete every key under the cluster prefix, one by one in key order (not atomic: a
         member still running may write its keys again). Returns how many were deleted (a key
         someone else deleted meanwhile does not count)."""
+        self._written.clear()
         snapshot = await self.kv.get_prefix(self.prefix)
         deleted = 0
         for key in sorted(snapshot.items):
