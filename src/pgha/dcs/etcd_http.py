@@ -90,6 +90,7 @@ class EtcdHttpStore(KVStore):
         self._ssl = make_ssl_context(ca_cert, cert_cert, cert_key)
         self._scheme = "https" if self._ssl is not None else "http"
         self._index = 0
+        self._answered: dict[int, float] = {}  # endpoint index -> loop time of its last answer
         self._token: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._lease_id: int | None = None
@@ -131,6 +132,11 @@ class EtcdHttpStore(KVStore):
                                              limit=0, enable_cleanup_closed=False)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
+
+    def answered_within(self, index: int, seconds: float) -> bool:
+        """Endpoint ``index`` answered a call of ours in the last ``seconds``."""
+        at = self._answered.get(index)
+        return at is not None and asyncio.get_running_loop().time() - at < seconds
 
     def _rotate(self, index: int) -> None:
         if self._index == index:
@@ -190,13 +196,15 @@ class EtcdHttpStore(KVStore):
         try:
             async with asyncio.timeout(self.timeout):
                 try:
-                    return await self._send(index, path, body, await self.auth_headers(index))
+                    answer = await self._send(index, path, body, await self.auth_headers(index))
                 except J.GatewayError as exc:
                     if not (exc.invalid_token and self._username is not None):
                         raise
                     self._token = None
                     log.debug("etcd %s: auth token refused, authenticating again", where)
-                    return await self._send(index, path, body, await self.auth_headers(index))
+                    answer = await self._send(index, path, body, await self.auth_headers(index))
+            self._answered[index] = asyncio.get_running_loop().time()
+            return answer
         except TimeoutError as exc:
             self._rotate(index)
             raise DCSError(f"etcd {where}: {what} timed out after {self.timeout}s") from exc

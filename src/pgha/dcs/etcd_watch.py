@@ -4,9 +4,12 @@
 Liveness: the gateway sends no pings and etcd's progress notifications come only every
 10 minutes by default, so a frozen endpoint cannot be told from a quiet cluster by the stream.
 After :data:`SILENCE` seconds without a line the watch probes the same endpoint with a
-count-only range request under the store's timeout: an answer keeps the stream, a failure is a
-gap (reconnect to the next endpoint, resume after the last revision, ``WatchEvent(key=None)``).
-A frozen endpoint is thus noticed within ``SILENCE + timeout`` seconds.
+count-only range request under the store's timeout, unless that endpoint answered another call
+of the store (the agent's lease keep-alive, every few seconds) within the last ``SILENCE``
+seconds: an answer keeps the stream, a failure is a gap (reconnect to the next endpoint, resume
+after the last revision, ``WatchEvent(key=None)``). A frozen endpoint is thus noticed within
+``2 * SILENCE + timeout`` seconds, and an agent whose keep-alives reach the watch's endpoint
+sends no probe at all.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class EtcdHttpStore(Protocol):
     def url(self, index: int, path: str) -> str: ...
     def http(self) -> aiohttp.ClientSession: ...
     def forget_token(self) -> None: ...
+    def answered_within(self, index: int, seconds: float) -> bool: ...
     async def auth_headers(self, index: int) -> dict[str, str]: ...
     async def call(self, what: str, path: str, body: dict[str, Any],
                    lease: int | None = None) -> dict[str, Any]: ...
@@ -149,7 +153,8 @@ async def watch(store: EtcdHttpStore, prefix: str, start_revision: int
                     async with asyncio.timeout(SILENCE):
                         line = await queue.get()
                 except TimeoutError:
-                    await _probe(store, index, prefix)
+                    if not store.answered_within(index, SILENCE):
+                        await _probe(store, index, prefix)
                     continue
                 if line is None:
                     raise _Gap("stream ended")
