@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import aetcd
 import grpc  # type: ignore[import-untyped]
 
-from pgha.dcs.base import DCSError, KeyValue, KVStore, SessionExpired, Snapshot, WatchEvent
+from pgha.dcs.base import DCSError, KeyValue, SessionExpired, Snapshot, WatchEvent
 from pgha.dcs.etcd_client import (
     CHANNEL_OPTIONS,
     CLIENT_ERRORS,
@@ -49,18 +48,15 @@ from pgha.dcs.etcd_client import (
     set_request_timeout,
     stray_cancellation,
 )
+from pgha.dcs.etcd_lease import EtcdLeaseSessions, lease_seconds
 
 log = logging.getLogger("pgha.dcs")
 
 _T = TypeVar("_T")
 
 
-def _lease_seconds(ttl: float) -> int:
-    """The lease TTL granted for ``ttl`` (see :attr:`EtcdStore.session_ttl`)."""
-    return max(1, math.floor(ttl - 0.5))
 
-
-class EtcdStore(KVStore):
+class EtcdStore(EtcdLeaseSessions):
     """KVStore on an etcd v3 cluster reachable at ``endpoints`` (``[(host, port), ...]``).
 
     TLS is used when ``ca_cert`` is given (``cert_cert``/``cert_key``: client certificate and
@@ -94,9 +90,6 @@ class EtcdStore(KVStore):
             )
         self._index = 0
         self._client: Any = None
-        self._lease_id: int | None = None
-        self._retired: tuple[int, float] | None = None  # lease id, its session_ttl
-        self._lease_lock = asyncio.Lock()
         self._closed = False
         self._closed_event = asyncio.Event()
         self._watch_clients: set[Any] = set()
@@ -107,14 +100,6 @@ class EtcdStore(KVStore):
     def endpoint(self) -> tuple[str, int]:
         """The endpoint the next call goes to."""
         return self.endpoints[self._index]
-
-    @property
-    def session_id(self) -> str | None:
-        return None if self._lease_id is None else f"{self._lease_id:x}"
-
-    @property
-    def retired_session_id(self) -> str | None:
-        return None if self._retired is None else f"{self._retired[0]:x}"
 
     def _new_client(self, index: int) -> Any:
         host, port = self.endpoints[index]
@@ -215,71 +200,15 @@ class EtcdStore(KVStore):
     # -- sessions ----------------------------------------------------------------------------
 
     async def _grant(self, ttl: float) -> int:
-        seconds = _lease_seconds(ttl)
+        seconds = lease_seconds(ttl)
         lease = await self._call("lease grant", lambda c: c.lease(seconds))
         log.debug("granted etcd lease %x (ttl %ss)", int(lease.id), lease.ttl)
         return int(lease.id)
-
-    async def _ensure_lease(self) -> int:
-        async with self._lease_lock:
-            if self._lease_id is None:
-                self._lease_id = await self._grant(self.ttl)
-            return self._lease_id
-
-    @property
-    def session_ttl(self) -> float:
-        """Whole seconds (etcd leases are integral), half a second under ``ttl`` at least:
-        etcd revokes expired leases in a loop that runs every 500 ms, so a lease of
-        ``floor(ttl - 0.5)`` is gone within ``ttl`` of its last keep-alive. While a lease is
-        retired, the smaller of both."""
-        current = float(_lease_seconds(self.ttl))
-        return current if self._retired is None else min(current, self._retired[1])
 
     async def _refresh(self, lease: int) -> bool:
         """One LeaseKeepAlive of ``lease``; False when etcd dropped it."""
         reply = await self._call("keepalive", lambda c: c.refresh_lease(lease), lease)
         return reply is not None and int(reply.TTL) > 0
-
-    async def keepalive(self) -> None:
-        """One LeaseKeepAlive round trip (or a grant when there is no lease), and one for the
-        retired lease if any. An answer with TTL <= 0 (or "lease not found") means etcd
-        dropped the lease: it is forgotten and SessionExpired raised."""
-        retired = self._retired
-        if retired is not None:
-            try:
-                alive = await self._refresh(retired[0])
-            except SessionExpired:
-                alive = False
-            if not alive:
-                if self._retired == retired:
-                    self._retired = None
-                raise SessionExpired(f"etcd retired lease {retired[0]:x} expired")
-        lease = self._lease_id
-        if lease is None:
-            await self._ensure_lease()
-            return
-        if not await self._refresh(lease):
-            if self._lease_id == lease:
-                self._lease_id = None
-            raise SessionExpired(f"etcd lease {lease:x} expired")
-
-    async def open_session(self, ttl: float) -> None:
-        """Grant a lease of ``floor(ttl - 0.5)`` seconds and make it current; the previous
-        lease (if any) is retired (see :meth:`KVStore.open_session`)."""
-        if self._retired is not None:
-            raise ValueError("a retired etcd lease is still open")
-        async with self._lease_lock:
-            new = await self._grant(ttl)
-            old, old_ttl = self._lease_id, self.session_ttl
-            self._lease_id, self.ttl = new, ttl
-            if old is not None:
-                self._retired = (old, old_ttl)
-
-    async def close_retired(self) -> None:
-        """Revoke the retired lease (best effort; forgotten either way)."""
-        retired, self._retired = self._retired, None
-        if retired is not None:
-            await self._revoke(retired[0])
 
     # -- key/value ---------------------------------------------------------------------------
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,17 +35,14 @@ from typing import Any
 import aiohttp
 
 from pgha.dcs import etcd_json as J
-from pgha.dcs.base import DCSError, KVStore, SessionExpired, Snapshot, WatchEvent
+from pgha.dcs.base import DCSError, SessionExpired, Snapshot, WatchEvent
+from pgha.dcs.etcd_lease import EtcdLeaseSessions, lease_seconds
 
 log = logging.getLogger("pgha.dcs")
 
 REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
 CONNECTION_ERRORS = (aiohttp.ClientError, OSError, ValueError)
 
-
-def _lease_seconds(ttl: float) -> int:
-    """The lease TTL granted for ``ttl`` (see :attr:`EtcdHttpStore.session_ttl`)."""
-    return max(1, math.floor(ttl - 0.5))
 
 
 def make_ssl_context(ca_cert: str | None, cert_cert: str | None,
@@ -63,7 +59,7 @@ def make_ssl_context(ca_cert: str | None, cert_cert: str | None,
     return context
 
 
-class EtcdHttpStore(KVStore):
+class EtcdHttpStore(EtcdLeaseSessions):
     """KVStore on an etcd v3 cluster at ``endpoints`` (``[(host, port), ...]``) via its gateway.
 
     Arguments as :class:`pgha.dcs.etcd.EtcdStore`."""
@@ -93,9 +89,6 @@ class EtcdHttpStore(KVStore):
         self._answered: dict[int, float] = {}  # endpoint index -> loop time of its last answer
         self._token: str | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._lease_id: int | None = None
-        self._retired: tuple[int, float] | None = None  # lease id, its session_ttl
-        self._lease_lock = asyncio.Lock()
         self._closed = False
         self.closed_event = asyncio.Event()
         self.watch_readers: set[asyncio.Task[None]] = set()  # cancelled by close()
@@ -110,14 +103,6 @@ class EtcdHttpStore(KVStore):
     @property
     def closed(self) -> bool:
         return self._closed
-
-    @property
-    def session_id(self) -> str | None:
-        return None if self._lease_id is None else f"{self._lease_id:x}"
-
-    @property
-    def retired_session_id(self) -> str | None:
-        return None if self._retired is None else f"{self._retired[0]:x}"
 
     def url(self, index: int, path: str) -> str:
         host, port = self.endpoints[index]
@@ -258,70 +243,18 @@ class EtcdHttpStore(KVStore):
     # -- sessions ----------------------------------------------------------------------------
 
     async def _grant(self, ttl: float) -> int:
-        reply = await self.call("lease grant", "/v3/lease/grant", {"TTL": _lease_seconds(ttl)})
+        reply = await self.call("lease grant", "/v3/lease/grant", {"TTL": lease_seconds(ttl)})
         lease = J.as_int(reply.get("ID"))
         if lease == 0:
             raise DCSError(f"etcd lease grant failed: {reply.get('error') or 'no lease id'}")
         log.debug("granted etcd lease %x (ttl %ss)", lease, reply.get("TTL"))
         return lease
 
-    async def _ensure_lease(self) -> int:
-        async with self._lease_lock:
-            if self._lease_id is None:
-                self._lease_id = await self._grant(self.ttl)
-            return self._lease_id
-
-    @property
-    def session_ttl(self) -> float:
-        """Whole seconds, half a second under ``ttl`` at least (as :mod:`pgha.dcs.etcd`: etcd
-        revokes expired leases in a 500 ms loop); while a lease is retired, the smaller of
-        both."""
-        current = float(_lease_seconds(self.ttl))
-        return current if self._retired is None else min(current, self._retired[1])
-
     async def _refresh(self, lease: int) -> bool:
         """One keep-alive of ``lease``; False when etcd dropped it."""
         reply = await self.call("keepalive", "/v3/lease/keepalive", {"ID": str(lease)}, lease)
         result = reply.get("result") or {}
         return J.as_int(result.get("TTL")) > 0
-
-    async def keepalive(self) -> None:
-        """As :meth:`pgha.dcs.etcd.EtcdStore.keepalive`."""
-        retired = self._retired
-        if retired is not None:
-            try:
-                alive = await self._refresh(retired[0])
-            except SessionExpired:
-                alive = False
-            if not alive:
-                if self._retired == retired:
-                    self._retired = None
-                raise SessionExpired(f"etcd retired lease {retired[0]:x} expired")
-        lease = self._lease_id
-        if lease is None:
-            await self._ensure_lease()
-            return
-        if not await self._refresh(lease):
-            if self._lease_id == lease:
-                self._lease_id = None
-            raise SessionExpired(f"etcd lease {lease:x} expired")
-
-    async def open_session(self, ttl: float) -> None:
-        """Grant a lease for ``ttl`` and make it current; the previous one is retired."""
-        if self._retired is not None:
-            raise ValueError("a retired etcd lease is still open")
-        async with self._lease_lock:
-            new = await self._grant(ttl)
-            old, old_ttl = self._lease_id, self.session_ttl
-            self._lease_id, self.ttl = new, ttl
-            if old is not None:
-                self._retired = (old, old_ttl)
-
-    async def close_retired(self) -> None:
-        """Revoke the retired lease (best effort; forgotten either way)."""
-        retired, self._retired = self._retired, None
-        if retired is not None:
-            await self._revoke(retired[0])
 
     # -- key/value ---------------------------------------------------------------------------
 
