@@ -114,6 +114,7 @@ async def test_expiry_on_the_emulator_clock(make_store: Factory,
     assert a.kv.session_id is None
     await a.keepalive()  # a new session
     assert a.kv.session_id is not None
+    emulator.advance(LOCK_DELAY)  # the expired session's lock-delay still guards the key
     assert await a.acquire_leader()
 
 
