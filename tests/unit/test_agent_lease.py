@@ -15,7 +15,7 @@ import pytest
 from pgha.agent.clock import Clock
 from pgha.agent.executor import Executor
 from pgha.agent.failsafe import Failsafe
-from pgha.agent.lease import LeaseKeeper, keepalive_interval
+from pgha.agent.lease import LeaseKeeper
 from pgha.agent.retry import RetryGate
 from pgha.core import lease as rules
 from pgha.core.actions import (
@@ -29,6 +29,7 @@ from pgha.core.actions import (
     StopMode,
     Upstream,
 )
+from pgha.core.lease import keepalive_interval
 from pgha.core.model import HaSettings, PgState, safety_margin_for
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore

@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 
 from pgha.agent.lifecycle import Agent, keep_running
+from pgha.core.model import HaSettings
 from pgha.dcs.base import WatchEvent
+from pgha.dcs.cache import PrefixCache
+from pgha.dcs.memory import MemoryBackend, MemoryStore
 
 
 @dataclass
@@ -42,6 +45,8 @@ class FlakyStore:
         self.failures = failures
         self.calls = 0
         self.waiting = asyncio.Event()
+        self.cache = PrefixCache(MemoryStore(MemoryBackend(), ttl=10.0, timeout=2.0),
+                                 "/service/demo/")
 
     async def watch(self, start_revision: int) -> AsyncIterator[WatchEvent]:
         self.calls += 1
@@ -54,7 +59,8 @@ class FlakyStore:
 
 def watching_agent(store: FlakyStore, changed: list[int]) -> Any:
     """What :meth:`Agent._watch_loop` uses of the agent."""
-    observer = SimpleNamespace(first_view=asyncio.Event(), view=None)
+    observer = SimpleNamespace(first_view=asyncio.Event(), view=None, settings=HaSettings(),
+                               heard=lambda at: None)
     observer.first_view.set()
     return SimpleNamespace(observer=observer, store=store, _quiet_keys=set(),
                            cycle=SimpleNamespace(dcs_changed=lambda: changed.append(1)))

@@ -3,9 +3,11 @@ after a gap (``key=None``: reconnect, compaction)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from pgha.dcs.base import DCSError, KeyValue, WatchEvent
+from pgha.dcs.base import DCSError, KeyValue, Snapshot, WatchEvent
 from pgha.dcs.cache import PrefixCache
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 
@@ -20,6 +22,105 @@ async def _store() -> MemoryStore:
 
 async def test_a_cache_answers_nothing_before_the_first_read() -> None:
     cache = PrefixCache(await _store(), P)
+    cache.attach()
+    assert cache.snapshot() is None and not cache.current
+
+
+async def test_a_cache_answers_only_while_its_watch_is_attached() -> None:
+    cache = PrefixCache(await _store(), P)
+    await cache.reload()
+    assert cache.current and cache.snapshot() is None  # no watch feeds it yet
+    cache.attach()
+    assert cache.snapshot() is not None
+    cache.detach()  # the watch ended: changes may be missed from now on
+    assert cache.snapshot() is None and not cache.current
+    cache.attach()
+    assert cache.snapshot() is None  # stale until read again
+    await cache.reload()
+    assert cache.snapshot() is not None
+
+
+async def test_our_own_write_makes_the_next_answer_a_read() -> None:
+    kv = await _store()
+    cache = PrefixCache(kv, P)
+    cache.attach()
+    await cache.reload()
+    cache.wrote()  # announced before the write is sent
+    await kv.put(P + "leader", b"pg1")
+    assert cache.snapshot() is None  # reading our own write never waits for the watch
+    snap = await cache.reload()
+    assert cache.snapshot() == snap and P + "leader" in snap.items
+
+
+async def test_a_write_announced_during_a_read_keeps_the_cache_unusable() -> None:
+    kv = await _store()
+    cache = PrefixCache(kv, P)
+    cache.attach()
+    gate = asyncio.Event()
+    real = kv.get_prefix
+
+    async def slow(prefix: str) -> Snapshot:
+        snapshot = await real(prefix)
+        await gate.wait()  # the answer is in flight while we write
+        return snapshot
+
+    kv.get_prefix = slow  # type: ignore[method-assign]
+    reading = asyncio.create_task(cache.reload())
+    await asyncio.sleep(0)
+    cache.wrote()
+    await kv.put(P + "leader", b"pg1")
+    gate.set()
+    await reading
+    assert cache.snapshot() is None  # the read may predate the write
+
+
+async def test_events_delivered_during_a_read_are_applied_after_it() -> None:
+    kv = await _store()
+    cache = PrefixCache(kv, P)
+    cache.attach()
+    gate = asyncio.Event()
+    real = kv.get_prefix
+
+    async def slow(prefix: str) -> Snapshot:
+        snapshot = await real(prefix)
+        await gate.wait()
+        return snapshot
+
+    kv.get_prefix = slow  # type: ignore[method-assign]
+    reading = asyncio.create_task(cache.reload())
+    await asyncio.sleep(0)
+    await kv.put(P + "leader", b"pg1")  # after the read was answered
+    rev = (await real(P)).revision
+    await cache.apply(WatchEvent(rev, P + "leader", kv=KeyValue(P + "leader", b"pg1", rev)))
+    gate.set()
+    await reading
+    snap = cache.snapshot()
+    assert snap is not None and snap.items[P + "leader"].value == b"pg1"
+    assert snap.revision == rev
+
+
+@pytest.mark.parametrize("event", ["gap", "no kv"])
+async def test_a_gap_or_an_unknown_value_during_a_read_leaves_the_cache_stale(
+        event: str) -> None:
+    kv = await _store()
+    cache = PrefixCache(kv, P)
+    cache.attach()
+    gate = asyncio.Event()
+    real = kv.get_prefix
+
+    async def slow(prefix: str) -> Snapshot:
+        snapshot = await real(prefix)
+        await gate.wait()
+        return snapshot
+
+    kv.get_prefix = slow  # type: ignore[method-assign]
+    reading = asyncio.create_task(cache.reload())
+    await asyncio.sleep(0)
+    await kv.put(P + "leader", b"pg1")
+    rev = (await real(P)).revision
+    await cache.apply(WatchEvent(rev, None if event == "gap" else P + "leader"))
+    gate.set()
+    await reading
     assert cache.snapshot() is None and not cache.current
 
 
@@ -27,6 +128,7 @@ async def test_events_with_kv_are_applied_without_reads() -> None:
     kv = await _store()
     await kv.put(P + "config", b"{}")
     cache = PrefixCache(kv, P)
+    cache.attach()
     first = await cache.reload()
     assert set(first.items) == {P + "config"} and cache.full_reads == 1
     rev = first.revision
@@ -44,6 +146,7 @@ async def test_old_events_and_other_prefixes_are_ignored() -> None:
     kv = await _store()
     await kv.put(P + "config", b"new")
     cache = PrefixCache(kv, P)
+    cache.attach()
     snap = await cache.reload()
     await cache.apply(WatchEvent(snap.revision, P + "config",
                                  kv=KeyValue(P + "config", b"old", snap.revision - 1)))
@@ -57,6 +160,7 @@ async def test_old_events_and_other_prefixes_are_ignored() -> None:
 async def test_an_event_without_kv_reads_that_key() -> None:
     kv = await _store()
     cache = PrefixCache(kv, P)
+    cache.attach()
     await cache.reload()
     await kv.put(P + "leader", b"pg2")
     await kv.put(P + "leader2", b"other")  # shares the name as a prefix: not taken for it
@@ -71,6 +175,7 @@ async def test_an_event_without_kv_reads_that_key() -> None:
 async def test_a_gap_makes_the_cache_stale_until_a_full_read() -> None:
     kv = await _store()
     cache = PrefixCache(kv, P)
+    cache.attach()
     await cache.reload()
     await kv.put(P + "leader", b"pg1")
     await cache.apply(WatchEvent(0))  # reconnect / compaction: which keys changed is unknown
@@ -87,6 +192,7 @@ async def test_a_failed_read_leaves_the_cache_stale() -> None:
     kv = MemoryStore(backend, ttl=10.0, timeout=2.0)
     await kv.connect()
     cache = PrefixCache(kv, P)
+    cache.attach()
     await cache.reload()
     backend.fail = True
     with pytest.raises(DCSError):

@@ -213,7 +213,7 @@ class DecisionCycle:
         s = self.s
         view, pg_state, details = await self._observe()
         if await s.session.follow(s.observer.settings, s.lease.dcs_budget()):
-            view = await s.observer.dcs_view(s.lease.dcs_budget())  # our keys moved
+            view = await s.observer.dcs_view(s.lease.dcs_budget(), fresh=True)  # keys moved
         local = await self._local_state(view, pg_state)
         restart, reinit = local.restart_requested, local.reinit_requested
         now = self.clock.monotonic()

@@ -1,17 +1,17 @@
 """The lease keeper (DESIGN.md safety rule 2): keep-alive, lease deadline, fail-closed backstop.
 
-The keep-alive renews the DCS session every :func:`keepalive_interval` (at most a quarter of
-its TTL), but only while the decision
-loop has completed a cycle recently (:meth:`LeaseKeeper.beat`; a stuck loop must let the lease
-expire) or runs a long action (:meth:`LeaseKeeper.busy`, for as long as the action runs, never
-longer). The lease is counted from the moment the keep-alive was SENT, with the TTL of the
-session the store actually holds. When the lease (and any failsafe confirmation) has run out and
-the decision loop has not decided since (:meth:`LeaseKeeper.decided`), the keep-alive task stops
-a writable primary itself (the backstop; the verdicts are :mod:`pgha.core.lease`).
+The keep-alive renews the DCS session every :func:`~pgha.core.lease.keepalive_interval` (at most
+a quarter of its TTL), but only while the decision loop has completed a cycle recently
+(:meth:`LeaseKeeper.beat`; a stuck loop must let the lease expire) or runs a long action
+(:meth:`LeaseKeeper.busy`, for as long as the action runs, never longer). The lease is counted
+from the moment the keep-alive was SENT, with the TTL of the session the store actually holds.
+When the lease (and any failsafe confirmation) has run out and the decision loop has not decided
+since (:meth:`LeaseKeeper.decided`), the keep-alive task stops a writable primary itself (the
+backstop; the verdicts are :mod:`pgha.core.lease`).
 
-A session switch (a ``ttl`` change, :meth:`LeaseKeeper.switch_session`) and the keep-alive
-never run at the same time: a keep-alive racing with it could renew, or find gone, a session
-being retired.
+A session switch (a ``ttl`` change, :meth:`LeaseKeeper.switch_session`) and the keep-alive never
+run at the same time: a keep-alive racing with it could renew, or find gone, a session being
+retired.
 
 State owned here: ``lease_deadline``, the loop ``heartbeat``, ``decided_at``, the open busy
 windows and the decision task (for its stack in the log). Nothing here raises into the caller
@@ -34,6 +34,7 @@ from pgha.agent.failsafe import Failsafe
 from pgha.agent.publish import Publisher
 from pgha.core import lease as rules
 from pgha.core.actions import StopPostgres
+from pgha.core.lease import keepalive_interval
 from pgha.core.model import ClusterView, HaSettings, safety_margin_for
 from pgha.dcs.base import DCSError, KVStore, SessionExpired
 from pgha.dcs.store import ClusterStore, SessionSwitch
@@ -42,27 +43,6 @@ from pgha.pg.errors import PgError
 from pgha.pg.postgres import Postgres
 
 log = logging.getLogger("pgha.agent")
-
-
-def keepalive_interval(ttl: float, retry_timeout: float) -> float:
-    """Seconds between keep-alives of a session granted for ``ttl``:
-    ``min(ttl/4, max(m/2, L - R - min(m/4, 0.5)))`` with ``m`` the safety margin,
-    ``L = ttl - m`` the lease a success confirms and ``R = retry_timeout`` (at least 0.25 s).
-
-    Why it is safe (DESIGN.md rule 2, the lease counted from the SENT time): after a success
-    sent at ``t0`` the lease runs to ``t0 + L``; the next attempt is sent at ``t0 + I`` and
-    answers, or is abandoned, by ``t0 + I + R``. ``I <= L - R - min(m/4, 0.5)`` lets it finish
-    with slack before the deadline; ``I <= ttl/4`` matches what the watchdog timeout
-    (``ttl - m``) and the simulator assume and, when ``retry_timeout`` obeys
-    ``R <= ttl/2 - m`` (ttl 20, R up to 5), also lets one attempt fail and the next still
-    confirm in time (``2I + R <= L``). ``m/2`` is the floor for short TTLs where the other
-    bounds collapse. Only the lease's renewal rate depends on this: the deadline itself, the
-    backstop and the fail-closed demotion are unchanged. ttl 20 / R 3 gives 5 s (12 per
-    minute; it was ``min(ttl/4, m/2)`` = 2.5 s before)."""
-    margin = safety_margin_for(ttl)
-    lease = ttl - margin
-    interval = min(ttl / 4, max(margin / 2, lease - retry_timeout - min(margin / 4, 0.5)))
-    return max(0.25, interval)
 
 
 class LeaseKeeper:
@@ -191,7 +171,7 @@ class LeaseKeeper:
             return await bounded(self.store.switch_session(ttl, opened), budget)
 
     async def keepalive_loop(self) -> None:
-        """Runs until cancelled: :meth:`keepalive_round`, every :func:`keepalive_interval`."""
+        """Runs until cancelled: :meth:`keepalive_round`, every ``keepalive_interval``."""
         while True:
             await self.keepalive_round()
             await asyncio.sleep(keepalive_interval(self.kv.session_ttl,

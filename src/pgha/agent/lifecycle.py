@@ -3,8 +3,8 @@
 * the decision loop (:class:`pgha.agent.cycle.DecisionCycle`), the only writer of agent state;
 * the lease keep-alive (:class:`pgha.agent.lease.LeaseKeeper`), every ``ttl / 4``, gated on
   the loop's heartbeat;
-* the DCS watch, which wakes the decision loop on any change under the scope but our own
-  writes;
+* the DCS watch, which keeps the store's cache current (so an idle cycle sends no read) and
+  wakes the decision loop on any change under the scope but our own writes;
 * the postmaster watch (pidfd), which wakes the loop the moment PostgreSQL dies;
 * the REST API server (:mod:`pgha.api`), which reads the published status and hands operator
   commands to :class:`pgha.agent.commands.CommandHandler`;
@@ -65,7 +65,7 @@ from pgha.dcs.base import DCSError
 from pgha.dcs.factory import open_kv
 from pgha.dcs.instrumented import InstrumentedKV
 from pgha.dcs.store import ClusterStore
-from pgha.errors import AgentFatal, describe
+from pgha.errors import AgentFatal, bounded, describe
 from pgha.pg.catalogue import load_catalogue
 from pgha.pg.configurator import PgConfigurator
 from pgha.pg.from_config import pg_settings
@@ -111,7 +111,7 @@ class Agent:
         self.lease = LeaseKeeper(self.kv, self.store, self.pg, self.failsafe, self.publisher,
                                  settings=lambda: self.observer.settings,
                                  view=lambda: self.observer.view, wake=self.wake,
-                                 renewed=self.watchdog.keepalive)
+                                 renewed=self._lease_renewed)
         self._metrics.lease_seconds_left.only.set_function(self.lease.seconds_left)
         self.commands = CommandHandler(
             self.name, self.store, self.observer, self.publisher, self.wake,
@@ -142,6 +142,12 @@ class Agent:
             self.wake)
         # our own writes must not wake our own loop (they would make it spin)
         self._quiet_keys = {self.store.key(f"members/{self.name}"), self.store.key("status")}
+
+    def _lease_renewed(self, sent: float) -> None:
+        """A keep-alive sent at ``sent`` succeeded: it feeds the watchdog device and tells
+        the observer that the DCS answers."""
+        self.watchdog.keepalive(sent)
+        self.observer.heard(sent)
 
     # ------------------------------------------------------------------ the API's view of us
     @property
@@ -289,22 +295,32 @@ class Agent:
 
     # ------------------------------------------------------------------ watches
     async def _watch_loop(self) -> None:
+        """Feed the store's watch-fed cache (:attr:`ClusterStore.cache`) and wake the decision
+        loop on every change but our own writes. The cache is attached while the watch is
+        iterated and detached (stale: the next view is read) when the watch ends or fails;
+        an event without its value costs one read of that key, bounded by ``retry_timeout``."""
         await self.observer.first_view.wait()
         view = self.observer.view
         revision = view.revision if view is not None else 0
         delay = _WATCH_RETRY
+        cache = self.store.cache
         while True:
+            cache.attach()
             try:
                 async for event in self.store.watch(revision):
                     delay = _WATCH_RETRY  # it works again
                     revision = max(revision, event.revision)
+                    self.observer.heard(time.monotonic())
+                    await bounded(cache.apply(event), self.observer.settings.retry_timeout)
                     if event.key not in self._quiet_keys:
                         self.cycle.dcs_changed()
-            except DCSError as exc:
+            except (DCSError, TimeoutError) as exc:
                 if delay == _WATCH_RETRY:
                     log.warning("DCS watch failed: %s", describe(exc))
                 else:
                     log.debug("DCS watch failed again: %s", describe(exc))
+            finally:
+                cache.detach()
             self.cycle.dcs_changed()  # events may have been missed meanwhile: look once
             await _watch_pause(delay)
             delay = min(_WATCH_RETRY_CAP, delay * 2)

@@ -6,6 +6,13 @@ last seen (for ``member_slots_ttl``), the HA settings in force (from the DCS ``c
 to respect ``loop_wait + 2 * retry_timeout <= ttl``), and when PostgreSQL went down and whether
 that was the agent's doing. Every DCS and PostgreSQL call is bounded; a failure is logged and
 observed as such (``dcs_ok`` False, a probe with only the data directory's state), never raised.
+
+The DCS view costs no request while the watch-fed cache (:meth:`ClusterStore.cached_view`)
+is usable AND the DCS answered this agent recently (:meth:`Observer.heard`: a keep-alive, a
+watch event or a read, within one keep-alive interval plus ``retry_timeout``); otherwise, or
+when asked for a ``fresh`` view, the cluster is read. So an unreachable DCS is noticed (``dcs_ok``
+False) at most one keep-alive interval plus two ``retry_timeout`` after its last answer, and
+leadership never rests on the cache: it rests on the lease (DESIGN.md rule 2).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 from pgha.agent.clock import SYSTEM_CLOCK, Clock
 from pgha.agent.peers import PeerClient
 from pgha.config import dynamic_config_warnings
+from pgha.core.lease import keepalive_interval
 from pgha.core.model import ClusterView, HaSettings, Member, PeerStatus, PgState, Tags
 from pgha.core.standby import REMOTE
 from pgha.dcs.base import DCSError
@@ -44,6 +52,7 @@ class Observer:
         self.view: ClusterView | None = None
         self.dcs_ok = False
         self.dcs_last_seen: float | None = None  # epoch seconds of the last successful read
+        self._heard: float | None = None  # monotonic time of the DCS's last answer to us
         # member (or, from the status key's retain_slots, slot) name -> monotonic time last
         # listed, for member_slots_ttl
         self.member_seen: dict[str, float] = {}
@@ -55,8 +64,28 @@ class Observer:
         self.last_leader: Member | None = None  # the member key of the last leader seen
         self.known_members: dict[str, Member] = {}  # every member key seen, the latest of each
 
-    async def dcs_view(self, budget: float) -> ClusterView | None:
-        """Read the cluster within ``budget`` seconds; the last view when the read fails."""
+    def heard(self, at: float) -> None:
+        """The DCS answered a request of ours sent at monotonic time ``at`` (a keep-alive,
+        or a watch event delivered then)."""
+        self._heard = at if self._heard is None else max(self._heard, at)
+
+    def _recently_heard(self, now: float) -> bool:
+        if self._heard is None:
+            return False
+        retry = self.settings.retry_timeout
+        window = keepalive_interval(self.store.kv.session_ttl, retry) + retry
+        return now - self._heard <= window
+
+    async def dcs_view(self, budget: float, *, fresh: bool = False) -> ClusterView | None:
+        """The cluster (see the module docstring for when it is read, within ``budget``
+        seconds); the last view when the read fails."""
+        now = self.clock.monotonic()
+        cached = None if fresh or not self._recently_heard(now) else self.store.cached_view()
+        if cached is not None:
+            assert self._heard is not None
+            self.dcs_ok = True
+            self.dcs_last_seen = self.clock.wall() - (now - self._heard)
+            return self._accept(cached, now)
         try:
             view = await bounded(self.store.load(), budget)
         except (DCSError, TimeoutError) as exc:
@@ -64,14 +93,20 @@ class Observer:
                 log.warning("DCS read failed: %s", describe(exc))
             self.dcs_ok = False
             return self.view
+        self.heard(now)
         self.dcs_ok = True
         self.dcs_last_seen = self.clock.wall()
-        now = self.clock.monotonic()
+        return self._accept(view, self.clock.monotonic())
+
+    def _accept(self, view: ClusterView, now: float) -> ClusterView:
+        """Take ``view`` as the current one (members seen, settings in force)."""
         for name, member in view.members.items():
             self.member_seen[name] = now
             self.known_members[name] = member
         for name in view.retain_slots:  # members the leader saw leave: their slots are kept
             self.member_seen.setdefault(name, now)
+        if view is self.view:
+            return view  # the cache's unchanged view: the rest was done when it came
         self.view = view
         self.first_view.set()
         if view.leader is not None and view.leader.name in view.members:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pgha.core.actions import StopMode, StopPostgres
 from pgha.core.decision import Decision, Reason, decision
-from pgha.core.model import HaSettings, PgRole, PgState
+from pgha.core.model import HaSettings, PgRole, PgState, safety_margin_for
 
 
 def confirmed_until(lease_deadline: float | None, failsafe_deadline: float | None,
@@ -76,3 +76,24 @@ def dcs_budget(settings: HaSettings, pg: PgState, until: float | None, now: floa
     if until is not None and _writable(pg):
         budget = min(budget, max(0.05, until - now))
     return budget
+
+
+def keepalive_interval(ttl: float, retry_timeout: float) -> float:
+    """Seconds between keep-alives of a session granted for ``ttl``:
+    ``min(ttl/4, max(m/2, L - R - min(m/4, 0.5)))`` with ``m`` the safety margin,
+    ``L = ttl - m`` the lease a success confirms and ``R = retry_timeout`` (at least 0.25 s).
+
+    Why it is safe (DESIGN.md rule 2, the lease counted from the SENT time): after a success
+    sent at ``t0`` the lease runs to ``t0 + L``; the next attempt is sent at ``t0 + I`` and
+    answers, or is abandoned, by ``t0 + I + R``. ``I <= L - R - min(m/4, 0.5)`` lets it finish
+    with slack before the deadline; ``I <= ttl/4`` matches what the watchdog timeout
+    (``ttl - m``) and the simulator assume and, when ``retry_timeout`` obeys
+    ``R <= ttl/2 - m`` (ttl 20, R up to 5), also lets one attempt fail and the next still
+    confirm in time (``2I + R <= L``). ``m/2`` is the floor for short TTLs where the other
+    bounds collapse. Only the lease's renewal rate depends on this: the deadline itself, the
+    backstop and the fail-closed demotion are unchanged. ttl 20 / R 3 gives 5 s (12 per
+    minute; it was ``min(ttl/4, m/2)`` = 2.5 s before)."""
+    margin = safety_margin_for(ttl)
+    lease = ttl - margin
+    interval = min(ttl / 4, max(margin / 2, lease - retry_timeout - min(margin / 4, 0.5)))
+    return max(0.25, interval)

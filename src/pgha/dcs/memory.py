@@ -34,6 +34,11 @@ class _Entry:
     revision: int
     session: int | None
 
+    def key_value(self, key: str) -> KeyValue:
+        """This entry as a read (and a watch event) returns it."""
+        return KeyValue(key, self.value, self.revision, self.session is not None,
+                        None if self.session is None else str(self.session))
+
 
 @dataclass
 class _Session:
@@ -111,7 +116,9 @@ class MemoryBackend:
                     self._emit(k, deleted=True)
 
     def _emit(self, key: str, deleted: bool) -> None:
-        event = WatchEvent(self.revision, key, deleted)
+        entry = None if deleted else self._data.get(key)
+        event = WatchEvent(self.revision, key, deleted,
+                           None if entry is None else entry.key_value(key))
         self._log.append(event)
         for w in self._watches:
             if not key.startswith(w.prefix):
@@ -236,12 +243,7 @@ class MemoryStore(KVStore):
 
     async def get_prefix(self, prefix: str) -> Snapshot:
         b = await self._enter()
-        items = {
-            k: KeyValue(k, e.value, e.revision, e.session is not None,
-                        None if e.session is None else str(e.session))
-            for k, e in sorted(b._data.items())
-            if k.startswith(prefix)
-        }
+        items = {k: e.key_value(k) for k, e in sorted(b._data.items()) if k.startswith(prefix)}
         return Snapshot(b.revision, items)
 
     async def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> bool:

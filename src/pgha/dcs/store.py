@@ -12,192 +12,39 @@ WARNING on the ``pgha.dcs`` logger, naming the key, and leaves them out of the v
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from pgha.core.model import ClusterView, HaSettings, HistoryEntry, Leader, Member, SyncKey
-from pgha.dcs.base import KeyValue, KVStore, Snapshot, WatchEvent, scope_prefix
-from pgha.dcs.cache import WrittenMemo
-from pgha.dcs.codec import (
-    StatusKey,
-    dumps,
-    history_entry_from_json,
-    history_entry_to_json,
-    loads,
-    member_from_json,
-    status_from_json,
-    status_to_json,
-    sync_from_json,
-    sync_to_json,
-)
+from pgha.core.model import ClusterView, HistoryEntry, SyncKey
+from pgha.dcs.base import KeyValue, KVStore, WatchEvent, scope_prefix
+from pgha.dcs.cache import PrefixCache, WrittenMemo
+from pgha.dcs.codec import StatusKey, dumps, history_entry_to_json, status_to_json, sync_to_json
+from pgha.dcs.view import history_entries, json_object, parse_snapshot
+
+__all__ = ["ClusterStore", "SessionSwitch", "parse_snapshot"]
 
 log = logging.getLogger("pgha.dcs")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _CAS_ATTEMPTS = 5
 
 
-def _json_value(kv: KeyValue) -> Any:
-    """Parsed JSON of ``kv``, or None (with a warning) when it is not valid JSON."""
-    try:
-        return loads(kv.value)
-    except ValueError as exc:
-        log.warning("ignoring DCS key %s: not valid JSON (%s)", kv.key, exc)
-        return None
+def _changes_view(method: Callable[Concatenate[ClusterStore, P], Coroutine[Any, Any, T]]
+                  ) -> Callable[Concatenate[ClusterStore, P], Coroutine[Any, Any, T]]:
+    """A write whose outcome the next cluster view must show: the watch-fed cache is
+    told before it is sent (:meth:`PrefixCache.wrote`), so the next view is read."""
 
+    async def write(self: ClusterStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        self.cache.wrote()
+        return await method(self, *args, **kwargs)
 
-def _json_object(kv: KeyValue) -> dict[str, Any] | None:
-    data = _json_value(kv)
-    if data is None:
-        return None
-    if not isinstance(data, dict):
-        log.warning("ignoring DCS key %s: expected a JSON object, got %s",
-                    kv.key, type(data).__name__)
-        return None
-    return data
-
-
-def _text(kv: KeyValue) -> str | None:
-    try:
-        return kv.value.decode("utf-8")
-    except UnicodeDecodeError:
-        log.warning("ignoring DCS key %s: value is not UTF-8 text", kv.key)
-        return None
-
-
-def _history(kv: KeyValue) -> tuple[HistoryEntry, ...]:
-    data = _json_value(kv)
-    if data is None:
-        return ()
-    if not isinstance(data, list):
-        log.warning("ignoring DCS key %s: expected a JSON list, got %s",
-                    kv.key, type(data).__name__)
-        return ()
-    entries: list[HistoryEntry] = []
-    for item in data:
-        try:
-            entries.append(history_entry_from_json(item))
-        except ValueError as exc:
-            log.warning("ignoring an entry of DCS key %s: %s", kv.key, exc)
-    return tuple(entries)
-
-
-def _maybe(keys: Mapping[str, KeyValue], name: str,
-           parse: Callable[[KeyValue], T | None]) -> T | None:
-    """``parse`` of key ``name`` when it is present, else None."""
-    kv = keys.get(name)
-    return None if kv is None else parse(kv)
-
-
-def _settings(config: Mapping[str, Any] | None, key: str) -> HaSettings:
-    """The core's settings from the ``config`` JSON (defaults when absent or unusable)."""
-    if config is None:
-        return HaSettings()
-    try:
-        return HaSettings.from_config(config)
-    except (ValueError, TypeError, OverflowError) as exc:
-        log.warning("DCS key %s: unusable settings, using defaults (%s)", key, exc)
-        return HaSettings()
-
-
-def _leader(kv: KeyValue) -> Leader | None:
-    text = _text(kv)
-    if text:
-        return Leader(text, kv.revision, kv.session)
-    if text is not None:
-        log.warning("ignoring DCS key %s: empty leader name", kv.key)
-    return None
-
-
-def _members(keys: Mapping[str, KeyValue]) -> dict[str, Member]:
-    """Every parseable ``members/<name>`` key (names holding ``/`` are not member keys)."""
-    members: dict[str, Member] = {}
-    for name, kv in keys.items():
-        if not name.startswith("members/"):
-            continue
-        member_name = name[len("members/"):]
-        if not member_name or "/" in member_name:
-            continue
-        data = _json_value(kv)
-        if data is None:
-            continue
-        try:
-            members[member_name] = member_from_json(member_name, data)
-        except ValueError as exc:
-            log.warning("ignoring DCS key %s: %s", kv.key, exc)
-    return members
-
-
-def _status(keys: Mapping[str, KeyValue]) -> StatusKey:
-    """The ``status`` key (fields of the wrong type logged and left out); its ``optime``
-    falls back to the ``optime/leader`` key old Patroni versions write."""
-    data = _maybe(keys, "status", _json_object)
-    key = StatusKey()
-    if data is not None:
-        key, problems = status_from_json(data)
-        for problem in problems:
-            log.warning("ignoring part of DCS key %s: %s", keys["status"].key, problem)
-    if key.optime is None:
-        text = _maybe(keys, "optime/leader", _text)
-        if text is not None and text.strip().isdigit():
-            key = replace(key, optime=int(text.strip()))
-    return key
-
-
-def _failover(kv: KeyValue) -> dict[str, Any] | None:
-    """The switchover/failover request; an empty value means none."""
-    return _json_object(kv) if kv.value.strip() else None
-
-
-def _failsafe(kv: KeyValue) -> dict[str, str] | None:
-    data = _json_object(kv)
-    if data is None:
-        return None
-    if not all(isinstance(v, str) for v in data.values()):
-        log.warning("ignoring DCS key %s: expected {member: api_url}", kv.key)
-        return None
-    return {str(k): v for k, v in data.items()}
-
-
-def _sync(kv: KeyValue) -> SyncKey | None:
-    data = _json_object(kv)
-    if data is None:
-        return None
-    try:
-        return sync_from_json(data)
-    except ValueError as exc:
-        log.warning("ignoring DCS key %s: %s", kv.key, exc)
-        return None
-
-
-def parse_snapshot(prefix: str, snapshot: Snapshot) -> ClusterView:
-    """Build the :class:`ClusterView` of the keys under ``prefix``. Garbage values are logged
-    and left out; unknown keys are ignored silently (but listed in ``key_revisions``). Never
-    raises for bad data."""
-    keys = {key[len(prefix):]: kv for key, kv in snapshot.items.items()
-            if key.startswith(prefix)}
-    config = _maybe(keys, "config", _json_object)
-    status = _status(keys)
-    return ClusterView(
-        initialize=_maybe(keys, "initialize", _text),
-        settings=_settings(config, prefix + "config"),
-        config=config,
-        leader=_maybe(keys, "leader", _leader),
-        members=_members(keys),
-        optime=status.optime,
-        status_leader=status.writer,
-        status_slots=status.slots,
-        retain_slots=status.retain_slots,
-        history=_maybe(keys, "history", _history) or (),
-        failover=_maybe(keys, "failover", _failover),
-        failsafe=_maybe(keys, "failsafe", _failsafe),
-        revision=snapshot.revision,
-        sync=_maybe(keys, "sync", _sync),
-        key_revisions={name: kv.revision for name, kv in keys.items()},
-    )
+    functools.update_wrapper(write, method)  # name and docstring
+    return write
 
 
 @dataclass(frozen=True)
@@ -228,6 +75,8 @@ class ClusterStore:
         self.prefix = scope_prefix(namespace, scope)
         self._rebound_to: str | None = None  # the session our last rebind_leader bound it to
         self._written = WrittenMemo()  # the leader-only keys (status, failsafe) we wrote
+        self.cache = PrefixCache(kv, self.prefix)  # fed by the agent's watch
+        self._parsed: tuple[int, ClusterView] | None = None  # (cache version, its view)
 
     def key(self, name: str) -> str:
         """Absolute key of ``name`` (e.g. ``leader``, ``members/pg1``)."""
@@ -239,8 +88,30 @@ class ClusterStore:
         return snapshot.items.get(key)
 
     async def load(self) -> ClusterView:
-        """One consistent read of every key of the cluster."""
-        return parse_snapshot(self.prefix, await self.kv.get_prefix(self.prefix))
+        """One consistent read of every key of the cluster (it refills :attr:`cache`)."""
+        snapshot = await self.cache.reload()
+        view = parse_snapshot(self.prefix, snapshot)
+        if self.cache.current and self.cache.revision == snapshot.revision:
+            self._parsed = (self.cache.version, view)  # what the cache now holds
+        return view
+
+    def cached_view(self) -> ClusterView | None:
+        """The cluster as the watch-fed :attr:`cache` holds it, with no request; None when
+        the cache is not usable (:attr:`PrefixCache.usable`: call :meth:`load`). Parsed once
+        per change of the cache.
+
+        Every write of this store shows in the next view except our own member key and the
+        leader-only ``status`` and ``failsafe`` keys, which reach the view through the
+        watch (within its delivery delay, as every other member sees them): they are
+        rewritten often and nothing this member decides reads them back."""
+        if not self.cache.usable:
+            return None
+        version = self.cache.version
+        if self._parsed is None or self._parsed[0] != version:
+            snapshot = self.cache.snapshot()
+            assert snapshot is not None
+            self._parsed = (version, parse_snapshot(self.prefix, snapshot))
+        return self._parsed[1]
 
     async def keepalive(self) -> None:
         """Renew the session holding our leader and member keys (SessionExpired if it is gone:
@@ -253,12 +124,14 @@ class ClusterStore:
 
     # -- leader and members -------------------------------------------------------------------
 
+    @_changes_view
     async def acquire_leader(self) -> bool:
         """Atomically create the leader key holding our name, bound to our session. False when
         the key exists (held by anyone, including us)."""
         self._written.clear()
         return await self.kv.create(self.key("leader"), self.name.encode(), ephemeral=True)
 
+    @_changes_view
     async def release_leader(self) -> bool:
         """Delete the leader key only if it holds our name AND is bound to our current session
         (compare-and-delete on the revision read). A key that merely holds our name, bound to
@@ -277,6 +150,7 @@ class ClusterStore:
             return False
         return await self.kv.delete(key, if_revision=kv.revision)
 
+    @_changes_view
     async def rebind_leader(self, revision: int) -> bool:
         """Bind the leader key, seen holding our name at ``revision`` but bound to another
         session, to our session (opened on demand): one compare-and-set on ``revision``
@@ -306,6 +180,7 @@ class ClusterStore:
                       "was read; it is not our lock", self.key("leader"))
         return rebound
 
+    @_changes_view
     async def switch_session(self, ttl: float,
                              opened: Callable[[], None] | None = None) -> SessionSwitch:
         """Move our keys to a new session granted for ``ttl`` (a ``ttl`` change), never leaving
@@ -352,15 +227,18 @@ class ClusterStore:
         """Write our ``members/<name>`` JSON, bound to our session."""
         await self.kv.put(self.key(f"members/{self.name}"), dumps(dict(data)), ephemeral=True)
 
+    @_changes_view
     async def delete_member(self, name: str) -> bool:
         return await self.kv.delete(self.key(f"members/{name}"))
 
     # -- initialize ---------------------------------------------------------------------------
 
+    @_changes_view
     async def claim_initialize(self) -> bool:
         """Create ``initialize`` = "" (persistent). True: we won the right to bootstrap."""
         return await self.kv.create(self.key("initialize"), b"")
 
+    @_changes_view
     async def set_initialize(self, sysid: str) -> bool:
         """Record the system identifier: allowed when the key is absent or holds "" (CAS on its
         revision); True as well when it already holds ``sysid``; False when it holds another
@@ -380,12 +258,14 @@ class ClusterStore:
                 return True
         return False
 
+    @_changes_view
     async def cancel_initialize(self) -> bool:
         """Delete ``initialize`` only while it holds "" (a bootstrap that failed)."""
         return await self.kv.delete(self.key("initialize"), if_value=b"")
 
     # -- config, status, failover ---------------------------------------------------------------
 
+    @_changes_view
     async def write_config(
         self, config: Mapping[str, Any], if_revision: int | None = None
     ) -> bool:
@@ -398,8 +278,9 @@ class ClusterStore:
         kv = await self._get("config")
         if kv is None:
             return None, None
-        return _json_object(kv), kv.revision
+        return json_object(kv), kv.revision
 
+    @_changes_view
     async def create_config(self, config: Mapping[str, Any]) -> bool:
         """Write the configuration only if there is none."""
         return await self.kv.create(self.key("config"), dumps(dict(config)))
@@ -430,6 +311,7 @@ class ClusterStore:
                         (self.name, conn_url) if conn_url else None)
         await self._put_if_changed("status", dumps(status_to_json(key)))
 
+    @_changes_view
     async def write_sync(self, voters: Iterable[str], quorum: int) -> None:
         """Write the ``sync`` key as ours: ``leader`` = our name, ``voters`` as its
         ``sync_standby``, ``quorum``. Only the leader writes it (the lock makes it the only
@@ -437,6 +319,7 @@ class ClusterStore:
         key = SyncKey(leader=self.name, sync_standby=frozenset(voters), quorum=quorum)
         await self.kv.put(self.key("sync"), dumps(sync_to_json(key)))
 
+    @_changes_view
     async def delete_sync(self) -> bool:
         """Delete the ``sync`` key (synchronous mode switched off). False when absent."""
         return await self.kv.delete(self.key("sync"))
@@ -446,10 +329,12 @@ class ClusterStore:
         (``failsafe_mode``): ``{name: api_url}``."""
         await self._put_if_changed("failsafe", dumps(dict(members)))
 
+    @_changes_view
     async def write_failover(self, request: Mapping[str, Any]) -> None:
         """Store a switchover/failover request (``{leader?, member?, scheduled_at?}``)."""
         await self.kv.put(self.key("failover"), dumps(dict(request)))
 
+    @_changes_view
     async def delete_failover(self, if_revision: int | None = None) -> bool:
         """Delete the switchover/failover request; with ``if_revision`` only if the key is
         still at that revision. False when there was none (or it changed meanwhile)."""
@@ -459,8 +344,9 @@ class ClusterStore:
 
     async def read_history(self) -> tuple[HistoryEntry, ...]:
         kv = await self._get("history")
-        return () if kv is None else _history(kv)
+        return () if kv is None else history_entries(kv)
 
+    @_changes_view
     async def append_history(self, entry: HistoryEntry, max_entries: int = 0) -> bool:
         """Append ``entry`` to the history list (read, modify, compare-and-set; retried on a
         lost race). Idempotent per timeline: if an entry for ``entry.timeline`` exists nothing
@@ -469,7 +355,7 @@ class ClusterStore:
         False when every attempt lost its race."""
         for _ in range(_CAS_ATTEMPTS):
             kv = await self._get("history")
-            entries = list(_history(kv)) if kv is not None else []
+            entries = list(history_entries(kv)) if kv is not None else []
             if any(e.timeline == entry.timeline for e in entries):
                 return True
             entries.append(entry)
@@ -487,6 +373,7 @@ class ClusterStore:
 
     # -- maintenance --------------------------------------------------------------------------
 
+    @_changes_view
     async def remove_cluster(self) -> int:
         """Delete every key under the cluster prefix, one by one in key order (not atomic: a
         member still running may write its keys again). Returns how many were deleted (a key
