@@ -92,15 +92,15 @@ class SimClusterStore(ClusterStore):
 
     def __init__(self, kv: MemoryStore, name: str, cache: dict[int, ClusterView]) -> None:
         super().__init__(kv, NAMESPACE, SCOPE, name)
-        self.cache = cache
+        self.parsed = cache
 
     async def load(self) -> ClusterView:
         snapshot = await self.kv.get_prefix(self.prefix)
-        view = self.cache.get(snapshot.revision)
+        view = self.parsed.get(snapshot.revision)
         if view is None:
-            if len(self.cache) > 64:
-                self.cache.clear()
-            view = self.cache[snapshot.revision] = parse_snapshot(self.prefix, snapshot)
+            if len(self.parsed) > 64:
+                self.parsed.clear()
+            view = self.parsed[snapshot.revision] = parse_snapshot(self.prefix, snapshot)
         return view
 
 

@@ -228,3 +228,19 @@ async def test_an_unchanged_status_is_not_written_again_until_the_lock_is_taken(
     assert snap.items[store.key("failsafe")].revision > failsafe_rev
     await store.write_status(101)  # a changed position is written at once
     assert b"101" in (await kv.get_prefix(store.key("status"))).items[store.key("status")].value
+
+
+async def test_events_sharing_a_revision_are_all_applied() -> None:
+    """One transaction (etcd) or one ZooKeeper watch fire changes several keys under one
+    revision: each of them reaches the cache."""
+    kv = await _store()
+    cache = PrefixCache(kv, P)
+    cache.attach()
+    rev = (await cache.reload()).revision
+    for key in ("leader", "members/pg1"):
+        await cache.apply(WatchEvent(rev + 1, P + key, kv=KeyValue(P + key, b"x", rev + 1)))
+    await kv.put(P + "members/pg2", b"y")
+    await cache.apply(WatchEvent(rev + 1, P + "members/pg2"))  # no kv: read
+    snap = cache.snapshot()
+    assert snap is not None
+    assert set(snap.items) == {P + "leader", P + "members/pg1", P + "members/pg2"}

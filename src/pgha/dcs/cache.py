@@ -28,7 +28,9 @@ Ordering across a full read: events delivered while a :meth:`reload` is in fligh
 and those newer than the read's revision are applied after it (an event without ``kv`` among
 them, or a gap, leaves the cache stale: the next read settles it). Events delivered while the
 cache is stale and no read is in flight are dropped: a read sent later sees their changes.
-Events at or below the cache's revision are ignored (already reflected).
+Events at or below the revision of the last full read are ignored (already reflected); any
+later one is applied in delivery order, also when it repeats the revision of the event before
+(several keys changed by one transaction, or one ZooKeeper watch fire).
 
 The cache never decides whether the store is reachable: it only saves reads. Not thread-safe;
 one event loop. A failed read (``DCSError``/``TimeoutError``) propagates and leaves the cache
@@ -56,6 +58,7 @@ class PrefixCache:
         self.prefix = prefix
         self._items: dict[str, KeyValue] = {}
         self._revision = 0
+        self._read_revision = 0  # the revision of the last full read
         self._current = False
         self._attached = False
         self._writes = 0  # writes announced by :meth:`wrote`
@@ -120,7 +123,7 @@ class PrefixCache:
         if not self._reloads:
             self._pending.clear()
         self._items = dict(snapshot.items)
-        self._revision = snapshot.revision
+        self._revision = self._read_revision = snapshot.revision
         self._clean_at = max(self._clean_at, writes)
         self._current = True
         self.version += 1
@@ -144,7 +147,7 @@ class PrefixCache:
             self._current = False
             return
         if not self._current or not event.key.startswith(self.prefix) \
-                or event.revision <= self._revision:
+                or event.revision <= self._read_revision:
             return
         if event.deleted or event.kv is not None:
             self._apply_known(event)
@@ -165,13 +168,13 @@ class PrefixCache:
     def _apply_known(self, event: WatchEvent) -> None:
         """An event that carries its outcome (a deletion, or the written ``kv``)."""
         assert event.key is not None
-        if not event.key.startswith(self.prefix) or event.revision <= self._revision:
+        if not event.key.startswith(self.prefix) or event.revision <= self._read_revision:
             return
         if event.deleted:
             self._items.pop(event.key, None)
         elif event.kv is not None:
             self._items[event.key] = event.kv
-        self._revision = event.revision
+        self._revision = max(self._revision, event.revision)
         self.version += 1
 
     def snapshot(self) -> Snapshot | None:
