@@ -111,6 +111,7 @@ class PrefixCache:
             snapshot = await self.kv.get_prefix(self.prefix)
         except BaseException:
             self._reloads -= 1
+            self._current = False
             if not self._reloads:
                 self._pending.clear()
             raise
