@@ -20,21 +20,10 @@ from pgha.core.actions import SlotSpec, StopMode, SyncSlots, Upstream
 from pgha.core.model import ControlState, DataState, PgRole, PgState, StandbyConn
 from pgha.pg import bootstrap, controldata, replica_methods, rewind, slotcopy, slots
 from pgha.pg.cmd import tail_file
-from pgha.pg.conf import (
-    STANDBY_SIGNAL,
-    read_managed_state,
-    read_managed_sync_names,
-    write_config,
-)
+from pgha.pg.conf import STANDBY_SIGNAL, read_managed_state, read_managed_sync_names, write_config
 from pgha.pg.discarded import DiscardedLog, report_path
 from pgha.pg.errors import PgError
-from pgha.pg.probe import (
-    LocalProbe,
-    Snapshot,
-    local_connection,
-    received_position,
-    status_fields,
-)
+from pgha.pg.probe import LocalProbe, Snapshot, local_connection, received_position, status_fields
 from pgha.pg.process import (
     pg_ctl_promote,
     pg_ctl_reload,
@@ -73,6 +62,7 @@ class Postgres:
         self._sysid: str | None = None
         self._upstream: Upstream | None = None
         self._upstream_known = False  # False: read it back from our postgresql.conf header
+        self._observed: Snapshot | None = None  # the last observe()'s, until status() uses it
         self.discarded = DiscardedLog(report_path(settings))  # what rejoins threw away
 
     @property
@@ -150,6 +140,7 @@ class Postgres:
         state read from pg_control, timeline and position unknown (None). Stopped: timeline and
         position from pg_control (latest checkpoint start, or minRecoveryPoint when later).
         ``slots`` only while accepting (None as well when that read failed)."""
+        self._observed = None
         data = self.data_state()
         if postmaster_pid(self.settings.data_dir) is None:
             if data != DataState.VALID:
@@ -161,6 +152,7 @@ class Postgres:
                            wal_position=controldata.wal_position(cd),
                            control_state=controldata.control_state(cd))
         snap = await self._snapshot()
+        self._observed = snap
         if snap is None:
             cd = await self.controldata()
             replica = (self.settings.data_dir / STANDBY_SIGNAL).exists()
@@ -187,15 +179,16 @@ class Postgres:
             slots=await slots.observe_slots(self._probe, self.settings))
 
     async def status(self) -> dict[str, Any]:
-        """Status fields for ``GET /patroni``. Only ``database_system_identifier`` (when known)
-        while PostgreSQL is not answering."""
-        snap = await self._snapshot() if self.is_running() else None
+        """Status fields for ``GET /patroni``: from the snapshot the last :meth:`observe` took,
+        when no call used it yet (observe, then status: one read), else read now. Only
+        ``database_system_identifier`` (when known) while PostgreSQL is not answering."""
+        snap, self._observed = self._observed, None
+        if snap is None and self.is_running():
+            snap = await self._snapshot()
         if snap is None:
             return {"database_system_identifier": self._sysid} if self._sysid else {}
-        out = status_fields(snap, self._sysid)
-        out["replication"] = await self._syncrep.rows_for_status(
-            self._probe, self.settings, primary=not snap.in_recovery)
-        return out
+        return {**status_fields(snap, self._sysid), "replication": await self._syncrep.
+                rows_for_status(self._probe, self.settings, primary=not snap.in_recovery)}
 
     async def set_sync_standby_names(self, value: str | None, timeout: float = 10.0) -> bool:
         """Make ``value`` the managed ``synchronous_standby_names`` (None: the user's again),
