@@ -7,6 +7,8 @@ import os
 import stat
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
 
 import pytest
 from test_pg_support import (
@@ -27,7 +29,10 @@ from pgha.core.actions import StopMode, slot_name
 from pgha.core.model import ControlState, DataState, PgRole
 from pgha.pg.conf import HEADER
 from pgha.pg.controldata import CHECKPOINT_LSN, SYSID, parse_lsn
+from pgha.pg.observation import observation
 from pgha.pg.postgres import Postgres
+from pgha.pg.probe import local_connection, replication, snapshot
+from pgha.pg.slots import read_slots
 
 pytestmark = [pytest.mark.integration, requires_pg, pytest.mark.timeout(120)]
 
@@ -129,12 +134,40 @@ async def test_replica_streams_through_its_slot(cluster: Cluster) -> None:
     slots = {r["slot_name"]: r["active"] for r in await primary.execute(
         "SELECT slot_name, active FROM pg_replication_slots")}
     assert slots == {slot_name("replica-1"): True}
+    await _observation_matches_separate_reads(primary)
+    await _observation_matches_separate_reads(replica)
 
     # follow() the same upstream again: reload, still streaming
     assert await replica.follow(upstream(primary))
     await insert(primary, "two")
     await wait_rows(replica, {"one", "two"})
     assert not await primary.follow(upstream(replica))  # a primary never follows
+
+
+async def _observation_matches_separate_reads(pg: Postgres) -> None:
+    """The one-statement observation holds what the separate status, pg_stat_replication and
+    slot queries return: same rows, keys, order and Python types (WAL positions, which may
+    move between two reads, compared by type)."""
+    def steady(rows: list[dict[str, Any]], moving: str) -> list[dict[str, Any]]:
+        assert all(isinstance(r[moving], int | None) for r in rows)
+        return [{k: v for k, v in r.items() if k != moving} for r in rows]
+
+    async with local_connection(pg.settings) as conn:
+        obs = await observation(conn)
+        rows = await replication(conn)
+        found = await read_slots(conn)
+        snap = await snapshot(conn)
+    assert steady(obs.replication, "flush_lsn") == steady(rows, "flush_lsn")
+    assert [replace(s, position=None) for s in obs.slots] == \
+        [replace(s, position=None) for s in found]
+    assert all(isinstance(s.position, int | None) for s in obs.slots)
+    assert (obs.snapshot.in_recovery, obs.snapshot.sysid, obs.snapshot.timeline) == \
+        (snap.in_recovery, snap.sysid, snap.timeline)
+    state = await pg.observe()
+    assert state.slots is not None and [s.name for s in state.slots] == [s.name for s in obs.slots]
+    status = await pg.status()  # the observation's snapshot, used once
+    assert [r["application_name"] for r in status["replication"]] == \
+        [r["application_name"] for r in rows]
 
 
 async def test_wait_postmaster_exit_returns_on_sigkill(cluster: Cluster) -> None:
@@ -184,7 +217,10 @@ AGENT_SCRIPT = """
 import asyncio, sys
 from pathlib import PosixPath
 from pgha.core.actions import Upstream
+from pgha.pg.observation import observation
 from pgha.pg.postgres import Postgres
+from pgha.pg.probe import local_connection, replication, snapshot
+from pgha.pg.slots import read_slots
 from pgha.pg.settings import PgSettings, PgUser, ReplicaMethod
 
 async def main() -> None:

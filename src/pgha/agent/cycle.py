@@ -11,7 +11,8 @@ One cycle (:meth:`DecisionCycle.run_once`):
 2. decide: :func:`pgha.core.decide.decide`, logged as one line with its reason code (and
    kept in :attr:`DecisionCycle.decisions` with its explanation, :mod:`pgha.agent.decisions`,
    when it changed something or refused the free lock; logged once more then, with it);
-3. execute: the executor runs the actions in order, stopping at the first failure;
+3. execute: the executor runs the actions in order, stopping at the first failure; PostgreSQL
+   is probed again after them unless they only wrote the leader's ``status`` key;
 4. publish: callbacks for what changed, the status snapshot, the member key; then the
    heartbeat that gates the lease keep-alive, and the heartbeat hooks: the watchdog device
    follows our role (:meth:`pgha.agent.watchdog.LeaderWatchdog.follow`), systemd is told
@@ -233,8 +234,8 @@ class DecisionCycle:
         restarted = restart and decision.reason is Reason.RESTART
         if restart:
             s.commands.restart_done(restarted, ok, decision.message)
-        if decision.actions:
-            pg_state, details = await s.observer.postgres()
+        if any(not isinstance(a, PublishStatus) for a in decision.actions):
+            pg_state, details = await s.observer.postgres()  # PublishStatus leaves PG alone
         self._publish(pg_state, details, decision)
         s.configurator.fire_lifecycle_callbacks(
             pg_state, restarted=restarted and ok,

@@ -11,6 +11,7 @@ Execution contract (``pgha.agent.executor`` implements it):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -294,6 +295,7 @@ Action = (
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function, called for every member every cycle
 def slot_name(member: str) -> str:
     """Physical slot name for a member: lowercase, every non ``[a-z0-9_]`` char becomes ``_``."""
     out = "".join(c if (c.isascii() and (c.isalnum() or c == "_")) else "_"

@@ -17,7 +17,7 @@ from pgha.core.decision import Decision, Reason
 from pgha.core.decision import decision as _d
 from pgha.core.decision import upstream_of as _upstream
 from pgha.core.model import ClusterView, LocalState, Member, PgRole
-from pgha.core.slots import logical_to_copy, slot_plan, status_slots
+from pgha.core.slots import SlotPlan, logical_to_copy, slot_plan, status_slots
 from pgha.core.slots import sync_slots as slot_sync
 from pgha.core.sync import plan as sync_plan
 
@@ -33,23 +33,27 @@ def leader_housekeeping(view: ClusterView, local: LocalState, now: float) -> lis
         wanted = {n: m.api_url for n, m in view.members.items() if m.api_url}
         if wanted != dict(view.failsafe or {}):
             failsafe = wanted
-    actions: list[Action] = [leader_status(view, local, now, failsafe)]
+    plan = slot_plan(view, local, now, leader=True)
+    actions: list[Action] = [leader_status(view, local, now, failsafe, plan)]
     if local.pg.running and local.pg.accepting and local.pg.role is PgRole.PRIMARY:
         actions += sync_plan(view, local).actions
-    return actions + leader_slots(view, local, now)
+    return actions + leader_slots(view, local, now, plan)
 
 
 def leader_status(view: ClusterView, local: LocalState, now: float,
-                   failsafe: Mapping[str, str] | None = None) -> PublishStatus:
-    slots, retain = status_slots(view, local, now)
+                   failsafe: Mapping[str, str] | None = None,
+                   plan: SlotPlan | None = None) -> PublishStatus:
+    """``plan``: the leader's :func:`slot_plan` when already computed (also below)."""
+    slots, retain = status_slots(view, local, now, plan)
     return PublishStatus(failsafe, local.pg.wal_position, slots, retain)
 
 
-def leader_slots(view: ClusterView, local: LocalState, now: float) -> list[Action]:
+def leader_slots(view: ClusterView, local: LocalState, now: float,
+                 plan: SlotPlan | None = None) -> list[Action]:
     """The leader's slot work (:mod:`pgha.core.slots`; nothing dropped in pause)."""
     if local.pg.slots is None:
         return []
-    plan = slot_plan(view, local, now, leader=True)
+    plan = plan if plan is not None else slot_plan(view, local, now, leader=True)
     work = slot_sync(plan, local.pg.slots, primary=True, paused=view.settings.pause)
     return [work] if work is not None else []
 

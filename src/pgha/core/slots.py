@@ -333,16 +333,17 @@ def logical_to_copy(view: ClusterView, plan: SlotPlan,
     return tuple(out)
 
 
-def status_slots(view: ClusterView, local: LocalState, now: float) -> tuple[dict[str, int],
-                                                                             tuple[str, ...]]:
+def status_slots(view: ClusterView, local: LocalState, now: float,
+                 plan: SlotPlan | None = None) -> tuple[dict[str, int], tuple[str, ...]]:
     """What the leader publishes in ``status``: the position of each of its permanent and
     member slots (with its own slot name at its own WAL position, so the replicas keep WAL
     for it as a future replica) and ``retain_slots``: the slot names of the members (itself
     included) and of members gone less than ``member_slots_ttl`` ago, permanent slots and
-    ``nostream`` members (they have no slot) left out. Both empty when ``use_slots`` is off."""
+    ``nostream`` members (they have no slot) left out. Both empty when ``use_slots`` is off.
+    ``plan``: the leader's :func:`slot_plan` of the same arguments when already computed."""
     if not view.settings.use_slots:
         return {}, ()
-    plan = slot_plan(view, local, now, leader=True)
+    plan = plan if plan is not None else slot_plan(view, local, now, leader=True)
     out = {s.name: s.position for s in local.pg.slots or ()
            if s.name in plan.wanted and s.position is not None}
     own = slot_name(local.name)
@@ -372,9 +373,9 @@ def slot_parameters(view: ClusterView, local: LocalState, now: float) -> dict[st
     logical_config = any(s.type == LOGICAL for s in permanent_slots(view.config).values())
     if logical_config or any(s.type == LOGICAL for s in local.pg.slots or ()):
         out["wal_level"] = "logical"
-    if _feedback_needed(view, local.name, local.tags, now, local, set()):
-        out["hot_standby_feedback"] = True
     plans = [slot_plan(view, local, now, leader) for leader in (True, False)]
+    if _feedback_needed(view, local.name, local.tags, now, local, set(), plans[1]):
+        out["hot_standby_feedback"] = True
     ignored = sum(1 for s in local.pg.slots or () if plans[0].ignored(s))
     needed = max(len(p.wanted) for p in plans) + ignored + SLOT_HEADROOM
     if needed > DEFAULT_MAX_SLOTS:
@@ -383,10 +384,13 @@ def slot_parameters(view: ClusterView, local: LocalState, now: float) -> dict[st
 
 
 def _feedback_needed(view: ClusterView, name: str, tags: Tags, now: float,
-                     local: LocalState, seen: set[str]) -> bool:
+                     local: LocalState, seen: set[str], plan: SlotPlan | None = None) -> bool:
+    """``plan``: ``name``'s replica :func:`slot_plan` when already computed (it reads only
+    the name, tags and ``member_seen`` of its LocalState)."""
     seen.add(name)
-    me = LocalState(name=name, tags=tags, member_seen=local.member_seen)
-    plan = slot_plan(view, me, now, leader=False)
+    if plan is None:
+        me = LocalState(name=name, tags=tags, member_seen=local.member_seen)
+        plan = slot_plan(view, me, now, leader=False)
     if any(s.type == LOGICAL for s in plan.wanted.values()):
         return True
     if slot_on_primary(view, name, tags) is None:

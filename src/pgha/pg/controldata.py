@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 from pgha.core.model import ControlState
 from pgha.pg.cmd import clean_env, run
@@ -106,3 +107,33 @@ async def read_controldata(settings: PgSettings) -> dict[str, str]:
         log.debug("pg_controldata failed: %s", result.describe())
         return {}
     return parse_controldata(result.stdout)
+
+
+class ControlDataCache:
+    """:func:`read_controldata` of one data directory, run again only when
+    ``global/pg_control`` changed: its inode, size or modification time differ from the last
+    read's, or it was modified less than :attr:`SETTLED` seconds before that read (a later
+    write in the same timestamp tick would keep the same modification time). pg_controldata
+    prints nothing but that file's content, so a hit returns what a new run would."""
+
+    SETTLED = 1.0  # seconds: a file older than this gets a new mtime on its next write
+
+    def __init__(self) -> None:
+        self._stamp: tuple[str, int, int, int] | None = None
+        self._data: dict[str, str] = {}
+
+    async def read(self, settings: PgSettings) -> dict[str, str]:
+        """What :func:`read_controldata` returns (a copy); ``{}`` when pg_control is missing."""
+        try:
+            st = (settings.data_dir / "global" / "pg_control").stat()
+        except OSError:
+            self._stamp = None
+            return await read_controldata(settings)
+        stamp = (str(settings.data_dir), st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp == self._stamp:
+            return dict(self._data)
+        data = await read_controldata(settings)
+        settled = time.time() - st.st_mtime_ns / 1e9 >= self.SETTLED
+        self._stamp = stamp if settled and data else None
+        self._data = data
+        return dict(data)

@@ -24,7 +24,8 @@ configuration files). The applier then:
 Cost when nothing changed: one ``postmaster.pid`` read and one ``standby.signal`` stat per call;
 no SQL, no file rewrite, no subprocess. The exception is a replica whose cluster-wide
 shared-memory values are held up by the primary's (:func:`pgha.pg.params.clamp_to_primary`):
-it re-reads ``pg_controldata`` each call until the primary's values allow the configured ones.
+it checks ``pg_controldata`` each call until the primary's values allow the configured ones (run
+again only when ``global/pg_control`` changed: :class:`~pgha.pg.controldata.ControlDataCache`).
 
 What the slot plan needs (``slot_parameters``: ``hot_standby_feedback``, ``wal_level``,
 ``max_replication_slots``, computed by the core) is passed to :meth:`DynamicConfigApplier.apply`
@@ -188,6 +189,7 @@ class DynamicConfigApplier:
         self._recorded: dict[str, str] | None = None
         self._state = PgConfigState()
         self._slot_parameters: dict[str, Any] = {}
+        self._control = controldata.ControlDataCache()
 
     @property
     def state(self) -> PgConfigState:
@@ -245,7 +247,7 @@ class DynamicConfigApplier:
         """The cluster-wide values the primary recorded (replica only; None on a primary)."""
         if not replica:
             return None
-        data = await controldata.read_controldata(self.pg.settings)
+        data = await self._control.read(self.pg.settings)
         return {line: data.get(line, "") for line in CONTROLDATA_NAMES.values()}
 
     def _settings(self, dyn: DynamicPostgresql, recorded: Mapping[str, str] | None,

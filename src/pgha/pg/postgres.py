@@ -17,24 +17,14 @@ from dataclasses import replace
 from typing import Any
 
 from pgha.core.actions import SlotSpec, StopMode, SyncSlots, Upstream
-from pgha.core.model import ControlState, DataState, PgRole, PgState, StandbyConn
+from pgha.core.model import ControlState, DataState, PgRole, PgState
 from pgha.pg import bootstrap, controldata, replica_methods, rewind, slotcopy, slots
 from pgha.pg.cmd import tail_file
-from pgha.pg.conf import (
-    STANDBY_SIGNAL,
-    read_managed_state,
-    read_managed_sync_names,
-    write_config,
-)
+from pgha.pg.conf import STANDBY_SIGNAL, read_managed_state, read_managed_sync_names, write_config
 from pgha.pg.discarded import DiscardedLog, report_path
 from pgha.pg.errors import PgError
-from pgha.pg.probe import (
-    LocalProbe,
-    Snapshot,
-    local_connection,
-    received_position,
-    status_fields,
-)
+from pgha.pg.observation import Observation, observe_local
+from pgha.pg.probe import LocalProbe, Snapshot, local_connection, received_position, status_fields
 from pgha.pg.process import (
     pg_ctl_promote,
     pg_ctl_reload,
@@ -73,6 +63,7 @@ class Postgres:
         self._sysid: str | None = None
         self._upstream: Upstream | None = None
         self._upstream_known = False  # False: read it back from our postgresql.conf header
+        self._observed: Snapshot | None = None  # the last observe()'s, until status() uses it
         self.discarded = DiscardedLog(report_path(settings))  # what rejoins threw away
 
     @property
@@ -149,7 +140,9 @@ class Postgres:
         the agent. Running but not answering: role is guessed from standby.signal, control
         state read from pg_control, timeline and position unknown (None). Stopped: timeline and
         position from pg_control (latest checkpoint start, or minRecoveryPoint when later).
-        ``slots`` only while accepting (None as well when that read failed)."""
+        ``slots`` only while accepting. One statement while it answers
+        (:mod:`pgha.pg.observation`)."""
+        self._observed = None
         data = self.data_state()
         if postmaster_pid(self.settings.data_dir) is None:
             if data != DataState.VALID:
@@ -160,8 +153,14 @@ class Postgres:
                            timeline=position[0] if position else None,
                            wal_position=controldata.wal_position(cd),
                            control_state=controldata.control_state(cd))
-        snap = await self._snapshot()
-        if snap is None:
+        try:
+            obs: Observation | None = await observe_local(self._probe, self.settings)
+        except PgError as exc:
+            log.debug("probe failed: %s", exc)
+            obs = None
+        self._observed = obs.snapshot if obs is not None else None
+        self._sysid = (obs.snapshot.sysid if obs is not None else None) or self._sysid
+        if obs is None:
             cd = await self.controldata()
             replica = (self.settings.data_dir / STANDBY_SIGNAL).exists()
             return PgState(data=data, running=True, sysid=self._sysid,
@@ -169,11 +168,7 @@ class Postgres:
                            control_state=controldata.control_state(cd))
         if self._sysid is None:
             await self.controldata()
-        standbys: tuple[StandbyConn, ...] = ()
-        since: int | None = None
-        if not snap.in_recovery:
-            standbys = await self._syncrep.standbys(self._probe, self.settings)
-            since = self._syncrep.since(snap)
+        snap, standbys = obs.snapshot, self._syncrep.observed(obs.replication)
         return PgState(
             data=data, running=True, accepting=True,
             role=PgRole.REPLICA if snap.in_recovery else PgRole.PRIMARY,
@@ -181,21 +176,24 @@ class Postgres:
             control_state=(ControlState.IN_ARCHIVE_RECOVERY if snap.in_recovery
                            else ControlState.IN_PRODUCTION),
             upstream=(u.name if snap.in_recovery and (u := self.current_upstream()) else None),
-            standbys=standbys,
-            sync_standby_names=snap.sync_standby_names,
-            sync_names_since=since, sync_managed=self._sync_names is not None,
-            slots=await slots.observe_slots(self._probe, self.settings))
+            standbys=() if snap.in_recovery else standbys,
+            sync_standby_names=snap.sync_standby_names, sync_managed=self._sync_names is not None,
+            sync_names_since=None if snap.in_recovery else self._syncrep.since(snap),
+            slots=obs.slots)
 
     async def status(self) -> dict[str, Any]:
-        """Status fields for ``GET /patroni``. Only ``database_system_identifier`` (when known)
-        while PostgreSQL is not answering."""
-        snap = await self._snapshot() if self.is_running() else None
+        """Status fields for ``GET /patroni``: from the snapshot the last :meth:`observe` took,
+        when no call used it yet (observe, then status: one read), else read now. Only
+        ``database_system_identifier`` (when known) while PostgreSQL is not answering."""
+        snap, self._observed = self._observed, None
+        observed = snap is not None
+        if snap is None and self.is_running():
+            snap = await self._snapshot()
         if snap is None:
             return {"database_system_identifier": self._sysid} if self._sysid else {}
-        out = status_fields(snap, self._sysid)
-        out["replication"] = await self._syncrep.rows_for_status(
-            self._probe, self.settings, primary=not snap.in_recovery)
-        return out
+        return {**status_fields(snap, self._sysid), "replication": await self._syncrep.
+                rows_for_status(self._probe, self.settings, primary=not snap.in_recovery,
+                                observed=observed)}
 
     async def set_sync_standby_names(self, value: str | None, timeout: float = 10.0) -> bool:
         """Make ``value`` the managed ``synchronous_standby_names`` (None: the user's again),

@@ -113,10 +113,19 @@ def _int(value: Any) -> int | None:
 
 async def snapshot(conn: Connection, timeout: float = QUERY_TIMEOUT) -> Snapshot:
     """Read a :class:`Snapshot`; raises PgError."""
+    return snapshot_of(await fetch_status_row(conn, SNAPSHOT_SQL, timeout))
+
+
+async def fetch_status_row(conn: Connection, sql: str, timeout: float) -> Any:
+    """The one row of ``sql`` (a status query); raises PgError."""
     try:
-        row = await conn.fetchrow(SNAPSHOT_SQL, timeout=timeout)
+        return await conn.fetchrow(sql, timeout=timeout)
     except _DB_ERRORS as exc:
         raise PgError(f"status query failed: {exc}") from exc
+
+
+def snapshot_of(row: Any) -> Snapshot:
+    """The :class:`Snapshot` of a row holding :data:`SNAPSHOT_SQL`'s columns."""
     walfile_tli = row["walfile_tli"]
     sysid = _int(row["sysid"])
     return Snapshot(
@@ -314,7 +323,11 @@ class LocalProbe:
         upstream), and pg_control's lags until a restartpoint: the highest timeline this
         postmaster has received is remembered, so a replica that already streams a newer
         timeline never looks as if it ran past the end of an older one."""
-        snap = await self.run(settings, snapshot)
+        return self.remember_timeline(await self.run(settings, snapshot))
+
+    def remember_timeline(self, snap: Snapshot) -> Snapshot:
+        """``snap`` with the highest timeline this postmaster was seen to receive (see
+        :meth:`snapshot`), for every snapshot read over this probe."""
         key = snap.postmaster_start_time
         if key != self._tli_seen[0]:
             self._tli_seen = (key, None)

@@ -24,7 +24,6 @@ from pgha.pg.controldata import format_lsn
 from pgha.pg.errors import PgError
 from pgha.pg.probe import (
     Connection,
-    LocalProbe,
     close_quietly,
     connect_local,
     remote_connection,
@@ -86,7 +85,7 @@ def creation_problem(spec: SlotSpec, message: str) -> str:
     return f"cannot be created: {message}"
 
 
-def _row_slot(row: Mapping[str, Any]) -> ObservedSlot:
+def row_slot(row: Mapping[str, Any]) -> ObservedSlot:
     position = row["position"]
     return ObservedSlot(
         name=str(row["slot_name"]), type=str(row["slot_type"]),
@@ -105,18 +104,7 @@ async def read_slots(conn: Connection, timeout: float = SLOT_TIMEOUT,
         rows = await conn.fetch(SLOTS_SQL, timeout=timeout)
     except Exception as exc:  # asyncpg errors of every kind, timeouts, closed connections
         raise PgError(f"listing replication slots failed: {exc}") from exc
-    return tuple(_row_slot(row) for row in rows)
-
-
-async def observe_slots(probe: LocalProbe, settings: PgSettings,
-                        ) -> tuple[ObservedSlot, ...] | None:
-    """:func:`read_slots` over the probe's pooled connection; None (logged at debug) when the
-    read failed. Never raises PgError."""
-    try:
-        return await probe.run(settings, read_slots)
-    except PgError as exc:
-        log.debug("reading replication slots failed: %s", exc)
-        return None
+    return tuple(row_slot(row) for row in rows)
 
 
 def _describe(slot: ObservedSlot | SlotSpec) -> str:

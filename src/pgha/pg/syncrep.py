@@ -1,9 +1,10 @@
 """What a primary observes of its standbys for synchronous replication (:mod:`pgha.core.sync`).
 
 :class:`PrimaryReplication` is owned by :class:`pgha.pg.postgres.Postgres` and lives as long as
-the agent process: it keeps the last ``pg_stat_replication`` rows (read once per observation and
-reused by the ``GET /patroni`` status of the same cycle) and the WAL position at which this
-process first saw the server run with its current ``synchronous_standby_names``.
+the agent process: it keeps the last ``pg_stat_replication`` rows (read with each
+observation's snapshot, reused by the ``GET /patroni`` status of the same cycle) and the WAL
+position at which this process first saw the server run with its current
+``synchronous_standby_names``.
 """
 
 from __future__ import annotations
@@ -32,13 +33,10 @@ class PrimaryReplication:
         self._rows: list[dict[str, Any]] = []
         self._seen: tuple[str, int | None] | None = None  # (value, position first seen)
 
-    async def standbys(self, probe: LocalProbe, settings: PgSettings) -> tuple[StandbyConn, ...]:
-        """The primary's ``pg_stat_replication`` rows (kept for :meth:`rows_for_status`)."""
-        try:
-            self._rows = await probe.replication(settings)
-        except PgError as exc:
-            log.debug("pg_stat_replication unavailable: %s", exc)
-            self._rows = []
+    def observed(self, rows: list[dict[str, Any]]) -> tuple[StandbyConn, ...]:
+        """The standbys of ``pg_stat_replication`` rows just read with the snapshot (kept for
+        :meth:`rows_for_status`)."""
+        self._rows = rows
         return tuple(StandbyConn(str(r.get("application_name") or ""), str(r.get("state") or ""),
                                  str(r.get("sync_state") or ""), r.get("flush_lsn"))
                      for r in self._rows)
@@ -53,10 +51,11 @@ class PrimaryReplication:
         return self._seen[1]
 
     async def rows_for_status(self, probe: LocalProbe, settings: PgSettings, *,
-                              primary: bool) -> list[dict[str, Any]]:
-        """``replication`` of ``GET /patroni``: a primary's rows of its last observation; a
+                              primary: bool, observed: bool = False) -> list[dict[str, Any]]:
+        """``replication`` of ``GET /patroni``: the rows of the last observation for a primary
+        and, when the status is that observation's (``observed``), for a replica; else a
         replica's (cascading standbys) read now."""
-        if primary:
+        if primary or observed:
             return [_public(r) for r in self._rows]
         try:
             return [_public(r) for r in await probe.replication(settings)]
