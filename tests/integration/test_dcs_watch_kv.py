@@ -157,3 +157,28 @@ async def test_watch_events_carry_the_key_as_read(dcs: tuple[str, DcsServer]) ->
             assert revisions == sorted(revisions), events.seen
         finally:
             await events.stop()
+
+
+async def test_a_burst_is_reported_in_revision_order(dcs: tuple[str, DcsServer]) -> None:
+    """Two keys written back to back (the later one first in path order), so that backends
+    which diff a whole re-read (ZooKeeper, Consul) likely see both in one answer: the events
+    still come in revision order, each with its own key's revision and value."""
+    name, server = dcs
+    prefix = f"/service/watchkv-{uuid.uuid4().hex[:10]}/"
+    first, second = prefix + "status", prefix + "failover"  # "failover" < "status"
+    async with connected(server) as kv:
+        await kv.put(prefix + "history", b"[]")
+        events = Events(kv, prefix, (await kv.get_prefix(prefix)).revision)
+        try:
+            await asyncio.sleep(0.5)
+            assert await kv.put(first, b"s")
+            assert await kv.put(second, b"f")
+            got = {first: await events.for_key(first, "first write"),
+                   second: await events.for_key(second, "second write")}
+            for key, event in got.items():
+                check_written(name, event, await as_read(kv, key), f"burst write of {key}")
+            assert got[first].revision < got[second].revision, got
+            revisions = [e.revision for e in events.seen]
+            assert revisions == sorted(revisions), events.seen
+        finally:
+            await events.stop()
