@@ -82,9 +82,10 @@ class Events:
         except Exception as exc:  # handed to the test by for_key()
             self.queue.put_nowait(exc)
 
-    async def for_key(self, key: str, what: str) -> WatchEvent:
-        """The next event naming ``key`` (events with ``key=None`` are skipped: a backend may
-        ask for a re-read, e.g. ZooKeeper's first one; the change is still named after it)."""
+    async def for_key(self, key: str | None, what: str) -> WatchEvent:
+        """The next event naming ``key``; other events are skipped, ``key=None`` ones too
+        unless asked for (a backend may ask for a re-read, e.g. ZooKeeper's first read; the
+        change is still named after it)."""
         try:
             async with asyncio.timeout(WATCH_BOUND):
                 while True:
@@ -126,7 +127,8 @@ async def test_watch_events_carry_the_key_as_read(dcs: tuple[str, DcsServer]) ->
         await other.put(prefix + "history", b"[]")  # the prefix exists before the watch
         events = Events(kv, prefix, (await kv.get_prefix(prefix)).revision)
         try:
-            await asyncio.sleep(0.5)  # the watch is armed (ZooKeeper/Consul: first read done)
+            if name == "zookeeper":  # armed once its first read asked for a re-read
+                await events.for_key(None, "the first read")
 
             async def step(key: str, what: str) -> None:
                 event = await events.for_key(key, what)
