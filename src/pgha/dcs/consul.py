@@ -15,7 +15,7 @@ Mapping (keys lose their leading ``/`` on the wire and get it back in results):
   transactions too (``get``/``check-index``, then ``delete``): ``DELETE ?cas=`` answers true
   for a missing key, which would make "True if deleted" a lie;
 * ``watch`` = blocking recursive reads (``?index=&wait=``); successive answers are compared to
-  name the keys that changed.
+  name the keys that changed, and each changed key's event carries it as read (``kv``).
 
 Failure behaviour: every call runs under ``asyncio.timeout(self.timeout)`` (a blocking read
 gets its wait on top); HTTP, connection and timeout errors become :class:`DCSError`. An unknown
@@ -63,6 +63,14 @@ def _ours(key: str) -> str:
 def _granted_seconds(ttl: float) -> int:
     """The session TTL asked of Consul for ``ttl`` (see :attr:`ConsulStore.session_ttl`)."""
     return min(86400, max(SESSION_TTL_MIN, int(ttl // 2)))  # Consul's bounds
+
+
+def _key_value(item: Mapping[str, Any]) -> KeyValue:
+    """A KeyValue from one entry of a recursive read (``get_prefix`` and the watch alike)."""
+    key = _ours(str(item["Key"]))
+    session = item.get("Session")
+    return KeyValue(key, bytes(item.get("Value") or b""), int(item["ModifyIndex"]),
+                    bool(session), str(session) if session else None)
 
 
 def _b64(value: bytes) -> str:
@@ -308,14 +316,7 @@ class ConsulStore(KVStore):
 
     async def get_prefix(self, prefix: str) -> Snapshot:
         index, items = await self._list(_wire(prefix))
-        result: dict[str, KeyValue] = {}
-        for item in items:
-            key = _ours(str(item["Key"]))
-            session = item.get("Session")
-            result[key] = KeyValue(key, bytes(item.get("Value") or b""),
-                                   int(item["ModifyIndex"]), bool(session),
-                                   str(session) if session else None)
-        return Snapshot(index, result)
+        return Snapshot(index, {kv.key: kv for kv in map(_key_value, items)})
 
     async def _txn(self, what: str, ops: list[dict[str, Any]]) -> bool:
         """Run KV operations atomically; False when Consul rolled them back (409)."""
@@ -397,9 +398,9 @@ class ConsulStore(KVStore):
 
     # -- watch -------------------------------------------------------------------------------
 
-    async def _watch_read(self, key: str, index: int) -> tuple[int, dict[str, int]] | None:
-        """One (blocking when ``index`` > 0) read: the index and every key's ModifyIndex;
-        None when the store was closed meanwhile."""
+    async def _watch_read(self, key: str, index: int) -> tuple[int, dict[str, KeyValue]] | None:
+        """One (blocking when ``index`` > 0) read: the index and every key; None when the
+        store was closed meanwhile."""
         read = asyncio.ensure_future(self._list(key, index, self.watch_wait))
         closed = asyncio.ensure_future(self._closed_event.wait())
         try:
@@ -412,14 +413,16 @@ class ConsulStore(KVStore):
         if self._closed_event.is_set() or read.cancelled():
             return None
         idx, items = read.result()
-        return idx, {_ours(str(i["Key"])): int(i["ModifyIndex"]) for i in items}
+        return idx, {kv.key: kv for kv in map(_key_value, items)}
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
         """Changes under ``prefix`` after ``start_revision``: blocking reads from the last
         ``X-Consul-Index`` seen, each answer compared with the previous one: a changed key
-        gives ``WatchEvent(ModifyIndex, key)``, a vanished one ``deleted=True`` at the answer's
-        index. The first read, and the first after a failure (retried with backoff 0.1 s
-        doubling to 2 s), names the keys written since, then adds ``WatchEvent(index, None)``
+        gives ``WatchEvent(ModifyIndex, key, kv=...)`` (the blocking read returns the values
+        anyway: ``kv`` is the key exactly as ``get_prefix`` returns it at that ModifyIndex, at
+        no extra request), a vanished one ``deleted=True`` at the answer's index. The first
+        read, and the first after a failure (retried with backoff 0.1 s doubling to 2 s), names
+        the keys written since, then adds ``WatchEvent(index, None)``
         (deletions cannot be named) unless nothing changed. An index going backwards
         (tombstones reaped, state lost) gives ``WatchEvent(index, None)`` and the watch goes
         on from there. Ends when the store is closed or the consumer stops iterating."""
@@ -444,14 +447,17 @@ class ConsulStore(KVStore):
                 continue
             if answer is None:
                 return
-            index, current = answer
+            index, read = answer
+            current = {k: kv.revision for k, kv in read.items()}
             backoff = 0.1
             if known is None or index < last:
-                events = [WatchEvent(mi, k) for k, mi in current.items() if mi > last]
+                events = [WatchEvent(kv.revision, k, kv=kv) for k, kv in read.items()
+                          if kv.revision > last]
                 if resync or index != last:
                     events.append(WatchEvent(index, None))
             else:
-                events = [WatchEvent(mi, k) for k, mi in current.items() if known.get(k) != mi]
+                events = [WatchEvent(kv.revision, k, kv=kv) for k, kv in read.items()
+                          if known.get(k) != kv.revision]
                 events += [WatchEvent(index, k, deleted=True) for k in known if k not in current]
                 if not events and index > last:
                     events.append(WatchEvent(index, None))

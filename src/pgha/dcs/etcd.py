@@ -55,6 +55,14 @@ log = logging.getLogger("pgha.dcs")
 _T = TypeVar("_T")
 
 
+def key_value(kv: Any) -> KeyValue:
+    """A KeyValue from an aetcd/protobuf ``mvccpb.KeyValue`` (a range result's or a watch
+    event's: both are built here, so a key seen by the watch equals the key as read)."""
+    key = bytes(kv.key).decode("utf-8", "replace")
+    lease = int(kv.lease)
+    return KeyValue(key, bytes(kv.value), int(kv.mod_revision), lease != 0,
+                    f"{lease:x}" if lease else None)
+
 
 class EtcdStore(EtcdLeaseSessions):
     """KVStore on an etcd v3 cluster reachable at ``endpoints`` (``[(host, port), ...]``).
@@ -75,20 +83,12 @@ class EtcdStore(EtcdLeaseSessions):
         cert_key: str | None = None,
         cert_cert: str | None = None,
     ) -> None:
-        super().__init__(ttl, timeout)
-        if not endpoints:
-            raise ValueError("at least one etcd endpoint is needed")
-        if (username is None) != (password is None):
-            raise ValueError("etcd username and password must be given together")
-        self.endpoints = list(endpoints)
-        self._username = username
-        self._password = password
+        super().__init__(endpoints, ttl, timeout, username, password)
         self._credentials: Any = None
         if ca_cert is not None:
             self._credentials = grpc.ssl_channel_credentials(
                 read_file(ca_cert), read_file(cert_key), read_file(cert_cert)
             )
-        self._index = 0
         self._client: Any = None
         self._closed = False
         self._closed_event = asyncio.Event()
@@ -214,12 +214,7 @@ class EtcdStore(EtcdLeaseSessions):
 
     async def get_prefix(self, prefix: str) -> Snapshot:
         result = await self._call("get", lambda c: c.get_prefix(prefix.encode()))
-        items: dict[str, KeyValue] = {}
-        for kv in result.kvs:
-            key = bytes(kv.key).decode("utf-8", "replace")
-            lease = int(kv.lease)
-            items[key] = KeyValue(key, bytes(kv.value), int(kv.mod_revision), lease != 0,
-                                  f"{lease:x}" if lease else None)
+        items = {kv.key: kv for kv in map(key_value, result.kvs)}
         return Snapshot(int(result.header.revision), items)
 
     async def _txn(self, what: str, compare: Callable[[Any], list[Any]],
@@ -302,7 +297,9 @@ class EtcdStore(EtcdLeaseSessions):
         of its own. On a stream error or disconnect it reconnects (next endpoint, backoff 0.1 s
         doubling to 2 s) and resumes after the last revision seen, first yielding
         ``WatchEvent(last, key=None)``. If that revision was compacted it yields
-        ``WatchEvent(current, key=None)`` and resumes from the current revision. Ends when the
+        ``WatchEvent(current, key=None)`` and resumes from the current revision. A put's event
+        carries ``kv`` (equal to what ``get_prefix`` returns for the key at that revision); a
+        deletion's revision is the deleting revision. Ends when the
         store is closed or the consumer stops iterating."""
         key = prefix.encode()
         last = start_revision
@@ -326,10 +323,12 @@ class EtcdStore(EtcdLeaseSessions):
                     resync = False
                     yield WatchEvent(last, None)
                 async for event in stream:
-                    rev = int(event.kv.mod_revision)
-                    last = max(last, rev)
-                    name = bytes(event.kv.key).decode("utf-8", "replace")
-                    yield WatchEvent(rev, name, deleted=event.kind == "DELETE")
+                    kv = key_value(event.kv)
+                    last = max(last, kv.revision)
+                    if event.kind == "DELETE":
+                        yield WatchEvent(kv.revision, kv.key, deleted=True)
+                    else:
+                        yield WatchEvent(kv.revision, kv.key, kv=kv)
                 log.debug("etcd watch of %s ended, reconnecting", prefix)
             except aetcd.RevisionCompactedError:
                 compacted = True

@@ -75,17 +75,9 @@ class EtcdHttpStore(EtcdLeaseSessions):
         cert_key: str | None = None,
         cert_cert: str | None = None,
     ) -> None:
-        super().__init__(ttl, timeout)
-        if not endpoints:
-            raise ValueError("at least one etcd endpoint is needed")
-        if (username is None) != (password is None):
-            raise ValueError("etcd username and password must be given together")
-        self.endpoints = list(endpoints)
-        self._username = username
-        self._password = password
+        super().__init__(endpoints, ttl, timeout, username, password)
         self._ssl = make_ssl_context(ca_cert, cert_cert, cert_key)
         self._scheme = "https" if self._ssl is not None else "http"
-        self._index = 0
         self._answered: dict[int, float] = {}  # endpoint index -> loop time of its last answer
         self._token: str | None = None
         self._session: aiohttp.ClientSession | None = None

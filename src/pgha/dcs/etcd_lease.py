@@ -27,8 +27,19 @@ def lease_seconds(ttl: float) -> int:
 class EtcdLeaseSessions(KVStore):
     """The session half of an etcd KVStore (see the module docstring)."""
 
-    def __init__(self, ttl: float, timeout: float) -> None:
+    def __init__(self, endpoints: list[tuple[str, int]], ttl: float, timeout: float,
+                 username: str | None, password: str | None) -> None:
+        """``endpoints``: ``[(host, port), ...]``, at least one; ``username`` and ``password``
+        (etcd authentication) both or neither. ValueError otherwise."""
         super().__init__(ttl, timeout)
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is needed")
+        if (username is None) != (password is None):
+            raise ValueError("etcd username and password must be given together")
+        self.endpoints = list(endpoints)
+        self._username = username
+        self._password = password
+        self._index = 0
         self._lease_id: int | None = None
         self._retired: tuple[int, float] | None = None  # lease id, its session_ttl
         self._lease_lock = asyncio.Lock()

@@ -35,35 +35,19 @@ from kazoo.protocol.connection import _CONNECTION_DROP
 from kazoo.protocol.states import KazooState
 
 from pgha.dcs.base import DCSError, KeyValue, KVStore, SessionExpired, Snapshot, WatchEvent
+from pgha.dcs.zookeeper_tree import Node as _Node
+from pgha.dcs.zookeeper_tree import key_value as _key_value
+from pgha.dcs.zookeeper_tree import keys as _keys
+from pgha.dcs.zookeeper_tree import parent as _parent
+from pgha.dcs.zookeeper_tree import relevant as _relevant
+from pgha.dcs.zookeeper_tree import revision as _revision
+from pgha.dcs.zookeeper_tree import zxids as _zxids
 
 log = logging.getLogger("pgha.dcs")
 
 _CAS_MISS = (kx.BadVersionError, kx.NoNodeError, kx.NodeExistsError)
 _RECONNECTED = object()  # queued to every watch when the connection is (re)established
 _STOPPING: set[asyncio.Future[None]] = set()  # clients being stopped in the background
-_Node = tuple[bytes, Any]  # data, ZnodeStat
-
-
-def _parent(path: str) -> str:
-    return path.rsplit("/", 1)[0] or "/"
-
-
-def _relevant(path: str, prefix: str) -> bool:  # under ``prefix`` or on the way to it
-    return path.startswith(prefix) or prefix.startswith(path.rstrip("/") + "/")
-
-
-def _keys(nodes: dict[str, _Node | None], prefix: str) -> dict[str, _Node]:
-    return {p: n for p, n in sorted(nodes.items()) if n is not None and p.startswith(prefix)
-            and (n[0] != b"" or n[1].cversion == 0)}
-
-
-def _zxids(nodes: dict[str, _Node | None]) -> dict[str, tuple[int, int] | None]:
-    return {p: None if n is None else (n[1].mzxid, n[1].pzxid) for p, n in nodes.items()}
-
-
-def _revision(nodes: dict[str, _Node | None]) -> int:
-    return int(max([0, *(max(n[1].mzxid, n[1].pzxid) for n in nodes.values() if n is not None)]))
-
 
 def _hex(conn: _Conn | None) -> str | None:  # the session id as session_id spells it
     return None if conn is None or conn.session is None else f"{conn.session:x}"
@@ -379,9 +363,7 @@ class ZooKeeperStore(KVStore):
             if _zxids(again) == _zxids(nodes):
                 break
             nodes = again
-        items = {p: KeyValue(p, data, stat.mzxid, stat.ephemeralOwner != 0,
-                             f"{stat.ephemeralOwner:x}" if stat.ephemeralOwner else None)
-                 for p, (data, stat) in _keys(nodes, prefix).items()}
+        items = {p: _key_value(p, n) for p, n in _keys(nodes, prefix).items()}
         return Snapshot(_revision(nodes), items)
 
     async def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> bool:
@@ -448,7 +430,10 @@ class ZooKeeperStore(KVStore):
         """ZooKeeper keeps no history: the tree is read (arming the watches) at the start, giving
         ``WatchEvent(key=None)`` if anything in it is newer than ``start_revision``; each fire
         (a burst counts once) re-reads it and yields an event per key created, changed or
-        deleted; a reconnect or failed read gives ``key=None``. Ends when the store closes."""
+        deleted, in zxid order; a reconnect or failed read gives ``key=None``. The re-read
+        returns every znode's data with its stat, so a created/changed key's event carries
+        ``kv`` (as ``get_prefix`` returns the key at that ``mzxid``) at no extra round trip;
+        a deletion's revision is the re-read's. Ends when the store closes."""
         loop, queue, alive = asyncio.get_running_loop(), asyncio.Queue[object](), [True]
 
         def push(item: object) -> None:  # from kazoo's threads too
@@ -458,7 +443,7 @@ class ZooKeeperStore(KVStore):
 
         self._watches.add(push)
         root, last, mode, delay = _parent(prefix), start_revision, "start", 0.1
-        known: dict[str, int] = {}
+        known: dict[str, KeyValue] = {}
         try:
             while not self._closed:
                 try:
@@ -474,9 +459,11 @@ class ZooKeeperStore(KVStore):
                     delay = min(2.0, delay * 2)
                 else:
                     delay, rev = 0.1, _revision(nodes)
-                    keys = {p: n[1].mzxid for p, n in _keys(nodes, prefix).items()}
-                    events = [WatchEvent(z, p) for p, z in keys.items() if known.get(p) != z]
+                    keys = {p: _key_value(p, n) for p, n in _keys(nodes, prefix).items()}
+                    events = [WatchEvent(kv.revision, p, kv=kv) for p, kv in keys.items()
+                              if known.get(p) != kv]
                     events += [WatchEvent(rev, p, True) for p in sorted(known.keys() - keys.keys())]
+                    events.sort(key=lambda e: e.revision)
                     if mode in ("start", "resync"):
                         # ZooKeeper keeps no history: whether something changed between the
                         # caller's read and our first (watch-arming) read cannot be told
@@ -485,8 +472,10 @@ class ZooKeeperStore(KVStore):
                         events = [WatchEvent(rev, None)]
                     known, mode = keys, "diff"
                     for ev in events:
-                        last = max(last, ev.revision)
-                        yield WatchEvent(last, ev.key, ev.deleted)
+                        if ev.revision < last:  # never seen: keeps the revisions ascending
+                            ev = WatchEvent(last, ev.key, ev.deleted)
+                        last = ev.revision
+                        yield ev
                     items = [await queue.get()]
                 while not queue.empty():
                     items.append(queue.get_nowait())
