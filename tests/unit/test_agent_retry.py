@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from tests.support.agent_stubs import BootPg, NullSink, OpenLease
+from tests.support.pg_settings import local_pg_settings
 from tests.support.processes import assert_gone
 
 from pgha.agent.bootstrap import BootstrapFailed, ClusterBootstrap
@@ -33,7 +34,6 @@ from pgha.core.model import PgState, Tags
 from pgha.core.status import ActionFailure, AgentStatus
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
-from pgha.pg.settings import PgSettings, PgUser
 
 PG1 = Upstream("pg1", "postgres://pg1:5432/postgres")
 PG2 = Upstream("pg2", "postgres://pg2:5432/postgres")
@@ -207,13 +207,6 @@ def test_the_failure_is_published_in_the_status_and_the_member_key() -> None:
 # ---------------------------------------------------------------------------- bootstrap
 
 
-def pg_settings(tmp: Path) -> PgSettings:
-    return PgSettings(
-        name="pg1", scope="demo", data_dir=tmp / "data", bin_dir=Path("/bin"),
-        listen_host="127.0.0.1", port=5432, connect_host="127.0.0.1",
-        superuser=PgUser("postgres"), replication=PgUser("replicator"),
-        rewind=PgUser("rewind_user"), parameters={}, pg_hba=(), initdb_options=(),
-        bootstrap_users={}, pgpass=tmp / "pgpass", socket_dir=tmp, use_unix_socket=True)
 
 
 def bootstrap(pg: BootPg, post: str | None = None) -> tuple[ClusterBootstrap, ClusterStore]:
@@ -244,7 +237,7 @@ async def test_a_successful_bootstrap_and_a_lost_initialize_race() -> None:
 
 
 async def test_post_bootstrap_failure_is_fatal(tmp_path: Path) -> None:
-    pg = BootPg(settings=pg_settings(tmp_path))
+    pg = BootPg(settings=local_pg_settings(tmp_path))
     boot, store = bootstrap(pg, post="exit 3; true")
     with pytest.raises(BootstrapFailed, match="post_bootstrap exited with 3"):
         await boot.run()
@@ -254,7 +247,7 @@ async def test_post_bootstrap_failure_is_fatal(tmp_path: Path) -> None:
 
 async def test_post_bootstrap_is_killed_with_its_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
-    pg = BootPg(settings=pg_settings(tmp_path))
+    pg = BootPg(settings=local_pg_settings(tmp_path))
     boot, _ = bootstrap(pg, post=f"sleep 300 & echo $! > {pidfile}; wait; true")
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.0):

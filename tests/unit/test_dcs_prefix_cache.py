@@ -20,6 +20,26 @@ async def _store() -> MemoryStore:
     return kv
 
 
+async def _reload_held_in_flight(
+        kv: MemoryStore) -> tuple[PrefixCache, asyncio.Event, asyncio.Task[Snapshot]]:
+    """An attached cache whose full read has been answered but is held (until ``gate`` is
+    set) before the cache sees the answer: what happens meanwhile races with the read."""
+    cache = PrefixCache(kv, P)
+    cache.attach()
+    gate = asyncio.Event()
+    real = kv.get_prefix
+
+    async def held(prefix: str) -> Snapshot:
+        snapshot = await real(prefix)
+        await gate.wait()
+        return snapshot
+
+    kv.get_prefix = held  # type: ignore[method-assign]
+    reading = asyncio.create_task(cache.reload())
+    await asyncio.sleep(0)
+    return cache, gate, reading
+
+
 async def test_a_cache_answers_nothing_before_the_first_read() -> None:
     cache = PrefixCache(await _store(), P)
     cache.attach()
@@ -54,19 +74,7 @@ async def test_our_own_write_makes_the_next_answer_a_read() -> None:
 
 async def test_a_write_announced_during_a_read_keeps_the_cache_unusable() -> None:
     kv = await _store()
-    cache = PrefixCache(kv, P)
-    cache.attach()
-    gate = asyncio.Event()
-    real = kv.get_prefix
-
-    async def slow(prefix: str) -> Snapshot:
-        snapshot = await real(prefix)
-        await gate.wait()  # the answer is in flight while we write
-        return snapshot
-
-    kv.get_prefix = slow  # type: ignore[method-assign]
-    reading = asyncio.create_task(cache.reload())
-    await asyncio.sleep(0)
+    cache, gate, reading = await _reload_held_in_flight(kv)
     cache.wrote()
     await kv.put(P + "leader", b"pg1")
     gate.set()
@@ -76,21 +84,9 @@ async def test_a_write_announced_during_a_read_keeps_the_cache_unusable() -> Non
 
 async def test_events_delivered_during_a_read_are_applied_after_it() -> None:
     kv = await _store()
-    cache = PrefixCache(kv, P)
-    cache.attach()
-    gate = asyncio.Event()
-    real = kv.get_prefix
-
-    async def slow(prefix: str) -> Snapshot:
-        snapshot = await real(prefix)
-        await gate.wait()
-        return snapshot
-
-    kv.get_prefix = slow  # type: ignore[method-assign]
-    reading = asyncio.create_task(cache.reload())
-    await asyncio.sleep(0)
+    cache, gate, reading = await _reload_held_in_flight(kv)
     await kv.put(P + "leader", b"pg1")  # after the read was answered
-    rev = (await real(P)).revision
+    rev = (await MemoryStore.get_prefix(kv, P)).revision
     await cache.apply(WatchEvent(rev, P + "leader", kv=KeyValue(P + "leader", b"pg1", rev)))
     gate.set()
     await reading
@@ -103,21 +99,9 @@ async def test_events_delivered_during_a_read_are_applied_after_it() -> None:
 async def test_a_gap_or_an_unknown_value_during_a_read_leaves_the_cache_stale(
         event: str) -> None:
     kv = await _store()
-    cache = PrefixCache(kv, P)
-    cache.attach()
-    gate = asyncio.Event()
-    real = kv.get_prefix
-
-    async def slow(prefix: str) -> Snapshot:
-        snapshot = await real(prefix)
-        await gate.wait()
-        return snapshot
-
-    kv.get_prefix = slow  # type: ignore[method-assign]
-    reading = asyncio.create_task(cache.reload())
-    await asyncio.sleep(0)
+    cache, gate, reading = await _reload_held_in_flight(kv)
     await kv.put(P + "leader", b"pg1")
-    rev = (await real(P)).revision
+    rev = (await MemoryStore.get_prefix(kv, P)).revision
     await cache.apply(WatchEvent(rev, None if event == "gap" else P + "leader"))
     gate.set()
     await reading

@@ -7,19 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.support.pg_settings import local_pg_settings
 
 from pgha.pg import controldata
 from pgha.pg.controldata import ControlDataCache
-from pgha.pg.settings import PgSettings, PgUser
-
-
-def _settings(tmp: Path) -> PgSettings:
-    return PgSettings(
-        name="pg1", scope="demo", data_dir=tmp / "data", bin_dir=Path("/bin"),
-        listen_host="127.0.0.1", port=5432, connect_host="127.0.0.1",
-        superuser=PgUser("postgres"), replication=PgUser("replicator"),
-        rewind=PgUser("rewind_user"), parameters={}, pg_hba=(), initdb_options=(),
-        bootstrap_users={}, pgpass=tmp / "pgpass", socket_dir=tmp, use_unix_socket=True)
+from pgha.pg.settings import PgSettings
 
 
 @pytest.fixture
@@ -43,7 +35,7 @@ def _age(path: Path, seconds: float) -> None:
 
 
 async def test_unchanged_settled_file_is_read_once(tmp_path: Path, runs: list[int]) -> None:
-    settings = _settings(tmp_path)
+    settings = local_pg_settings(tmp_path)
     control = settings.data_dir / "global" / "pg_control"
     control.parent.mkdir(parents=True)
     control.write_bytes(b"x" * 8)
@@ -62,7 +54,7 @@ async def test_unchanged_settled_file_is_read_once(tmp_path: Path, runs: list[in
 
 async def test_recently_written_file_is_read_every_time(tmp_path: Path,
                                                         runs: list[int]) -> None:
-    settings = _settings(tmp_path)
+    settings = local_pg_settings(tmp_path)
     control = settings.data_dir / "global" / "pg_control"
     control.parent.mkdir(parents=True)
     control.write_bytes(b"x" * 8)  # modified just now: a write in the same tick would not show
@@ -74,5 +66,5 @@ async def test_recently_written_file_is_read_every_time(tmp_path: Path,
 
 async def test_missing_file(tmp_path: Path, runs: list[int]) -> None:
     cache = ControlDataCache()
-    assert await cache.read(_settings(tmp_path)) == {}
+    assert await cache.read(local_pg_settings(tmp_path)) == {}
     assert runs == []
