@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pgha.cli.localcluster import free_port
 from pgha.core.actions import SlotSpec, SyncSlots, Upstream, slot_name
 from pgha.pg.postgres import Postgres
 from pgha.pg.process import pid_alive, postmaster_pid
@@ -42,11 +42,6 @@ PARAMETERS: dict[str, Any] = {
 }
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Cluster:

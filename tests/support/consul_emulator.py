@@ -53,7 +53,6 @@ import base64
 import dataclasses
 import json
 import re
-import socket
 import threading
 import time
 import uuid
@@ -63,6 +62,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from pgha.cli.localcluster import free_port
 from pgha.dcs.base import KVStore
 
 T = TypeVar("T")
@@ -78,10 +78,6 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0
 _DURATION = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def parse_duration(text: str) -> float:

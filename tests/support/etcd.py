@@ -12,13 +12,13 @@ import asyncio
 import atexit
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+from pgha.cli.localcluster import free_port
 from tests.support.managed import ManagedServer
 
 ETCD_BIN = os.environ.get("PGHA_TEST_ETCD", "/usr/bin/etcd")
@@ -28,11 +28,6 @@ def etcd_available() -> bool:
     return os.access(ETCD_BIN, os.X_OK)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class EtcdServer(ManagedServer):

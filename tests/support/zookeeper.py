@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pgha.cli.localcluster import free_port
 from tests.support.managed import ManagedServer
 
 JAVA_DIR = Path(os.environ.get("PGHA_TEST_JAVA_DIR", "/usr/share/java"))
@@ -44,11 +45,6 @@ MIN_SESSION_MS = 2 * TICK_MS
 MAX_SESSION_MS = 60_000
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def java_bin() -> str | None:
@@ -245,15 +241,9 @@ class ZooKeeperServer(ManagedServer):
 
 
 def _distinct_free_ports(count: int) -> list[int]:
-    """``count`` different TCP ports on 127.0.0.1, all free a moment ago."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    """``count`` different free TCP ports on 127.0.0.1 (:func:`free_port`)."""
+    taken: set[int] = set()
+    return [free_port(None, taken) for _ in range(count)]
 
 
 def client_ports(pid: int) -> set[int]:

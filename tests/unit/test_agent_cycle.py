@@ -29,6 +29,7 @@ from pgha.agent.session import SessionFollower
 from pgha.agent.watchdog import LeaderWatchdog
 from pgha.config.dynamic import DynamicConfig
 from pgha.config.models import WatchdogConfig
+from pgha.core.commands import CancelSwitchover, Switchover
 from pgha.core.decision import Reason
 from pgha.core.model import DataState, HaSettings, PgRole, PgState, Tags
 from pgha.core.status import AgentStatus
@@ -72,6 +73,7 @@ class Member:
     lease: LeaseKeeper
     publisher: Publisher
     store: ClusterStore
+    commands: CommandHandler
 
 
 @pytest.fixture
@@ -109,7 +111,7 @@ async def member() -> AsyncIterator[Member]:
                     session=SessionFollower(kv, lease, publisher, clock=clock))
     async with kv:
         yield Member(world, kv, pg, DecisionCycle(stages, wake, clock=clock), lease, publisher,
-                     store)
+                     store, commands)
 
 
 async def test_bootstrap_cycle_takes_the_lock_and_publishes(member: Member) -> None:
@@ -132,6 +134,25 @@ async def test_bootstrap_cycle_takes_the_lock_and_publishes(member: Member) -> N
     assert decision is not None and decision.reason is Reason.LEADER_HEALTHY
     assert member.publisher.status.is_primary  # what GET /primary answers from
     assert (await member.store.load()).optime == member.pg.wal  # PublishStatus carried it
+
+
+async def test_switchover_commands_are_judged_on_the_dcs_not_the_last_cycle(
+        member: Member) -> None:
+    """A key written after the decision loop's last read (here by another client: the
+    configuration and a scheduled switchover) decides an operator's switchover at once."""
+    assert await member.lease.confirm()
+    assert await member.cycle.run_once()
+    config = await member.store.read_config()
+    assert config[0] is not None
+    assert await member.store.write_config({**config[0], "pause": True})
+    outcome = await member.commands.submit(Switchover())
+    assert (outcome.code, outcome.message) == (
+        400, "Switchover is possible only to a specific candidate in a paused state")
+    assert await member.store.write_config({**config[0], "pause": False})
+    await member.store.write_failover({"leader": "m0", "scheduled_at": "2099-01-01T00:00:00Z"})
+    outcome = await member.commands.submit(CancelSwitchover())
+    assert (outcome.code, outcome.message) == (200, "scheduled switchover deleted")
+    assert (await member.store.load()).failover is None
 
 
 async def test_primary_cut_off_from_the_dcs_demotes_before_its_lease_ends(member: Member,

@@ -157,10 +157,15 @@ class CommandHandler:
         return Outcome(200, data=new)
 
     # ------------------------------------------------------------------ switchover
+    async def _fresh_view(self) -> ClusterView:
+        """The cluster as the DCS holds it now: one read, within ``retry_timeout`` (a failure
+        propagates and answers 503). An operator's switchover is judged on it, not on the
+        decision loop's last view, which may predate a key this member has just written (the
+        ``sync`` key naming the standby a switchover must go to, a scheduled switchover)."""
+        return await bounded(self.store.load(), self.observer.settings.retry_timeout)
+
     async def _switchover(self, cmd: Switchover) -> Outcome:
-        view = self.observer.view
-        if view is None or not self.observer.dcs_ok:
-            return Outcome(503, "the DCS is not reachable")
+        view = await self._fresh_view()
         paused = view.settings.pause
         if cmd.scheduled_at is not None:
             if cmd.failover:
@@ -208,7 +213,7 @@ class CommandHandler:
                     time.monotonic() >= deadline:
                 return problem
             await asyncio.sleep(_LAG_RECHECK)
-            view = self.observer.view or view
+            view = await self._fresh_view()
 
     async def _wait_for_new_leader(self, old: str | None, candidate: str | None) -> Outcome:
         """Wait (``2 * max(10, loop_wait)`` s) until a leader other than ``old`` (``candidate``
@@ -233,8 +238,8 @@ class CommandHandler:
         return Outcome(503, f"Switchover status unknown after {limit:g} seconds")
 
     async def _cancel_switchover(self) -> Outcome:
-        view = self.observer.view
-        if view is None or view.failover is None:
+        view = await self._fresh_view()
+        if view.failover is None:
             return Outcome(404, "no switchover is scheduled")
         deleted = await bounded(self.store.delete_failover(),
                                 self.observer.settings.retry_timeout)

@@ -2,7 +2,8 @@
 
 Used by ``pgha demo``, the integration tests and the benchmarks. Every process it starts is
 stopped by ``stop_all()`` (also on errors, when used as a context manager). Ports are taken from
-the preferred values when free, else chosen by the OS.
+the preferred values when free, else from below the kernel's ephemeral range
+(:func:`free_port`).
 """
 
 from __future__ import annotations
@@ -36,19 +37,52 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+#: where :func:`free_port` looks when the kernel's ephemeral range cannot be read
+_EPHEMERAL_DEFAULT = (32768, 60999)
+_LOWEST = 10_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return _EPHEMERAL_DEFAULT
+
+
 def free_port(preferred: int | None = None, taken: set[int] | None = None) -> int:
-    """``preferred`` when it is free, else a port the OS hands out."""
+    """``preferred`` when it is free, else a free port below the kernel's ephemeral range.
+
+    A port from that range (what binding port 0 returns) can be taken at any moment as the
+    local end of some process's outgoing connection - before the server meant for it
+    binds, or while that server is down for a restart ("address already in use"). Below the
+    range only a listener can take it. The search starts at a point derived from the process
+    id (parallel test runs look in different places) and never hands the same port out twice
+    in one process; ``taken`` (when given) collects what it returned."""
     taken = taken if taken is not None else set()
     if preferred and preferred not in taken and port_is_free(preferred):
         taken.add(preferred)
         return preferred
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            taken.add(port)
-            return port
+    low = _ephemeral_range()[0]
+    span = low - _LOWEST
+    if span < 1000:  # an unusual range: let the kernel choose
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in taken:
+                taken.add(port)
+                return port
+    start = (os.getpid() * 97 + len(_handed_out)) % span
+    for step in range(span):
+        port = _LOWEST + (start + step) % span
+        if port in taken or port in _handed_out or not port_is_free(port):
+            continue
+        taken.add(port)
+        _handed_out.add(port)
+        return port
+    raise OSError(f"no free TCP port between {_LOWEST} and {low}")
 
 
 def wait_tcp(host: str, port: int, timeout: float) -> bool:
