@@ -3,8 +3,8 @@
 :data:`pgha.pg.probe.REPLICATION_SQL` returns it) and the replication slots (as
 :data:`pgha.pg.slots.SLOTS_SQL` returns them), so an idle cycle costs one round trip.
 
-The rows of the two views come as JSON arrays with the same keys, order and Python types as
-the separate queries' rows.
+The rows of the two views come as JSON arrays built from the same column lists as the
+separate queries (:mod:`pgha.pg.sqlcolumns`): the same keys, order and Python types.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from typing import Any
 from pgha.core.model import ObservedSlot
 from pgha.pg.probe import (
     QUERY_TIMEOUT,
+    REPLICATION_COLUMNS,
+    REPLICATION_ORDER,
+    REPLICATION_SOURCE,
     SNAPSHOT_SQL,
     Connection,
     LocalProbe,
@@ -24,27 +27,13 @@ from pgha.pg.probe import (
     snapshot_of,
 )
 from pgha.pg.settings import PgSettings
-from pgha.pg.slots import row_slot
+from pgha.pg.slots import SLOT_COLUMNS, SLOTS_ORDER, SLOTS_SOURCE, row_slot
+from pgha.pg.sqlcolumns import json_rows_sql
 
-OBSERVE_SQL = SNAPSHOT_SQL.rstrip() + """,
-       (SELECT coalesce(json_agg(json_build_object(
-                   'usename', usename, 'application_name', application_name,
-                   'client_addr', client_addr::text, 'state', state, 'sync_state', sync_state,
-                   'sync_priority', sync_priority,
-                   'flush_lsn', pg_wal_lsn_diff(flush_lsn, '0/0')::bigint)
-                 ORDER BY application_name, pid), '[]')
-          FROM pg_stat_replication) AS replication,
-       (SELECT coalesce(json_agg(json_build_object(
-                   'slot_name', s.slot_name, 'slot_type', s.slot_type, 'database', d.datname,
-                   'plugin', s.plugin, 'active', s.active,
-                   'position', pg_wal_lsn_diff(CASE WHEN s.slot_type = 'logical'
-                                                    THEN s.confirmed_flush_lsn
-                                                    ELSE s.restart_lsn END, '0/0')::bigint,
-                   'lost', coalesce(s.wal_status = 'lost', false))
-                 ORDER BY s.slot_name), '[]')
-          FROM pg_replication_slots s LEFT JOIN pg_database d ON d.oid = s.datoid
-         WHERE NOT s.temporary) AS slots
-"""
+OBSERVE_SQL = (SNAPSHOT_SQL.rstrip() + ",\n       "
+               + json_rows_sql(REPLICATION_COLUMNS, REPLICATION_SOURCE, REPLICATION_ORDER)
+               + " AS replication,\n       "
+               + json_rows_sql(SLOT_COLUMNS, SLOTS_SOURCE, SLOTS_ORDER) + " AS slots\n")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import asyncpg
 from pgha.pg.connparams import asyncpg_params, check_key_file, local_host
 from pgha.pg.errors import PgError
 from pgha.pg.settings import PgSettings, parse_conn_url
+from pgha.pg.sqlcolumns import Columns, select_sql
 
 log = logging.getLogger("pgha.pg")
 
@@ -51,12 +52,16 @@ SELECT pg_is_in_recovery() AS in_recovery,
        current_setting('synchronous_standby_names') AS sync_standby_names
 """
 
-REPLICATION_SQL = """
-SELECT usename, application_name, client_addr::text AS client_addr, state, sync_state,
-       sync_priority, pg_wal_lsn_diff(flush_lsn, '0/0')::bigint AS flush_lsn
-  FROM pg_stat_replication
- ORDER BY application_name, pid
-"""
+#: ``pg_stat_replication`` as the agent reads it (:mod:`pgha.pg.observation` reads the same rows)
+REPLICATION_COLUMNS: Columns = (
+    ("usename", "usename"), ("application_name", "application_name"),
+    ("client_addr", "client_addr::text"), ("state", "state"), ("sync_state", "sync_state"),
+    ("sync_priority", "sync_priority"),
+    ("flush_lsn", "pg_wal_lsn_diff(flush_lsn, '0/0')::bigint"),
+)
+REPLICATION_SOURCE = "pg_stat_replication"
+REPLICATION_ORDER = "application_name, pid"
+REPLICATION_SQL = select_sql(REPLICATION_COLUMNS, REPLICATION_SOURCE, REPLICATION_ORDER)
 
 
 @dataclass(frozen=True)

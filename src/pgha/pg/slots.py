@@ -29,20 +29,25 @@ from pgha.pg.probe import (
     remote_connection,
 )
 from pgha.pg.settings import PgSettings
+from pgha.pg.sqlcolumns import Columns, select_sql
 
 log = logging.getLogger("pgha.pg")
 
 SLOT_TIMEOUT = 10.0
 
-SLOTS_SQL = """
-SELECT s.slot_name, s.slot_type, d.datname AS database, s.plugin, s.active,
-       pg_wal_lsn_diff(CASE WHEN s.slot_type = 'logical' THEN s.confirmed_flush_lsn
-                            ELSE s.restart_lsn END, '0/0')::bigint AS position,
-       coalesce(s.wal_status = 'lost', false) AS lost
-  FROM pg_replication_slots s LEFT JOIN pg_database d ON d.oid = s.datoid
- WHERE NOT s.temporary
- ORDER BY s.slot_name
-"""
+#: the non-temporary replication slots as the agent reads them (also in one statement with the
+#: rest of an observation: :mod:`pgha.pg.observation`)
+SLOT_COLUMNS: Columns = (
+    ("slot_name", "s.slot_name"), ("slot_type", "s.slot_type"), ("database", "d.datname"),
+    ("plugin", "s.plugin"), ("active", "s.active"),
+    ("position", "pg_wal_lsn_diff(CASE WHEN s.slot_type = 'logical' THEN s.confirmed_flush_lsn"
+                 " ELSE s.restart_lsn END, '0/0')::bigint"),
+    ("lost", "coalesce(s.wal_status = 'lost', false)"),
+)
+SLOTS_SOURCE = ("pg_replication_slots s LEFT JOIN pg_database d ON d.oid = s.datoid"
+                " WHERE NOT s.temporary")
+SLOTS_ORDER = "s.slot_name"
+SLOTS_SQL = select_sql(SLOT_COLUMNS, SLOTS_SOURCE, SLOTS_ORDER)
 # atomic: a slot that became active since it was observed is not dropped
 DROP_SQL = ("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
             " WHERE slot_name = $1 AND NOT active")
