@@ -32,7 +32,7 @@ from tests.support.footprint import (
 )
 from tests.support.patroni import Kind, MixedCluster
 
-SMALL_PG = {"max_connections": 20, "shared_buffers": "16MB", "wal_keep_size": "32MB",
+SMALL_PG = {"max_connections": 25, "shared_buffers": "16MB", "wal_keep_size": "32MB",
             "max_wal_senders": 5, "max_replication_slots": 5, "max_worker_processes": 4}
 
 

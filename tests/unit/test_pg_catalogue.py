@@ -105,10 +105,30 @@ def test_wal_keep_segments_and_size_are_written_under_the_majors_name(major: int
         assert "wal_keep_size = '1GB' is written as wal_keep_segments = 64" in from_size.notes[0]
 
 
-@pytest.mark.parametrize(("value", "segments"), [("128MB", 8), (120, 8), ("0", 0), ("2GB", 128)])
+@pytest.mark.parametrize(("value", "segments"), [("128MB", 8), (120, 8), ("16MB", 1), ("2GB", 128)])
 def test_wal_keep_size_to_segments_rounds_as_patroni(value: object, segments: int) -> None:
     assert judge_parameters({"wal_keep_size": value}, cat(12)).kept == \
         {"wal_keep_segments": segments}
+
+
+@pytest.mark.parametrize(("name", "value", "minimum"), [
+    ("max_connections", 24, "25"), ("max_wal_senders", "2", "3"),
+    ("max_replication_slots", 3, "4"), ("max_worker_processes", 1, "2"),
+    ("max_locks_per_transaction", 31, "32"), ("wal_keep_size", "15MB", "16MB"),
+    ("wal_keep_size", 0, "16MB")])
+def test_values_under_the_agents_minimum_are_not_used(name: str, value: object,
+                                                       minimum: str) -> None:
+    """Patroni's lower bounds for what it puts on the command line: a smaller value is left
+    out (the default applies); the bound itself is kept."""
+    judged = judge_parameters({name: value}, cat(15))
+    assert judged.kept == {}
+    assert judged.invalid == {
+        name: f"must be at least {minimum} (a smaller value is not used: the default is)"}
+    bound = int(minimum.removesuffix("MB"))
+    at_bound = f"{bound}MB" if minimum.endswith("MB") else bound
+    assert judge_parameters({name: at_bound}, cat(15)).kept == {name: at_bound}
+    assert judge_parameters({name: at_bound}, None).kept == {name: at_bound}
+    assert judge_parameters({name: value}, None).kept == {}  # the fallback list judges it too
 
 
 @pytest.mark.parametrize(("major", "winner", "value"), [

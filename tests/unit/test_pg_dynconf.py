@@ -45,7 +45,7 @@ def test_precedence_defaults_dynamic_local() -> None:
 
 def test_effective_parameters_warns_about_ignored_local_values(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = config(tmp_path, {"max_connections": 10, "work_mem": "2MB"})
+    cfg = config(tmp_path, {"max_connections": 30, "work_mem": "2MB"})
     params = effective_parameters(cfg, cfg.bootstrap.dcs)
     assert params["work_mem"] == "2MB" and params["max_connections"] == 100
     assert "max_connections must be the same on every member" in caplog.text

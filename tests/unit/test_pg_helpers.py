@@ -97,10 +97,15 @@ def test_quote_guc() -> None:
 
 def test_managed_parameters_enforce_minimums(tmp_path: Path) -> None:
     params = managed_parameters(
-        settings(tmp_path, max_wal_senders=3, max_replication_slots=20, wal_level="minimal",
+        settings(tmp_path, max_wal_senders=2, max_replication_slots=20, wal_level="minimal",
                  port=1, hot_standby="off", work_mem="8MB"), "primary", None)
-    assert params["max_wal_senders"] == 10
+    assert params["max_wal_senders"] == 10  # under Patroni's minimum 3: its default
     assert params["max_replication_slots"] == 20
+    kept = managed_parameters(settings(tmp_path, max_wal_senders=3, max_replication_slots=4),
+                              "primary", None)
+    assert (kept["max_wal_senders"], kept["max_replication_slots"]) == (3, 4)
+    unset = managed_parameters(settings(tmp_path), "primary", None)
+    assert (unset["max_wal_senders"], unset["max_replication_slots"]) == (10, 10)
     assert params["wal_level"] == "replica"
     assert params["port"] == 5432 and params["hot_standby"] is True
     assert params["work_mem"] == "8MB"

@@ -211,8 +211,10 @@ LOCAL: tuple[Key, ...] = (
     _k("postgresql.callbacks", note="scripts run as `cmd action role scope`"),
     *(_k(f"postgresql.callbacks.{c}") for c in (
         "on_start", "on_stop", "on_restart", "on_reload", "on_role_change")),
-    _k("postgresql.parameters", note="PostgreSQL parameters (unknown names are dropped with a "
-       "warning)", free=True),
+    _k("postgresql.parameters", note="PostgreSQL parameters (unknown names and values "
+       "PostgreSQL would refuse are dropped with a warning; as in Patroni, max_connections < 25, "
+       "max_wal_senders < 3, max_replication_slots < 4, max_worker_processes < 2, "
+       "max_locks_per_transaction < 32 and wal_keep_size < 16MB give the default)", free=True),
     _k("postgresql.pg_hba", note="lines of pg_hba.conf", free=True),
     _p("postgresql.pg_ident", None, "pg_ident.conf lines", "[]", free=True),
     _p("postgresql.custom_conf", None, "a custom base postgresql.conf"),
@@ -334,8 +336,10 @@ DYNAMIC: tuple[Key, ...] = (
     _k("postgresql", note="cluster-wide PostgreSQL settings"),
     _k("postgresql.use_pg_rewind", "false"),
     _k("postgresql.use_slots", "true"),
-    _k("postgresql.parameters", note="PostgreSQL parameters (unknown names are dropped with a "
-       "warning)", free=True),
+    _k("postgresql.parameters", note="PostgreSQL parameters (unknown names and values "
+       "PostgreSQL would refuse are dropped with a warning; as in Patroni, max_connections < 25, "
+       "max_wal_senders < 3, max_replication_slots < 4, max_worker_processes < 2, "
+       "max_locks_per_transaction < 32 and wal_keep_size < 16MB give the default)", free=True),
     _k("postgresql.pg_hba", free=True),
     _p("postgresql.pg_ident", None, "pg_ident.conf lines", free=True),
     _k("postgresql.recovery_conf", note="recovery settings written on replicas "

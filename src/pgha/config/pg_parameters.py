@@ -20,7 +20,9 @@ When the binary cannot be asked, :meth:`ParamCatalogue.fallback` is the name lis
   (unknown, removed in this major, read-only) is reported in ``dropped``;
 * values: a value PostgreSQL would reject is reported in ``invalid``: not one line of text, not a
   boolean, not a number (with a unit only where the parameter has one), outside min/max, not one
-  of the enum's values.
+  of the enum's values; or below the agent's minimum for the parameters it passes on the
+  command line (:data:`AGENT_MINIMUMS`, Patroni's bounds: such a value is not used, the
+  default is).
 
 Names are matched case-insensitively, as PostgreSQL does; ``kept`` keeps the spelling given
 (translated names are lower-case).
@@ -268,6 +270,30 @@ def check_value(spec: ParamSpec, value: Any, major: int | None = None) -> str | 
     return None
 
 
+#: Lower bounds (in the unit given) of the parameters Patroni passes on PostgreSQL's command
+#: line; Patroni uses its default for a smaller value, and so does pgha (judged ``invalid``:
+#: left out, so the default applies; refused where an operator writes it).
+AGENT_MINIMUMS: Mapping[str, tuple[int, str | None]] = {
+    "max_connections": (25, None), "max_wal_senders": (3, None),
+    "max_locks_per_transaction": (32, None), "max_replication_slots": (4, None),
+    "max_worker_processes": (2, None), "wal_keep_segments": (1, None),
+    "wal_keep_size": (16, "MB"),
+}
+
+
+def below_agent_minimum(name: str, value: Any) -> str | None:
+    """Why ``value`` is under :data:`AGENT_MINIMUMS` for ``name`` (any case); None when it is
+    not, or when its form is wrong (:func:`check_value` says why)."""
+    bound = AGENT_MINIMUMS.get(name.lower())
+    if bound is None:
+        return None
+    low, unit = bound
+    number, reason = parse_number(value_text(value) or "", "integer", unit)
+    if reason is not None or number is None or number >= low:
+        return None
+    return f"must be at least {low}{unit or ''} (a smaller value is not used: the default is)"
+
+
 # ---------------------------------------------------------------------------------- renames
 
 def _segments_to_size(value: Any) -> str:
@@ -400,7 +426,7 @@ def judge_parameters(params: Mapping[str, Any],
             continue
         if not cat.typed:
             spec = ParamSpec(spec.name, spec.context, "string")
-        reason = check_value(spec, value, cat.major)
+        reason = check_value(spec, value, cat.major) or below_agent_minimum(name, value)
         if reason is not None:
             invalid[given] = reason
         else:

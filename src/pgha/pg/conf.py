@@ -47,8 +47,6 @@ _UPSTREAM_TAG = "# pgha-upstream: "
 _SYNC_TAG = "# pgha-synchronous-standby-names: "
 
 _GUC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-MIN_WAL_SENDERS = 10
-MIN_REPLICATION_SLOTS = 10
 
 # Owned by pgha; a user value for these is ignored (logged).
 _FORCED = frozenset({
@@ -56,7 +54,9 @@ _FORCED = frozenset({
     "wal_log_hints", "primary_conninfo", "primary_slot_name", "recovery_target_timeline",
     "config_file", "data_directory",
 })
-_FLOORED = {"max_wal_senders": MIN_WAL_SENDERS, "max_replication_slots": MIN_REPLICATION_SLOTS}
+# (minimum, default): a value under the minimum is not used, the default is (Patroni's rule;
+# pgha.config.pg_parameters.AGENT_MINIMUMS judges and reports it before it gets here)
+_FLOORED = {"max_wal_senders": (3, 10), "max_replication_slots": (4, 10)}
 _SLOT_RAISED = frozenset({"wal_level", "max_replication_slots"})  # managed, raised for slots
 
 
@@ -96,11 +96,17 @@ def _user_wal_level(value: Any) -> str:
 
 
 def _floor(name: str, value: Any) -> int:
+    """``value`` as an int; the default when it is unset (None), not an integer or under the
+    minimum (:data:`_FLOORED`)."""
+    minimum, default = _FLOORED[name]
+    if value is None:
+        return default
     try:
-        return max(_FLOORED[name], int(value))
+        number = int(value)
     except (TypeError, ValueError):
         log.warning("ignoring non-integer %s = %r", name, value)
-        return _FLOORED[name]
+        return default
+    return number if number >= minimum else default
 
 
 def _as_int(value: Any) -> int | None:
@@ -146,7 +152,7 @@ def slot_overrides(params: Mapping[str, Any],
                 out[key] = "logical"
         elif key == "max_replication_slots":
             need = _as_int(wanted)
-            have = max(MIN_REPLICATION_SLOTS, _as_int(current) or 0)
+            have = _floor("max_replication_slots", _as_int(current))
             if need is not None and need > have:
                 out[key] = need
         elif wanted is not None and (current is None or _normal(current) != _normal(wanted)):
@@ -197,9 +203,9 @@ def managed_parameters(settings: PgSettings, role: str,
         "cluster_name": settings.scope,
         "hot_standby": True,
         "wal_level": _user_wal_level(user.get("wal_level", "replica")),
-        "max_wal_senders": _floor("max_wal_senders", user.get("max_wal_senders", 0)),
+        "max_wal_senders": _floor("max_wal_senders", user.get("max_wal_senders")),
         "max_replication_slots": _floor("max_replication_slots",
-                                        user.get("max_replication_slots", 0)),
+                                        user.get("max_replication_slots")),
         "wal_log_hints": True,
     }
     if "hba_file" not in user:
