@@ -261,8 +261,8 @@ LOCAL: tuple[Key, ...] = (
     _k("restapi.allowlist_include_members", "false", env=True),
     _k("restapi.ciphers", note="OpenSSL cipher list of the HTTPS server (TLS 1.2 and older: "
        "TLS 1.3 suites stay OpenSSL's); one matching no cipher is an error", env=True),
-    _k("restapi.http_extra_headers", note="header name -> value, added to every response", free=True,
-       env=True),
+    _k("restapi.http_extra_headers", note="header name -> value, added to every response",
+       free=True, env=True),
     _k("restapi.https_extra_headers", note="added to every response over HTTPS, after "
        "http_extra_headers", free=True, env=True),
     _k("restapi.request_queue_size", "5", note="listen backlog of the REST API sockets",

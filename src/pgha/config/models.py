@@ -80,7 +80,7 @@ class RestApiConfig(_Endpoint):
     allowlist_include_members: bool = False
     http_extra_headers: dict[str, str] = Field(default_factory=dict)
     https_extra_headers: dict[str, str] = Field(default_factory=dict)
-    request_queue_size: int = Field(5, ge=0, le=65535)
+    request_queue_size: Annotated[int, Field(ge=0, le=65535)] = 5
     server_tokens: Annotated[Literal["original", "minimal", "productonly"], _Lower] = "original"
 
     @field_validator("ciphers")
