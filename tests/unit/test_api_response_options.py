@@ -190,7 +190,7 @@ async def test_without_ciphers_openssl_defaults_apply(tls: Tls) -> None:
 
 async def test_request_queue_size_is_the_listen_backlog(plain: tuple[ApiServer, int]) -> None:
     server, _ = plain
-    assert backlogs(server) == {5}  # Patroni's default
+    assert backlogs(server) == {128}  # pgha's default (Patroni's is 5)
     port = free_port()
     async with ApiServer(Source(primary_status()), config(listen=f"127.0.0.1:{port}",
                                                           request_queue_size=17)) as other:
@@ -268,7 +268,7 @@ async def test_reload_with_unusable_ciphers_changes_nothing(tls: Tls) -> None:
         with pytest.raises(SettingError) as err:
             await server.reconfigure(bad)
         assert err.value.key == "restapi.ciphers" and "\n" not in str(err.value)
-        assert backlogs(server) == {5}
+        assert backlogs(server) == {128}
         _, headers = await fetch(f"https://127.0.0.1:{port}/patroni", ctx=tls.client())
         assert headers["Server"] != "pgha"
         with pytest.raises(HANDSHAKE_FAILED):

@@ -265,8 +265,9 @@ LOCAL: tuple[Key, ...] = (
        free=True, env=True),
     _k("restapi.https_extra_headers", note="added to every response over HTTPS, after "
        "http_extra_headers", free=True, env=True),
-    _k("restapi.request_queue_size", "5", note="listen backlog of the REST API sockets",
-       env=True),
+    _k("restapi.request_queue_size", "128", note="listen backlog of the REST API sockets. "
+       "Patroni's default is 5; pgha keeps aiohttp's 128: with 5, a burst of 20 simultaneous "
+       "connections had most of them wait for a SYN retransmission (1 s or more)", env=True),
     _k("restapi.server_tokens", "original", note="Server header: original (aiohttp's), "
        "minimal (pgha/<version>), productonly (pgha); any case", env=True),
     _k("ctl", note="operator commands' access to the REST API"),

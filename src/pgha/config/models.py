@@ -80,7 +80,8 @@ class RestApiConfig(_Endpoint):
     allowlist_include_members: bool = False
     http_extra_headers: dict[str, str] = Field(default_factory=dict)
     https_extra_headers: dict[str, str] = Field(default_factory=dict)
-    request_queue_size: Annotated[int, Field(ge=0, le=65535)] = 5
+    #: listen backlog; Patroni's default is 5, pgha keeps aiohttp's 128 (see keys_table)
+    request_queue_size: Annotated[int, Field(ge=0, le=65535)] = 128
     server_tokens: Annotated[Literal["original", "minimal", "productonly"], _Lower] = "original"
 
     @field_validator("ciphers")
