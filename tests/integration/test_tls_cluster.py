@@ -1,4 +1,5 @@
-"""A cluster whose REST APIs require TLS client certificates and Basic credentials.
+"""A cluster whose REST APIs require TLS client certificates and Basic credentials (and set
+``ciphers``, ``server_tokens`` and ``https_extra_headers``).
 
 The members must still reach each other: a switchover is refused (412) unless the leader's
 agent can read the candidate's ``/patroni`` over mutual TLS, so a 200 here shows the agents'
@@ -47,9 +48,19 @@ def require_client_certificates(m: MemberProc, ca_file: Path, cert_file: Path,
     cfg = yaml.safe_load(m.config_path.read_text())
     cfg["restapi"].update({
         "certfile": str(cert_file), "keyfile": str(key_file), "cafile": str(ca_file),
-        "verify_client": "required",
+        "verify_client": "required", "ciphers": "ECDHE+AESGCM:!aNULL",
+        "server_tokens": "ProductOnly", "https_extra_headers": {"X-Cluster": "tls"},
         "authentication": {"username": USER, "password": PASSWORD}})
     m.config_path.write_text(yaml.safe_dump(cfg))
+
+
+def response_headers(ctx: ssl.SSLContext, m: MemberProc, path: str) -> dict[str, str]:
+    req = urllib.request.Request(f"https://127.0.0.1:{m.api_port}{path}")
+    try:
+        with urllib.request.urlopen(req, timeout=60, context=ctx) as resp:
+            return dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return dict(err.headers)
 
 
 def call(ctx: ssl.SSLContext, m: MemberProc, method: str, path: str, body: Any = None,
@@ -100,6 +111,9 @@ def test_switchover_between_members_that_require_client_certificates(tmp_path: P
                 call(anonymous, leader, "GET", "/patroni")
             code, _ = call(client, leader, "POST", "/reload", auth=False)
             assert code == 401
+            for path in ("/patroni", "/replica"):  # 200 and 503
+                headers = response_headers(client, leader, path)
+                assert headers["Server"] == "pgha" and headers["X-Cluster"] == "tls"
 
             target = others[0]
             code, text = call(client, leader, "POST", "/switchover",

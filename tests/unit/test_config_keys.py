@@ -94,7 +94,9 @@ def test_reference_doc_is_up_to_date() -> None:
     assert doc.read_text() == reference_markdown(), "run scripts/config-reference"
     text = doc.read_text()
     assert "| `synchronous_mode` | `off` | yes |" in text
-    assert "| `restapi.ciphers` |  | no | PATRONI_RESTAPI_CIPHERS | not supported yet: " in text
+    assert "| `postgresql.proxy_address` |  | no | PATRONI_POSTGRESQL_PROXY_ADDRESS | not " \
+        "supported yet: " in text
+    assert "| `restapi.ciphers` |  | no | PATRONI_RESTAPI_CIPHERS | implemented: " in text
     assert "| `watchdog.mode` | `automatic` | no |  | implemented: " in text
     assert "[docs/configuration.md](docs/configuration.md)" in (ROOT / "README.md").read_text()
 
@@ -195,18 +197,18 @@ def test_misspelled_keys_are_errors_with_a_hint(data: dict[str, Any], path: str,
 
 def test_environment_variables_pgha_does_not_act_on_warn(caplog: pytest.LogCaptureFixture
                                                          ) -> None:
-    env = {"PATRONI_NAME": "pg9", "PATRONI_RESTAPI_REQUEST_QUEUE_SIZE": "5",
+    env = {"PATRONI_NAME": "pg9", "PATRONI_POSTGRESQL_PROXY_ADDRESS": "10.0.0.9:6432",
            "PATRONI_CTL_INSECURE": "true", "PATRONI_RESTAPI_LISTN": "x", "PGHA_ANYTHING": "1",
            "PATRONI_LOG_LEVEL": "", "PATRONI_LOG_TYPE": "json"}  # log.* are implemented
     found = dict(check_env(env))
-    assert set(found) == {"PATRONI_RESTAPI_REQUEST_QUEUE_SIZE", "PATRONI_CTL_INSECURE",
+    assert set(found) == {"PATRONI_POSTGRESQL_PROXY_ADDRESS", "PATRONI_CTL_INSECURE",
                           "PATRONI_RESTAPI_LISTN"}
-    assert "not supported yet" in found["PATRONI_RESTAPI_REQUEST_QUEUE_SIZE"]
+    assert "not supported yet" in found["PATRONI_POSTGRESQL_PROXY_ADDRESS"]
     assert "ctl.insecure" in found["PATRONI_CTL_INSECURE"]
     assert "PATRONI_RESTAPI_LISTEN" in found["PATRONI_RESTAPI_LISTN"]
     with caplog.at_level(logging.WARNING, logger="pgha.config"):
         cfg = parse_config(minimal(), {**env, "PATH": ""})
-    assert cfg.name == "pg9" and "PATRONI_RESTAPI_REQUEST_QUEUE_SIZE" in caplog.text
+    assert cfg.name == "pg9" and "PATRONI_POSTGRESQL_PROXY_ADDRESS" in caplog.text
     assert cfg.log.type == "json"
 
 

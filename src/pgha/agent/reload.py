@@ -179,6 +179,7 @@ class Reloader:
             applied.append("peer TLS files (rotated on disk)")
         notes = [what for what, done in (("server TLS for new connections", api.tls),
                                          ("REST API re-bound", api.rebound),
+                                         ("REST API listen backlog changed", api.backlog),
                                          ("peer HTTP session renewed", peers_renewed)) if done]
         if applied:
             log.info("reload: applied: %s%s", ", ".join(applied),

@@ -212,10 +212,15 @@ def server_ssl_context(restapi: RestApiConfig) -> ssl.SSLContext | None:
     """TLS context for the server, None without ``certfile``. ``cafile`` verifies client
     certificates; ``verify_client``: ``required`` refuses the handshake without a valid client
     certificate, ``optional`` verifies one when offered (unsafe methods then require it),
-    ``none``/unset never asks."""
+    ``none``/unset never asks. ``ciphers`` (OpenSSL cipher-list syntax) replaces the ciphers
+    offered for TLS 1.2 and older; as with any ``ssl.SSLContext.set_ciphers``, the TLS 1.3
+    cipher suites stay OpenSSL's defaults (Python has no setting for them); ``ssl.SSLError``
+    when it selects none."""
     if not restapi.certfile:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=restapi.cafile)
+    if restapi.ciphers:
+        ctx.set_ciphers(restapi.ciphers)
     ctx.load_cert_chain(restapi.certfile, restapi.keyfile, password=restapi.keyfile_password)
     ctx.verify_mode = {"required": ssl.CERT_REQUIRED,
                        "optional": ssl.CERT_OPTIONAL}.get(restapi.verify_client or "none",

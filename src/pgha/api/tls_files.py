@@ -25,7 +25,7 @@ from typing import Any
 from pgha.api.client_tls import ssl_context
 from pgha.api.security import server_ssl_context
 from pgha.config import Config
-from pgha.config.models import RestApiConfig
+from pgha.config.models import RestApiConfig, check_ciphers
 
 _PEM_CERT = "-----BEGIN CERTIFICATE-----"
 
@@ -60,7 +60,7 @@ def _server_files(restapi: RestApiConfig) -> list[tuple[str, str | None, bool]]:
 def _server_options(restapi: RestApiConfig) -> dict[str, Any]:
     return {"certfile": restapi.certfile, "keyfile": restapi.keyfile,
             "keyfile_password": restapi.keyfile_password, "cafile": restapi.cafile,
-            "verify_client": restapi.verify_client}
+            "verify_client": restapi.verify_client, "ciphers": restapi.ciphers}
 
 
 def _client_files(config: Config) -> list[tuple[str, str | None, bool]]:
@@ -152,9 +152,15 @@ def _build(files: list[tuple[str, str | None, bool]], build: Any) -> Any:
 
 def load_server_tls(restapi: RestApiConfig) -> TlsSettings:
     """The server context for ``restapi`` (None without ``certfile``) and its digest;
-    SettingError naming the key when a file is missing, unreadable or unusable."""
+    SettingError naming the key when a file is missing, unreadable or unusable, or when
+    ``ciphers`` selects no cipher (the configuration loader refuses that too)."""
     files = _server_files(restapi)
     contents = _read_strict(files)
+    if restapi.certfile and restapi.ciphers:
+        try:
+            check_ciphers(restapi.ciphers)
+        except ValueError as exc:
+            raise SettingError("restapi.ciphers", str(exc)) from None
     context = _build(files, lambda: server_ssl_context(restapi))
     return TlsSettings(context, _digest(_server_options(restapi), contents))
 

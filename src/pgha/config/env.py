@@ -26,7 +26,8 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "ZOOKEEPER_HOSTS": ("zookeeper", "hosts"),
     **{f"RESTAPI_{k.upper()}": ("restapi", k) for k in (
         "listen", "connect_address", "certfile", "keyfile", "keyfile_password", "cafile",
-        "verify_client", "allowlist")},
+        "verify_client", "allowlist", "allowlist_include_members", "ciphers",
+        "http_extra_headers", "https_extra_headers", "request_queue_size", "server_tokens")},
     **{f"POSTGRESQL_{k.upper()}": ("postgresql", k) for k in (
         "listen", "connect_address", "data_dir", "bin_dir", "config_dir", "pgpass")},
     **{f"{role.upper()}_{k.upper()}": ("postgresql", "authentication", role, k)
@@ -36,7 +37,8 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
 }
 _ENV_LISTS = frozenset({"RESTAPI_ALLOWLIST", "ZOOKEEPER_HOSTS", "ETCD_HOSTS", "ETCD3_HOSTS"})
 #: mappings: a YAML flow mapping, braces optional (``PATRONI_LOG_LOGGERS="aiohttp: ERROR"``)
-_ENV_DICTS = frozenset({"LOG_STATIC_FIELDS", "LOG_LOGGERS"})
+_ENV_DICTS = frozenset({"LOG_STATIC_FIELDS", "LOG_LOGGERS", "RESTAPI_HTTP_EXTRA_HEADERS",
+                        "RESTAPI_HTTPS_EXTRA_HEADERS"})
 _FORMAT_FIELD = re.compile(r"%\(\w+\)")
 _ETCD_KEYS = ("hosts", "host", "url", "protocol", "username", "password", "cacert", "cert", "key")
 

@@ -261,11 +261,18 @@ LOCAL: tuple[Key, ...] = (
     _k("restapi.verify_client", "none", env=True),
     _k("restapi.allowlist", env=True, free=True),
     _k("restapi.allowlist_include_members", "false", env=True),
-    _p("restapi.ciphers", None, "TLS cipher selection", env=True),
-    _p("restapi.http_extra_headers", None, "extra response headers", free=True, env=True),
-    _p("restapi.https_extra_headers", None, "extra response headers", free=True, env=True),
-    _p("restapi.request_queue_size", None, "listen backlog", "5", env=True),
-    _p("restapi.server_tokens", None, "Server header", "original", env=True),
+    _k("restapi.ciphers", note="OpenSSL cipher list of the HTTPS server (TLS 1.2 and older: "
+       "TLS 1.3 suites stay OpenSSL's); one matching no cipher is an error", env=True),
+    _k("restapi.http_extra_headers", note="header name -> value, added to every response",
+       free=True, env=True),
+    _k("restapi.https_extra_headers", note="added to every response over HTTPS, after "
+       "http_extra_headers", free=True, env=True),
+    _k("restapi.request_queue_size", "128", note="listen backlog of the REST API sockets. "
+       "Patroni's default is 5; pgha keeps aiohttp's 128: with 5, 42 of 60 connections opened "
+       "in bursts of 20 waited for a SYN retransmission, 1 s (benchmarks/api_backlog.py)",
+       env=True),
+    _k("restapi.server_tokens", "original", note="Server header: original (aiohttp's), "
+       "minimal (pgha/<version>), productonly (pgha); any case", env=True),
     _k("ctl", note="operator commands' access to the REST API"),
     _k("ctl.insecure", "false", env=True),
     _k("ctl.cacert", note="default: restapi.cafile", env=True),

@@ -11,6 +11,8 @@ Warnings are logged on the ``pgha.config`` logger.
 from __future__ import annotations
 
 import logging
+import re
+import ssl
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -40,13 +42,31 @@ from pgha.config.replica import basebackup_options as _basebackup_options
 logger = logging.getLogger("pgha.config")
 
 
+def check_ciphers(ciphers: str) -> None:
+    """ValueError (one line) unless ``ciphers`` selects at least one TLS 1.2-or-older cipher
+    in this Python's OpenSSL (:meth:`ssl.SSLContext.set_ciphers`)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(ciphers)
+    except ssl.SSLError:
+        raise ValueError(f"{ciphers!r} selects no cipher this OpenSSL "
+                         f"({ssl.OPENSSL_VERSION}) knows") from None
+
+
 class RestApiAuth(_Closed):
     username: str
     password: str
 
 
+#: an HTTP header name (RFC 9110 token)
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 class RestApiConfig(_Endpoint):
-    """``restapi`` section; ``allowlist`` also accepts a comma-separated string."""
+    """``restapi`` section; ``allowlist`` also accepts a comma-separated string.
+
+    ``ciphers`` must select at least one cipher (OpenSSL's cipher-list syntax); the extra
+    headers must be valid header names and single-line values; ``server_tokens`` is
+    ``original``, ``minimal`` or ``productonly`` in any case (see :mod:`pgha.api.headers`)."""
 
     listen: str = "127.0.0.1:8008"
     authentication: RestApiAuth | None = None
@@ -54,9 +74,32 @@ class RestApiConfig(_Endpoint):
     keyfile: str | None = None
     keyfile_password: str | None = None
     cafile: str | None = None
+    ciphers: str | None = None
     verify_client: Annotated[Literal["none", "optional", "required"] | None, _Lower] = None
     allowlist: Annotated[list[str], _Csv] = Field(default_factory=list)
     allowlist_include_members: bool = False
+    http_extra_headers: dict[str, str] = Field(default_factory=dict)
+    https_extra_headers: dict[str, str] = Field(default_factory=dict)
+    #: listen backlog; Patroni's default is 5, pgha keeps aiohttp's 128 (see keys_table)
+    request_queue_size: Annotated[int, Field(ge=0, le=65535)] = 128
+    server_tokens: Annotated[Literal["original", "minimal", "productonly"], _Lower] = "original"
+
+    @field_validator("ciphers")
+    @classmethod
+    def _check_ciphers(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_ciphers(value)
+        return value
+
+    @field_validator("http_extra_headers", "https_extra_headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if any(c in text for c in "\r\n\x00"):
+                raise ValueError(f"the value of {name} must be one line")
+        return value
 
     @property
     def api_url(self) -> str:
