@@ -9,12 +9,12 @@ import pytest
 
 from pgha.core.actions import Upstream
 from pgha.core.model import ControlState
+from pgha.pg.authfiles import render_pg_hba
 from pgha.pg.bootstrap import initdb_options
 from pgha.pg.conf import (
     managed_parameters,
     quote_guc,
     read_managed_state,
-    render_pg_hba,
     render_pgpass,
     render_postgresql_conf,
 )

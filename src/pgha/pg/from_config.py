@@ -143,7 +143,8 @@ def method_sections(config: Config) -> dict[str, ReplicaMethod]:
 def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
                 catalogue: ParamCatalogue | None = None) -> PgSettings:
     """PgSettings for this member. ``pg_hba`` comes from ``postgresql.pg_hba``, else the
-    dynamic ``postgresql.pg_hba``, else ``bootstrap.pg_hba`` (empty: pgha's safe default).
+    dynamic ``postgresql.pg_hba``, else ``bootstrap.pg_hba`` (empty: pgha's safe default);
+    ``pg_ident`` from ``postgresql.pg_ident``, else the dynamic ``postgresql.pg_ident``.
     ``dynamic`` is the whole dynamic configuration or just its ``postgresql`` section;
     parameters are judged against ``catalogue`` (see :func:`effective_parameters`)."""
     pgc = config.postgresql
@@ -186,4 +187,6 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
         replica_methods=replica_methods(config),
         method_sections=method_sections(config),
         basebackup_options=tuple(pgc.basebackup_options()),
+        pg_ident=tuple(pgc.pg_ident or dyn_pg.pg_ident or ()),
+        custom_conf=pgc.custom_conf,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ class PgSettings:
     ``parameters`` are the user's GUCs (local merged over dynamic by the caller); the managed
     ones (listen/port/socket/cluster_name/replication minimums/recovery) always win, see
     :mod:`pgha.pg.conf`. ``pg_hba`` lines replace the generated default when non-empty.
+    Paths of the configuration files: :attr:`config_dir` and :attr:`base_conf`.
     The agent's own superuser connections use the unix socket in ``socket_dir`` when
     ``use_unix_socket`` is set, else TCP (:func:`pgha.pg.connparams.local_host`).
     """
@@ -101,6 +103,12 @@ class PgSettings:
     ``create_replica_methods`` may name methods the member's own list does not)."""
     basebackup_options: tuple[tuple[str, str | None], ...] = ()
     """``postgresql.basebackup`` as validated ``(option, value)`` pairs (None: a switch)."""
+    pg_ident: tuple[str, ...] = ()
+    """Lines of pg_ident.conf (empty: pgha writes no mapping; see
+    :func:`pgha.pg.authfiles.render_pg_ident`)."""
+    custom_conf: str | None = None
+    """``postgresql.custom_conf``: the user's base configuration file, included by the
+    generated postgresql.conf instead of postgresql.base.conf; never written by pgha."""
 
     @property
     def replica_without_leader(self) -> bool:
@@ -110,6 +118,19 @@ class PgSettings:
     def binary(self, name: str) -> str:
         """Absolute path of a PostgreSQL program in ``bin_dir``."""
         return str(self.bin_dir / name)
+
+    @property
+    def config_dir(self) -> Path:
+        """Where postgresql.conf, pg_hba.conf and pg_ident.conf live (the data directory)."""
+        return self.data_dir
+
+    @property
+    def base_conf(self) -> Path | None:
+        """Absolute path of ``custom_conf`` (a relative one is relative to
+        :attr:`config_dir`, as PostgreSQL reads an ``include``); None when not set."""
+        if self.custom_conf is None:
+            return None
+        return Path(os.path.abspath(self.config_dir / Path(self.custom_conf).expanduser()))
 
     @property
     def log_file(self) -> Path:
