@@ -214,8 +214,14 @@ LOCAL: tuple[Key, ...] = (
     _k("postgresql.parameters", note="PostgreSQL parameters (unknown names are dropped with a "
        "warning)", free=True),
     _k("postgresql.pg_hba", note="lines of pg_hba.conf", free=True),
-    _p("postgresql.pg_ident", None, "pg_ident.conf lines", "[]", free=True),
-    _p("postgresql.custom_conf", None, "a custom base postgresql.conf"),
+    _k("postgresql.pg_ident", "[]", note="lines of pg_ident.conf (wins over the dynamic "
+       "`postgresql.pg_ident`); written and PostgreSQL reloaded when they change, unless "
+       "`parameters.ident_file` is set; with no lines a pg_ident.conf pgha did not write is "
+       "left alone", free=True),
+    _k("postgresql.custom_conf", note="a base configuration file the generated "
+       "postgresql.conf includes instead of postgresql.base.conf (initdb's file is then "
+       "not kept); never modified by pgha; a relative path is relative to the data directory; a missing file "
+       "is an error naming the key (absolute: at load; relative: before each start)"),
     _k("postgresql.create_replica_methods", "[basebackup]", note="replica creation methods "
        "tried in order until one succeeds: the built-in `basebackup` (pg_basebackup) and "
        "custom methods, each defined by its section `postgresql.<method>` (`command`, "
@@ -337,7 +343,9 @@ DYNAMIC: tuple[Key, ...] = (
     _k("postgresql.parameters", note="PostgreSQL parameters (unknown names are dropped with a "
        "warning)", free=True),
     _k("postgresql.pg_hba", free=True),
-    _p("postgresql.pg_ident", None, "pg_ident.conf lines", free=True),
+    _k("postgresql.pg_ident", note="lines of pg_ident.conf, unless the local "
+       "`postgresql.pg_ident` has some; a list PostgreSQL rejects (PostgreSQL 15+) is "
+       "replaced by the previous one", free=True),
     _k("postgresql.recovery_conf", note="recovery settings written on replicas "
        "(restore_command, archive_cleanup_command, recovery_min_apply_delay, ...); pgha "
        "manages primary_conninfo, primary_slot_name and recovery_target_timeline", free=True),

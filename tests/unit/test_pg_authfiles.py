@@ -1,0 +1,145 @@
+"""pg_ident.conf (local and dynamic ``postgresql.pg_ident``) and ``postgresql.custom_conf``:
+the files pgha writes, what it leaves alone, precedence and bad values."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgha.config import Config, ConfigError, parse_config, parse_dynamic_config
+from pgha.pg.authfiles import IDENT_HEADER, render_pg_ident
+from pgha.pg.conf import (
+    BASE_CONF,
+    CONF,
+    render_postgresql_conf,
+    write_config,
+    write_config_if_changed,
+)
+from pgha.pg.from_config import pg_settings
+from pgha.pg.settings import PgSettings
+
+MAP = ["ops alice postgres", "ops /^(.*)@corp$ \\1"]
+
+
+def config(tmp: Path, dyn_pg: dict[str, Any] | None = None, **pg: Any) -> Config:
+    return parse_config({
+        "scope": "demo", "name": "n1", "etcd3": {"hosts": ["127.0.0.1:2379"]},
+        "bootstrap": {"dcs": {"postgresql": dyn_pg or {}}},
+        "postgresql": {"listen": "127.0.0.1:5432", "data_dir": str(tmp / "data"),
+                       "bin_dir": "/usr/lib/postgresql/15/bin", "pgpass": str(tmp / "pgpass"),
+                       **pg},
+    }, env={})
+
+
+def settings(tmp: Path, dyn_pg: dict[str, Any] | None = None, **pg: Any) -> PgSettings:
+    cfg = config(tmp, dyn_pg, **pg)
+    return pg_settings(cfg, cfg.bootstrap.dcs)
+
+
+def test_pg_ident_precedence_local_over_dynamic(tmp_path: Path) -> None:
+    assert settings(tmp_path).pg_ident == ()
+    assert settings(tmp_path, {"pg_ident": MAP}).pg_ident == tuple(MAP)
+    assert settings(tmp_path, {"pg_ident": MAP}, pg_ident=["loc bob postgres"]).pg_ident == (
+        "loc bob postgres",)
+
+
+def test_render_pg_ident(tmp_path: Path) -> None:
+    st = settings(tmp_path, pg_ident=MAP)
+    text = IDENT_HEADER + "ops alice postgres\nops /^(.*)@corp$ \\1\n"
+    assert render_pg_ident(st, None) == text
+    assert render_pg_ident(st, "# initdb's\n") == text
+    none = replace(st, pg_ident=())
+    assert render_pg_ident(none, None) == IDENT_HEADER  # missing: created, empty
+    assert render_pg_ident(none, text) == IDENT_HEADER  # ours: the mappings are removed
+    assert render_pg_ident(none, "# initdb's\nm a b\n") is None  # not ours: left alone
+    external = replace(st, parameters={**st.parameters, "ident_file": "/etc/ident.conf"})
+    assert render_pg_ident(external, None) is None
+
+
+def test_pg_ident_written_and_rewritten_only_on_change(tmp_path: Path) -> None:
+    st = settings(tmp_path, pg_ident=MAP)
+    data = st.data_dir
+    write_config(st, "primary", None)
+    ident = data / "pg_ident.conf"
+    assert ident.read_text().splitlines()[1:] == MAP
+    assert f"ident_file = '{ident}'" in (data / CONF).read_text()
+    assert write_config_if_changed(st, "primary", None) == []
+    more = replace(st, pg_ident=(*MAP, "ops carol postgres"))
+    assert write_config_if_changed(more, "primary", None) == ["pg_ident.conf"]
+    assert ident.read_text().splitlines()[-1] == "ops carol postgres"
+    assert write_config_if_changed(replace(st, pg_ident=()), "primary", None) == [
+        "pg_ident.conf"]
+    assert ident.read_text() == IDENT_HEADER
+
+
+def test_pg_ident_left_alone(tmp_path: Path) -> None:
+    st = settings(tmp_path)
+    data = st.data_dir
+    data.mkdir()
+    (data / "pg_ident.conf").write_text("# the operator's own\nm a b\n")
+    write_config(st, "primary", None)
+    assert write_config_if_changed(st, "primary", None) == []
+    assert (data / "pg_ident.conf").read_text() == "# the operator's own\nm a b\n"
+    external = settings(tmp_path, pg_ident=MAP, parameters={"ident_file": "/etc/x.conf"})
+    assert write_config_if_changed(external, "primary", None) == ["postgresql.conf"]
+    assert (data / "pg_ident.conf").read_text() == "# the operator's own\nm a b\n"
+    assert "ident_file = '/etc/x.conf'" in (data / CONF).read_text()
+
+
+def test_custom_conf_included_and_never_touched(tmp_path: Path) -> None:
+    base = tmp_path / "etc" / "base.conf"
+    base.parent.mkdir()
+    base.write_text("shared_buffers = 32MB\n")
+    mtime = base.stat().st_mtime_ns
+    st = settings(tmp_path, custom_conf=str(base))
+    data = st.data_dir
+    data.mkdir()
+    (data / CONF).write_text("# initdb's postgresql.conf\n")
+    write_config(st, "primary", None)
+    conf = (data / CONF).read_text()
+    assert f"\ninclude '{base}'\n" in conf and BASE_CONF not in conf.split("\n", 3)[-1]
+    assert not (data / BASE_CONF).exists()  # nothing renamed, nothing created
+    assert write_config_if_changed(st, "primary", None) == []
+    assert base.read_text() == "shared_buffers = 32MB\n" and base.stat().st_mtime_ns == mtime
+
+
+def test_custom_conf_relative_to_the_data_directory(tmp_path: Path) -> None:
+    st = settings(tmp_path, custom_conf="conf.d/base.conf")
+    assert st.base_conf == tmp_path / "data" / "conf.d" / "base.conf"
+    assert f"include '{st.base_conf}'" in render_postgresql_conf(st, "primary", None)
+    plain = settings(tmp_path)
+    assert plain.base_conf is None
+    assert f"include '{BASE_CONF}'" in render_postgresql_conf(plain, "primary", None)
+
+
+def test_custom_conf_missing_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    st = settings(tmp_path, custom_conf="missing.conf")
+    for write in (write_config, write_config_if_changed):
+        with pytest.raises(ValueError) as info:
+            write(st, "primary", None)
+        message = str(info.value)
+        assert message.startswith("postgresql.custom_conf: ") and "\n" not in message
+        assert str(tmp_path / "data" / "missing.conf") in message
+    assert not (tmp_path / "data" / CONF).exists()
+
+
+def test_bad_values_name_the_key(tmp_path: Path) -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"custom_conf": str(tmp_path / "nope.conf")}, "postgresql.custom_conf: file not found"),
+        ({"custom_conf": "a\nb"}, "postgresql.custom_conf: expected the path"),
+        ({"custom_conf": ["x"]}, "postgresql.custom_conf:"),
+        ({"pg_ident": "ops alice postgres"}, "postgresql.pg_ident: expected a valid list"),
+        ({"pg_ident": ["a\rb"]}, "postgresql.pg_ident[0]: one line expected"),
+    ]
+    for pg, words in cases:
+        with pytest.raises(ConfigError) as info:
+            config(tmp_path, **pg)
+        text = str(info.value)
+        assert len(text.splitlines()) == 1 and text.startswith(words), (pg, text)
+    with pytest.raises(ConfigError) as info:
+        parse_dynamic_config({"postgresql": {"pg_ident": {"m": "a b"}}}, prefix="config")
+    assert str(info.value).startswith("config.postgresql.pg_ident: expected a valid list")
+    assert parse_dynamic_config({"postgresql": {"pg_ident": MAP}}).postgresql.pg_ident == MAP
