@@ -220,8 +220,9 @@ LOCAL: tuple[Key, ...] = (
        "left alone", free=True),
     _k("postgresql.custom_conf", note="a base configuration file the generated "
        "postgresql.conf includes instead of postgresql.base.conf (initdb's file is then "
-       "not kept); never modified by pgha; a relative path is relative to the data directory; a missing file "
-       "is an error naming the key (absolute: at load; relative: before each start)"),
+       "not kept); never modified by pgha; a relative path is relative to the data "
+       "directory; a missing file is an error naming the key (absolute: at load; relative: "
+       "before each start)"),
     _k("postgresql.create_replica_methods", "[basebackup]", note="replica creation methods "
        "tried in order until one succeeds: the built-in `basebackup` (pg_basebackup) and "
        "custom methods, each defined by its section `postgresql.<method>` (`command`, "
