@@ -9,7 +9,6 @@ import pytest
 
 from pgha.core.actions import Upstream
 from pgha.core.model import ControlState
-from pgha.pg.authfiles import render_pg_hba
 from pgha.pg.bootstrap import initdb_options
 from pgha.pg.conf import (
     managed_parameters,
@@ -18,6 +17,7 @@ from pgha.pg.conf import (
     render_pgpass,
     render_postgresql_conf,
 )
+from pgha.pg.conffiles import render_pg_hba
 from pgha.pg.controldata import (
     control_state,
     divergence_position,

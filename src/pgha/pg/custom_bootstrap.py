@@ -42,7 +42,6 @@ import asyncpg
 
 from pgha.config import RECOVERY_TARGETS, BootstrapMethod
 from pgha.pg import bootstrap
-from pgha.pg.authfiles import HBA, render_pg_hba
 from pgha.pg.cmd import run, tail_file
 from pgha.pg.conf import (
     CONF,
@@ -53,6 +52,7 @@ from pgha.pg.conf import (
     render_postgresql_conf,
     write_config,
 )
+from pgha.pg.conffiles import HBA, render_pg_hba
 from pgha.pg.connparams import client_files
 from pgha.pg.controldata import format_lsn
 from pgha.pg.errors import PgError

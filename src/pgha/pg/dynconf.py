@@ -338,7 +338,7 @@ class DynamicConfigApplier:
         return await self._apply_running(settings, old_lists, old_params)
 
     async def _write(self, settings: PgSettings) -> list[str] | None:
-        managed = await asyncio.to_thread(read_managed_state, settings.data_dir)
+        managed = await asyncio.to_thread(read_managed_state, settings.config_dir)
         if managed is None:
             return []  # not set up by pgha (yet): the next start writes everything
         try:

@@ -105,10 +105,13 @@ class PgSettings:
     """``postgresql.basebackup`` as validated ``(option, value)`` pairs (None: a switch)."""
     pg_ident: tuple[str, ...] = ()
     """Lines of pg_ident.conf (empty: pgha writes no mapping; see
-    :func:`pgha.pg.authfiles.render_pg_ident`)."""
+    :func:`pgha.pg.conffiles.render_pg_ident`)."""
     custom_conf: str | None = None
     """``postgresql.custom_conf``: the user's base configuration file, included by the
     generated postgresql.conf instead of postgresql.base.conf; never written by pgha."""
+    conf_dir: Path | None = None
+    """``postgresql.config_dir`` when it is not the data directory (absolute); see
+    :attr:`config_dir`."""
 
     @property
     def replica_without_leader(self) -> bool:
@@ -121,8 +124,17 @@ class PgSettings:
 
     @property
     def config_dir(self) -> Path:
-        """Where postgresql.conf, pg_hba.conf and pg_ident.conf live (the data directory)."""
-        return self.data_dir
+        """Where postgresql.conf, pg_hba.conf and pg_ident.conf live: ``conf_dir``, else the
+        data directory."""
+        return self.conf_dir or self.data_dir
+
+    @property
+    def config_file_options(self) -> tuple[str, ...]:
+        """The ``postgres`` options that make it read postgresql.conf from ``conf_dir``
+        (none when the files are in the data directory)."""
+        if self.conf_dir is None:
+            return ()
+        return (f"--config-file={self.conf_dir / 'postgresql.conf'}",)
 
     @property
     def base_conf(self) -> Path | None:

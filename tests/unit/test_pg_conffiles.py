@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from pgha.config import Config, ConfigError, parse_config, parse_dynamic_config
-from pgha.pg.authfiles import IDENT_HEADER, render_pg_ident
 from pgha.pg.conf import (
     BASE_CONF,
     CONF,
@@ -18,6 +17,7 @@ from pgha.pg.conf import (
     write_config,
     write_config_if_changed,
 )
+from pgha.pg.conffiles import IDENT_HEADER, render_pg_ident
 from pgha.pg.from_config import pg_settings
 from pgha.pg.settings import PgSettings
 
