@@ -13,6 +13,7 @@ from pgha.config import Config, ConfigError, parse_config, parse_dynamic_config
 from pgha.pg.conf import (
     BASE_CONF,
     CONF,
+    read_managed_state,
     render_postgresql_conf,
     write_config,
     write_config_if_changed,
@@ -143,3 +144,50 @@ def test_bad_values_name_the_key(tmp_path: Path) -> None:
         parse_dynamic_config({"postgresql": {"pg_ident": {"m": "a b"}}}, prefix="config")
     assert str(info.value).startswith("config.postgresql.pg_ident: expected a valid list")
     assert parse_dynamic_config({"postgresql": {"pg_ident": MAP}}).postgresql.pg_ident == MAP
+
+
+def test_config_dir_default_and_env(tmp_path: Path) -> None:
+    assert settings(tmp_path).conf_dir is None
+    assert settings(tmp_path, config_dir=str(tmp_path / "data")).conf_dir is None
+    st = settings(tmp_path, config_dir=str(tmp_path / "etc"))
+    assert st.conf_dir == st.config_dir == tmp_path / "etc"
+    assert st.config_file_options == (f"--config-file={tmp_path / 'etc' / CONF}",)
+    assert settings(tmp_path).config_file_options == ()
+    raw = {"scope": "demo", "name": "n1", "etcd3": {"hosts": ["127.0.0.1:2379"]},
+           "postgresql": {"data_dir": str(tmp_path / "data")}}
+    cfg = parse_config(raw, env={"PATRONI_POSTGRESQL_CONFIG_DIR": str(tmp_path / "c")})
+    assert pg_settings(cfg, cfg.bootstrap.dcs).conf_dir == tmp_path / "c"
+
+
+def test_config_dir_holds_the_files_and_initdb_conf_moves_there(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    st = settings(tmp_path, config_dir=str(etc), pg_ident=MAP, custom_conf=None)
+    data = st.data_dir
+    data.mkdir()
+    (data / CONF).write_text("# initdb's\nmax_connections = 100\n")
+    write_config(st, "primary", None)
+    assert not (data / CONF).exists()  # moved, not left behind to confuse
+    assert (etc / BASE_CONF).read_text() == "# initdb's\nmax_connections = 100\n"
+    assert {p.name for p in etc.iterdir()} == {CONF, BASE_CONF, "pg_hba.conf", "pg_ident.conf"}
+    conf = (etc / CONF).read_text()
+    assert f"hba_file = '{etc / 'pg_hba.conf'}'" in conf
+    assert f"ident_file = '{etc / 'pg_ident.conf'}'" in conf
+    assert f"data_directory = '{data}'" in conf
+    assert read_managed_state(etc) == ("primary", None) and read_managed_state(data) is None
+    assert write_config_if_changed(st, "primary", None) == []
+    assert write_config_if_changed(replace(st, pg_ident=()), "primary", None) == [
+        "pg_ident.conf"]
+    assert "data_directory" not in render_postgresql_conf(settings(tmp_path), "primary", None)
+
+
+def test_config_dir_original_conf_becomes_the_base(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / CONF).write_text("# pg_createcluster's\ninclude_dir = 'conf.d'\n")
+    st = settings(tmp_path, config_dir=str(etc))
+    st.data_dir.mkdir()
+    (st.data_dir / CONF).write_text("# a stale copy\n")
+    write_config(st, "replica", None)
+    assert (etc / BASE_CONF).read_text() == "# pg_createcluster's\ninclude_dir = 'conf.d'\n"
+    assert (st.data_dir / CONF).read_text() == "# a stale copy\n"  # not the original: kept
+    assert read_managed_state(etc) == ("replica", None)

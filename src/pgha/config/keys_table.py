@@ -200,8 +200,12 @@ LOCAL: tuple[Key, ...] = (
        env=True),
     _p("postgresql.proxy_address", None, "published proxy_url", env=True),
     _k("postgresql.data_dir", env=True),
-    _p("postgresql.config_dir", None, "PostgreSQL configuration files outside data_dir",
-       "data_dir", env=True),
+    _k("postgresql.config_dir", "data_dir", note="where pgha keeps postgresql.conf, "
+       "postgresql.base.conf, pg_hba.conf and pg_ident.conf (e.g. Debian's "
+       "/etc/postgresql/15/main); PostgreSQL is started with `--config-file` there and "
+       "`data_directory` set to data_dir; an original postgresql.conf found there (else "
+       "initdb's, moved out of data_dir) becomes postgresql.base.conf; a change needs an agent "
+       "restart", env=True),
     _k("postgresql.bin_dir", "directory of pg_ctl on PATH", env=True),
     _p("postgresql.bin_name", None, "custom binary names"),
     *(_p(f"postgresql.bin_name.{b}", None, "custom binary names", b) for b in _BINARIES),
@@ -220,8 +224,8 @@ LOCAL: tuple[Key, ...] = (
        "left alone", free=True),
     _k("postgresql.custom_conf", note="a base configuration file the generated "
        "postgresql.conf includes instead of postgresql.base.conf (initdb's file is then "
-       "not kept); never modified by pgha; a relative path is relative to the data "
-       "directory; a missing file is an error naming the key (absolute: at load; relative: "
+       "not kept); never modified by pgha; a relative path is relative to config_dir; "
+       "a missing file is an error naming the key (absolute: at load; relative: "
        "before each start)"),
     _k("postgresql.create_replica_methods", "[basebackup]", note="replica creation methods "
        "tried in order until one succeeds: the built-in `basebackup` (pg_basebackup) and "

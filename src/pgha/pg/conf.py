@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -208,6 +209,8 @@ def managed_parameters(settings: PgSettings, role: str,
         out["hba_file"] = str(settings.config_dir / HBA)
     if "ident_file" not in user:
         out["ident_file"] = str(settings.config_dir / IDENT)
+    if settings.conf_dir is not None:  # wins over a data_directory of the base configuration
+        out["data_directory"] = os.path.abspath(settings.data_dir)
     reserved = frozenset(out)
     for name, value in user.items():
         if name in out or name in _FORCED:
