@@ -1,5 +1,5 @@
-"""``postgresql.pg_ident`` and ``postgresql.custom_conf`` on a real PostgreSQL 15 (run as
-user postgres): the files pgha writes, what the server does with them after a reload."""
+"""``postgresql.pg_ident``, ``postgresql.custom_conf`` and ``postgresql.config_dir`` on a real
+PostgreSQL 15 (run as user postgres): the files pgha writes, what the server does with them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,19 @@ from typing import Any
 
 import asyncpg
 import pytest
-from test_pg_support import PG_BIN, Cluster, free_port, new_cluster, requires_pg
+from test_pg_support import (
+    PG_BIN,
+    Cluster,
+    eventually,
+    free_port,
+    new_cluster,
+    requires_pg,
+    sync_member_slots,
+    upstream,
+)
 
 from pgha.config import Config, parse_config
+from pgha.core.actions import StopMode
 from pgha.pg.dynconf import DynamicConfigApplier
 from pgha.pg.from_config import pg_settings
 from pgha.pg.postgres import Postgres
@@ -152,3 +162,57 @@ async def test_custom_conf_in_effect_and_untouched(cluster: Cluster) -> None:
     assert [r[0] for r in await pg.execute("SHOW work_mem")] == ["5MB"]
     assert [r[0] for r in await pg.execute("SHOW default_statistics_target")] == ["321"]
     assert base.read_text() == text and base.stat().st_mtime_ns == mtime
+
+
+async def show(pg: Postgres, name: str) -> str:
+    return str((await pg.execute(f"SHOW {name}"))[0][0])
+
+
+async def test_config_dir_holds_the_files_and_the_cluster_runs(cluster: Cluster) -> None:
+    etc_a, etc_b = cluster.base / "etc" / "a", cluster.base / "etc" / "b"
+    raw = raw_config(cluster, "a", config_dir=str(etc_a), pg_ident=[f"ops {OS_USER} alice"])
+    config = parse_config(raw, env={})
+    pg = await start_primary(cluster, config)
+    data = pg.settings.data_dir
+    assert await show(pg, "config_file") == str(etc_a / "postgresql.conf")
+    assert await show(pg, "hba_file") == str(etc_a / "pg_hba.conf")
+    assert await show(pg, "ident_file") == str(etc_a / "pg_ident.conf")
+    assert await show(pg, "data_directory") == str(data)
+    assert {p.name for p in etc_a.iterdir()} == {
+        "postgresql.conf", "postgresql.base.conf", "pg_hba.conf", "pg_ident.conf"}
+    assert "max_wal_size" in (etc_a / "postgresql.base.conf").read_text()  # initdb's, moved
+    assert not (data / "postgresql.conf").exists() and not (data / "postgresql.base.conf").exists()
+    assert [tuple(r) for r in await pg.execute(MAPPINGS)] == [("ops", OS_USER, "alice")]
+
+    # a dynamic change is written to config_dir and reloaded
+    applier = DynamicConfigApplier(pg, config)
+    await applier.apply(dcs())
+    changed = dcs()
+    changed["postgresql"]["parameters"]["work_mem"] = "6MB"
+    result = await applier.apply(changed)
+    assert result.reloaded and result.files == ("postgresql.conf",)
+    assert await show(pg, "work_mem") == "6MB"
+    assert "work_mem = '6MB'" in (etc_a / "postgresql.conf").read_text()
+
+    # stop and start again; a replica cloned with its own config_dir streams from it
+    assert await pg.stop(StopMode.FAST)
+    assert await pg.start("primary", None)
+    replica_cfg = parse_config(raw_config(cluster, "b", config_dir=str(etc_b)), env={})
+    replica = Postgres(pg_settings(replica_cfg, replica_cfg.bootstrap.dcs))
+    cluster.nodes.append(replica)
+    assert await sync_member_slots(pg, {"b"}) == {}
+    assert await replica.clone(upstream(pg))
+    assert await replica.start("replica", upstream(pg))
+    assert await show(replica, "config_file") == str(etc_b / "postgresql.conf")
+    assert "primary_slot_name = 'b'" in (etc_b / "postgresql.conf").read_text()
+    assert not (replica.settings.data_dir / "postgresql.conf").exists()
+    await pg.execute("CREATE TABLE cd (v int)")
+    await pg.execute("INSERT INTO cd VALUES (42)")
+
+    async def replicated() -> bool:
+        try:
+            return [r[0] for r in await replica.execute("SELECT v FROM cd")] == [42]
+        except Exception:
+            return False
+
+    await eventually(replicated, 30, "row on the replica")
