@@ -14,6 +14,7 @@ from test_pg_support import (
     Cluster,
     eventually,
     free_port,
+    kill_postmaster,
     new_cluster,
     requires_pg,
     sync_member_slots,
@@ -25,6 +26,7 @@ from pgha.core.actions import StopMode
 from pgha.pg.dynconf import DynamicConfigApplier
 from pgha.pg.from_config import pg_settings
 from pgha.pg.postgres import Postgres
+from pgha.pg.rewind import crash_recover
 
 pytestmark = [pytest.mark.integration, requires_pg, pytest.mark.timeout(120)]
 
@@ -216,3 +218,10 @@ async def test_config_dir_holds_the_files_and_the_cluster_runs(cluster: Cluster)
             return False
 
     await eventually(replicated, 30, "row on the replica")
+
+    # single-user crash recovery of the killed primary reads the configuration there too
+    await replica.stop(StopMode.FAST)
+    await kill_postmaster(pg)
+    assert await crash_recover(pg.settings) is True
+    assert await pg.start("primary", None)
+    assert [r[0] for r in await pg.execute("SELECT v FROM cd")] == [42]

@@ -191,3 +191,14 @@ def test_config_dir_original_conf_becomes_the_base(tmp_path: Path) -> None:
     assert (etc / BASE_CONF).read_text() == "# pg_createcluster's\ninclude_dir = 'conf.d'\n"
     assert (st.data_dir / CONF).read_text() == "# a stale copy\n"  # not the original: kept
     assert read_managed_state(etc) == ("replica", None)
+
+
+def test_config_dir_base_from_a_clone_of_a_data_dir_member(tmp_path: Path) -> None:
+    st = settings(tmp_path, config_dir=str(tmp_path / "etc"))
+    data = st.data_dir
+    data.mkdir()
+    write_config(settings(tmp_path), "primary", None)  # the source member's layout
+    (data / BASE_CONF).write_text("# the source's initdb settings\n")
+    write_config(st, "replica", None)
+    assert (tmp_path / "etc" / BASE_CONF).read_text() == "# the source's initdb settings\n"
+    assert not (data / BASE_CONF).exists()

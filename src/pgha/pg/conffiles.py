@@ -119,12 +119,22 @@ def _foreign_conf(path: Path) -> bool:
     return path.exists() and not path.read_text(errors="replace").startswith(HEADER)
 
 
+def _data_dir_original(settings: PgSettings) -> Path | None:
+    """The original configuration left in the data directory, if any."""
+    if _foreign_conf(settings.data_dir / CONF):
+        return settings.data_dir / CONF
+    if (settings.data_dir / BASE_CONF).is_file():
+        return settings.data_dir / BASE_CONF
+    return None
+
+
 def prepare_base_conf(settings: PgSettings) -> None:
     """Keep the original postgresql.conf as postgresql.base.conf in the configuration
     directory (once), and make sure the base file exists so the ``include`` never fails. The
     original is the one in the configuration directory (e.g. pg_createcluster's), else, with a
-    separate ``config_dir``, initdb's in the data directory (moved out of it). With
-    ``custom_conf`` that file is the base: nothing is moved or created, and a missing one
+    separate ``config_dir``, the one in the data directory (initdb's postgresql.conf, or the
+    postgresql.base.conf a clone of a member without ``config_dir`` brings), moved out of it.
+    With ``custom_conf`` that file is the base: nothing is moved or created, and a missing one
     raises ValueError (:func:`check_custom_conf`)."""
     if settings.custom_conf is not None:
         check_custom_conf(settings)
@@ -135,9 +145,9 @@ def prepare_base_conf(settings: PgSettings) -> None:
     if _foreign_conf(conf):
         os.replace(conf, base)
         log.info("kept the original postgresql.conf as %s", base)
-    elif settings.conf_dir is not None and _foreign_conf(settings.data_dir / CONF):
-        atomic_write(base, (settings.data_dir / CONF).read_text(errors="replace"))
-        (settings.data_dir / CONF).unlink()
-        log.info("moved initdb's postgresql.conf to %s", base)
+    elif settings.conf_dir is not None and (original := _data_dir_original(settings)):
+        atomic_write(base, original.read_text(errors="replace"))
+        original.unlink()
+        log.info("moved %s to %s", original, base)
     else:
         atomic_write(base, "# created by pgha (no initdb configuration was found)\n")
