@@ -3,6 +3,7 @@ the files pgha writes, what it leaves alone, precedence and bad values."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 
 from pgha.config import Config, ConfigError, parse_config, parse_dynamic_config
+from pgha.pg import process
+from pgha.pg.cmd import CmdResult
 from pgha.pg.conf import (
     BASE_CONF,
     CONF,
@@ -202,3 +205,20 @@ def test_config_dir_base_from_a_clone_of_a_data_dir_member(tmp_path: Path) -> No
     write_config(st, "replica", None)
     assert (tmp_path / "etc" / BASE_CONF).read_text() == "# the source's initdb settings\n"
     assert not (data / BASE_CONF).exists()
+
+
+async def test_pg_ctl_start_passes_the_config_file(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    async def fake_run(argv: list[str], **_kw: Any) -> CmdResult:
+        seen.append(list(argv))
+        return CmdResult(tuple(argv), 1, "", "")
+
+    monkeypatch.setattr(process, "run", fake_run)
+    st = settings(tmp_path, config_dir=str(tmp_path / "my etc"))
+    await process.pg_ctl_start(st, 5)
+    await process.pg_ctl_start(settings(tmp_path), 5)
+    options = seen[0][seen[0].index("-o") + 1]
+    assert shlex.split(options) == [f"--config-file={tmp_path / 'my etc' / CONF}"]
+    assert "-o" not in seen[1]
