@@ -4,7 +4,10 @@ All functions here are synchronous file IO on small files; async callers run the
 (``asyncio.to_thread``). Every file is replaced atomically (temporary file, fsync, rename).
 
 postgresql.conf is generated: a header, ``include 'postgresql.base.conf'`` (initdb's original
-file, renamed once), the managed settings, the user's parameters, then the recovery settings.
+file, renamed once) or of the user's ``custom_conf``, the managed settings, the user's
+parameters, then the recovery settings. It, the base file, pg_hba.conf and pg_ident.conf live in
+``PgSettings.config_dir`` (the data directory unless ``config_dir`` says otherwise; see
+:mod:`pgha.pg.conffiles`); the signal files always in the data directory.
 Precedence stays PostgreSQL's: base < postgresql.conf < postgresql.auto.conf < command line.
 The header also records the role and upstream the file was written for, so a restarted agent
 that adopts a running postmaster knows them again (:func:`read_managed_state`).
