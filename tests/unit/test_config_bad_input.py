@@ -74,6 +74,17 @@ CASES: list[tuple[str, bytes, str, str]] = [
      "restapi.listen", "connect_address"),
     ("postgresql-wildcard", BASE.replace("127.0.0.1:5432", "'*:5432'").encode(),
      "postgresql.listen", "postgresql.connect_address must say"),
+    ("custom-conf-missing", (BASE + "  custom_conf: /nonexistent/base.conf\n").encode(),
+     "postgresql.custom_conf", "file not found: /nonexistent/base.conf"),
+    ("custom-conf-empty", (BASE + "  custom_conf: ''\n").encode(),
+     "postgresql.custom_conf", "expected the path of a file"),
+    ("pg-ident-not-list", (BASE + "  pg_ident: {a: b}\n").encode(),
+     "postgresql.pg_ident", "expected a valid list"),
+    ("pg-ident-newline", (BASE + "  pg_ident: ['m a b', \"m c d\\nm e f\"]\n").encode(),
+     "postgresql.pg_ident[1]", "one line expected"),
+    ("dcs-pg-ident-newline", (BASE + "bootstrap:\n  dcs:\n    postgresql:\n      pg_ident:"
+                              " [\"m c d\\nm e f\"]\n").encode(),
+     "bootstrap.dcs.postgresql.pg_ident[0]", "one line expected"),
 ]
 
 

@@ -100,8 +100,8 @@ def test_pending_restart_reason_shape() -> None:
 
 def test_write_config_if_changed(tmp_path: Path) -> None:
     settings = pg_settings(config(tmp_path), config(tmp_path).bootstrap.dcs)
-    assert write_config_if_changed(settings, "primary", None) == ["pg_hba.conf",
-                                                                  "postgresql.conf"]
+    assert write_config_if_changed(settings, "primary", None) == [
+        "pg_hba.conf", "pg_ident.conf", "postgresql.conf"]
     assert write_config_if_changed(settings, "primary", None) == []
     changed = replace(settings, parameters={**settings.parameters, "work_mem": "3MB"})
     assert write_config_if_changed(changed, "primary", None) == ["postgresql.conf"]

@@ -14,10 +14,10 @@ from pgha.pg.conf import (
     managed_parameters,
     quote_guc,
     read_managed_state,
-    render_pg_hba,
     render_pgpass,
     render_postgresql_conf,
 )
+from pgha.pg.conffiles import render_pg_hba
 from pgha.pg.controldata import (
     control_state,
     divergence_position,

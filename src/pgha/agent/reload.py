@@ -52,7 +52,7 @@ Effect = Literal["applied", "restart", "bootstrap"]
 #: Keys (and everything under them) that a reload applies to the running agent.
 LIVE_KEYS: tuple[str, ...] = (
     "restapi", "ctl", "tags", "log",
-    "postgresql.parameters", "postgresql.pg_hba", "postgresql.pg_ident",
+    "postgresql.parameters", "postgresql.pg_hba", "postgresql.pg_ident", "postgresql.custom_conf",
     "postgresql.callbacks", "postgresql.authentication", "postgresql.pgpass",
     "postgresql.remove_data_directory_on_rewind_failure",
 )

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -109,7 +110,14 @@ def _csv(value: Any) -> Any:
 Seconds = Annotated[float, PlainSerializer(_num_out)]
 """A float that serializes as an int when integral (``30``, not ``30.0``, in DCS JSON)."""
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(_num_out)]
+def _one_line(value: str) -> str:
+    if any(c in value for c in "\n\r\0"):
+        raise ValueError("one line expected: the text contains a line break or NUL")
+    return value
+
+
 _Lower = BeforeValidator(_lower)
+_OneLine = AfterValidator(_one_line)
 _Csv = BeforeValidator(_csv)
 
 

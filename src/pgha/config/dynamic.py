@@ -11,7 +11,7 @@ Pure models: no I/O, no environment, no filtering of PostgreSQL parameters (see 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from pgha.config.base import Duration, Seconds, _Section, check_command
+from pgha.config.base import Duration, Seconds, _OneLine, _Section, check_command
 from pgha.core.model import HA_MINIMUMS
 from pgha.core.slots import ignore_rule, permanent_slot
 from pgha.core.standby import parse_standby_cluster
@@ -35,6 +35,7 @@ class DynamicPostgresql(_Section):
     use_slots: bool = True
     parameters: dict[str, Any] = Field(default_factory=dict)
     pg_hba: list[str] | None = None
+    pg_ident: list[Annotated[str, _OneLine]] | None = None
     recovery_conf: dict[str, Any] | None = None
 
 

@@ -200,8 +200,12 @@ LOCAL: tuple[Key, ...] = (
        env=True),
     _p("postgresql.proxy_address", None, "published proxy_url", env=True),
     _k("postgresql.data_dir", env=True),
-    _p("postgresql.config_dir", None, "PostgreSQL configuration files outside data_dir",
-       "data_dir", env=True),
+    _k("postgresql.config_dir", "data_dir", note="where pgha keeps postgresql.conf, "
+       "postgresql.base.conf, pg_hba.conf and pg_ident.conf (e.g. Debian's "
+       "/etc/postgresql/15/main); PostgreSQL is started with `--config-file` there and "
+       "`data_directory` set to data_dir; an original postgresql.conf found there (else "
+       "initdb's, moved out of data_dir) becomes postgresql.base.conf; a change needs an agent "
+       "restart", env=True),
     _k("postgresql.bin_dir", "directory of pg_ctl on PATH", env=True),
     _p("postgresql.bin_name", None, "custom binary names"),
     *(_p(f"postgresql.bin_name.{b}", None, "custom binary names", b) for b in _BINARIES),
@@ -216,8 +220,15 @@ LOCAL: tuple[Key, ...] = (
        "max_wal_senders < 3, max_replication_slots < 4, max_worker_processes < 2, "
        "max_locks_per_transaction < 32 and wal_keep_size < 16MB give the default)", free=True),
     _k("postgresql.pg_hba", note="lines of pg_hba.conf", free=True),
-    _p("postgresql.pg_ident", None, "pg_ident.conf lines", "[]", free=True),
-    _p("postgresql.custom_conf", None, "a custom base postgresql.conf"),
+    _k("postgresql.pg_ident", "[]", note="lines of pg_ident.conf (wins over the dynamic "
+       "`postgresql.pg_ident`); written and PostgreSQL reloaded when they change, unless "
+       "`parameters.ident_file` is set; with no lines a pg_ident.conf pgha did not write is "
+       "left alone", free=True),
+    _k("postgresql.custom_conf", note="a base configuration file the generated "
+       "postgresql.conf includes instead of postgresql.base.conf (initdb's file is then "
+       "not kept); never modified by pgha; a relative path is relative to config_dir; "
+       "a missing file is an error naming the key (absolute: at load; relative: "
+       "before each start)"),
     _k("postgresql.create_replica_methods", "[basebackup]", note="replica creation methods "
        "tried in order until one succeeds: the built-in `basebackup` (pg_basebackup) and "
        "custom methods, each defined by its section `postgresql.<method>` (`command`, "
@@ -348,7 +359,9 @@ DYNAMIC: tuple[Key, ...] = (
        "max_wal_senders < 3, max_replication_slots < 4, max_worker_processes < 2, "
        "max_locks_per_transaction < 32 and wal_keep_size < 16MB give the default)", free=True),
     _k("postgresql.pg_hba", free=True),
-    _p("postgresql.pg_ident", None, "pg_ident.conf lines", free=True),
+    _k("postgresql.pg_ident", note="lines of pg_ident.conf, unless the local "
+       "`postgresql.pg_ident` has some; a list PostgreSQL rejects (PostgreSQL 15+) is "
+       "replaced by the previous one", free=True),
     _k("postgresql.recovery_conf", note="recovery settings written on replicas "
        "(restore_command, archive_cleanup_command, recovery_min_apply_delay, ...); pgha "
        "manages primary_conninfo, primary_slot_name and recovery_target_timeline", free=True),

@@ -133,7 +133,21 @@ def _check_keys(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
     errors += _replica_method_errors(raw)
     errors += [(path, f"file not found: {name}") for path, name in file_keys(raw)
                if not os.path.exists(name) and name.isprintable()]  # else refused as malformed
+    errors += _custom_conf_errors(raw)
     return errors
+
+
+def _custom_conf_errors(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """An absolute ``postgresql.custom_conf`` must name a file; a relative one is relative to
+    the configuration directory, which may not exist yet (checked before each start)."""
+    pg = raw.get("postgresql")
+    name = pg.get("custom_conf") if isinstance(pg, Mapping) else None
+    if not isinstance(name, str) or not name.isprintable():
+        return []  # absent, or refused by the model
+    path = os.path.expanduser(name)
+    if os.path.isabs(path) and not os.path.isfile(path):
+        return [("postgresql.custom_conf", f"file not found: {name}")]
+    return []
 
 
 def _replica_method_errors(raw: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -30,6 +30,7 @@ from pgha.config.base import (
     _Csv,
     _Endpoint,
     _Lower,
+    _OneLine,
     _Section,
     default_bin_dir,
     split_host_port,
@@ -222,7 +223,10 @@ class PostgresqlConfig(_Endpoint):
     authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
     parameters: dict[str, Any] = Field(default_factory=dict)
     pg_hba: list[str] = Field(default_factory=list)
-    pg_ident: list[str] = Field(default_factory=list)
+    pg_ident: list[Annotated[str, _OneLine]] = Field(default_factory=list)
+    custom_conf: str | None = None
+    """A base configuration file the generated postgresql.conf includes (relative: to
+    ``config_dir``); never written by pgha."""
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
     create_replica_methods: list[str] = Field(default_factory=lambda: ["basebackup"])
     basebackup: list[Any] | dict[str, Any] | None = None
@@ -241,6 +245,13 @@ class PostgresqlConfig(_Endpoint):
     @classmethod
     def _check_basebackup(cls, value: Any) -> Any:
         _basebackup_options(value)  # raises ValueError naming the option
+        return value
+
+    @field_validator("custom_conf")
+    @classmethod
+    def _check_custom_conf(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "\n\r\0")):
+            raise ValueError("expected the path of a file (one line, not empty)")
         return value
 
     @field_validator("create_replica_methods", mode="before")

@@ -45,15 +45,14 @@ from pgha.pg import bootstrap
 from pgha.pg.cmd import run, tail_file
 from pgha.pg.conf import (
     CONF,
-    HBA,
     RECOVERY_SIGNAL,
     STANDBY_SIGNAL,
     atomic_write,
     quote_guc,
-    render_pg_hba,
     render_postgresql_conf,
     write_config,
 )
+from pgha.pg.conffiles import HBA, render_pg_hba
 from pgha.pg.connparams import client_files
 from pgha.pg.controldata import format_lsn
 from pgha.pg.errors import PgError
@@ -171,8 +170,8 @@ def write_restore_config(settings: PgSettings, method: BootstrapMethod) -> None:
     plain = replace(settings, recovery_conf={})
     write_config(plain, "primary", None)  # also removes both signal files
     if "hba_file" not in settings.parameters:
-        atomic_write(data / HBA, bootstrap_pg_hba(settings))
-    atomic_write(data / CONF, render_postgresql_conf(plain, "primary", None)
+        atomic_write(settings.config_dir / HBA, bootstrap_pg_hba(settings))
+    atomic_write(settings.config_dir / CONF, render_postgresql_conf(plain, "primary", None)
                  + recovery_block(method))
     wanted = (left if keep else set()) | ({RECOVERY_SIGNAL} if method.needs_recovery_signal
                                           else set())

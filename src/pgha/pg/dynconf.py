@@ -12,7 +12,8 @@ configuration files). The applier then:
    would reject is ignored with a warning naming it while the rest is applied, renamed names
    are translated for the server's major) and installs them as ``Postgres.settings``, so that
    every later start, promote or follow writes them too;
-2. while PostgreSQL runs, rewrites postgresql.conf / pg_hba.conf only where their content changed
+2. while PostgreSQL runs, rewrites postgresql.conf / pg_hba.conf / pg_ident.conf only where their
+   content changed
    and then reloads PostgreSQL (``pg_reload_conf()``, or ``pg_ctl reload`` when no connection
    can be made);
 3. after such a reload, after a (re)start of the postmaster, and on the first call, reads
@@ -39,7 +40,9 @@ parameter that is not waiting for a restart) is pinned to the value the server r
 file is rewritten and reloaded again, and the name and rejected value are reported in
 :attr:`PgConfigState.rejected`: the server keeps running and can still be restarted. A pg_hba
 list PostgreSQL rejects (``pg_hba_file_rules.error``) is replaced by the previous list in the
-same way (:attr:`PgConfigState.hba_rejected`). Pins last until the dynamic or local
+same way (:attr:`PgConfigState.hba_rejected`), and so is a pg_ident list it rejects
+(``pg_ident_file_mappings.error``, PostgreSQL 15 and later: :attr:`PgConfigState.ident_rejected`).
+Pins last until the dynamic or local
 configuration changes.
 
 Changing the port or ``unix_socket_directories`` takes effect only while PostgreSQL is stopped:
@@ -96,6 +99,10 @@ SELECT s.name, current_setting(s.name) AS current, s.pending_restart, s.boot_val
  ORDER BY s.name
 """
 HBA_ERRORS_SQL = "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL"
+IDENT_ERRORS_SQL = """
+SELECT line_number, error FROM pg_ident_file_mappings WHERE error IS NOT NULL
+"""
+IDENT_VIEW_SQL = "SELECT to_regclass('pg_catalog.pg_ident_file_mappings') IS NOT NULL"
 
 
 @dataclass(frozen=True)
@@ -106,13 +113,15 @@ class PgConfigState:
     ``{"old_value": running value, "new_value": configured value}`` (strings, as PostgreSQL
     spells them). ``rejected`` maps each parameter whose configured value PostgreSQL refused to
     that value (the running value is kept). ``hba_rejected`` holds PostgreSQL's error messages
-    for a refused pg_hba list (the previous list is kept).
+    for a refused pg_hba list (the previous list is kept); ``ident_rejected`` the same for a
+    refused pg_ident list.
     """
 
     pending_restart: bool = False
     pending_restart_reason: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     rejected: Mapping[str, str] = field(default_factory=dict)
     hba_rejected: tuple[str, ...] = ()
+    ident_rejected: tuple[str, ...] = ()
 
     def status_fields(self) -> dict[str, Any]:
         """Fields for the member key and ``GET /patroni``: ``pending_restart`` and
@@ -186,6 +195,7 @@ class DynamicConfigApplier:
         self._inspect_due = True
         self._pins: dict[str, str] = {}  # parameter -> running value kept instead of a bad one
         self._hba_pin: tuple[str, ...] | None = None
+        self._ident_pin: tuple[str, ...] | None = None
         self._recorded: dict[str, str] | None = None
         self._state = PgConfigState()
         self._slot_parameters: dict[str, Any] = {}
@@ -265,6 +275,8 @@ class DynamicConfigApplier:
         new = replace(new, parameters=params, slot_parameters=dict(self._slot_parameters))
         if self._hba_pin is not None:
             new = replace(new, pg_hba=self._hba_pin)
+        if self._ident_pin is not None:
+            new = replace(new, pg_ident=self._ident_pin)
         old = self.pg.settings
         if running and (new.port, new.socket_dir) != (old.port, old.socket_dir):
             log.warning("the PostgreSQL port / socket directory change takes effect after "
@@ -303,8 +315,8 @@ class DynamicConfigApplier:
             recorded = await self._controldata(replica)
         self._recorded = recorded
         if previous is None or key[:2] != previous[:2]:
-            self._pins, self._hba_pin = {}, None
-            self._state = replace(self._state, rejected={}, hba_rejected=())
+            self._pins, self._hba_pin, self._ident_pin = {}, None, None
+            self._state = replace(self._state, rejected={}, hba_rejected=(), ident_rejected=())
         dyn = self._parse(raw, digest)
         if dyn is None:
             if self._dyn is None:
@@ -312,7 +324,8 @@ class DynamicConfigApplier:
             dyn = self._dyn
         else:
             self._raw, self._dyn = raw, dyn
-        old_hba, old_params = self.pg.settings.pg_hba, effective_parameters(self.pg.settings)
+        old = self.pg.settings
+        old_lists, old_params = (old.pg_hba, old.pg_ident), effective_parameters(old)
         try:
             settings = self._settings(dyn, recorded, pid is not None)
         except ValueError as exc:
@@ -322,10 +335,10 @@ class DynamicConfigApplier:
         if pid is None:
             self._state = PgConfigState()
             return ApplyResult(state=self._state)
-        return await self._apply_running(settings, old_hba, old_params)
+        return await self._apply_running(settings, old_lists, old_params)
 
     async def _write(self, settings: PgSettings) -> list[str] | None:
-        managed = await asyncio.to_thread(read_managed_state, settings.data_dir)
+        managed = await asyncio.to_thread(read_managed_state, settings.config_dir)
         if managed is None:
             return []  # not set up by pgha (yet): the next start writes everything
         try:
@@ -334,7 +347,7 @@ class DynamicConfigApplier:
             log.error("rewriting the PostgreSQL configuration failed: %s", exc)
             return None
 
-    async def _apply_running(self, settings: PgSettings, old_hba: tuple[str, ...],
+    async def _apply_running(self, settings: PgSettings, old_lists: tuple[tuple[str, ...], ...],
                              old_params: Mapping[str, Any]) -> ApplyResult:
         files = await self._write(settings)
         if files is None:
@@ -355,7 +368,7 @@ class DynamicConfigApplier:
                 if files:
                     signalled = True
                     fresh = await self._reload(conn)
-                await self._inspect(conn, settings, old_hba)
+                await self._inspect(conn, settings, *old_lists)
         except _DB_ERRORS as exc:
             log.warning("could not inspect the PostgreSQL configuration: %s", exc)
             self._inspect_due = True
@@ -386,18 +399,30 @@ class DynamicConfigApplier:
             await asyncio.sleep(_POLL)
         return True
 
+    async def _ident_errors(self, conn: Connection, settings: PgSettings,
+                            old_ident: tuple[str, ...]) -> list[str]:
+        """PostgreSQL's errors for pg_ident.conf when pgha just changed its lines (none
+        before PostgreSQL 15, which has no ``pg_ident_file_mappings``)."""
+        if old_ident == settings.pg_ident or "ident_file" in settings.parameters \
+                or not await conn.fetchval(IDENT_VIEW_SQL, timeout=QUERY_TIMEOUT):
+            return []
+        return [f"line {r['line_number']}: {r['error']}"
+                for r in await conn.fetch(IDENT_ERRORS_SQL, timeout=QUERY_TIMEOUT)]
+
     async def _inspect(self, conn: Connection, settings: PgSettings,
-                       old_hba: tuple[str, ...]) -> None:
-        """Read the outcome; pin rejected values / restore a rejected pg_hba list (``old_hba``,
-        when it differs), rewrite and reload once more when needed; then set :attr:`state`."""
+                       old_hba: tuple[str, ...], old_ident: tuple[str, ...]) -> None:
+        """Read the outcome; pin rejected values / restore a rejected pg_hba or pg_ident list
+        (``old_hba``/``old_ident``, when it differs), rewrite and reload once more when needed;
+        then set :attr:`state`."""
         rows = await conn.fetch(INSPECT_SQL, timeout=QUERY_TIMEOUT)
         pending, rejected = parse_inspection(rows)
         hba_errors = [f"line {r['line_number']}: {r['error']}"
                       for r in await conn.fetch(HBA_ERRORS_SQL, timeout=QUERY_TIMEOUT)]
         restore_hba = bool(hba_errors) and old_hba != settings.pg_hba \
             and "hba_file" not in settings.parameters
+        ident_errors = await self._ident_errors(conn, settings, old_ident)
         new_pins = {k: cur for k, (_bad, cur) in rejected.items() if k not in self._pins}
-        if new_pins or restore_hba:
+        if new_pins or restore_hba or ident_errors:
             if new_pins:
                 log.error("PostgreSQL rejected %s; keeping the running values %s",
                           ", ".join(f"{k} = {v[0]!r}" for k, v in rejected.items()),
@@ -409,6 +434,11 @@ class DynamicConfigApplier:
                           "; ".join(hba_errors))
                 self._hba_pin = old_hba
                 settings = replace(settings, pg_hba=old_hba)
+            if ident_errors:
+                log.error("PostgreSQL rejected the pg_ident list (%s); keeping the previous one",
+                          "; ".join(ident_errors))
+                self._ident_pin = old_ident
+                settings = replace(settings, pg_ident=old_ident)
             self.pg.settings = settings
             if await self._write(settings):
                 await self._reload(conn)
@@ -418,7 +448,8 @@ class DynamicConfigApplier:
         self._state = PgConfigState(
             pending_restart=bool(pending), pending_restart_reason=pending,
             rejected={**self._state.rejected, **bad},
-            hba_rejected=tuple(hba_errors) or self._state.hba_rejected)
+            hba_rejected=tuple(hba_errors) or self._state.hba_rejected,
+            ident_rejected=tuple(ident_errors) or self._state.ident_rejected)
         if pending:
             log.info("restart pending for %s", ", ".join(
                 f"{k} ({v['old_value']} -> {v['new_value']})" for k, v in pending.items()))

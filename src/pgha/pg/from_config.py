@@ -72,6 +72,12 @@ def _socket_dir(value: str, data_dir: str) -> Path:
     return Path(os.path.abspath(os.path.join(data_dir, first)))
 
 
+def _conf_dir(config_dir: str, data_dir: str) -> Path | None:
+    """``config_dir`` made absolute; None when it is the data directory."""
+    conf = os.path.abspath(os.path.expanduser(config_dir))
+    return None if conf == os.path.abspath(data_dir) else Path(conf)
+
+
 def effective_parameters(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
                          catalogue: ParamCatalogue | None = None) -> dict[str, Any]:
     """PostgreSQL parameters: pgha's defaults < the dynamic configuration's < the local YAML's
@@ -143,7 +149,8 @@ def method_sections(config: Config) -> dict[str, ReplicaMethod]:
 def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
                 catalogue: ParamCatalogue | None = None) -> PgSettings:
     """PgSettings for this member. ``pg_hba`` comes from ``postgresql.pg_hba``, else the
-    dynamic ``postgresql.pg_hba``, else ``bootstrap.pg_hba`` (empty: pgha's safe default).
+    dynamic ``postgresql.pg_hba``, else ``bootstrap.pg_hba`` (empty: pgha's safe default);
+    ``pg_ident`` from ``postgresql.pg_ident``, else the dynamic ``postgresql.pg_ident``.
     ``dynamic`` is the whole dynamic configuration or just its ``postgresql`` section;
     parameters are judged against ``catalogue`` (see :func:`effective_parameters`)."""
     pgc = config.postgresql
@@ -186,4 +193,7 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
         replica_methods=replica_methods(config),
         method_sections=method_sections(config),
         basebackup_options=tuple(pgc.basebackup_options()),
+        pg_ident=tuple(pgc.pg_ident or dyn_pg.pg_ident or ()),
+        custom_conf=pgc.custom_conf,
+        conf_dir=_conf_dir(pgc.config_dir, pgc.data_dir),
     )

@@ -55,7 +55,7 @@ class Postgres:
     new configuration."""
 
     def __init__(self, settings: PgSettings) -> None:
-        self._sync_names = read_managed_sync_names(settings.data_dir)
+        self._sync_names = read_managed_sync_names(settings.config_dir)
         self.settings = settings
         self._probe = LocalProbe()
         self._syncrep = PrimaryReplication()
@@ -106,7 +106,7 @@ class Postgres:
         """The upstream this replica was last configured to stream from (kept in the data
         directory: it survives an agent restart); None for a primary or unknown."""
         if not self._upstream_known:
-            state = read_managed_state(self.settings.data_dir)
+            state = read_managed_state(self.settings.config_dir)
             self._set_upstream(state[1] if state and state[0] == "replica" else None)
         return self._upstream
 
@@ -353,7 +353,7 @@ class Postgres:
     async def reload(self) -> bool:
         """Rewrite the configuration for the current role/upstream and signal a reload.
         Not running: only the files are rewritten (when the role is known). True on success."""
-        state = read_managed_state(self.settings.data_dir)
+        state = read_managed_state(self.settings.config_dir)
         role = state[0] if state else None
         if self.is_running():
             snap = await self._snapshot()

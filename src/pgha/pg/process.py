@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,8 +164,10 @@ async def pg_ctl_start(settings: PgSettings, timeout: float) -> CmdResult:
     successful start returns without pg_ctl's 100 ms polling; pg_ctl itself (left to finish
     in the background then) still reports every failure."""
     settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+    options = settings.config_file_options
     argv = _pg_ctl(settings, "start", "-w", "-t", str(max(1, int(timeout))),
-                   "-l", str(settings.log_file))
+                   "-l", str(settings.log_file),
+                   *(("-o", shlex.join(options)) if options else ()))
     before = read_pidfile(settings.data_dir)
     task = asyncio.ensure_future(run(argv, timeout=timeout + _PG_CTL_GRACE, env=clean_env()))
     try:

@@ -58,7 +58,7 @@ async def crash_recover(settings: PgSettings) -> bool | None:
     await asyncio.to_thread(remove_stale_lock_files, settings)
     await asyncio.to_thread(write_config, settings, "primary", None)
     argv = [settings.binary("postgres"), "--single", "-D", str(settings.data_dir),
-            "-c", "archive_mode=off", "postgres"]
+            *settings.config_file_options, "-c", "archive_mode=off", "postgres"]
     result = await run(argv, timeout=max(settings.pg_ctl_timeout, CRASH_RECOVERY_TIMEOUT),
                        env=clean_env(), stdin_data=b"")
     after = control_state(await read_controldata(settings))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ class PgSettings:
     ``parameters`` are the user's GUCs (local merged over dynamic by the caller); the managed
     ones (listen/port/socket/cluster_name/replication minimums/recovery) always win, see
     :mod:`pgha.pg.conf`. ``pg_hba`` lines replace the generated default when non-empty.
+    Paths of the configuration files: :attr:`config_dir` and :attr:`base_conf`.
     The agent's own superuser connections use the unix socket in ``socket_dir`` when
     ``use_unix_socket`` is set, else TCP (:func:`pgha.pg.connparams.local_host`).
     """
@@ -101,6 +103,15 @@ class PgSettings:
     ``create_replica_methods`` may name methods the member's own list does not)."""
     basebackup_options: tuple[tuple[str, str | None], ...] = ()
     """``postgresql.basebackup`` as validated ``(option, value)`` pairs (None: a switch)."""
+    pg_ident: tuple[str, ...] = ()
+    """Lines of pg_ident.conf (empty: pgha writes no mapping; see
+    :func:`pgha.pg.conffiles.render_pg_ident`)."""
+    custom_conf: str | None = None
+    """``postgresql.custom_conf``: the user's base configuration file, included by the
+    generated postgresql.conf instead of postgresql.base.conf; never written by pgha."""
+    conf_dir: Path | None = None
+    """``postgresql.config_dir`` when it is not the data directory (absolute); see
+    :attr:`config_dir`."""
 
     @property
     def replica_without_leader(self) -> bool:
@@ -110,6 +121,28 @@ class PgSettings:
     def binary(self, name: str) -> str:
         """Absolute path of a PostgreSQL program in ``bin_dir``."""
         return str(self.bin_dir / name)
+
+    @property
+    def config_dir(self) -> Path:
+        """Where postgresql.conf, pg_hba.conf and pg_ident.conf live: ``conf_dir``, else the
+        data directory."""
+        return self.conf_dir or self.data_dir
+
+    @property
+    def config_file_options(self) -> tuple[str, ...]:
+        """The ``postgres`` options that make it read postgresql.conf from ``conf_dir``
+        (none when the files are in the data directory)."""
+        if self.conf_dir is None:
+            return ()
+        return (f"--config-file={self.conf_dir / 'postgresql.conf'}",)
+
+    @property
+    def base_conf(self) -> Path | None:
+        """Absolute path of ``custom_conf`` (a relative one is relative to
+        :attr:`config_dir`, as PostgreSQL reads an ``include``); None when not set."""
+        if self.custom_conf is None:
+            return None
+        return Path(os.path.abspath(self.config_dir / Path(self.custom_conf).expanduser()))
 
     @property
     def log_file(self) -> Path:
