@@ -48,7 +48,7 @@ def test_effective_parameters_warns_about_ignored_local_values(
     cfg = config(tmp_path, {"max_connections": 30, "work_mem": "2MB"})
     params = effective_parameters(cfg, cfg.bootstrap.dcs)
     assert params["work_mem"] == "2MB" and params["max_connections"] == 100
-    assert "max_connections must be the same on every member" in caplog.text
+    assert "max_connections can only be set in the dynamic configuration" in caplog.text
 
 
 def test_pg_hba_precedence(tmp_path: Path) -> None:

@@ -134,8 +134,14 @@ def test_merge_translates_every_layer_and_the_defaults_for_the_major() -> None:
         on15.parameters
     on12 = merge_judged({}, {}, cat(12))
     assert on12.parameters["wal_keep_segments"] == 8 and "wal_keep_size" not in on12.parameters
-    local_wins = merge_judged({"wal_keep_size": "1GB"}, {"wal_keep_segments": 4}, cat(16))
-    assert local_wins.parameters["wal_keep_size"] == "64MB"
+    local = merge_judged({"wal_keep_size": "1GB"}, {"wal_keep_segments": 4}, cat(16))
+    assert local.parameters["wal_keep_size"] == "1GB"  # dynamic-only, as in Patroni
+    assert local.ignored == ["wal_keep_size"]
+    local = merge_judged({}, {"wal_level": "logical", "max_replication_slots": 20,
+                              "track_commit_timestamp": "on", "work_mem": "8MB"}, cat(15))
+    assert local.ignored == ["wal_level", "max_replication_slots", "track_commit_timestamp"]
+    assert "wal_level" not in local.parameters and local.parameters["work_mem"] == "8MB"
+    assert local.parameters["max_replication_slots"] == 10  # the default
 
 
 def test_merge_leaves_out_what_postgresql_would_reject_with_a_warning() -> None:

@@ -216,9 +216,11 @@ LOCAL: tuple[Key, ...] = (
     *(_k(f"postgresql.callbacks.{c}") for c in (
         "on_start", "on_stop", "on_restart", "on_reload", "on_role_change")),
     _k("postgresql.parameters", note="PostgreSQL parameters (unknown names and values "
-       "PostgreSQL would refuse are dropped with a warning; as in Patroni, max_connections < 25, "
-       "max_wal_senders < 3, max_replication_slots < 4, max_worker_processes < 2, "
-       "max_locks_per_transaction < 32 and wal_keep_size < 16MB give the default)", free=True),
+       "PostgreSQL would refuse are dropped with a warning; as in Patroni, the parameters passed "
+       "on the command line - max_connections, max_wal_senders, max_replication_slots, "
+       "max_worker_processes, max_locks_per_transaction, max_prepared_transactions, wal_level, "
+       "wal_keep_size, track_commit_timestamp, wal_log_hints - are ignored here with a warning: "
+       "set them in the dynamic configuration)", free=True),
     _k("postgresql.pg_hba", note="lines of pg_hba.conf", free=True),
     _k("postgresql.pg_ident", "[]", note="lines of pg_ident.conf (wins over the dynamic "
        "`postgresql.pg_ident`); written and PostgreSQL reloaded when they change, unless "

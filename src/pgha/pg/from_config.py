@@ -92,9 +92,8 @@ def effective_parameters(config: Config, dynamic: DynamicConfig | DynamicPostgre
         log.info("%s", message)
     params, ignored = merged.parameters, merged.ignored
     if ignored:
-        log.warning("postgresql.parameters: %s must be the same on every member and can only be "
-                    "set in the dynamic configuration (DCS config); the local value is ignored",
-                    ", ".join(ignored))
+        log.warning("postgresql.parameters: %s can only be set in the dynamic configuration "
+                    "(DCS config), as in Patroni; the local value is ignored", ", ".join(ignored))
     return params
 
 

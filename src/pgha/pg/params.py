@@ -55,7 +55,14 @@ CLUSTER_WIDE: frozenset[str] = frozenset({
     "max_connections", "max_worker_processes", "max_wal_senders",
     "max_prepared_transactions", "max_locks_per_transaction",
 })
-"""Settable only in the dynamic configuration (identical on all members)."""
+"""Shared-memory parameters a replica needs at least as high as its primary's."""
+
+DYNAMIC_ONLY: frozenset[str] = CLUSTER_WIDE | frozenset({
+    "max_replication_slots", "wal_level", "track_commit_timestamp", "wal_keep_size",
+    "wal_keep_segments", "wal_log_hints",
+})
+"""Settable only in the dynamic configuration: the parameters Patroni passes on the command
+line (a local ``postgresql.parameters`` value is ignored, as Patroni ignores it)."""
 
 CONTROLDATA_NAMES: Mapping[str, str] = {
     "max_connections": "max_connections setting",
@@ -73,7 +80,7 @@ def merge_parameters(dynamic: Mapping[str, Any], local: Mapping[str, Any],
     """``(parameters, ignored)``: defaults < ``dynamic`` < ``local``, names lower-cased.
 
     ``ignored`` lists the local names that were not applied because they are
-    :data:`CLUSTER_WIDE` (the caller logs them). Neither input is modified; values are not
+    :data:`DYNAMIC_ONLY` (the caller logs them). Neither input is modified; values are not
     validated here (see :func:`merge_judged`). With a ``catalogue``, the defaults are written
     under the names of its major (``wal_keep_segments = 8`` up to 12).
     """
@@ -84,7 +91,7 @@ def merge_parameters(dynamic: Mapping[str, Any], local: Mapping[str, Any],
     ignored: list[str] = []
     for name, value in local.items():
         key = str(name).lower()
-        if key in CLUSTER_WIDE:
+        if key in DYNAMIC_ONLY:
             ignored.append(str(name))
             continue
         out[key] = value
