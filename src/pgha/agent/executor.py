@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pgha.agent.bootstrap import ClusterBootstrap
 from pgha.agent.clock import SYSTEM_CLOCK
 from pgha.agent.metrics import AgentMetrics
-from pgha.agent.promotion import promote_and_record
+from pgha.agent.promotion import fence_before_promote, promote_and_record
 from pgha.agent.retry import ErrorCapture, RetryGate
 from pgha.config import BootstrapMethod
 from pgha.core.actions import (
@@ -33,6 +33,7 @@ from pgha.core.actions import (
     Demote,
     Follow,
     HandOver,
+    PrePromote,
     Promote,
     PublishStatus,
     RebindLeader,
@@ -56,6 +57,7 @@ from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
 from pgha.pg.errors import PgError
+from pgha.pg.hooks import PgHooks
 from pgha.pg.settings import PgSettings
 
 log = logging.getLogger("pgha.executor")
@@ -148,7 +150,11 @@ class Executor:
     ``slot_problems`` holds what the last SyncSlots could not do normally (slot -> why).
     ``dcs_timeout`` bounds each DCS call of an action: a number, or a callable read at every
     call (the dynamic ``retry_timeout``). ``bootstrap_method`` is the custom method a
-    bootstrap runs instead of initdb (``bootstrap.method``; None: initdb)."""
+    bootstrap runs instead of initdb (``bootstrap.method``; None: initdb). ``hooks`` runs
+    ``pre_promote`` for PrePromote (``pre_promote_failed`` after :meth:`run`: it failed) and
+    ``before_stop`` before each action stops a running PostgreSQL, except an immediate stop
+    (fail-closed demotion, lease backstop: writes stop first); ``before_stop``'s outcome is
+    only logged."""
 
     def __init__(
         self,
@@ -165,6 +171,7 @@ class Executor:
         metrics: AgentMetrics | None = None,
         retry: RetryGate | None = None,
         bootstrap_method: BootstrapMethod | None = None,
+        hooks: PgHooks | None = None,
     ) -> None:
         self.pg = pg
         self.store = store
@@ -179,7 +186,9 @@ class Executor:
             pg, store, lease, bootstrap_config=bootstrap_config, post_bootstrap=post_bootstrap,
             pg_ctl_timeout=pg_ctl_timeout, dcs_timeout=self.dcs_timeout,
             method=bootstrap_method)
+        self.hooks = hooks
         self.failed_handover: Upstream | None = None
+        self.pre_promote_failed = False
         self.slot_problems: dict[str, str] = {}
 
     @property
@@ -194,6 +203,7 @@ class Executor:
         A gated action (:data:`pgha.agent.retry.GATED`) that failed before is not run again
         until its backoff ends: it counts as failed (logged once per cycle) without running."""
         self.failed_handover = None
+        self.pre_promote_failed = False
         self.retry.forget_except(actions)
         for action in actions:
             name = type(action).__name__
@@ -268,6 +278,13 @@ class Executor:
                 return await self._follow(action)
             case Rejoin():
                 return await self._rejoin(action)
+            case PrePromote():
+                timeout = self.hooks.timeout() + 5 if self.hooks is not None else 5
+                async with self._long(timeout + self.dcs_timeout):
+                    ok = await fence_before_promote(self.hooks, self.store,
+                                                    dcs_timeout=self.dcs_timeout)
+                self.pre_promote_failed = not ok
+                return ok
             case Promote():
                 return await self._promote(action)
             case Demote():
@@ -373,7 +390,20 @@ class Executor:
             self.metrics.record_promotion(requested=action.planned)
         return promoted
 
+    async def _before_stop(self, mode: StopMode = StopMode.FAST) -> None:
+        """``postgresql.before_stop`` when set and PostgreSQL runs; not before an immediate
+        stop (see the class docstring). Never fails the action."""
+        hooks = self.hooks
+        if hooks is None or mode is StopMode.IMMEDIATE or not hooks.configured("before_stop") \
+                or not (await self.pg.observe()).running:
+            return
+        with self.lease.busy(hooks.timeout() + 5):
+            result = await hooks.run("before_stop")
+        if result is not None and not result.ok:
+            log.warning("%s (ignored): stopping PostgreSQL", result.describe())
+
     async def _demote(self, action: Demote) -> bool:
+        await self._before_stop(action.mode)
         async with asyncio.timeout(self.pg_ctl_timeout + 5):
             stopped = await self.pg.stop(action.mode)
         if stopped and self.metrics is not None:
@@ -385,10 +415,12 @@ class Executor:
         return stopped
 
     async def _stop_postgres(self, action: StopPostgres) -> bool:
+        await self._before_stop(action.mode)
         async with asyncio.timeout(2 * self.pg_ctl_timeout + 5):
             return await self.pg.stop(action.mode, action.timeout)
 
     async def _restart_postgres(self, action: RestartPostgres) -> bool:
+        await self._before_stop()
         async with self._long(2 * self.pg_ctl_timeout + 10):
             if not await self.pg.stop(StopMode.FAST):
                 return False
@@ -396,6 +428,7 @@ class Executor:
             return await self.pg.start(action.role, action.upstream)
 
     async def _reinitialize(self, action: Reinitialize) -> bool:
+        await self._before_stop()
         async with self._long(3600):
             if not await self.pg.stop(StopMode.IMMEDIATE):
                 return False
@@ -426,6 +459,7 @@ class Executor:
                 except (PgError, OSError, TimeoutError) as exc:
                     log.warning("switchover: checkpoint before stopping failed: %s",
                                 describe(exc))
+                await self._before_stop()
                 log.info("switchover to %s: stopping PostgreSQL", candidate.name)
                 async with asyncio.timeout(self.pg_ctl_timeout + 5):
                     if not await self.pg.stop(StopMode.FAST):
