@@ -246,8 +246,8 @@ LOCAL: tuple[Key, ...] = (
        "a non-zero exit, a failure to start or a timeout: no promotion, the leader lock is "
        "released and the member stays out of the leader race for `ttl` seconds"),
     _k("postgresql.before_stop", note="command run (shlex-split, no arguments) right before "
-       "pgha stops a running PostgreSQL (clean stop, restart, switchover, demotion to a "
-       "standby cluster), for at most `ttl` seconds; its exit status is only logged. Not "
+       "pgha stops a running PostgreSQL (clean stop, restart, switchover, re-initialise, "
+       "demotion to a standby cluster), for at most `ttl` seconds; its exit status is only logged. Not "
        "run before an immediate demotion (fail-closed: writes stop first)"),
     # -------------------------------------------------------------- restapi, ctl
     _k("restapi", note="the REST API"),
