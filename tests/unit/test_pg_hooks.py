@@ -33,6 +33,7 @@ from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
 from pgha.pg.hooks import PgHooks
 
+
 def hooks(timeout: float = 10.0, **commands: str | None) -> PgHooks:
     return PgHooks(lambda hook: commands.get(hook), timeout=lambda: timeout)
 
@@ -195,7 +196,7 @@ async def test_successful_pre_promote_promotes(tmp_path: Path) -> None:
 async def test_pre_promote_without_a_command_is_a_no_op() -> None:
     world = StillWorld()
     pg = replica(world)
-    ok, executor, holder = await with_executor(
+    ok, _, holder = await with_executor(
         pg, world, hooks(), [AcquireLeader(), PrePromote(), Promote()])
     assert ok and pg.role is PgRole.PRIMARY and holder == "pg1"
 
@@ -277,7 +278,7 @@ def test_a_value_that_is_not_a_string_is_refused(key: str, value: Any) -> None:
 
 
 def test_a_command_a_shell_cannot_split_is_refused() -> None:
-    with pytest.raises(ConfigError, match="postgresql.pre_promote: a shell cannot split it"):
+    with pytest.raises(ConfigError, match=r"postgresql\.pre_promote: a shell cannot split it"):
         config_with(pre_promote="/bin/fence 'unclosed")
 
 

@@ -247,8 +247,8 @@ LOCAL: tuple[Key, ...] = (
        "released and the member stays out of the leader race for `ttl` seconds"),
     _k("postgresql.before_stop", note="command run (shlex-split, no arguments) right before "
        "pgha stops a running PostgreSQL (clean stop, restart, switchover, re-initialise, "
-       "demotion to a standby cluster), for at most `ttl` seconds; its exit status is only logged. Not "
-       "run before an immediate demotion (fail-closed: writes stop first)"),
+       "demotion to a standby cluster), for at most `ttl` seconds; its exit status is only "
+       "logged. Not run before an immediate demotion (fail-closed: writes stop first)"),
     # -------------------------------------------------------------- restapi, ctl
     _k("restapi", note="the REST API"),
     _k("restapi.listen", "127.0.0.1:8008", note="a wildcard host needs connect_address",
