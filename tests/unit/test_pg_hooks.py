@@ -18,6 +18,7 @@ from tests.support.fake_pg import FakePostgres
 
 from pgha.agent.cycle import DecisionCycle
 from pgha.agent.executor import Executor
+from pgha.agent.reload import changed_keys, classify
 from pgha.config import ConfigError, parse_config
 from pgha.core.actions import (
     AcquireLeader,
@@ -280,6 +281,12 @@ def test_a_value_that_is_not_a_string_is_refused(key: str, value: Any) -> None:
 def test_a_command_a_shell_cannot_split_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"postgresql\.pre_promote: a shell cannot split it"):
         config_with(pre_promote="/bin/fence 'unclosed")
+
+
+def test_a_reload_applies_hook_changes_without_a_restart() -> None:
+    old, new = config_with(pre_promote="/bin/a"), config_with(pre_promote="/bin/b")
+    assert changed_keys(old, new) == ["postgresql.pre_promote"]
+    assert classify("postgresql.pre_promote") == classify("postgresql.before_stop") == "applied"
 
 
 def test_hook_commands_are_read(caplog: pytest.LogCaptureFixture) -> None:
