@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from pgha.agent.bootstrap import ClusterBootstrap
 from pgha.agent.clock import SYSTEM_CLOCK
+from pgha.agent.fencing import before_stop, fence_before_promote
 from pgha.agent.metrics import AgentMetrics
-from pgha.agent.promotion import fence_before_promote, promote_and_record
+from pgha.agent.promotion import promote_and_record
 from pgha.agent.retry import ErrorCapture, RetryGate
 from pgha.config import BootstrapMethod
 from pgha.core.actions import (
@@ -279,10 +280,8 @@ class Executor:
             case Rejoin():
                 return await self._rejoin(action)
             case PrePromote():
-                timeout = self.hooks.timeout() + 5 if self.hooks is not None else 5
-                async with self._long(timeout + self.dcs_timeout):
-                    ok = await fence_before_promote(self.hooks, self.store,
-                                                    dcs_timeout=self.dcs_timeout)
+                ok = await fence_before_promote(self.hooks, self.store, self.lease,
+                                                dcs_timeout=self.dcs_timeout)
                 self.pre_promote_failed = not ok
                 return ok
             case Promote():
@@ -391,16 +390,10 @@ class Executor:
         return promoted
 
     async def _before_stop(self, mode: StopMode = StopMode.FAST) -> None:
-        """``postgresql.before_stop`` when set and PostgreSQL runs; not before an immediate
-        stop (see the class docstring). Never fails the action."""
-        hooks = self.hooks
-        if hooks is None or mode is StopMode.IMMEDIATE or not hooks.configured("before_stop") \
-                or not (await self.pg.observe()).running:
-            return
-        with self.lease.busy(hooks.timeout() + 5):
-            result = await hooks.run("before_stop")
-        if result is not None and not result.ok:
-            log.warning("%s (ignored): stopping PostgreSQL", result.describe())
+        """``postgresql.before_stop``, not before an immediate stop (see the class
+        docstring). Never fails the action."""
+        if mode is not StopMode.IMMEDIATE:
+            await before_stop(self.hooks, self.pg, self.lease, probe_timeout=self.pg_ctl_timeout)
 
     async def _demote(self, action: Demote) -> bool:
         await self._before_stop(action.mode)

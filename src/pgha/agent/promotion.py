@@ -1,5 +1,4 @@
-"""Promotion of the local replica and its record in the DCS ``history`` key; the user's
-``pre_promote`` fencing command before it."""
+"""Promotion of the local replica and its record in the DCS ``history`` key."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
 from pgha.pg.errors import PgError
-from pgha.pg.hooks import PgHooks
 from pgha.pg.settings import PgSettings
 
 log = logging.getLogger("pgha.executor")
@@ -35,24 +33,6 @@ class Promotable(Protocol):
     async def checkpoint(self) -> None: ...
 
     async def timeline_history(self, source: Upstream) -> list[tuple[int, int]]: ...
-
-
-async def fence_before_promote(hooks: PgHooks | None, store: ClusterStore, *,
-                               dcs_timeout: float) -> bool:
-    """Run ``postgresql.pre_promote`` (see :class:`pgha.core.actions.PrePromote`). True when
-    none is set or it exited 0. Otherwise one error line names the key and the exit status,
-    the leader key is deleted (compare-and-delete on our name and session: raises DCSError
-    or TimeoutError when the store cannot be reached; the core then releases it next cycle)
-    and False is returned."""
-    result = await hooks.run("pre_promote") if hooks is not None else None
-    if result is None or result.ok:
-        return True
-    log.error("%s: not promoting; releasing the leader lock and staying out of the leader "
-              "race for ttl seconds", result.describe())
-    async with asyncio.timeout(dcs_timeout):
-        if not await store.release_leader():
-            log.warning("pre_promote failed: the leader key was no longer ours")
-    return False
 
 
 async def promote_and_record(pg: Promotable, store: ClusterStore, *, pg_ctl_timeout: float,
