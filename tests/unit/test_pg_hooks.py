@@ -5,6 +5,7 @@ subprocesses), the executor around it (a fake PostgreSQL, the in-memory DCS), th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
@@ -18,6 +19,7 @@ from tests.support.fake_pg import FakePostgres
 
 from pgha.agent.cycle import DecisionCycle
 from pgha.agent.executor import Executor
+from pgha.agent.fencing import before_stop
 from pgha.agent.reload import changed_keys, classify
 from pgha.config import ConfigError, parse_config
 from pgha.core.actions import (
@@ -32,6 +34,7 @@ from pgha.core.actions import (
 from pgha.core.model import DataState, HaSettings, PgRole
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore
+from pgha.pg.errors import PgError
 from pgha.pg.hooks import PgHooks
 
 
@@ -233,6 +236,32 @@ async def test_before_stop_is_not_run_when_postgres_is_not_running(tmp_path: Pat
     h = hooks(before_stop=script(tmp_path, f"touch {marker}"))
     ok, _, _ = await with_executor(pg, world, h, [StopPostgres(StopMode.FAST)])
     assert ok and not marker.exists()
+
+
+class Unanswering(RecordingPg):
+    async def observe(self) -> Any:
+        raise PgError("no answer")
+
+
+class BusyLease(OpenLease):
+    def __init__(self) -> None:
+        self.windows: list[float] = []
+
+    def busy(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        self.windows.append(seconds)
+        return contextlib.nullcontext()
+
+
+async def test_before_stop_runs_when_postgres_cannot_be_probed(tmp_path: Path) -> None:
+    world = StillWorld()
+    marker = tmp_path / "before_stop"
+    pg = Unanswering("pg1", world, data=DataState.VALID, running=True, role=PgRole.REPLICA)
+    pg.marker, pg.stops = marker, []
+    lease = BusyLease()
+    await before_stop(hooks(timeout=7.0, before_stop=script(tmp_path, f"touch {marker}")), pg,
+                      lease, probe_timeout=1.0)
+    assert marker.exists()
+    assert lease.windows and lease.windows[0] >= 7.0  # the loop counts as busy, not stuck
 
 
 # ------------------------------------------------------------------------------- the backoff
