@@ -103,7 +103,7 @@ _HOUSEKEEPING = (SyncSlots, PublishStatus)
 REPEAT_GUARD = 0.25  # seconds: the first spacing after a decision repeated without progress
 SYNC_RECHECK = 1.0  # seconds: how soon a leader re-checks standbys joining synchronous replication
 # refusals that last a known time: nothing to re-observe soon
-_BACKING_OFF = (Reason.RACE_REFUSED_PRE_PROMOTE, Reason.CANDIDATE_REFUSED_PRE_PROMOTE)
+BACKING_OFF = (Reason.RACE_REFUSED_PRE_PROMOTE, Reason.CANDIDATE_REFUSED_PRE_PROMOTE)
 
 
 def changes_something(decision: Decision) -> bool:
@@ -436,7 +436,7 @@ class DecisionCycle:
         last = self.last_decision
         timeout = s.observer.settings.loop_wait
         if not ok or (last is not None and last.reason in RACE_REFUSALS
-                      and last.reason not in _BACKING_OFF):
+                      and last.reason not in BACKING_OFF):
             # retry soon: a failed action, or a free lock we stayed away from (the peer that
             # looked better may be a primary that is stopping right now); an action in
             # backoff is not retried before its time (the wait is at most loop_wait anyway)
