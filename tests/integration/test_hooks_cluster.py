@@ -5,8 +5,9 @@ there is none), its before_stop notes whether the postmaster still ran and exits
 
 A replica whose pre_promote exits 1 is asked to take over (switchover), and later is left to
 race after a clean stop of the leader: it never promotes, another member leads. A switchover
-to a member whose pre_promote exits 0 promotes it. A probe checks every 20 ms that two members
-are never writable at once. No timing is asserted."""
+to a member whose pre_promote exits 0 promotes it; a clean stop runs before_stop while
+PostgreSQL still runs. A probe checks every 20 ms that two members are never writable at
+once. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -107,21 +108,23 @@ def test_pre_promote_fences_and_before_stop_runs(cluster: LocalCluster,
     # its exit status 3 changed nothing
     assert marker(hooks, leader, "before_stop")[:1] == ["running"]
 
-    # 2. a switchover to a member whose pre_promote exits 0 promotes it
-    if new is not ok_member:
-        code, text = call(new, "POST", "/switchover", {"leader": new.name,
-                                                       "candidate": ok_member.name})
-        assert code == 200, text
-    assert wait_healthy(cluster) is ok_member
-    assert marker(hooks, ok_member, "pre_promote"), "the pre_promote hook did not run"
-    assert ok_member.name in promoted_members(cluster, ok_member)
+    # 2. a switchover to a member whose pre_promote exits 0 (whichever of the two others
+    # does not lead now) promotes it
+    target = ok_member if new is leader else leader
+    runs = len(marker(hooks, target, "pre_promote"))
+    code, text = call(new, "POST", "/switchover", {"leader": new.name,
+                                                   "candidate": target.name})
+    assert code == 200, text
+    assert wait_healthy(cluster) is target
+    assert len(marker(hooks, target, "pre_promote")) == runs + 1
+    assert promoted_members(cluster, target)[-1] == target.name
 
     # 3. a clean stop of the leader: its before_stop runs while PostgreSQL still runs; the
     # fenced member may race but never promotes: the remaining member takes over
-    before = len(marker(hooks, ok_member, "before_stop"))
-    cluster.stop(ok_member.name)
-    stops = marker(hooks, ok_member, "before_stop")
+    before = len(marker(hooks, target, "before_stop"))
+    cluster.stop(target.name)
+    stops = marker(hooks, target, "before_stop")
     assert len(stops) == before + 1 and stops[-1] == "running"
-    third = other_primary(cluster, fenced, ok_member)
+    third = other_primary(cluster, fenced, target)
     assert "promoting PostgreSQL" not in fenced.log_path.read_text()
     assert fenced.name not in promoted_members(cluster, third)
