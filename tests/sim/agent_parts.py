@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgha.agent.cycle import REPEAT_GUARD, SYNC_RECHECK, changes_something
+from pgha.agent.cycle import BACKING_OFF, REPEAT_GUARD, SYNC_RECHECK, changes_something
 from pgha.agent.executor import Executor
 from pgha.agent.publish import Publisher
 from pgha.agent.watchdog import LeaderWatchdog
@@ -22,6 +22,7 @@ from pgha.core.model import ClusterView, HaSettings, Member, Tags
 from pgha.dcs.base import DCSError, SessionExpired
 from pgha.dcs.memory import MemoryBackend, MemoryStore
 from pgha.dcs.store import ClusterStore, parse_snapshot
+from pgha.pg.hooks import HookResult, PgHooks
 from tests.sim.watchdog_device import NodeDevice
 from tests.support.fake_pg import FakePostgres
 
@@ -49,7 +50,7 @@ def sleep_time(settings: HaSettings, repeats: int, handover_failed: bool, decisi
     timeout = settings.loop_wait
     if handover_failed:
         timeout = 0.01  # the failed hand-over wakes the loop at once
-    elif not ok or decision.reason in RACE_REFUSALS:
+    elif not ok or (decision.reason in RACE_REFUSALS and decision.reason not in BACKING_OFF):
         timeout = min(timeout, 0.5)
     elif changes_something(decision):
         timeout = min(timeout, 0.2)
@@ -149,6 +150,24 @@ class StatusSink:
 
 
 @dataclass
+class SimFence(PgHooks):
+    """A ``postgresql.pre_promote`` that runs no process: it exits 1 when ``fails``, else 0;
+    ``runs`` counts its runs and ``failures`` its failures."""
+
+    def __init__(self, fails: bool) -> None:
+        super().__init__(lambda hook: "sim-fence" if hook == "pre_promote" else None,
+                         timeout=lambda: 5.0)
+        self.fails, self.runs, self.failures = fails, 0, 0
+
+    async def run(self, hook: str) -> HookResult | None:
+        if hook != "pre_promote":
+            return None
+        self.runs += 1
+        self.failures += self.fails
+        return HookResult(hook, 1 if self.fails else 0)
+
+
+@dataclass
 class SimMember:
     """One member: its node's PostgreSQL and, while ``agent_alive``, its agent's parts (built
     anew by :meth:`Sim.start_agent`, as a restarted agent process would)."""
@@ -177,6 +196,8 @@ class SimMember:
     last_leader: Member | None = None  # the leader's member key last seen (observer's)
     known_members: dict[str, Member] = field(default_factory=dict)  # every member key seen
     device: NodeDevice | None = None  # the node's watchdog device (tests.sim.watchdog_device)
+    fence: PgHooks | None = None  # its postgresql.pre_promote (SimFence), None: none set
+    fence_failed_at: float | None = None  # when its pre_promote last failed (the agent's)
     watchdog: LeaderWatchdog | None = None  # the agent's hold on it
 
     def session_ttl(self) -> float:

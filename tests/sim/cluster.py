@@ -60,6 +60,7 @@ from tests.sim.agent_parts import (
     NAMESPACE,
     SCOPE,
     SimClusterStore,
+    SimFence,
     SimKV,
     SimLease,
     SimMember,
@@ -98,7 +99,8 @@ class Sim(AckedCommits):
                  peer_loss: float = 0.05, strict_lock_session: bool = False,
                  sync_mode: str | None = None, strict: bool = False,
                  node_count: int = 1, stale_peer_positions: bool = False,
-                 cdc: bool = False, watchdog: str = "lease") -> None:
+                 cdc: bool = False, watchdog: str = "lease",
+                 fenced: int | None = None) -> None:
         self.rng = random.Random(seed)
         self.now_ = 0.0
         self.settings = HaSettings(ttl=ttl, loop_wait=loop_wait, retry_timeout=2.0,
@@ -132,6 +134,8 @@ class Sim(AckedCommits):
         }
         for name, member in self.members.items():
             member.device = watchdog_device.NodeDevice(self, name)
+            if fenced is not None:  # every member fences; member m<fenced> always fails to
+                member.fence = SimFence(fails=name == f"m{fenced}")
         self.events: list[tuple[float, int, str, str]] = []
         self.seq = 0
         self.promotions: list[tuple[float, str, int]] = []
@@ -330,7 +334,8 @@ class Sim(AckedCommits):
         m.executor = Executor(m.pg, m.store, lease=m.lease, status=StatusSink(m.pg, m.publisher),
                               bootstrap_config=self.config, post_bootstrap=None,
                               pg_ctl_timeout=60.0, dcs_timeout=agent_parts.dcs_timeout,
-                              retry=RetryGate(clock))
+                              retry=RetryGate(clock), hooks=m.fence)
+        m.fence_failed_at = None
         m.agent_alive = True
         m.last_view, m.member_seen, m.last_decision, m.last_leader = None, {}, None, None
         m.known_members = {}
@@ -414,7 +419,9 @@ class Sim(AckedCommits):
             lease_deadline=m.lease_deadline, member_seen=dict(m.member_seen),
             shutting_down=shutting_down, wall_time=self.wall_time(),
             restart_requested=m.restart_requested, reinit_requested=m.reinit_requested,
-            handover_failed=m.handover_failed, session_id=m.kv.session_id if m.kv else None)
+            handover_failed=m.handover_failed, session_id=m.kv.session_id if m.kv else None,
+            pre_promote_hook=m.fence is not None, pre_promote_failed=m.fence_failed_at
+            is not None and self.now_ - m.fence_failed_at < self.settings.ttl)
         if view is not None and needs_peer_statuses(view, local):
             peers = peer_statuses(self, m, view)
             local = replace(local, peers=peers)
@@ -424,6 +431,8 @@ class Sim(AckedCommits):
         self.decisions.append((self.now_, m.name, decision))
         m.last_decision = decision
         ok = await m.executor.run(decision.actions)
+        if m.executor.pre_promote_failed:
+            m.fence_failed_at = self.now_
         if m.executor.failed_handover is not None:
             m.handover_failed = True
         elif view is not None and dcs_ok and request_for_leader(view.failover, m.name) is None:

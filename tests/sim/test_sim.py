@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pgha.core.decision import Reason
+from tests.sim.agent_parts import SimFence
 from tests.sim.cluster import InvariantViolation, Sim
 from tests.sim.scenario import run_commands
 from tests.support.fake_pg import wal_end
@@ -78,6 +79,18 @@ def test_nofailover_member_never_promotes(seed: int) -> None:
     sim.run(until=400.0)
     assert all(name != "m2" for _, name, _ in sim.promotions)
     # m2 may only be leader if it bootstrapped the cluster (timeline 1, never promoted)
+
+
+def test_a_member_whose_pre_promote_fails_never_promotes() -> None:
+    """Every member has a ``pre_promote``; m2's always fails. m2 never promotes, the failed
+    attempts release the lock (the invariants hold throughout), and the others' hooks pass."""
+    sims = [Sim(seed, n=3, fenced=2) for seed in range(30)]
+    for sim in sims:
+        sim.run(until=400.0)
+        assert all(name != "m2" for _, name, _ in sim.promotions)
+    fences = [m.fence for sim in sims for m in sim.members.values()]
+    assert sum(f.failures for f in fences if isinstance(f, SimFence)) > 0  # path exercised
+    assert sum(f.runs - f.failures for f in fences if isinstance(f, SimFence)) > 0
 
 
 def test_switchover_requests_are_carried_out() -> None:

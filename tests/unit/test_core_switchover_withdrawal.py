@@ -121,9 +121,18 @@ def test_cycle_reports_a_failed_hand_over_until_the_request_is_gone() -> None:
     assert not c.handover_failed
 
 
-@pytest.mark.parametrize("reason", sorted(RACE_REFUSALS))
+BACKING_OFF = {Reason.RACE_REFUSED_PRE_PROMOTE, Reason.CANDIDATE_REFUSED_PRE_PROMOTE}
+
+
+@pytest.mark.parametrize("reason", sorted(RACE_REFUSALS - BACKING_OFF))
 def test_cycle_retries_soon_after_every_refusal(reason: Reason) -> None:
     assert cycle(last=Decision((), reason, ""))._sleep_time(ok=True) == 0.5
+
+
+@pytest.mark.parametrize("reason", sorted(BACKING_OFF))
+def test_cycle_sleeps_through_a_pre_promote_backoff(reason: Reason) -> None:
+    # the backoff lasts ttl: nothing to re-observe soon
+    assert cycle(last=Decision((), reason, ""))._sleep_time(ok=True) == 10
 
 
 def test_cycle_sleeps_after_a_quiet_decision() -> None:

@@ -21,7 +21,9 @@ One cycle (:meth:`DecisionCycle.run_once`):
 
 A decision that promotes arms the watchdog device first; when ``watchdog.mode`` is
 ``required`` and it cannot be armed, the cycle decides again with ``watchdog_ok`` False (the
-race refusal).
+race refusal). A failed ``pre_promote`` (the executor released the lock) is reported to the
+core as ``pre_promote_failed`` for ``ttl`` seconds from when it failed; meanwhile the loop
+sleeps its ``loop_wait`` instead of re-observing soon as after other race refusals.
 
 :meth:`DecisionCycle.loop` repeats it until a clean stop, sleeping up to ``loop_wait`` (less
 after a failure, a change or a race sat out; never past the lease while primary) unless
@@ -100,6 +102,8 @@ _STOPS_PG = (StopPostgres, Demote, HandOver, RestartPostgres, Reinitialize)
 _HOUSEKEEPING = (SyncSlots, PublishStatus)
 REPEAT_GUARD = 0.25  # seconds: the first spacing after a decision repeated without progress
 SYNC_RECHECK = 1.0  # seconds: how soon a leader re-checks standbys joining synchronous replication
+# refusals that last a known time: nothing to re-observe soon
+BACKING_OFF = (Reason.RACE_REFUSED_PRE_PROMOTE, Reason.CANDIDATE_REFUSED_PRE_PROMOTE)
 
 
 def changes_something(decision: Decision) -> bool:
@@ -166,6 +170,7 @@ class DecisionCycle:
         self.last_decision: Decision | None = None
         self.decisions = DecisionLog()  # recent decisions that changed something or refused
         self.handover_failed = False  # see LocalState.handover_failed
+        self.pre_promote_failed_at: float | None = None  # monotonic; see the module doc
         self.dcs_wake = asyncio.Event()  # the DCS watch saw a change (subject to the guard)
         self.repeats = 0  # cycles in a row that repeated a decision without progress
         self._last_progress_key: tuple[Any, ...] | None = None
@@ -231,6 +236,8 @@ class DecisionCycle:
         ok = await s.executor.run(decision.actions)
         self._note_progress(progress_key(s.name, view, pg_state, decision, ok))
         self._track_failed_handover(view, local)
+        if s.executor.pre_promote_failed:
+            self.pre_promote_failed_at = self.clock.monotonic()
         restarted = restart and decision.reason is Reason.RESTART
         if restart:
             s.commands.restart_done(restarted, ok, decision.message)
@@ -310,6 +317,7 @@ class DecisionCycle:
         s = self.s
         wall = self.clock.wall()
         reinit = s.commands.take_reinit()
+        hooks = s.executor.hooks
         local = LocalState(
             name=s.name, tags=s.local_config.tags, pg=pg_state, dcs_ok=s.observer.dcs_ok,
             lease_deadline=s.lease.lease_deadline, member_seen=dict(s.observer.member_seen),
@@ -322,12 +330,19 @@ class DecisionCycle:
             replica_without_leader=s.executor.pg.settings.replica_without_leader,
             handover_failed=self.handover_failed, session_id=s.store.kv.session_id,
             watchdog_ok=s.watchdog.usable() if s.watchdog is not None else True,
+            pre_promote_hook=hooks is not None and hooks.configured("pre_promote"),
+            pre_promote_failed=self.pre_promote_backoff(),
             bootstrap_config=s.local_config.config.bootstrap.dcs.to_dcs()
             if view is None or view.config is None else None,
         )
         if view is not None and needs_peer_statuses(view, local):
             local = replace(local, peers=await s.observer.peer_statuses(view))
         return local
+
+    def pre_promote_backoff(self) -> bool:
+        """Our ``pre_promote`` failed less than ``ttl`` seconds ago."""
+        at = self.pre_promote_failed_at
+        return at is not None and self.clock.monotonic() - at < self.s.observer.settings.ttl
 
     def _track_failed_handover(self, view: ClusterView | None, local: LocalState) -> None:
         """A hand-over whose candidate did not confirm our final WAL is reported to the core
@@ -420,7 +435,8 @@ class DecisionCycle:
         s = self.s
         last = self.last_decision
         timeout = s.observer.settings.loop_wait
-        if not ok or (last is not None and last.reason in RACE_REFUSALS):
+        if not ok or (last is not None and last.reason in RACE_REFUSALS
+                      and last.reason not in BACKING_OFF):
             # retry soon: a failed action, or a free lock we stayed away from (the peer that
             # looked better may be a primary that is stopping right now); an action in
             # backoff is not retried before its time (the wait is at most loop_wait anyway)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from pgha.agent.bootstrap import ClusterBootstrap
 from pgha.agent.clock import SYSTEM_CLOCK
+from pgha.agent.fencing import before_stop, fence_before_promote
 from pgha.agent.metrics import AgentMetrics
 from pgha.agent.promotion import promote_and_record
 from pgha.agent.retry import ErrorCapture, RetryGate
@@ -33,6 +34,7 @@ from pgha.core.actions import (
     Demote,
     Follow,
     HandOver,
+    PrePromote,
     Promote,
     PublishStatus,
     RebindLeader,
@@ -56,6 +58,7 @@ from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
 from pgha.pg.errors import PgError
+from pgha.pg.hooks import PgHooks
 from pgha.pg.settings import PgSettings
 
 log = logging.getLogger("pgha.executor")
@@ -148,7 +151,11 @@ class Executor:
     ``slot_problems`` holds what the last SyncSlots could not do normally (slot -> why).
     ``dcs_timeout`` bounds each DCS call of an action: a number, or a callable read at every
     call (the dynamic ``retry_timeout``). ``bootstrap_method`` is the custom method a
-    bootstrap runs instead of initdb (``bootstrap.method``; None: initdb)."""
+    bootstrap runs instead of initdb (``bootstrap.method``; None: initdb). ``hooks`` runs
+    ``pre_promote`` for PrePromote (``pre_promote_failed`` after :meth:`run`: it failed) and
+    ``before_stop`` before each action stops a running PostgreSQL, except an immediate stop
+    (fail-closed demotion, lease backstop: writes stop first); ``before_stop``'s outcome is
+    only logged."""
 
     def __init__(
         self,
@@ -165,6 +172,7 @@ class Executor:
         metrics: AgentMetrics | None = None,
         retry: RetryGate | None = None,
         bootstrap_method: BootstrapMethod | None = None,
+        hooks: PgHooks | None = None,
     ) -> None:
         self.pg = pg
         self.store = store
@@ -179,7 +187,9 @@ class Executor:
             pg, store, lease, bootstrap_config=bootstrap_config, post_bootstrap=post_bootstrap,
             pg_ctl_timeout=pg_ctl_timeout, dcs_timeout=self.dcs_timeout,
             method=bootstrap_method)
+        self.hooks = hooks
         self.failed_handover: Upstream | None = None
+        self.pre_promote_failed = False
         self.slot_problems: dict[str, str] = {}
 
     @property
@@ -194,6 +204,7 @@ class Executor:
         A gated action (:data:`pgha.agent.retry.GATED`) that failed before is not run again
         until its backoff ends: it counts as failed (logged once per cycle) without running."""
         self.failed_handover = None
+        self.pre_promote_failed = False
         self.retry.forget_except(actions)
         for action in actions:
             name = type(action).__name__
@@ -268,6 +279,11 @@ class Executor:
                 return await self._follow(action)
             case Rejoin():
                 return await self._rejoin(action)
+            case PrePromote():
+                ok = await fence_before_promote(self.hooks, self.store, self.lease,
+                                                dcs_timeout=self.dcs_timeout)
+                self.pre_promote_failed = not ok
+                return ok
             case Promote():
                 return await self._promote(action)
             case Demote():
@@ -373,7 +389,14 @@ class Executor:
             self.metrics.record_promotion(requested=action.planned)
         return promoted
 
+    async def _before_stop(self, mode: StopMode = StopMode.FAST) -> None:
+        """``postgresql.before_stop``, not before an immediate stop (see the class
+        docstring). Never fails the action."""
+        if mode is not StopMode.IMMEDIATE:
+            await before_stop(self.hooks, self.pg, self.lease, probe_timeout=self.pg_ctl_timeout)
+
     async def _demote(self, action: Demote) -> bool:
+        await self._before_stop(action.mode)
         async with asyncio.timeout(self.pg_ctl_timeout + 5):
             stopped = await self.pg.stop(action.mode)
         if stopped and self.metrics is not None:
@@ -385,10 +408,12 @@ class Executor:
         return stopped
 
     async def _stop_postgres(self, action: StopPostgres) -> bool:
+        await self._before_stop(action.mode)
         async with asyncio.timeout(2 * self.pg_ctl_timeout + 5):
             return await self.pg.stop(action.mode, action.timeout)
 
     async def _restart_postgres(self, action: RestartPostgres) -> bool:
+        await self._before_stop()
         async with self._long(2 * self.pg_ctl_timeout + 10):
             if not await self.pg.stop(StopMode.FAST):
                 return False
@@ -396,6 +421,7 @@ class Executor:
             return await self.pg.start(action.role, action.upstream)
 
     async def _reinitialize(self, action: Reinitialize) -> bool:
+        await self._before_stop()
         async with self._long(3600):
             if not await self.pg.stop(StopMode.IMMEDIATE):
                 return False
@@ -426,6 +452,7 @@ class Executor:
                 except (PgError, OSError, TimeoutError) as exc:
                     log.warning("switchover: checkpoint before stopping failed: %s",
                                 describe(exc))
+                await self._before_stop()
                 log.info("switchover to %s: stopping PostgreSQL", candidate.name)
                 async with asyncio.timeout(self.pg_ctl_timeout + 5):
                     if not await self.pg.stop(StopMode.FAST):

@@ -69,6 +69,7 @@ from pgha.errors import AgentFatal, bounded, describe
 from pgha.pg.catalogue import load_catalogue
 from pgha.pg.configurator import PgConfigurator
 from pgha.pg.from_config import pg_settings
+from pgha.pg.hooks import PgHooks
 from pgha.pg.postgres import Postgres
 
 log = logging.getLogger("pgha.agent")
@@ -129,6 +130,8 @@ class Agent:
             dcs_timeout=lambda: self.observer.settings.retry_timeout,
             handover_timeout=min(10.0, settings.ttl / 2),
             metrics=self._metrics,
+            hooks=PgHooks(lambda hook: getattr(self.local_config.config.postgresql, hook),
+                          timeout=lambda: self.observer.settings.ttl),
         )
         self.cycle = DecisionCycle(Stages(
             name=self.name, store=self.store, session_ttl=lambda: self.kv.session_ttl,

@@ -13,8 +13,9 @@
    settings or credentials changed, the member key's ``api_url`` follows
    ``restapi.connect_address``, the ``log`` section is applied (destinations opened in
    step 2 by :meth:`AgentLogging.prepare`, a ``log.dir`` that cannot be written refuses the
-   reload), tags are published from the next cycle, and PostgreSQL's settings and callbacks
-   are re-applied (PostgreSQL is reloaded);
+   reload), tags are published from the next cycle, PostgreSQL's settings and callbacks
+   are re-applied (PostgreSQL is reloaded), and the ``pre_promote``/``before_stop`` hooks
+   run their new commands from their next run;
 4. one line says what changed and was applied, one what changed but needs a restart of the
    agent to take effect (:func:`classify`), one what is only read at bootstrap.
 
@@ -55,6 +56,7 @@ LIVE_KEYS: tuple[str, ...] = (
     "postgresql.parameters", "postgresql.pg_hba", "postgresql.pg_ident", "postgresql.custom_conf",
     "postgresql.callbacks", "postgresql.authentication", "postgresql.pgpass",
     "postgresql.remove_data_directory_on_rewind_failure",
+    "postgresql.pre_promote", "postgresql.before_stop",
 )
 #: Keys only read when the cluster is bootstrapped (Patroni ignores their changes too).
 BOOTSTRAP_KEYS: tuple[str, ...] = ("bootstrap",)

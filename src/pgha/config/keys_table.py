@@ -256,8 +256,14 @@ LOCAL: tuple[Key, ...] = (
     Key("postgresql.use_unix_socket_repl", "false", IGNORED, "pgha opens no replication "
         "connection to its own server"),
     _p("postgresql.rewind", None, "extra pg_rewind options", free=True),
-    _p("postgresql.pre_promote", None, "fencing script before promote"),
-    _p("postgresql.before_stop", None, "script run before stopping PostgreSQL"),
+    _k("postgresql.pre_promote", note="fencing command run (shlex-split, no arguments) "
+       "after the leader lock is won and before the promotion, for at most `ttl` seconds; "
+       "a non-zero exit, a failure to start or a timeout: no promotion, the leader lock is "
+       "released and the member stays out of the leader race for `ttl` seconds"),
+    _k("postgresql.before_stop", note="command run (shlex-split, no arguments) right before "
+       "pgha stops a running PostgreSQL (clean stop, restart, switchover, re-initialise, "
+       "demotion to a standby cluster), for at most `ttl` seconds; its exit status is only "
+       "logged. Not run before an immediate demotion (fail-closed: writes stop first)"),
     # -------------------------------------------------------------- restapi, ctl
     _k("restapi", note="the REST API"),
     _k("restapi.listen", "127.0.0.1:8008", note="a wildcard host needs connect_address",

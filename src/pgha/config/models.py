@@ -32,6 +32,7 @@ from pgha.config.base import (
     _Lower,
     _OneLine,
     _Section,
+    check_command,
     default_bin_dir,
     split_host_port,
 )
@@ -240,6 +241,14 @@ class PostgresqlConfig(_Endpoint):
     use_unix_socket_repl: bool = False
     pg_ctl_timeout: Seconds = Field(default=60, gt=0)
     recovery_conf: dict[str, Any] = Field(default_factory=dict)
+    # the synchronous hooks (pgha.pg.hooks); blank: none
+    pre_promote: str | None = Field(default=None, strict=True)
+    before_stop: str | None = Field(default=None, strict=True)
+
+    @field_validator("pre_promote", "before_stop")
+    @classmethod
+    def _hook_command(cls, value: str | None) -> str | None:
+        return check_command(value) if value is not None and value.strip() else None
 
     @field_validator("basebackup", mode="before")
     @classmethod

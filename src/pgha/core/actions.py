@@ -102,6 +102,15 @@ class AcquireLeader:
 
 
 @dataclass(frozen=True)
+class PrePromote:
+    """Run the user's ``postgresql.pre_promote`` fencing command (we hold the lock; nothing
+    of the promotion has happened yet, not even the synchronous-mode take-over of the ``sync``
+    key). It fails when the command does not exit 0 in time: the executor then deletes the
+    leader key (compare-and-delete on our name) before reporting the failure, and the agent
+    reports ``LocalState.pre_promote_failed`` for ``ttl`` seconds."""
+
+
+@dataclass(frozen=True)
 class Promote:
     """Promote the running replica, wait until it accepts writes, append a ``history`` entry for
     the timeline just ended, and run a CHECKPOINT so a rewinding former primary sees the new
@@ -277,6 +286,7 @@ Action = (
     | Follow
     | Rejoin
     | AcquireLeader
+    | PrePromote
     | Promote
     | Demote
     | ReleaseLeader

@@ -35,6 +35,7 @@ from pgha.core.actions import (
     ClearFailover,
     CloneReplica,
     Demote,
+    PrePromote,
     Promote,
     PublishStatus,
     Rejoin,
@@ -339,11 +340,13 @@ def _empty_data(view: ClusterView, local: LocalState, holds_lock: bool) -> Decis
 def _promote(view: ClusterView, local: LocalState, planned: bool) -> tuple[Action, ...]:
     """Promotion of a replica that holds the lock: in synchronous mode the ``sync`` key and
     ``synchronous_standby_names`` are set for its first commits before it accepts any
-    (:func:`pgha.core.sync.before_promote`). In a standby cluster nobody promotes: the new
-    lock holder follows the remote instead."""
+    (:func:`pgha.core.sync.before_promote`), after the user's ``pre_promote`` fencing
+    command when one is set. In a standby cluster nobody promotes: the new lock holder
+    follows the remote instead."""
     if (standby := standby_cluster(view)) is not None:
         return follow_remote(local, standby)
-    return (*before_promote(view, local), Promote(planned=planned))
+    fence = (PrePromote(),) if local.pre_promote_hook else ()
+    return (*fence, *before_promote(view, local), Promote(planned=planned))
 
 
 def _running_primary(view: ClusterView, local: LocalState, holds_lock: bool,
@@ -390,6 +393,9 @@ def _running_replica(view: ClusterView, local: LocalState, holds_lock: bool,
             return _d(Reason.RELEASE_LOCK_WATCHDOG, "holding the leader lock as a replica, but "
                       "watchdog.mode is required and the device cannot be armed: releasing it",
                       ReleaseLeader())
+        if local.pre_promote_failed:
+            return _d(Reason.RELEASE_LOCK_PRE_PROMOTE, "holding the leader lock as a replica, "
+                      "but postgresql.pre_promote failed: releasing it", ReleaseLeader())
         return _d(Reason.PROMOTE_HOLDING_LOCK, "holding the leader lock as a replica: promoting",
                   *_promote(view, local, planned=view.failover is not None),
                   *leader_housekeeping(view, local, now))
@@ -404,6 +410,9 @@ def _free_lock(view: ClusterView, local: LocalState, now: float) -> Decision:
     request = parse_failover(view.failover)
     if request is not None and request.due(local.wall_time) and request.candidate:
         if request.candidate == local.name:
+            if local.pre_promote_failed:  # as if deleted before the hook ran, as Patroni does
+                return _d(Reason.PRE_PROMOTE_WITHDRAW, "named candidate, but postgresql."
+                          "pre_promote failed: withdrawing the request", ClearFailover())
             refusal = candidate_refusal(view, local, request)
             if refusal is not None:
                 return refusal

@@ -38,6 +38,8 @@ class Reason(StrEnum):
     BEHIND_CLUSTER_TIMELINE = "behind_cluster_timeline"
     PROMOTE_HOLDING_LOCK = "promote_holding_lock"
     RELEASE_LOCK_WATCHDOG = "release_lock_watchdog"  # required watchdog unusable: no promote
+    RELEASE_LOCK_PRE_PROMOTE = "release_lock_pre_promote"  # pre_promote failed: no promote
+    PRE_PROMOTE_WITHDRAW = "pre_promote_withdraw"  # candidate whose pre_promote failed
     REPLICA_DIVERGED = "replica_diverged"
     FOLLOW = "follow"
     REPLICA_HEALTHY = "replica_healthy"
@@ -48,6 +50,7 @@ class Reason(StrEnum):
     # refusals of the leader race (safety rule 3), one per rule: see pgha.core.race
     RACE_REFUSED_NOFAILOVER = "race_refused_nofailover"
     RACE_REFUSED_WATCHDOG = "race_refused_watchdog"  # watchdog required but not usable
+    RACE_REFUSED_PRE_PROMOTE = "race_refused_pre_promote"  # pre_promote failed < ttl ago
     RACE_REFUSED_FAILSAFE_PRIMARY_ALIVE = "race_refused_failsafe_primary_alive"
     RACE_REFUSED_POSITION_UNKNOWN = "race_refused_position_unknown"
     RACE_REFUSED_LAG = "race_refused_lag"
@@ -60,6 +63,7 @@ class Reason(StrEnum):
     # refusals of a named switchover/failover candidate: see pgha.core.operator
     CANDIDATE_REFUSED_NOFAILOVER = "candidate_refused_nofailover"
     CANDIDATE_REFUSED_WATCHDOG = "candidate_refused_watchdog"
+    CANDIDATE_REFUSED_PRE_PROMOTE = "candidate_refused_pre_promote"
     CANDIDATE_REFUSED_LAG = "candidate_refused_lag"
     CANDIDATE_REFUSED_FAILSAFE_PRIMARY_ALIVE = "candidate_refused_failsafe_primary_alive"
     CANDIDATE_REFUSED_PRIMARY_RUNNING = "candidate_refused_primary_running"
@@ -82,6 +86,7 @@ class Reason(StrEnum):
 RACE_REFUSALS: frozenset[Reason] = frozenset({
     Reason.RACE_REFUSED_NOFAILOVER,
     Reason.RACE_REFUSED_WATCHDOG,
+    Reason.RACE_REFUSED_PRE_PROMOTE,
     Reason.RACE_REFUSED_FAILSAFE_PRIMARY_ALIVE,
     Reason.RACE_REFUSED_POSITION_UNKNOWN,
     Reason.RACE_REFUSED_LAG,
@@ -93,6 +98,7 @@ RACE_REFUSALS: frozenset[Reason] = frozenset({
     Reason.RACE_REFUSED_QUORUM,
     Reason.CANDIDATE_REFUSED_NOFAILOVER,
     Reason.CANDIDATE_REFUSED_WATCHDOG,
+    Reason.CANDIDATE_REFUSED_PRE_PROMOTE,
     Reason.CANDIDATE_REFUSED_LAG,
     Reason.CANDIDATE_REFUSED_FAILSAFE_PRIMARY_ALIVE,
     Reason.CANDIDATE_REFUSED_PRIMARY_RUNNING,

@@ -458,21 +458,22 @@ class LocalState:
     the member that sent us such a request within the last ``ttl``; we stay out of any race;
     ``failsafe_slots``: the slot positions it sent (copies are advanced to them).
     ``bootstrap_config``: the local ``bootstrap.dcs`` (what this member would seed the DCS
-    ``config`` with), for decisions taken before the DCS has a configuration.
-    ``wall_time`` is the epoch time of this cycle (scheduled switchovers are wall-clock).
+    ``config`` with), for decisions taken before the DCS has a configuration. ``wall_time``:
+    epoch time of this cycle (scheduled switchovers are wall-clock).
     ``restart_requested``: an operator restart whose conditions the agent already checked.
     ``reinit_requested``: an operator re-clone; ``reinit_from_leader`` clones from the leader
     (with pg_basebackup) even when a ``clonefrom`` member exists.
     ``replica_without_leader``: the local configuration has a replica method that may create
     this replica while no leader runs (``no_leader``); an empty member then creates its data
-    with those methods instead of waiting for a leader.
-    ``session_id``: the identifier of our current DCS session (the backend's ``session_id``;
-    None when there is none), compared with :attr:`Leader.session`.
+    with those methods instead of waiting for a leader. ``session_id``: the identifier of our
+    current DCS session (None: none), compared with :attr:`Leader.session`.
     ``handover_failed``: a HandOver of ours failed because its candidate could not be asked or
     did not confirm our final WAL, and the agent has not yet seen the DCS without a request
     this member acts on as leader (see :func:`pgha.core.operator.withdraw_failed_switchover`).
     ``watchdog_ok``: False when ``watchdog.mode`` is ``required`` and the device cannot be
     armed (:mod:`pgha.agent.watchdog`): the member stays out of any race for the lock.
+    ``pre_promote_hook``: ``postgresql.pre_promote`` is set; ``pre_promote_failed``: it failed
+    less than ``ttl`` ago (no race, no candidacy, a held lock is released).
     """
 
     name: str
@@ -495,3 +496,5 @@ class LocalState:
     handover_failed: bool = False
     session_id: str | None = None
     watchdog_ok: bool = True
+    pre_promote_hook: bool = False
+    pre_promote_failed: bool = False

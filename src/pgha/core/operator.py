@@ -77,6 +77,9 @@ def candidate_refusal(view: ClusterView, local: LocalState,
         return _d(Reason.CANDIDATE_REFUSED_WATCHDOG,
                   "named candidate, but watchdog mode is required and the device cannot be "
                   "armed")
+    if local.pre_promote_failed:
+        return _d(Reason.CANDIDATE_REFUSED_PRE_PROMOTE,
+                  "named candidate, but postgresql.pre_promote failed less than ttl ago")
     if request.leader and (why := failover_refusal(view, local)) is not None:
         return _d(Reason.CANDIDATE_REFUSED_NOT_SYNC, f"switchover candidate, but {why}")
     position, limit = local.pg.wal_position, view.settings.maximum_lag_on_failover

@@ -1,7 +1,8 @@
 """The leader race: whether a healthy replica may take a free leader lock (pure).
 
 DESIGN.md safety rule 3: a replica joins the race only if it is not ``nofailover``, its
-watchdog can be armed when ``watchdog.mode`` is ``required`` (``LocalState.watchdog_ok``), no
+watchdog can be armed when ``watchdog.mode`` is ``required`` (``LocalState.watchdog_ok``), its
+``pre_promote`` did not fail less than ``ttl`` ago (``LocalState.pre_promote_failed``), no
 primary asked it to stay out (failsafe), its own WAL position is known and within
 ``maximum_lag_on_failover`` of the last known leader position, it is not behind the cluster's
 timeline (with ``check_timeline``), and no reachable peer runs as primary, is ahead of it, or
@@ -79,11 +80,14 @@ def sync_refusal(view: ClusterView, local: LocalState) -> Decision | None:
 
 def _own_refusal(view: ClusterView, local: LocalState) -> Decision | None:
     """Refusals that depend on this member alone (and the DCS view): :func:`member_refusal`,
-    with a required watchdog that cannot be armed right after ``nofailover`` (only this
-    member knows its device)."""
+    with a required watchdog that cannot be armed, then a ``pre_promote`` that failed less
+    than ``ttl`` ago, right after ``nofailover`` (only this member knows those)."""
     if local.tags.can_be_leader and not local.watchdog_ok:
         return _d(Reason.RACE_REFUSED_WATCHDOG,
                   "watchdog mode is required and the watchdog device cannot be armed")
+    if local.tags.can_be_leader and local.pre_promote_failed:
+        return _d(Reason.RACE_REFUSED_PRE_PROMOTE,
+                  "postgresql.pre_promote failed less than ttl ago: backing off")
     return member_refusal(view, local.tags, local.pg.wal_position, local.pg.timeline,
                           local.failsafe_primary)
 
