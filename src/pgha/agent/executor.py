@@ -148,7 +148,8 @@ class Executor:
     ``slot_problems`` holds what the last SyncSlots could not do normally (slot -> why).
     ``dcs_timeout`` bounds each DCS call of an action: a number, or a callable read at every
     call (the dynamic ``retry_timeout``). ``bootstrap_method`` is the custom method a
-    bootstrap runs instead of initdb (``bootstrap.method``; None: initdb)."""
+    bootstrap runs instead of initdb (``bootstrap.method``; None: initdb). ``max_history``
+    is read at each promotion: the dynamic ``max_timelines_history`` (0: keep all)."""
 
     def __init__(
         self,
@@ -165,6 +166,7 @@ class Executor:
         metrics: AgentMetrics | None = None,
         retry: RetryGate | None = None,
         bootstrap_method: BootstrapMethod | None = None,
+        max_history: Callable[[], int] = lambda: 0,
     ) -> None:
         self.pg = pg
         self.store = store
@@ -173,6 +175,7 @@ class Executor:
         self.pg_ctl_timeout = pg_ctl_timeout
         self._dcs_timeout = dcs_timeout if callable(dcs_timeout) else lambda: dcs_timeout
         self.handover_timeout = handover_timeout
+        self._max_history = max_history
         self.metrics = metrics
         self.retry = retry if retry is not None else RetryGate(SYSTEM_CLOCK)
         self.bootstrapper = ClusterBootstrap(
@@ -368,7 +371,8 @@ class Executor:
 
     async def _promote(self, action: Promote) -> bool:
         promoted = await promote_and_record(self.pg, self.store, pg_ctl_timeout=self.pg_ctl_timeout,
-                                            dcs_timeout=self.dcs_timeout)
+                                            dcs_timeout=self.dcs_timeout,
+                                            max_history=self._max_history())
         if promoted and self.metrics is not None:
             self.metrics.record_promotion(requested=action.planned)
         return promoted

@@ -221,6 +221,7 @@ class HaSettings:
     synchronous_mode_strict: bool = False
     synchronous_node_count: int = 1
     maximum_lag_on_syncnode: int = -1
+    max_timelines_history: int = 0
 
     @staticmethod
     def from_config(raw: Mapping[str, Any]) -> HaSettings:
@@ -271,7 +272,7 @@ class HaSettings:
             synchronous_mode_strict=flag("synchronous_mode_strict"),
             synchronous_node_count=integer("synchronous_node_count", 1),
             maximum_lag_on_syncnode=integer("maximum_lag_on_syncnode", -1),
-        )
+            max_timelines_history=integer("max_timelines_history", 0))
 
     def adjusted(self) -> HaSettings:
         """A copy obeying ``loop_wait + 2 * retry_timeout <= ttl`` (``ttl`` never changes): the

@@ -186,4 +186,6 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
         replica_methods=replica_methods(config),
         method_sections=method_sections(config),
         basebackup_options=tuple(pgc.basebackup_options()),
+        rewind_options=tuple(pgc.rewind_options()),
+        bin_names=pgc.bin_names(),
     )
