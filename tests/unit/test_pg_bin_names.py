@@ -6,7 +6,6 @@ their arguments)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Any
