@@ -14,6 +14,7 @@ import pytest
 
 from pgha.config import Config, ConfigError, parse_config
 from pgha.config.binaries import BINARIES, binary_path, fill_bin_dir, server_binary
+from pgha.config import keys_table
 from pgha.config.keys import check_env, env_read_by_pgha
 from pgha.config.pg_parameters import ParamCatalogue
 from pgha.core.actions import Upstream
@@ -62,6 +63,12 @@ def test_the_resolver_joins_the_configured_name_to_bin_dir() -> None:
     assert binary_path(Path("/b"), {}, "pg_waldump") == "/b/pg_waldump"  # no bin_name key
     assert binary_path("/b", {"pg_rewind": "tools/pg_rewind"}, "pg_rewind") == \
         "/b/tools/pg_rewind"
+
+
+def test_the_registry_lists_the_same_programs() -> None:
+    assert keys_table._BINARIES == BINARIES
+    assert {k.name for k in keys_table.LOCAL if k.parent == "postgresql.bin_name"} == \
+        set(BINARIES)
 
 
 def test_configured_names_reach_every_program_through_the_settings(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Where the PostgreSQL programs are: ``postgresql.bin_dir`` and ``postgresql.bin_name``.
 
-Contract (pure except :func:`names_on_path`, which looks at the file system):
+Contract (:func:`binary_path` and :func:`check_bin_name` are pure; the others look at the
+file system):
 
 - :data:`BINARIES` are the programs whose file name ``postgresql.bin_name.<program>`` (or
   ``PATRONI_POSTGRESQL_BIN_<PROGRAM>``) may change; the same list as Patroni's.
