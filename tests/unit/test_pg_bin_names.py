@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from pgha.config import Config, ConfigError, parse_config
+from pgha.config import Config, ConfigError, keys_table, parse_config
 from pgha.config.binaries import BINARIES, binary_path, fill_bin_dir, server_binary
-from pgha.config import keys_table
 from pgha.config.keys import check_env, env_read_by_pgha
 from pgha.config.pg_parameters import ParamCatalogue
 from pgha.core.actions import Upstream
