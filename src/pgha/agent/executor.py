@@ -149,7 +149,9 @@ class Executor:
     ``dcs_timeout`` bounds each DCS call of an action: a number, or a callable read at every
     call (the dynamic ``retry_timeout``). ``bootstrap_method`` is the custom method a
     bootstrap runs instead of initdb (``bootstrap.method``; None: initdb). ``max_history``
-    is read at each promotion: the dynamic ``max_timelines_history`` (0: keep all)."""
+    (a number, or a callable read at each promotion: the dynamic ``max_timelines_history``)
+    is how many ``history`` entries a promotion keeps (0: all). Picklable when its callables
+    are (the simulator copies executors)."""
 
     def __init__(
         self,
@@ -166,7 +168,7 @@ class Executor:
         metrics: AgentMetrics | None = None,
         retry: RetryGate | None = None,
         bootstrap_method: BootstrapMethod | None = None,
-        max_history: Callable[[], int] = lambda: 0,
+        max_history: int | Callable[[], int] = 0,
     ) -> None:
         self.pg = pg
         self.store = store
@@ -184,6 +186,12 @@ class Executor:
             method=bootstrap_method)
         self.failed_handover: Upstream | None = None
         self.slot_problems: dict[str, str] = {}
+
+    @property
+    def max_history(self) -> int:
+        """``max_history`` as given, or its value now when given as a callable."""
+        limit = self._max_history
+        return limit() if callable(limit) else limit
 
     @property
     def dcs_timeout(self) -> float:
@@ -372,7 +380,7 @@ class Executor:
     async def _promote(self, action: Promote) -> bool:
         promoted = await promote_and_record(self.pg, self.store, pg_ctl_timeout=self.pg_ctl_timeout,
                                             dcs_timeout=self.dcs_timeout,
-                                            max_history=self._max_history())
+                                            max_history=self.max_history)
         if promoted and self.metrics is not None:
             self.metrics.record_promotion(requested=action.planned)
         return promoted
