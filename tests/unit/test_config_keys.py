@@ -126,7 +126,8 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
         bootstrap={"dcs": {"synchronous_mode": True, "standby_cluster": {
                                "host": "10.0.0.9", "port": 5432,
                                "create_replica_methods": ["basebackup"]},
-                           "slots": {"s1": {"type": "physical"}}, "max_timelines_history": 5},
+                           "slots": {"s1": {"type": "physical"}}, "primary_race_backoff": 5,
+                           "max_timelines_history": 5},
                    "method": "from_backup", "from_backup": {"command": "/bin/restore", "x": 1}},
         watchdog={"mode": "required"}, log={"type": "json", "level": "INFO"},
         postgresql={"data_dir": "/tmp/pg1", "bin_dir": "/opt/pg/bin",
@@ -137,9 +138,9 @@ def test_unsupported_keys_warn_naming_key_and_issue(caplog: pytest.LogCaptureFix
     messages = warnings_of(data, caplog)
     by_path = {m.split(":", 1)[0]: m for m in messages}
     assert set(by_path) == {
-        "bootstrap.dcs.max_timelines_history",
+        "bootstrap.dcs.primary_race_backoff",
         "kubernetes"}, messages  # watchdog and log.* are implemented (issue 14)
-    assert by_path["bootstrap.dcs.max_timelines_history"].endswith("history is never trimmed")
+    assert by_path["bootstrap.dcs.primary_race_backoff"].endswith("(Patroni master)")
     assert "not supported by pgha" in by_path["kubernetes"]
 
 
@@ -223,8 +224,8 @@ def test_dynamic_configuration_unknown_is_error_unsupported_warns(
     assert path == "config.synchronous_mod"
     assert message.startswith("unknown key; did you mean synchronous_mode or ")
     with caplog.at_level(logging.WARNING, logger="pgha.config"):
-        parse_dynamic_config({"max_timelines_history": 5})
-    assert "max_timelines_history: not supported yet, ignored: history is never trimmed" \
+        parse_dynamic_config({"primary_race_backoff": 5})
+    assert "primary_race_backoff: not supported yet, ignored: leader race backoff" \
         in caplog.text
     # from the DCS (written by someone else): everything is only reported, never raised
     assert dynamic_config_warnings({"ttl": 30, "bogus": 1, "standby_cluster": {"port": 1}}) == [
@@ -279,10 +280,10 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 def test_validate_config_prints_warnings_and_exits_0(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
-    path.write_text(yaml.safe_dump(minimal(bootstrap={"dcs": {"max_timelines_history": 5}})))
+    path.write_text(yaml.safe_dump(minimal(bootstrap={"dcs": {"primary_race_backoff": 5}})))
     result = runner.invoke(app, ["validate-config", str(path)])
     assert result.exit_code == 0, result.output
-    assert "WARNING: bootstrap.dcs.max_timelines_history: not supported yet" in result.stderr
+    assert "WARNING: bootstrap.dcs.primary_race_backoff: not supported yet" in result.stderr
     assert "configuration is valid" in result.stdout
 
 

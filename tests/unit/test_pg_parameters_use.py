@@ -52,8 +52,8 @@ def raw_config(tmp: Path, dyn: dict[str, Any] | None = None,
 def test_loading_refuses_values_postgresql_would_reject_naming_the_key(tmp_path: Path) -> None:
     asked: list[str] = []
 
-    def source(bin_dir: str) -> ParamCatalogue:
-        asked.append(bin_dir)
+    def source(postgres: str) -> ParamCatalogue:
+        asked.append(postgres)
         return cat(15)
 
     data = raw_config(tmp_path, dyn={"max_connections": "lots", "wal_level": "logical"},
@@ -64,7 +64,7 @@ def test_loading_refuses_values_postgresql_would_reject_naming_the_key(tmp_path:
     assert keys == {"bootstrap.dcs.postgresql.parameters.max_connections": "expected an integer",
                     "postgresql.parameters.work_mem":
                         "invalid unit (valid units: B, kB, MB, GB, TB)"}
-    assert asked == ["/opt/pg/bin"]
+    assert asked == ["/opt/pg/bin/postgres"]
 
 
 def test_loading_drops_unknown_names_and_keeps_renamed_ones_as_given(

@@ -13,11 +13,13 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any, Protocol
+from typing import Any
 
 from pgha.agent.bootstrap import ClusterBootstrap
 from pgha.agent.clock import SYSTEM_CLOCK
+from pgha.agent.executor_ports import LeaseGate as LeaseGate
+from pgha.agent.executor_ports import PgControl as PgControl
+from pgha.agent.executor_ports import PgStatusSink as PgStatusSink
 from pgha.agent.fencing import before_stop, fence_before_promote
 from pgha.agent.metrics import AgentMetrics
 from pgha.agent.promotion import promote_and_record
@@ -43,7 +45,6 @@ from pgha.core.actions import (
     ReleaseLeader,
     RestartPostgres,
     SetSyncStandbys,
-    SlotSpec,
     StartPostgres,
     StopMode,
     StopPostgres,
@@ -52,89 +53,18 @@ from pgha.core.actions import (
     WriteInitialize,
     WriteSyncKey,
 )
-from pgha.core.model import PgState
 from pgha.core.switchover import FailoverRequest
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
 from pgha.errors import describe
 from pgha.pg.errors import PgError
 from pgha.pg.hooks import PgHooks
-from pgha.pg.settings import PgSettings
 
 log = logging.getLogger("pgha.executor")
 
 _CHANGES_PG = (CloneReplica, StartPostgres, Follow, Rejoin, Promote, Demote, StopPostgres,
                BootstrapCluster, HandOver, RestartPostgres, Reinitialize, CopyLogicalSlots)
 _HANDOVER_POLL = 0.02
-
-
-class PgControl(Protocol):
-    """What the executor needs of the local PostgreSQL (:class:`pgha.pg.postgres.Postgres`;
-    the simulation passes a fake). Methods return False (or raise PgError/OSError) on
-    failure."""
-
-    @property
-    def settings(self) -> PgSettings: ...
-
-    def conn_url(self) -> str: ...
-
-    async def observe(self) -> PgState: ...
-
-    async def initdb(self) -> bool: ...
-
-    async def create_roles(self) -> None: ...
-
-    async def clone(self, source: Upstream | None, *, basebackup_only: bool = False,
-                    replace_data: bool = False) -> bool: ...
-
-    async def start(self, role: str, upstream: Upstream | None) -> bool: ...
-
-    async def stop(self, mode: StopMode, timeout: float | None = None) -> bool: ...
-
-    async def promote(self) -> bool: ...
-
-    async def follow(self, upstream: Upstream) -> bool: ...
-
-    async def rejoin(self, leader: Upstream, use_pg_rewind: bool) -> bool: ...
-
-    async def wipe(self) -> None: ...
-
-    async def sync_slots(self, plan: SyncSlots) -> dict[str, str]: ...
-
-    async def copy_logical_slots(self, source: Upstream, slots: tuple[SlotSpec, ...]) -> bool: ...
-
-    async def set_sync_standby_names(self, value: str | None) -> bool: ...
-
-    async def checkpoint(self) -> None: ...
-
-    async def timeline_history(self, source: Upstream) -> list[tuple[int, int]]: ...
-
-    def peer_received_position(self, conn_url: str,
-                               ) -> AbstractAsyncContextManager[
-                                   Callable[[], Awaitable[int | None]]]: ...
-
-
-class LeaseGate(Protocol):
-    """What the executor needs of the lease keeper."""
-
-    async def confirm(self) -> bool:
-        """One keep-alive round trip; True when the lease is confirmed from now."""
-        ...
-
-    def busy(self, seconds: float) -> AbstractContextManager[None]:
-        """Around a long action that runs for up to ``seconds`` (``math.inf``: no limit of
-        its own): not a stuck loop until the block exits, however it exits."""
-        ...
-
-
-class PgStatusSink(Protocol):
-    """Told after every action that changed PostgreSQL's state, before the next action, and
-    when a long action starts (``busy``: Patroni's state string such as ``creating replica``,
-    shown by ``GET /patroni`` and the member key until the next ``pg_changed``)."""
-
-    async def pg_changed(self) -> None: ...
-
-    async def busy(self, what: str) -> None: ...
 
 
 class Executor:
@@ -155,7 +85,9 @@ class Executor:
     ``pre_promote`` for PrePromote (``pre_promote_failed`` after :meth:`run`: it failed) and
     ``before_stop`` before each action stops a running PostgreSQL, except an immediate stop
     (fail-closed demotion, lease backstop: writes stop first); ``before_stop``'s outcome is
-    only logged."""
+    only logged. ``max_history`` (a number, or a callable read at each promotion: the dynamic
+    ``max_timelines_history``) is how many ``history`` entries a promotion keeps (0: all).
+    Picklable when its callables are (the simulator copies executors)."""
 
     def __init__(
         self,
@@ -173,6 +105,7 @@ class Executor:
         retry: RetryGate | None = None,
         bootstrap_method: BootstrapMethod | None = None,
         hooks: PgHooks | None = None,
+        max_history: int | Callable[[], int] = 0,
     ) -> None:
         self.pg = pg
         self.store = store
@@ -181,6 +114,7 @@ class Executor:
         self.pg_ctl_timeout = pg_ctl_timeout
         self._dcs_timeout = dcs_timeout if callable(dcs_timeout) else lambda: dcs_timeout
         self.handover_timeout = handover_timeout
+        self._max_history = max_history
         self.metrics = metrics
         self.retry = retry if retry is not None else RetryGate(SYSTEM_CLOCK)
         self.bootstrapper = ClusterBootstrap(
@@ -191,6 +125,12 @@ class Executor:
         self.failed_handover: Upstream | None = None
         self.pre_promote_failed = False
         self.slot_problems: dict[str, str] = {}
+
+    @property
+    def max_history(self) -> int:
+        """``max_history`` as given, or its value now when given as a callable."""
+        limit = self._max_history
+        return limit() if callable(limit) else limit
 
     @property
     def dcs_timeout(self) -> float:
@@ -384,7 +324,8 @@ class Executor:
 
     async def _promote(self, action: Promote) -> bool:
         promoted = await promote_and_record(self.pg, self.store, pg_ctl_timeout=self.pg_ctl_timeout,
-                                            dcs_timeout=self.dcs_timeout)
+                                            dcs_timeout=self.dcs_timeout,
+                                            max_history=self.max_history)
         if promoted and self.metrics is not None:
             self.metrics.record_promotion(requested=action.planned)
         return promoted

@@ -26,7 +26,7 @@ _MARGIN = 5.0  # seconds beyond a hook's own timeout (killing and reaping it)
 
 
 class Busy(Protocol):
-    """The lease keeper's busy window (:meth:`pgha.agent.executor.LeaseGate.busy`)."""
+    """The lease keeper's busy window (:meth:`pgha.agent.executor_ports.LeaseGate.busy`)."""
 
     def busy(self, seconds: float) -> AbstractContextManager[None]: ...
 

@@ -95,7 +95,7 @@ class Agent:
         settings = HaSettings.from_config(dyn.model_dump(mode="json", by_alias=False))
         self.wake = asyncio.Event()
         self.local_config = LocalConfig(config, config_path)
-        self.catalogue = load_catalogue(config.postgresql.bin_dir)  # judges every parameter
+        self.catalogue = load_catalogue(config.postgresql.binary("postgres"))  # judges parameters
         self.pg = Postgres(pg_settings(config, dyn, self.catalogue))
         self._metrics = AgentMetrics()
         self.kv = InstrumentedKV(
@@ -128,6 +128,7 @@ class Agent:
             bootstrap_method=config.bootstrap.custom_method,
             pg_ctl_timeout=config.postgresql.pg_ctl_timeout,
             dcs_timeout=lambda: self.observer.settings.retry_timeout,
+            max_history=lambda: self.observer.settings.max_timelines_history,
             handover_timeout=min(10.0, settings.ttl / 2),
             metrics=self._metrics,
             hooks=PgHooks(lambda hook: getattr(self.local_config.config.postgresql, hook),

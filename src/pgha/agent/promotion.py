@@ -36,9 +36,10 @@ class Promotable(Protocol):
 
 
 async def promote_and_record(pg: Promotable, store: ClusterStore, *, pg_ctl_timeout: float,
-                             dcs_timeout: float) -> bool:
+                             dcs_timeout: float, max_history: int = 0) -> bool:
     """Promote the running replica (see :class:`pgha.core.actions.Promote`): once it
-    accepts writes, append the ``history`` entry of the timeline it ended, then CHECKPOINT
+    accepts writes, append the ``history`` entry of the timeline it ended (keeping the last
+    ``max_history`` entries when > 0: ``max_timelines_history``), then CHECKPOINT
     (pg_rewind on a former primary reads the new timeline from our pg_control). False when
     the promotion failed; a failed history write or checkpoint is logged, not fatal."""
     before = await pg.observe()
@@ -48,7 +49,7 @@ async def promote_and_record(pg: Promotable, store: ClusterStore, *, pg_ctl_time
     if before.role is not None and before.role.value == "replica":
         entry = await _ended_timeline(pg, before, dcs_timeout)
         if entry is not None:
-            await _record_history(store, entry, dcs_timeout)
+            await _record_history(store, entry, dcs_timeout, max_history)
     # A CHECKPOINT puts the new timeline into pg_control, which pg_rewind reads on a former
     # primary rejoining us. It runs after promotion: writes are already accepted.
     try:
@@ -83,13 +84,14 @@ async def _ended_timeline(pg: Promotable, before: PgState,
                         timestamp=datetime.now(UTC).isoformat(),
                         new_leader=pg.settings.name)
 
-async def _record_history(store: ClusterStore, entry: HistoryEntry, dcs_timeout: float) -> None:
+async def _record_history(store: ClusterStore, entry: HistoryEntry, dcs_timeout: float,
+                          max_history: int) -> None:
     """Append ``entry`` to the DCS ``history`` key; a failure is logged, not fatal (the
     promotion stands; replicas still check divergence against our history file when
     they rejoin)."""
     try:
         async with asyncio.timeout(dcs_timeout):
-            if await store.append_history(entry):
+            if await store.append_history(entry, max_entries=max_history):
                 return
         log.warning("could not record the promotion in history: every compare-and-set "
                     "lost its race")

@@ -156,7 +156,7 @@ class Publisher:
 
 class StatusRefresher:
     """Re-observes PostgreSQL and republishes the status at once, between actions (the
-    executor's :class:`~pgha.agent.executor.PgStatusSink`): peers must never read a status
+    executor's :class:`~pgha.agent.executor_ports.PgStatusSink`): peers must never read a status
     that shows a primary already stopped."""
 
     def __init__(self, observer: Observer, publisher: Publisher) -> None:

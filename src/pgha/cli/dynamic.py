@@ -37,7 +37,8 @@ from pgha.cli import common
 from pgha.cli.common import fail, usage_error
 from pgha.cli.output import dump_yaml
 from pgha.cli.rest import Call, RestError
-from pgha.config import ClusterAccess, ConfigError, default_bin_dir, parse_dynamic_config
+from pgha.config import ClusterAccess, ConfigError, parse_dynamic_config
+from pgha.config.binaries import server_binary
 from pgha.config.pg_parameters import changed_value_errors
 from pgha.core.commands import merge_patch
 from pgha.core.model import ClusterView
@@ -156,14 +157,12 @@ def _edited(before: dict[str, Any], replace: str | None, apply: str | None,
 def _validate_or_exit(old: dict[str, Any], new: dict[str, Any], config: ClusterAccess) -> None:
     """Exit 2 listing every error when ``new`` is not a valid dynamic configuration, or sets a
     PostgreSQL parameter to a value the server would reject (judged by the catalogue of the
-    ``postgresql.bin_dir`` in the file, else of the PostgreSQL on PATH; values already in
+    ``postgresql`` section's postgres program, else of the one on PATH; values already in
     ``old`` are not judged again: members ignore them)."""
     try:
         parse_dynamic_config(new)
         pg = (config.model_extra or {}).get("postgresql")
-        bin_dir = pg.get("bin_dir") if isinstance(pg, dict) else None
-        catalogue = load_catalogue(bin_dir if isinstance(bin_dir, str) and bin_dir
-                                   else default_bin_dir())
+        catalogue = load_catalogue(server_binary(pg, None))
         if errors := changed_value_errors(old, new, catalogue):
             raise ConfigError(errors)
     except ConfigError as exc:

@@ -88,10 +88,11 @@ def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def default_bin_dir(path_env: str | None = None) -> str:
-    """Directory of ``pg_ctl`` found on ``path_env`` (default ``$PATH``) with symlinks resolved
-    (so it holds ``postgres``, ``initdb``... too), else DEFAULT_BIN_DIR."""
-    found = shutil.which("pg_ctl", path=path_env)
+def default_bin_dir(path_env: str | None = None, pg_ctl: str = "pg_ctl") -> str:
+    """Directory of ``pg_ctl`` (the program's name, or a ``postgresql.bin_name.pg_ctl``) found
+    on ``path_env`` (default ``$PATH``) with symlinks resolved (so it holds ``postgres``,
+    ``initdb``... too), else DEFAULT_BIN_DIR."""
+    found = shutil.which(pg_ctl, path=path_env)
     return os.path.dirname(os.path.realpath(found)) if found else DEFAULT_BIN_DIR
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from pgha.config.base import _ROLE_DEFAULTS, _ROLE_KEYS, _csv
+from pgha.config.binaries import BINARIES
 
 _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "NAME": ("name",), "SCOPE": ("scope",), "NAMESPACE": ("namespace",),
@@ -30,6 +31,7 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
         "http_extra_headers", "https_extra_headers", "request_queue_size", "server_tokens")},
     **{f"POSTGRESQL_{k.upper()}": ("postgresql", k) for k in (
         "listen", "connect_address", "data_dir", "bin_dir", "config_dir", "pgpass")},
+    **{f"POSTGRESQL_BIN_{b.upper()}": ("postgresql", "bin_name", b) for b in BINARIES},
     **{f"{role.upper()}_{k.upper()}": ("postgresql", "authentication", role, k)
        for role in _ROLE_DEFAULTS for k in _ROLE_KEYS},
     **{f"CONSUL_{k.upper()}": ("consul", k) for k in (

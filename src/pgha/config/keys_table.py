@@ -207,8 +207,12 @@ LOCAL: tuple[Key, ...] = (
        "initdb's, moved out of data_dir) becomes postgresql.base.conf; a change needs an agent "
        "restart", env=True),
     _k("postgresql.bin_dir", "directory of pg_ctl on PATH", env=True),
-    _p("postgresql.bin_name", None, "custom binary names"),
-    *(_p(f"postgresql.bin_name.{b}", None, "custom binary names", b) for b in _BINARIES),
+    _k("postgresql.bin_name", note="file names of the PostgreSQL programs, looked up in "
+       "bin_dir (an absolute path is used as is); with an empty bin_dir a plain name is "
+       "looked up on PATH and bin_dir becomes the directory of pg_ctl (under its configured "
+       "name), symlinks resolved. A renamed postgres is passed to pg_ctl start with -p; "
+       "initdb runs the postgres beside it. pgha never runs pg_isready"),
+    *(_k(f"postgresql.bin_name.{b}", b, note="its file name in bin_dir") for b in _BINARIES),
     _k("postgresql.pgpass", "~/.pgpass_pgha_<name>", env=True),
     _k("postgresql.authentication", note="the roles pgha connects as"),
     *_ROLE_KEYS,
@@ -255,7 +259,10 @@ LOCAL: tuple[Key, ...] = (
        "socket (else TCP to localhost or the first listen address)"),
     Key("postgresql.use_unix_socket_repl", "false", IGNORED, "pgha opens no replication "
         "connection to its own server"),
-    _p("postgresql.rewind", None, "extra pg_rewind options", free=True),
+    _k("postgresql.rewind", note="extra pg_rewind options, in the forms of "
+       "`postgresql.basebackup` (`- debug`, `- restore-target-wal`, `- config-file: ...`), "
+       "appended to pgha's command line; the target data directory, source, "
+       "write-recovery-conf, dry-run, help and version options are refused", free=True),
     _k("postgresql.pre_promote", note="fencing command run (shlex-split, no arguments) "
        "after the leader lock is won and before the promotion, for at most `ttl` seconds; "
        "a non-zero exit, a failure to start or a timeout: no promotion, the leader lock is "
@@ -337,7 +344,8 @@ DYNAMIC: tuple[Key, ...] = (
        inert=("0",)),
     _k("primary_stop_timeout", "0",
        note="synchronous mode: a primary's clean stop turns immediate after this many seconds"),
-    _p("max_timelines_history", None, "history is never trimmed", "0", inert=("0",)),
+    _k("max_timelines_history", "0", note="the leader keeps the last N entries of the DCS "
+       "`history` key when it records a promotion; 0 keeps them all"),
     _k("synchronous_mode", "off", note="off, on (true) or quorum"),
     _k("synchronous_mode_strict", "false",
        note="never acknowledge a commit without a synchronous standby"),

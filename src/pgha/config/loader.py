@@ -5,8 +5,9 @@ Contract: :func:`load_config` (file or directory, or ``PGHA_CONFIGURATION``/
 :func:`parse_dynamic_config` return validated models or raise :class:`ConfigError` listing every
 problem with its dotted key path (list items as ``[i]``). Before validation exactly one DCS
 section is required (``etcd3`` is stored as ``etcd``) and an empty ``postgresql.bin_dir`` is
-filled in. PostgreSQL parameters (``postgresql.parameters``, ``bootstrap.dcs.postgresql.
-parameters``) are judged against the catalogue ``catalogue(bin_dir)`` returns (given by the
+filled in (:func:`pgha.config.binaries.fill_bin_dir`).
+PostgreSQL parameters (``postgresql.parameters``, ``bootstrap.dcs.postgresql.parameters``) are
+judged against the catalogue ``catalogue(<postgres program>)`` returns (given by the
 caller, which may run the server binary; without it, pgha's name list): unknown names are
 dropped with a warning on the ``pgha.config`` logger, a value PostgreSQL would reject is an
 error at ``...parameters.NAME``; renamed names are kept as given (they are translated for the
@@ -35,8 +36,8 @@ from pgha.config.base import (
     DCS_KINDS,
     ConfigError,
     _num_out,
-    default_bin_dir,
 )
+from pgha.config.binaries import fill_bin_dir, server_binary
 from pgha.config.dynamic import DynamicConfig
 from pgha.config.env import _apply_env
 from pgha.config.keys import (
@@ -59,8 +60,8 @@ from pgha.core.units import parse_duration
 logger = logging.getLogger("pgha.config")
 
 CatalogueSource = Callable[[str], ParamCatalogue]
+"""``path of the postgres program -> its catalogue`` (:func:`pgha.pg.catalogue.load_catalogue`)."""
 M = TypeVar("M", bound=BaseModel)
-"""``bin_dir -> catalogue`` of its server binary (:func:`pgha.pg.catalogue.load_catalogue`)."""
 
 
 # ---------------------------------------------------------------------------- validation
@@ -192,8 +193,8 @@ def _validate(raw: dict[str, Any], env: Mapping[str, str],
     errors += key_errors
     rename = _store_etcd3_as_etcd(raw)
     pg = raw.get("postgresql")
-    if isinstance(pg, dict) and not pg.get("bin_dir"):
-        pg["bin_dir"] = default_bin_dir(env.get("PATH", os.environ.get("PATH")))
+    if isinstance(pg, dict):
+        fill_bin_dir(pg, env.get("PATH", os.environ.get("PATH")))
     home = env.get("HOME", "")
     if isinstance(pg, dict) and not pg.get("pgpass") and home.strip("/") and \
             isinstance(raw.get("name"), str):
@@ -201,9 +202,7 @@ def _validate(raw: dict[str, Any], env: Mapping[str, str],
         pg["pgpass"] = os.path.join(home, f".pgpass_pgha_{raw['name']}")
     cat = None
     if catalogue is not None:
-        bin_dir = pg.get("bin_dir") if isinstance(pg, dict) else None
-        cat = catalogue(str(bin_dir) if isinstance(bin_dir, str) and bin_dir else
-                        default_bin_dir(env.get("PATH", os.environ.get("PATH"))))
+        cat = catalogue(server_binary(pg, env.get("PATH", os.environ.get("PATH"))))
     errors += _filter_params_at(raw, ("postgresql", "parameters"), cat)
     errors += _filter_params_at(raw, ("bootstrap", "dcs", "postgresql", "parameters"), cat)
     return _validated(Config, raw, errors, rename)
@@ -242,7 +241,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
                  catalogue: CatalogueSource | None = None) -> Config:
     """Apply env overrides (``env`` defaults to ``os.environ``; ``*_CONFIGURATION`` is not
     consulted) to a loaded mapping, which is not modified, and validate it (PostgreSQL
-    parameters against ``catalogue(bin_dir)``, see the module docstring).
+    parameters against ``catalogue(<postgres program>)``, see the module docstring).
 
     Raises :class:`ConfigError` listing every problem found.
     """
@@ -363,7 +362,7 @@ def load_config(path: str | os.PathLike[str] | None,
                 catalogue: CatalogueSource | None = None) -> Config:
     """Read ``path`` (file or directory, see :func:`read_yaml`), apply env overrides (``env``
     defaults to ``os.environ``) and validate (PostgreSQL parameters against
-    ``catalogue(bin_dir)``). Raises :class:`ConfigError` listing every error.
+    ``catalogue(<postgres program>)``). Raises :class:`ConfigError` listing every error.
 
     ``PGHA_CONFIGURATION`` (else ``PATRONI_CONFIGURATION``), when set, is the whole YAML:
     ``path`` is then ignored (it may be ``None``) and no other env override applies.

@@ -36,10 +36,12 @@ from pgha.config.base import (
     default_bin_dir,
     split_host_port,
 )
+from pgha.config.binaries import BINARIES, binary_path, check_bin_name
 from pgha.config.dynamic import BootstrapConfig
 from pgha.config.log import LogConfig
 from pgha.config.replica import Option, ReplicaMethodConfig
 from pgha.config.replica import basebackup_options as _basebackup_options
+from pgha.config.replica import rewind_options as _rewind_options
 
 logger = logging.getLogger("pgha.config")
 
@@ -207,6 +209,24 @@ class CallbacksConfig(_Closed):
     on_role_change: str | None = None
 
 
+class BinNameConfig(_Section):
+    """``postgresql.bin_name``: the file name of each PostgreSQL program pgha runs (see
+    :mod:`pgha.config.binaries`); None: the program's own name."""
+
+    pg_ctl: str | None = None
+    initdb: str | None = None
+    pg_controldata: str | None = None
+    pg_basebackup: str | None = None
+    postgres: str | None = None
+    pg_isready: str | None = None
+    pg_rewind: str | None = None
+
+    @field_validator(*BINARIES, mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        return value if value is None else check_bin_name(value)
+
+
 class PostgresqlConfig(_Endpoint):
     """``postgresql`` section; ``listen`` may name several hosts (``h1,h2:5432``).
 
@@ -219,6 +239,7 @@ class PostgresqlConfig(_Endpoint):
     listen: str = "127.0.0.1:5432"
     data_dir: str = Field(min_length=1)
     bin_dir: str = Field(default_factory=default_bin_dir)
+    bin_name: BinNameConfig = Field(default_factory=BinNameConfig)
     config_dir: str = ""
     pgpass: str = ""
     authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
@@ -233,6 +254,8 @@ class PostgresqlConfig(_Endpoint):
     basebackup: list[Any] | dict[str, Any] | None = None
     use_pg_rewind: bool | None = None
     """Local override of the dynamic ``postgresql.use_pg_rewind`` (None: use the dynamic one)."""
+    rewind: list[Any] | dict[str, Any] | None = None
+    """Extra pg_rewind options (:func:`pgha.config.replica.rewind_options`)."""
     remove_data_directory_on_rewind_failure: bool = False
     remove_data_directory_on_diverged_timelines: bool = False
     use_unix_socket: bool = False
@@ -263,6 +286,12 @@ class PostgresqlConfig(_Endpoint):
             raise ValueError("expected the path of a file (one line, not empty)")
         return value
 
+    @field_validator("rewind", mode="before")
+    @classmethod
+    def _check_rewind(cls, value: Any) -> Any:
+        _rewind_options(value)  # raises ValueError naming the option
+        return value
+
     @field_validator("create_replica_methods", mode="before")
     @classmethod
     def _default_methods(cls, value: Any) -> Any:
@@ -272,6 +301,20 @@ class PostgresqlConfig(_Endpoint):
         """``basebackup`` as ``(option, value)`` pairs; see
         :func:`pgha.config.replica.basebackup_options`."""
         return _basebackup_options(self.basebackup)
+
+    def rewind_options(self) -> list[Option]:
+        """``rewind`` as ``(option, value)`` pairs; see
+        :func:`pgha.config.replica.rewind_options`."""
+        return _rewind_options(self.rewind)
+
+    def bin_names(self) -> dict[str, str]:
+        """The configured ``bin_name`` entries (program -> file name)."""
+        return {k: v for k, v in self.bin_name.model_dump().items()
+                if k in BINARIES and isinstance(v, str)}
+
+    def binary(self, program: str) -> str:
+        """Path of ``program`` (:func:`pgha.config.binaries.binary_path`)."""
+        return binary_path(self.bin_dir, self.bin_names(), program)
 
     def replica_methods(self) -> list[tuple[str, ReplicaMethodConfig | None]]:
         """``create_replica_methods`` in order, each with its section (None for the built-in

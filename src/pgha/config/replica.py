@@ -3,14 +3,18 @@ replica methods (``postgresql.<method>``, named by ``postgresql.create_replica_m
 
 Contract (pure; no IO):
 
-- :func:`basebackup_options` turns Patroni-style pg_basebackup options into ``(name, value)``
-  pairs (``value`` None: a switch), in the order given. Accepted shapes: a list whose items
-  are switches (``"verbose"``) or one-key mappings (``{"max-rate": "100M"}``), or one
+- :func:`tool_options` turns Patroni-style options of a PostgreSQL program into ``(name,
+  value)`` pairs (``value`` None: a switch), in the order given. Accepted shapes: a list whose
+  items are switches (``"verbose"``) or one-key mappings (``{"max-rate": "100M"}``), or one
   mapping (``{"checkpoint": "fast", "verbose": true}``; ``true`` is a switch, ``false`` and
   ``null`` leave the option out). Leading dashes are dropped. The options pgha controls
-  itself (:data:`BASEBACKUP_RESERVED`: data directory, WAL method, output format and target,
-  connection, recovery configuration) are refused, as is any malformed name or a value that
-  is not a scalar; the ValueError names the option.
+  itself (``reserved``) are refused, as is any malformed name or a value that is not a
+  scalar; the ValueError names the option. :func:`as_arguments` is their command line.
+- :func:`basebackup_options` (``postgresql.basebackup``) refuses
+  :data:`BASEBACKUP_RESERVED` (data directory, WAL method, output format and target,
+  connection, recovery configuration); :func:`rewind_options` (``postgresql.rewind``) refuses
+  :data:`REWIND_RESERVED` (target data directory, source, recovery configuration, and the
+  switches after which pg_rewind exits 0 without rewinding).
 - :class:`ReplicaMethodConfig` is one custom method section: ``command`` (required, split as
   a shell would), ``no_params``, ``keep_data``, ``no_leader`` (``no_master`` is the older
   spelling) and extra scalar keys, passed to the command as ``--key=value``.
@@ -38,17 +42,27 @@ BASEBACKUP_RESERVED: dict[str, str] = {
 }
 """pg_basebackup options pgha sets itself or that would break the replica, with why."""
 
+_NO_REWIND = "pg_rewind would exit 0 without rewinding, and pgha would start diverged data"
+REWIND_RESERVED: dict[str, str] = {
+    **dict.fromkeys(("target-pgdata", "D"), "pgha sets the data directory"),
+    **dict.fromkeys(("source-server", "source-pgdata"),
+                    "pgha rewinds from the leader as the rewind user"),
+    **dict.fromkeys(("write-recovery-conf", "R"), "pgha writes the replica configuration"),
+    **dict.fromkeys(("dry-run", "n", "help", "?", "version", "V"), _NO_REWIND),
+}
+"""pg_rewind options pgha sets itself or that would defeat the rewind, with why."""
+
 _OPTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
 Option = tuple[str, str | None]
 
 
-def _option(name: Any, value: Any) -> Option | None:
+def _option(name: Any, value: Any, reserved: Mapping[str, str]) -> Option | None:
     """One option as ``(name, value)``; None when ``value`` leaves it out."""
     text = str(name).lstrip("-")
+    if text in reserved:
+        raise ValueError(f"option {text!r} is not allowed: {reserved[text]}")
     if not _OPTION_NAME.match(text):
         raise ValueError(f"option {str(name)!r} is not an option name")
-    if text in BASEBACKUP_RESERVED:
-        raise ValueError(f"option {text!r} is not allowed: {BASEBACKUP_RESERVED[text]}")
     if value is None or value is False:
         return None
     if value is True:
@@ -61,6 +75,28 @@ def _option(name: Any, value: Any) -> Option | None:
 
 
 def basebackup_options(value: Any) -> list[Option]:
+    """``postgresql.basebackup``; see the module docstring. ``None``: no options."""
+    return tool_options(value, BASEBACKUP_RESERVED)
+
+
+def rewind_options(value: Any) -> list[Option]:
+    """``postgresql.rewind``; see the module docstring. ``None``: no options."""
+    return tool_options(value, REWIND_RESERVED)
+
+
+def as_arguments(options: list[Option] | tuple[Option, ...]) -> list[str]:
+    """Command-line words of ``options``: long names as ``--name[=value]``, one-letter ones
+    as ``-n [value]``."""
+    out: list[str] = []
+    for name, value in options:
+        if len(name) == 1:
+            out += [f"-{name}"] + ([value] if value is not None else [])
+        else:
+            out.append(f"--{name}" if value is None else f"--{name}={value}")
+    return out
+
+
+def tool_options(value: Any, reserved: Mapping[str, str]) -> list[Option]:
     """See the module docstring. ``None``: no options."""
     if value is None:
         return []
@@ -78,7 +114,7 @@ def basebackup_options(value: Any) -> list[Option]:
                                  "option and its value")
     else:
         raise ValueError("expected a list of options or a mapping")
-    return [opt for name, val in items if (opt := _option(name, val)) is not None]
+    return [opt for name, val in items if (opt := _option(name, val, reserved)) is not None]
 
 
 class ReplicaMethodConfig(_Section):

@@ -24,6 +24,9 @@ For a stopped replica the caller passes the later of its latest checkpoint start
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def diverged(local_timeline: int, local_lsn: int, leader_timeline: int,
@@ -54,3 +57,9 @@ def diverged(local_timeline: int, local_lsn: int, leader_timeline: int,
         # The leader's lineage is complete in its history file: our timeline is not in it.
         return True
     return local_lsn >= min(switch_points)
+
+
+def trim_history(entries: Sequence[T], keep: int) -> list[T]:
+    """The last ``keep`` of ``entries`` (the DCS ``history`` list, oldest first), as the
+    ``max_timelines_history`` setting asks; ``keep <= 0`` keeps them all."""
+    return list(entries[-keep:]) if keep > 0 else list(entries)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pgha.core.model import ClusterView, HistoryEntry, SyncKey
+from pgha.core.timeline import trim_history
 from pgha.dcs.base import KeyValue, KVStore, WatchEvent, scope_prefix
 from pgha.dcs.cache import PrefixCache, WrittenMemo
 from pgha.dcs.codec import StatusKey, dumps, history_entry_to_json, status_to_json, sync_to_json
@@ -351,7 +352,8 @@ class ClusterStore:
         """Append ``entry`` to the history list (read, modify, compare-and-set; retried on a
         lost race). Idempotent per timeline: if an entry for ``entry.timeline`` exists nothing
         is written and True returned. Entries are kept in timeline order; unparseable ones are
-        dropped. With ``max_entries > 0`` only the ``max_entries`` highest timelines are kept.
+        dropped. With ``max_entries > 0`` only the ``max_entries`` highest timelines are kept
+        (:func:`pgha.core.timeline.trim_history`).
         False when every attempt lost its race."""
         for _ in range(_CAS_ATTEMPTS):
             kv = await self._get("history")
@@ -360,8 +362,7 @@ class ClusterStore:
                 return True
             entries.append(entry)
             entries.sort(key=lambda e: e.timeline)
-            if max_entries > 0:
-                entries = entries[-max_entries:]
+            entries = trim_history(entries, max_entries)
             value = dumps([history_entry_to_json(e) for e in entries])
             if kv is None:
                 ok = await self.kv.create(self.key("history"), value)

@@ -1,4 +1,5 @@
-"""The parameter catalogue of the PostgreSQL server binary in ``postgresql.bin_dir``.
+"""The parameter catalogue of the PostgreSQL server binary (``postgresql.bin_dir``, and the
+``postgresql.bin_name.postgres`` of the configuration).
 
 :func:`load_catalogue` runs ``postgres --version`` and ``postgres --describe-config`` (both work
 as root and without a data directory), each under :data:`TIMEOUT` seconds, and parses them with
@@ -12,8 +13,8 @@ Enum values are not printed by ``--describe-config``; pgha's table of them per m
 (see :mod:`pgha.config.pg_catalogue_data`) rather than ``pg_settings.enumvals``, because
 parameters are judged before the server runs (``validate-config``, the first start).
 
-``load_catalogue`` fits the ``catalogue`` argument of :func:`pgha.config.load_config`
-(bin_dir -> catalogue).
+``load_catalogue`` takes the server binary's path, or a directory holding it as ``postgres``; it
+fits the ``catalogue`` argument of :func:`pgha.config.load_config` (path -> catalogue).
 """
 
 from __future__ import annotations
@@ -62,10 +63,13 @@ def _fallback(binary: Path, reason: str, major: int | None) -> ParamCatalogue:
     return ParamCatalogue.fallback(major, f"pgha's list of names ({reason})")
 
 
-def load_catalogue(bin_dir: str | os.PathLike[str],
+def load_catalogue(binary_or_dir: str | os.PathLike[str],
                    timeout: float = TIMEOUT) -> ParamCatalogue:
-    """The catalogue of ``bin_dir``/postgres (see the module docstring); never raises."""
-    binary = Path(bin_dir) / "postgres"
+    """The catalogue of the server binary ``binary_or_dir``, or of ``binary_or_dir``/postgres
+    when that is a directory (see the module docstring); never raises."""
+    binary = Path(binary_or_dir)
+    if binary.is_dir():
+        binary = binary / "postgres"
     try:
         real = binary.resolve()
         stat = real.stat()

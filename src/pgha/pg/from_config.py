@@ -195,4 +195,6 @@ def pg_settings(config: Config, dynamic: DynamicConfig | DynamicPostgresql,
         pg_ident=tuple(pgc.pg_ident or dyn_pg.pg_ident or ()),
         custom_conf=pgc.custom_conf,
         conf_dir=_conf_dir(pgc.config_dir, pgc.data_dir),
+        rewind_options=tuple(pgc.rewind_options()),
+        bin_names=pgc.bin_names(),
     )

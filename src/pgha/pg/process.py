@@ -162,12 +162,15 @@ async def pg_ctl_start(settings: PgSettings, timeout: float) -> CmdResult:
 
     Readiness is also read from postmaster.pid every 10 ms (``ready``/``standby``), so a
     successful start returns without pg_ctl's 100 ms polling; pg_ctl itself (left to finish
-    in the background then) still reports every failure."""
+    in the background then) still reports every failure. A renamed server program
+    (``bin_name.postgres``) is given to pg_ctl with ``-p``."""
     settings.log_file.parent.mkdir(parents=True, exist_ok=True)
     options = settings.config_file_options
     argv = _pg_ctl(settings, "start", "-w", "-t", str(max(1, int(timeout))),
                    "-l", str(settings.log_file),
                    *(("-o", shlex.join(options)) if options else ()))
+    if settings.bin_names.get("postgres"):
+        argv += ["-p", settings.binary("postgres")]
     before = read_pidfile(settings.data_dir)
     task = asyncio.ensure_future(run(argv, timeout=timeout + _PG_CTL_GRACE, env=clean_env()))
     try:

@@ -36,6 +36,7 @@ import os
 import shlex
 from pathlib import Path
 
+from pgha.config.replica import as_arguments
 from pgha.core.actions import Upstream
 from pgha.pg.bootstrap import wipe_data_dir
 from pgha.pg.cmd import CmdResult, Progress, clean_env, run, tree_size
@@ -143,13 +144,7 @@ def basebackup_argv(settings: PgSettings, dsn: str) -> list[str]:
     names = {name for name, _ in settings.basebackup_options}
     if not names & {"checkpoint", "c"}:
         argv += ["-c", "fast"]
-    argv += ["-w", "-d", dsn]
-    for name, value in settings.basebackup_options:
-        if len(name) == 1:
-            argv += [f"-{name}"] + ([value] if value is not None else [])
-        else:
-            argv.append(f"--{name}" if value is None else f"--{name}={value}")
-    return argv
+    return [*argv, "-w", "-d", dsn, *as_arguments(settings.basebackup_options)]
 
 
 async def basebackup(settings: PgSettings, source: Upstream, timeout: float = CLONE_TIMEOUT,

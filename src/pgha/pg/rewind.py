@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from pgha.config.replica import as_arguments
 from pgha.core.actions import Upstream
 from pgha.core.model import ControlState
 from pgha.pg.cmd import clean_env, run
@@ -132,6 +133,13 @@ async def ensure_source_checkpointed(settings: PgSettings, source: Upstream) -> 
             raise PgError(f"{source.name}: pg_control still behind after CHECKPOINT")
 
 
+def rewind_argv(settings: PgSettings, dsn: str) -> list[str]:
+    """pg_rewind's command line: the target data directory and the source server ``dsn``,
+    then the ``postgresql.rewind`` options (validated: none of them repeats these)."""
+    return [settings.binary("pg_rewind"), "-D", str(settings.data_dir),
+            f"--source-server={dsn}", *as_arguments(settings.rewind_options)]
+
+
 async def pg_rewind(settings: PgSettings, source: Upstream,
                     timeout: float = REWIND_TIMEOUT) -> bool:
     """Run pg_rewind against ``source`` as the rewind user (its libpq options, password via the
@@ -142,8 +150,9 @@ async def pg_rewind(settings: PgSettings, source: Upstream,
                                 dbname="postgres")
     if dsn is None:
         return False
-    argv = [settings.binary("pg_rewind"), "-D", str(settings.data_dir), f"--source-server={dsn}"]
-    log.info("running pg_rewind from %s: --source-server=%r", source.name, dsn)
+    argv = rewind_argv(settings, dsn)
+    log.info("running pg_rewind from %s: --source-server=%r%s", source.name, dsn,
+             "".join(f" {word}" for word in argv[4:]))
     with client_files(settings, settings.rewind, "rewind") as extra:
         result = await run(argv, timeout=timeout, env=clean_env(extra))
     if not result.ok:

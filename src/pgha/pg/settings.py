@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pgha.config.binaries import binary_path
+
 
 @dataclass(frozen=True)
 class PgUser:
@@ -112,6 +114,10 @@ class PgSettings:
     conf_dir: Path | None = None
     """``postgresql.config_dir`` when it is not the data directory (absolute); see
     :attr:`config_dir`."""
+    rewind_options: tuple[tuple[str, str | None], ...] = ()
+    """``postgresql.rewind``: extra pg_rewind options, validated like ``basebackup_options``."""
+    bin_names: Mapping[str, str] = field(default_factory=dict)
+    """``postgresql.bin_name``: program -> its file name (or absolute path)."""
 
     @property
     def replica_without_leader(self) -> bool:
@@ -119,8 +125,9 @@ class PgSettings:
         return any(m.no_leader and not m.builtin for m in self.replica_methods)
 
     def binary(self, name: str) -> str:
-        """Absolute path of a PostgreSQL program in ``bin_dir``."""
-        return str(self.bin_dir / name)
+        """Path of the PostgreSQL program ``name``: its ``bin_names`` entry (else ``name``) in
+        ``bin_dir`` (:func:`pgha.config.binaries.binary_path`)."""
+        return binary_path(self.bin_dir, self.bin_names, name)
 
     @property
     def config_dir(self) -> Path:
