@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 from tests.support.cluster import (
     call,
-    dump_logs,
     edit,
     new_cluster,
     primary_of,
+    running_with_probe,
     wait_healthy,
     wait_until,
 )
-from tests.support.writer import WritableProbe
 
 from pgha.cli.localcluster import LocalCluster, MemberProc
 
@@ -53,21 +52,11 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalClu
     c = new_cluster(tmp_path / "c")
     hooks = tmp_path / "hooks"
     hooks.mkdir()
-    probe: WritableProbe | None = None
     with c:
         for m in c.procs.values():
             write_hooks(hooks, m)
-        c.start_all(stagger=0.3)
-        wait_healthy(c)
-        probe = WritableProbe(list(c.procs.values()))
-        probe.run_in_thread()
-        yield c
-        probe.stop.set()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            dump_logs(c)
-    assert probe.samples > 0
-    assert probe.overlaps == [], f"two writable primaries: {probe.overlaps[:5]}"
+        with running_with_probe(c, request):
+            yield c
 
 
 def other_primary(c: LocalCluster, *not_these: MemberProc) -> MemberProc:

@@ -23,11 +23,11 @@ from tests.support.cluster import (
     new_cluster,
     primary_of,
     psql,
+    running_with_probe,
     status,
     wait_healthy,
     wait_until,
 )
-from tests.support.writer import WritableProbe
 
 from pgha.cli.localcluster import LocalCluster, MemberProc
 
@@ -36,20 +36,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    c = new_cluster(tmp_path / "c")
-    probe: WritableProbe | None = None
-    with c:
-        c.start_all(stagger=0.3)
-        wait_healthy(c)
-        probe = WritableProbe(list(c.procs.values()))
-        probe.run_in_thread()
+    with new_cluster(tmp_path / "c") as c, running_with_probe(c, request):
         yield c
-        probe.stop.set()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            dump_logs(c)
-    assert probe.samples > 0
-    assert probe.overlaps == [], f"two writable primaries: {probe.overlaps[:5]}"
 
 
 def leader_name(c: LocalCluster) -> str:

@@ -10,11 +10,10 @@ from typing import Any
 import asyncpg
 import pytest
 from test_pg_support import (
-    PG_BIN,
     Cluster,
     eventually,
-    free_port,
     kill_postmaster,
+    member_yaml,
     new_cluster,
     requires_pg,
     sync_member_slots,
@@ -39,20 +38,7 @@ MAPPINGS = "SELECT map_name, sys_name, pg_username FROM pg_ident_file_mappings O
 
 
 def raw_config(cluster: Cluster, name: str, **pg: Any) -> dict[str, Any]:
-    root = cluster.base / name
-    return {
-        "scope": "files", "name": name, "etcd3": {"hosts": ["127.0.0.1:2379"]},
-        "bootstrap": {"initdb": ["no-sync", {"encoding": "UTF8"}]},
-        "postgresql": {
-            "listen": f"127.0.0.1:{free_port()}", "data_dir": str(root / "data"),
-            "bin_dir": str(PG_BIN), "pgpass": str(root / "pgpass"), "pg_ctl_timeout": 30,
-            "authentication": {"superuser": {"username": "postgres", "password": "su"},
-                               "replication": {"username": "replicator", "password": "rep"}},
-            "parameters": {"shared_buffers": "16MB", "log_min_messages": "warning",
-                           "unix_socket_directories": str(root)},
-            **pg,
-        },
-    }
+    return member_yaml(cluster.base / name, "files", name, **pg)
 
 
 async def start_primary(cluster: Cluster, config: Config) -> Postgres:

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 from test_pg_support import (
-    PG_BIN,
     Cluster,
     eventually,
-    free_port,
+    member_yaml,
     new_cluster,
     requires_pg,
     sync_member_slots,
@@ -39,19 +38,7 @@ def dcs(**params: Any) -> dict[str, Any]:
 
 def member(cluster: Cluster, name: str) -> tuple[Postgres, Config]:
     """A Postgres built from a real YAML-shaped configuration (stopped by the cluster)."""
-    root = cluster.base / name
-    config = parse_config({
-        "scope": "dyn", "name": name, "etcd3": {"hosts": ["127.0.0.1:2379"]},
-        "bootstrap": {"dcs": BASE_DCS, "initdb": ["no-sync", {"encoding": "UTF8"}]},
-        "postgresql": {
-            "listen": f"127.0.0.1:{free_port()}", "data_dir": str(root / "data"),
-            "bin_dir": str(PG_BIN), "pgpass": str(root / "pgpass"), "pg_ctl_timeout": 30,
-            "authentication": {"superuser": {"username": "postgres", "password": "su"},
-                               "replication": {"username": "replicator", "password": "rep"}},
-            "parameters": {"shared_buffers": "16MB", "log_min_messages": "warning",
-                           "unix_socket_directories": str(root)},
-        },
-    }, env={})
+    config = parse_config(member_yaml(cluster.base / name, "dyn", name, BASE_DCS), env={})
     pg = Postgres(pg_settings(config, config.bootstrap.dcs))
     cluster.nodes.append(pg)
     return pg, config

@@ -44,6 +44,28 @@ PARAMETERS: dict[str, Any] = {
 
 
 
+def member_yaml(root: Path, scope: str, name: str, bootstrap_dcs: dict[str, Any] | None = None,
+                **pg: Any) -> dict[str, Any]:
+    """A member's YAML-shaped configuration under ``root`` (data, socket and pgpass there; a
+    free port), with ``bootstrap.dcs`` when given and ``pg`` added to its postgresql section."""
+    bootstrap: dict[str, Any] = {"initdb": ["no-sync", {"encoding": "UTF8"}]}
+    if bootstrap_dcs is not None:
+        bootstrap["dcs"] = bootstrap_dcs
+    return {
+        "scope": scope, "name": name, "etcd3": {"hosts": ["127.0.0.1:2379"]},
+        "bootstrap": bootstrap,
+        "postgresql": {
+            "listen": f"127.0.0.1:{free_port()}", "data_dir": str(root / "data"),
+            "bin_dir": str(PG_BIN), "pgpass": str(root / "pgpass"), "pg_ctl_timeout": 30,
+            "authentication": {"superuser": {"username": "postgres", "password": "su"},
+                               "replication": {"username": "replicator", "password": "rep"}},
+            "parameters": {"shared_buffers": "16MB", "log_min_messages": "warning",
+                           "unix_socket_directories": str(root)},
+            **pg,
+        },
+    }
+
+
 class Cluster:
     """Nodes of one test cluster; remembers every Postgres it made for teardown."""
 

@@ -229,3 +229,25 @@ def dump_logs(cluster: LocalCluster, tail: int = 60) -> None:
         lines = text.splitlines()[-tail:]
         print(f"----- {name} (last {len(lines)} lines) -----")
         print("\n".join(lines))
+
+
+@contextlib.contextmanager
+def running_with_probe(c: LocalCluster, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """Start every member of ``c`` (already entered), wait until it is healthy, and sample which
+    members accept writes for as long as the block runs. Afterwards: the members' logs when
+    the test failed, and an assertion that the probe ran and never saw two writable members."""
+    from tests.support.writer import WritableProbe  # writer imports nothing from here
+
+    c.start_all(stagger=0.3)
+    wait_healthy(c)
+    probe = WritableProbe(list(c.procs.values()))
+    probe.run_in_thread()
+    try:
+        yield c
+    finally:
+        probe.stop.set()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.failed:
+            dump_logs(c)
+    assert probe.samples > 0
+    assert probe.overlaps == [], f"two writable primaries: {probe.overlaps[:5]}"
