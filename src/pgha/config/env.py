@@ -24,7 +24,8 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
         "deduplicate_heartbeat_logs")},
     "RESTAPI_USERNAME": ("restapi", "authentication", "username"),
     "RESTAPI_PASSWORD": ("restapi", "authentication", "password"),
-    "ZOOKEEPER_HOSTS": ("zookeeper", "hosts"),
+    **{f"ZOOKEEPER_{k.upper()}": ("zookeeper", k) for k in (
+        "hosts", "key_password", "set_acls", "auth_data")},
     **{f"RESTAPI_{k.upper()}": ("restapi", k) for k in (
         "listen", "connect_address", "certfile", "keyfile", "keyfile_password", "cafile",
         "verify_client", "allowlist", "allowlist_include_members", "ciphers",
@@ -40,7 +41,8 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
 _ENV_LISTS = frozenset({"RESTAPI_ALLOWLIST", "ZOOKEEPER_HOSTS", "ETCD_HOSTS", "ETCD3_HOSTS"})
 #: mappings: a YAML flow mapping, braces optional (``PATRONI_LOG_LOGGERS="aiohttp: ERROR"``)
 _ENV_DICTS = frozenset({"LOG_STATIC_FIELDS", "LOG_LOGGERS", "RESTAPI_HTTP_EXTRA_HEADERS",
-                        "RESTAPI_HTTPS_EXTRA_HEADERS"})
+                        "RESTAPI_HTTPS_EXTRA_HEADERS", "ZOOKEEPER_SET_ACLS",
+                        "ZOOKEEPER_AUTH_DATA"})
 _FORMAT_FIELD = re.compile(r"%\(\w+\)")
 _ETCD_KEYS = ("hosts", "host", "url", "protocol", "username", "password", "cacert", "cert", "key")
 

@@ -13,7 +13,7 @@ Contract (pure functions over raw, not yet validated mappings; no IO):
 - :func:`check_env`: warnings for ``PATRONI_*`` variables pgha does not act on.
 - :func:`check_values`: errors for values pgha refuses before validation (member names with
   ``/``, ``..`` or NUL, a wildcard ``listen`` without ``connect_address``, bad
-  ``zookeeper.hosts``); :func:`file_keys` lists the certificate/key files named.
+  ``zookeeper.hosts``, ``auth_data``, ``set_acls``, ``key_password``); :func:`file_keys` lists the certificate/key files named.
 - :func:`too_deep`: the path of a mapping/list nested deeper than :data:`MAX_DEPTH`.
 - :func:`reference_markdown`: docs/configuration.md, generated from the registry.
 """
@@ -27,6 +27,7 @@ from typing import Any
 
 from pgha.config.env import _ENV_PATHS, _ETCD_KEYS
 from pgha.config.keys_table import DYNAMIC, IGNORED, LOCAL, NEVER, OK, PLANNED, Key
+from pgha.config.zookeeper import check as zookeeper_check
 
 Findings = list[tuple[str, str]]
 MAX_DEPTH = 64
@@ -280,6 +281,8 @@ def check_values(data: Mapping[str, Any]) -> Findings:
                 out.append((f"{section}.listen", f"{listen!r} listens on every address: "
                             f"{section}.connect_address must say where others connect"))
     zk = data.get("zookeeper")
+    if isinstance(zk, Mapping):
+        out += zookeeper_check(zk)
     if isinstance(zk, Mapping) and "hosts" in zk:
         hosts = zk["hosts"]
         items = hosts.split(",") if isinstance(hosts, str) else hosts

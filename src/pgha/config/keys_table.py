@@ -183,9 +183,14 @@ LOCAL: tuple[Key, ...] = (
     _k("zookeeper.cert", env=True),
     _k("zookeeper.key", env=True),
     _k("zookeeper.verify", "true", env=True),
-    _p("zookeeper.key_password", None, "encrypted client keys", env=True),
-    _p("zookeeper.set_acls", None, "ZNode ACLs", free=True, env=True),
-    _p("zookeeper.auth_data", None, "ZooKeeper authentication", free=True, env=True),
+    _k("zookeeper.key_password", note="password of an encrypted client key", env=True),
+    _k("zookeeper.set_acls", note="ACL of every znode pgha creates: {principal: [READ, WRITE, "
+       "CREATE, DELETE, ADMIN or ALL]}; a principal is an x509 name (`CN=...`) or, in pgha "
+       "also, `scheme:id` for the schemes digest, sasl, ip, world, auth and x509",
+       free=True, env=True),
+    _k("zookeeper.auth_data", note="credentials sent on every connection: {scheme: "
+       "credential} (e.g. `digest: user:password`) or, in pgha also, a list of such mappings",
+       free=True, env=True),
     _n("exhibitor", "Exhibitor is not supported: use zookeeper with the ensemble's hosts",
        free=True),
     _n("kubernetes", "the Kubernetes DCS is not supported: use etcd, Consul or ZooKeeper",

@@ -33,7 +33,9 @@ import kazoo.exceptions as kx
 from kazoo.client import KazooClient
 from kazoo.protocol.connection import _CONNECTION_DROP
 from kazoo.protocol.states import KazooState
+from kazoo.security import make_acl
 
+from pgha.config import zookeeper as zkconf
 from pgha.dcs.base import DCSError, KeyValue, KVStore, SessionExpired, Snapshot, WatchEvent
 from pgha.dcs.zookeeper_tree import Node as _Node
 from pgha.dcs.zookeeper_tree import key_value as _key_value
@@ -76,14 +78,17 @@ class _Conn:
 
 class ZooKeeperStore(KVStore):
     """KVStore on the ZooKeeper ensemble at ``hosts`` (``[(host, port), ...]``; kazoo fails over
-    between them). ``auth``: ``(scheme, credential)`` pairs such as ``("digest", "user:pw")``;
-    ``use_ssl`` with ``ca``/``certfile``/``keyfile``/``verify_certs``: TLS."""
+    between them). ``auth``: ``(scheme, credential)`` pairs sent on every connection; ``acl``:
+    ``(scheme, id, permissions)`` (:mod:`pgha.config.zookeeper`), the ACL of every znode created
+    (default: open); ``use_ssl`` with ``ca``/``certfile``/``keyfile``/``keyfile_password``/
+    ``verify_certs``: TLS."""
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], *, ttl: float, timeout: float
                     ) -> ZooKeeperStore:
         """From the YAML section: ``hosts`` (list or comma-separated string of ``host[:port]``,
-        port 2181 by default), ``use_ssl``, ``cacert``, ``cert``, ``key``, ``verify``."""
+        port 2181 by default), ``use_ssl``, ``cacert``, ``cert``, ``key``, ``key_password``,
+        ``verify``, ``auth_data``, ``set_acls``. ValueError names the offending key."""
         raw = section.get("hosts")
         hosts: list[tuple[str, int]] = []
         for item in raw.split(",") if isinstance(raw, str) else list(raw or []):
@@ -93,20 +98,27 @@ class ZooKeeperStore(KVStore):
                 raise ValueError(f"zookeeper.hosts: {item!r} is not host[:port]")
             hosts.append((host, int(port)))
         get = section.get
+        if errors := zkconf.check(section):
+            raise ValueError(": ".join(errors[0]))
+        auth, acls = zkconf.auth_data(get("auth_data")), zkconf.set_acls(get("set_acls"))
         return cls(hosts, ttl, timeout, use_ssl=bool(get("use_ssl", False)), ca=get("cacert"),
-                   certfile=get("cert"), keyfile=get("key"), verify_certs=bool(get("verify", True)))
+                   certfile=get("cert"), keyfile=get("key"), verify_certs=bool(get("verify", True)),
+                   keyfile_password=get("key_password"), auth=auth, acl=acls)
 
     def __init__(self, hosts: list[tuple[str, int]], ttl: float, timeout: float, *,
-                 auth: list[tuple[str, str]] | None = None, use_ssl: bool = False,
-                 ca: str | None = None, certfile: str | None = None, keyfile: str | None = None,
+                 auth: list[tuple[str, str]] | None = None, acl: list[zkconf.Acl] | None = None,
+                 use_ssl: bool = False, ca: str | None = None, certfile: str | None = None,
+                 keyfile: str | None = None, keyfile_password: str | None = None,
                  verify_certs: bool = True) -> None:
         super().__init__(ttl, timeout)
         if not hosts:
             raise ValueError("at least one ZooKeeper host is needed")
         self.hosts = list(hosts)
+        default_acl = [make_acl(s, i, **{p.lower(): True for p in ps}) for s, i, ps in acl or []]
         self._options: dict[str, Any] = {
-            "auth_data": list(auth or []) or None, "use_ssl": use_ssl, "ca": ca,
-            "certfile": certfile, "keyfile": keyfile, "verify_certs": verify_certs}
+            "auth_data": list(auth or []) or None, "default_acl": default_acl or None,
+            "use_ssl": use_ssl, "ca": ca, "certfile": certfile, "keyfile": keyfile,
+            "keyfile_password": keyfile_password, "verify_certs": verify_certs}
         self._conn: _Conn | None = None  # the current client and session
         self._retired: _Conn | None = None  # see KVStore.open_session
         self._closed = True
