@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from pgha.config import ConfigError, parse_config
+from pgha.config.keys import check_env
 from pgha.dcs.factory import open_kv
 from pgha.dcs.zookeeper import ZooKeeperStore
 
@@ -57,3 +58,85 @@ def test_tls_options_and_timeouts() -> None:
     assert kv.requested_timeout == pytest.approx(20.0)
     assert kv.session_ttl == pytest.approx(20.0)
     assert kv.session_id is None
+
+
+# -- auth_data, set_acls, key_password ----------------------------------------------------------
+
+
+def _kv(zookeeper: dict[str, Any], env: dict[str, str] | None = None) -> ZooKeeperStore:
+    kv = open_kv(parse_config(config({"hosts": "z1", **zookeeper}), env or {}), ttl=30, timeout=5)
+    assert isinstance(kv, ZooKeeperStore)
+    return kv
+
+
+@pytest.mark.parametrize(("auth_data", "expected"), [
+    ({"digest": "user:pw"}, [("digest", "user:pw")]),  # Patroni's shape
+    ({"digest": "u:p", "sasl": "x"}, [("digest", "u:p"), ("sasl", "x")]),
+    ([{"digest": "a:1"}, {"digest": "b:2"}], [("digest", "a:1"), ("digest", "b:2")]),
+    ({}, None), (None, None),
+])
+def test_auth_data_reaches_kazoo(auth_data: Any, expected: Any) -> None:
+    assert _kv({"auth_data": auth_data})._options["auth_data"] == expected
+
+
+def test_set_acls_become_kazoo_default_acl() -> None:
+    acl = _kv({"set_acls": {
+        "CN=node1,OU=db": ["ALL"], "CN=ops": ["read", "Write"],
+        "digest:pgha:AbC/+x=": ["CREATE", "DELETE", "ADMIN"], "world:anyone": ["READ"],
+        "x509:CN=z": ["READ"], "auth:": ["ALL"]}})._options["default_acl"]
+    got = {(a.id.scheme, a.id.id): a.perms for a in acl}
+    assert got == {("x509", "CN=node1,OU=db"): 31, ("x509", "CN=ops"): 1 | 2,
+                   ("digest", "pgha:AbC/+x="): 4 | 8 | 16, ("world", "anyone"): 1,
+                   ("x509", "CN=z"): 1, ("auth", ""): 31}
+    assert _kv({})._options["default_acl"] is None  # kazoo's default: open to all
+    assert _kv({"set_acls": {}})._options["default_acl"] is None
+
+
+def test_key_password_reaches_kazoo() -> None:
+    kv = _kv({"use_ssl": True, "key_password": "s3cret"})
+    assert kv._options["keyfile_password"] == "s3cret"
+    assert _kv({})._options["keyfile_password"] is None
+
+
+def test_env_variables() -> None:
+    kv = _kv({"auth_data": {"digest": "ignored:x"}}, {
+        "PATRONI_ZOOKEEPER_AUTH_DATA": "digest: u:p",
+        "PATRONI_ZOOKEEPER_SET_ACLS": "{'CN=a': [ALL], 'digest:u:h=': [READ, WRITE]}",
+        "PATRONI_ZOOKEEPER_KEY_PASSWORD": "pw"})
+    assert kv._options["auth_data"] == [("digest", "u:p")]
+    assert {(a.id.scheme, a.id.id): a.perms for a in kv._options["default_acl"]} == {
+        ("x509", "CN=a"): 31, ("digest", "u:h="): 3}
+    assert kv._options["keyfile_password"] == "pw"
+    kv = _kv({}, {"PGHA_ZOOKEEPER_SET_ACLS": "CN=b: [read]"})  # braces optional
+    assert [(a.id.id, a.perms) for a in kv._options["default_acl"]] == [("CN=b", 1)]
+    env = {f"PATRONI_ZOOKEEPER_{k}": "x: y" for k in ("AUTH_DATA", "SET_ACLS", "KEY_PASSWORD")}
+    assert not [f for f in check_env(env) if "ZOOKEEPER" in f[0]]  # read, no warning
+
+
+@pytest.mark.parametrize(("zookeeper", "key", "words"), [
+    ({"auth_data": "digest:u:p"}, "auth_data", "mapping"),
+    ({"auth_data": ["digest"]}, "auth_data", "mapping"),
+    ({"auth_data": {"digest": None}}, "auth_data", "credential of digest"),
+    ({"auth_data": {"digest": 1234}}, "auth_data", "got int"),
+    ({"set_acls": ["CN=a"]}, "set_acls", "mapping"),
+    ({"set_acls": {"CN=a": "ALL"}}, "set_acls", "list of permissions"),
+    ({"set_acls": {"CN=a": []}}, "set_acls", "list of permissions"),
+    ({"set_acls": {"CN=a": ["ALL", "EVERYTHING"]}}, "set_acls", "'EVERYTHING'"),
+    ({"set_acls": {"digest:": ["ALL"]}}, "set_acls", "id is empty"),
+    ({"set_acls": {1: ["ALL"]}}, "set_acls", "principal"),
+    ({"key_password": 1234}, "key_password", "expected text"),
+])
+def test_bad_values_refused_naming_the_key(zookeeper: dict[str, Any], key: str,
+                                           words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(config({"hosts": "z1", **zookeeper}), {})
+    text = str(info.value)
+    assert text.startswith(f"zookeeper.{key}: ") and words in text and "\n" not in text
+    assert "1234" not in text  # a secret is not echoed
+    with pytest.raises(ValueError, match=f"^zookeeper.{key}: "):  # and by the store itself
+        ZooKeeperStore.from_config({"hosts": "z1", **zookeeper}, ttl=30, timeout=5)
+
+
+def test_bad_env_value_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match="^zookeeper.set_acls: .*list of permissions"):
+        parse_config(config({"hosts": "z1"}), {"PATRONI_ZOOKEEPER_SET_ACLS": "CN=a: ALL"})
