@@ -17,6 +17,11 @@ uses ``srvr``: an ensemble member serves only while it is part of a quorum).
 reuses the same port and data (sessions survive a restart as far as ZooKeeper allows),
 ``close()`` stops it and removes the directory. The process is also stopped at interpreter
 exit (atexit).
+
+With ``tls=(keystore, truststore)`` (PEM files: the server's unencrypted PKCS#8 key with its
+certificate chain, and the CA certificates clients must be signed by) it also serves TLS on
+``secure_port`` (Netty connection factory, client certificates required; x509 ids are the
+client certificate's subject as Java spells it).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ JAVA_DIR = Path(os.environ.get("PGHA_TEST_JAVA_DIR", "/usr/share/java"))
 # zookeeper.jar's manifest names its dependencies (jute, netty, slf4j-api, ...) by absolute
 # path; slf4j-simple is the logging backend (to the log file, via stderr).
 CLASSPATH_JARS = ("zookeeper.jar", "zookeeper-jute.jar", "slf4j-simple.jar")
+TLS_JARS = ("netty-codec.jar",)  # the Netty factory needs it; not in zookeeper.jar's manifest
 TICK_MS = 250
 MIN_SESSION_MS = 2 * TICK_MS
 MAX_SESSION_MS = 60_000
@@ -51,11 +57,11 @@ def java_bin() -> str | None:
     return os.environ.get("PGHA_TEST_JAVA") or shutil.which("java")
 
 
-def zookeeper_unavailable() -> str | None:
-    """None when a ZooKeeper server can be started here, else the reason."""
+def zookeeper_unavailable(tls: bool = False) -> str | None:
+    """None when a ZooKeeper server (``tls``: with TLS) can be started here, else the reason."""
     if java_bin() is None:
         return "java is not installed (the Debian zookeeper package needs a JRE)"
-    for jar in CLASSPATH_JARS[:2]:
+    for jar in CLASSPATH_JARS[:2] + (TLS_JARS if tls else ()):
         if not (JAVA_DIR / jar).is_file():
             return f"{JAVA_DIR / jar} is missing (install the Debian zookeeper package)"
     return None
@@ -84,11 +90,14 @@ class ZooKeeperServer(ManagedServer):
     directory to use (created, and removed by ``close()``); a new temporary one by default."""
 
     def __init__(self, port: int | None = None, *, myid: int | None = None,
-                 servers: dict[int, str] | None = None, base_dir: Path | None = None) -> None:
+                 servers: dict[int, str] | None = None, base_dir: Path | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         if (myid is None) != (servers is None) or (servers is not None and myid not in servers):
             raise ValueError("an ensemble member needs myid and servers naming it")
         self.port = port or free_port()
         self.myid = myid
+        self.tls = tls
+        self.secure_port = free_port(None, {self.port}) if tls else None
         if base_dir is None:
             base_dir = Path(tempfile.mkdtemp(prefix="pgha-zk-"))
         self.base_dir = base_dir
@@ -116,6 +125,13 @@ class ZooKeeperServer(ManagedServer):
             "4lw.commands.whitelist=ruok,srvr,stat,conf,mntr,cons\n"
             "autopurge.purgeInterval=0\n"
             + quorum
+            + ("" if tls is None else
+               f"secureClientPort={self.secure_port}\n"
+               "secureClientPortAddress=127.0.0.1\n"
+               "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n"
+               f"ssl.keyStore.location={tls[0]}\nssl.keyStore.type=PEM\n"
+               f"ssl.trustStore.location={tls[1]}\nssl.trustStore.type=PEM\n"
+               "ssl.clientAuth=need\n")
         )
         atexit.register(self.close)
 
@@ -134,7 +150,8 @@ class ZooKeeperServer(ManagedServer):
         java = java_bin()
         if java is None:
             raise RuntimeError("java is not installed")
-        classpath = ":".join([str(self.conf_dir), *(str(JAVA_DIR / j) for j in CLASSPATH_JARS)])
+        jars = CLASSPATH_JARS + (TLS_JARS if self.tls else ())
+        classpath = ":".join([str(self.conf_dir), *(str(JAVA_DIR / j) for j in jars)])
         args = [
             java,
             "-Xmx256m", "-XX:+UseSerialGC", "-XX:-UsePerfData", "-Xshare:auto",

@@ -133,10 +133,10 @@ def test_bad_values_refused_naming_the_key(zookeeper: dict[str, Any], key: str,
     text = str(info.value)
     assert text.startswith(f"zookeeper.{key}: ") and words in text and "\n" not in text
     assert "1234" not in text  # a secret is not echoed
-    with pytest.raises(ValueError, match=f"^zookeeper.{key}: "):  # and by the store itself
+    with pytest.raises(ValueError, match=rf"^zookeeper\.{key}: "):  # and by the store itself
         ZooKeeperStore.from_config({"hosts": "z1", **zookeeper}, ttl=30, timeout=5)
 
 
 def test_bad_env_value_refused_naming_the_key() -> None:
-    with pytest.raises(ConfigError, match="^zookeeper.set_acls: .*list of permissions"):
+    with pytest.raises(ConfigError, match=r"^zookeeper\.set_acls: .*list of permissions"):
         parse_config(config({"hosts": "z1"}), {"PATRONI_ZOOKEEPER_SET_ACLS": "CN=a: ALL"})
