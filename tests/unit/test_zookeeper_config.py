@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,7 +96,24 @@ def test_set_acls_become_kazoo_default_acl() -> None:
 def test_key_password_reaches_kazoo() -> None:
     kv = _kv({"use_ssl": True, "key_password": "s3cret"})
     assert kv._options["keyfile_password"] == "s3cret"
-    assert _kv({})._options["keyfile_password"] is None
+    # unset: "" so that OpenSSL refuses an encrypted key instead of prompting on a terminal
+    assert _kv({})._options["keyfile_password"] == ""
+
+
+def test_tls_env_variables(tmp_path: Path) -> None:
+    files = {n: tmp_path / n for n in ("ca.pem", "c.pem", "k.pem")}
+    for f in files.values():
+        f.write_text("x")
+    env = {"PATRONI_ZOOKEEPER_USE_SSL": "true", "PATRONI_ZOOKEEPER_VERIFY": "off",
+           "PATRONI_ZOOKEEPER_CACERT": str(files["ca.pem"]),
+           "PATRONI_ZOOKEEPER_CERT": str(files["c.pem"]),
+           "PATRONI_ZOOKEEPER_KEY": str(files["k.pem"])}
+    o = _kv({"use_ssl": False}, env)._options
+    assert (o["use_ssl"], o["verify_certs"]) == (True, False)
+    assert (o["ca"], o["certfile"], o["keyfile"]) == tuple(str(f) for f in files.values())
+    assert not [f for f in check_env(env) if "ZOOKEEPER" in f[0]]
+    o = _kv({}, {"PATRONI_ZOOKEEPER_USE_SSL": "false"})._options  # text "false" is false
+    assert (o["use_ssl"], o["verify_certs"]) == (False, True)
 
 
 def test_env_variables() -> None:
@@ -125,6 +143,8 @@ def test_env_variables() -> None:
     ({"set_acls": {"digest:": ["ALL"]}}, "set_acls", "id is empty"),
     ({"set_acls": {1: ["ALL"]}}, "set_acls", "principal"),
     ({"key_password": 1234}, "key_password", "expected text"),
+    ({"use_ssl": "maybe"}, "use_ssl", "true or false"),
+    ({"verify": "sometimes"}, "verify", "true or false"),
 ])
 def test_bad_values_refused_naming_the_key(zookeeper: dict[str, Any], key: str,
                                            words: str) -> None:

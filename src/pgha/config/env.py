@@ -25,7 +25,8 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "RESTAPI_USERNAME": ("restapi", "authentication", "username"),
     "RESTAPI_PASSWORD": ("restapi", "authentication", "password"),
     **{f"ZOOKEEPER_{k.upper()}": ("zookeeper", k) for k in (
-        "hosts", "key_password", "set_acls", "auth_data")},
+        "hosts", "use_ssl", "cacert", "cert", "key", "key_password", "verify", "set_acls",
+        "auth_data")},
     **{f"RESTAPI_{k.upper()}": ("restapi", k) for k in (
         "listen", "connect_address", "certfile", "keyfile", "keyfile_password", "cafile",
         "verify_client", "allowlist", "allowlist_include_members", "ciphers",

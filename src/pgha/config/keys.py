@@ -13,8 +13,8 @@ Contract (pure functions over raw, not yet validated mappings; no IO):
 - :func:`check_env`: warnings for ``PATRONI_*`` variables pgha does not act on.
 - :func:`check_values`: errors for values pgha refuses before validation (member names with
   ``/``, ``..`` or NUL, a wildcard ``listen`` without ``connect_address``, bad
-  ``zookeeper.hosts``, ``auth_data``, ``set_acls``, ``key_password``); :func:`file_keys`
-  lists the certificate/key files named.
+  ``zookeeper.hosts``, ``auth_data``, ``set_acls``, ``key_password``, ``use_ssl``,
+  ``verify``); :func:`file_keys` lists the certificate/key files named.
 - :func:`too_deep`: the path of a mapping/list nested deeper than :data:`MAX_DEPTH`.
 - :func:`reference_markdown`: docs/configuration.md, generated from the registry.
 """

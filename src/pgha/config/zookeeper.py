@@ -1,4 +1,4 @@
-"""The ZooKeeper authentication keys: ``zookeeper.auth_data`` and ``zookeeper.set_acls``.
+"""The ``zookeeper`` section's options besides ``hosts``: authentication, ACLs and TLS.
 
 Contract (pure, no IO): :func:`auth_data` turns ``auth_data`` into kazoo's ``auth_data`` list of
 ``(scheme, credential)`` pairs; it takes a mapping ``{scheme: credential}`` (Patroni's shape,
@@ -7,8 +7,10 @@ one credential per scheme) or a list of such mappings (several credentials of on
 permissions)`` triples: a principal is an x509 name (``CN=...``, as in Patroni) unless it starts
 with one of :data:`SCHEMES` and a colon (``digest:user:base64-sha1``, ``sasl:name``,
 ``ip:10.0.0.0/8``, ``world:anyone``, ``x509:CN=...``), an extension of pgha. Permissions are
-names of :data:`PERMISSIONS`, in any case. Both raise ValueError with a one-line message that
-does not name the key (:func:`check` adds the key path); None or an empty value is "not set".
+names of :data:`PERMISSIONS`, in any case. :func:`flag` reads ``use_ssl``/``verify`` (text
+from the environment included). These raise ValueError with a one-line message that does not
+name the key; :func:`check` lists ``(key path, message)`` and :func:`store_options` (the
+store's keyword arguments) raises the first of them. None or an empty value is "not set".
 """
 
 from __future__ import annotations
@@ -72,10 +74,29 @@ def set_acls(value: Any) -> list[Acl]:
     return out
 
 
+def flag(value: Any, default: bool) -> bool:
+    """``use_ssl``/``verify``: a bool, or text as the environment gives it (true/false,
+    yes/no, on/off, 1/0); None is ``default``."""
+    if value is None or isinstance(value, bool):
+        return default if value is None else value
+    text = str(value).strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise ValueError(f"expected true or false, got {value!r}")
+    return text in _TRUE
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
 def check(section: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """``(key path, message)`` for each refused ``auth_data``/``set_acls``/``key_password``
-    value of the ``zookeeper`` section."""
+    """``(key path, message)`` for each refused ``auth_data``/``set_acls``/``key_password``/
+    ``use_ssl``/``verify`` value of the ``zookeeper`` section."""
     out: list[tuple[str, str]] = []
+    for name in ("use_ssl", "verify"):
+        try:
+            flag(section.get(name), False)
+        except ValueError as exc:
+            out.append((f"zookeeper.{name}", str(exc)))
     for name, parse in (("auth_data", auth_data), ("set_acls", set_acls)):
         try:
             parse(section.get(name))
@@ -86,3 +107,15 @@ def check(section: Mapping[str, Any]) -> list[tuple[str, str]]:
         out.append(("zookeeper.key_password", f"expected text, got {type(password).__name__}"
                     " (quote it in YAML)"))
     return out
+
+
+def store_options(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :class:`pgha.dcs.zookeeper.ZooKeeperStore` but ``hosts``
+    from the ``zookeeper`` section; ValueError naming the first refused key."""
+    if errors := check(section):
+        raise ValueError(": ".join(errors[0]))
+    get = section.get
+    return {"auth": auth_data(get("auth_data")), "acl": set_acls(get("set_acls")),
+            "use_ssl": flag(get("use_ssl"), False), "verify_certs": flag(get("verify"), True),
+            "ca": get("cacert"), "certfile": get("cert"), "keyfile": get("key"),
+            "keyfile_password": get("key_password")}

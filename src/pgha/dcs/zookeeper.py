@@ -81,7 +81,7 @@ class ZooKeeperStore(KVStore):
     between them). ``auth``: ``(scheme, credential)`` pairs sent on every connection; ``acl``:
     ``(scheme, id, permissions)`` (:mod:`pgha.config.zookeeper`), the ACL of every znode created
     (default: open); ``use_ssl`` with ``ca``/``certfile``/``keyfile``/``keyfile_password``/
-    ``verify_certs``: TLS."""
+    ``verify_certs``: TLS (an encrypted key without password fails, no terminal prompt)."""
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], *, ttl: float, timeout: float
@@ -97,13 +97,7 @@ class ZooKeeperStore(KVStore):
             if not host or not port.isdigit():
                 raise ValueError(f"zookeeper.hosts: {item!r} is not host[:port]")
             hosts.append((host, int(port)))
-        get = section.get
-        if errors := zkconf.check(section):
-            raise ValueError(": ".join(errors[0]))
-        auth, acls = zkconf.auth_data(get("auth_data")), zkconf.set_acls(get("set_acls"))
-        return cls(hosts, ttl, timeout, use_ssl=bool(get("use_ssl", False)), ca=get("cacert"),
-                   certfile=get("cert"), keyfile=get("key"), verify_certs=bool(get("verify", True)),
-                   keyfile_password=get("key_password"), auth=auth, acl=acls)
+        return cls(hosts, ttl, timeout, **zkconf.store_options(section))
 
     def __init__(self, hosts: list[tuple[str, int]], ttl: float, timeout: float, *,
                  auth: list[tuple[str, str]] | None = None, acl: list[zkconf.Acl] | None = None,
@@ -118,7 +112,7 @@ class ZooKeeperStore(KVStore):
         self._options: dict[str, Any] = {
             "auth_data": list(auth or []) or None, "default_acl": default_acl or None,
             "use_ssl": use_ssl, "ca": ca, "certfile": certfile, "keyfile": keyfile,
-            "keyfile_password": keyfile_password, "verify_certs": verify_certs}
+            "keyfile_password": keyfile_password or "", "verify_certs": verify_certs}
         self._conn: _Conn | None = None  # the current client and session
         self._retired: _Conn | None = None  # see KVStore.open_session
         self._closed = True
