@@ -22,6 +22,7 @@ PERMISSIONS = ("READ", "WRITE", "CREATE", "DELETE", "ADMIN", "ALL")
 SCHEMES = ("digest", "sasl", "ip", "world", "auth", "x509")
 
 Acl = tuple[str, str, frozenset[str]]
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def _text(value: Any, what: str) -> str:  # the value is not shown: it may be a secret
@@ -83,9 +84,6 @@ def flag(value: Any, default: bool) -> bool:
     if text not in _TRUE + _FALSE:
         raise ValueError(f"expected true or false, got {value!r}")
     return text in _TRUE
-
-
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def check(section: Mapping[str, Any]) -> list[tuple[str, str]]:
