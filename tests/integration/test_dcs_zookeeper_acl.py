@@ -38,7 +38,8 @@ from tests.integration.test_dcs_contract import (  # noqa: F401  (collected agai
     test_watch_ends_when_store_closes,
     test_watch_sees_leader_deleted,
 )
-from tests.support.zookeeper import ZooKeeperServer, zookeeper_unavailable
+from tests.support.dcs_servers import ZooKeeperDcs
+from tests.support.zookeeper import zookeeper_unavailable
 
 from pgha.dcs.base import DCSError
 from pgha.dcs.store import ClusterStore
@@ -56,44 +57,11 @@ DIGEST_ID = make_digest_acl_credential(USER, PASSWORD)  # "pgha:<base64 sha1>"
 ALL = 31  # READ|WRITE|CREATE|DELETE|ADMIN
 
 
-def section(server: ZooKeeperServer, **extra: Any) -> dict[str, Any]:
-    return {"hosts": [f"{h}:{p}" for h, p in server.hosts],
-            "auth_data": {"digest": f"{USER}:{PASSWORD}"},
-            "set_acls": {f"digest:{DIGEST_ID}": ["ALL"]}, **extra}
-
-
-class AclZooKeeperDcs:
-    """The contract suite's server adapter: stores authenticated as USER, creating znodes
-    only USER may access."""
-
-    kind = "zookeeper"
-
-    def __init__(self) -> None:
-        self.server = ZooKeeperServer()
-        self.server.start()
-
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def kill(self) -> None:
-        self.server.kill()
-
-    def close(self) -> None:
-        self.server.close()
-
-    def make_kv(self, ttl: float, timeout: float) -> ZooKeeperStore:
-        return ZooKeeperStore.from_config(section(self.server), ttl=ttl, timeout=timeout)
-
-    def config_section(self) -> dict[str, Any]:
-        return {"zookeeper": section(self.server)}
-
-
 @pytest.fixture(scope="module")
-def dcs() -> Iterator[AclZooKeeperDcs]:
-    server = AclZooKeeperDcs()
+def dcs() -> Iterator[ZooKeeperDcs]:
+    """Stores authenticated as USER, creating znodes only USER may access."""
+    server = ZooKeeperDcs(auth_data={"digest": f"{USER}:{PASSWORD}"},
+                          set_acls={f"digest:{DIGEST_ID}": ["ALL"]})
     try:
         yield server
     finally:
@@ -101,7 +69,7 @@ def dcs() -> Iterator[AclZooKeeperDcs]:
 
 
 @pytest.fixture
-async def clients(dcs: AclZooKeeperDcs) -> AsyncIterator[Clients]:
+async def clients(dcs: ZooKeeperDcs) -> AsyncIterator[Clients]:
     c = Clients(dcs)
     try:
         yield c
@@ -110,7 +78,7 @@ async def clients(dcs: AclZooKeeperDcs) -> AsyncIterator[Clients]:
 
 
 @pytest.fixture
-async def raw(dcs: AclZooKeeperDcs) -> AsyncIterator[Any]:
+async def raw(dcs: ZooKeeperDcs) -> AsyncIterator[Any]:
     """``raw(auth)``: a started plain kazoo client (``auth``: its auth_data), stopped at the
     end."""
     started: list[KazooClient] = []
@@ -191,9 +159,9 @@ async def test_others_can_neither_read_nor_write(clients: Clients, raw: Any,
         await kv.close()
 
 
-async def test_world_read_opens_reading_only(dcs: AclZooKeeperDcs, raw: Any) -> None:
+async def test_world_read_opens_reading_only(dcs: ZooKeeperDcs, raw: Any) -> None:
     acls = {f"digest:{DIGEST_ID}": ["all"], "world:anyone": ["read"]}
-    kv = ZooKeeperStore.from_config(section(dcs.server, set_acls=acls), ttl=4.0, timeout=2.0)
+    kv = ZooKeeperStore.from_config(dcs.section(set_acls=acls), ttl=4.0, timeout=2.0)
     await kv.connect()
     try:
         store = ClusterStore(kv, NAMESPACE, f"world-{uuid.uuid4().hex[:8]}", "pg1")

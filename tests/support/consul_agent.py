@@ -27,6 +27,7 @@ from typing import Any
 
 from pgha.dcs.base import KVStore
 from tests.support.consul_emulator import free_port
+from tests.support.dcs_servers import ServedDcs
 
 NO_CONSUL = "no consul binary on PATH: the contract suite runs against the Consul emulator only"
 
@@ -119,7 +120,7 @@ class ConsulAgent:
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-class ConsulAgentDcs:
+class ConsulAgentDcs(ServedDcs):
     """Registry adapter of a real ``consul agent -dev`` (see the module docstring)."""
 
     kind = "consul"
@@ -128,18 +129,6 @@ class ConsulAgentDcs:
     def __init__(self) -> None:
         self.server = ConsulAgent()
         self.server.start()
-
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def kill(self) -> None:
-        self.server.kill()
-
-    def close(self) -> None:
-        self.server.close()
 
     def make_kv(self, ttl: float, timeout: float) -> KVStore:
         from pgha.dcs.consul import ConsulStore

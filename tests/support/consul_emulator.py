@@ -64,6 +64,7 @@ from aiohttp import web
 
 from pgha.cli.localcluster import free_port
 from pgha.dcs.base import KVStore
+from tests.support.dcs_servers import ServedDcs
 
 T = TypeVar("T")
 
@@ -736,7 +737,7 @@ class ConsulEmulator:
         return self._json("127.0.0.1:8300")
 
 
-class ConsulEmulatorDcs:
+class ConsulEmulatorDcs(ServedDcs):
     """Registry adapter (:class:`tests.support.dcs_servers.DcsServer`) of a running emulator.
     ``contract_ttl`` 20: the session TTL is then 10 s, Consul's minimum."""
 
@@ -746,18 +747,6 @@ class ConsulEmulatorDcs:
     def __init__(self) -> None:
         self.server = ConsulEmulator()
         self.server.start()
-
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def kill(self) -> None:
-        self.server.kill()
-
-    def close(self) -> None:
-        self.server.close()
 
     def make_kv(self, ttl: float, timeout: float) -> KVStore:
         from pgha.dcs.consul import ConsulStore

@@ -47,27 +47,33 @@ class DcsServer(Protocol):
         ...
 
 
+class ServedDcs:
+    """Base of the adapters: ``start``/``stop``/``kill``/``close`` are the ``server``'s."""
+
+    server: Any
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def kill(self) -> None:
+        self.server.kill()
+
+    def close(self) -> None:
+        self.server.close()
+
+
 def _etcd(client: str = "grpc") -> DcsServer:
     from tests.support.etcd import EtcdServer
 
-    class EtcdDcs:
+    class EtcdDcs(ServedDcs):
         kind = "etcd"
 
         def __init__(self) -> None:
             self.server = EtcdServer()
             self.server.start()
-
-        def start(self) -> None:
-            self.server.start()
-
-        def stop(self) -> None:
-            self.server.stop()
-
-        def kill(self) -> None:
-            self.server.kill()
-
-        def close(self) -> None:
-            self.server.close()
 
         def make_kv(self, ttl: float, timeout: float) -> KVStore:
             if client == "http":
@@ -89,36 +95,34 @@ def _etcd_available() -> str | None:
     return None if shutil.which("etcd") else "etcd is not installed (scripts/setup installs it)"
 
 
+class ZooKeeperDcs(ServedDcs):
+    """A ZooKeeper server for the contract suite; stores are built from the YAML section
+    (``ZooKeeperStore.from_config``) with ``options`` (e.g. ``auth_data``, ``set_acls``)
+    added to its ``hosts``."""
+
+    kind = "zookeeper"
+
+    def __init__(self, **options: Any) -> None:
+        from tests.support.zookeeper import ZooKeeperServer
+
+        self.options = options
+        self.server = ZooKeeperServer()
+        self.server.start()
+
+    def section(self, **options: Any) -> dict[str, Any]:
+        """The ``zookeeper`` section: hosts, this server's options, then ``options``."""
+        return {"hosts": [f"{h}:{p}" for h, p in self.server.hosts], **self.options, **options}
+
+    def make_kv(self, ttl: float, timeout: float) -> KVStore:
+        from pgha.dcs.zookeeper import ZooKeeperStore
+
+        return ZooKeeperStore.from_config(self.section(), ttl=ttl, timeout=timeout)
+
+    def config_section(self) -> dict[str, Any]:
+        return {"zookeeper": self.section()}
+
+
 def _zookeeper() -> DcsServer:
-    from tests.support.zookeeper import ZooKeeperServer
-
-    class ZooKeeperDcs:
-        kind = "zookeeper"
-
-        def __init__(self) -> None:
-            self.server = ZooKeeperServer()
-            self.server.start()
-
-        def start(self) -> None:
-            self.server.start()
-
-        def stop(self) -> None:
-            self.server.stop()
-
-        def kill(self) -> None:
-            self.server.kill()
-
-        def close(self) -> None:
-            self.server.close()
-
-        def make_kv(self, ttl: float, timeout: float) -> KVStore:
-            from pgha.dcs.zookeeper import ZooKeeperStore
-
-            return ZooKeeperStore(self.server.hosts, ttl=ttl, timeout=timeout)
-
-        def config_section(self) -> dict[str, Any]:
-            return {"zookeeper": {"hosts": [f"{h}:{p}" for h, p in self.server.hosts]}}
-
     return ZooKeeperDcs()
 
 
